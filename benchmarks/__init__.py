@@ -1,0 +1,1 @@
+"""The project's benchmark suite: ``python -m benchmarks [name ...] [--quick]``."""

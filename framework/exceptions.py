@@ -1,0 +1,244 @@
+"""Every error the framework raises, under one root.
+
+Catch :class:`FrameworkError` to handle anything raised here; catch a branch to
+handle one layer. Redis client exceptions never escape: backend modules map them
+to the :class:`BackendError` branch (see :func:`framework.connection.mapped_errors`).
+
+```
+FrameworkError
+├── ConfigurationError            bad settings, URL or argument combination (also a ValueError)
+├── BackendError                  Redis answered with an error
+│   ├── BackendUnavailable        cannot reach Redis / connection dropped
+│   └── BackendTimeout            Redis did not answer in time
+├── SerializationError            an object could not be serialized
+│   └── DeserializationError      bytes could not be turned back into an object
+├── FramingError                  a frame or chunk is malformed
+│   ├── TruncatedFrameError       fewer bytes than the header announces
+│   ├── UnsupportedVersionError   a wire version this build does not speak
+│   ├── ChecksumError             a chunk's checksum does not match its bytes
+│   └── SequenceError             a missing, duplicate or out-of-order chunk
+├── SecurityError                 a payload failed authentication
+│   ├── MissingSignatureError     unsigned data reached a receiver that has a secret
+│   ├── BadSignatureError         the MAC does not match (tampered or wrong secret)
+│   └── EncryptionError           encryption unavailable, key missing, or decryption failed
+├── StoreError                    object store failures
+│   ├── ObjectNotFoundError       the key is absent (evicted, expired or never written)
+│   ├── ProxyResolveError         a proxy could not produce its target
+│   └── UnknownStoreKindError     a config names a store kind that is not registered
+├── ObjectStreamError             object streams (producer/consumer)
+│   ├── TopicClosedError          send() on a topic that close_topics() ended
+│   ├── MessageLossError          events were lost (sequence gap or dropped subscription)
+│   └── ReceiveTimeout            nothing arrived within the wait timeout (also a TimeoutError)
+├── StreamError                   byte streams (the NVFlare name and meaning)
+│   ├── StreamCancelled           the other side cancelled or closed the transfer
+│   ├── StreamTimeout             no progress within the idle timeout (also a TimeoutError)
+│   └── BlobSizeError             a blob is larger than the receiver accepts
+└── ClosedError                   use of an object after close()
+```
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BackendError",
+    "BackendTimeout",
+    "BackendUnavailable",
+    "BadSignatureError",
+    "BlobSizeError",
+    "ChecksumError",
+    "ClosedError",
+    "ConfigurationError",
+    "DeserializationError",
+    "EncryptionError",
+    "FrameworkError",
+    "FramingError",
+    "MessageLossError",
+    "MissingSignatureError",
+    "ObjectNotFoundError",
+    "ObjectStreamError",
+    "ProxyResolveError",
+    "ReceiveTimeout",
+    "SecurityError",
+    "SequenceError",
+    "SerializationError",
+    "StoreError",
+    "StreamCancelled",
+    "StreamError",
+    "StreamTimeout",
+    "TopicClosedError",
+    "TruncatedFrameError",
+    "UnknownStoreKindError",
+    "UnsupportedVersionError",
+]
+
+
+class FrameworkError(Exception):
+    """Root of every exception raised by the framework."""
+
+
+class ConfigurationError(FrameworkError, ValueError):
+    """Settings, a URL or an argument combination is invalid."""
+
+
+class BackendError(FrameworkError):
+    """Redis returned an error or the client failed.
+
+    Attributes:
+        command: The Redis command that failed, when known.
+    """
+
+    def __init__(self, message: str, *, command: str | None = None) -> None:
+        super().__init__(message)
+        self.command = command
+
+
+class BackendUnavailable(BackendError):
+    """Redis cannot be reached or the connection dropped."""
+
+
+class BackendTimeout(BackendError):
+    """Redis did not answer within the socket timeout."""
+
+
+class SerializationError(FrameworkError):
+    """An object could not be serialized."""
+
+
+class DeserializationError(SerializationError):
+    """Bytes could not be turned back into an object."""
+
+
+class FramingError(FrameworkError):
+    """A frame or chunk is malformed."""
+
+
+class TruncatedFrameError(FramingError):
+    """A frame holds fewer bytes than its header announces."""
+
+
+class UnsupportedVersionError(FramingError):
+    """A frame carries a wire version this build does not understand."""
+
+
+class ChecksumError(FramingError):
+    """A chunk's checksum does not match its bytes."""
+
+
+class SequenceError(FramingError):
+    """A chunk is missing, duplicated or out of order."""
+
+
+class SecurityError(FrameworkError):
+    """A payload failed authentication or cannot be protected."""
+
+
+class MissingSignatureError(SecurityError):
+    """Unsigned data reached a receiver configured with a shared secret."""
+
+
+class BadSignatureError(SecurityError):
+    """A payload's MAC does not match: it was altered or signed with another secret."""
+
+
+class EncryptionError(SecurityError):
+    """Encryption is unavailable, its key is missing, or decryption failed."""
+
+
+class StoreError(FrameworkError):
+    """An object store operation failed."""
+
+
+class ObjectNotFoundError(StoreError, KeyError):
+    """The key is absent: evicted, expired or never written.
+
+    Attributes:
+        key: The missing key.
+        store: Name of the store that was asked.
+    """
+
+    def __init__(self, key: str, store: str) -> None:
+        super().__init__(f"Object {key!r} is not in store {store!r}: it was evicted, expired or never written.")
+        self.key = key
+        self.store = store
+
+    def __str__(self) -> str:
+        # KeyError.__str__ would repr() the message; keep it a sentence.
+        return str(self.args[0])
+
+
+class ProxyResolveError(StoreError):
+    """A proxy could not produce its target object."""
+
+
+class UnknownStoreKindError(StoreError):
+    """A store config names a kind that is not registered in this process."""
+
+
+class ObjectStreamError(FrameworkError):
+    """An object stream (producer or consumer) failed."""
+
+
+class TopicClosedError(ObjectStreamError):
+    """An object was sent to a topic that has been closed."""
+
+
+class MessageLossError(ObjectStreamError):
+    """Events were lost: a producer's sequence has a gap or a subscription dropped.
+
+    Attributes:
+        topic: Topic on which events were lost.
+        producer: Identifier of the producer whose events are missing, when known.
+        expected: The sequence number the consumer expected next, when known.
+        received: The sequence number that arrived instead, when known.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        topic: str,
+        producer: str | None = None,
+        expected: int | None = None,
+        received: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.topic = topic
+        self.producer = producer
+        self.expected = expected
+        self.received = received
+
+    @classmethod
+    def gap(cls, topic: str, producer: str, expected: int, received: int) -> MessageLossError:
+        """Build the error for a sequence gap: ``expected`` was due, ``received`` came."""
+        return cls(
+            f"Lost {received - expected} event(s) on topic {topic!r} from producer {producer!r}: "
+            f"expected sequence {expected}, received {received}.",
+            topic=topic,
+            producer=producer,
+            expected=expected,
+            received=received,
+        )
+
+
+class ReceiveTimeout(ObjectStreamError, TimeoutError):
+    """Nothing arrived within the wait timeout."""
+
+
+class StreamError(FrameworkError):
+    """A byte stream failed (NVFlare's ``StreamError``)."""
+
+
+class StreamCancelled(StreamError):
+    """The transfer was cancelled by the sender or closed by the receiver."""
+
+
+class StreamTimeout(StreamError, TimeoutError):
+    """A transfer made no progress within its idle timeout."""
+
+
+class BlobSizeError(StreamError):
+    """A blob is larger than the receiver accepts."""
+
+
+class ClosedError(FrameworkError):
+    """An object was used after ``close()``."""

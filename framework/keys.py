@@ -1,0 +1,109 @@
+"""The Redis key schema, in one place.
+
+Every key starts with a configurable prefix (default ``fw``). All keys that one
+operation touches together share one hash tag ``{...}``, so multi-key commands,
+transactions and scripts work unchanged on Redis Cluster:
+
+=========================  =========================================
+what                       key
+=========================  =========================================
+stored object              ``fw:obj:{<id>}``
+part n of a large object   ``fw:obj:{<id>}:<n>``
+object read counter        ``fw:obj:{<id>}:readers``
+topic, pub/sub channel     ``fw:topic:{<topic>}``
+topic, durable stream      ``fw:events:{<topic>}``
+cell inbox                 ``fw:cell:{<name>}:inbox``
+byte-stream transfer       ``fw:xfer:{<sid>}:data`` / ``:ack`` / ``:meta``
+=========================  =========================================
+
+This module does no I/O and imports no Redis code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from framework.exceptions import ConfigurationError
+
+__all__ = ["DEFAULT_PREFIX", "KeySchema"]
+
+#: Prefix of every key the framework writes.
+DEFAULT_PREFIX = "fw"
+
+_FORBIDDEN = frozenset("{}")
+
+
+def _checked(kind: str, name: str) -> str:
+    """Reject names that would break hash tags or be ambiguous."""
+    if not isinstance(name, str) or not name:
+        raise ConfigurationError(f"A {kind} must be a non-empty string, got {name!r}.")
+    if _FORBIDDEN & set(name):
+        raise ConfigurationError(f"A {kind} must not contain '{{' or '}}' (they delimit hash tags): {name!r}.")
+    return name
+
+
+@dataclass(frozen=True)
+class KeySchema:
+    """Builds every Redis key name from one prefix.
+
+    Args:
+        prefix: Namespace for all keys, so several deployments can share one Redis.
+
+    Raises:
+        ConfigurationError: If the prefix is empty or contains braces.
+    """
+
+    prefix: str = DEFAULT_PREFIX
+
+    def __post_init__(self) -> None:
+        _checked("key prefix", self.prefix)
+
+    def obj(self, oid: str) -> str:
+        """Key of a stored object (or of its manifest when it is split)."""
+        return f"{self.prefix}:obj:{{{_checked('object id', oid)}}}"
+
+    def obj_part(self, oid: str, n: int) -> str:
+        """Key of part ``n`` of an object too large for one Redis value."""
+        return f"{self.obj(oid)}:{n}"
+
+    def obj_readers(self, oid: str) -> str:
+        """Key of the remaining-reads counter of a fan-out object."""
+        return f"{self.obj(oid)}:readers"
+
+    def oid_of(self, key: str) -> str:
+        """Inverse of :meth:`obj`: the object id inside an object key.
+
+        Raises:
+            ConfigurationError: If ``key`` is not an object key of this schema.
+        """
+        head = f"{self.prefix}:obj:{{"
+        if not (key.startswith(head) and key.endswith("}")):
+            raise ConfigurationError(f"{key!r} is not an object key under prefix {self.prefix!r}.")
+        return key[len(head) : -1]
+
+    def topic(self, topic: str) -> str:
+        """Pub/sub channel of an object-stream topic."""
+        return f"{self.prefix}:topic:{{{_checked('topic', topic)}}}"
+
+    def events(self, topic: str) -> str:
+        """Redis stream holding the durable events of a topic."""
+        return f"{self.prefix}:events:{{{_checked('topic', topic)}}}"
+
+    def inbox(self, cell: str) -> str:
+        """Durable inbox stream of a cell (byte-stream announcements)."""
+        return f"{self.prefix}:cell:{{{_checked('cell name', cell)}}}:inbox"
+
+    def xfer_data(self, sid: str) -> str:
+        """Redis stream of a transfer's chunk frames."""
+        return f"{self._xfer(sid)}:data"
+
+    def xfer_ack(self, sid: str) -> str:
+        """Redis stream of a transfer's acknowledgements and control messages."""
+        return f"{self._xfer(sid)}:ack"
+
+    def xfer_meta(self, sid: str) -> str:
+        """Hash holding a transfer's state (sizes, acknowledged offsets)."""
+        return f"{self._xfer(sid)}:meta"
+
+    def _xfer(self, sid: str) -> str:
+        return f"{self.prefix}:xfer:{{{_checked('stream id', sid)}}}"
