@@ -1,0 +1,399 @@
+"""Redis clients that follow the framework's client policy (DESIGN.md, REDIS_FACTS.md §0).
+
+A :class:`RedisConnection` hands out three clients, each with its own pool:
+
+* ``client`` for idempotent commands (GET/SET/DEL/XRANGE/explicit-id XADD...): bounded
+  retries with jittered exponential backoff.
+* ``once`` for commands that must not run twice (auto-id XADD, INCR, PUBLISH, GETDEL,
+  mutating Lua): no retries, because redis-py resends the whole command after a dropped
+  reply and duplicates the write (redis-py #3554).
+* ``blocking`` for ``XREAD BLOCK``/``XREADGROUP BLOCK`` and pub/sub: a socket timeout longer
+  than :data:`MAX_BLOCK_MS`, so a bounded block never times out client-side (redis-py #2807).
+
+The connections keep redis-py's hiredis reply parser but pack commands with
+:class:`ZeroCopySerializer`, which sends large ``bytes``, ``memoryview`` and
+:class:`~framework.buffers.Segments` arguments without copying them. redis-py's hiredis
+packer copies every large argument twice; a 64 MB SET runs several times faster without it.
+:func:`mapped_errors` turns Redis exceptions into :mod:`framework.exceptions`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, Final
+
+import redis
+import redis.exceptions as rex
+from redis import connection as rconn
+from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
+from redis.cluster import ClusterNode, RedisCluster
+from redis.retry import Retry
+
+from framework.buffers import BytesLike, Segments, byte_view
+from framework.exceptions import BackendError, BackendTimeout, BackendUnavailable, ClosedError
+from framework.keys import KeySchema
+from framework.settings import RedisSettings
+
+__all__ = [
+    "MAX_BLOCK_MS",
+    "RedisConnection",
+    "ZeroCopyConnection",
+    "ZeroCopySSLConnection",
+    "ZeroCopySerializer",
+    "ZeroCopyUnixDomainSocketConnection",
+    "mapped_errors",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Longest BLOCK (ms) any framework blocking read may use; the blocking client's socket
+#: timeout exceeds it, and readers check their stop flag at least this often.
+MAX_BLOCK_MS: Final = 1000
+#: First retry delay (s) of the ``client`` backoff; doubles per attempt, with jitter.
+RETRY_BACKOFF_BASE: Final = 0.02
+#: Longest retry delay (s) of the ``client`` backoff.
+RETRY_BACKOFF_CAP: Final = 1.0
+
+
+class ZeroCopySerializer(rconn.PythonRespSerializer):
+    r"""RESP command packer that never copies a large argument.
+
+    Small pieces are joined into one buffer (one ``sendall`` instead of many); arguments
+    larger than the connection's buffer cutoff (6000 B) are output items of their own, so
+    the socket reads them in place. A :class:`~framework.buffers.Segments` argument becomes
+    one bulk string: ``$<nbytes>\r\n``, then each part, then ``\r\n``, never joined.
+    Memoryviews of any format are sent by their byte length (redis-py would send the item
+    count).
+    """
+
+    def pack(self, *args: Any) -> list[Any]:
+        """Pack one command into a list of buffers for ``sendall``.
+
+        Args:
+            *args: Command name and arguments (str, bytes-like, int, float or Segments).
+
+        Returns:
+            The wire buffers, in order.
+        """
+        if isinstance(args[0], str):
+            # "CONFIG GET"-style names hold several protocol words; redis-py splits them too.
+            args = (*args[0].encode().split(), *args[1:])
+        elif b" " in args[0]:
+            args = (*args[0].split(), *args[1:])
+        cutoff = self._buffer_cutoff
+        items: list[Any] = [b"*%d\r\n" % len(args)]
+        large = False  # most commands are small: then one join makes the whole command
+        for arg in args:
+            if isinstance(arg, Segments):
+                items.append(b"$%d\r\n" % arg.nbytes)
+                items.extend(arg.parts)
+                large = True
+            else:
+                value = self.encode(arg)
+                if isinstance(value, memoryview):
+                    value = byte_view(value)
+                items += (b"$%d\r\n" % len(value), value)
+                large = large or len(value) > cutoff
+            items.append(b"\r\n")
+        return _coalesce(items, cutoff) if large else [b"".join(items)]
+
+
+def _coalesce(items: list[Any], cutoff: int) -> list[Any]:
+    """Join runs of small items; keep items above ``cutoff`` bytes as they are."""
+    output: list[Any] = []
+    run: list[Any] = []
+    for item in items:
+        if len(item) > cutoff:
+            if run:
+                output.append(b"".join(run))
+                run = []
+            output.append(item)
+        elif item:
+            run.append(item)
+    if run:
+        output.append(b"".join(run))
+    return output
+
+
+def _zero_copy_packer(self: Any, packer: Any) -> Any:
+    # Replaces redis-py's choice of packer (hiredis when installed); the parser is untouched.
+    return packer or ZeroCopySerializer(self._buffer_cutoff, self.encoder.encode)
+
+
+class ZeroCopyConnection(rconn.Connection):
+    """TCP connection with the hiredis reply parser and the :class:`ZeroCopySerializer`."""
+
+    _construct_command_packer = _zero_copy_packer
+
+
+class ZeroCopySSLConnection(rconn.SSLConnection):
+    """TLS connection with the hiredis reply parser and the :class:`ZeroCopySerializer`."""
+
+    _construct_command_packer = _zero_copy_packer
+
+
+class ZeroCopyUnixDomainSocketConnection(rconn.UnixDomainSocketConnection):
+    """Unix-socket connection with the hiredis reply parser and the zero-copy packer."""
+
+    _construct_command_packer = _zero_copy_packer
+
+
+@contextmanager
+def mapped_errors(
+    what: str, *, url: str | None = None, command: str | None = None
+) -> Iterator[None]:
+    """Turn redis-py exceptions raised in the block into framework exceptions.
+
+    Args:
+        what: The operation, as a verb phrase naming its key or topic, e.g.
+            ``"read object 'fw:obj:{1}'"``; it becomes part of the message.
+        url: The redacted URL of the server, for the message.
+        command: The Redis command, stored on the exception.
+
+    Yields:
+        Nothing; the block runs inside the mapping.
+
+    Raises:
+        BackendTimeout: Redis did not answer within the socket timeout.
+        BackendUnavailable: Redis cannot be reached, the connection dropped, the pool is
+            exhausted or the cluster is down.
+        BackendError: Redis or the client reported any other error.
+    """
+    head = f"Could not {what}: Redis at {url}" if url else f"Could not {what}: Redis"
+    try:
+        yield
+    except rex.TimeoutError as exc:
+        raise BackendTimeout(f"{head} did not answer in time ({exc}).", command=command) from exc
+    except (rex.ConnectionError, rex.ClusterDownError, rex.SlotNotCoveredError) as exc:
+        raise BackendUnavailable(f"{head} is unreachable ({exc}).", command=command) from exc
+    except (rex.RedisError, rex.RedisClusterException) as exc:
+        kind = type(exc).__name__
+        raise BackendError(f"{head} reported {kind}: {exc}.", command=command) from exc
+
+
+class RedisConnection:
+    """The framework's handle on one Redis deployment: three policy-bound clients.
+
+    Clients are built on first use; each owns a connection pool of
+    ``settings.max_connections`` (per node on a cluster). ``close()`` disconnects every pool
+    this object built. An injected client is used for all three roles and is never closed:
+    its owner closes it.
+
+    Args:
+        settings: Where Redis is. Defaults to ``FRAMEWORK_REDIS_URL`` from the environment,
+            else ``RedisSettings()`` (127.0.0.1:6379). With ``client`` it only supplies the
+            key prefix.
+        client: An existing ``redis.Redis``, ``RedisCluster`` or fakeredis client to use.
+
+    Attributes:
+        settings: The settings in use; ``keys``: their :class:`KeySchema`; ``is_cluster``.
+    """
+
+    def __init__(self, settings: RedisSettings | None = None, *, client: Any = None) -> None:
+        if settings is None:
+            settings = RedisSettings.from_env() if client is None else None
+        self.settings: RedisSettings = RedisSettings() if settings is None else settings
+        self.keys = KeySchema(self.settings.prefix)
+        self._injected = client
+        self.is_cluster: bool = (
+            isinstance(client, RedisCluster) if client is not None else self.settings.cluster
+        )
+        self._clients: dict[str, Any] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+
+    @classmethod
+    def from_url(cls, url: str, **overrides: Any) -> RedisConnection:
+        """Connect to the deployment a URL names (see :meth:`RedisSettings.from_url`).
+
+        Raises:
+            ConfigurationError: If the URL or an override is invalid.
+        """
+        return cls(RedisSettings.from_url(url, **overrides))
+
+    @property
+    def client(self) -> Any:
+        """Client for idempotent commands; retries ``settings.retries`` times with backoff."""
+        return self._role("client")
+
+    @property
+    def once(self) -> Any:
+        """Client for non-idempotent writes; never retries, so a write is sent at most once."""
+        return self._role("once")
+
+    @property
+    def blocking(self) -> Any:
+        """Client for ``XREAD BLOCK`` and pub/sub; its socket timeout exceeds MAX_BLOCK_MS."""
+        return self._role("blocking")
+
+    @property
+    def zero_copy(self) -> bool:
+        """Whether Segments and memoryviews are sent without copies (our packer is in use)."""
+        return self._injected is None or _uses_zero_copy(self._injected)
+
+    def bulk(self, value: Segments | BytesLike) -> Any:
+        """Return ``value`` in the form this connection's clients send fastest.
+
+        Args:
+            value: A large value: Segments, bytes, bytearray, memoryview or any buffer.
+
+        Returns:
+            ``value`` itself (Segments, or a flat byte view) when :attr:`zero_copy`;
+            otherwise a form any redis-py client accepts (Segments joined into bytes).
+        """
+        if isinstance(value, Segments):
+            if self.zero_copy:
+                return value
+            # A single part needs no join: a flat view is a valid argument everywhere.
+            return value.parts[0] if len(value.parts) == 1 else value.join()
+        if isinstance(value, bytes):
+            return value
+        return byte_view(value)
+
+    def url(self) -> str:
+        """The deployment's URL with the password masked, for messages and logs."""
+        return self.settings.url() if self._injected is None else _describe_client(self._injected)
+
+    @contextmanager
+    def mapped_errors(self, what: str, *, command: str | None = None) -> Iterator[None]:
+        """:func:`mapped_errors` with this connection's redacted URL in the messages.
+
+        Args:
+            what: The operation, as a verb phrase naming its key or topic.
+            command: The Redis command, stored on the exception.
+        """
+        with mapped_errors(what, url=self.url(), command=command):
+            yield
+
+    def ping(self) -> None:
+        """Check that Redis answers, without retrying.
+
+        Raises:
+            BackendUnavailable: Redis is unreachable, refused the credentials or timed out.
+            ClosedError: The connection was closed.
+        """
+        try:
+            with self.mapped_errors("ping Redis", command="PING"):
+                self.once.ping()
+        except BackendError as exc:
+            if isinstance(exc, BackendUnavailable):
+                raise
+            raise BackendUnavailable(f"Redis at {self.url()} did not answer PING: {exc}") from exc
+
+    def close(self) -> None:
+        """Disconnect every pool this connection built; safe to call more than once.
+
+        An injected client is left open for its owner to close.
+        """
+        with self._lock:
+            self._closed = True
+            built, self._clients = self._clients, {}
+        if self._injected is not None:
+            return
+        for role, client in built.items():
+            logger.debug("Closing the %s client of %s", role, self.url())
+            client.close()
+            if not isinstance(client, RedisCluster):
+                client.connection_pool.disconnect()
+
+    def __enter__(self) -> RedisConnection:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = " closed" if self._closed else ""
+        return (
+            f"<RedisConnection {self.url()} cluster={self.is_cluster} "
+            f"zero_copy={self.zero_copy}{state}>"
+        )
+
+    def _role(self, role: str) -> Any:
+        with self._lock:  # builds each client once, also when threads race for it
+            if self._closed:
+                raise ClosedError(f"The Redis connection to {self.url()} is closed.")
+            if self._injected is not None:
+                return self._injected
+            if role not in self._clients:
+                self._clients[role] = self._build(role)
+            return self._clients[role]
+
+    def _build(self, role: str) -> Any:
+        """Create the client for one role, applying the client policy."""
+        s = self.settings
+        timeout = s.socket_timeout + (MAX_BLOCK_MS / 1000 if role == "blocking" else 0)
+        backoff = ExponentialWithJitterBackoff(RETRY_BACKOFF_BASE, RETRY_BACKOFF_CAP)
+        retry = Retry(backoff, s.retries) if role == "client" else Retry(NoBackoff(), 0)
+        kwargs = _common_kwargs(s, timeout)
+        logger.debug("Building the %s client for %s", role, self.url())
+        if not s.cluster:
+            return redis.Redis(connection_pool=rconn.ConnectionPool(retry=retry, **kwargs))
+        (host, port), *others = s.startup_nodes
+        nodes = [ClusterNode(h, p) for h, p in others]  # type: ignore[no-untyped-call]
+        try:
+            # Only the url= form hands connection_class to the node pools: with host= or
+            # startup_nodes= alone, redis-py 8.1 passes it to Redis(), which rejects it.
+            url = f"redis://{_hostport(host, port)}"
+            return RedisCluster(url=url, startup_nodes=nodes, retry=retry, **kwargs)
+        except (rex.RedisError, rex.RedisClusterException) as exc:
+            # Construction reads the slot map, so any failure here means no usable node.
+            raise BackendUnavailable(
+                f"Could not connect to the Redis Cluster at {self.url()}: {exc}"
+            ) from exc
+
+
+def _common_kwargs(s: RedisSettings, socket_timeout: float) -> dict[str, Any]:
+    """Connection-pool keyword arguments shared by every role."""
+    kwargs: dict[str, Any] = {
+        "username": s.username,
+        "password": s.password.get_secret_value() if s.password else None,
+        "socket_timeout": socket_timeout,
+        "socket_connect_timeout": s.connect_timeout,
+        "max_connections": s.max_connections,
+        "decode_responses": False,
+    }
+    if s.unix_socket_path is not None:
+        kwargs.update(connection_class=ZeroCopyUnixDomainSocketConnection, path=s.unix_socket_path)
+    elif s.ssl:
+        kwargs["connection_class"] = ZeroCopySSLConnection
+        kwargs.update(s.model_dump(include={"ssl_ca_certs", "ssl_certfile", "ssl_keyfile"}))
+        kwargs["ssl_cert_reqs"] = s.ssl_cert_reqs
+    else:
+        kwargs["connection_class"] = ZeroCopyConnection
+    if not s.unix_socket_path and not s.cluster:
+        kwargs.update(host=s.host, port=s.port)
+    if not s.cluster:
+        kwargs["db"] = s.db
+    return kwargs
+
+
+def _uses_zero_copy(client: Any) -> bool:
+    """Whether an injected client's connections are built with our packer."""
+    if isinstance(client, RedisCluster):
+        cls = client.nodes_manager.connection_kwargs.get("connection_class")
+    else:
+        cls = getattr(getattr(client, "connection_pool", None), "connection_class", None)
+    return getattr(cls, "_construct_command_packer", None) is _zero_copy_packer
+
+
+def _describe_client(client: Any) -> str:
+    """A password-free URL-like description of an injected client."""
+    if type(client).__module__.startswith("fakeredis"):
+        return "fakeredis://"
+    if isinstance(client, RedisCluster):
+        nodes = client.nodes_manager.nodes_cache.values()
+        return "redis+cluster://" + ",".join(_hostport(n.host, n.port) for n in nodes)
+    kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", {})
+    if "path" in kwargs:
+        return f"unix://{kwargs['path']}?db={kwargs.get('db', 0)}"
+    scheme = "rediss" if "ssl_cert_reqs" in kwargs else "redis"
+    host, port = kwargs.get("host", "localhost"), kwargs.get("port", 6379)
+    return f"{scheme}://{_hostport(str(host), int(port))}/{kwargs.get('db', 0)}"
+
+
+def _hostport(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

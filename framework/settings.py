@@ -1,0 +1,336 @@
+"""Redis connection settings: one validated, immutable model, built from a URL.
+
+Supported URL forms (``[user[:password]@]`` is optional everywhere)::
+
+    redis://[user:password@]host[:port][/db][?option=value...]
+    rediss://...                                  TLS; ?ssl_ca_certs=, ssl_certfile=,
+                                                  ssl_keyfile=, ssl_cert_reqs=
+    unix://[user:password@]/path/to/redis.sock[?db=N]
+    redis+cluster://[user:password@]host:port,host:port[,...]  (rediss+cluster:// for TLS)
+
+Query options: ``db``, ``socket_timeout``, ``connect_timeout``, ``retries``,
+``max_connections``, ``prefix`` and the ``ssl_*`` options above. Special characters in a
+user name or password must be percent-encoded. The password is held as a
+:class:`pydantic.SecretStr`: it never appears in ``repr()``, ``str()``, logs or in
+:meth:`RedisSettings.url` unless asked for with ``reveal=True``.
+
+This module does no I/O and imports no Redis code.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from typing import Any, Literal
+from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+
+from framework.exceptions import ConfigurationError
+from framework.keys import DEFAULT_PREFIX, KeySchema
+
+__all__ = ["ENV_VAR", "RedisSettings"]
+
+#: Environment variable read by :meth:`RedisSettings.from_env`.
+ENV_VAR = "FRAMEWORK_REDIS_URL"
+#: Host used when a URL or the settings name none.
+DEFAULT_HOST = "127.0.0.1"
+#: Redis's standard port.
+DEFAULT_PORT = 6379
+#: Socket timeout (s) for commands that do not block on the server.
+DEFAULT_SOCKET_TIMEOUT = 10.0
+#: Timeout (s) for establishing a TCP/TLS/unix connection.
+DEFAULT_CONNECT_TIMEOUT = 5.0
+#: Retries of idempotent commands after a connection error or timeout.
+DEFAULT_RETRIES = 3
+#: Connections per pool (and per cluster node); one is held by every blocking reader.
+DEFAULT_MAX_CONNECTIONS = 128
+
+#: Replaces the password wherever settings are shown.
+MASK = "***"
+
+_SCHEMES = {
+    "redis": (False, False),
+    "rediss": (True, False),
+    "redis+cluster": (False, True),
+    "rediss+cluster": (True, True),
+}
+_QUERY_FIELDS = (
+    "db",
+    "socket_timeout",
+    "connect_timeout",
+    "retries",
+    "max_connections",
+    "prefix",
+    "ssl_ca_certs",
+    "ssl_certfile",
+    "ssl_keyfile",
+    "ssl_cert_reqs",
+)
+_SSL_FILES = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
+# Everything between "scheme://" and the last "@" may hold a password.
+_CREDENTIALS = re.compile(r"^([^:/]+://[^:@/]*:).*@")
+
+
+def redact_url(url: str) -> str:
+    """Return ``url`` with any password replaced by ``***`` (best effort, for messages).
+
+    Args:
+        url: A URL that may carry credentials, valid or not.
+
+    Returns:
+        The URL with everything between ``user:`` and the last ``@`` masked.
+    """
+    return _CREDENTIALS.sub(lambda m: f"{m.group(1)}{MASK}@", url)
+
+
+class RedisSettings(BaseModel):
+    """Where and how to reach Redis: standalone, TLS, unix socket or cluster.
+
+    Construct it directly, with :meth:`from_url` or with :meth:`from_env`. Instances are
+    immutable and compare by value; the password is a :class:`~pydantic.SecretStr`.
+
+    Raises:
+        ConfigurationError: If a field is invalid or fields contradict each other.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
+
+    host: str = DEFAULT_HOST
+    port: int = Field(DEFAULT_PORT, ge=1, le=65535)
+    db: int = Field(0, ge=0)
+    username: str | None = None
+    password: SecretStr | None = None
+    ssl: bool = False
+    ssl_ca_certs: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    ssl_cert_reqs: Literal["none", "optional", "required"] = "required"
+    unix_socket_path: str | None = None
+    cluster: bool = False
+    #: Cluster startup nodes; empty means ``[(host, port)]``.
+    nodes: list[tuple[str, int]] = Field(default_factory=list)
+    socket_timeout: float = Field(DEFAULT_SOCKET_TIMEOUT, gt=0)
+    connect_timeout: float = Field(DEFAULT_CONNECT_TIMEOUT, gt=0)
+    retries: int = Field(DEFAULT_RETRIES, ge=0)
+    max_connections: int = Field(DEFAULT_MAX_CONNECTIONS, ge=1)
+    prefix: str = DEFAULT_PREFIX
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            # Callers catch FrameworkError; pydantic's error type is an implementation detail.
+            raise ConfigurationError(_describe(exc)) from exc
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RedisSettings:
+        """Reject combinations that no Redis client can honour."""
+        KeySchema(self.prefix)  # raises ConfigurationError for an unusable prefix
+        if self.cluster and self.unix_socket_path is not None:
+            raise ConfigurationError("Redis Cluster cannot be reached over a unix socket.")
+        if self.cluster and self.db != 0:
+            raise ConfigurationError(f"Redis Cluster only has database 0, not {self.db}.")
+        if self.ssl and self.unix_socket_path is not None:
+            raise ConfigurationError("TLS is not supported over a unix socket.")
+        if self.nodes and not self.cluster:
+            raise ConfigurationError("Startup nodes are only meaningful with cluster=True.")
+        for _, port in self.nodes:
+            if not 1 <= port <= 65535:
+                raise ConfigurationError(f"Cluster node port {port} is not in 1..65535.")
+        given = [name for name in _SSL_FILES if getattr(self, name) is not None]
+        if given and not self.ssl:
+            raise ConfigurationError(f"{', '.join(given)} need TLS: use a rediss:// URL.")
+        return self
+
+    @property
+    def startup_nodes(self) -> list[tuple[str, int]]:
+        """Cluster nodes to bootstrap from: :attr:`nodes`, else ``[(host, port)]``."""
+        return list(self.nodes) or [(self.host, self.port)]
+
+    @classmethod
+    def from_url(cls, url: str, **overrides: Any) -> RedisSettings:
+        """Parse a ``redis://``, ``rediss://``, ``unix://`` or ``redis+cluster://`` URL.
+
+        Args:
+            url: The URL; see the module docstring for the accepted forms and options.
+            **overrides: Field values that take precedence over the URL.
+
+        Returns:
+            The validated settings.
+
+        Raises:
+            ConfigurationError: If the URL is malformed, uses an unknown scheme or option,
+                or the resulting settings are invalid. The message never shows the password.
+        """
+        if not isinstance(url, str) or not url.strip():
+            raise ConfigurationError(f"A Redis URL must be a non-empty string, got {url!r}.")
+        try:
+            fields = _parse_url(url.strip())
+        except ValueError as exc:  # includes ConfigurationError
+            raise ConfigurationError(f"Invalid Redis URL {redact_url(url)!r}: {exc}") from exc
+        masked = fields.get("password") == SecretStr(MASK)
+        if masked and "password" not in overrides:
+            # A URL copied from url() or a log: connecting would fail with a confusing AUTH error.
+            raise ConfigurationError(
+                f"The Redis URL {url!r} carries the masked password {MASK!r}: pass the real one, "
+                "e.g. RedisSettings.from_url(url, password=...)."
+            )
+        fields.update(overrides)
+        try:
+            return cls(**fields)
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"Invalid Redis URL {redact_url(url)!r}: {exc}") from exc
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> RedisSettings | None:
+        """Read settings from the ``FRAMEWORK_REDIS_URL`` environment variable.
+
+        Args:
+            environ: The environment to read (defaults to :data:`os.environ`).
+
+        Returns:
+            The settings, or ``None`` when the variable is unset or blank.
+
+        Raises:
+            ConfigurationError: If the variable holds an invalid URL.
+        """
+        url = environ.get(ENV_VAR, "").strip()
+        if not url:
+            return None
+        try:
+            return cls.from_url(url)
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"Environment variable {ENV_VAR} is invalid: {exc}") from exc
+
+    def url(self, *, reveal: bool = False) -> str:
+        """Render the settings as a URL that :meth:`from_url` parses back to equal settings.
+
+        Args:
+            reveal: Include the real password instead of ``***``. Only for handing the
+                URL to trusted code; never log a revealed URL.
+
+        Returns:
+            The URL, with non-default options in its query string.
+        """
+        auth = self._auth(reveal)
+        skip: tuple[str, ...] = ("db",)  # in the path, except for unix sockets
+        if self.unix_socket_path is not None:
+            location, skip = quote(self.unix_socket_path), ()
+        elif self.cluster:
+            location = ",".join(_hostport(h, p) for h, p in self.startup_nodes)
+        else:
+            location = f"{_hostport(self.host, self.port)}/{self.db}"
+        scheme = "unix" if self.unix_socket_path is not None else "rediss" if self.ssl else "redis"
+        scheme += "+cluster" if self.cluster else ""
+        query = urlencode(
+            [
+                (name, str(getattr(self, name)))
+                for name in _QUERY_FIELDS
+                if name not in skip and getattr(self, name) != type(self).model_fields[name].default
+            ]
+        )
+        return f"{scheme}://{auth}{location}" + (f"?{query}" if query else "")
+
+    def _auth(self, reveal: bool) -> str:
+        user = quote(self.username, safe="") if self.username else ""
+        if self.password is None:
+            return f"{user}@" if user else ""
+        secret = quote(self.password.get_secret_value(), safe="") if reveal else MASK
+        return f"{user}:{secret}@"
+
+
+def _describe(exc: ValidationError) -> str:
+    """Turn pydantic's errors into one sentence (inputs are hidden by the model config)."""
+    problems = []
+    for err in exc.errors(include_url=False, include_input=False):
+        where = ".".join(str(p) for p in err["loc"])
+        message = str(err["msg"]).removeprefix("Value error, ")
+        problems.append(f"{where}: {message}" if where else message)
+    return "Invalid Redis settings: " + "; ".join(problems).rstrip(".") + "."
+
+
+def _hostport(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _parse_url(url: str) -> dict[str, Any]:
+    """Split a URL into settings fields; raises ValueError with a short reason."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if parts.fragment:
+        raise ValueError("it has a '#' fragment; percent-encode '#' in a password as %23.")
+    fields = _parse_query(parts.query)
+    netloc = parts.netloc
+    if "@" in netloc:
+        credentials, netloc = netloc.rsplit("@", 1)
+        fields.update(_parse_credentials(credentials))
+    if scheme == "unix":
+        if netloc or not parts.path:
+            raise ValueError(
+                "a unix URL needs an absolute socket path, e.g. unix:///run/redis.sock."
+            )
+        fields["unix_socket_path"] = unquote(parts.path)
+        return fields
+    if scheme not in _SCHEMES:
+        raise ValueError(f"the scheme must be one of {', '.join([*_SCHEMES, 'unix'])}.")
+    fields["ssl"], fields["cluster"] = _SCHEMES[scheme]
+    if _path_db(parts.path) is not None:
+        if "db" in fields:
+            raise ValueError("it gives the database both in the path and in the query.")
+        fields["db"] = _path_db(parts.path)
+    nodes = [_parse_hostport(item) for item in netloc.split(",")] if netloc else []
+    if len(nodes) > 1 and not fields["cluster"]:
+        raise ValueError("several hosts need the redis+cluster:// scheme.")
+    if nodes:
+        fields["host"], fields["port"] = nodes[0]
+    if len(nodes) > 1:
+        fields["nodes"] = nodes
+    return fields
+
+
+def _parse_credentials(credentials: str) -> dict[str, Any]:
+    user, _, password = credentials.partition(":")
+    fields: dict[str, Any] = {}
+    if user:
+        fields["username"] = unquote(user)
+    if password:
+        fields["password"] = SecretStr(unquote(password))
+    return fields
+
+
+def _parse_hostport(item: str) -> tuple[str, int]:
+    parsed = urlsplit(f"//{item}")
+    try:
+        port = parsed.port
+    except ValueError:
+        raise ValueError(f"{item!r} does not end in a port number in 1..65535.") from None
+    if not parsed.hostname:
+        raise ValueError(f"{item!r} names no host.")
+    return parsed.hostname, DEFAULT_PORT if port is None else port
+
+
+def _path_db(path: str) -> int | None:
+    db = path.strip("/")
+    if not db:
+        return None
+    if not db.isdigit():
+        raise ValueError(f"the path must be a database number like /0, not {path!r}.")
+    return int(db)
+
+
+def _parse_query(query: str) -> dict[str, Any]:
+    try:
+        options = parse_qs(query, keep_blank_values=True, strict_parsing=bool(query))
+    except ValueError:
+        raise ValueError(f"the query string {query!r} is malformed.") from None
+    unknown = sorted(set(options) - set(_QUERY_FIELDS))
+    if unknown:
+        raise ValueError(
+            f"unknown option(s) {', '.join(unknown)}; known: {', '.join(_QUERY_FIELDS)}."
+        )
+    repeated = sorted(name for name, values in options.items() if len(values) > 1)
+    if repeated:
+        raise ValueError(f"option(s) {', '.join(repeated)} are given more than once.")
+    return {name: values[0] for name, values in options.items()}

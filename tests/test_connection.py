@@ -1,0 +1,553 @@
+"""RedisConnection: client policy, zero-copy packing, error mapping, lifecycle."""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import logging
+import selectors
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from urllib.parse import urlencode
+
+import numpy as np
+import pytest
+import redis
+import redis.exceptions as rex
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from redis.cluster import RedisCluster
+from redis.connection import ConnectionPool
+
+from framework.buffers import Segments
+from framework.connection import (
+    MAX_BLOCK_MS,
+    RedisConnection,
+    ZeroCopyConnection,
+    ZeroCopySerializer,
+    mapped_errors,
+)
+from framework.exceptions import (
+    BackendError,
+    BackendTimeout,
+    BackendUnavailable,
+    ClosedError,
+    ConfigurationError,
+)
+from framework.settings import ENV_VAR, RedisSettings
+
+SECRET = "hunter2-secret"
+
+
+def _segments() -> Segments:
+    return Segments([b"head:", np.arange(200_000, dtype=np.float64), "é→".encode(), b""])
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+# --- packing -----------------------------------------------------------------------------
+
+
+def test_packer_sends_segments_as_one_bulk_string_without_copies() -> None:
+    seg = _segments()
+    out = ZeroCopySerializer(6000, lambda v: v.encode() if isinstance(v, str) else v).pack(
+        "SET", "k", seg
+    )
+    big = seg.parts[1]
+    assert any(item is big for item in out), "the large part must be sent as-is"
+    wire = b"".join(bytes(item) for item in out)
+    assert wire == b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$%d\r\n" % seg.nbytes + seg.join() + b"\r\n"
+
+
+def test_packer_sends_memoryviews_by_byte_length() -> None:
+    array = np.arange(10_000, dtype=np.int32)  # format "i": len(view) is the item count
+    out = ZeroCopySerializer(6000, lambda v: v).pack(b"SET", b"k", array.data)
+    wire = b"".join(bytes(item) for item in out)
+    assert b"$40000\r\n" in wire
+    assert wire.endswith(array.tobytes() + b"\r\n")
+
+
+def test_pipeline_packing_keeps_parts_uncopied(real_conn: RedisConnection) -> None:
+    seg = _segments()
+    pool = real_conn.client.connection_pool
+    connection = pool.get_connection()
+    try:
+        out = connection.pack_commands([("SET", "a", seg), ("GET", "a"), ("SET", "b", seg)])
+    finally:
+        pool.release(connection)
+    assert sum(item is seg.parts[1] for item in out) == 2
+
+
+# --- round trips on every backend ------------------------------------------------------
+
+
+def test_segments_round_trip(any_conn: RedisConnection) -> None:
+    seg = _segments()
+    key = any_conn.keys.obj("seg")
+    any_conn.client.set(key, any_conn.bulk(seg))
+    assert any_conn.client.get(key) == seg.join()
+
+
+def test_large_memoryview_round_trip(any_conn: RedisConnection) -> None:
+    array = np.random.default_rng(1).random(4 << 20)  # 32 MB of float64
+    key = any_conn.keys.obj("big")
+    any_conn.client.set(key, any_conn.bulk(array.data))
+    assert any_conn.client.get(key) == array.tobytes()
+
+
+def test_pipeline_with_segments(any_conn: RedisConnection) -> None:
+    seg = _segments()
+    keys = [any_conn.keys.obj(f"p{i}") for i in range(4)]  # different slots on a cluster
+    pipe = any_conn.client.pipeline(transaction=False)
+    for key in keys:
+        pipe.set(key, any_conn.bulk(seg))
+    for key in keys:
+        pipe.get(key)
+    replies = pipe.execute()
+    assert replies[len(keys) :] == [seg.join()] * len(keys)
+
+
+def test_bulk_joins_only_without_zero_copy(fake_conn: RedisConnection) -> None:
+    seg = _segments()
+    assert not fake_conn.zero_copy
+    assert fake_conn.bulk(seg) == seg.join()
+    one = Segments([b"only"])
+    assert fake_conn.bulk(one) is one.parts[0]
+    assert fake_conn.bulk(b"x") == b"x"
+    view = fake_conn.bulk(np.arange(3, dtype=np.int16).data)
+    assert (view.format, len(view)) == ("B", 6)
+
+
+def test_bulk_passes_segments_through_with_zero_copy(real_conn: RedisConnection) -> None:
+    seg = _segments()
+    assert real_conn.zero_copy
+    assert real_conn.bulk(seg) is seg
+
+
+# --- client policy -------------------------------------------------------------------
+
+
+def test_three_roles_follow_the_policy(redis_url: str) -> None:
+    with RedisConnection.from_url(redis_url, retries=2, max_connections=9) as conn:
+        pools = [c.connection_pool for c in (conn.client, conn.once, conn.blocking)]
+        assert len({id(p) for p in pools}) == 3
+        assert all(p.max_connections == 9 for p in pools)
+        assert all(p.connection_class is ZeroCopyConnection for p in pools)
+        kwargs = [p.connection_kwargs for p in pools]
+        assert [k["retry"].get_retries() for k in kwargs] == [2, 0, 0]
+        assert kwargs[0]["socket_timeout"] == conn.settings.socket_timeout
+        assert kwargs[2]["socket_timeout"] == conn.settings.socket_timeout + MAX_BLOCK_MS / 1000
+        assert not any(k["decode_responses"] for k in kwargs)
+        connection = pools[0].get_connection()
+        try:
+            assert type(connection._parser).__name__ == "_HiredisParser"
+            assert isinstance(connection._command_packer, ZeroCopySerializer)
+        finally:
+            pools[0].release(connection)
+
+
+def test_cluster_nodes_use_the_zero_copy_packer(cluster_conn: RedisConnection) -> None:
+    assert cluster_conn.is_cluster
+    assert cluster_conn.zero_copy
+    for client, retries in ((cluster_conn.client, 3), (cluster_conn.once, 0)):
+        assert client.retry.get_retries() == retries
+        for node in client.get_nodes():
+            assert node.redis_connection.connection_pool.connection_class is ZeroCopyConnection
+    node = cluster_conn.blocking.get_default_node()
+    timeout = node.redis_connection.connection_pool.connection_kwargs["socket_timeout"]
+    assert timeout > MAX_BLOCK_MS / 1000
+
+
+def test_blocking_client_survives_a_max_block_read(redis_url: str) -> None:
+    with RedisConnection.from_url(redis_url, socket_timeout=0.3) as conn:
+        stream = conn.keys.events("quiet")
+        started = time.monotonic()
+        assert conn.blocking.xread({stream: "$"}, block=MAX_BLOCK_MS) in ([], {})
+        assert time.monotonic() - started >= MAX_BLOCK_MS / 1000 * 0.9
+        # The same read on a non-blocking client hits its shorter socket timeout.
+        with (
+            pytest.raises(BackendTimeout, match="did not answer in time"),
+            conn.mapped_errors(f"read stream {stream!r}", command="XREAD"),
+        ):
+            conn.once.xread({stream: "$"}, block=MAX_BLOCK_MS)
+
+
+def test_blocking_client_survives_a_max_block_read_on_the_cluster(cluster_url: str) -> None:
+    with RedisConnection.from_url(cluster_url, socket_timeout=0.3) as conn:
+        stream = conn.keys.events("quiet")
+        assert conn.blocking.xread({stream: "$"}, block=MAX_BLOCK_MS) in ([], {})
+
+
+class _ReplyDropper:
+    """TCP proxy to Redis that forwards everything but drops the reply to a marked command."""
+
+    def __init__(self, upstream: tuple[str, int], marker: bytes) -> None:
+        self.marker = marker
+        self.upstream = upstream
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self.listener.getsockname()[1]
+        self.threads: list[threading.Thread] = []
+        self.stopping = threading.Event()
+        self.threads.append(threading.Thread(target=self._accept, name="test-proxy"))
+        self.threads[0].start()
+
+    def _accept(self) -> None:
+        self.listener.settimeout(0.05)
+        while not self.stopping.is_set():
+            try:
+                client, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            thread = threading.Thread(target=self._pump, args=(client,), name="test-proxy-pump")
+            self.threads.append(thread)
+            thread.start()
+
+    def _pump(self, client: socket.socket) -> None:
+        server = socket.create_connection(self.upstream)
+        drop = False
+        with client, server, selectors.DefaultSelector() as sel:
+            sel.register(client, selectors.EVENT_READ, server)
+            sel.register(server, selectors.EVENT_READ, client)
+            while not self.stopping.is_set():
+                for key, _ in sel.select(0.05):
+                    data = key.fileobj.recv(65536)  # type: ignore[union-attr]
+                    if not data or (drop and key.fileobj is server):
+                        return  # the client sees the connection drop instead of a reply
+                    drop = drop or self.marker in data
+                    key.data.sendall(data)
+
+    def close(self) -> None:
+        self.stopping.set()
+        for thread in self.threads:
+            thread.join(5)
+        self.listener.close()
+
+
+@pytest.fixture
+def dropper(redis_url: str) -> Iterator[_ReplyDropper]:
+    upstream = RedisSettings.from_url(redis_url)
+    proxy = _ReplyDropper((upstream.host, upstream.port), b"dropped-reply")
+    yield proxy
+    proxy.close()
+
+
+def test_once_never_retries_a_write_whose_reply_was_lost(
+    redis_url: str, dropper: _ReplyDropper
+) -> None:
+    with RedisConnection.from_url(redis_url) as direct:
+        direct.client.delete("dropped-reply")
+        with RedisConnection.from_url(f"redis://127.0.0.1:{dropper.port}", retries=2) as conn:
+            with (
+                pytest.raises(BackendUnavailable),
+                conn.mapped_errors("increment 'dropped-reply'", command="INCR"),
+            ):
+                conn.once.incr("dropped-reply")
+            assert direct.client.get("dropped-reply") == b"1"
+            # The retrying client resends the same write: the duplication `once` avoids.
+            with (
+                pytest.raises(BackendUnavailable),
+                conn.mapped_errors("increment 'dropped-reply'", command="INCR"),
+            ):
+                conn.client.incr("dropped-reply")
+            assert direct.client.get("dropped-reply") == b"4"
+        direct.client.delete("dropped-reply")
+
+
+# --- errors ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raised", "expected"),
+    [
+        (rex.ConnectionError("refused"), BackendUnavailable),
+        (rex.AuthenticationError("bad password"), BackendUnavailable),
+        (rex.MaxConnectionsError("Too many connections"), BackendUnavailable),
+        (rex.ClusterDownError("CLUSTERDOWN"), BackendUnavailable),
+        (rex.TimeoutError("slow"), BackendTimeout),
+        (rex.ResponseError("WRONGTYPE"), BackendError),
+        (rex.DataError("bad type"), BackendError),
+        (rex.RedisClusterException("keys in several slots"), BackendError),
+    ],
+)
+def test_mapped_errors(raised: Exception, expected: type[BackendError]) -> None:
+    with (
+        pytest.raises(expected) as info,
+        mapped_errors("read key 'k'", url="redis://h:1/0", command="GET"),
+    ):
+        raise raised
+    assert type(info.value) is expected
+    assert info.value.__cause__ is raised
+    assert info.value.command == "GET"
+    message = str(info.value)
+    assert message.startswith("Could not read key 'k': Redis at redis://h:1/0 ")
+    assert message.endswith(".")
+
+
+def test_mapped_errors_lets_other_exceptions_through() -> None:
+    with pytest.raises(KeyError), mapped_errors("look up"):
+        raise KeyError("x")
+
+
+def test_closed_port_is_backend_unavailable(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    url = f"redis://user:{SECRET}@127.0.0.1:{_free_port()}/0"
+    with RedisConnection.from_url(url, retries=1, connect_timeout=1) as conn:
+        with pytest.raises(BackendUnavailable, match=r"did not answer PING|unreachable") as info:
+            conn.ping()
+        assert isinstance(info.value.__cause__, rex.ConnectionError)
+        with (
+            pytest.raises(BackendUnavailable, match=r"Could not read key 'k'") as info,
+            conn.mapped_errors("read key 'k'", command="GET"),
+        ):
+            conn.client.get("k")
+        for text in (str(info.value), repr(conn), conn.url(), caplog.text):
+            assert SECRET not in text
+        assert "user:***@" in str(info.value)
+
+
+def test_cluster_errors_are_mapped(cluster_conn: RedisConnection) -> None:
+    with pytest.raises(BackendError, match="slot"), cluster_conn.mapped_errors("read two objects"):
+        cluster_conn.client.mget("a", "b")  # different slots, no shared hash tag
+
+
+def test_response_errors_are_backend_errors(real_conn: RedisConnection) -> None:
+    real_conn.client.set("text", b"x")
+    with (
+        pytest.raises(BackendError, match="WRONGTYPE") as info,
+        real_conn.mapped_errors("append to stream 'text'", command="XADD"),
+    ):
+        real_conn.once.xadd("text", {"f": b"v"})
+    assert not isinstance(info.value, BackendUnavailable)
+
+
+def test_unreachable_cluster_is_backend_unavailable() -> None:
+    conn = RedisConnection.from_url(f"redis+cluster://127.0.0.1:{_free_port()}", connect_timeout=1)
+    with conn, pytest.raises(BackendUnavailable):
+        conn.ping()
+
+
+# --- credentials, repr, lifecycle ------------------------------------------------------
+
+
+def test_username_and_password_come_from_the_url(redis_url: str) -> None:
+    settings = RedisSettings.from_url(redis_url)
+    admin = redis.Redis(host=settings.host, port=settings.port)
+    admin.acl_setuser(
+        "fw-test", enabled=True, passwords=[f"+{SECRET}"], keys=["*"], commands=["+@all"]
+    )
+    try:
+        base = f"redis://fw-test:{{}}@{settings.host}:{settings.port}/0"
+        with RedisConnection.from_url(base.format(SECRET)) as conn:
+            conn.ping()
+            assert conn.client.acl_whoami() in ("fw-test", b"fw-test")
+            assert SECRET not in repr(conn)
+        with RedisConnection.from_url(base.format("wrong")) as conn:
+            with pytest.raises(BackendUnavailable) as info:
+                conn.ping()
+            assert "wrong" not in str(info.value)
+    finally:
+        admin.acl_deluser("fw-test")
+        admin.close()
+
+
+def test_repr_and_logs_never_show_the_password(
+    redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    conn = RedisConnection.from_url(redis_url, password=SECRET)
+    with conn:
+        _ = (conn.client, conn.once, conn.blocking)
+        logging.getLogger("test").info("using %s and %r", conn, conn.settings)
+        assert "***" in repr(conn)
+    assert "closed" in repr(conn)
+    for text in (repr(conn), str(conn), conn.url(), caplog.text):
+        assert SECRET not in text
+
+
+def test_close_is_idempotent_and_disconnects_owned_pools(redis_url: str) -> None:
+    conn = RedisConnection.from_url(redis_url)
+    ids = {role.client_id() for role in (conn.client, conn.once, conn.blocking)}
+    assert len(ids) == 3
+    conn.close()
+    conn.close()
+    settings = RedisSettings.from_url(redis_url)
+    with redis.Redis(host=settings.host, port=settings.port) as admin:
+        assert not ids & {c["id"] for c in admin.client_list()}
+    for role in ("client", "once", "blocking"):
+        with pytest.raises(ClosedError, match="closed"):
+            getattr(conn, role)
+
+
+def test_injected_client_is_shared_and_never_closed(redis_url: str) -> None:
+    settings = RedisSettings.from_url(redis_url)
+    with redis.Redis(host=settings.host, port=settings.port) as injected:
+        with RedisConnection(client=injected) as conn:
+            assert conn.client is conn.once is conn.blocking is injected
+            assert not conn.zero_copy  # redis-py's default (hiredis) packer
+            assert conn.url() == f"redis://{settings.host}:{settings.port}/0"
+            conn.ping()
+        assert injected.ping()
+        pool = ConnectionPool(
+            connection_class=ZeroCopyConnection, host=settings.host, port=settings.port
+        )
+        with redis.Redis(connection_pool=pool) as ours:
+            assert RedisConnection(client=ours).zero_copy
+        pool.disconnect()
+
+
+def test_injected_cluster_client(cluster_url: str) -> None:
+    host, port = RedisSettings.from_url(cluster_url).startup_nodes[0]
+    with RedisCluster(host=host, port=port) as injected:
+        conn = RedisConnection(client=injected)
+        assert conn.is_cluster
+        assert not conn.zero_copy
+        assert conn.url().startswith("redis+cluster://")
+        conn.close()
+        assert injected.ping()
+
+
+def test_fake_connection(fake_conn: RedisConnection) -> None:
+    assert fake_conn.url() == "fakeredis://"
+    assert not fake_conn.is_cluster
+    fake_conn.ping()
+
+
+def test_settings_default_to_the_environment(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(ENV_VAR, redis_url)
+    with RedisConnection() as conn:
+        assert conn.settings == RedisSettings.from_url(redis_url)
+        conn.ping()
+    monkeypatch.setenv(ENV_VAR, "redis://h:port")
+    with pytest.raises(ConfigurationError, match=ENV_VAR):
+        RedisConnection()
+
+
+# --- unix socket and TLS (servers of their own: the session server has neither) ----------
+
+
+@contextmanager
+def _redis_server(workdir: Path, *args: str) -> Iterator[None]:
+    """Run redis-server with ``args`` until the block ends; stopped by pid."""
+    command = ["redis-server", "--save", "", "--appendonly", "no", "--dir", str(workdir), *args]
+    log = (workdir / "redis.log").open("wb")
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        yield
+    finally:
+        process.terminate()
+        process.wait(10)
+        log.close()
+
+
+def _wait_until_up(conn: RedisConnection, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            conn.ping()
+            return
+        except BackendUnavailable:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def test_unix_socket(tmp_path: Path, require_redis_server: None) -> None:
+    path = tmp_path / "redis.sock"
+    with _redis_server(tmp_path, "--port", "0", "--unixsocket", str(path)):
+        url = f"unix://{path}?db=2"
+        with RedisConnection.from_url(url) as conn:
+            _wait_until_up(conn)
+            assert conn.url() == url
+            seg = _segments()
+            conn.client.set("k", conn.bulk(seg))
+            assert conn.once.get("k") == seg.join()
+            assert conn.blocking.xread({"s": "$"}, block=100) in ([], {})
+            kwargs = conn.client.connection_pool.connection_kwargs
+            assert kwargs["db"] == 2
+            assert conn.client.connection_pool.connection_class.__name__.startswith("ZeroCopyUnix")
+
+
+def _issue(
+    directory: Path,
+    name: str,
+    issuer: tuple[ec.EllipticCurvePrivateKey, x509.Name] | None = None,
+    *,
+    ca: bool = False,
+    server: bool = False,
+) -> tuple[ec.EllipticCurvePrivateKey, x509.Name]:
+    """Write ``name``.crt/.key: a certificate signed by ``issuer`` (self-signed without)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    signer_key, signer_name = issuer or (key, subject)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(signer_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
+    if server:
+        san = x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
+        builder = builder.add_extension(san, critical=False)
+    cert = builder.sign(signer_key, hashes.SHA256())
+    (directory / f"{name}.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    (directory / f"{name}.key").write_bytes(pem)
+    return key, subject
+
+
+def _tls_files(tmp_path: Path) -> dict[str, Path]:
+    """A CA, a server certificate for 127.0.0.1 and a client certificate, as PEM files."""
+    ca = _issue(tmp_path, "ca", ca=True)
+    _issue(tmp_path, "server", ca, server=True)
+    _issue(tmp_path, "client", ca)
+    names = ("ca.crt", "server.crt", "server.key", "client.crt", "client.key")
+    return {name: tmp_path / name for name in names}
+
+
+def test_tls_with_ca_and_client_certificate(tmp_path: Path, require_redis_server: None) -> None:
+    files = _tls_files(tmp_path)
+    port = _free_port()
+    tls = ["--port", "0", "--tls-port", str(port), "--tls-auth-clients", "yes"]
+    tls += ["--tls-cert-file", str(files["server.crt"]), "--tls-key-file", str(files["server.key"])]
+    tls += ["--tls-ca-cert-file", str(files["ca.crt"])]
+    query = urlencode(
+        {
+            "ssl_ca_certs": files["ca.crt"],
+            "ssl_certfile": files["client.crt"],
+            "ssl_keyfile": files["client.key"],
+        }
+    )
+    with _redis_server(tmp_path, *tls):
+        with RedisConnection.from_url(f"rediss://127.0.0.1:{port}/0?{query}") as conn:
+            _wait_until_up(conn)
+            assert conn.zero_copy
+            pool = conn.client.connection_pool
+            assert pool.connection_class.__name__ == "ZeroCopySSLConnection"
+            seg = _segments()
+            conn.client.set("k", conn.bulk(seg))
+            assert conn.client.get("k") == seg.join()
+        # Without the CA the server certificate cannot be verified.
+        untrusted = RedisConnection.from_url(f"rediss://127.0.0.1:{port}/0")
+        with untrusted, pytest.raises(BackendUnavailable):
+            untrusted.ping()
