@@ -25,7 +25,9 @@ def _available() -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
-    parser.add_argument("names", nargs="*", help=f"benchmarks to run (default: all of {_available()})")
+    parser.add_argument(
+        "names", nargs="*", help=f"benchmarks to run (default: all of {_available()})"
+    )
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     args = parser.parse_args(argv)
     unknown = set(args.names) - set(_available())

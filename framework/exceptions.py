@@ -157,7 +157,9 @@ class ObjectNotFoundError(StoreError, KeyError):
     """
 
     def __init__(self, key: str, store: str) -> None:
-        super().__init__(f"Object {key!r} is not in store {store!r}: it was evicted, expired or never written.")
+        super().__init__(
+            f"Object {key!r} is not in store {store!r}: it was evicted, expired or never written."
+        )
         self.key = key
         self.store = store
 

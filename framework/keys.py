@@ -38,7 +38,9 @@ def _checked(kind: str, name: str) -> str:
     if not isinstance(name, str) or not name:
         raise ConfigurationError(f"A {kind} must be a non-empty string, got {name!r}.")
     if _FORBIDDEN & set(name):
-        raise ConfigurationError(f"A {kind} must not contain '{{' or '}}' (they delimit hash tags): {name!r}.")
+        raise ConfigurationError(
+            f"A {kind} must not contain '{{' or '}}' (they delimit hash tags): {name!r}."
+        )
     return name
 
 
