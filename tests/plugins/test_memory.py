@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+import gc
+import pickle
+from collections.abc import Iterator
+
+import pytest
+
+from framework.store import extract, get_or_create_store, store_kinds, unregister_store
+from framework.testing import StoreContractTests
+from plugins.memory import MemoryStore
+
+
+class TestMemoryStoreContract(StoreContractTests):
+    @pytest.fixture
+    def store(self) -> Iterator[MemoryStore]:
+        with MemoryStore("mem") as store:
+            yield store
+
+
+def test_memory_kind_comes_from_the_entry_point() -> None:
+    assert store_kinds()["memory"] is MemoryStore
+
+
+def test_stores_of_one_segment_share_objects() -> None:
+    with MemoryStore("a") as first:
+        key = first.put([1, 2])
+        with MemoryStore.from_config(first.config()) as second:
+            assert second.segment == first.segment
+            assert second.get(key) == [1, 2]
+
+
+def test_objects_are_copies() -> None:
+    items = [1, 2]
+    with MemoryStore() as store:
+        key = store.put(items)
+        items.append(3)
+        assert store.get(key) == [1, 2]
+
+
+def test_segment_is_freed_with_its_last_store() -> None:
+    store = MemoryStore()
+    config = store.config()
+    key = store.put("x")
+    store.close()
+    del store
+    gc.collect()
+    with MemoryStore.from_config(config) as fresh:
+        assert not fresh.exists(key)
+
+
+def test_unpickled_proxy_rebuilds_the_store_through_the_registry() -> None:
+    with MemoryStore("rebuilt") as store:
+        data = pickle.dumps(store.proxy({"v": 1}))
+        proxy = pickle.loads(data)
+        assert extract(proxy) == {"v": 1}
+        rebuilt = get_or_create_store(store.config())
+        assert isinstance(rebuilt, MemoryStore)
+        assert rebuilt is not store
+        unregister_store(rebuilt)
+        rebuilt.close()
