@@ -31,7 +31,7 @@ def _assert_demo_ok(output: str) -> None:
 
 
 def test_demo_against_a_given_server(runner: CliRunner, redis_url: str) -> None:
-    result = runner.invoke(main, ["demo", "--size-mb", "1"], env={"FRAMEWORK_REDIS_URL": redis_url})
+    result = runner.invoke(main, ["check", "--size-mb", "1"], env={"FRAMEWORK_REDIS_URL": redis_url})
     assert result.exit_code == 0, result.output
     assert f"Redis: {redis_url}" in result.output
     assert "throw-away" not in result.output
@@ -39,20 +39,20 @@ def test_demo_against_a_given_server(runner: CliRunner, redis_url: str) -> None:
 
 
 def test_url_option_beats_the_environment(runner: CliRunner, fake_tcp_url: str) -> None:
-    args = ["demo", "--size-mb", "0.5", "--url", fake_tcp_url]
+    args = ["check", "--size-mb", "0.5", "--url", fake_tcp_url]
     result = runner.invoke(main, args, env={"FRAMEWORK_REDIS_URL": UNREACHABLE})
     assert result.exit_code == 0, result.output
     _assert_demo_ok(result.output)
 
 
 def test_demo_on_a_cluster(runner: CliRunner, cluster_url: str) -> None:
-    result = runner.invoke(main, ["demo", "--size-mb", "1", "--url", cluster_url])
+    result = runner.invoke(main, ["check", "--size-mb", "1", "--url", cluster_url])
     assert result.exit_code == 0, result.output
     _assert_demo_ok(result.output)
 
 
 def test_demo_starts_its_own_server(runner: CliRunner, require_redis_server: None) -> None:
-    result = runner.invoke(main, ["demo", "--size-mb", "1"])
+    result = runner.invoke(main, ["check", "--size-mb", "1"])
     assert result.exit_code == 0, result.output
     assert "Started a throw-away redis-server" in result.output
     _assert_demo_ok(result.output)
@@ -62,7 +62,7 @@ def test_demo_without_redis_server_uses_fakeredis(
     runner: CliRunner, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(embedded.shutil, "which", lambda name: None)
-    result = runner.invoke(main, ["demo", "--size-mb", "1"])
+    result = runner.invoke(main, ["check", "--size-mb", "1"])
     assert result.exit_code == 0, result.output
     assert "Started a throw-away fakeredis" in result.output
     _assert_demo_ok(result.output)
@@ -73,7 +73,7 @@ def test_demo_without_redis_server_uses_fakeredis(
     [(UNREACHABLE, "BackendUnavailable"), ("http://example.com", "ConfigurationError")],
 )
 def test_demo_failure_is_one_clear_line(runner: CliRunner, url: str, error: str) -> None:
-    result = runner.invoke(main, ["demo", "--url", url])
+    result = runner.invoke(main, ["check", "--url", url])
     assert result.exit_code == 1
     assert f"Error: {error}: " in result.output
     assert "Traceback" not in result.output
@@ -102,20 +102,20 @@ def _run(*args: str, url: str | None = None) -> subprocess.CompletedProcess[str]
 
 
 def test_python_m_framework_demo(require_redis_server: None) -> None:
-    done = _run("demo", "--size-mb", "1")
+    done = _run("check", "--size-mb", "1")
     assert done.returncode == 0, done.stdout + done.stderr
     _assert_demo_ok(done.stdout)
 
 
 def test_python_m_framework_demo_uses_the_env_url(fake_tcp_url: str) -> None:
-    done = _run("demo", "--size-mb", "1", url=fake_tcp_url)
+    done = _run("check", "--size-mb", "1", url=fake_tcp_url)
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"Redis: {fake_tcp_url}" in done.stdout
     _assert_demo_ok(done.stdout)
 
 
 def test_python_m_framework_demo_fails_cleanly() -> None:
-    done = _run("demo", url=UNREACHABLE)
+    done = _run("check", url=UNREACHABLE)
     assert done.returncode == 1
     assert "Error: BackendUnavailable" in done.stderr
     assert "Traceback" not in done.stderr
