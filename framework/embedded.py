@@ -188,11 +188,11 @@ class _Servers:
     def start_fake(self) -> int:
         """Serve a fresh fakeredis server over TCP on a free port; returns the port."""
         try:
-            import fakeredis
+            from framework._faketcp import make_server  # imports fakeredis, a dev dependency
         except ImportError as exc:
             raise ConfigurationError("Neither redis-server nor fakeredis is installed.") from exc
         # Port 0: the kernel picks and the socket is bound right here, so there is no race.
-        self.fake = fakeredis.TcpFakeServer((_HOST, 0))
+        self.fake = make_server((_HOST, 0))
         # Daemon handler threads cannot hold up interpreter exit; they stop on shutdown anyway.
         self.fake.daemon_threads = True
         serve = functools.partial(self.fake.serve_forever, poll_interval=0.05)
