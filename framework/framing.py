@@ -10,6 +10,9 @@ pure: no I/O, no Redis, no pickle.
 Security: a receiver given ``secret`` checks the MAC and refuses unsigned frames.
 A receiver without a secret skips the trailer of a signed frame unchecked; it
 accepts unsigned frames too, so it already trusts its Redis.
+
+:class:`TaggedFrames` is a fast path for the commonest frames (a fixed header,
+a one-byte type tag and a payload): the same bytes, about 5x less work.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ __all__ = [
     "MAC_BYTES",
     "MAX_HEADER_BYTES",
     "Frame",
+    "TaggedFrames",
     "decode_frame",
     "encode_frame",
 ]
@@ -48,6 +52,11 @@ FRAME_VERSION = 1
 MAX_HEADER_BYTES = 16 * 1024 * 1024
 #: Length of the HMAC-SHA256 trailer of a signed frame.
 MAC_BYTES = 32
+#: Payload lengths whose encoded header :class:`TaggedFrames` remembers (then it starts over).
+PREFIX_CACHE_SIZE = 4096
+#: :class:`TaggedFrames` builds frames of payloads up to this size in one ``bytes`` (one
+#: copy of the value); bigger ones view it. Stores join values this small anyway.
+JOIN_MAX = 64 * 1024
 _PREFIX = struct.Struct(">I")
 
 
@@ -215,3 +224,154 @@ def _checked_secret(secret: Any) -> bytes:
         msg = "The shared secret must be non-empty bytes (32 random bytes are recommended)."
         raise ConfigurationError(msg)
     return bytes(secret)
+
+
+class _Joined(Segments):
+    """A small frame already in one ``bytes``: :meth:`join` returns it, uncopied.
+
+    Batches of small values make many frames: one object each, with the parts (header
+    chunk, tag, payload, MAC) viewed only when asked for, keeps the allocator and the
+    garbage collector out of the way (10,000 1 KB values: 1.5x faster than eager views).
+    """
+
+    __slots__ = ("_data", "_head", "_mac")
+
+    def __init__(self, data: bytes, head: int, mac: int) -> None:  # nothing to view or sum
+        self._data, self._head, self._mac = data, head, mac
+        self.nbytes = len(data)
+
+    @property
+    def parts(self) -> tuple[memoryview, ...]:  # type: ignore[override]  # derived, read-only
+        view, head, end = memoryview(self._data), self._head, self.nbytes - self._mac
+        parts = (view[:head], view[head : head + 1], view[head + 1 : end])
+        return (*parts, view[end:]) if self._mac else parts
+
+    def join(self) -> bytes:
+        return self._data
+
+
+class TaggedFrames:
+    """Fast path for frames of one fixed header that carry a value of a few exact types.
+
+    The parts of such a frame are a one-byte tag naming the value's type and the
+    value's bytes (a ``str`` as UTF-8, lone surrogates kept). :meth:`encode` writes
+    exactly the bytes of ``encode_frame(header, [tag, payload], secret=secret)``, and
+    :meth:`decode` rebuilds the value of such a frame. The encoded wire header depends
+    only on the payload length and on signing, so it is encoded once per length, by
+    the general code, and cached (bounded). :meth:`decode` declines (``None``)
+    anything else, malformed, truncated or not UTF-8 data included, so the caller's
+    general path handles it and raises its usual errors.
+
+    Args:
+        header: The caller's header (``h``), the same in every frame.
+        tags: Exact type (``bytes``, ``bytearray`` or ``str``) -> its one-byte tag.
+    """
+
+    def __init__(self, header: Mapping[str, Any], tags: Mapping[type, bytes]) -> None:
+        self.header = dict(header)
+        self.tags = dict(tags)
+        self._types: dict[int, type[bytes | bytearray | str]] = {
+            tag[0]: kind for kind, tag in self.tags.items()
+        }
+        # End of the encoded wire header ('"h":{...}}', "h" comes last): a cheap filter
+        # that keeps other frames from costing a header encode on a cache miss.
+        self._suffix = pydantic_core.to_json({"h": self.header})[1:]
+        # Indexed by ``signed``: payload length -> prefix, and frame length -> prefix,
+        # the prefix being the 4-byte length and the JSON wire header.
+        self._by_length: tuple[dict[int, bytes], dict[int, bytes]] = ({}, {})
+        self._by_total: tuple[dict[int, bytes], dict[int, bytes]] = ({}, {})
+
+    def encode(self, value: bytes | bytearray | str, secret: bytes | None = None) -> Segments:
+        """Frame ``value`` (of a type in :attr:`tags`), signed when ``secret`` is given.
+
+        Frames of payloads up to :data:`JOIN_MAX` bytes are built in one ``bytes``;
+        bigger ones view the payload, uncopied. Either way the parts are the general
+        path's (header chunk, tag, payload, MAC if signed). Each payload length takes
+        a cache entry.
+
+        Raises:
+            KeyError: If the type of ``value`` is not in :attr:`tags`.
+            ConfigurationError: If ``secret`` is not non-empty bytes.
+        """
+        tag = self.tags[type(value)]
+        payload = value.encode("utf-8", "surrogatepass") if isinstance(value, str) else value
+        if secret is not None:
+            return self._encode_signed(tag, payload, _checked_secret(secret))
+        size = len(payload)
+        prefix = self._by_length[False].get(size) or self._remember(size, False)
+        if size <= JOIN_MAX:
+            return _Joined(b"".join((prefix, tag, payload)), len(prefix), 0)
+        return Segments((prefix, tag, payload))
+
+    def _encode_signed(self, tag: bytes, payload: bytes | bytearray, secret: bytes) -> Segments:
+        size = len(payload)
+        prefix = self._by_length[True].get(size) or self._remember(size, True)
+        mac = hmac.new(secret, prefix, "sha256")
+        mac.update(tag)
+        mac.update(payload)
+        chunks = (prefix, tag, payload, mac.digest())
+        if size <= JOIN_MAX:
+            return _Joined(b"".join(chunks), len(prefix), MAC_BYTES)
+        return Segments(chunks)
+
+    def decode(self, data: Any, secret: bytes | None = None) -> bytes | bytearray | str | None:
+        """Rebuild the value of a frame :meth:`encode` writes; with ``secret``, a signed one.
+
+        Args:
+            data: A candidate frame: bytes, bytearray or a flat memoryview of unsigned
+                bytes are examined, anything else is declined.
+            secret: Shared HMAC key: the MAC is checked.
+
+        Returns:
+            The value (a copy), or ``None`` if ``data`` is not exactly such a frame.
+
+        Raises:
+            BadSignatureError: If ``secret`` is set and the MAC does not match.
+            ConfigurationError: If ``secret`` is not non-empty bytes.
+        """
+        kind = type(data)
+        flat = kind is memoryview and data.format == "B" and data.ndim == 1 and data.c_contiguous
+        if kind is not bytes and kind is not bytearray and not flat:
+            return None
+        signed = secret is not None
+        prefix = self._by_total[signed].get(len(data)) or self._learn(data, signed)
+        if prefix is None:
+            return None
+        start = len(prefix) + 1
+        value_type = self._types.get(data[start - 1])
+        if value_type is None or data[: start - 1] != prefix:
+            return None
+        end = len(data) - MAC_BYTES if signed else len(data)
+        if secret is not None:
+            _verify(_checked_secret(secret), memoryview(data), end, True)
+        if value_type is str:
+            try:
+                return str(memoryview(data)[start:end], "utf-8", "surrogatepass")
+            except UnicodeDecodeError:
+                return None  # not UTF-8: the general path reports it
+        if kind is value_type:  # bytes from bytes (or bytearray from bytearray): a slice
+            sliced: bytes | bytearray = data[start:end]  # is the one copy, and cheapest
+            return sliced
+        return value_type(memoryview(data)[start:end])
+
+    def _learn(self, data: Any, signed: bool) -> bytes | None:
+        """The prefix a frame as long as ``data`` would have, if ``data`` may be one."""
+        if len(data) < _PREFIX.size:
+            return None
+        end = _PREFIX.size + _PREFIX.unpack_from(data)[0]
+        size = len(data) - end - 1 - (MAC_BYTES if signed else 0)
+        if size < 0 or data[end - len(self._suffix) : end] != self._suffix:
+            return None
+        prefix = self._by_length[signed].get(size) or self._remember(size, signed)
+        return prefix if len(prefix) == end else None  # else data's header lied
+
+    def _remember(self, size: int, signed: bool) -> bytes:
+        """Encode (with the general code) and cache the prefix for ``size``-byte payloads."""
+        prefix = _encode_header(self.header, [1, size], signed)
+        by_length, by_total = self._by_length[signed], self._by_total[signed]
+        if len(by_length) >= PREFIX_CACHE_SIZE:
+            by_length.clear()  # many distinct lengths: start over rather than track use
+            by_total.clear()
+        by_length[size] = prefix
+        by_total[len(prefix) + 1 + size + (MAC_BYTES if signed else 0)] = prefix
+        return prefix

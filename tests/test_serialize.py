@@ -12,11 +12,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from framework import serialize as serialize_module
 from framework.buffers import Segments
 from framework.exceptions import (
     BadSignatureError,
     ConfigurationError,
     DeserializationError,
+    FrameworkError,
     FramingError,
     MissingSignatureError,
     SecurityError,
@@ -516,3 +518,108 @@ def test_in_band_buffers_of_any_layout() -> None:
 def test_non_finite_meta_round_trips() -> None:
     meta, _ = loads_with_meta(dumps(1, meta={"inf": float("inf"), "big": 2**80}).join())
     assert meta == {"inf": float("inf"), "big": 2**80}
+
+
+# --- raw fast path -----------------------------------------------------------------------
+
+raw_values = (
+    st.binary(max_size=2000)
+    | st.binary(max_size=100).map(bytearray)
+    | st.text(max_size=300)
+    | st.sampled_from(["\ud800 lone surrogate", "é→🐍", b"", bytearray(), ""])
+)
+
+
+def general_dumps(value: Any, secret: bytes | None) -> bytes:
+    """The frame the general path writes (serializer + encode_frame)."""
+    return encode_frame({"ser": "raw"}, RawSerializer().serialize(value), secret=secret).join()
+
+
+def general_outcome(data: Any, secret: bytes | None) -> Any:
+    try:
+        value = loads_with_meta(data, secret=secret)[1]  # no fast path there
+    except FrameworkError as exc:
+        return type(exc)
+    return type(value), value
+
+
+def fast_outcome(data: Any, secret: bytes | None) -> Any:
+    try:
+        value = loads(data, secret=secret)
+    except FrameworkError as exc:
+        return type(exc)
+    return type(value), value
+
+
+def as_inputs(data: bytes) -> list[Any]:
+    return [data, bytearray(data), memoryview(b"pad" + data)[3:]]
+
+
+@FAST
+@given(value=raw_values, secret=secrets_)
+def test_fast_path_frames_are_byte_identical(value, secret) -> None:
+    for serializer in (None, DEFAULT_SERIALIZER, RawSerializer(), get_serializer("raw")):
+        frame = dumps(value, serializer=serializer, secret=secret)
+        assert frame.join() == general_dumps(value, secret)
+        assert json.loads(bytes(frame.parts[0][4:]))["h"] == {"ser": "raw"}
+        for data in as_inputs(frame.join()):
+            assert fast_outcome(data, secret) == (type(value), value)
+
+
+def test_fast_path_skips_the_general_framing_code(monkeypatch) -> None:
+    frames = [(v, dumps(v, secret=SECRET).join()) for v in (b"ab", "ab", bytearray(b"ab"))]
+
+    def general_path(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the general path ran")
+
+    monkeypatch.setattr(serialize_module, "encode_frame", general_path)
+    monkeypatch.setattr(serialize_module, "decode_frame", general_path)
+    for value, data in frames:
+        assert dumps(value, secret=SECRET).join() == data
+        assert loads(data, secret=SECRET) == value
+        assert type(loads(data, secret=SECRET)) is type(value)
+    assert loads(dumps(b"x" * 100_000).join()) == b"x" * 100_000
+    for obj, kwargs in [
+        (memoryview(b"ab"), {}),
+        (b"ab", {"meta": {"k": 1}}),
+        (b"ab", {"serializer": PickleSerializer()}),
+        (1, {}),
+    ]:
+        with pytest.raises(AssertionError, match="general"):
+            dumps(obj, **kwargs)
+
+
+@FAST
+@given(value=raw_values, secret=secrets_, mask=st.integers(1, 255), cut=st.integers(0, 10**6))
+def test_fast_path_errors_match_the_general_path(value, secret, mask, cut) -> None:
+    data = dumps(value[:64], secret=secret).join()
+    damaged = [data[: cut % len(data)], data + b"\0"]
+    for index in range(len(data)):
+        garbled = bytearray(data)
+        garbled[index] ^= mask
+        damaged.append(bytes(garbled))
+    for broken in damaged:
+        for given_data in as_inputs(broken):
+            assert fast_outcome(given_data, secret) == general_outcome(given_data, secret)
+    with pytest.raises(TruncatedFrameError):
+        loads(damaged[0], secret=secret)
+
+
+def test_fast_path_security() -> None:
+    signed = dumps(b"payload", secret=SECRET).join()
+    unsigned = dumps(b"payload").join()
+    assert loads(signed) == b"payload"  # no secret here: the trailer is skipped
+    with pytest.raises(MissingSignatureError):
+        loads(unsigned, secret=SECRET)
+    with pytest.raises(BadSignatureError):
+        loads(signed, secret=b"other secret")
+    tampered = bytearray(signed)
+    tampered[-MAC_BYTES - 1] ^= 1
+    with pytest.raises(BadSignatureError):
+        loads(bytes(tampered), secret=SECRET)
+    with pytest.raises(ConfigurationError):
+        dumps(b"payload", secret=b"")
+    with pytest.raises(ConfigurationError):
+        loads(signed, secret="text")  # type: ignore[arg-type]
+    with pytest.raises(DeserializationError, match="UTF-8"):
+        loads(encode_frame({"ser": "raw"}, [b"s", b"\xff"], secret=SECRET).join(), secret=SECRET)
