@@ -37,7 +37,18 @@ def _fmt(cell: Any) -> str:
 
 
 def peak_rss_mb() -> float:
-    """Peak resident set size of the calling process, in MB."""
+    """Peak resident set size of the calling process, in MB.
+
+    Reads ``VmHWM`` from /proc: ``ru_maxrss`` of a spawned child starts at its
+    parent's peak (it is inherited across fork+exec), so it overstates the child.
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 

@@ -1,0 +1,259 @@
+"""Byte streams across processes: StreamCell (stream and blob mode, fan-out) vs a plain chunk loop.
+
+Every transfer goes from this process to receivers in spawned processes through one
+throw-away redis-server. The baseline, measured in the same run, is the loop most people
+write first: redis-py's default client, one ``XADD`` per 1 MiB chunk, a consumer doing
+``XREAD COUNT 16`` + ``XDEL``. NVFlare's own StreamCell is measured when ``nvflare`` is
+importable (skipped otherwise).
+
+Targets (2-core machine): stream mode >= 600 MB/s for 1 GB; receiver peak RSS <= 100 MB in
+stream mode and <= payload + 100 MB in blob mode; fan-out to 4 receivers takes <= 1.5x
+the time of one receiver.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import statistics
+import threading
+import time
+from typing import Any
+
+import redis
+
+from benchmarks.common import MB, SPAWN, peak_rss_mb, table
+from framework.cell import BytesStream, Message, StreamCell
+from framework.embedded import EmbeddedRedis
+
+STREAM_TARGET_MBPS = 600.0
+STREAM_RSS_MB = 100.0
+BLOB_EXTRA_MB = 100.0
+FANOUT_RATIO = 1.5
+BASE_CHUNK = MB
+
+#: (median seconds, receivers' peak RSS in MB, Redis memory peak growth in MB)
+Measured = tuple[float, float, float]
+#: (mode, payload size, receivers) -> measurement
+Results = dict[tuple[str, int, int], Measured]
+
+
+def _payload(size: int) -> bytes:
+    block = os.urandom(min(size, 16 * MB)) or b""
+    return (block * (size // max(len(block), 1) + 1))[:size]
+
+
+class RedisMemory:
+    """Samples Redis's ``used_memory`` in a thread; ``peak_mb`` is the growth over the start."""
+
+    def __init__(self, url: str) -> None:
+        self._client = redis.Redis.from_url(url)
+        self._base = self._used()
+        self._peak = self._base
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="bench-redis-memory", daemon=True)
+        self._thread.start()
+
+    def _used(self) -> int:
+        return int(self._client.info("memory")["used_memory"])
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.005):
+            self._peak = max(self._peak, self._used())
+
+    def stop(self) -> float:
+        self._stop.set()
+        self._thread.join()
+        self._client.close()
+        return (self._peak - self._base) / MB
+
+
+# -- receivers (child processes) -----------------------------------------------------------
+
+
+def _cell_receiver(url: str, name: str, count: int, ready: Any, results: Any) -> None:
+    from framework.connection import RedisConnection
+
+    done = threading.Semaphore(0)
+
+    def on_stream(future: Any, stream: Any, resume: int) -> None:
+        total = 0
+        while chunk := stream.read(16 * MB):
+            total += len(chunk)
+        results.put(("bytes", name, total))
+        done.release()
+
+    def on_blob(future: Any) -> None:
+        results.put(("bytes", name, len(future.result())))
+        done.release()
+
+    with RedisConnection.from_url(url) as conn, StreamCell(conn, name) as cell:
+        cell.register_stream_cb("bench", "stream", on_stream)
+        cell.register_blob_cb("bench", "blob", on_blob)
+        ready.put(name)
+        for _ in range(count):
+            done.acquire(timeout=600)
+    results.put(("rss", name, peak_rss_mb()))
+
+
+def _plain_receiver(url: str, key: str, size: int, count: int, ready: Any, results: Any) -> None:
+    client = redis.Redis.from_url(url)
+    ready.put(key)
+    last: Any = "0-0"
+    for _ in range(count):
+        received = 0
+        while received < size:
+            reply: Any = client.xread({key: last}, count=16, block=1000)
+            for _, entries in reply or []:
+                for eid, fields in entries:
+                    received += len(fields[b"d"])
+                    last = eid
+                client.xdel(key, *[eid for eid, _ in entries])
+        results.put(("done", key, time.time()))
+    results.put(("rss", key, peak_rss_mb()))
+    client.close()
+
+
+# -- one configuration ---------------------------------------------------------------------
+
+
+def _spawn(target: Any, args_of: Any, n: int) -> tuple[list[Any], Any]:
+    ready, results = SPAWN.Queue(), SPAWN.Queue()
+    procs = [SPAWN.Process(target=target, args=(*args_of(i), ready, results)) for i in range(n)]
+    for proc in procs:
+        proc.start()
+    for _ in procs:
+        ready.get(timeout=120)
+    return procs, results
+
+
+def _finish(procs: list[Any], results: Any, n: int) -> float:
+    rss = [float(results.get(timeout=120)[2]) for _ in range(n)]
+    for proc in procs:
+        proc.join(60)
+    return max(rss)
+
+
+def _cell_case(url: str, mode: str, size: int, receivers: int, repeat: int) -> Measured:
+    """Median seconds per transfer, the receivers' peak RSS and Redis's peak growth (MB)."""
+    names = [f"r{i}" for i in range(receivers)]
+    procs, results = _spawn(_cell_receiver, lambda i: (url, names[i], repeat), receivers)
+    data = _payload(size)
+    times = []
+    from framework.connection import RedisConnection
+
+    memory = RedisMemory(url)
+    with RedisConnection.from_url(url) as conn, StreamCell(conn, "bench-sender") as cell:
+        for _ in range(repeat):
+            started = time.perf_counter()
+            if mode == "stream":
+                future = cell.send_stream("bench", "stream", names, Message({}, BytesStream(data)))
+            else:
+                future = cell.send_blob("bench", "blob", names, Message({}, data))
+            assert future.result(timeout=600) == size
+            times.append(time.perf_counter() - started)
+            got = [results.get(timeout=120) for _ in names]
+            assert all(item[2] == size for item in got), got
+    redis_mb = memory.stop()
+    return statistics.median(times), _finish(procs, results, receivers), redis_mb
+
+
+def _plain_case(url: str, size: int, repeat: int) -> Measured:
+    key = "bench:plain"
+    procs, results = _spawn(_plain_receiver, lambda i: (url, key, size, repeat), 1)
+    data = memoryview(_payload(size))
+    client = redis.Redis.from_url(url)
+    times = []
+    memory = RedisMemory(url)
+    for _ in range(repeat):
+        started = time.time()
+        for offset in range(0, size, BASE_CHUNK):
+            client.xadd(key, {b"d": data[offset : offset + BASE_CHUNK]})
+        times.append(results.get(timeout=600)[2] - started)
+    redis_mb = memory.stop()
+    client.delete(key)
+    client.close()
+    return statistics.median(times), _finish(procs, results, 1), redis_mb
+
+
+# -- report --------------------------------------------------------------------------------
+
+
+def _row(label: str, mode: str, size: int, n: int, m: Measured, base: Measured | None) -> list[Any]:
+    seconds, rss, redis_mb = m
+    mbps = size / MB / seconds
+    ratio = f"{base[0] / seconds:.2f}x" if base else "-"
+    what = f"{label} {mode} {size // MB} MB x{n}"
+    print(f"  {what}: {seconds:.2f} s, {mbps:.0f} MB/s, rss {rss:.0f} MB", flush=True)
+    return [label, mode, f"{size // MB} MB", n, seconds, mbps, ratio, rss, redis_mb]
+
+
+def _targets(results: Results, sizes: list[int], fan: int) -> list[list[Any]]:
+    big = max(sizes)
+    rows = []
+    mbps = big / MB / results[("stream", big, 1)][0]
+    label = f"stream {big // MB} MB >= {STREAM_TARGET_MBPS:.0f} MB/s"
+    rows.append([label, f"{mbps:.0f} MB/s", mbps >= STREAM_TARGET_MBPS])
+    worst_stream = max(r for (m, _, _), (_, r, _) in results.items() if m == "stream")
+    rows.append(
+        [
+            f"stream receiver RSS <= {STREAM_RSS_MB:.0f} MB",
+            f"{worst_stream:.0f} MB",
+            worst_stream <= STREAM_RSS_MB,
+        ]
+    )
+    over = max(r - s / MB for (m, s, _), (_, r, _) in results.items() if m == "blob")
+    rows.append(
+        [
+            f"blob receiver RSS <= payload + {BLOB_EXTRA_MB:.0f} MB",
+            f"payload + {over:.0f} MB",
+            over <= BLOB_EXTRA_MB,
+        ]
+    )
+    ratio = results[("stream", fan, 4)][0] / results[("stream", fan, 1)][0]
+    rows.append(
+        [
+            f"fan-out to 4 <= {FANOUT_RATIO}x one receiver ({fan // MB} MB)",
+            f"{ratio:.2f}x",
+            ratio <= FANOUT_RATIO,
+        ]
+    )
+    return rows
+
+
+def _measure(url: str, sizes: list[int], fan: int, repeat: int) -> tuple[list[list[Any]], Results]:
+    rows: list[list[Any]] = []
+    results: Results = {}
+    for size in sizes:
+        base = _plain_case(url, size, repeat)
+        rows.append(_row("plain redis-py loop", "XADD/XREAD", size, 1, base, None))
+        for mode in ("stream", "blob"):
+            results[(mode, size, 1)] = _cell_case(url, mode, size, 1, repeat)
+            rows.append(_row("StreamCell", mode, size, 1, results[(mode, size, 1)], base))
+    results[("stream", fan, 4)] = _cell_case(url, "stream", fan, 4, repeat)
+    rows.append(_row("StreamCell fan-out", "stream", fan, 4, results[("stream", fan, 4)], None))
+    return rows, results
+
+
+def run(quick: bool = False) -> str:
+    """Run every configuration against one redis-server; return the markdown report."""
+    sizes = [16 * MB, 64 * MB] if quick else [64 * MB, 256 * MB, 1024 * MB]
+    fan = sizes[1]
+    repeat = 1 if quick else 5
+    with EmbeddedRedis(fake_fallback=False) as server:
+        rows, results = _measure(server.url, sizes, fan, repeat)
+    installed = importlib.util.find_spec("nvflare") is not None
+    nvflare = "installed but not measured" if installed else "not installed: skipped"
+    header = ["system", "mode", "payload", "receivers", "seconds", "MB/s", "vs plain loop",
+              "receiver peak RSS (MB)", "Redis peak growth (MB)"]  # fmt: skip
+    checks = [
+        [name, value, "yes" if ok else "NO"] for name, value, ok in _targets(results, sizes, fan)
+    ]
+    return "\n\n".join(
+        [
+            f"Cross-process transfers through one redis-server, median of {repeat}; "
+            f"NVFlare StreamCell: {nvflare}.",
+            table(header, rows),
+            table(["target", "measured", "met"], checks),
+        ]
+    )

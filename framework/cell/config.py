@@ -1,0 +1,83 @@
+"""Tuning knobs of a :class:`~framework.cell.StreamCell`, validated and serialisable.
+
+The defaults follow ``REDIS_FACTS.md`` section 2: chunks just under a power of two (an
+exact power of two costs Redis 25% more memory), pipelined writes in ~16 MB batches,
+``XREAD COUNT`` of ~16 chunks and a window of a few dozen chunks. Secrets (the
+encryption key) are never part of this model. This module does no I/O.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from framework.exceptions import ConfigurationError
+
+__all__ = ["CellConfig"]
+
+MiB = 1 << 20
+
+#: Bytes per chunk frame: 1 MiB - 1 KiB, so jemalloc wastes nothing (see REDIS_FACTS §2).
+DEFAULT_CHUNK_SIZE = MiB - 1024
+#: Unacknowledged bytes a sender may have in Redis per receiver.
+DEFAULT_WINDOW = 32 * MiB
+#: A receiver acknowledges after consuming this many bytes (and at the end).
+DEFAULT_ACK_INTERVAL = 8 * MiB
+#: Bytes of chunk frames the sender writes per pipelined round trip.
+DEFAULT_BATCH_BYTES = 16 * MiB
+#: Chunk frames a receiver asks for per XREAD.
+DEFAULT_READ_COUNT = 16
+#: Seconds without progress after which either side gives up.
+DEFAULT_IDLE_TIMEOUT = 60.0
+#: Seconds a transfer's keys live without being refreshed (safety net against crashes).
+DEFAULT_TTL = 600.0
+#: Seconds a cell's inbox lives without being refreshed.
+DEFAULT_INBOX_TTL = 7 * 86400.0
+#: Largest blob a receiver accepts (NVFlare's ``streaming_max_blob_size``).
+DEFAULT_MAX_BLOB_SIZE = 4 << 30
+#: Seconds close() waits in total for the cell's threads.
+DEFAULT_CLOSE_TIMEOUT = 5.0
+
+
+class CellConfig(BaseModel):
+    """Sizes and timeouts of byte-stream transfers.
+
+    The sender's values travel in the announcement, so receivers follow the sender's
+    chunk size and window; each receiver uses its own ack interval and timeouts.
+
+    Raises:
+        ConfigurationError: If a value is out of range or values contradict each other.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    chunk_size: int = Field(DEFAULT_CHUNK_SIZE, ge=1, le=256 * MiB)
+    window: int = Field(DEFAULT_WINDOW, ge=1)
+    ack_interval: int = Field(DEFAULT_ACK_INTERVAL, ge=1)
+    batch_bytes: int = Field(DEFAULT_BATCH_BYTES, ge=1)
+    read_count: int = Field(DEFAULT_READ_COUNT, ge=1, le=1024)
+    idle_timeout: float = Field(DEFAULT_IDLE_TIMEOUT, gt=0)
+    ttl: float = Field(DEFAULT_TTL, ge=1)
+    inbox_ttl: float = Field(DEFAULT_INBOX_TTL, ge=1)
+    max_blob_size: int = Field(DEFAULT_MAX_BLOB_SIZE, ge=0)
+    close_timeout: float = Field(DEFAULT_CLOSE_TIMEOUT, gt=0)
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise ConfigurationError(f"Invalid byte-stream settings: {exc}") from exc
+
+    @model_validator(mode="after")
+    def _consistent(self) -> CellConfig:
+        """The window must hold a chunk, and acks must come before the window fills."""
+        if self.window < self.chunk_size:
+            raise ConfigurationError(
+                f"window ({self.window}) must be at least chunk_size ({self.chunk_size})."
+            )
+        if self.ack_interval > self.window:
+            raise ConfigurationError(
+                f"ack_interval ({self.ack_interval}) must not exceed window ({self.window})."
+            )
+        return self

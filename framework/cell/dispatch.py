@@ -1,0 +1,158 @@
+"""The receiving half of a cell: reads its inbox and starts one worker per transfer.
+
+A thread named ``fw-cell-inbox-<cell>`` first re-reads the announcements this cell name
+took but never finished (a restarted cell resumes them from the position its
+predecessor acknowledged), then waits for new ones. An announcement whose channel and
+topic have no callback yet waits until one is registered. Each transfer runs in its own
+:class:`~framework.cell.worker.RxWorker`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from framework.cell.config import CellConfig
+from framework.cell.crypto import ChunkCipher
+from framework.cell.frames import Announce, Control
+from framework.cell.inbox import Inbox
+from framework.cell.receiver import RxTransfer
+from framework.cell.transport import TransferIO
+from framework.cell.worker import Handler, RxWorker
+from framework.connection import MAX_BLOCK_MS, RedisConnection
+from framework.exceptions import FrameworkError
+
+__all__ = ["Dispatcher"]
+
+logger = logging.getLogger(__name__)
+
+#: Longest pause (s) between refreshes of the inbox's TTL and consumer group.
+_REFRESH_EVERY = 60.0
+
+
+class Dispatcher:
+    """Routes a cell's announcements to the registered callbacks.
+
+    Args:
+        conn: The connection.
+        name: The cell's name.
+        config: Sizes and timeouts.
+        cipher: Builds the cipher of secure transfers (raises without a key).
+        stopping: Set by the cell's ``close()``.
+    """
+
+    def __init__(
+        self,
+        conn: RedisConnection,
+        name: str,
+        config: CellConfig,
+        cipher: Callable[[bool], ChunkCipher | None],
+        stopping: threading.Event,
+    ) -> None:
+        self.conn = conn
+        self.name = name
+        self.config = config
+        self.inbox = Inbox(conn, name, config.inbox_ttl)
+        self._cipher = cipher
+        self._stopping = stopping
+        self._handlers: dict[tuple[str, str], Handler] = {}
+        self._waiting: dict[int, tuple[bytes, Announce]] = {}
+        self._rx: dict[int, RxWorker] = {}
+        self._lock = threading.RLock()
+        self.thread: threading.Thread | None = None
+
+    def register(self, channel: str, topic: str, handler: Handler) -> None:
+        """Route ``channel``/``topic`` to ``handler``; starts reading the inbox."""
+        with self._lock:
+            self._handlers[(channel, topic)] = handler
+            self._start_waiting()
+            if self.thread is None:
+                self.thread = threading.Thread(
+                    target=self._loop, name=f"fw-cell-inbox-{self.name}", daemon=True
+                )
+                self.thread.start()
+
+    def threads(self) -> list[threading.Thread]:
+        """Every thread to join on close: the inbox reader and the workers."""
+        with self._lock:
+            found = [w.thread for w in self._rx.values()]
+        return found + ([self.thread] if self.thread is not None else [])
+
+    def _loop(self) -> None:
+        first = True
+        refreshed = 0.0
+        while not self._stopping.is_set():
+            try:
+                if time.monotonic() - refreshed > min(_REFRESH_EVERY, self.config.inbox_ttl / 4):
+                    self.inbox.ensure()
+                    refreshed = time.monotonic()
+                # After a restart, first take back what this cell name left unfinished.
+                entries = self.inbox.pending() if first else self.inbox.receive()
+                first = False
+                with self._lock:
+                    for eid, ann in entries:
+                        self._dispatch(eid, ann)
+                    self._start_waiting()
+            except Exception:  # thread boundary: log, pause, retry; never die silently
+                logger.warning("Reading the inbox of cell %r failed.", self.name, exc_info=True)
+                self._stopping.wait(MAX_BLOCK_MS / 1000)
+            with self._lock:
+                for sid in [s for s, w in self._rx.items() if not w.thread.is_alive()]:
+                    del self._rx[sid]
+
+    def _dispatch(self, eid: bytes, ann: Announce | None) -> None:
+        if ann is None or ann.sid in self._rx or ann.sid in self._waiting:
+            self.inbox.done(eid)  # unreadable, or a duplicate announcement
+            return
+        self._waiting[ann.sid] = (eid, ann)
+        if (ann.channel, ann.topic) not in self._handlers:
+            logger.debug(
+                "Stream %s on %s/%s waits for a callback.", ann.sid, ann.channel, ann.topic
+            )
+
+    def _start_waiting(self) -> None:
+        """Start every waiting transfer that now has a callback."""
+        for sid, (eid, ann) in list(self._waiting.items()):
+            handler = self._handlers.get((ann.channel, ann.topic))
+            if handler is None or self._stopping.is_set():
+                continue
+            try:
+                self._start(eid, ann, handler)
+            except FrameworkError:
+                # Stays waiting; the inbox loop retries after its next read.
+                logger.warning("Could not start receiving stream %s.", sid, exc_info=True)
+                continue
+            del self._waiting[sid]
+
+    def _start(self, eid: bytes, ann: Announce, handler: Handler) -> None:
+        io = TransferIO(self.conn, ann.sid, self.config.ttl)
+        if io.load() is None:
+            logger.debug("Stream %s ended before cell %r picked it up.", ann.sid, self.name)
+            self.inbox.done(eid)
+            return
+        try:
+            cipher = self._cipher(ann.secure)
+        except FrameworkError as exc:
+            etype, msg = type(exc).__name__, str(exc)
+            io.post(Control(kind="error", role="rx", sender=self.name, etype=etype, msg=msg))
+            self.inbox.done(eid)
+            return
+        start = io.acked(self.name)
+        if start.seq >= 0:
+            logger.info("Cell %r resumes stream %s at byte %d.", self.name, ann.sid, start.off)
+        rx = RxTransfer(io, ann, self.name, self.config, cipher, start, self._stopping)
+        worker = RxWorker(rx, handler, eid, self.config.max_blob_size, self._done)
+        self._rx[ann.sid] = worker
+        worker.start()
+
+    def _done(self, worker: RxWorker) -> None:
+        if worker.rx.abandoned:
+            return  # left pending in the inbox: a cell with this name resumes it
+        try:
+            self.inbox.done(worker.entry_id)
+        except Exception:  # runs at the end of a worker thread: log, never raise
+            logger.warning(
+                "Could not settle the announcement of stream %s.", worker.rx.sid, exc_info=True
+            )

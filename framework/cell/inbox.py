@@ -1,0 +1,130 @@
+"""A cell's durable inbox: the Redis stream where senders announce transfers.
+
+Senders append one :class:`~framework.cell.frames.Announce` per target; the target cell
+reads its inbox through a consumer group named after the cell, so an announcement stays
+in the group's pending list until the transfer ends. A cell started after the send still
+finds it, and a restarted cell with the same name finds its unfinished transfers there
+(``XREADGROUP ... 0``). Handled entries are acknowledged and deleted.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from framework.cell.frames import ANNOUNCE_FIELD, Announce, decode
+from framework.cell.transport import POLL_MS, stream_entries
+from framework.connection import MAX_BLOCK_MS, RedisConnection
+from framework.exceptions import BackendError, FrameworkError
+
+__all__ = ["GROUP", "Inbox", "announce"]
+
+logger = logging.getLogger(__name__)
+
+#: Consumer group of every inbox (one consumer: the cell).
+GROUP = "cell"
+#: Announcements fetched per read.
+_COUNT = 100
+
+#: An inbox entry: its id and the announcement (None if unreadable).
+Entry = tuple[bytes, "Announce | None"]
+
+
+def announce(conn: RedisConnection, target: str, message: Announce, ttl: float) -> None:
+    """Append ``message`` to ``target``'s inbox and refresh the inbox's TTL.
+
+    Uses the non-retrying client: an automatic-id ``XADD`` must not be resent blindly
+    (a receiver would also drop a duplicate by stream id).
+
+    Raises:
+        BackendError: If Redis fails.
+    """
+    key = conn.keys.inbox(target)
+    with conn.mapped_errors(f"announce stream {message.sid} in {key!r}", command="XADD"):
+        pipe = conn.once.pipeline(transaction=False)
+        pipe.xadd(key, {ANNOUNCE_FIELD: message.model_dump_json()})
+        pipe.expire(key, max(1, int(ttl)))
+        pipe.execute()
+
+
+class Inbox:
+    """The receiving end of one cell's inbox.
+
+    Args:
+        conn: The connection.
+        cell: The cell's name (also its consumer name).
+        ttl: Seconds the inbox lives without a refresh.
+    """
+
+    def __init__(self, conn: RedisConnection, cell: str, ttl: float) -> None:
+        self.conn = conn
+        self.cell = cell
+        self.key = conn.keys.inbox(cell)
+        self.ttl = max(1, int(ttl))
+
+    def ensure(self) -> None:
+        """Create the inbox and its group if missing, and refresh its TTL."""
+        with self.conn.mapped_errors(f"create the group of inbox {self.key!r}", command="XGROUP"):
+            try:
+                # Start at 0: announcements sent before the cell first started count too.
+                self.conn.client.xgroup_create(self.key, GROUP, id="0", mkstream=True)
+            except Exception as exc:  # redis ResponseError; mapped on re-raise
+                if "BUSYGROUP" not in str(exc):
+                    raise
+            self.conn.client.expire(self.key, self.ttl)
+
+    def pending(self) -> list[Entry]:
+        """Announcements delivered to this cell earlier but not finished (after a restart)."""
+        out: list[Entry] = []
+        start = "0"
+        while True:
+            batch = self._read(start, block=None)
+            if not batch:
+                return out
+            out += batch
+            start = batch[-1][0].decode()
+
+    def receive(self, block_ms: int = POLL_MS) -> list[Entry]:
+        """Wait up to ``block_ms`` for new announcements."""
+        return self._read(">", block=min(block_ms, MAX_BLOCK_MS))
+
+    def done(self, entry_id: bytes) -> None:
+        """Acknowledge and delete a handled announcement."""
+        with self.conn.mapped_errors(
+            f"acknowledge entry {entry_id!r} of {self.key!r}", command="XACK"
+        ):
+            pipe = self.conn.client.pipeline(transaction=False)
+            pipe.xack(self.key, GROUP, entry_id)
+            pipe.xdel(self.key, entry_id)
+            pipe.execute()
+
+    def _read(self, start: str, block: int | None) -> list[Entry]:
+        client = self.conn.client if block is None else self.conn.blocking
+        try:
+            with self.conn.mapped_errors(f"read inbox {self.key!r}", command="XREADGROUP"):
+                reply = client.xreadgroup(
+                    GROUP, self.cell, {self.key: start}, count=_COUNT, block=block
+                )
+        except BackendError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            # The inbox expired or was deleted while we ran: recreate it.
+            self.ensure()
+            return []
+        return [
+            (eid, self._parse(eid, fields))
+            for _, entries in stream_entries(reply)
+            for eid, fields in entries
+        ]
+
+    def _parse(self, eid: bytes, fields: Any) -> Announce | None:
+        raw = fields.get(ANNOUNCE_FIELD) if fields else None
+        if raw is None:
+            return None  # deleted while pending: XREADGROUP 0 returns empty fields
+        try:
+            return decode(Announce, raw, f"announcement {eid!r} in {self.key!r}")
+        except FrameworkError:
+            logger.warning(
+                "Dropping unreadable announcement %r in %s.", eid, self.key, exc_info=True
+            )
+            return None

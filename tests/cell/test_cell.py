@@ -1,0 +1,344 @@
+"""StreamCell end to end on fakeredis and a real redis-server (``conn``)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from framework.cell import (
+    BytesStream,
+    CellConfig,
+    IterStream,
+    Message,
+    StreamCancelled,
+    StreamCell,
+    StreamError,
+    StreamFuture,
+    StreamTimeout,
+)
+from framework.cell.frames import DATA_FIELD
+from framework.cell.transport import TransferIO
+from framework.connection import RedisConnection
+from framework.exceptions import ChecksumError, ClosedError, EncryptionError
+from tests.cell.conftest import CellFactory
+from tests.cell.helpers import SMALL, Collector, payload
+
+CHUNK = SMALL.chunk_size
+SIZES = [0, 1, CHUNK, CHUNK + 1, 5 * CHUNK + 7]
+
+
+def xfer_keys(conn: RedisConnection) -> list[bytes]:
+    return list(conn.client.scan_iter(match=f"{conn.keys.prefix}:xfer:*"))
+
+
+@pytest.mark.parametrize("size", SIZES, ids=["0B", "1B", "chunk", "chunk+1", "5chunks+7"])
+@pytest.mark.parametrize("mode", ["stream", "blob"])
+def test_round_trip_sizes(
+    conn: RedisConnection, make_cell: CellFactory, size: int, mode: str
+) -> None:
+    data = payload(size)
+    sender, receiver = make_cell(conn, "a"), make_cell(conn, "b")
+    got = Collector()
+    receiver.register_stream_cb("ch", "s", got.stream_cb)
+    receiver.register_blob_cb("ch", "b", got.blob_cb)
+    headers = {"名前": "ünïcödé ✓", "n": 1}
+    if mode == "stream":
+        future = sender.send_stream("ch", "s", "b", Message(headers, BytesStream(data)))
+    else:
+        future = sender.send_blob("ch", "b", "b", Message(headers, data))
+    assert future.result(timeout=30) == size
+    item = got.wait(future.get_stream_id())
+    assert bytes(item.data) == data
+    assert item.future is not None
+    assert item.future.get_headers() == headers
+    assert item.future.result(timeout=5) == (size if mode == "stream" else data)
+    assert future.get_progress() == size
+    assert item.future.get_progress() == size
+    assert xfer_keys(conn) == []  # removed once every receiver acknowledged
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["stream", "blob"])
+def test_64_mb(conn: RedisConnection, make_cell: CellFactory, mode: str) -> None:
+    data = payload(64 << 20)
+    config = CellConfig()
+    sender, receiver = make_cell(conn, "a", config), make_cell(conn, "b", config)
+    got = Collector()
+    receiver.register_stream_cb("ch", "s", got.stream_cb)
+    receiver.register_blob_cb("ch", "b", got.blob_cb)
+    if mode == "stream":
+        future = sender.send_stream("ch", "s", "b", Message({}, BytesStream(data)))
+    else:
+        future = sender.send_blob("ch", "b", "b", Message({}, data))
+    assert future.result(timeout=100) == len(data)
+    assert got.wait(future.get_stream_id(), 60).data == data
+
+
+def test_announcement_waits_for_a_cell_started_later(
+    conn: RedisConnection, make_cell: CellFactory
+) -> None:
+    data = payload(3 * CHUNK)
+    future = make_cell(conn, "a").send_blob("ch", "t", "late", Message({}, data))
+    time.sleep(0.2)
+    got = Collector()
+    make_cell(conn, "late").register_blob_cb("ch", "t", got.blob_cb)
+    assert future.result(timeout=30) == len(data)
+    assert got.wait(future.get_stream_id()).data == data
+
+
+def test_iterator_source_of_unknown_size(conn: RedisConnection, make_cell: CellFactory) -> None:
+    pieces = [payload(n, seed=n) for n in (5, 70_000, 1, 200_000)]
+    sender, receiver = make_cell(conn, "a"), make_cell(conn, "b")
+    got = Collector()
+    receiver.register_stream_cb("ch", "s", got.stream_cb, read_size=1000)
+    future = sender.send_stream("ch", "s", "b", Message({}, IterStream(pieces)))
+    assert future.result(timeout=30) == sum(map(len, pieces))
+    assert got.wait(future.get_stream_id()).data == b"".join(pieces)
+
+
+def test_fan_out_writes_once_and_every_target_gets_a_copy(
+    conn: RedisConnection, make_cell: CellFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    written: list[int] = []
+    original = TransferIO.write
+
+    def counting(self: TransferIO, frames: Any, *args: Any) -> Any:
+        written.extend(seq for seq, _, _ in frames)
+        return original(self, frames, *args)
+
+    monkeypatch.setattr(TransferIO, "write", counting)
+    data = payload(12 * CHUNK + 5)
+    results: dict[str, bytes] = {}
+    done = threading.Barrier(4)
+
+    def on_blob(future: StreamFuture, name: str) -> None:
+        results[name] = bytes(future.result())
+        done.wait(10)
+
+    for name in ("t1", "t2", "t3"):
+        make_cell(conn, name).register_blob_cb("ch", "fan", on_blob, name)
+    future = make_cell(conn, "src").send_blob("ch", "fan", ["t1", "t2", "t3"], Message({}, data))
+    assert future.result(timeout=60) == len(data)
+    done.wait(10)
+    assert results == {"t1": data, "t2": data, "t3": data}
+    assert sorted(written) == list(range(13))  # every chunk went into Redis exactly once
+
+
+def test_sender_cancel_ends_the_receiver_within_a_second(
+    conn: RedisConnection, make_cell: CellFactory
+) -> None:
+    started, failed = threading.Event(), threading.Event()
+    seen: dict[str, Any] = {}
+
+    def on_stream(future: StreamFuture, stream: Any, resume: int) -> None:
+        stream.read(CHUNK)
+        started.set()
+        try:
+            while stream.read(CHUNK):
+                pass
+        except StreamError as exc:
+            seen["exc"], seen["at"] = exc, time.monotonic()
+            failed.set()
+
+    make_cell(conn, "b").register_stream_cb("ch", "s", on_stream)
+    source = IterStream(iter(lambda: payload(CHUNK), None))  # endless
+    future = make_cell(conn, "a").send_stream("ch", "s", "b", Message({}, source))
+    assert started.wait(20)
+    cancelled_at = time.monotonic()
+    assert future.cancel()
+    with pytest.raises(StreamCancelled):
+        future.result(timeout=1)
+    assert failed.wait(5)
+    assert isinstance(seen["exc"], StreamCancelled)
+    assert seen["at"] - cancelled_at < 1.0
+
+
+@pytest.mark.parametrize("how", ["stream.close", "future.cancel"])
+def test_receiver_close_ends_the_sender_within_a_second(
+    conn: RedisConnection, make_cell: CellFactory, how: str
+) -> None:
+    closed_at: list[float] = []
+    after: list[BaseException] = []
+
+    def on_stream(future: StreamFuture, stream: Any, resume: int) -> None:
+        stream.read(CHUNK)
+        closed_at.append(time.monotonic())
+        if how == "stream.close":
+            stream.close()
+        else:
+            assert future.cancel()
+        try:
+            stream.read(CHUNK)
+        except StreamCancelled as exc:
+            after.append(exc)
+
+    make_cell(conn, "b").register_stream_cb("ch", "s", on_stream)
+    source = IterStream(iter(lambda: payload(CHUNK), None))
+    future = make_cell(conn, "a").send_stream("ch", "s", "b", Message({}, source))
+    exc = future.exception(timeout=20)
+    assert isinstance(exc, StreamCancelled)
+    assert "closed the stream" in str(exc)
+    assert time.monotonic() - closed_at[0] < 1.0
+    deadline = time.monotonic() + 5
+    while not after and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert after  # reading after close raises
+
+
+def test_the_window_bounds_what_waits_in_redis(
+    conn: RedisConnection, make_cell: CellFactory
+) -> None:
+    future = make_cell(conn, "a").send_stream(
+        "ch", "s", "absent", Message({}, BytesStream(payload(40 * CHUNK)))
+    )
+    io = TransferIO(conn, future.get_stream_id(), 60)
+    full = SMALL.window // CHUNK + 1  # it may start a chunk while below the limit
+    deadline = time.monotonic() + 10
+    while future.get_progress() < full * CHUNK and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.3)  # nobody reads: nothing more may be written
+    assert conn.client.xlen(io.data) == full
+    assert future.get_progress() == full * CHUNK
+    future.cancel()
+
+
+def test_callback_error_crosses_as_type_and_message(
+    conn: RedisConnection, make_cell: CellFactory
+) -> None:
+    def on_stream(future: StreamFuture, stream: Any, resume: int) -> None:
+        stream.read(10)
+        raise ValueError("bad input ✗")
+
+    make_cell(conn, "b").register_stream_cb("ch", "s", on_stream)
+    future = make_cell(conn, "a").send_stream(
+        "ch", "s", "b", Message({}, BytesStream(payload(4 * CHUNK)))
+    )
+    exc = future.exception(timeout=20)
+    assert type(exc) is StreamError
+    assert "ValueError: bad input ✗" in str(exc)
+
+
+def test_corrupted_chunk_is_detected(conn: RedisConnection, make_cell: CellFactory) -> None:
+    config = SMALL.model_copy(update={"window": 64 * CHUNK})
+    data = payload(6 * CHUNK)
+    future = make_cell(conn, "a", config).send_blob("ch", "t", "b", Message({}, data))
+    io = TransferIO(conn, future.get_stream_id(), 60)
+    deadline = time.monotonic() + 10
+    while conn.client.xlen(io.data) < 6 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    entries = conn.client.xrange(io.data)
+    conn.client.delete(io.data)
+    for eid, fields in entries:  # rewrite the stream with one flipped bit in chunk 3
+        if eid == b"4-0":
+            body = bytearray(fields[DATA_FIELD])
+            body[100] ^= 0x01
+            fields[DATA_FIELD] = bytes(body)
+        conn.client.xadd(io.data, fields, id=eid)
+    receiver = make_cell(conn, "b")
+    errors: list[BaseException] = []
+    receiver.register_blob_cb("ch", "t", lambda f: errors.append(AssertionError("called")))
+    exc = future.exception(timeout=20)
+    assert isinstance(exc, StreamError)
+    assert isinstance(exc.__cause__, ChecksumError)
+    assert "crc32" in str(exc)
+    assert "chunk 3" in str(exc)
+    assert errors == []  # a failed blob never reaches the callback
+
+
+def test_idle_timeouts_on_both_sides(conn: RedisConnection, make_cell: CellFactory) -> None:
+    quick = SMALL.model_copy(update={"idle_timeout": 0.5})
+    future = make_cell(conn, "a", quick).send_stream(
+        "ch", "s", "nobody", Message({}, BytesStream(payload(8 * CHUNK)))
+    )
+    exc = future.exception(timeout=10)
+    assert isinstance(exc, StreamTimeout)
+    assert "nobody" in str(exc)
+
+    release = threading.Event()
+
+    def stalled() -> Any:
+        yield payload(CHUNK)
+        release.wait(10)  # the sender stops producing but stays alive
+        yield b"x"
+
+    got = Collector()
+    make_cell(conn, "b", quick).register_stream_cb("ch", "s", got.stream_cb)
+    future = make_cell(conn, "c", SMALL).send_stream(
+        "ch", "s", "b", Message({}, IterStream(stalled()))
+    )
+    item = got.wait(future.get_stream_id(), 10)
+    assert isinstance(item.error, StreamTimeout)
+    release.set()
+    exc = future.exception(timeout=10)
+    assert (isinstance(exc, StreamError) and "StreamTimeout" in str(exc)) or isinstance(
+        exc, StreamTimeout
+    )
+
+
+def test_failed_transfer_keys_expire_soon(conn: RedisConnection, make_cell: CellFactory) -> None:
+    future = make_cell(conn, "a").send_blob("ch", "t", "absent", Message({}, payload(9 * CHUNK)))
+    future.cancel()
+    io = TransferIO(conn, future.get_stream_id(), 60)
+    deadline = time.monotonic() + 5
+    while conn.client.ttl(io.meta) > 60 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert 0 < conn.client.ttl(io.meta) <= 60  # kept briefly so receivers learn why
+
+
+def test_keys_carry_a_ttl_while_alive(conn: RedisConnection, make_cell: CellFactory) -> None:
+    future = make_cell(conn, "a").send_blob("ch", "t", "absent", Message({}, payload(CHUNK)))
+    io = TransferIO(conn, future.get_stream_id(), 1)
+    deadline = time.monotonic() + 5
+    while conn.client.ttl(io.data) < 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    for key in (io.data, io.meta, conn.keys.inbox("absent")):
+        assert 0 < conn.client.ttl(key) <= SMALL.inbox_ttl
+    future.cancel()
+
+
+def test_secure_transfer(conn: RedisConnection, make_cell: CellFactory) -> None:
+    key = b"0123456789abcdef"
+    data = payload(3 * CHUNK + 1)
+    got = Collector()
+    make_cell(conn, "b", key=key).register_blob_cb("ch", "t", got.blob_cb)
+    sender = make_cell(conn, "a", key=key)
+    future = sender.send_blob("ch", "t", "b", Message({}, data), secure=True)
+    assert future.result(timeout=30) == len(data)
+    assert got.wait(future.get_stream_id()).data == data
+    with pytest.raises(EncryptionError, match="needs a shared key"):
+        make_cell(conn, "nokey").send_blob("ch", "t", "b", Message({}, data), secure=True)
+
+
+def test_secure_transfer_to_a_receiver_without_the_key_fails(
+    conn: RedisConnection, make_cell: CellFactory
+) -> None:
+    make_cell(conn, "b").register_blob_cb("ch", "t", lambda f: None)
+    sender = make_cell(conn, "a", key=b"k" * 32)
+    future = sender.send_blob("ch", "t", "b", Message({}, payload(CHUNK)), secure=True)
+    exc = future.exception(timeout=20)
+    assert isinstance(exc, StreamError)
+    assert isinstance(exc.__cause__, EncryptionError)
+
+
+def test_bad_arguments(conn: RedisConnection, make_cell: CellFactory) -> None:
+    cell = make_cell(conn, "a")
+    with pytest.raises(StreamError, match="needs a Stream payload"):
+        cell.send_stream("ch", "t", "b", Message({}, b"bytes"))
+    with pytest.raises(StreamError, match="JSON"):
+        cell.send_blob("ch", "t", "b", Message({"x": object()}, b"1"))
+    assert cell.get_chunk_size() == CHUNK
+    cell.close()
+    cell.close()
+    with pytest.raises(ClosedError):
+        cell.send_blob("ch", "t", "b", Message({}, b"1"))
+
+
+def test_closing_a_cell_cancels_its_sends(conn: RedisConnection) -> None:
+    cell = StreamCell(conn, "a", config=SMALL)
+    future = cell.send_stream("ch", "t", "absent", Message({}, BytesStream(payload(20 * CHUNK))))
+    with cell:
+        pass
+    assert isinstance(future.exception(timeout=5), StreamCancelled)
