@@ -1,5 +1,121 @@
-"""Move Python objects and byte streams between processes through Redis."""
+"""Move Python objects and byte streams between processes through Redis.
+
+The public API, re-exported from the layer modules:
+
+* object store and lazy proxies (ProxyStore's ``Store``): :class:`RedisStore`, :class:`Proxy`
+* object streams (ProxyStore's ``proxystore.stream``): :class:`StreamProducer`,
+  :class:`StreamConsumer` over :class:`RedisPublisher`/:class:`RedisSubscriber` (pub/sub)
+  or :class:`RedisStreamPublisher`/:class:`RedisStreamSubscriber` (durable)
+* byte streams (NVFlare's ``StreamCell``): :class:`StreamCell`, :class:`Stream`,
+  :class:`StreamFuture`, :class:`Message`
+* plumbing: :class:`RedisSettings`, :class:`RedisConnection`, :class:`EmbeddedRedis`,
+  :func:`dumps`/:func:`loads`, and the exception tree rooted at :class:`FrameworkError`.
+"""
 
 from __future__ import annotations
 
+from framework.cell import (
+    BlobStream,
+    BytesStream,
+    CellConfig,
+    FileStream,
+    IterStream,
+    Message,
+    Stream,
+    StreamCell,
+    StreamFuture,
+    StreamTaskSpec,
+)
+from framework.connection import RedisConnection
+from framework.embedded import EmbeddedRedis
+from framework.exceptions import (
+    BackendError,
+    BackendTimeout,
+    BackendUnavailable,
+    BadSignatureError,
+    ConfigurationError,
+    FrameworkError,
+    MessageLossError,
+    MissingSignatureError,
+    ObjectNotFoundError,
+    ProxyResolveError,
+    ReceiveTimeout,
+    StreamCancelled,
+    StreamError,
+    TopicClosedError,
+)
+from framework.pubsub import (
+    QueuePublisher,
+    QueueSubscriber,
+    RedisPublisher,
+    RedisStreamPublisher,
+    RedisStreamSubscriber,
+    RedisSubscriber,
+)
+from framework.serialize import dumps, loads
+from framework.settings import RedisSettings
+from framework.store import (
+    MISSING,
+    Proxy,
+    RedisStore,
+    Store,
+    StoreConfig,
+    extract,
+    get_or_create_store,
+    is_resolved,
+    resolve,
+)
+from framework.stream import NullFilter, SamplingFilter, StreamConsumer, StreamProducer
+
 __version__ = "0.1.0"
+
+__all__ = [
+    "MISSING",
+    "BackendError",
+    "BackendTimeout",
+    "BackendUnavailable",
+    "BadSignatureError",
+    "BlobStream",
+    "BytesStream",
+    "CellConfig",
+    "ConfigurationError",
+    "EmbeddedRedis",
+    "FileStream",
+    "FrameworkError",
+    "IterStream",
+    "Message",
+    "MessageLossError",
+    "MissingSignatureError",
+    "NullFilter",
+    "ObjectNotFoundError",
+    "Proxy",
+    "ProxyResolveError",
+    "QueuePublisher",
+    "QueueSubscriber",
+    "ReceiveTimeout",
+    "RedisConnection",
+    "RedisPublisher",
+    "RedisSettings",
+    "RedisStore",
+    "RedisStreamPublisher",
+    "RedisStreamSubscriber",
+    "RedisSubscriber",
+    "SamplingFilter",
+    "Store",
+    "StoreConfig",
+    "Stream",
+    "StreamCancelled",
+    "StreamCell",
+    "StreamConsumer",
+    "StreamError",
+    "StreamFuture",
+    "StreamProducer",
+    "StreamTaskSpec",
+    "TopicClosedError",
+    "dumps",
+    "extract",
+    "get_or_create_store",
+    "is_resolved",
+    "loads",
+    "resolve",
+]
