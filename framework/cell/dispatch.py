@@ -60,6 +60,7 @@ class Dispatcher:
         self._handlers: dict[tuple[str, str], Handler] = {}
         self._waiting: dict[int, tuple[bytes, Announce]] = {}
         self._rx: dict[int, RxWorker] = {}
+        self._ending: list[threading.Thread] = []  # threads of finished workers, until they end
         self._lock = threading.RLock()
         self.thread: threading.Thread | None = None
 
@@ -77,7 +78,7 @@ class Dispatcher:
     def threads(self) -> list[threading.Thread]:
         """Every thread to join on close: the inbox reader and the workers."""
         with self._lock:
-            found = [w.thread for w in self._rx.values()]
+            found = [w.thread for w in self._rx.values()] + self._ending
         return found + ([self.thread] if self.thread is not None else [])
 
     def _loop(self) -> None:
@@ -101,6 +102,7 @@ class Dispatcher:
             with self._lock:
                 for sid in [s for s, w in self._rx.items() if not w.thread.is_alive()]:
                     del self._rx[sid]
+                self._ending = [t for t in self._ending if t.is_alive()]
 
     def _dispatch(self, eid: bytes, ann: Announce | None) -> None:
         if ann is None or ann.sid in self._rx or ann.sid in self._waiting:
@@ -148,11 +150,18 @@ class Dispatcher:
         worker.start()
 
     def _done(self, worker: RxWorker) -> None:
-        if worker.rx.abandoned:
-            return  # left pending in the inbox: a cell with this name resumes it
         try:
-            self.inbox.done(worker.entry_id)
+            if not worker.rx.abandoned:  # else left pending: a cell of this name resumes it
+                self.inbox.done(worker.entry_id)
         except Exception:  # runs at the end of a worker thread: log, never raise
             logger.warning(
                 "Could not settle the announcement of stream %s.", worker.rx.sid, exc_info=True
             )
+        finally:
+            # Let go of the worker (and a blob its future holds) now: pruning at the next
+            # inbox read came after the next transfer started, so two blobs were alive.
+            # Its thread, about to end, is still joined on close.
+            with self._lock:
+                if self._rx.get(worker.rx.sid) is worker:
+                    del self._rx[worker.rx.sid]
+                self._ending.append(worker.thread)

@@ -119,8 +119,11 @@ class RxTransfer:
 
         The final ack is posted at once; the others ride along with the next ``fetch``
         (one round trip instead of two), so they are sent when more data is wanted.
+        A pending ack keeps moving to the latest consumed position, so the sender's
+        window reopens as far as it can and no extra ack is needed.
         """
-        if not last and position.off - self.acked.off < self.config.ack_interval:
+        due = position.off - self.acked.off >= self.config.ack_interval
+        if not (last or due or self._unsent is not None):
             return
         ack = Control(
             kind="ack", role="rx", sender=self.me, seq=position.seq, off=position.off, done=last
