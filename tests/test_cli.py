@@ -31,7 +31,9 @@ def _assert_demo_ok(output: str) -> None:
 
 
 def test_demo_against_a_given_server(runner: CliRunner, redis_url: str) -> None:
-    result = runner.invoke(main, ["check", "--size-mb", "1"], env={"FRAMEWORK_REDIS_URL": redis_url})
+    result = runner.invoke(
+        main, ["check", "--size-mb", "1"], env={"FRAMEWORK_REDIS_URL": redis_url}
+    )
     assert result.exit_code == 0, result.output
     assert f"Redis: {redis_url}" in result.output
     assert "throw-away" not in result.output
