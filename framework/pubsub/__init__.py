@@ -1,0 +1,44 @@
+"""Publishers and subscribers: Redis pub/sub, durable Redis streams, in-process queues.
+
+Message-level shims satisfying :class:`MessagePublisher` / :class:`MessageSubscriber`
+(ProxyStore's protocols), used by :mod:`framework.stream`:
+
+* :class:`RedisPublisher` / :class:`RedisSubscriber`: Redis pub/sub (sharded on a
+  cluster), at-most-once, interruptions reported.
+* :class:`RedisStreamPublisher` / :class:`RedisStreamSubscriber`: Redis streams,
+  durable, replayable, consumer groups.
+* :class:`QueuePublisher` / :class:`QueueSubscriber`: in-process ``queue.Queue``.
+"""
+
+from __future__ import annotations
+
+from framework.pubsub.protocols import (
+    UNSET,
+    AckingSubscriber,
+    DescribedSubscriber,
+    FinalMessagePublisher,
+    MessagePublisher,
+    MessageSubscriber,
+    SegmentsPublisher,
+    Unset,
+)
+from framework.pubsub.queue import QueuePublisher, QueueSubscriber
+from framework.pubsub.redis import RedisPublisher, RedisSubscriber
+from framework.pubsub.streams import RedisStreamPublisher, RedisStreamSubscriber
+
+__all__ = [
+    "UNSET",
+    "AckingSubscriber",
+    "DescribedSubscriber",
+    "FinalMessagePublisher",
+    "MessagePublisher",
+    "MessageSubscriber",
+    "QueuePublisher",
+    "QueueSubscriber",
+    "RedisPublisher",
+    "RedisStreamPublisher",
+    "RedisStreamSubscriber",
+    "RedisSubscriber",
+    "SegmentsPublisher",
+    "Unset",
+]

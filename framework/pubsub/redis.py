@@ -1,0 +1,353 @@
+"""Redis pub/sub publisher and subscriber (sharded pub/sub on a cluster).
+
+Pub/sub is at-most-once: a message published while a subscriber is disconnected
+is gone. What this module adds is that such a loss is never silent. redis-py
+reconnects and resubscribes a dropped subscriber by itself, without telling the
+caller (REDIS_FACTS §1); the server then confirms the resubscription, and
+:class:`RedisSubscriber` turns that confirmation into a
+:class:`~framework.exceptions.MessageLossError` raised once from
+:meth:`~RedisSubscriber.next_message`, after which the stream carries on. The
+stream layer's sequence numbers reveal which events were lost.
+
+Channels are ``<prefix>:topic:{<topic>}`` (:meth:`framework.keys.KeySchema.topic`).
+``PUBLISH``/``SPUBLISH`` go through the connection's ``once`` client: a publish
+is never retried blindly.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any, Final
+
+from framework.buffers import Segments
+from framework.connection import MAX_BLOCK_MS, RedisConnection, mapped_errors
+from framework.exceptions import (
+    BackendTimeout,
+    BackendUnavailable,
+    ConfigurationError,
+    MessageLossError,
+    ReceiveTimeout,
+)
+from framework.pubsub._raw import round_trip
+from framework.pubsub.protocols import UNSET, Unset
+
+__all__ = ["RedisPublisher", "RedisSubscriber"]
+
+logger = logging.getLogger(__name__)
+
+#: Seconds within which further resubscription confirmations belong to the same interruption.
+COALESCE_S: Final = 1.0
+#: Consecutive connection failures a subscriber rides out before raising.
+MAX_FAILURES: Final = 5
+#: Pause (s) between attempts while the connection is down.
+RETRY_PAUSE_S: Final = 0.2
+
+_DATA: Final = frozenset({"message", "smessage"})
+_CONFIRM: Final = frozenset({"subscribe", "ssubscribe"})
+
+
+class RedisPublisher:
+    """Publish messages on Redis pub/sub channels, one channel per topic.
+
+    Args:
+        connection: Where to publish; not closed by the publisher (unless built by
+            :meth:`from_url`). Oversized inline objects are spilled to a store on it.
+        sharded: Use ``SPUBLISH`` (sharded pub/sub). Defaults to True on a cluster,
+            where messages then stay within the channel's shard.
+
+    Attributes:
+        connection: The connection in use.
+    """
+
+    accepts_segments: Final = True
+
+    def __init__(self, connection: RedisConnection, *, sharded: bool | None = None) -> None:
+        self.connection = connection
+        # The URL is computed once: mapped_errors() needs it only for messages.
+        self._errors = functools.partial(mapped_errors, url=connection.url())
+        self._sharded = connection.is_cluster if sharded is None else sharded
+        self._publish = "SPUBLISH" if self._sharded else "PUBLISH"
+        self._owns_connection = False
+        self._closed = False
+
+    @classmethod
+    def from_url(cls, url: str, *, sharded: bool | None = None) -> RedisPublisher:
+        """Connect to ``url`` and return a publisher that owns (and closes) that connection."""
+        publisher = cls(RedisConnection.from_url(url), sharded=sharded)
+        publisher._owns_connection = True
+        return publisher
+
+    def send_message(self, topic: str, message: bytes | Segments) -> None:
+        """Publish ``message`` on the topic's channel, once (no retry).
+
+        Args:
+            topic: The topic.
+            message: The message; segments are sent without being joined.
+
+        Raises:
+            BackendError: If Redis failed; the message may or may not have been sent.
+        """
+        command = (self._publish, self.connection.keys.topic(topic), self.connection.bulk(message))
+        with self._errors(f"publish to topic {topic!r}", command=self._publish):
+            if round_trip(self.connection.once, [command]) is None:
+                self.connection.once.execute_command(*command)
+
+    def send_message_with_writes(
+        self,
+        topic: str,
+        message: bytes | Segments,
+        writes: Sequence[tuple[str, Any]],
+        *,
+        px: int | None,
+        final: bool = False,
+    ) -> None:
+        """``SET`` the objects' values and publish ``message``, in one pipeline round trip.
+
+        Raises:
+            BackendError: If Redis failed; resending is safe (the SETs are idempotent).
+        """
+        channel = self.connection.keys.topic(topic)
+        expiry = () if px is None else ("PX", px)
+        commands = [("SET", key, value, *expiry) for key, value in writes]
+        commands.append((self._publish, channel, self.connection.bulk(message)))
+        with self._errors(f"store {len(writes)} object(s) and publish to topic {topic!r}"):
+            if round_trip(self.connection.once, commands) is not None:
+                return
+            pipe = self.connection.once.pipeline(transaction=False)
+            for command in commands:
+                pipe.execute_command(*command)
+            pipe.execute()
+
+    def close(self) -> None:
+        """Close the publisher (idempotent); closes the connection only if it owns it."""
+        if not self._closed:
+            self._closed = True
+            if self._owns_connection:
+                self.connection.close()
+
+    def __enter__(self) -> RedisPublisher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class RedisSubscriber:
+    """Receive messages from Redis pub/sub channels, reporting interruptions.
+
+    The subscription is confirmed by the server before the constructor returns,
+    so anything published afterwards reaches it. Waits are sliced into
+    ``MAX_BLOCK_MS`` polls, so :meth:`close` from another thread ends a blocked
+    :meth:`next_message` within a second.
+
+    Args:
+        connection: Where to subscribe (its ``blocking`` client; one connection
+            per subscriber, per node on a cluster).
+        topic: A topic or several.
+        timeout: Longest wait (s) of :meth:`next_message`; ``None`` waits forever.
+        sharded: Use ``SSUBSCRIBE``; defaults to True on a cluster.
+
+    Attributes:
+        topics: The topics subscribed to.
+        complete: True: a subscriber sees every message of its topics in order
+            (unless interrupted, which it reports).
+
+    Raises:
+        ConfigurationError: If no topic is given.
+        BackendError: If subscribing failed.
+    """
+
+    complete: Final = True
+
+    def __init__(
+        self,
+        connection: RedisConnection,
+        topic: str | Sequence[str],
+        *,
+        timeout: float | None = None,
+        sharded: bool | None = None,
+    ) -> None:
+        self.topics: tuple[str, ...] = (topic,) if isinstance(topic, str) else tuple(topic)
+        if not self.topics:
+            raise ConfigurationError("A subscriber needs at least one topic.")
+        self.connection = connection
+        # The URL is computed once: mapped_errors() needs it only for messages.
+        self._errors = functools.partial(mapped_errors, url=connection.url())
+        self._timeout = timeout
+        self._sharded = connection.is_cluster if sharded is None else sharded
+        self._owns_connection = False
+        self._lock = threading.Lock()
+        self._closed = False
+        self._stash: bytes | None = None
+        self._interrupted = False
+        self._last_confirm = float("-inf")  # the first resubscription always counts
+        self._failures = 0
+        self._receiving = f"receive from topic(s) {list(self.topics)!r}"
+        channels = [connection.keys.topic(t) for t in self.topics]
+        with self._errors(f"subscribe to topic(s) {list(self.topics)!r}"):
+            self._pubsub = connection.blocking.pubsub()
+            subscribe = self._pubsub.ssubscribe if self._sharded else self._pubsub.subscribe
+            subscribe(*channels)
+        self._await_confirmations(len(set(channels)))
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        topic: str | Sequence[str],
+        *,
+        timeout: float | None = None,
+        sharded: bool | None = None,
+    ) -> RedisSubscriber:
+        """Connect to ``url`` and return a subscriber that owns (and closes) that connection."""
+        connection = RedisConnection.from_url(url)
+        try:
+            subscriber = cls(connection, topic, timeout=timeout, sharded=sharded)
+        except BaseException:
+            connection.close()
+            raise
+        subscriber._owns_connection = True
+        return subscriber
+
+    def _await_confirmations(self, count: int) -> None:
+        deadline = time.monotonic() + self.connection.settings.socket_timeout
+        while count > 0:
+            if time.monotonic() > deadline:
+                self.close()
+                raise BackendTimeout(f"Redis did not confirm the subscription to {self.topics}.")
+            message = self._poll(MAX_BLOCK_MS / 1000)
+            if message is not None and message["type"] in _CONFIRM:
+                count -= 1
+
+    def __iter__(self) -> RedisSubscriber:
+        return self
+
+    def __next__(self) -> bytes:
+        return self.next_message()
+
+    def next_message(self, *, timeout: float | Unset | None = UNSET) -> bytes:
+        """Return the next message of any subscribed topic.
+
+        Args:
+            timeout: Overrides the constructor's timeout for this call.
+
+        Returns:
+            The message bytes.
+
+        Raises:
+            StopIteration: If the subscriber is (or gets) closed.
+            ReceiveTimeout: If nothing arrived in time.
+            MessageLossError: Once per interruption of the subscription (the
+                connection dropped and redis-py resubscribed): anything published
+                meanwhile was lost. The next call carries on.
+            BackendUnavailable: If Redis stays unreachable.
+        """
+        limit = self._timeout if isinstance(timeout, Unset) else timeout
+        deadline = None if limit is None else time.monotonic() + limit
+        while True:
+            with self._lock:
+                if self._closed:
+                    raise StopIteration
+                if self._stash is not None:
+                    stashed, self._stash = self._stash, None
+                    return stashed
+                left = MAX_BLOCK_MS / 1000 if deadline is None else deadline - time.monotonic()
+                message = self._poll(min(max(left, 0.0), MAX_BLOCK_MS / 1000))
+                data = self._handle(message)
+                if data is not None:
+                    return data
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise ReceiveTimeout(f"No message on topic(s) {self.topics} within {limit} s.")
+
+    def poll_message(self) -> bytes | None:
+        """Return the next message if one is already waiting, else ``None``.
+
+        Raises:
+            StopIteration: If the subscriber is closed.
+            MessageLossError: As :meth:`next_message`.
+        """
+        with self._lock:
+            if self._closed:
+                raise StopIteration
+            if self._stash is not None:
+                stashed, self._stash = self._stash, None
+                return stashed
+            while True:  # skip confirmations: a data message may follow at once
+                message = self._poll(0)
+                data = self._handle(message)
+                if data is not None or message is None:
+                    return data
+
+    def _handle(self, message: dict[str, Any] | None) -> bytes | None:
+        """Return a data message's payload; note resubscriptions; raise a pending loss."""
+        kind = None if message is None else message["type"]
+        if kind in _CONFIRM:
+            now = time.monotonic()
+            if now - self._last_confirm > COALESCE_S:
+                self._interrupted = True
+            self._last_confirm = now
+            return None
+        data: bytes | None = message["data"] if kind in _DATA and message else None
+        if self._interrupted:
+            self._interrupted = False
+            self._stash = data
+            raise MessageLossError(
+                f"The subscription to topic(s) {list(self.topics)!r} was interrupted (the "
+                "connection to Redis dropped and was re-established): messages published "
+                "meanwhile were lost.",
+                topic=self.topics[0],
+            )
+        return data
+
+    def _poll(self, wait: float) -> dict[str, Any] | None:
+        """One bounded wait for a message; rides out a few connection failures."""
+        try:
+            with self._errors(self._receiving):
+                if self._sharded:
+                    message: dict[str, Any] | None = self._pubsub.get_sharded_message(
+                        timeout=wait / max(1, len(self.topics))
+                    )
+                else:
+                    message = self._pubsub.get_message(timeout=wait)
+        except BackendUnavailable:
+            # redis-py reconnects and resubscribes on the next read; the server's
+            # confirmation then reports the interruption (see _handle).
+            self._failures += 1
+            if self._failures >= MAX_FAILURES:
+                self._failures = 0
+                raise
+            logger.warning("Subscription to %s dropped; reconnecting", list(self.topics))
+            time.sleep(RETRY_PAUSE_S)
+            return None
+        self._failures = 0
+        return message
+
+    def close(self) -> None:
+        """Unsubscribe and release the connection (idempotent, thread-safe).
+
+        A :meth:`next_message` blocked in another thread returns within
+        ``MAX_BLOCK_MS`` by raising ``StopIteration``.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        with self._lock:
+            pubsub = getattr(self, "_pubsub", None)
+            if pubsub is not None:
+                try:
+                    with self._errors("close a subscription"):
+                        pubsub.close()
+                except BackendUnavailable:
+                    logger.debug("The subscription's connection was already gone")
+        if self._owns_connection:
+            self.connection.close()
+
+    def __enter__(self) -> RedisSubscriber:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

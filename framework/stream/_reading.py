@@ -1,0 +1,234 @@
+"""Consumer-side helpers: queued items, sequence checks, batched fetches (no Redis code)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Union
+
+import pydantic_core
+
+from framework.exceptions import FramingError, MessageLossError, ObjectNotFoundError
+from framework.pubsub.protocols import DescribedSubscriber
+from framework.serialize import loads
+from framework.store import Store, get_or_create_store
+from framework.stream._fused import RedisFastPath
+from framework.stream.events import Event, EventBatch, NewObjectEvent, NewObjectKeyEvent
+from framework.stream.protocols import Subscriber
+
+__all__ = [
+    "Entry",
+    "LossPolicy",
+    "Sequencer",
+    "described",
+    "fetch_run",
+    "report_loss",
+    "resolve_inline",
+    "select_run",
+    "store_for",
+]
+
+logger = logging.getLogger(__name__)
+
+_UNFETCHED: Any = object()
+_ABSENT: Any = object()
+
+
+@dataclass
+class Entry:
+    """One object event waiting to be handed to the user.
+
+    Attributes:
+        event: The object's event.
+        batch: The batch it came in (topic, store config).
+        parts: The message parts (inline objects).
+        ack: Handing this entry over completes its message: acknowledge it.
+        value: The fetched object, once fetched.
+    """
+
+    event: Union[NewObjectEvent, NewObjectKeyEvent]
+    batch: EventBatch
+    parts: list[memoryview]
+    ack: bool = False
+    value: Any = _UNFETCHED
+
+    @property
+    def fetched(self) -> bool:
+        """Whether the object was fetched ahead (by a batched read)."""
+        return self.value is not _UNFETCHED
+
+    def result(self) -> Any:
+        """Return the fetched object.
+
+        Raises:
+            ObjectNotFoundError: If the store no longer had it.
+        """
+        if self.value is _ABSENT:
+            config = self.batch.store_config or {}
+            raise ObjectNotFoundError(getattr(self.event, "key", ""), str(config.get("name")))
+        return self.value
+
+
+class Sequencer:
+    """Checks each producer's sequence numbers per topic: drops duplicates, finds gaps.
+
+    Args:
+        complete: The subscriber sees every event of its topics in order, so a
+            gap means loss. When False (a consumer-group member sees its share
+            only) batches pass unchecked.
+    """
+
+    def __init__(self, *, complete: bool) -> None:
+        self.complete = complete
+        self._expected: dict[tuple[str, str], int] = {}
+
+    def admit(self, batch: EventBatch) -> tuple[list[Event], MessageLossError | None]:
+        """Return the batch's new events and the loss its numbering reveals, if any."""
+        if not self.complete or not batch.producer:
+            return list(batch.events), None
+        key = (batch.topic, batch.producer)
+        expected = self._expected.get(key)
+        if expected is None:
+            if batch.seq:
+                logger.info(
+                    "First events of producer %r on topic %r start at sequence %d",
+                    batch.producer,
+                    batch.topic,
+                    batch.seq,
+                )
+            self._expected[key] = batch.next_seq
+            return list(batch.events), None
+        if batch.next_seq <= expected:
+            logger.debug("Dropping a duplicate batch %s:%d", batch.producer, batch.seq)
+            return [], None
+        self._expected[key] = batch.next_seq
+        if batch.seq < expected:
+            return list(batch.events[expected - batch.seq :]), None
+        if batch.seq > expected:
+            return list(batch.events), MessageLossError.gap(
+                batch.topic, batch.producer, expected, batch.seq
+            )
+        return list(batch.events), None
+
+    def forget(self, topic: str | None) -> None:
+        """Restart numbering after a reported interruption (of ``topic``, or of all)."""
+        if topic is None:
+            self._expected.clear()
+        else:
+            self._expected = {k: v for k, v in self._expected.items() if k[0] != topic}
+
+
+def resolve_inline(entry: Entry, allow_pickle: bool) -> Any:
+    """Deserialize an inline object (its message's MAC, if any, is already checked)."""
+    event = entry.event
+    assert isinstance(event, NewObjectEvent)
+    if event.part < 0:
+        return event.obj
+    return loads(entry.parts[event.part], allow_pickle=allow_pickle)
+
+
+def store_for(batch: EventBatch, cache: dict[bytes, Store]) -> Store:
+    """Return the store of ``batch``'s keyed objects, rebuilt through the registry once.
+
+    Args:
+        batch: The batch naming the store.
+        cache: Stores already found, by the JSON of their config.
+
+    Raises:
+        FramingError: If the batch names keys but no store.
+        ConfigurationError: If the store config is invalid.
+        UnknownStoreKindError: If the store's kind is not registered here.
+    """
+    if batch.store_config is None:
+        raise FramingError(f"A batch of topic {batch.topic!r} names stored objects but no store.")
+    # Configs repeat in every batch: look them up by their JSON, validate each only once.
+    marker = pydantic_core.to_json(batch.store_config)
+    store = cache.get(marker)
+    if store is None:
+        config = batch.config()
+        assert config is not None
+        store = cache[marker] = get_or_create_store(config)
+    return store
+
+
+def select_run(
+    entry: Entry, queue: Iterable[Any], window: int, same_store: Callable[[EventBatch], bool]
+) -> list[Entry]:
+    """``entry`` and the unfetched stored objects queued after it, up to ``window``.
+
+    The run stops at a reported loss, an object already fetched or another store.
+    """
+    run = [entry]
+    for queued in queue:
+        if len(run) >= window or not isinstance(queued, Entry) or queued.fetched:
+            break
+        if isinstance(queued.event, NewObjectEvent):
+            continue
+        same = queued.batch.store_config is entry.batch.store_config
+        if not same and not same_store(queued.batch):
+            break
+        run.append(queued)
+    return run
+
+
+def fetch_run(
+    store: Store, run: Sequence[Entry], *, evict: bool, fast: RedisFastPath | None = None
+) -> int:
+    """Fetch the objects of ``run`` in one round trip per evict flag; return their mean size.
+
+    Absent objects are marked, not raised, so the others of the call are kept.
+    """
+    sizes = 0
+    for flag in (True, False):
+        group = [e for e in run if (evict and _evict_flag(e)) is flag]
+        if not group:
+            continue
+        keys = [e.event.key for e in group]  # type: ignore[union-attr]
+        values = None if fast is None else fast.fetch(keys, evict=flag, absent=_ABSENT)
+        if values is None:
+            values = store.get_batch(keys, default=_ABSENT, evict=flag)
+        for entry, value in zip(group, values, strict=True):
+            entry.value = value
+            sizes += approx_size(value)
+    return sizes // max(len(run), 1)
+
+
+def _evict_flag(entry: Entry) -> bool:
+    return bool(getattr(entry.event, "evict", False))
+
+
+def approx_size(obj: Any) -> int:
+    """Bytes held by ``obj``: its buffer size when it has one, else ``sys.getsizeof``."""
+    try:
+        return memoryview(obj).nbytes
+    except TypeError:
+        return sys.getsizeof(obj)
+
+
+#: What to do about lost events: raise, warn (RuntimeWarning) or call a function.
+LossPolicy = Union[Literal["raise", "warn"], Callable[[MessageLossError], None]]
+
+
+def report_loss(loss: MessageLossError, policy: LossPolicy) -> None:
+    """Log ``loss``, then raise it, warn about it or pass it on, as ``policy`` says.
+
+    Raises:
+        MessageLossError: ``loss`` itself, when ``policy`` is ``"raise"``.
+    """
+    logger.warning("%s", loss)
+    if policy == "raise":
+        raise loss
+    if policy == "warn":
+        warnings.warn(str(loss), RuntimeWarning, stacklevel=5)
+    elif callable(policy):
+        policy(loss)
+
+
+def described(subscriber: Subscriber) -> tuple[frozenset[str], bool]:
+    """The subscriber's topics (empty if unknown) and whether it sees every event."""
+    if isinstance(subscriber, DescribedSubscriber):
+        return frozenset(subscriber.topics), bool(subscriber.complete)
+    return frozenset(), False

@@ -1,0 +1,385 @@
+"""``StreamConsumer``: iterate over the objects of one or more topics.
+
+ProxyStore's ``StreamConsumer`` API, with these fixes:
+
+* loss is never silent: sequence gaps and interrupted subscriptions are raised or
+  reported as :class:`~framework.exceptions.MessageLossError` (``on_loss``), and
+  duplicates (a producer's resend) are dropped;
+* a consumer of several topics ends once every topic has ended;
+* ``next_object`` returns a stored ``None`` (stores tell ``None`` from missing) and
+  fetches the rest of a batch in one round trip;
+* waits may time out (:class:`~framework.exceptions.ReceiveTimeout`);
+* with a durable (acknowledging) subscriber, a message is acknowledged once its
+  last item has been handed over and the caller comes back for the next one (so
+  an item being processed when the consumer dies is delivered again), and
+  evictions wait for that acknowledgement: a consumer that dies mid-batch leaves
+  every object in place for the group member that takes its messages over.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Generator
+from types import TracebackType
+from typing import Any, Generic, TypeVar, cast
+
+from framework.exceptions import ConfigurationError, FrameworkError, MessageLossError
+from framework.pubsub.protocols import AckingSubscriber, PollingSubscriber
+from framework.store import Store, unregister_store
+from framework.stream._fused import FastPaths
+from framework.stream._reading import (
+    Entry,
+    LossPolicy,
+    Sequencer,
+    described,
+    fetch_run,
+    report_loss,
+    resolve_inline,
+    select_run,
+    store_for,
+)
+from framework.stream.events import (
+    EndOfStreamEvent,
+    EventBatch,
+    NewObjectEvent,
+    decode_message,
+)
+from framework.stream.filters import Filter, NullFilter
+from framework.stream.protocols import EventSubscriber, Subscriber
+
+__all__ = ["LossPolicy", "StreamConsumer"]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: Most items queued by draining the messages that are already waiting.
+DRAIN_LIMIT = 1024
+#: Most objects fetched in one round trip.
+MAX_WINDOW = 1024
+
+
+class StreamConsumer(Generic[T]):
+    """Stream consumer: an iterator over the objects of a stream.
+
+    ``next()`` yields a lazy :class:`~framework.store.Proxy` for objects kept in
+    a store and the object itself for inline ones; ``next_object()`` always
+    yields the object. Each raises ``StopIteration`` once every topic has ended.
+
+    Args:
+        subscriber: A message- or event-level subscriber.
+        filter_: Called with each object's metadata; True drops the object (and
+            evicts its stored copy when the producer set ``evict``).
+        timeout: Longest wait (s) of each ``next*`` call; ``None`` waits forever.
+            Needs a subscriber that accepts ``timeout=`` (all framework ones do).
+        on_loss: ``"raise"`` (default) raises MessageLossError from ``next*``;
+            ``"warn"`` emits a RuntimeWarning; a callable receives the error.
+            Either way the stream carries on after the loss.
+        secret: Verify every message's HMAC with this shared key first.
+        allow_pickle: Accept inline objects that need unpickling.
+        prefetch_bytes: Rough memory budget for the objects ``next_object``
+            fetches ahead from one batch.
+
+    Raises:
+        ConfigurationError: If ``on_loss`` or ``timeout`` is invalid.
+    """
+
+    def __init__(
+        self,
+        subscriber: Subscriber,
+        *,
+        filter_: Filter | None = None,
+        timeout: float | None = None,
+        on_loss: LossPolicy = "raise",
+        secret: bytes | None = None,
+        allow_pickle: bool = True,
+        prefetch_bytes: int = 4 * 1024 * 1024,
+    ) -> None:
+        if not (on_loss in ("raise", "warn") or callable(on_loss)):
+            raise ConfigurationError(f"on_loss must be 'raise', 'warn' or a callable: {on_loss!r}.")
+        if timeout is not None and not timeout >= 0:
+            raise ConfigurationError(f"timeout must be >= 0 seconds or None, got {timeout!r}.")
+        self.subscriber = subscriber
+        self._filter: Filter = filter_ if filter_ is not None else NullFilter()
+        self._timeout = timeout
+        self._on_loss = on_loss
+        self._secret = secret
+        self._allow_pickle = allow_pickle
+        self._prefetch_bytes = prefetch_bytes
+        self._events = isinstance(subscriber, EventSubscriber)
+        self._acking = isinstance(subscriber, AckingSubscriber) and bool(subscriber.acks)
+        self._topics, complete = described(subscriber)
+        self._sequencer = Sequencer(complete=complete)
+        self._queue: deque[Entry | MessageLossError] = deque()
+        self._stores: dict[bytes, Store] = {}
+        self._fast = FastPaths()
+        self._deferred: list[tuple[Store, str]] = []
+        self._seen: set[str] = set()
+        self._ended: set[str] = set()
+        self._exhausted = False
+        self._ack_due = False
+        self._window = 1
+        self._closed = False
+        # An acknowledging subscriber acknowledges its latest message: read one at a time.
+        self._drain: Callable[[], bytes | None] | None = None
+        if isinstance(subscriber, PollingSubscriber) and not self._acking:
+            self._drain = subscriber.poll_message
+
+    # -- the seed API ----------------------------------------------------------------------
+
+    def __iter__(self) -> StreamConsumer[T]:
+        """Return an iterator over items (as :meth:`next` returns them)."""
+        return self
+
+    def __next__(self) -> Any:
+        """Alias for :meth:`next`."""
+        return self.next()
+
+    def next(self) -> Any:
+        """Get the next item: a proxy of a stored object, or an inline object itself.
+
+        Raises:
+            StopIteration: Once every topic has ended (this does not close the consumer).
+            ReceiveTimeout: If nothing arrived within ``timeout``.
+            MessageLossError: If events were lost and ``on_loss`` is ``"raise"``.
+        """
+        return self.next_with_metadata()[1]
+
+    def next_with_metadata(self) -> tuple[dict[str, Any], Any]:
+        """Get the next item with its metadata (see :meth:`next`).
+
+        Returns:
+            The producer's metadata and the proxy or inline object.
+
+        Raises:
+            StopIteration: Once every topic has ended.
+            ReceiveTimeout: If nothing arrived within ``timeout``.
+            MessageLossError: If events were lost and ``on_loss`` is ``"raise"``.
+        """
+        entry = self._take()
+        try:
+            if isinstance(entry.event, NewObjectEvent):
+                value = resolve_inline(entry, self._allow_pickle)
+            elif entry.fetched:
+                value = entry.result()
+            else:
+                store = self._store(entry.batch)
+                value = store.proxy_from_key(entry.event.key, evict=entry.event.evict)
+        finally:
+            self._handed(entry)
+        return entry.event.metadata, value
+
+    def next_object(self) -> T:
+        """Get the next object itself (fetched, and evicted if flagged).
+
+        Raises:
+            StopIteration: Once every topic has ended.
+            ReceiveTimeout: If nothing arrived within ``timeout``.
+            MessageLossError: If events were lost and ``on_loss`` is ``"raise"``.
+            ObjectNotFoundError: If the object is no longer in its store.
+        """
+        return self.next_object_with_metadata()[1]
+
+    def next_object_with_metadata(self) -> tuple[dict[str, Any], T]:
+        """Get the next object with its metadata (see :meth:`next_object`).
+
+        Returns:
+            The producer's metadata and the object (``None`` if ``None`` was sent).
+
+        Raises:
+            StopIteration: Once every topic has ended.
+            ReceiveTimeout: If nothing arrived within ``timeout``.
+            MessageLossError: If events were lost and ``on_loss`` is ``"raise"``.
+            ObjectNotFoundError: If the object is no longer in its store.
+        """
+        entry = self._take()
+        try:
+            if isinstance(entry.event, NewObjectEvent):
+                value = resolve_inline(entry, self._allow_pickle)
+            else:
+                if not entry.fetched:
+                    self._prefetch(entry)
+                value = entry.result()
+        finally:
+            self._handed(entry)
+        return entry.event.metadata, cast(T, value)
+
+    def iter_with_metadata(self) -> Generator[tuple[dict[str, Any], Any], None, None]:
+        """Yield ``(metadata, item)`` tuples until the stream ends (see :meth:`next`)."""
+        while True:
+            try:
+                yield self.next_with_metadata()
+            except StopIteration:
+                return
+
+    def iter_objects(self) -> Generator[T, None, None]:
+        """Yield objects until the stream ends (see :meth:`next_object`)."""
+        while True:
+            try:
+                yield self.next_object()
+            except StopIteration:
+                return
+
+    def iter_objects_with_metadata(self) -> Generator[tuple[dict[str, Any], T], None, None]:
+        """Yield ``(metadata, object)`` tuples until the stream ends."""
+        while True:
+            try:
+                yield self.next_object_with_metadata()
+            except StopIteration:
+                return
+
+    def close(self, *, stores: bool = False, subscriber: bool = True) -> None:
+        """Close the consumer (idempotent).
+
+        With a durable group subscriber, a message whose last item was handed over
+        but not followed by another ``next*`` call stays unacknowledged, so another
+        member processes it again (at-least-once).
+
+        Args:
+            stores: Close and unregister the stores this consumer used.
+            subscriber: Close the subscriber.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        if not self._acking and (self._ack_due or self._deferred):
+            self._ack()  # nothing to acknowledge: just run the pending evictions
+        if stores:
+            for store in self._stores.values():
+                store.close()
+                unregister_store(store)
+        if subscriber:
+            self.subscriber.close()
+
+    def __enter__(self) -> StreamConsumer[T]:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- receiving ---------------------------------------------------------------------------
+
+    @property
+    def _finished(self) -> bool:
+        """Whether every topic has ended (topics are the subscriber's, else those seen)."""
+        target = self._topics or self._seen
+        return self._exhausted or (bool(target) and target <= self._ended)
+
+    def _take(self) -> Entry:
+        if self._ack_due:  # the caller is back for more: it is done with the last message
+            self._ack_due = False
+            self._ack()
+        deadline = None if self._timeout is None else time.monotonic() + self._timeout
+        while True:
+            while not self._queue:
+                if self._finished:
+                    raise StopIteration
+                self._receive(deadline)
+            item = self._queue.popleft()
+            if isinstance(item, Entry):
+                return item
+            self._report(item)  # a loss, reported where it happened in the stream
+
+    def _receive(self, deadline: float | None) -> None:
+        """Wait for one message, then queue it and whatever else is already waiting."""
+        try:
+            message = self._read(deadline)
+        except StopIteration:
+            self._exhausted = True
+            return
+        except MessageLossError as err:  # the subscription was interrupted
+            self._sequencer.forget(None if err.producer is None else err.topic)
+            self._report(err)
+            return
+        self._accept(*message)
+        # Queue messages that are already here: their objects are then fetched together.
+        while self._drain is not None and len(self._queue) < DRAIN_LIMIT:
+            try:
+                data = self._drain()
+            except StopIteration:
+                self._exhausted = True
+                return
+            except MessageLossError as err:
+                self._sequencer.forget(None if err.producer is None else err.topic)
+                self._queue.append(err)
+                return
+            if data is None:
+                return
+            self._accept(*self._decode(data))
+
+    def _read(self, deadline: float | None) -> tuple[EventBatch, list[memoryview]]:
+        kwargs: dict[str, Any] = {}
+        if deadline is not None:
+            kwargs["timeout"] = max(0.0, deadline - time.monotonic())
+        if self._events:
+            return cast(EventSubscriber, self.subscriber).next_events(**kwargs), []
+        return self._decode(self.subscriber.next_message(**kwargs))  # type: ignore[union-attr]
+
+    def _decode(self, data: bytes) -> tuple[EventBatch, list[memoryview]]:
+        try:
+            return decode_message(data, secret=self._secret)
+        except FrameworkError:
+            self._ack()  # a message that cannot be read would otherwise come back forever
+            raise
+
+    def _accept(self, batch: EventBatch, parts: list[memoryview]) -> None:
+        topic = batch.topic
+        self._seen.add(topic)
+        events, loss = self._sequencer.admit(batch)
+        if loss is not None:
+            self._queue.append(loss)  # reported once the items before the gap are out
+        if topic in self._ended and events:
+            logger.warning("Dropping %d event(s) of topic %r: it has ended", len(events), topic)
+            events = []
+        entries: list[Entry] = []
+        for event in events:
+            if isinstance(event, EndOfStreamEvent):
+                # In a consumer group the end reaches one member, possibly before other
+                # members' pending messages are done: the subscriber ends each member
+                # once the group has drained, so the event is only a hint there.
+                if not self._acking:
+                    self._ended.add(topic)
+            elif self._filter(event.metadata):
+                if not isinstance(event, NewObjectEvent) and event.evict:
+                    self._deferred.append((self._store(batch), event.key))
+            else:
+                entries.append(Entry(event, batch, parts))
+        if entries:
+            entries[-1].ack = True
+            self._queue.extend(entries)
+        else:
+            self._ack()
+
+    def _handed(self, entry: Entry) -> None:
+        self._ack_due = self._ack_due or entry.ack
+
+    def _ack(self) -> None:
+        """Acknowledge the current message, then run the evictions it deferred."""
+        if self._acking:
+            cast(AckingSubscriber, self.subscriber).ack_message()
+        deferred, self._deferred = self._deferred, []
+        for store, key in deferred:
+            store.evict(key)
+
+    def _report(self, loss: MessageLossError) -> None:
+        report_loss(loss, self._on_loss)
+
+    def _store(self, batch: EventBatch) -> Store:
+        return store_for(batch, self._stores)
+
+    def _prefetch(self, entry: Entry) -> None:
+        """Fetch ``entry`` and the next queued objects of its store in one round trip."""
+        store = self._store(entry.batch)
+        run = select_run(entry, self._queue, self._window, lambda b: self._store(b) is store)
+        evicting = not self._acking  # durable: evict only after the acknowledgement
+        average = fetch_run(store, run, evict=evicting, fast=self._fast.get(store))
+        if not evicting:
+            self._deferred += [(store, e.event.key) for e in run if e.event.evict]  # type: ignore[union-attr]
+        self._window = max(1, min(MAX_WINDOW, self._prefetch_bytes // max(average, 1)))

@@ -1,0 +1,237 @@
+"""Stream events and their wire codec: versioned JSON envelopes, never pickled.
+
+A producer flush publishes one :class:`EventBatch`: every event of one topic from
+one producer, numbered consecutively (``seq`` is the first event's number; the
+numbers continue across batches), so a consumer that sees every event of a topic
+detects a gap and drops a duplicate. On the wire a batch is one
+:func:`framework.serialize.encode_frame` frame: the JSON header is the batch, and
+the parts are the inline objects, each a :func:`framework.serialize.dumps` frame.
+Bytes are never base64'd.
+
+Objects kept in a store travel as :class:`NewObjectKeyEvent` (key plus the batch's
+:class:`~framework.store.StoreConfig`, which holds no secrets); small objects
+travel inline as :class:`NewObjectEvent`; :class:`EndOfStreamEvent` ends a topic.
+
+This module does no I/O and imports no Redis code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from framework.buffers import BytesLike, Segments
+from framework.exceptions import FramingError, SerializationError, UnsupportedVersionError
+from framework.serialize import Serializer, decode_frame, dumps, encode_frame, loads
+from framework.store.config import StoreConfig
+
+__all__ = [
+    "EVENT_VERSION",
+    "EndOfStreamEvent",
+    "Event",
+    "EventBatch",
+    "NewObjectEvent",
+    "NewObjectKeyEvent",
+    "bytes_to_event",
+    "decode_message",
+    "encode_message",
+    "event_to_bytes",
+]
+
+#: Version of the event envelope (the ``v`` field of every batch).
+EVENT_VERSION = 1
+
+
+class NewObjectEvent(BaseModel):
+    """A new object carried inline (the topic has no store).
+
+    Attributes:
+        metadata: The producer's metadata for the object (JSON values).
+        part: On the wire, the index of the message part holding the serialized
+            object; ``-1`` when :attr:`obj` holds the object itself (event-level shims).
+        obj: The object, in-process only (never encoded into the envelope).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["obj"] = "obj"
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    part: int = -1
+    obj: Any = Field(default=None, exclude=True)
+
+
+class NewObjectKeyEvent(BaseModel):
+    """A new object kept in the batch's store under :attr:`key`.
+
+    Attributes:
+        key: The object's key in the store.
+        evict: Delete the object from the store once it is consumed.
+        metadata: The producer's metadata for the object (JSON values).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: Literal["key"] = "key"
+    key: str
+    evict: bool = True
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class EndOfStreamEvent(BaseModel):
+    """The topic has ended: consumers stop after every earlier event."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: Literal["eos"] = "eos"
+
+
+#: Any event; the ``type`` field tells them apart.
+Event = Annotated[
+    Union[NewObjectEvent, NewObjectKeyEvent, EndOfStreamEvent], Field(discriminator="type")
+]
+
+
+class EventBatch(BaseModel):
+    """Consecutive events of one topic from one producer.
+
+    Attributes:
+        v: Envelope version.
+        topic: The topic of every event in the batch.
+        producer: Unique id of the producer that made the batch.
+        seq: Sequence number of the first event; event ``i`` has ``seq + i``.
+        store_config: Config of the store holding the batch's keyed objects, as the
+            JSON object of a :class:`~framework.store.StoreConfig` (validated by
+            :meth:`config`, once per distinct config by the consumer).
+        events: The events, in order.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    v: int = EVENT_VERSION
+    topic: str
+    producer: str = ""
+    seq: int = Field(default=0, ge=0)
+    store_config: dict[str, Any] | None = None
+    events: list[Event] = Field(default_factory=list)
+
+    @property
+    def next_seq(self) -> int:
+        """Sequence number that follows this batch's last event."""
+        return self.seq + len(self.events)
+
+    def config(self) -> StoreConfig | None:
+        """The validated store config, or ``None`` if the batch names no store.
+
+        Raises:
+            ConfigurationError: If the config is invalid (or carries a secret).
+        """
+        return None if self.store_config is None else StoreConfig(**self.store_config)
+
+
+def encode_message(
+    batch: EventBatch, parts: Sequence[Segments | BytesLike] = (), *, secret: bytes | None = None
+) -> Segments:
+    """Frame ``batch`` with the serialized inline objects its events point at.
+
+    Args:
+        batch: The envelope; each :class:`NewObjectEvent` names its part by index.
+        parts: Serialized inline objects (:func:`framework.serialize.dumps` frames).
+        secret: Sign the message with this shared HMAC key.
+
+    Returns:
+        The message, zero-copy over ``parts``.
+
+    Raises:
+        SerializationError: If the metadata is not JSON-serialisable.
+    """
+    try:
+        header = batch.model_dump(mode="json", exclude_defaults=False)
+    except (ValueError, TypeError) as exc:
+        msg = f"Events of topic {batch.topic!r} have metadata that is not JSON: {exc}"
+        raise SerializationError(msg) from exc
+    return encode_frame(header, parts, secret=secret)
+
+
+def decode_message(
+    data: BytesLike | Segments, *, secret: bytes | None = None
+) -> tuple[EventBatch, list[memoryview]]:
+    """Parse a message into its batch and the serialized inline objects.
+
+    Args:
+        data: The message.
+        secret: Verify the message's HMAC with this key before anything else.
+
+    Returns:
+        The batch and the message parts (views of ``data``).
+
+    Raises:
+        UnsupportedVersionError: If the frame or the envelope has another version.
+        FramingError: If the message is not an event batch (malformed, truncated).
+        SecurityError: If ``secret`` is set and the message is unsigned or altered.
+    """
+    header, parts = decode_frame(data, secret=secret)
+    version = header.get("v")
+    if isinstance(version, int) and version != EVENT_VERSION:
+        msg = f"The event batch has envelope version {version}; this build speaks {EVENT_VERSION}."
+        raise UnsupportedVersionError(msg)
+    try:
+        batch = EventBatch.model_validate(header)
+    except ValidationError as exc:
+        raise FramingError(f"The message is not a valid event batch: {exc}") from exc
+    for event in batch.events:
+        if isinstance(event, NewObjectEvent) and not 0 <= event.part < len(parts):
+            msg = f"An inline object of topic {batch.topic!r} points at missing part {event.part}."
+            raise FramingError(msg)
+    return batch, parts
+
+
+def event_to_bytes(
+    batch: EventBatch, *, serializer: Serializer | None = None, secret: bytes | None = None
+) -> bytes:
+    """Encode a batch whose inline events hold their objects in ``obj`` (ProxyStore's name).
+
+    Args:
+        batch: The batch; inline objects are serialized into message parts.
+        serializer: Serializer of the inline objects (default: raw or pickle).
+        secret: Sign the message with this shared HMAC key.
+
+    Returns:
+        The message as one ``bytes``.
+    """
+    parts: list[Segments] = []
+    events: list[Any] = []
+    for event in batch.events:
+        if isinstance(event, NewObjectEvent) and event.part < 0:
+            parts.append(dumps(event.obj, serializer=serializer))
+            event = event.model_copy(update={"part": len(parts) - 1})
+        events.append(event)
+    return encode_message(batch.model_copy(update={"events": events}), parts, secret=secret).join()
+
+
+def bytes_to_event(
+    data: BytesLike | Segments, *, secret: bytes | None = None, allow_pickle: bool = True
+) -> EventBatch:
+    """Decode a message into a batch whose inline events hold their objects in ``obj``.
+
+    Args:
+        data: The message.
+        secret: Verify the message's HMAC with this key first.
+        allow_pickle: Refuse inline objects that would need unpickling.
+
+    Returns:
+        The batch, inline objects deserialized.
+
+    Raises:
+        FramingError: If the message is not an event batch.
+        SecurityError: If ``secret`` is set and the message is unsigned or altered.
+        DeserializationError: If an inline object cannot be deserialized.
+    """
+    batch, parts = decode_message(data, secret=secret)
+    for event in batch.events:
+        if isinstance(event, NewObjectEvent):
+            # The message's MAC (checked above) covers the nested frame.
+            event.obj = loads(parts[event.part], allow_pickle=allow_pickle)
+            event.part = -1
+    return batch

@@ -1,0 +1,382 @@
+"""``StreamProducer``: batch objects per topic, store them, publish small events.
+
+ProxyStore's ``StreamProducer`` API, with these fixes:
+
+* a batch leaves the buffer only once it is stored and built into a message; a
+  message that fails to publish stays pending and is resent, with the same
+  sequence numbers, by the next flush (consumers drop the duplicate if the first
+  attempt did arrive);
+* ``close()`` and ``__exit__`` flush; a topic's end-of-stream event is sent once;
+* an optional ``linger`` flushes partial batches after a delay (thread ``fw-stream-linger``);
+* ``send`` is thread-safe;
+* inline objects over ``inline_limit`` are spilled to a store automatically.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Generic, Optional, TypeVar, cast
+
+from framework.exceptions import ClosedError, SerializationError, TopicClosedError
+from framework.pubsub.protocols import UNSET, Unset
+from framework.serialize import Serializer
+from framework.store import Store, unregister_store
+from framework.stream._building import BatchBuilder, Outgoing
+from framework.stream._publishing import check_args, fuser, sender
+from framework.stream._spill import default_spill_store
+from framework.stream.filters import Filter, NullFilter
+from framework.stream.protocols import EventPublisher, Publisher
+
+__all__ = ["INLINE_LIMIT", "StreamProducer"]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: Inline objects whose serialized size exceeds this many bytes are spilled to a store.
+INLINE_LIMIT = 64 * 1024
+#: Seconds close() waits for the linger thread to stop.
+JOIN_TIMEOUT = 5.0
+#: Longest sleep (s) of an idle linger thread between checks of its stop flag.
+IDLE_WAIT = 1.0
+
+
+@dataclass
+class _Item:
+    obj: Any
+    evict: bool
+    metadata: dict[str, Any]
+
+
+@dataclass
+class _Topic:
+    items: list[_Item] = field(default_factory=list)
+    since: float | None = None  # monotonic time of the oldest buffered item (linger)
+    closed: bool = False  # close_topics() was called
+    ended: bool = False  # the end-of-stream event is built (pending or published)
+    pending: list[Outgoing] = field(default_factory=list)
+    next_seq: int = 0
+
+
+class StreamProducer(Generic[T]):
+    """Stream producer: buffers objects per topic and publishes them in batches.
+
+    Topics with a :class:`~framework.store.Store` put objects there and publish
+    keys; other topics carry objects inline in the event message, spilling those
+    over ``inline_limit`` bytes to ``spill_store``.
+
+    Args:
+        publisher: A message- or event-level publisher.
+        aggregator: Turns each batch into one object; metadata are merged (later
+            wins) and ``evict`` is true if any item's was.
+        batch_size: Objects per batch (and per published message).
+        default_store: Store of topics not named in ``stores``; ``None`` inlines.
+        filter_: Called with each object's metadata; True drops the object.
+        stores: Store per topic (``None`` = inline for that topic).
+        linger: Seconds after which a partial batch is flushed; ``None`` = never.
+        inline_limit: Largest serialized inline object, in bytes.
+        spill_store: Store for oversized inline objects. By default a Redis store
+            on the publisher's connection (when it has one; registered as
+            ``fw-spill`` while the producer is open), objects expiring after
+            ``spill_ttl``; ``None`` never spills.
+        spill_ttl: Lifetime (s) of spilled objects, so unconsumed ones expire.
+        serializer: Serializer of inline objects (default: raw or cloudpickle).
+        secret: Sign every message with this shared HMAC key.
+        producer_id: Unique id put in every batch (default: random).
+
+    Raises:
+        ConfigurationError: If ``batch_size``, ``linger`` or ``inline_limit`` is invalid.
+    """
+
+    def __init__(
+        self,
+        publisher: Publisher,
+        *,
+        aggregator: Callable[[list[T]], T] | None = None,
+        batch_size: int = 1,
+        default_store: Store | None = None,
+        filter_: Filter | None = None,
+        stores: Mapping[str, Store | None] | None = None,
+        linger: float | None = None,
+        inline_limit: int = INLINE_LIMIT,
+        spill_store: Store | Unset | None = UNSET,
+        spill_ttl: float = 3600.0,
+        serializer: Serializer | None = None,
+        secret: bytes | None = None,
+        producer_id: str | None = None,
+    ) -> None:
+        check_args(batch_size, linger, inline_limit)
+        self.publisher = publisher
+        self._aggregator, self._batch_size, self._linger = aggregator, batch_size, linger
+        self._default_store, self._stores = default_store, dict(stores or {})
+        self._filter: Filter = filter_ if filter_ is not None else NullFilter()
+        self.producer_id = producer_id or uuid.uuid4().hex
+        self._own_spill = isinstance(spill_store, Unset)
+        spill = default_spill_store(publisher, spill_ttl) if self._own_spill else spill_store
+        self._builder = BatchBuilder(
+            self.producer_id,
+            inline_limit=inline_limit,
+            spill_store=cast(Optional[Store], spill),
+            serializer=serializer,
+            secret=secret,
+            inline_objects=isinstance(publisher, EventPublisher),
+            fuse=fuser(publisher),
+        )
+        self._send = sender(publisher)
+        self._topics: dict[str, _Topic] = {}
+        self._lock = threading.RLock()
+        self._wake = threading.Condition(self._lock)  # wakes the linger thread
+        self._thread: threading.Thread | None = None
+        self._stopping = self._closed = False
+
+    # -- sending ---------------------------------------------------------------------------
+
+    def send(
+        self,
+        topic: str,
+        obj: T,
+        *,
+        evict: bool = True,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        """Send an object to the stream: filter, buffer, flush a full batch (thread-safe).
+
+        A partial batch goes by :meth:`flush`, :meth:`close`, ``with`` exit or ``linger``.
+
+        Args:
+            topic: Stream topic to send the object to.
+            obj: Object to send (``None`` included).
+            evict: Delete the stored object once a consumer has consumed it. False
+                when several consumers read each object (it then expires by the
+                store's or the spill TTL, or must be evicted by hand).
+            metadata: JSON-serialisable metadata about the object, used by filters
+                on both sides; ``None`` means ``{}``.
+
+        Raises:
+            TopicClosedError: If ``topic`` was closed with :meth:`close_topics`.
+            ClosedError: If the producer was closed.
+            SerializationError: If the metadata is not JSON-serialisable.
+            BackendError: If flushing a full batch failed (the batch stays buffered).
+        """
+        metadata = {} if metadata is None else metadata
+        with self._lock:
+            state = self._open_topic(topic)
+            if self._filter(metadata):
+                return
+            self._builder.check_metadata(topic, metadata)
+            state.items.append(_Item(obj, evict, metadata))
+            if len(state.items) >= self._batch_size:
+                self._flush_locked(topic, state)
+            elif self._linger is not None and state.since is None:
+                state.since = time.monotonic()
+                self._start_linger()
+                self._wake.notify()
+
+    def _open_topic(self, topic: str) -> _Topic:
+        """The buffer of ``topic``, which must still accept objects."""
+        if self._closed:
+            raise ClosedError(f"Cannot send to topic {topic!r}: the producer is closed.")
+        state = self._topics.get(topic)
+        if state is None:
+            state = self._topics[topic] = _Topic()
+        if state.closed:
+            raise TopicClosedError(f"Topic {topic!r} has been closed.")
+        return state
+
+    def flush(self) -> None:
+        """Flush the batch buffers (and resend pending messages) of every topic.
+
+        Raises:
+            BackendError: If storing or publishing failed; unsent batches stay buffered.
+        """
+        with self._lock:
+            for topic, state in list(self._topics.items()):
+                self._flush_locked(topic, state)
+
+    def flush_topic(self, topic: str) -> None:
+        """Flush the batch buffer of one topic.
+
+        This resends the topic's pending messages, applies the aggregator, puts
+        the batch in the topic's store (or serializes it inline), builds one event
+        batch and publishes it. The buffer is emptied only after the objects are
+        stored; a message that fails to publish is kept and resent first next time.
+
+        Args:
+            topic: Topic to flush.
+
+        Raises:
+            BackendError: If storing or publishing failed.
+            SerializationError: If an object cannot be serialized (its batch is dropped).
+        """
+        with self._lock:
+            state = self._topics.get(topic)
+            if state is not None:
+                self._flush_locked(topic, state)
+
+    def close_topics(self, *topics: str) -> None:
+        """Flush each topic and send its end-of-stream event, once.
+
+        Consumers raise ``StopIteration`` after every earlier event of the topic.
+        Closing a closed topic again sends nothing.
+
+        Args:
+            topics: Topics to end.
+
+        Raises:
+            BackendError: If publishing failed (the event is resent by the next flush).
+        """
+        with self._lock:
+            for topic in topics:
+                state = self._topics.setdefault(topic, _Topic())
+                state.closed = True
+                self._flush_locked(topic, state)
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _flush_locked(self, topic: str, state: _Topic) -> None:
+        self._publish_pending(topic, state)
+        eos = state.closed and not state.ended
+        if not state.items and not eos:
+            return
+        items = self._aggregate(state.items)
+        try:
+            out = self._builder.build(
+                topic,
+                [(i.obj, i.evict, i.metadata) for i in items],
+                store=self._store_for(topic),
+                eos=eos,
+                seq=state.next_seq,
+            )
+        except SerializationError:
+            # Permanent: keeping the batch would fail every later flush of the topic.
+            state.items, state.since = [], None
+            raise
+        state.items, state.since = [], None
+        state.next_seq = out.next_seq
+        state.ended = state.ended or eos
+        state.pending.append(out)
+        self._publish_pending(topic, state)
+
+    def _aggregate(self, items: list[_Item]) -> list[_Item]:
+        if self._aggregator is None or not items:
+            return items
+        metadata: dict[str, Any] = {}
+        for item in items:
+            metadata.update(item.metadata)
+        obj = self._aggregator([item.obj for item in items])
+        return [_Item(obj, any(item.evict for item in items), metadata)]
+
+    def _store_for(self, topic: str) -> Store | None:
+        if topic in self._stores:
+            return self._stores[topic]
+        return self._default_store
+
+    def _publish_pending(self, topic: str, state: _Topic) -> None:
+        while state.pending:
+            self._send(topic, state.pending[0])
+            state.pending.pop(0)
+
+    # -- linger thread -----------------------------------------------------------------------
+
+    def _start_linger(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._linger_loop, name="fw-stream-linger", daemon=True
+            )
+            self._thread.start()
+
+    def _linger_loop(self) -> None:
+        assert self._linger is not None
+        with self._lock:
+            while not self._stopping:
+                now = time.monotonic()
+                due = [(s.since, t) for t, s in self._topics.items() if s.since is not None]
+                if not due:
+                    self._wake.wait(IDLE_WAIT)
+                    continue
+                since, topic = min(due)
+                if now < since + self._linger:
+                    self._wake.wait(since + self._linger - now)
+                    continue
+                self._linger_flush(topic)
+
+    def _linger_flush(self, topic: str) -> None:
+        state = self._topics[topic]
+        try:
+            self._flush_locked(topic, state)
+        except Exception:  # isolation boundary: the thread must survive a failed flush
+            logger.exception("Linger flush of topic %r failed; retrying after the linger", topic)
+            if state.items:
+                state.since = time.monotonic()
+
+    def _stop_linger(self) -> None:
+        with self._lock:
+            self._stopping = True
+            self._wake.notify_all()
+        if self._thread is not None:
+            self._thread.join(JOIN_TIMEOUT)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def close(
+        self,
+        *,
+        topics: Iterable[str] = (),
+        publisher: bool = True,
+        stores: bool = False,
+    ) -> None:
+        """Close the producer: end ``topics``, flush every buffer, release resources.
+
+        Unlike ProxyStore, buffered objects are flushed, not lost. Calling it again
+        does nothing.
+
+        Args:
+            topics: Topics to end first (as :meth:`close_topics`).
+            publisher: Close the publisher.
+            stores: Close and unregister the stores given to the producer.
+
+        Raises:
+            BackendError: If the final flush failed (resources are released anyway).
+        """
+        with self._lock:
+            if self._closed:
+                return
+        try:
+            self.close_topics(*topics)
+            self.flush()
+        finally:
+            with self._lock:
+                self._closed = True
+            self._stop_linger()
+            self._release(publisher=publisher, stores=stores)
+
+    def _release(self, *, publisher: bool, stores: bool) -> None:
+        spill = self._builder.spill_store
+        if spill is not None and self._own_spill:
+            # Unregistered, not closed: a consumer in this process may still read from it
+            # (it holds no resources of its own; the connection is the publisher's).
+            unregister_store(spill)
+        if stores:
+            known = {id(s): s for s in (self._default_store, *self._stores.values()) if s}
+            for store in known.values():
+                store.close()
+                unregister_store(store)
+        if publisher:
+            self.publisher.close()
+
+    def __enter__(self) -> StreamProducer[T]:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -1,0 +1,128 @@
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from framework.buffers import Segments
+from framework.connection import RedisConnection
+from framework.exceptions import ConfigurationError, MessageLossError, ReceiveTimeout
+from framework.pubsub import (
+    AckingSubscriber,
+    FinalMessagePublisher,
+    RedisStreamPublisher,
+    RedisStreamSubscriber,
+)
+from framework.pubsub.streams import end_key
+
+
+def _drain(sub: RedisStreamSubscriber, *, ack: bool = True) -> list[bytes]:
+    got = []
+    while True:
+        try:
+            got.append(sub.next_message(timeout=0.3))
+        except (ReceiveTimeout, StopIteration):
+            return got
+        if ack:
+            sub.ack_message()
+
+
+def test_replay_from_start_new_only_and_from_an_id(any_conn: RedisConnection) -> None:
+    with RedisStreamPublisher(any_conn) as pub:
+        pub.send_message("t", b"m0")
+        pub.send_message("t", Segments([b"m", b"1"]))
+        latest = RedisStreamSubscriber(any_conn, "t", start="$", timeout=2)
+        pub.send_message("t", b"m2")
+    assert _drain(RedisStreamSubscriber(any_conn, "t")) == [b"m0", b"m1", b"m2"]
+    assert _drain(latest) == [b"m2"]
+    first_id = any_conn.client.xrange(any_conn.keys.events("t"))[0][0].decode()
+    assert _drain(RedisStreamSubscriber(any_conn, "t", start=first_id)) == [b"m1", b"m2"]
+
+
+def test_stream_is_trimmed_and_expires(conn: RedisConnection) -> None:
+    with RedisStreamPublisher(conn, maxlen=10, ttl=60) as pub:
+        for i in range(200):
+            pub.send_message("t", b"%d" % i)
+    key = conn.keys.events("t")
+    assert conn.client.xlen(key) < 200
+    assert 0 < conn.client.ttl(key) <= 60
+    with pytest.raises(ConfigurationError):
+        RedisStreamPublisher(conn, maxlen=0)
+
+
+def test_group_members_share_entries_and_ack(any_conn: RedisConnection) -> None:
+    a = RedisStreamSubscriber(any_conn, "t", group="g", consumer="a", count=1, timeout=1)
+    b = RedisStreamSubscriber(any_conn, "t", group="g", consumer="b", count=1, timeout=1)
+    assert isinstance(a, AckingSubscriber)
+    assert (a.acks, a.complete) == (True, False)
+    with RedisStreamPublisher(any_conn) as pub:
+        for i in range(6):
+            pub.send_message("t", b"%d" % i)
+    got_a, got_b = [], []
+    for _ in range(3):
+        got_a.append(a.next_message())
+        a.ack_message()
+        got_b.append(b.next_message())
+        b.ack_message()
+    assert sorted(got_a + got_b) == [b"%d" % i for i in range(6)]
+    assert any_conn.client.xpending(any_conn.keys.events("t"), "g")["pending"] == 0
+    a.close()
+    b.close()
+
+
+def test_dead_members_pending_entries_are_claimed(any_conn: RedisConnection) -> None:
+    with RedisStreamPublisher(any_conn) as pub:
+        for i in range(4):
+            pub.send_message("t", b"%d" % i)
+    dead = RedisStreamSubscriber(any_conn, "t", group="g", consumer="dead", count=2)
+    assert dead.next_message() == b"0"  # read two, acknowledged none, then "died"
+    dead.close()
+    live = RedisStreamSubscriber(any_conn, "t", group="g", consumer="live", claim_idle=0.2)
+    time.sleep(0.3)
+    assert sorted(_drain(live)) == [b"0", b"1", b"2", b"3"]
+    live.close()
+
+
+def test_restarted_member_gets_its_own_pending_entries_first(conn: RedisConnection) -> None:
+    with RedisStreamPublisher(conn) as pub:
+        pub.send_message("t", b"0")
+        pub.send_message("t", b"1")
+    first = RedisStreamSubscriber(conn, "t", group="g", consumer="c", count=10)
+    assert first.next_message() == b"0"
+    first.close()
+    again = RedisStreamSubscriber(conn, "t", group="g", consumer="c", count=10, claim_idle=60)
+    assert _drain(again) == [b"0", b"1"]
+    again.close()
+
+
+def test_trimmed_pending_entries_are_reported(conn: RedisConnection) -> None:
+    with RedisStreamPublisher(conn, maxlen=None) as pub:
+        pub.send_message("t", b"0")
+        first = RedisStreamSubscriber(conn, "t", group="g", consumer="c", count=10)
+        assert first.next_message() == b"0"
+        first.close()
+        conn.client.xtrim(conn.keys.events("t"), maxlen=0)
+        pub.send_message("t", b"1")
+    again = RedisStreamSubscriber(conn, "t", group="g", consumer="c", count=10)
+    with pytest.raises(MessageLossError, match="trimmed"):
+        again.next_message(timeout=1)
+    assert _drain(again) == [b"1"]
+    again.close()
+
+
+def test_every_group_member_ends_after_the_final_message(any_conn: RedisConnection) -> None:
+    members = [
+        RedisStreamSubscriber(any_conn, ["t", "u"], group="g", consumer=c, timeout=5) for c in "abc"
+    ]
+    with RedisStreamPublisher(any_conn) as pub:
+        assert isinstance(pub, FinalMessagePublisher)
+        pub.send_message("t", b"x")
+        pub.send_final_message("t", b"end-t")
+        pub.send_final_message("u", b"end-u")
+    assert any_conn.client.exists(end_key(any_conn, "t"))
+    got = [m for member in members for m in _drain(member)]
+    assert sorted(got) == [b"end-t", b"end-u", b"x"]
+    for member in members:  # every member has ended, not only those that got the end
+        with pytest.raises(StopIteration):
+            member.next_message(timeout=2)
+        member.close()

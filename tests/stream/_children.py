@@ -1,0 +1,72 @@
+"""Producer and consumer processes for the cross-process tests (spawn imports this by name)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from framework.connection import RedisConnection
+from framework.pubsub import (
+    RedisPublisher,
+    RedisStreamPublisher,
+    RedisStreamSubscriber,
+    RedisSubscriber,
+)
+from framework.store import RedisStore
+from framework.stream import StreamConsumer, StreamProducer
+
+
+def payload(index: int, size: int) -> bytes:
+    """``size`` bytes that start with ``index``."""
+    return index.to_bytes(4, "big") + b"\x5a" * max(0, size - 4)
+
+
+def produce(url: str, mode: str, topic: str, sizes: list[int], batch_size: int) -> None:
+    """Send one object per size (stored for durable topics, inline for pub/sub), then end."""
+    with RedisConnection.from_url(url) as conn:
+        if mode == "pubsub":
+            publisher: Any = RedisPublisher(conn)
+            store = None
+        else:
+            publisher = RedisStreamPublisher(conn)
+            store = RedisStore("xproc", connection=conn, ttl=600)
+        with StreamProducer[bytes](publisher, default_store=store, batch_size=batch_size) as out:
+            for index, size in enumerate(sizes):
+                out.send(topic, payload(index, size))
+            out.close_topics(topic)
+
+
+def consume(
+    url: str,
+    mode: str,
+    topic: str,
+    ready: Any,
+    results: Any,
+    group: str | None = None,
+    name: str | None = None,
+    record: str | None = None,
+    pause: float = 0.0,
+) -> None:
+    """Put the indexes of every object received (until the topic ends) on ``results``.
+
+    With ``record``, each index is also pushed to that Redis list as soon as it has been
+    processed, so the parent can see progress and kill this process mid-stream.
+    """
+    with RedisConnection.from_url(url) as conn:
+        if mode == "pubsub":
+            subscriber: Any = RedisSubscriber(conn, topic, timeout=60)
+        else:
+            subscriber = RedisStreamSubscriber(
+                conn, topic, group=group, consumer=name, count=4, claim_idle=0.5, timeout=60
+            )
+        got = []
+        with StreamConsumer[bytes](subscriber) as consumer:
+            ready.set()
+            for obj in consumer.iter_objects():
+                index = int.from_bytes(obj[:4], "big")
+                got.append((index, len(obj)))
+                if record is not None:
+                    conn.client.rpush(record, index)
+                time.sleep(pause)
+            consumer.close(stores=True)
+    results.put(got)
