@@ -198,6 +198,7 @@ class RedisConnection:
         self.settings: RedisSettings = RedisSettings() if settings is None else settings
         self.keys = KeySchema(self.settings.prefix)
         self._injected = client
+        self._url = self.settings.url() if client is None else _describe_client(client)
         self.is_cluster: bool = (
             isinstance(client, RedisCluster) if client is not None else self.settings.cluster
         )
@@ -254,8 +255,8 @@ class RedisConnection:
         return byte_view(value)
 
     def url(self) -> str:
-        """The deployment's URL with the password masked, for messages and logs."""
-        return self.settings.url() if self._injected is None else _describe_client(self._injected)
+        """The deployment's URL, password masked; computed once (every error mapping asks)."""
+        return self._url
 
     @contextmanager
     def mapped_errors(self, what: str, *, command: str | None = None) -> Iterator[None]:

@@ -91,6 +91,10 @@ class KeySchema:
         """Redis stream holding the durable events of a topic."""
         return f"{self.prefix}:events:{{{_checked('topic', topic)}}}"
 
+    def events_end(self, topic: str) -> str:
+        """Marker that a durable topic has ended (same hash tag as :meth:`events`)."""
+        return f"{self.events(topic)}:end"
+
     def inbox(self, cell: str) -> str:
         """Durable inbox stream of a cell (byte-stream announcements)."""
         return f"{self.prefix}:cell:{{{_checked('cell name', cell)}}}:inbox"

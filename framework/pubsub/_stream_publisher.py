@@ -10,7 +10,7 @@ from framework.buffers import Segments
 from framework.connection import RedisConnection, mapped_errors
 from framework.exceptions import ConfigurationError
 
-__all__ = ["DEFAULT_MAXLEN", "DEFAULT_TTL", "FIELD", "RedisStreamPublisher", "end_key"]
+__all__ = ["DEFAULT_MAXLEN", "DEFAULT_TTL", "FIELD", "RedisStreamPublisher"]
 
 #: Entries a durable topic keeps (approximately); older ones are trimmed.
 DEFAULT_MAXLEN: Final = 100_000
@@ -18,11 +18,6 @@ DEFAULT_MAXLEN: Final = 100_000
 DEFAULT_TTL: Final = 7 * 24 * 3600.0
 #: Field of a stream entry holding the message.
 FIELD: Final = b"m"
-
-
-def end_key(connection: RedisConnection, topic: str) -> str:
-    """Key marking ``topic`` ended (shares the stream's hash tag)."""
-    return f"{connection.keys.events(topic)}:end"
 
 
 class RedisStreamPublisher:
@@ -127,7 +122,7 @@ class RedisStreamPublisher:
                 pipe.set(name, data, px=px)
             pipe.xadd(key, {FIELD: value}, maxlen=self._maxlen)
             if final:
-                pipe.set(end_key(self.connection, topic), b"1", px=self._ttl_ms)
+                pipe.set(self.connection.keys.events_end(topic), b"1", px=self._ttl_ms)
             if self._ttl_ms is not None:
                 pipe.pexpire(key, self._ttl_ms)
             pipe.execute()

@@ -23,6 +23,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, Final
 
+from framework._raw import round_trip
 from framework.buffers import Segments
 from framework.connection import MAX_BLOCK_MS, RedisConnection, mapped_errors
 from framework.exceptions import (
@@ -32,7 +33,6 @@ from framework.exceptions import (
     MessageLossError,
     ReceiveTimeout,
 )
-from framework.pubsub._raw import round_trip
 from framework.pubsub.protocols import UNSET, Unset
 
 __all__ = ["RedisPublisher", "RedisSubscriber"]

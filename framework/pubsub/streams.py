@@ -38,7 +38,6 @@ from framework.pubsub._stream_publisher import (
     DEFAULT_TTL,
     FIELD,
     RedisStreamPublisher,
-    end_key,
 )
 from framework.pubsub.protocols import UNSET, Unset
 
@@ -47,7 +46,6 @@ __all__ = [
     "DEFAULT_TTL",
     "RedisStreamPublisher",
     "RedisStreamSubscriber",
-    "end_key",
 ]
 
 logger = logging.getLogger(__name__)
@@ -273,7 +271,7 @@ class RedisStreamSubscriber:
         for key in keys:
             topic = self._keys[key]
             with self._errors(f"check whether topic {topic!r} ended"):
-                if not client.exists(end_key(self.connection, topic)):
+                if not client.exists(self.connection.keys.events_end(topic)):
                     continue
                 left = client.xreadgroup(self.group, self.consumer, {key: ">"}, count=self._count)
                 entries = [e for _, es in _streams(left) for e in es]

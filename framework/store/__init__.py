@@ -21,7 +21,7 @@ from framework.store.config import StoreConfig
 from framework.store.layout import MAX_VALUE_BYTES, PART_BYTES
 from framework.store.protocols import MISSING, Store
 from framework.store.proxy import Proxy, StoreFactory, extract, get_factory, is_resolved, resolve
-from framework.store.redis import RedisStore
+from framework.store.redis import RedisStore, StagedBatch
 from framework.store.registry import (
     get_or_create_store,
     get_store,
@@ -41,6 +41,7 @@ __all__ = [
     "BaseStore",
     "Proxy",
     "RedisStore",
+    "StagedBatch",
     "Store",
     "StoreConfig",
     "StoreFactory",

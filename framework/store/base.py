@@ -142,12 +142,22 @@ class BaseStore(abc.ABC):
             SerializationError: If an object cannot be serialized.
             ClosedError: If the store is closed.
         """
-        self._check_open()
-        ttl = self.default_ttl if ttl is None else _checked_ttl(ttl)
-        if readers is not None and (type(readers) is not int or readers < 1):
-            raise ConfigurationError(f"readers must be a positive int or None, got {readers!r}.")
+        ttl = self._checked_put(ttl, readers)
         if not objs:
             return []
+        return self._put_objects(objs, ttl=ttl, readers=readers)
+
+    def _checked_put(self, ttl: float | None, readers: int | None) -> float | None:
+        """Check a put's state and arguments; return the effective ``ttl``."""
+        self._check_open()
+        if readers is not None and (type(readers) is not int or readers < 1):
+            raise ConfigurationError(f"readers must be a positive int or None, got {readers!r}.")
+        return self.default_ttl if ttl is None else _checked_ttl(ttl)
+
+    def _put_objects(
+        self, objs: Sequence[Any], *, ttl: float | None, readers: int | None
+    ) -> list[str]:
+        """Serialize and store checked, non-empty ``objs``; override to lay out objects."""
         return self._write([self._codec.encode(obj) for obj in objs], ttl=ttl, readers=readers)
 
     def get(self, key: str, *, default: Any = MISSING, evict: bool = False) -> Any:
@@ -177,17 +187,18 @@ class BaseStore(abc.ABC):
         self._check_open()
         if not keys:
             return []
-        values = self._read(list(keys), evict=evict)
-        decode = self._codec.decode
-        objs = []
-        for key, value in zip(keys, values, strict=True):
-            if value is not None:
-                objs.append(decode(value))
-            elif default is MISSING:
-                raise ObjectNotFoundError(key, self.name)
-            else:
-                objs.append(default)
+        objs = self._get_objects(list(keys), evict=evict)
+        for i, obj in enumerate(objs):
+            if obj is MISSING:
+                if default is MISSING:
+                    raise ObjectNotFoundError(keys[i], self.name)
+                objs[i] = default
         return objs
+
+    def _get_objects(self, keys: list[str], *, evict: bool) -> list[Any]:
+        """Fetch and deserialize ``keys``' objects, ``MISSING`` for absent ones (overridable)."""
+        decode = self._codec.decode
+        return [MISSING if v is None else decode(v) for v in self._read(keys, evict=evict)]
 
     def exists(self, key: str) -> bool:
         """Return whether an object is stored under ``key``.

@@ -9,9 +9,11 @@ All of them share the object's hash tag, so they live in one cluster slot.
 The object id records that layout, so a reader knows which keys to fetch without a
 first round trip for a manifest::
 
-    <32 hex digits>[-p<parts>][-r]
+    <32 hex digits>[-p<parts>][-r][-b]
 
-``-p<parts>`` is present when the frame was split, ``-r`` when a read counter exists.
+``-p<parts>`` is present when the frame was split, ``-r`` when a read counter exists,
+``-b`` when the stored value is not a frame but the object itself: an exact ``bytes``
+kept unframed by an unsigned store, so it is written and read back without a copy.
 This module does no I/O and imports no Redis code.
 """
 
@@ -20,7 +22,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from framework.buffers import Segments
 
@@ -29,6 +31,7 @@ __all__ = [
     "MAX_VALUE_BYTES",
     "PART_BYTES",
     "ObjectId",
+    "StagedBatch",
     "join_parts",
     "new_uid",
     "split_frame",
@@ -42,7 +45,7 @@ PART_BYTES = MAX_VALUE_BYTES - 1024
 #: Most parts an object id may announce; bounds the work a forged key can cause.
 MAX_PARTS = 1 << 16
 
-_OID = re.compile(r"^([0-9a-f]{32})(?:-p([1-9][0-9]{0,5}))?(-r)?$")
+_OID = re.compile(r"^([0-9a-f]{32})(?:-p([1-9][0-9]{0,5}))?(-r)?(-b)?$")
 
 
 def new_uid() -> str:
@@ -57,20 +60,23 @@ class ObjectId(NamedTuple):
         uid: 32 lowercase hex digits, unique per object.
         parts: Number of Redis values the frame is split into (1 = not split).
         counted: True when a remaining-reads counter exists (``readers=N``).
+        raw: True when the value is the object's exact ``bytes``, not a frame.
     """
 
     uid: str
     parts: int = 1
     counted: bool = False
+    raw: bool = False
 
     @classmethod
-    def new(cls, nbytes: int, part_size: int, *, counted: bool) -> ObjectId:
-        """Make a fresh id for a frame of ``nbytes`` bytes cut into ``part_size`` parts.
+    def new(cls, nbytes: int, part_size: int, *, counted: bool, raw: bool = False) -> ObjectId:
+        """Make a fresh id for a value of ``nbytes`` bytes cut into ``part_size`` parts.
 
         Args:
-            nbytes: Size of the serialized frame.
+            nbytes: Size of the serialized frame (or raw value).
             part_size: Largest part, in bytes.
             counted: Whether the object gets a remaining-reads counter.
+            raw: Whether the value is the object's bytes, unframed.
 
         Returns:
             A new, unique object id.
@@ -83,7 +89,7 @@ class ObjectId(NamedTuple):
             raise ValueError(
                 f"An object of {nbytes} bytes needs {parts} parts; at most {MAX_PARTS}."
             )
-        return cls(new_uid(), parts, counted)
+        return cls(new_uid(), parts, counted, raw)
 
     @classmethod
     def parse(cls, oid: str) -> ObjectId | None:
@@ -96,13 +102,13 @@ class ObjectId(NamedTuple):
         parts = int(match.group(2) or 1)
         if (parts == 1 and match.group(2) is not None) or parts > MAX_PARTS:
             return None
-        return cls(match.group(1), parts, match.group(3) is not None)
+        return cls(match.group(1), parts, match.group(3) is not None, match.group(4) is not None)
 
     def __str__(self) -> str:
-        if self.parts == 1 and not self.counted:
+        if self.parts == 1 and not self.counted and not self.raw:
             return self.uid
         split = f"-p{self.parts}" if self.parts > 1 else ""
-        return f"{self.uid}{split}{'-r' if self.counted else ''}"
+        return f"{self.uid}{split}{'-r' if self.counted else ''}{'-b' if self.raw else ''}"
 
 
 def split_frame(frame: Segments, part_size: int) -> list[Segments]:
@@ -143,3 +149,23 @@ def join_parts(values: list[bytes]) -> bytearray:
         view[offset : offset + len(value)] = value
         offset += len(value)
     return joined
+
+
+class StagedBatch(NamedTuple):
+    """The writes that store a batch of objects, for a caller to send in its own round trip.
+
+    Attributes:
+        keys: The objects' keys, in order.
+        writes: ``(key, value)`` pairs to ``SET`` (in any order; each is idempotent).
+        px: Lifetime of every value in milliseconds (``SET ... PX``); ``None`` for none.
+    """
+
+    keys: list[str]
+    writes: list[tuple[str, Any]]
+    px: int | None
+
+    @property
+    def commands(self) -> list[tuple[Any, ...]]:
+        """The writes as Redis commands: ``("SET", key, value[, "PX", px])``."""
+        expiry = () if self.px is None else ("PX", self.px)
+        return [("SET", key, value, *expiry) for key, value in self.writes]

@@ -5,8 +5,14 @@ Layout (see :mod:`framework.store.layout`): one object is ``fw:obj:{<oid>}``, pl
 ``fw:obj:{<oid>}:readers`` counter for ``readers=N``; one hash tag per object, so every
 per-object multi-key command and transaction stays in one cluster slot.
 
-Round trips: ``put_batch`` is one ``MSET`` (standalone, no TTL) or one pipeline of
-``SET ... PX``; ``get_batch`` is one ``MGET`` or one pipeline. On a cluster, objects
+An unsigned store with the ``auto`` or ``raw`` serializer keeps an exact ``bytes``
+object unframed (``-b`` in its id): the value is the object, written and read back
+with no copy. Signed stores frame everything, so the MAC covers every value.
+
+Round trips: ``put_batch`` is one ``SET`` (one value), one ``MSET`` (standalone, no
+TTL) or one pipeline of ``SET ... PX``; :meth:`RedisStore.stage_batch` returns those
+writes unsent, for a caller's own pipeline. ``get_batch`` is one ``GET``/``GETDEL``
+(one simple object), one ``MGET`` or one pipeline. On a cluster, objects
 that need a transaction (split or counted ones) take one extra round trip each,
 because a transaction cannot span slots.
 
@@ -19,19 +25,29 @@ atomic step.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
+from framework._raw import round_trip
 from framework.buffers import BytesLike, Segments
 from framework.connection import RedisConnection
 from framework.exceptions import ConfigurationError
 from framework.keys import DEFAULT_PREFIX
 from framework.settings import RedisSettings
+from framework.store._redis_urls import public_url, with_local_credentials
 from framework.store.base import BaseStore, _constructor_options
 from framework.store.config import StoreConfig
-from framework.store.layout import PART_BYTES, ObjectId, join_parts, new_uid, split_frame
+from framework.store.layout import (
+    PART_BYTES,
+    ObjectId,
+    StagedBatch,
+    join_parts,
+    new_uid,
+    split_frame,
+)
+from framework.store.protocols import MISSING
 
-__all__ = ["RedisStore"]
+__all__ = ["RedisStore", "StagedBatch"]
 
 # KEYS[1]: the remaining-reads counter; KEYS[2..]: every value of the object.
 # A missing counter (object already gone) decrements to -1 and is deleted again.
@@ -44,8 +60,6 @@ return left
 #: Values up to this size are joined into one ``bytes`` before sending: for small values
 #: one packer item is cheaper than several views (measured: 1 KB batches ~2x faster).
 JOIN_BELOW = 64 * 1024
-
-_SECRET_FIELDS = ("username", "password", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
 
 
 class RedisStore(BaseStore):
@@ -86,6 +100,8 @@ class RedisStore(BaseStore):
         self.part_size = part_size
         self._keys = connection.keys
         self._owns_connection = False
+        # Exact bytes are stored unframed (no copy either way) where no MAC must cover them.
+        self._raw_bytes = secret is None and serializer in ("auto", "raw")
 
     @classmethod
     def from_config(cls, config: StoreConfig) -> RedisStore:
@@ -116,7 +132,7 @@ class RedisStore(BaseStore):
             raise ConfigurationError(
                 f"Cannot rebuild Redis store {config.name!r} from its config: {exc}"
             ) from exc
-        connection = RedisConnection(_with_local_credentials(settings))
+        connection = RedisConnection(with_local_credentials(settings))
         try:
             store = cls(config.name, connection=connection, **options)
         except (TypeError, ConfigurationError) as exc:
@@ -130,7 +146,7 @@ class RedisStore(BaseStore):
 
     def _options(self) -> dict[str, Any]:
         return {
-            "url": _public_url(self.connection),
+            "url": public_url(self.connection),
             "prefix": self._keys.prefix,
             "part_size": self.part_size,
         }
@@ -141,30 +157,85 @@ class RedisStore(BaseStore):
 
     # -- writes --------------------------------------------------------------------------
 
+    def stage_batch(
+        self, objs: Sequence[Any], *, ttl: float | None = None, readers: int | None = None
+    ) -> StagedBatch:
+        """Serialize ``objs`` and return the writes :meth:`put_batch` would send, unsent.
+
+        For callers that send the writes in a round trip of their own, e.g. the stream
+        layer's pipeline that also publishes the keys. Once every write is sent (on this
+        store's Redis), the objects are stored exactly as :meth:`put_batch` stores them.
+
+        Args:
+            objs: The objects.
+            ttl: Lifetime in seconds; ``None`` uses the store's default ``ttl``.
+            readers: Delete each object atomically after this many reads (fan-out).
+
+        Returns:
+            The keys, the ``SET`` writes and their lifetime.
+
+        Raises:
+            ConfigurationError: If ``ttl`` or ``readers`` is invalid.
+            SerializationError: If an object cannot be serialized.
+            ClosedError: If the store is closed.
+        """
+        ttl = self._checked_put(ttl, readers)
+        return self._stage(map(self._encode, objs), ttl, readers)
+
+    def _put_objects(
+        self, objs: Sequence[Any], *, ttl: float | None, readers: int | None
+    ) -> list[str]:
+        return self._send(self._stage(map(self._encode, objs), ttl, readers))
+
     def _write(
         self, frames: Sequence[Segments], *, ttl: float | None, readers: int | None
     ) -> list[str]:
-        px = None if ttl is None else max(1, round(ttl * 1000))
+        return self._send(self._stage(((frame, False) for frame in frames), ttl, readers))
+
+    def _encode(self, obj: Any) -> tuple[Segments | bytes, bool]:
+        """``obj`` as a stored value, and whether that is ``obj`` itself (raw, unframed)."""
+        if type(obj) is bytes and self._raw_bytes:
+            return obj, True
+        return self._codec.encode(obj), False
+
+    def _stage(
+        self,
+        values: Iterable[tuple[Segments | bytes, bool]],
+        ttl: float | None,
+        readers: int | None,
+    ) -> StagedBatch:
         writes: dict[str, Any] = {}
-        keys = [self._lay_out(frame, readers, writes) for frame in frames]
-        with self.connection.mapped_errors(f"store {len(frames)} object(s) in {self.name!r}"):
-            if px is None and not self.connection.is_cluster:
-                self.connection.client.mset(writes)
+        keys = [self._lay_out(value, raw, readers, writes) for value, raw in values]
+        px = None if ttl is None else max(1, round(ttl * 1000))
+        return StagedBatch(keys, list(writes.items()), px)
+
+    def _send(self, staged: StagedBatch) -> list[str]:
+        """Send a staged batch: one ``SET`` or ``MSET``, or one pipeline of ``SET ... PX``."""
+        writes, px = staged.writes, staged.px
+        with self.connection.mapped_errors(f"store {len(staged.keys)} object(s) in {self.name!r}"):
+            # SET of a fresh key is idempotent, so the retrying client is safe here.
+            if len(writes) == 1:
+                self.connection.client.set(*writes[0], px=px)
+            elif px is None and not self.connection.is_cluster:
+                self.connection.client.mset(dict(writes))
             else:
-                # SET of a fresh key is idempotent, so the retrying client is safe here.
                 pipe = self.connection.client.pipeline(transaction=False)
-                for key, value in writes.items():
+                for key, value in writes:
                     pipe.set(key, value, px=px)
                 pipe.execute()
-        return keys
+        return staged.keys
 
-    def _lay_out(self, frame: Segments, readers: int | None, writes: dict[str, Any]) -> str:
+    def _lay_out(
+        self, value: Segments | bytes, raw: bool, readers: int | None, writes: dict[str, Any]
+    ) -> str:
         """Add the values of one object to ``writes``; return its key."""
-        if readers is None and frame.nbytes <= self.part_size:  # the common case, fast
-            key = self._keys.obj(new_uid())
-            writes[key] = self._wire(frame)
+        nbytes = len(value) if isinstance(value, bytes) else value.nbytes
+        if readers is None and nbytes <= self.part_size:  # the common case, fast
+            key = self._keys.obj(str(ObjectId(new_uid(), raw=True)) if raw else new_uid())
+            writes[key] = value if isinstance(value, bytes) else self._wire(value)
             return key
-        oid = ObjectId.new(frame.nbytes, self.part_size, counted=readers is not None)
+        frame = Segments([value]) if isinstance(value, bytes) else value
+        oid = ObjectId.new(nbytes, self.part_size, counted=readers is not None, raw=raw)
         if oid.parts == 1:
             key = self._keys.obj(str(oid))
             writes[key] = self._wire(frame)
@@ -185,10 +256,30 @@ class RedisStore(BaseStore):
 
     # -- reads ---------------------------------------------------------------------------
 
-    def _read(self, keys: Sequence[str], *, evict: bool) -> list[BytesLike | None]:
+    def _get_objects(self, keys: list[str], *, evict: bool) -> list[Any]:
         oids = [self._parse(key) for key in keys]
+        values = self._read_values(keys, oids, evict)
+        decode, raw_ok = self._codec.decode, not self._signed  # signed: every value is a frame
+        objs: list[Any] = []
+        for oid, value in zip(oids, values, strict=True):
+            if value is None:
+                objs.append(MISSING)
+            elif raw_ok and oid is not None and oid.raw:  # the object itself, no copy
+                objs.append(value if type(value) is bytes else bytes(value))
+            else:
+                objs.append(decode(value))
+        return objs
+
+    def _read(self, keys: Sequence[str], *, evict: bool) -> list[BytesLike | None]:
+        return self._read_values(keys, [self._parse(key) for key in keys], evict)
+
+    def _read_values(
+        self, keys: Sequence[str], oids: list[ObjectId | None], evict: bool
+    ) -> list[BytesLike | None]:
         results: list[BytesLike | None] = [None] * len(keys)
         with self.connection.mapped_errors(f"read {len(keys)} object(s) from {self.name!r}"):
+            if len(keys) == 1 and _is_simple(oids[0]):
+                return [self._read_one(keys[0], evict)]  # no pipeline for one value
             if not evict and not self.connection.is_cluster and all(map(_is_simple, oids)):
                 # The common case in one MGET: a simple object's key is its only value key.
                 return list(self.connection.client.mget(keys))
@@ -199,6 +290,12 @@ class RedisStore(BaseStore):
             elif found:
                 self._run(found, evict, results, transaction=len(simple) < len(found))
         return results
+
+    def _read_one(self, key: str, evict: bool) -> BytesLike | None:
+        if not evict:
+            return self.connection.client.get(key)  # type: ignore[no-any-return]
+        replies = round_trip(self.connection.once, [("GETDEL", key)])
+        return self.connection.once.getdel(key) if replies is None else replies[0]  # type: ignore[no-any-return]
 
     def _read_cluster(
         self,
@@ -288,34 +385,3 @@ class RedisStore(BaseStore):
 def _is_simple(oid: ObjectId | None) -> bool:
     """Whether ``oid`` is one plain value: neither split nor counted."""
     return oid is not None and oid.parts == 1 and not oid.counted
-
-
-def _public_url(connection: RedisConnection) -> str:
-    """The connection's URL without user name, password, TLS files or prefix."""
-    settings, described = connection.settings, connection.url()
-    if described != settings.url():
-        # An injected client: its settings are defaults, its description is the truth.
-        try:
-            settings = RedisSettings.from_url(described)
-        except ConfigurationError:
-            return described  # no URL form (e.g. "fakeredis://"): cannot be rebuilt
-    blank = dict.fromkeys(_SECRET_FIELDS)
-    return settings.model_copy(update={**blank, "prefix": DEFAULT_PREFIX}).url()
-
-
-def _with_local_credentials(settings: RedisSettings) -> RedisSettings:
-    """Add credentials from ``FRAMEWORK_REDIS_URL`` when it names the same deployment."""
-    local = RedisSettings.from_env()
-    if local is None or not _same_deployment(local, settings):
-        return settings
-    return settings.model_copy(update={name: getattr(local, name) for name in _SECRET_FIELDS})
-
-
-def _same_deployment(a: RedisSettings, b: RedisSettings) -> bool:
-    if a.cluster != b.cluster or a.ssl != b.ssl:
-        return False
-    if a.unix_socket_path is not None or b.unix_socket_path is not None:
-        return a.unix_socket_path == b.unix_socket_path
-    if a.cluster:
-        return bool(set(a.startup_nodes) & set(b.startup_nodes))
-    return (a.host, a.port) == (b.host, b.port)

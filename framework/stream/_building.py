@@ -15,7 +15,7 @@ import pydantic_core
 from framework.buffers import Segments
 from framework.exceptions import SerializationError
 from framework.serialize import Serializer, dumps, encode_frame
-from framework.store import Store
+from framework.store import StagedBatch, Store
 from framework.stream.events import (
     EVENT_VERSION,
     EndOfStreamEvent,
@@ -24,7 +24,7 @@ from framework.stream.events import (
     NewObjectKeyEvent,
 )
 
-__all__ = ["BatchBuilder", "Fuse", "Outgoing", "Prepared"]
+__all__ = ["BatchBuilder", "Fuse", "Outgoing"]
 
 #: (object, evict flag, metadata) of one buffered object.
 Item = tuple[Any, bool, dict[str, Any]]
@@ -32,10 +32,8 @@ Item = tuple[Any, bool, dict[str, Any]]
 _EMPTY = Segments(())
 
 
-#: Keys of a batch's objects, the (key, value) writes that store them, their lifetime (ms).
-Prepared = tuple[list[str], list[tuple[str, Any]], Optional[int]]
-#: Prepares a batch's store writes for a pipelined publish; ``None`` when it cannot.
-Fuse = Callable[[Store, Sequence[Any]], Optional[Prepared]]
+#: Stages a batch's store writes for a pipelined publish; ``None`` when it cannot.
+Fuse = Callable[[Store, Sequence[Any]], Optional[StagedBatch]]
 
 
 @dataclass(frozen=True)
@@ -74,7 +72,7 @@ class BatchBuilder:
         secret: Shared HMAC key that signs every message.
         inline_objects: Keep inline objects as Python objects in the events (for
             event-level publishers, which serialize themselves); no message is built.
-        fuse: Prepares store writes that the publisher sends with the message.
+        fuse: Stages store writes that the publisher sends with the message.
     """
 
     def __init__(
@@ -147,10 +145,10 @@ class BatchBuilder:
         message = encode_frame(header, parts, secret=self._secret)
         return Outgoing(seq + len(events), eos, message, None, writes, px)
 
-    def _store(self, store: Store, objs: list[Any]) -> Prepared:
-        """Prepare fused writes of ``objs``, or put them in ``store`` right away."""
-        prepared = self._fuse(store, objs) if self._fuse is not None else None
-        return prepared if prepared is not None else (store.put_batch(objs), [], None)
+    def _store(self, store: Store, objs: list[Any]) -> StagedBatch:
+        """Stage the writes of ``objs`` for the publisher, or put them in ``store`` right away."""
+        staged = self._fuse(store, objs) if self._fuse is not None else None
+        return staged if staged is not None else StagedBatch(store.put_batch(objs), [], None)
 
     def _build_events(
         self, topic: str, items: Sequence[Item], *, store: Store | None, eos: bool, seq: int

@@ -15,9 +15,8 @@ from framework.pubsub.protocols import (
     PipelinePublisher,
     SegmentsPublisher,
 )
-from framework.store import Store
-from framework.stream._building import Fuse, Outgoing, Prepared
-from framework.stream._fused import FastPaths
+from framework.store import RedisStore, StagedBatch, Store
+from framework.stream._building import Fuse, Outgoing
 from framework.stream.events import EventBatch
 from framework.stream.protocols import EventPublisher, Publisher
 
@@ -57,13 +56,20 @@ def sender(publisher: Publisher) -> Callable[[str, Outgoing], None]:
 
 
 def fuser(publisher: Publisher) -> Fuse | None:
-    """Store-and-publish in one round trip when the publisher can pipeline writes."""
+    """Store-and-publish in one round trip when the publisher can pipeline writes.
+
+    A ``RedisStore`` on the publisher's own connection stages its writes
+    (:meth:`~framework.store.RedisStore.stage_batch`) and the publisher sends them in
+    the round trip that publishes the keys; other stores are written by ``put_batch``.
+    """
     if not isinstance(publisher, PipelinePublisher):
         return None
-    paths = FastPaths()
+    connection = publisher.connection
 
-    def fuse(store: Store, objs: Sequence[Any]) -> Prepared | None:
-        path = paths.get(store, publisher.connection)
-        return None if path is None else path.prepare(objs)
+    def fuse(store: Store, objs: Sequence[Any]) -> StagedBatch | None:
+        # Exactly the class: a subclass may store differently from what it stages.
+        if type(store) is not RedisStore or store.connection is not connection:
+            return None
+        return store.stage_batch(objs)
 
     return fuse

@@ -15,7 +15,6 @@ from framework.exceptions import FramingError, MessageLossError, ObjectNotFoundE
 from framework.pubsub.protocols import DescribedSubscriber
 from framework.serialize import loads
 from framework.store import Store, get_or_create_store
-from framework.stream._fused import RedisFastPath
 from framework.stream.events import Event, EventBatch, NewObjectEvent, NewObjectKeyEvent
 from framework.stream.protocols import Subscriber
 
@@ -174,9 +173,7 @@ def select_run(
     return run
 
 
-def fetch_run(
-    store: Store, run: Sequence[Entry], *, evict: bool, fast: RedisFastPath | None = None
-) -> int:
+def fetch_run(store: Store, run: Sequence[Entry], *, evict: bool) -> int:
     """Fetch the objects of ``run`` in one round trip per evict flag; return their mean size.
 
     Absent objects are marked, not raised, so the others of the call are kept.
@@ -187,9 +184,7 @@ def fetch_run(
         if not group:
             continue
         keys = [e.event.key for e in group]  # type: ignore[union-attr]
-        values = None if fast is None else fast.fetch(keys, evict=flag, absent=_ABSENT)
-        if values is None:
-            values = store.get_batch(keys, default=_ABSENT, evict=flag)
+        values = store.get_batch(keys, default=_ABSENT, evict=flag)
         for entry, value in zip(group, values, strict=True):
             entry.value = value
             sizes += approx_size(value)

@@ -28,7 +28,6 @@ from typing import Any, Generic, TypeVar, cast
 from framework.exceptions import ConfigurationError, FrameworkError, MessageLossError
 from framework.pubsub.protocols import AckingSubscriber, PollingSubscriber
 from framework.store import Store, unregister_store
-from framework.stream._fused import FastPaths
 from framework.stream._reading import (
     Entry,
     LossPolicy,
@@ -114,7 +113,6 @@ class StreamConsumer(Generic[T]):
         self._sequencer = Sequencer(complete=complete)
         self._queue: deque[Entry | MessageLossError] = deque()
         self._stores: dict[bytes, Store] = {}
-        self._fast = FastPaths()
         self._deferred: list[tuple[Store, str]] = []
         self._seen: set[str] = set()
         self._ended: set[str] = set()
@@ -379,7 +377,7 @@ class StreamConsumer(Generic[T]):
         store = self._store(entry.batch)
         run = select_run(entry, self._queue, self._window, lambda b: self._store(b) is store)
         evicting = not self._acking  # durable: evict only after the acknowledgement
-        average = fetch_run(store, run, evict=evicting, fast=self._fast.get(store))
+        average = fetch_run(store, run, evict=evicting)
         if not evicting:
             self._deferred += [(store, e.event.key) for e in run if e.event.evict]  # type: ignore[union-attr]
         self._window = max(1, min(MAX_WINDOW, self._prefetch_bytes // max(average, 1)))

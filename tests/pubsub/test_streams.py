@@ -13,7 +13,6 @@ from framework.pubsub import (
     RedisStreamPublisher,
     RedisStreamSubscriber,
 )
-from framework.pubsub.streams import end_key
 
 
 def _drain(sub: RedisStreamSubscriber, *, ack: bool = True) -> list[bytes]:
@@ -119,7 +118,7 @@ def test_every_group_member_ends_after_the_final_message(any_conn: RedisConnecti
         pub.send_message("t", b"x")
         pub.send_final_message("t", b"end-t")
         pub.send_final_message("u", b"end-u")
-    assert any_conn.client.exists(end_key(any_conn, "t"))
+    assert any_conn.client.exists(any_conn.keys.events_end("t"))
     got = [m for member in members for m in _drain(member)]
     assert sorted(got) == [b"end-t", b"end-u", b"x"]
     for member in members:  # every member has ended, not only those that got the end
