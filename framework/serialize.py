@@ -3,7 +3,8 @@
 :func:`dumps` frames an object (see :mod:`framework.framing`) with the header
 ``{"ser": name, "meta": {...}}`` and the serializer's parts. The default serializer
 sends bytes-like objects and ``str`` raw (exact bytes, bytearray and str through a
-fast path, the same bytes on the wire) and pickles the rest with cloudpickle, protocol
+fast path, the same bytes on the wire), sends plain numpy arrays as a JSON header
+and their buffer (no pickle) and pickles the rest with cloudpickle, protocol
 5, without copying large buffers. A receiver given ``secret`` checks the MAC before any
 deserializer runs. Serializer names read from the wire are looked up in a registry,
 never imported. ``Frame``, ``encode_frame``, ``decode_frame`` and the frame constants
@@ -41,6 +42,7 @@ from framework.serializers import (
     OUT_OF_BAND_MIN,
     AutoSerializer,
     JsonSerializer,
+    NdarraySerializer,
     PickleSerializer,
     RawSerializer,
     Serializer,
@@ -56,6 +58,7 @@ __all__ = [
     "AutoSerializer",
     "Frame",
     "JsonSerializer",
+    "NdarraySerializer",
     "PickleSerializer",
     "RawSerializer",
     "Serializer",
@@ -73,7 +76,14 @@ __all__ = [
 DEFAULT_SERIALIZER = AutoSerializer()
 
 _BUILTINS: dict[str, Serializer] = {
-    s.name: s for s in (PickleSerializer(), JsonSerializer(), RawSerializer(), DEFAULT_SERIALIZER)
+    s.name: s
+    for s in (
+        PickleSerializer(),
+        JsonSerializer(),
+        RawSerializer(),
+        DEFAULT_SERIALIZER.ndarray,
+        DEFAULT_SERIALIZER,
+    )
 }
 _registry: dict[str, Serializer] = dict(_BUILTINS)
 #: Raw frames of exact bytes, bytearray and str (no meta) skip the general framing code.

@@ -1,4 +1,4 @@
-"""The built-in serializers: pickle (protocol 5, out-of-band buffers), JSON, raw, auto.
+"""The built-in serializers: pickle (protocol 5, out-of-band buffers), JSON, raw, ndarray, auto.
 
 :mod:`framework.serialize` frames their parts and re-exports them; this module
 holds only the object-to-parts conversions (pure, no I/O).
@@ -9,11 +9,14 @@ Warning:
 
 from __future__ import annotations
 
+import importlib
 import json
 import pickle
+import sys
 from typing import Any, Protocol, runtime_checkable
 
 import cloudpickle
+import pydantic_core
 from cloudpickle import cloudpickle as _cloudpickle_impl
 
 from framework.buffers import Segments, byte_view
@@ -23,6 +26,7 @@ __all__ = [
     "OUT_OF_BAND_MIN",
     "AutoSerializer",
     "JsonSerializer",
+    "NdarraySerializer",
     "PickleSerializer",
     "RawSerializer",
     "Serializer",
@@ -234,11 +238,134 @@ class RawSerializer:
             raise DeserializationError(f"The raw str payload is not UTF-8: {exc}") from exc
 
 
-class AutoSerializer:
-    """The default: raw fast path for exact bytes/bytearray/memoryview/str, else ``fallback``.
+#: numpy refuses arrays with more dimensions (NPY_MAXDIMS in numpy 2).
+_MAX_DIMS = 64
+#: Distinct ndarray header parts whose validation :class:`NdarraySerializer` remembers.
+_HEADER_CACHE_SIZE = 1024
 
-    :func:`dumps` records the serializer it selects (``"raw"`` or the fallback's
-    name), never ``"auto"``, so ``allow_pickle=False`` sees what a frame needs.
+
+def _plain_dtype(dtype: Any) -> bool:
+    """Whether ``dtype`` is one non-empty scalar type: no objects, fields or subarrays."""
+    return (
+        not dtype.hasobject
+        and dtype.names is None
+        and dtype.subdtype is None
+        and dtype.itemsize > 0
+    )
+
+
+def _plain_array(obj: Any) -> bool:
+    """Whether ``obj`` is an exact, contiguous ``numpy.ndarray`` of a plain dtype.
+
+    numpy is only looked at if some code already imported it: it stays optional.
+    """
+    numpy = sys.modules.get("numpy")
+    if numpy is None or type(obj) is not numpy.ndarray:
+        return False
+    flags = obj.flags
+    return (flags.c_contiguous or flags.f_contiguous) and _plain_dtype(obj.dtype)
+
+
+class NdarraySerializer:
+    """Exact numpy arrays of plain dtypes without pickle: a JSON header part, then the data.
+
+    The header holds ``dtype.str`` (byte order included), the shape and the memory
+    order ("C" or "F"); the data part views the array's buffer (no copy). On load
+    the array is a view of the received data (read-only when it is ``bytes``). The
+    header is validated: object, structured and subarray dtypes are refused, and the
+    shape must match the data's length. numpy is imported only to load such a frame.
+    The auto serializer picks this one for C- or F-contiguous exact ``ndarray``
+    objects of dtypes without objects, fields or subarrays; others are pickled.
+    """
+
+    name = "ndarray"
+
+    def __init__(self) -> None:
+        # Validated header parts (bytes) -> (dtype, shape, order, data length).
+        self._headers: dict[bytes, tuple[Any, tuple[int, ...], str, int]] = {}
+
+    def serialize(self, obj: Any) -> list[Any]:
+        """Return ``[header, data]``; raise SerializationError for other objects."""
+        if not _plain_array(obj):
+            msg = (
+                "The ndarray serializer takes contiguous numpy arrays of plain dtypes, "
+                f"not {_type_name(obj)}."
+            )
+            raise SerializationError(msg)
+        order = "C" if obj.flags.c_contiguous else "F"
+        header = {"dtype": obj.dtype.str, "shape": obj.shape, "order": order}
+        # ravel(order="A") is a flat view in memory order; uint8 exports any dtype (even M8).
+        return [pydantic_core.to_json(header), obj.ravel(order="A").view("u1")]
+
+    def deserialize(self, parts: list[memoryview]) -> Any:
+        """Rebuild the array as a view of the data; raise DeserializationError if invalid."""
+        try:  # numpy is an optional dependency, needed only here
+            numpy = sys.modules.get("numpy") or importlib.import_module("numpy")
+        except ImportError as exc:
+            msg = "The frame holds a numpy array, but numpy is not installed here."
+            raise DeserializationError(msg) from exc
+        if len(parts) != 2:
+            raise DeserializationError(f"An ndarray payload has 2 parts, not {len(parts)}.")
+        raw = bytes(parts[0])
+        known = self._headers.get(raw)
+        if known is None:
+            known = self._learn(numpy, raw)
+        dtype, shape, order, nbytes = known
+        if nbytes != len(parts[1]):
+            msg = (
+                f"The ndarray header announces {nbytes} bytes of {dtype.str} data, "
+                f"but the data part has {len(parts[1])} bytes."
+            )
+            raise DeserializationError(msg)
+        array = numpy.frombuffer(parts[1], dtype=dtype)
+        return array if len(shape) == 1 else array.reshape(shape, order=order)
+
+    def _learn(self, numpy: Any, raw: bytes) -> tuple[Any, tuple[int, ...], str, int]:
+        """Validate a header part and cache it (bounded): streams repeat a few headers."""
+        dtype, shape, order = _ndarray_header(numpy, raw)
+        nbytes = dtype.itemsize
+        for extent in shape:
+            nbytes *= extent
+        if len(self._headers) >= _HEADER_CACHE_SIZE:
+            self._headers.clear()  # many distinct headers: start over rather than track use
+        self._headers[raw] = known = (dtype, shape, order, nbytes)
+        return known
+
+
+def _ndarray_header(numpy: Any, raw: bytes) -> tuple[Any, tuple[int, ...], str]:
+    """Validate an ndarray header part: ``(dtype, shape, order)``; never unpickles."""
+    try:
+        head = pydantic_core.from_json(raw)
+    except ValueError as exc:
+        raise DeserializationError(f"The ndarray header is not JSON: {exc}.") from exc
+    if type(head) is not dict or len(head) != 3:
+        head = {}
+    text, shape, order = head.get("dtype"), head.get("shape"), head.get("order")
+    if (
+        type(text) is not str
+        or order not in ("C", "F")
+        or type(shape) is not list
+        or len(shape) > _MAX_DIMS
+        or not all(type(n) is int and n >= 0 for n in shape)
+    ):
+        raise DeserializationError(f"The ndarray header is malformed: {raw[:200]!r}.")
+    try:
+        dtype = numpy.dtype(text)
+    except (TypeError, ValueError) as exc:
+        raise DeserializationError(f"The ndarray header names an invalid dtype {text!r}.") from exc
+    if not _plain_dtype(dtype):
+        msg = f"The ndarray header names dtype {text!r}: only plain scalar dtypes are accepted."
+        raise DeserializationError(msg)
+    return dtype, tuple(shape), order
+
+
+class AutoSerializer:
+    """The default: raw for exact bytes/bytearray/memoryview/str, ndarray, else ``fallback``.
+
+    Exact, contiguous numpy arrays of plain dtypes go through :class:`NdarraySerializer`
+    (no pickle). :func:`dumps` records the serializer it selects (``"raw"``,
+    ``"ndarray"`` or the fallback's name), never ``"auto"``, so ``allow_pickle=False``
+    sees what a frame needs.
 
     Args:
         fallback: Serializer for other objects; :class:`PickleSerializer` by default.
@@ -248,11 +375,14 @@ class AutoSerializer:
 
     def __init__(self, *, fallback: Serializer | None = None) -> None:
         self.raw = RawSerializer()
+        self.ndarray = NdarraySerializer()
         self.fallback: Serializer = fallback or PickleSerializer()
 
     def select(self, obj: Any) -> Serializer:
         """Return the serializer for ``obj``."""
-        return self.raw if type(obj) in _RAW_TYPES else self.fallback
+        if type(obj) in _RAW_TYPES:
+            return self.raw
+        return self.ndarray if _plain_array(obj) else self.fallback
 
     def serialize(self, obj: Any) -> list[Any]:
         """Serialize with :meth:`select`; frame the parts under that serializer's name."""
@@ -260,4 +390,6 @@ class AutoSerializer:
 
     def deserialize(self, parts: list[memoryview]) -> Any:
         """Raise DeserializationError: frames name the serializer selected, never "auto"."""
-        raise DeserializationError("No frame is written as 'auto'; frames name 'raw' or 'pickle'.")
+        raise DeserializationError(
+            "No frame is written as 'auto'; frames name the serializer used."
+        )

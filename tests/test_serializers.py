@@ -1,7 +1,8 @@
-"""PickleSerializer: the standard C pickler first, cloudpickle where semantics need it."""
+"""PickleSerializer (the C pickler first, cloudpickle where needed) and NdarraySerializer."""
 
 from __future__ import annotations
 
+import json
 import sys
 from typing import Any
 
@@ -10,9 +11,9 @@ import numpy as np
 import pytest
 
 from framework import serializers
-from framework.exceptions import SerializationError
-from framework.serialize import dumps, loads
-from framework.serializers import PickleSerializer
+from framework.exceptions import BadSignatureError, DeserializationError, SerializationError
+from framework.serialize import dumps, encode_frame, loads
+from framework.serializers import NdarraySerializer, PickleSerializer
 
 MB = 1024 * 1024
 
@@ -109,3 +110,115 @@ def test_text_main_in_a_large_payload_does_not_force_cloudpickle(monkeypatch) ->
     monkeypatch.setattr(serializers.cloudpickle, "Pickler", _NoCloudpickle)
     payload = b"__main__" * (MB // 8)  # passed to the sink by reference: not scanned
     assert loads(dumps([payload], serializer=PickleSerializer())) == [payload]
+
+
+def _ser(data: bytes) -> str:
+    return str(json.loads(data[4 : 4 + int.from_bytes(data[:4], "big")])["h"]["ser"])
+
+
+@pytest.mark.parametrize(
+    "array",
+    [
+        np.arange(128, dtype=np.float64),
+        np.arange(24, dtype=np.int16).reshape(2, 3, 4),
+        np.asfortranarray(np.arange(12, dtype=np.complex64).reshape(3, 4)),
+        np.array(3.5),  # 0-d
+        np.zeros((0, 3), dtype=np.uint8),  # empty
+        np.arange(10, dtype=">i4"),  # non-native byte order
+        np.array([True, False]),
+        np.array(["ab", "cde"]),  # <U3
+        np.array([b"x", b"yz"]),  # |S2
+        np.array(["2024-01-01", "NaT"], dtype="datetime64[ns]"),
+        np.arange(5, dtype="timedelta64[s]"),
+        np.ones(20_000, dtype=np.float32),
+    ],
+)
+def test_plain_arrays_skip_pickle(array: np.ndarray) -> None:
+    data = dumps(array).join()
+    assert _ser(data) == "ndarray"
+    back = loads(data, allow_pickle=False)  # no pickle involved at all
+    assert type(back) is np.ndarray
+    assert (back.dtype, back.shape) == (array.dtype, array.shape)
+    assert back.flags.f_contiguous == array.flags.f_contiguous
+    assert back.flags.c_contiguous == array.flags.c_contiguous
+    np.testing.assert_array_equal(back, array)
+    assert not back.flags.writeable  # a view of the bytes received
+    assert np.shares_memory(back, np.frombuffer(data, np.uint8)) or array.nbytes == 0
+    assert loads(bytearray(data)).flags.writeable
+
+
+def test_signed_array_frames_keep_their_mac() -> None:
+    array = np.arange(100, dtype=np.float64)
+    data = bytearray(dumps(array, secret=b"k" * 32).join())
+    np.testing.assert_array_equal(loads(bytes(data), secret=b"k" * 32), array)
+    data[-40] ^= 1  # inside the array data
+    with pytest.raises(BadSignatureError):
+        loads(bytes(data), secret=b"k" * 32)
+
+
+@pytest.mark.parametrize(
+    "array",
+    [
+        np.arange(20, dtype=np.float64)[::2],  # not contiguous
+        np.zeros(3, dtype=[("a", "<i4"), ("b", ">f8")]),  # structured
+        np.array([1, "two", None], dtype=object),
+        np.zeros(2, dtype="(2,3)f8"),  # subarray dtype: numpy makes it shape (2, 2, 3)
+        np.ma.masked_array([1.0, 2.0], mask=[False, True]),  # a subclass
+    ],
+)
+def test_other_arrays_are_pickled(array: np.ndarray) -> None:
+    data = dumps(array).join()
+    expected = "ndarray" if array.dtype.names is None and not array.dtype.hasobject else "pickle"
+    if type(array) is not np.ndarray or not array.flags.forc:
+        expected = "pickle"
+    assert _ser(data) == expected
+    back = loads(data)
+    assert type(back) is type(array)
+    np.testing.assert_array_equal(back, array)
+
+
+def test_the_ndarray_serializer_refuses_other_objects() -> None:
+    with pytest.raises(SerializationError, match="ndarray serializer"):
+        NdarraySerializer().serialize([1, 2])
+
+
+def _frame(header: Any, data: bytes = bytes(16)) -> bytes:
+    raw = header if isinstance(header, bytes) else json.dumps(header).encode()
+    return encode_frame({"ser": "ndarray"}, [raw, data]).join()
+
+
+@pytest.mark.parametrize(
+    ("header", "match"),
+    [
+        ({"dtype": "<f8", "shape": [3], "order": "C"}, "announces 24 bytes"),
+        ({"dtype": "<f8", "shape": [2, 2], "order": "C"}, "announces 32 bytes"),
+        ({"dtype": "|O", "shape": [2], "order": "C"}, "plain scalar dtypes"),
+        ({"dtype": "[('a', '<i4')]", "shape": [4], "order": "C"}, "invalid dtype|plain scalar"),
+        ({"dtype": "i4,i4", "shape": [2], "order": "C"}, "plain scalar dtypes"),
+        ({"dtype": "(2,)f8", "shape": [1], "order": "C"}, "plain scalar dtypes"),
+        ({"dtype": "no-such-type", "shape": [2], "order": "C"}, "invalid dtype"),
+        ({"dtype": "<f8", "shape": [-2], "order": "C"}, "malformed"),
+        ({"dtype": "<f8", "shape": [2], "order": "X"}, "malformed"),
+        ({"dtype": "<f8", "shape": 2, "order": "C"}, "malformed"),
+        ({"dtype": "<f8", "shape": [2], "order": "C", "x": 1}, "malformed"),
+        ({"dtype": "<f8", "shape": [1] * 65, "order": "C"}, "malformed"),
+        ([1, 2, 3], "malformed"),
+        (b"{not json", "not JSON"),
+    ],
+)
+def test_tampered_array_headers_are_refused(header: Any, match: str) -> None:
+    with pytest.raises(DeserializationError, match=match):
+        loads(_frame(header))
+
+
+def test_an_array_frame_needs_two_parts() -> None:
+    with pytest.raises(DeserializationError, match="2 parts"):
+        loads(encode_frame({"ser": "ndarray"}, [b"{}"]).join())
+
+
+def test_loading_an_array_without_numpy_is_a_clear_error(monkeypatch) -> None:
+    data = dumps(np.arange(4)).join()
+    monkeypatch.setitem(sys.modules, "numpy", None)  # import numpy now fails
+    with pytest.raises(DeserializationError, match="numpy is not installed"):
+        loads(data)
+    assert loads(dumps(b"abc").join()) == b"abc"  # numpy-free paths still work
