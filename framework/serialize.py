@@ -18,6 +18,8 @@ Warning:
 
 from __future__ import annotations
 
+import struct
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -31,10 +33,12 @@ from framework.exceptions import (
 )
 from framework.framing import (
     FRAME_VERSION,
+    JOIN_MAX,
     MAC_BYTES,
     MAX_HEADER_BYTES,
     Frame,
     TaggedFrames,
+    _encode_header,
     decode_frame,
     encode_frame,
 )
@@ -46,6 +50,7 @@ from framework.serializers import (
     PickleSerializer,
     RawSerializer,
     Serializer,
+    _plain_array,
     _type_name,
 )
 
@@ -89,6 +94,106 @@ _registry: dict[str, Serializer] = dict(_BUILTINS)
 #: Raw frames of exact bytes, bytearray and str (no meta) skip the general framing code.
 _RAW_FRAMES = TaggedFrames({"ser": "raw"}, {bytes: b"b", bytearray: b"a", str: b"s"})
 _FAST_SERIALIZERS = (type(None), AutoSerializer, RawSerializer)  # they frame those as raw
+_FAST_ARRAYS = (type(None), AutoSerializer)  # they frame exact plain arrays as ndarray
+_PREFIX = struct.Struct(">I")
+#: Distinct array layouts / frame headers whose encoding :class:`_ArrayFrames` remembers.
+_ARRAY_CACHE_SIZE = 1024
+#: Longest wire header :class:`_ArrayFrames` looks at (a 64-dimension shape fits).
+_ARRAY_HEADER_MAX = 4096
+
+
+class _JoinedArray(Segments):
+    """A small ndarray frame already in one ``bytes``; :meth:`join` returns it, uncopied."""
+
+    __slots__ = ("_cuts", "_data")
+
+    def __init__(self, data: bytes, head: int, part: int) -> None:  # nothing to view or sum
+        self._data, self._cuts = data, (head, head + part)
+        self.nbytes = len(data)
+
+    @property
+    def parts(self) -> tuple[memoryview, ...]:  # type: ignore[override]  # derived, read-only
+        view, (head, end) = memoryview(self._data), self._cuts
+        return (view[:head], view[head:end], view[end:])
+
+    def join(self) -> bytes:
+        return self._data
+
+
+class _ArrayFrames:
+    """Fast path for unsigned, meta-less ndarray frames: the same bytes, less work.
+
+    The wire header and the array header part depend only on the array's dtype,
+    shape and memory order, so :meth:`encode` builds them once (with the general
+    code) and caches them (bounded). :meth:`decode` accepts only frames whose wire
+    header is byte-for-byte one the general code writes for such a frame (learnt
+    through :func:`decode_frame`); the array header part is still validated by
+    :class:`NdarraySerializer`. Both return ``None`` to hand anything else over to
+    the general path, which raises its usual errors.
+    """
+
+    def __init__(self, serializer: NdarraySerializer) -> None:
+        self._serializer = serializer
+        self._heads: dict[tuple[Any, tuple[int, ...], str], tuple[bytes, bytes]] = {}
+        self._frames: dict[bytes, tuple[int, int]] = {}  # wire header -> its part lengths
+
+    def encode(self, obj: Any) -> Segments | None:
+        """Frame ``obj`` (an exact ``ndarray``) as :func:`dumps` does, or return ``None``."""
+        flags = obj.flags
+        order = "C" if flags.c_contiguous else "F" if flags.f_contiguous else ""
+        key = (obj.dtype, obj.shape, order)
+        cached = self._heads.get(key)
+        if cached is None:
+            if not order or not _plain_array(obj):
+                return None
+            part = self._serializer.serialize(obj)[0]
+            head = _encode_header({"ser": self._serializer.name}, [len(part), obj.nbytes], False)
+            if len(self._heads) >= _ARRAY_CACHE_SIZE:
+                self._heads.clear()  # many distinct layouts: start over rather than track use
+            self._heads[key] = cached = (head, part)
+        head, part = cached
+        data = obj.ravel(order="A").view("u1")  # as NdarraySerializer.serialize views it
+        if obj.nbytes <= JOIN_MAX:
+            return _JoinedArray(b"".join((head, part, data)), len(head), len(part))
+        return Segments((head, part, data))
+
+    def decode(self, data: Any) -> Any:
+        """Return the array of an unsigned ndarray frame ``data`` (bytes), or ``None``."""
+        if type(data) is not bytes or len(data) < _PREFIX.size:
+            return None
+        end = _PREFIX.size + _PREFIX.unpack_from(data)[0]
+        if end > min(len(data), _ARRAY_HEADER_MAX):  # ours are short: never copy much here
+            return None
+        lens = self._frames.get(data[:end]) or self._learn(data, end)
+        if lens is None or len(data) != end + lens[0] + lens[1]:
+            return None
+        view = memoryview(data)
+        return self._serializer.deserialize([view[end : end + lens[0]], view[end + lens[0] :]])
+
+    def _learn(self, data: bytes, end: int) -> tuple[int, int] | None:
+        """Cache ``data``'s wire header if the general code writes it for such a frame."""
+        try:
+            header, parts = decode_frame(data)
+        except FrameworkError:
+            return None  # the general path reports it
+        lens = [len(part) for part in parts]
+        if header != {"ser": self._serializer.name} or len(lens) != 2:
+            return None
+        if _encode_header(header, lens, False) != data[:end]:
+            return None  # signed, or not written the way dumps writes it
+        if len(self._frames) >= _ARRAY_CACHE_SIZE:
+            self._frames.clear()
+        self._frames[data[:end]] = known = (lens[0], lens[1])
+        return known
+
+
+_ARRAY_FRAMES = _ArrayFrames(DEFAULT_SERIALIZER.ndarray)
+
+
+def _is_ndarray(obj: Any) -> bool:
+    """Whether ``obj`` is an exact ``numpy.ndarray`` (numpy is never imported here)."""
+    numpy = sys.modules.get("numpy")
+    return numpy is not None and type(obj) is numpy.ndarray
 
 
 def register_serializer(serializer: Serializer, *, replace: bool = False) -> None:
@@ -154,6 +259,10 @@ def dumps(
     """
     if not meta and type(serializer) in _FAST_SERIALIZERS and type(obj) in _RAW_FRAMES.tags:
         return _RAW_FRAMES.encode(obj, secret)  # the same bytes, ~5x faster
+    if not meta and secret is None and type(serializer) in _FAST_ARRAYS and _is_ndarray(obj):
+        fast = _ARRAY_FRAMES.encode(obj)  # the same bytes, cached headers
+        if fast is not None:
+            return fast
     chosen = serializer or DEFAULT_SERIALIZER
     if isinstance(chosen, AutoSerializer):
         chosen = chosen.select(obj)
@@ -175,6 +284,8 @@ def loads(
 ) -> Any:
     """Return the object of a :func:`dumps` frame; see :func:`loads_with_meta`."""
     if (value := _RAW_FRAMES.decode(data, secret)) is not None:  # fast path, same checks
+        return value
+    if secret is None and (value := _ARRAY_FRAMES.decode(data)) is not None:
         return value
     return loads_with_meta(data, secret=secret, allow_pickle=allow_pickle)[1]
 
