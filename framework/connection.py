@@ -32,6 +32,7 @@ from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.cluster import ClusterNode, RedisCluster
 from redis.retry import Retry
 
+from framework._gather import GatherSendMixin
 from framework.buffers import BytesLike, Segments, byte_view
 from framework.exceptions import BackendError, BackendTimeout, BackendUnavailable, ClosedError
 from framework.keys import KeySchema
@@ -123,8 +124,8 @@ def _zero_copy_packer(self: Any, packer: Any) -> Any:
     return packer or ZeroCopySerializer(self._buffer_cutoff, self.encoder.encode)
 
 
-class ZeroCopyConnection(rconn.Connection):
-    """TCP connection with the hiredis reply parser and the :class:`ZeroCopySerializer`."""
+class ZeroCopyConnection(GatherSendMixin, rconn.Connection):
+    """TCP connection: hiredis parser, :class:`ZeroCopySerializer`, one sendmsg per command."""
 
     _construct_command_packer = _zero_copy_packer
 
@@ -135,7 +136,7 @@ class ZeroCopySSLConnection(rconn.SSLConnection):
     _construct_command_packer = _zero_copy_packer
 
 
-class ZeroCopyUnixDomainSocketConnection(rconn.UnixDomainSocketConnection):
+class ZeroCopyUnixDomainSocketConnection(GatherSendMixin, rconn.UnixDomainSocketConnection):
     """Unix-socket connection with the hiredis reply parser and the zero-copy packer."""
 
     _construct_command_packer = _zero_copy_packer
