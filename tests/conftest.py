@@ -22,6 +22,7 @@ import pytest
 import redis
 
 from framework.embedded import EmbeddedRedis
+from framework.store import registered_stores, unregister_store
 
 if TYPE_CHECKING:
     from framework.connection import RedisConnection
@@ -177,6 +178,19 @@ def fake_tcp_url() -> Iterator[str]:
 
 
 # --- leak guards --------------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_store_registrations() -> Iterator[None]:
+    """Fail a test that leaves a store registered (proxystore's registry guard)."""
+    before = {id(store) for store in registered_stores()}
+    yield
+    leaked = [store for store in registered_stores() if id(store) not in before]
+    for store in leaked:
+        unregister_store(store)
+        store.close()
+    if leaked:
+        pytest.fail(f"The test left stores registered: {leaked}.", pytrace=False)
 
 
 def _fw_threads() -> set[threading.Thread]:

@@ -9,6 +9,7 @@ from typing import Any, Final
 from framework.buffers import Segments
 from framework.connection import RedisConnection, mapped_errors
 from framework.exceptions import ConfigurationError
+from framework.pubsub._shim import RedisShim
 
 __all__ = ["DEFAULT_MAXLEN", "DEFAULT_TTL", "FIELD", "RedisStreamPublisher"]
 
@@ -20,7 +21,7 @@ DEFAULT_TTL: Final = 7 * 24 * 3600.0
 FIELD: Final = b"m"
 
 
-class RedisStreamPublisher:
+class RedisStreamPublisher(RedisShim):
     """Append messages to per-topic Redis streams (durable topics).
 
     Args:
@@ -50,8 +51,6 @@ class RedisStreamPublisher:
         self._errors = functools.partial(mapped_errors, url=connection.url())
         self._maxlen = maxlen
         self._ttl_ms = None if ttl is None else max(1, round(ttl * 1000))
-        self._owns_connection = False
-        self._closed = False
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> RedisStreamPublisher:
@@ -126,16 +125,3 @@ class RedisStreamPublisher:
             if self._ttl_ms is not None:
                 pipe.pexpire(key, self._ttl_ms)
             pipe.execute()
-
-    def close(self) -> None:
-        """Close the publisher (idempotent); closes the connection only if it owns it."""
-        if not self._closed:
-            self._closed = True
-            if self._owns_connection:
-                self.connection.close()
-
-    def __enter__(self) -> RedisStreamPublisher:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

@@ -33,6 +33,7 @@ from framework.exceptions import (
     MessageLossError,
     ReceiveTimeout,
 )
+from framework.pubsub._shim import RedisShim
 from framework.pubsub.protocols import UNSET, Unset
 
 __all__ = ["RedisPublisher", "RedisSubscriber"]
@@ -50,7 +51,7 @@ _DATA: Final = frozenset({"message", "smessage"})
 _CONFIRM: Final = frozenset({"subscribe", "ssubscribe"})
 
 
-class RedisPublisher:
+class RedisPublisher(RedisShim):
     """Publish messages on Redis pub/sub channels, one channel per topic.
 
     Args:
@@ -71,8 +72,6 @@ class RedisPublisher:
         self._errors = functools.partial(mapped_errors, url=connection.url())
         self._sharded = connection.is_cluster if sharded is None else sharded
         self._publish = "SPUBLISH" if self._sharded else "PUBLISH"
-        self._owns_connection = False
-        self._closed = False
 
     @classmethod
     def from_url(cls, url: str, *, sharded: bool | None = None) -> RedisPublisher:
@@ -122,21 +121,8 @@ class RedisPublisher:
                 pipe.execute_command(*command)
             pipe.execute()
 
-    def close(self) -> None:
-        """Close the publisher (idempotent); closes the connection only if it owns it."""
-        if not self._closed:
-            self._closed = True
-            if self._owns_connection:
-                self.connection.close()
 
-    def __enter__(self) -> RedisPublisher:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-class RedisSubscriber:
+class RedisSubscriber(RedisShim):
     """Receive messages from Redis pub/sub channels, reporting interruptions.
 
     The subscription is confirmed by the server before the constructor returns,
@@ -179,9 +165,7 @@ class RedisSubscriber:
         self._errors = functools.partial(mapped_errors, url=connection.url())
         self._timeout = timeout
         self._sharded = connection.is_cluster if sharded is None else sharded
-        self._owns_connection = False
         self._lock = threading.Lock()
-        self._closed = False
         self._stash: bytes | None = None
         self._interrupted = False
         self._last_confirm = float("-inf")  # the first resubscription always counts
@@ -326,15 +310,12 @@ class RedisSubscriber:
         self._failures = 0
         return message
 
-    def close(self) -> None:
-        """Unsubscribe and release the connection (idempotent, thread-safe).
+    def _release(self) -> None:
+        """Unsubscribe (thread-safe).
 
         A :meth:`next_message` blocked in another thread returns within
         ``MAX_BLOCK_MS`` by raising ``StopIteration``.
         """
-        if self._closed:
-            return
-        self._closed = True
         with self._lock:
             pubsub = getattr(self, "_pubsub", None)
             if pubsub is not None:
@@ -343,11 +324,3 @@ class RedisSubscriber:
                         pubsub.close()
                 except BackendUnavailable:
                     logger.debug("The subscription's connection was already gone")
-        if self._owns_connection:
-            self.connection.close()
-
-    def __enter__(self) -> RedisSubscriber:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

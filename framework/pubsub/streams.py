@@ -33,6 +33,7 @@ from redis.exceptions import ResponseError
 
 from framework.connection import MAX_BLOCK_MS, RedisConnection, mapped_errors
 from framework.exceptions import ConfigurationError, MessageLossError, ReceiveTimeout
+from framework.pubsub._shim import RedisShim
 from framework.pubsub._stream_publisher import (
     DEFAULT_MAXLEN,
     DEFAULT_TTL,
@@ -51,7 +52,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-class RedisStreamSubscriber:
+class RedisStreamSubscriber(RedisShim):
     """Read durable topics, alone (replay) or as a member of a consumer group.
 
     Args:
@@ -107,8 +108,6 @@ class RedisStreamSubscriber:
         self._ended: set[str] = set()
         self._next_claim = 0.0
         self._lock = threading.Lock()
-        self._closed = False
-        self._owns_connection = False
         self._setup(start)
 
     def _setup(self, start: str) -> None:
@@ -290,21 +289,10 @@ class RedisStreamSubscriber:
             topic=topic,
         )
 
-    def close(self) -> None:
-        """Stop reading (idempotent); unacknowledged entries stay pending for other members."""
-        if self._closed:
-            return
-        self._closed = True
+    def _release(self) -> None:
+        """Stop reading; unacknowledged entries stay pending for other members."""
         with self._lock:
             self._buffer.clear()
-        if self._owns_connection:
-            self.connection.close()
-
-    def __enter__(self) -> RedisStreamSubscriber:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def _streams(reply: Any) -> list[tuple[str, list[Any]]]:
