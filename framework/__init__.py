@@ -14,6 +14,8 @@ The public API, re-exported from the layer modules:
 
 from __future__ import annotations
 
+import logging
+
 from framework.cell import (
     BlobStream,
     BytesStream,
@@ -29,6 +31,7 @@ from framework.cell import (
 from framework.connection import RedisConnection
 from framework.embedded import EmbeddedRedis
 from framework.exceptions import (
+    AuthenticationFailed,
     BackendError,
     BackendTimeout,
     BackendUnavailable,
@@ -38,6 +41,7 @@ from framework.exceptions import (
     MessageLossError,
     MissingSignatureError,
     ObjectNotFoundError,
+    PermissionDenied,
     ProxyResolveError,
     ReceiveTimeout,
     StreamCancelled,
@@ -67,10 +71,12 @@ from framework.store import (
 )
 from framework.stream import NullFilter, SamplingFilter, StreamConsumer, StreamProducer
 
+#: The distribution's version; pyproject.toml reads it from here.
 __version__ = "0.1.0"
 
 __all__ = [
     "MISSING",
+    "AuthenticationFailed",
     "BackendError",
     "BackendTimeout",
     "BackendUnavailable",
@@ -88,6 +94,7 @@ __all__ = [
     "MissingSignatureError",
     "NullFilter",
     "ObjectNotFoundError",
+    "PermissionDenied",
     "Proxy",
     "ProxyResolveError",
     "QueuePublisher",
@@ -119,3 +126,7 @@ __all__ = [
     "loads",
     "resolve",
 ]
+
+# A library never configures logging; without a handler of the application, records are
+# dropped instead of reaching the "last resort" stderr handler.
+logging.getLogger(__name__).addHandler(logging.NullHandler())

@@ -34,7 +34,14 @@ from redis.retry import Retry
 
 from framework._gather import GatherSendMixin
 from framework.buffers import BytesLike, Segments, byte_view
-from framework.exceptions import BackendError, BackendTimeout, BackendUnavailable, ClosedError
+from framework.exceptions import (
+    AuthenticationFailed,
+    BackendError,
+    BackendTimeout,
+    BackendUnavailable,
+    ClosedError,
+    PermissionDenied,
+)
 from framework.keys import KeySchema
 from framework.settings import RedisSettings
 
@@ -159,6 +166,8 @@ def mapped_errors(
 
     Raises:
         BackendTimeout: Redis did not answer within the socket timeout.
+        AuthenticationFailed: Redis refused the credentials, or needs some and got none.
+        PermissionDenied: The ACL user may not run ``command`` or touch its key or channel.
         BackendUnavailable: Redis cannot be reached, the connection dropped, the pool is
             exhausted or the cluster is down.
         BackendError: Redis or the client reported any other error.
@@ -168,11 +177,29 @@ def mapped_errors(
         yield
     except rex.TimeoutError as exc:
         raise BackendTimeout(f"{head} did not answer in time ({exc}).", command=command) from exc
+    except (rex.AuthenticationError, rex.AuthenticationWrongNumberOfArgsError) as exc:
+        raise AuthenticationFailed(_auth_message(head, exc), command=command) from exc
+    except rex.NoPermissionError as exc:
+        denied = f"{command} " if command else ""
+        raise PermissionDenied(
+            f"{head} denied {denied}to this ACL user ({exc}); grant it in the user's ACL rules.",
+            command=command,
+        ) from exc
     except (rex.ConnectionError, rex.ClusterDownError, rex.SlotNotCoveredError) as exc:
         raise BackendUnavailable(f"{head} is unreachable ({exc}).", command=command) from exc
     except (rex.RedisError, rex.RedisClusterException) as exc:
         kind = type(exc).__name__
         raise BackendError(f"{head} reported {kind}: {exc}.", command=command) from exc
+
+
+def _auth_message(head: str, exc: Exception) -> str:
+    """Tell a missing password from a refused one: they need different fixes."""
+    # NOAUTH: "Authentication required", or under RESP3 "HELLO must be called with the
+    # client already authenticated"; a refused password says "invalid ..." instead.
+    text = str(exc).lower()
+    if "required" in text or "already authenticated" in text:
+        return f"{head} requires a password and none was given: put user:password in the URL."
+    return f"{head} refused the credentials ({exc})."
 
 
 class RedisConnection:
@@ -274,14 +301,15 @@ class RedisConnection:
         """Check that Redis answers, without retrying.
 
         Raises:
-            BackendUnavailable: Redis is unreachable, refused the credentials or timed out.
+            AuthenticationFailed: Redis refused the credentials, or needs some.
+            BackendUnavailable: Redis is unreachable, timed out or answered with an error.
             ClosedError: The connection was closed.
         """
         try:
             with self.mapped_errors("ping Redis", command="PING"):
                 self.once.ping()
         except BackendError as exc:
-            if isinstance(exc, BackendUnavailable):
+            if isinstance(exc, (BackendUnavailable, AuthenticationFailed)):
                 raise
             raise BackendUnavailable(f"Redis at {self.url()} did not answer PING: {exc}") from exc
 

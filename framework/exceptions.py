@@ -9,7 +9,9 @@ FrameworkError
 ├── ConfigurationError            bad settings, URL or argument combination (also a ValueError)
 ├── BackendError                  Redis answered with an error
 │   ├── BackendUnavailable        cannot reach Redis / connection dropped
-│   └── BackendTimeout            Redis did not answer in time
+│   ├── BackendTimeout            Redis did not answer in time
+│   ├── AuthenticationFailed      Redis refused the credentials, or needs some and got none
+│   └── PermissionDenied          the ACL user may not run that command on that key/channel
 ├── SerializationError            an object could not be serialized
 │   └── DeserializationError      bytes could not be turned back into an object
 ├── FramingError                  a frame or chunk is malformed
@@ -40,6 +42,7 @@ FrameworkError
 from __future__ import annotations
 
 __all__ = [
+    "AuthenticationFailed",
     "BackendError",
     "BackendTimeout",
     "BackendUnavailable",
@@ -56,6 +59,7 @@ __all__ = [
     "MissingSignatureError",
     "ObjectNotFoundError",
     "ObjectStreamError",
+    "PermissionDenied",
     "ProxyResolveError",
     "ReceiveTimeout",
     "SecurityError",
@@ -98,6 +102,14 @@ class BackendUnavailable(BackendError):
 
 class BackendTimeout(BackendError):
     """Redis did not answer within the socket timeout."""
+
+
+class AuthenticationFailed(BackendError):
+    """Redis refused the user name or password, or needs credentials and got none."""
+
+
+class PermissionDenied(BackendError):
+    """The ACL user may not run a command, or may not touch one of its keys or channels."""
 
 
 class SerializationError(FrameworkError):

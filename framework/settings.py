@@ -9,10 +9,12 @@ Supported URL forms (``[user[:password]@]`` is optional everywhere)::
     redis+cluster://[user:password@]host:port,host:port[,...]  (rediss+cluster:// for TLS)
 
 Query options: ``db``, ``socket_timeout``, ``connect_timeout``, ``retries``,
-``max_connections``, ``prefix`` and the ``ssl_*`` options above. Special characters in a
-user name or password must be percent-encoded. The password is held as a
-:class:`pydantic.SecretStr`: it never appears in ``repr()``, ``str()``, logs or in
-:meth:`RedisSettings.url` unless asked for with ``reveal=True``.
+``max_connections``, ``prefix`` and the ``ssl_*`` options above. Credentials run to
+the last ``@``, so a password may contain ``/``, ``?``, ``#`` or ``@`` as they are
+(percent-encoding works too); an ``@`` after the host, say in a file path, must be
+written ``%40``. The password is held as a :class:`pydantic.SecretStr`: it never appears
+in ``repr()``, ``str()``, logs or in :meth:`RedisSettings.url` unless asked for with
+``reveal=True``.
 
 This module does no I/O and imports no Redis code.
 """
@@ -70,7 +72,7 @@ _QUERY_FIELDS = (
 )
 _SSL_FILES = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
 # Everything between "scheme://" and the last "@" may hold a password.
-_CREDENTIALS = re.compile(r"^([^:/]+://[^:@/]*:).*@")
+_CREDENTIALS = re.compile(r"^([^:/]+://[^:@/]*:).*@", re.DOTALL)
 
 
 def redact_url(url: str) -> str:
@@ -255,17 +257,29 @@ def _hostport(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def _split_credentials(url: str) -> tuple[str, dict[str, Any]]:
+    """Take ``user:password@`` off a URL before anything else parses it.
+
+    Credentials run from ``scheme://`` to the last ``@``, so a password may hold ``/``, ``?``,
+    ``#`` or ``@`` unencoded, and no later parse error can quote a piece of it.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url, {}
+    credentials, rest = rest.rsplit("@", 1)
+    return f"{scheme}://{rest}", _parse_credentials(credentials)
+
+
 def _parse_url(url: str) -> dict[str, Any]:
     """Split a URL into settings fields; raises ValueError with a short reason."""
+    url, credentials = _split_credentials(url)
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     if parts.fragment:
         raise ValueError("it has a '#' fragment; percent-encode '#' in a password as %23.")
     fields = _parse_query(parts.query)
+    fields.update(credentials)
     netloc = parts.netloc
-    if "@" in netloc:
-        credentials, netloc = netloc.rsplit("@", 1)
-        fields.update(_parse_credentials(credentials))
     if scheme == "unix":
         if netloc or not parts.path:
             raise ValueError(

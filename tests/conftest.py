@@ -120,18 +120,9 @@ def _flushall(ports: tuple[int, ...]) -> None:
 
 
 @pytest.fixture
-def fake_conn() -> Iterator[RedisConnection]:
-    """A RedisConnection on a fresh, private fakeredis server."""
-    import fakeredis
-
-    from framework.connection import RedisConnection
-
-    client = fakeredis.FakeRedis(server=fakeredis.FakeServer())
-    try:
-        with RedisConnection(client=client) as conn:
-            yield conn
-    finally:
-        client.close()  # injected clients are closed by their owner
+def fake_conn(fw_fake_conn: RedisConnection) -> RedisConnection:
+    """A RedisConnection on a fresh, private fakeredis server (the shipped pytest plugin's)."""
+    return fw_fake_conn
 
 
 @pytest.fixture
@@ -171,10 +162,9 @@ def any_conn(request: pytest.FixtureRequest) -> RedisConnection:
 
 
 @pytest.fixture
-def fake_tcp_url() -> Iterator[str]:
+def fake_tcp_url(fw_fake_url: str) -> str:
     """URL of a fresh fakeredis server served over TCP, reachable from child processes."""
-    with EmbeddedRedis(fake=True) as server:
-        yield server.url
+    return fw_fake_url
 
 
 # --- leak guards --------------------------------------------------------------------------

@@ -35,11 +35,13 @@ from framework.connection import (
     mapped_errors,
 )
 from framework.exceptions import (
+    AuthenticationFailed,
     BackendError,
     BackendTimeout,
     BackendUnavailable,
     ClosedError,
     ConfigurationError,
+    PermissionDenied,
 )
 from framework.settings import ENV_VAR, RedisSettings
 
@@ -272,7 +274,9 @@ def test_once_never_retries_a_write_whose_reply_was_lost(
     ("raised", "expected"),
     [
         (rex.ConnectionError("refused"), BackendUnavailable),
-        (rex.AuthenticationError("bad password"), BackendUnavailable),
+        (rex.AuthenticationError("invalid username-password pair"), AuthenticationFailed),
+        (rex.AuthenticationError("Authentication required."), AuthenticationFailed),
+        (rex.NoPermissionError("no permissions to run the 'get' command"), PermissionDenied),
         (rex.MaxConnectionsError("Too many connections"), BackendUnavailable),
         (rex.ClusterDownError("CLUSTERDOWN"), BackendUnavailable),
         (rex.TimeoutError("slow"), BackendTimeout),
@@ -354,9 +358,17 @@ def test_username_and_password_come_from_the_url(redis_url: str) -> None:
             assert conn.client.acl_whoami() in ("fw-test", b"fw-test")
             assert SECRET not in repr(conn)
         with RedisConnection.from_url(base.format("wrong")) as conn:
-            with pytest.raises(BackendUnavailable) as info:
+            with pytest.raises(AuthenticationFailed, match="refused the credentials") as info:
                 conn.ping()
             assert "wrong" not in str(info.value)
+        with RedisConnection.from_url(f"redis://{settings.host}:{settings.port}/0") as conn:
+            admin.config_set("requirepass", SECRET)  # the default user now needs one too
+            try:
+                with pytest.raises(AuthenticationFailed, match="requires a password"):
+                    conn.ping()
+            finally:
+                admin.execute_command("AUTH", SECRET)
+                admin.config_set("requirepass", "")
     finally:
         admin.acl_deluser("fw-test")
         admin.close()

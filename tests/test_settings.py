@@ -133,7 +133,7 @@ def test_overrides_win_over_the_url() -> None:
         ("redis+cluster://a:1,:2", "no host"),
         ("unix://", "socket path"),
         ("unix://host/x.sock", "socket path"),
-        ("redis://:pa#ss@h", "fragment"),
+        ("redis://h/0#top", "fragment"),
         ("redis://h?a=1&&", "malformed"),
     ],
 )
@@ -145,6 +145,24 @@ def test_bad_urls_raise_configuration_error(url: str, fragment: str) -> None:
     assert message.endswith(".")
     assert isinstance(info.value, ValueError)
     assert isinstance(info.value, FrameworkError)
+
+
+@pytest.mark.parametrize("password", ["pa/ss", "pa?ss=1", "p#w", "a@b/c?d#e", "%2Fenc"])
+def test_unencoded_password_characters_parse(password: str) -> None:
+    settings = RedisSettings.from_url(f"redis://user:{password}@h:6380/2?retries=1")
+    assert (settings.host, settings.port, settings.db, settings.retries) == ("h", 6380, 2, 1)
+    assert settings.password is not None
+    expected = "/enc" if password == "%2Fenc" else password
+    assert settings.password.get_secret_value() == expected
+    assert RedisSettings.from_url(settings.url(reveal=True)) == settings
+
+
+@pytest.mark.parametrize("rest", ["h:notaport/0", "h/x", "h?colour=red", "h:1,h:2"])
+def test_errors_never_quote_an_unencoded_password(rest: str) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        RedisSettings.from_url(f"redis://user:se/cr?et@{rest}")
+    assert "se/cr" not in str(info.value)
+    assert "cr?et" not in str(info.value)
 
 
 def test_non_string_url_is_rejected() -> None:

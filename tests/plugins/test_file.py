@@ -7,12 +7,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from framework_plugins.file import FileStore
 
 from framework.exceptions import StoreError
 from framework.store import get_factory, store_kinds
 from framework.testing import StoreContractTests
 from framework.testing.processes import resolve_pickled_proxy
-from plugins.file import FileStore
 
 
 class TestFileStoreContract(StoreContractTests):

@@ -5,10 +5,10 @@ import pickle
 from collections.abc import Iterator
 
 import pytest
+from framework_plugins.memory import MemoryStore
 
 from framework.store import extract, get_or_create_store, store_kinds, unregister_store
 from framework.testing import StoreContractTests
-from plugins.memory import MemoryStore
 
 
 class TestMemoryStoreContract(StoreContractTests):

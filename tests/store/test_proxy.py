@@ -6,6 +6,7 @@ import threading
 from typing import Any
 
 import pytest
+from framework_plugins.memory import MemoryStore
 
 from framework.exceptions import ProxyResolveError, UnknownStoreKindError
 from framework.store import (
@@ -17,7 +18,6 @@ from framework.store import (
     is_resolved,
     resolve,
 )
-from plugins.memory import MemoryStore
 
 
 class Counting:

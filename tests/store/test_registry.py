@@ -4,6 +4,8 @@ import sys
 from collections.abc import Iterator
 
 import pytest
+from framework_plugins.file import FileStore
+from framework_plugins.memory import MemoryStore
 
 from framework.exceptions import StoreError, UnknownStoreKindError
 from framework.store import (
@@ -18,8 +20,6 @@ from framework.store import (
     unregister_store,
     unregister_store_kind,
 )
-from plugins.file import FileStore
-from plugins.memory import MemoryStore
 
 
 @pytest.fixture
@@ -82,12 +82,14 @@ def test_unregistered_creation(memory: MemoryStore) -> None:
         assert get_store("reg") is None
 
 
-@pytest.mark.parametrize("kind", ["plugins.memory.MemoryStore", "os.system", "builtins.eval"])
+@pytest.mark.parametrize(
+    "kind", ["framework_plugins.memory.MemoryStore", "os.system", "builtins.eval"]
+)
 def test_no_import_path_is_ever_followed(kind: str) -> None:
     before = set(sys.modules)
     with pytest.raises(UnknownStoreKindError, match="not registered"):
         get_or_create_store(StoreConfig(kind=kind, name="evil"))
-    assert set(sys.modules) - before <= {"plugins.memory", "plugins.file"}
+    assert set(sys.modules) - before <= {"framework_plugins.memory", "framework_plugins.file"}
 
 
 def test_programmatic_kinds() -> None:

@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 import pytest
+from framework_plugins.memory import MemoryStore
 
 from framework.exceptions import (
     BadSignatureError,
@@ -27,7 +28,6 @@ from framework.stream import (
     StreamConsumer,
     StreamProducer,
 )
-from plugins.memory import MemoryStore
 
 Pair = tuple[QueuePublisher, QueueSubscriber]
 
