@@ -18,7 +18,8 @@ FrameworkError
 │   ├── TruncatedFrameError       fewer bytes than the header announces
 │   ├── UnsupportedVersionError   a wire version this build does not speak
 │   ├── ChecksumError             a chunk's checksum does not match its bytes
-│   └── SequenceError             a missing, duplicate or out-of-order chunk
+│   ├── SequenceError             a missing, duplicate or out-of-order chunk
+│   └── MalformedFrameError       a frame or control entry lacks a field or is not valid JSON
 ├── SecurityError                 a payload failed authentication
 │   ├── MissingSignatureError     unsigned data reached a receiver that has a secret
 │   ├── BadSignatureError         the MAC does not match (tampered or wrong secret)
@@ -55,6 +56,7 @@ __all__ = [
     "EncryptionError",
     "FrameworkError",
     "FramingError",
+    "MalformedFrameError",
     "MessageLossError",
     "MissingSignatureError",
     "ObjectNotFoundError",
@@ -138,6 +140,10 @@ class ChecksumError(FramingError):
 
 class SequenceError(FramingError):
     """A chunk is missing, duplicated or out of order."""
+
+
+class MalformedFrameError(FramingError):
+    """A frame or control entry lacks a required field or does not parse."""
 
 
 class SecurityError(FrameworkError):

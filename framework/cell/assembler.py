@@ -3,7 +3,7 @@
 :func:`encode_chunk` builds a chunk's header (sequence, offset, lengths, crc32) and its
 bytes on the wire, encrypted when a cipher is given. :class:`ChunkDecoder` checks every
 arriving chunk - order, offset, length, checksum, authentication - and drops duplicates;
-:class:`BlobBuffer` is the blob destination, allocated once at the announced size.
+:class:`BlobBuffer` is the blob destination; it grows as verified chunks arrive.
 This module does no I/O and imports no Redis code.
 """
 
@@ -46,7 +46,7 @@ def encode_chunk(
     nonce = None
     wire = data
     if cipher is not None:
-        nonce, wire = cipher.seal(data, sid, seq, off)
+        nonce, wire = cipher.seal(data, sid, seq, off, last)
     header = ChunkHeader(
         seq=seq,
         off=off,
@@ -63,16 +63,23 @@ class ChunkDecoder:
     """Verifies chunk frames of one transfer in order and returns their plain bytes.
 
     Args:
-        sid: Stream id, for messages and authentication.
+        sid: Stream id, for authentication.
         start: Position already consumed (non-zero when a receiver resumes).
         size: Announced total size, 0 if unknown.
         cipher: Opens sealed chunks; required exactly when the transfer is secure.
+        name: Names the transfer in messages (e.g. ``"stream 7 from 'a'"``).
     """
 
     def __init__(
-        self, sid: int, start: Position, size: int = 0, cipher: ChunkCipher | None = None
+        self,
+        sid: int,
+        start: Position,
+        size: int = 0,
+        cipher: ChunkCipher | None = None,
+        name: str | None = None,
     ) -> None:
         self.sid = sid
+        self.name = name or f"stream {sid}"
         self.next_seq = start.seq + 1
         self.offset = start.off
         self.size = size
@@ -102,7 +109,7 @@ class ChunkDecoder:
         """
         if header.seq < self.next_seq:
             return None
-        where = f"chunk {header.seq} of stream {self.sid}"
+        where = f"chunk {header.seq} of {self.name}"
         self._check_place(header, where)
         if len(data) != header.wlen:
             raise TruncatedFrameError(
@@ -138,8 +145,8 @@ class ChunkDecoder:
             return
         if self.offset > self.size or (header.last and self.offset != self.size):
             raise SequenceError(
-                f"Stream {self.sid} was announced with {self.size} bytes "
-                f"but the {where} ends at {self.offset}."
+                f"The {self.name} was announced with {self.size} bytes "
+                f"but its chunk {header.seq} ends at {self.offset}."
             )
 
     def _open(self, header: ChunkHeader, data: bytes, where: str) -> bytes:
@@ -149,19 +156,24 @@ class ChunkDecoder:
                     f"The {where} is encrypted but the transfer was announced as plain."
                 )
             return data
-        return self.cipher.open(data, header.nonce, self.sid, header.seq, header.off)
+        return self.cipher.open(data, header.nonce, self.sid, header.seq, header.off, header.last)
 
 
 class BlobBuffer:
-    """The destination of a blob: allocated once, chunks copied straight into place.
+    """The destination of a blob: chunks are copied straight into place, in order.
+
+    Memory is committed as verified chunks arrive, never from the announced size alone
+    (anyone who can write to Redis can announce 4 GiB): the buffer at most doubles per
+    growth step and never grows past the announced size. Large buffers grow by
+    ``realloc``, which moves pages instead of copying them, and no byte is zero-filled.
 
     Args:
         sid: Stream id, for messages.
-        size: Announced blob size.
+        size: Announced blob size, 0 if unknown.
         max_size: Largest blob accepted.
 
     Raises:
-        BlobSizeError: If ``size`` exceeds ``max_size`` (raised before allocating).
+        BlobSizeError: If ``size`` exceeds ``max_size``.
     """
 
     def __init__(self, sid: int, size: int, max_size: int) -> None:
@@ -171,48 +183,68 @@ class BlobBuffer:
                 f"more than the {max_size} this receiver accepts."
             )
         self.sid = sid
-        self.data = _allocate(size)
-        self._view = memoryview(self.data)
+        self.size = size
+        self.max_size = max_size
+        self.length = 0
+        self.data = bytearray()
 
     def write(self, off: int, chunk: Any) -> None:
-        """Copy ``chunk`` to offset ``off``.
+        """Copy ``chunk`` to offset ``off`` (chunks come in order).
 
         Raises:
-            SequenceError: If the chunk does not fit inside the blob.
+            BlobSizeError: The blob grows beyond ``max_size``.
+            SequenceError: The chunk does not continue the blob or passes its size.
         """
         end = off + len(chunk)
-        if end > len(self.data):
-            raise SequenceError(
-                f"Blob stream {self.sid} got bytes up to {end}, beyond its size {len(self.data)}."
+        if end > self.max_size:
+            raise BlobSizeError(
+                f"Blob stream {self.sid} exceeds the {self.max_size} bytes this receiver accepts."
             )
-        self._view[off:end] = chunk
+        if off != self.length or (self.size and end > self.size):
+            raise SequenceError(
+                f"Blob stream {self.sid} got bytes {off}..{end}, "
+                f"expected them at {self.length} within {self.size or 'unknown'} bytes."
+            )
+        if end > len(self.data):
+            limit = self.size or self.max_size
+            _resize(self.data, min(max(end, 2 * len(self.data), _FIRST_GROWTH), limit))
+        with memoryview(self.data) as view:
+            view[off:end] = chunk
+        self.length = end
 
     def release(self) -> bytearray:
-        """Hand the blob over; the buffer's own view is released so it can be resized."""
-        self._view.release()
+        """Hand the blob over, trimmed to the bytes received."""
+        if len(self.data) != self.length:
+            _resize(self.data, self.length)
         return self.data
 
 
-#: Blobs at least this large skip bytearray's zero fill (see :func:`_allocate`).
-_LAZY_ALLOCATION = 1 << 20
+#: Smallest growth step of a blob buffer.
+_FIRST_GROWTH = 1 << 20
 
 
-def _allocate(size: int) -> bytearray:
-    """A bytearray of ``size`` bytes, without zero-filling large ones.
+def _resize(buffer: bytearray, size: int) -> None:
+    """Resize ``buffer`` without zero-filling new bytes (CPython), else with.
 
-    ``bytearray(n)`` writes n zeros before the first chunk arrives: for 1 GB that is
-    ~0.5 s of page faults up front. CPython's ``PyByteArray_FromStringAndSize(NULL, n)``
-    leaves the memory as malloc returns it (fresh, lazily mapped pages for large sizes),
-    so pages are touched only when chunks are copied in, overlapping the transfer.
-    Every byte is overwritten: the decoder only finishes when chunks covered the size.
+    ``PyByteArray_Resize`` reallocates; for large sizes glibc's ``realloc`` remaps the
+    pages (no copy), and new pages are only touched when chunks are copied in.
     """
-    if size < _LAZY_ALLOCATION:
-        return bytearray(size)
+    if _RESIZE is not None and _RESIZE(buffer, size) == 0:
+        return
+    if size < len(buffer):
+        del buffer[size:]
+    else:
+        buffer.extend(bytes(size - len(buffer)))
+
+
+def _c_resize() -> Any:
     try:
-        make = ctypes.pythonapi.PyByteArray_FromStringAndSize
+        resize = ctypes.pythonapi.PyByteArray_Resize
     except AttributeError:  # not CPython
-        return bytearray(size)
-    make.restype = ctypes.py_object
-    make.argtypes = [ctypes.c_void_p, ctypes.c_ssize_t]
-    blob: bytearray = make(None, size)
-    return blob
+        return None
+    resize.restype = ctypes.c_int
+    resize.argtypes = [ctypes.py_object, ctypes.c_ssize_t]
+    return resize
+
+
+_RESIZE = _c_resize()

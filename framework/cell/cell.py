@@ -10,6 +10,7 @@ its own ``fw-cell-rx-<sid>`` thread.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import secrets
 import threading
@@ -21,6 +22,7 @@ from typing import Any, Literal
 from pydantic import ValidationError
 from pydantic_core import PydanticSerializationError
 
+from framework.cell.auth import ControlAuth
 from framework.cell.config import CellConfig
 from framework.cell.crypto import ChunkCipher
 from framework.cell.dispatch import Dispatcher
@@ -33,7 +35,7 @@ from framework.cell.types import Message, Stream, StreamFuture
 from framework.cell.window import Position
 from framework.cell.worker import Handler
 from framework.connection import RedisConnection
-from framework.exceptions import ClosedError, ConfigurationError, StreamError
+from framework.exceptions import ClosedError, ConfigurationError, EncryptionError, StreamError
 
 __all__ = ["StreamCell"]
 
@@ -49,11 +51,13 @@ class StreamCell:
         connection: The Redis connection (not closed by the cell).
         name: This cell's name; senders address it, and a restarted cell with the same
             name resumes the transfers the old one did not finish.
-        config: Chunk size, window, batch sizes and timeouts.
-        key: Shared AES key (16, 24 or 32 bytes) for ``secure=True`` transfers.
+        config: Chunk size, window, batch sizes, timeouts, ``require_secure``.
+        key: Shared AES key (16, 24 or 32 bytes) for ``secure=True`` transfers; it also
+            authenticates their control messages (acks, cancel, close, error).
 
     Raises:
-        ConfigurationError: If the name cannot be used in a key.
+        ConfigurationError: If the name cannot be used in a key, or ``require_secure``
+            is set without a key.
     """
 
     def __init__(
@@ -67,12 +71,16 @@ class StreamCell:
         self.conn = connection
         self.name = name
         self.config = config or CellConfig()
+        if self.config.require_secure and key is None:
+            raise ConfigurationError(
+                f"Cell {name!r} has require_secure=True but no key: pass key=<16, 24 or 32 bytes>."
+            )
         self._key = key
         self._tx: dict[int, TxTask] = {}
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         # Building the dispatcher validates the name (it becomes part of the inbox key).
-        self._dispatcher = Dispatcher(connection, name, self.config, self._cipher, self._stopping)
+        self._dispatcher = Dispatcher(connection, name, self.config, self._security, self._stopping)
 
     def get_chunk_size(self) -> int:
         """Bytes per chunk frame."""
@@ -88,6 +96,7 @@ class StreamCell:
         message: Message,
         secure: bool = False,
         optional: bool = False,
+        reliable: bool | None = None,
     ) -> StreamFuture:
         """Send a byte stream to one target or several; returns at once.
 
@@ -98,13 +107,16 @@ class StreamCell:
             message: Headers (JSON-serialisable) and a :class:`Stream` payload.
             secure: Encrypt chunks end to end with the cell's key.
             optional: Failures are logged at debug level only.
+            reliable: Accepted for NVFlare call sites and ignored: every transfer is
+                reliable (acknowledged, resumable, checksummed).
 
         Returns:
             A future whose result is the number of bytes every target received.
 
         Raises:
             StreamError: If the payload is not a Stream or the headers are not JSON.
-            EncryptionError: If ``secure`` and no key or no ``cryptography``.
+            EncryptionError: If ``secure`` and no key or no ``cryptography``, or not
+                ``secure`` on a cell with ``require_secure``.
             ClosedError: If the cell is closed.
             BackendError: If Redis fails while announcing.
         """
@@ -124,23 +136,28 @@ class StreamCell:
         message: Message,
         secure: bool = False,
         optional: bool = False,
+        reliable: bool | None = None,
     ) -> StreamFuture:
-        """Send a blob (bytes-like payload, or a list of them); the receiver gets it whole.
+        """Send a blob; the receiver gets it whole, as one ``bytearray``.
 
         Args:
             channel: Channel of the blob.
             topic: Topic of the blob.
             target: A cell name, or a list of them.
-            message: Headers and a bytes-like payload (not copied: do not change it).
+            message: Headers and a payload: bytes-like (not copied: do not change it), a
+                list of them, or a :class:`Stream` (its size may be unknown; receivers
+                accept up to their ``max_blob_size``).
             secure: Encrypt chunks end to end with the cell's key.
             optional: Failures are logged at debug level only.
+            reliable: Accepted for NVFlare call sites and ignored (always reliable).
 
         Returns:
             A future whose result is the number of bytes sent.
 
         Raises:
             StreamError: If the payload is not bytes-like or the headers are not JSON.
-            EncryptionError: If ``secure`` and no key or no ``cryptography``.
+            EncryptionError: If ``secure`` and no key or no ``cryptography``, or not
+                ``secure`` on a cell with ``require_secure``.
             ClosedError: If the cell is closed.
             BackendError: If Redis fails while announcing.
         """
@@ -175,7 +192,9 @@ class StreamCell:
         if start.off:
             source.seek(start.off)
         logger.info("Resuming stream %s at byte %d.", stream_id, start.off)
-        return self._start_tx(io, ann, source, self._cipher(ann.secure), start, finished)
+        cipher, auth = self._security(ann.secure, stream_id)
+        io.auth = auth
+        return self._start_tx(io, ann, source, cipher, start, finished)
 
     def _send(
         self,
@@ -192,10 +211,15 @@ class StreamCell:
         targets = [target] if isinstance(target, str) else list(dict.fromkeys(target))
         if not targets:
             raise ConfigurationError(f"send_{mode} needs at least one target.")
-        cipher = self._cipher(secure)
+        if self.config.require_secure and not secure:
+            raise EncryptionError(
+                f"Cell {self.name!r} sends only encrypted transfers (require_secure=True): "
+                f"pass secure=True to send_{mode}."
+            )
         fields = {"channel": channel, "topic": topic, "mode": mode, "secure": secure}
         ann = self._announcement(fields, targets, message, source, optional)
-        io = TransferIO(self.conn, ann.sid, self.config.ttl)
+        cipher, auth = self._security(secure, ann.sid)
+        io = TransferIO(self.conn, ann.sid, self.config.ttl, auth)
         io.create(ann)
         for name in targets:
             announce(self.conn, name, ann, self.config.inbox_ttl)
@@ -259,8 +283,13 @@ class StreamCell:
         # Every written frame was consumed and trimmed: continue after the slowest ack.
         return min(io.acked(t) for t in ann.targets), False
 
-    def _cipher(self, secure: bool) -> ChunkCipher | None:
-        return ChunkCipher(self._key) if secure else None
+    def _security(self, secure: bool, sid: int) -> tuple[ChunkCipher | None, ControlAuth | None]:
+        """The chunk cipher and control authenticator of a transfer (None when plain)."""
+        if not secure:
+            return None, None
+        cipher = ChunkCipher(self._key)  # raises EncryptionError without a key
+        assert self._key is not None
+        return cipher, ControlAuth(self._key, sid)
 
     # -- receiving ---------------------------------------------------------------------
 
@@ -272,19 +301,40 @@ class StreamCell:
         The callback runs in its own thread when a stream starts and may block while it
         reads ``stream``. ``resume_offset`` is 0 for a new stream and the last
         acknowledged offset when a restarted cell resumes one; the stream continues there.
-        Returning before the end closes the stream (the sender gets ``StreamCancelled``);
-        raising reports the error to the sender.
+        The sender's future succeeds only once the callback has returned; returning before
+        the end closes the stream (the sender gets ``StreamCancelled``), and raising, at
+        any point, reports the error to the sender.
+
+        Raises:
+            ConfigurationError: If ``stream_cb`` cannot be called with these arguments.
         """
+        _check_callable("stream_cb", stream_cb, (None, None, 0, *args), kwargs)
         self._register(channel, topic, Handler("stream", stream_cb, args, kwargs))
 
     def register_blob_cb(
-        self, channel: str, topic: str, blob_cb: Callable[..., Any], *args: Any, **kwargs: Any
+        self,
+        channel: str,
+        topic: str,
+        blob_cb: Callable[..., Any],
+        *args: Any,
+        preflight_cb: Callable[[StreamFuture], Any] | None = None,
+        **kwargs: Any,
     ) -> None:
         """Register ``blob_cb(future, *args, **kwargs)``, called once the whole blob arrived.
 
-        ``future.result()`` is the blob (a ``bytearray`` allocated once at its size).
+        ``future.result()`` is the blob (a ``bytearray``). ``preflight_cb(future)``, if
+        given, runs before the first byte is received, with the announcement's headers
+        and size on ``future``; returning False or raising rejects the blob, and the
+        sender's future fails with a ``StreamError`` saying so.
+
+        Raises:
+            ConfigurationError: If ``blob_cb`` or ``preflight_cb`` cannot be called so.
         """
-        self._register(channel, topic, Handler("blob", blob_cb, args, kwargs))
+        _check_callable("blob_cb", blob_cb, (None, *args), kwargs)
+        if preflight_cb is not None:
+            _check_callable("preflight_cb", preflight_cb, (None,), {})
+        handler = Handler("blob", blob_cb, args, kwargs, preflight_cb)
+        self._register(channel, topic, handler)
 
     def _register(self, channel: str, topic: str, handler: Handler) -> None:
         self._check_open()
@@ -306,7 +356,7 @@ class StreamCell:
         for task in senders:
             task.stop()
         deadline = time.monotonic() + self.config.close_timeout
-        threads = [t.thread for t in senders] + self._dispatcher.threads()
+        threads = [t for task in senders for t in task.threads()] + self._dispatcher.threads()
         for thread in threads:
             if thread is not threading.current_thread():
                 thread.join(max(0.0, deadline - time.monotonic()))
@@ -332,3 +382,26 @@ class StreamCell:
     def __repr__(self) -> str:
         state = " closed" if self._stopping.is_set() else ""
         return f"<StreamCell {self.name!r} on {self.conn.url()}{state}>"
+
+
+def _check_callable(
+    what: str, callback: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> None:
+    """Fail at registration, not later in a worker thread, if ``callback`` cannot take these.
+
+    Raises:
+        ConfigurationError: If ``callback`` is not callable or its signature rejects them.
+    """
+    if not callable(callback):
+        raise ConfigurationError(f"{what} must be callable, not {type(callback).__name__}.")
+    try:
+        signature = inspect.signature(callback)
+    except (TypeError, ValueError):  # builtins without a signature: trust them
+        return
+    try:
+        signature.bind(*args, **kwargs)
+    except TypeError as exc:
+        raise ConfigurationError(
+            f"{what} {getattr(callback, '__qualname__', callback)!r} cannot be called with "
+            f"{len(args)} positional argument(s) and keywords {sorted(kwargs)}: {exc}."
+        ) from exc

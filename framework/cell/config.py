@@ -33,6 +33,10 @@ DEFAULT_BATCH_BYTES = 16 * MiB
 DEFAULT_READ_COUNT = 8
 #: Seconds without progress after which either side gives up.
 DEFAULT_IDLE_TIMEOUT = 60.0
+#: Longest time (s) a byte read from a live source waits before it is written.
+DEFAULT_LINGER = 0.02
+#: Seconds between a sender's heartbeats while its source has nothing new.
+DEFAULT_HEARTBEAT = 1.0
 #: Seconds a transfer's keys live without being refreshed (safety net against crashes).
 DEFAULT_TTL = 600.0
 #: Seconds a cell's inbox lives without being refreshed.
@@ -47,7 +51,10 @@ class CellConfig(BaseModel):
     """Sizes and timeouts of byte-stream transfers.
 
     The sender's values travel in the announcement, so receivers follow the sender's
-    chunk size and window; each receiver uses its own ack interval and timeouts.
+    chunk size and window; each receiver uses its own ack interval and timeouts. Idle
+    timeouts measure whether the other side is alive: a sender whose source is slow
+    writes what it has within ``linger`` seconds and posts a heartbeat every
+    ``heartbeat`` seconds while it has nothing new.
 
     Raises:
         ConfigurationError: If a value is out of range or values contradict each other.
@@ -61,6 +68,10 @@ class CellConfig(BaseModel):
     batch_bytes: int = Field(DEFAULT_BATCH_BYTES, ge=1)
     read_count: int = Field(DEFAULT_READ_COUNT, ge=1, le=1024)
     idle_timeout: float = Field(DEFAULT_IDLE_TIMEOUT, gt=0)
+    linger: float = Field(DEFAULT_LINGER, ge=0)
+    heartbeat: float = Field(DEFAULT_HEARTBEAT, gt=0)
+    #: Refuse plaintext transfers, in both directions (needs the cell key).
+    require_secure: bool = False
     ttl: float = Field(DEFAULT_TTL, ge=1)
     inbox_ttl: float = Field(DEFAULT_INBOX_TTL, ge=1)
     max_blob_size: int = Field(DEFAULT_MAX_BLOB_SIZE, ge=0)
@@ -82,5 +93,10 @@ class CellConfig(BaseModel):
         if self.ack_interval > self.window:
             raise ConfigurationError(
                 f"ack_interval ({self.ack_interval}) must not exceed window ({self.window})."
+            )
+        if self.heartbeat * 2 > self.idle_timeout:
+            raise ConfigurationError(
+                f"heartbeat ({self.heartbeat} s) must be at most half of idle_timeout "
+                f"({self.idle_timeout} s), or receivers time out on a live sender."
             )
         return self

@@ -1,8 +1,9 @@
 """End-to-end chunk encryption for ``secure=True`` transfers (AES-GCM, optional extra).
 
-Each chunk is sealed with a fresh random 96-bit nonce; the stream id, sequence number
-and offset are bound in as associated data, so a chunk cannot be replayed into another
-transfer or position. The ``cryptography`` package is the optional extra
+Each chunk is sealed with a fresh random 96-bit nonce; the stream id, sequence number,
+offset and last-chunk flag are bound in as associated data, so a chunk cannot be
+replayed into another transfer or position, nor a stream cut short by a forged header.
+The ``cryptography`` package is the optional extra
 ``framework[secure]``; without it, or without a key, :class:`EncryptionError` explains
 what is missing. This module does no Redis I/O.
 """
@@ -43,7 +44,9 @@ class ChunkCipher:
             raise EncryptionError(f"An AES key has 16, 24 or 32 bytes, not {len(key)}.")
         self._aead = _aesgcm()(bytes(key))
 
-    def seal(self, data: Any, sid: int, seq: int, off: int) -> tuple[str, bytes]:
+    def seal(
+        self, data: Any, sid: int, seq: int, off: int, last: bool = False
+    ) -> tuple[str, bytes]:
         """Encrypt one chunk.
 
         Args:
@@ -51,15 +54,18 @@ class ChunkCipher:
             sid: Stream id; with ``seq`` and ``off`` it forms the associated data.
             seq: Chunk sequence number.
             off: Offset of the chunk's first byte.
+            last: Whether this is the stream's last chunk.
 
         Returns:
             The nonce (hex) and the ciphertext with its tag.
         """
         nonce = os.urandom(NONCE_BYTES)
-        sealed: bytes = self._aead.encrypt(nonce, data, _aad(sid, seq, off))
+        sealed: bytes = self._aead.encrypt(nonce, data, _aad(sid, seq, off, last))
         return nonce.hex(), sealed
 
-    def open(self, data: Any, nonce: str | None, sid: int, seq: int, off: int) -> bytes:
+    def open(
+        self, data: Any, nonce: str | None, sid: int, seq: int, off: int, last: bool = False
+    ) -> bytes:
         """Decrypt and authenticate one chunk.
 
         Args:
@@ -68,6 +74,7 @@ class ChunkCipher:
             sid: Stream id.
             seq: Chunk sequence number.
             off: Offset of the chunk's first byte.
+            last: Whether the header marks this chunk as the last.
 
         Returns:
             The plain bytes.
@@ -81,7 +88,7 @@ class ChunkCipher:
                 f"Chunk {seq} of stream {sid} is not encrypted but the transfer is secure."
             )
         try:
-            plain: bytes = self._aead.decrypt(bytes.fromhex(nonce), data, _aad(sid, seq, off))
+            plain: bytes = self._aead.decrypt(bytes.fromhex(nonce), data, _aad(sid, seq, off, last))
         except Exception as exc:  # InvalidTag or a malformed nonce: both mean "reject"
             raise EncryptionError(
                 f"Chunk {seq} of stream {sid} failed authentication: wrong key, or altered data."
@@ -89,8 +96,8 @@ class ChunkCipher:
         return plain
 
 
-def _aad(sid: int, seq: int, off: int) -> bytes:
-    return f"{sid}:{seq}:{off}".encode()
+def _aad(sid: int, seq: int, off: int, last: bool) -> bytes:
+    return f"{sid}:{seq}:{off}:{int(last)}".encode()
 
 
 def _aesgcm() -> Any:

@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from framework.cell.auth import ControlAuth
 from framework.cell.config import CellConfig
 from framework.cell.crypto import ChunkCipher
 from framework.cell.frames import Announce, Control
@@ -22,7 +23,7 @@ from framework.cell.receiver import RxTransfer
 from framework.cell.transport import TransferIO
 from framework.cell.worker import Handler, RxWorker
 from framework.connection import MAX_BLOCK_MS, RedisConnection
-from framework.exceptions import FrameworkError
+from framework.exceptions import EncryptionError, FrameworkError
 
 __all__ = ["Dispatcher"]
 
@@ -31,6 +32,10 @@ logger = logging.getLogger(__name__)
 #: Longest pause (s) between refreshes of the inbox's TTL and consumer group.
 _REFRESH_EVERY = 60.0
 
+#: Builds the cipher and the control authenticator of a transfer from (secure, sid);
+#: raises EncryptionError when the transfer is secure and the cell has no key.
+Security = Callable[[bool, int], tuple[ChunkCipher | None, ControlAuth | None]]
+
 
 class Dispatcher:
     """Routes a cell's announcements to the registered callbacks.
@@ -38,8 +43,8 @@ class Dispatcher:
     Args:
         conn: The connection.
         name: The cell's name.
-        config: Sizes and timeouts.
-        cipher: Builds the cipher of secure transfers (raises without a key).
+        config: Sizes, timeouts and whether plaintext transfers are refused.
+        security: Builds the cipher and authenticator of a transfer.
         stopping: Set by the cell's ``close()``.
     """
 
@@ -48,14 +53,14 @@ class Dispatcher:
         conn: RedisConnection,
         name: str,
         config: CellConfig,
-        cipher: Callable[[bool], ChunkCipher | None],
+        security: Security,
         stopping: threading.Event,
     ) -> None:
         self.conn = conn
         self.name = name
         self.config = config
         self.inbox = Inbox(conn, name, config.inbox_ttl)
-        self._cipher = cipher
+        self._security = security
         self._stopping = stopping
         self._handlers: dict[tuple[str, str], Handler] = {}
         self._waiting: dict[int, tuple[bytes, Announce]] = {}
@@ -129,17 +134,22 @@ class Dispatcher:
             del self._waiting[sid]
 
     def _start(self, eid: bytes, ann: Announce, handler: Handler) -> None:
-        io = TransferIO(self.conn, ann.sid, self.config.ttl)
+        try:
+            cipher, auth = self._security(ann.secure, ann.sid)
+        except EncryptionError as exc:
+            self._refuse(eid, TransferIO(self.conn, ann.sid, self.config.ttl), exc)
+            return
+        io = TransferIO(self.conn, ann.sid, self.config.ttl, auth)
         if io.load() is None:
             logger.debug("Stream %s ended before cell %r picked it up.", ann.sid, self.name)
             self.inbox.done(eid)
             return
-        try:
-            cipher = self._cipher(ann.secure)
-        except FrameworkError as exc:
-            etype, msg = type(exc).__name__, str(exc)
-            io.post(Control(kind="error", role="rx", sender=self.name, etype=etype, msg=msg))
-            self.inbox.done(eid)
+        if self.config.require_secure and not ann.secure:
+            refusal = EncryptionError(
+                f"Cell {self.name!r} accepts only encrypted transfers (require_secure=True); "
+                f"send stream {ann.sid} with secure=True."
+            )
+            self._refuse(eid, io, refusal)
             return
         start = io.acked(self.name)
         if start.seq >= 0:
@@ -148,6 +158,13 @@ class Dispatcher:
         worker = RxWorker(rx, handler, eid, self.config.max_blob_size, self._done)
         self._rx[ann.sid] = worker
         worker.start()
+
+    def _refuse(self, eid: bytes, io: TransferIO, exc: FrameworkError) -> None:
+        """Tell the sender why this cell will not receive the transfer, and drop it."""
+        logger.warning("Cell %r refuses stream %s: %s", self.name, io.sid, exc)
+        etype, msg = type(exc).__name__, str(exc)
+        io.post(Control(kind="error", role="rx", sender=self.name, etype=etype, msg=msg))
+        self.inbox.done(eid)
 
     def _done(self, worker: RxWorker) -> None:
         try:

@@ -1,4 +1,4 @@
-"""Wire envelopes of byte-stream transfers, and the chunker that cuts a source into frames.
+"""Wire envelopes of byte-stream transfers, and how errors cross them.
 
 Three envelopes, each a pydantic model encoded as JSON with a ``v`` field:
 
@@ -8,7 +8,8 @@ Three envelopes, each a pydantic model encoded as JSON with a ``v`` field:
   ``d`` holds the chunk's raw bytes (never base64). The entry id is ``<seq + 1>-0``, so a
   retried ``XADD`` cannot duplicate a chunk.
 * :class:`Control` - field ``c`` of an entry in the transfer's ack stream: acks from
-  receivers, and cancel / close / error notices in both directions.
+  receivers, heartbeats from a sender whose source is slow, and cancel / close / error
+  notices in both directions. Field ``m`` holds its MAC when the transfer is secure.
 
 A Redis stream entry already frames its fields, so the generic 4-byte-length frame is
 not needed here: the header and the body travel as two bulk strings and the body reaches
@@ -19,14 +20,12 @@ pickled. This module does no I/O and imports no Redis code.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any, Final, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from framework import exceptions as fx
-from framework.cell.types import Stream
-from framework.exceptions import StreamError, UnsupportedVersionError
+from framework.exceptions import MalformedFrameError, StreamError, UnsupportedVersionError
 
 __all__ = [
     "WIRE_VERSION",
@@ -36,7 +35,6 @@ __all__ = [
     "decode",
     "entry_id",
     "error_from_wire",
-    "iter_chunks",
     "seq_of",
 ]
 
@@ -48,6 +46,7 @@ ANNOUNCE_FIELD = b"a"
 HEADER_FIELD = b"h"
 DATA_FIELD = b"d"
 CONTROL_FIELD = b"c"
+MAC_FIELD = b"m"
 
 
 class Envelope(BaseModel):
@@ -69,7 +68,7 @@ class Announce(Envelope):
     channel: str
     topic: str
     mode: Literal["stream", "blob"]
-    #: Total bytes; 0 means unknown in stream mode (a blob's size is always known).
+    #: Total bytes; 0 means unknown (a receiver never allocates from it alone).
     size: int = Field(ge=0)
     headers: dict[str, Any] = Field(default_factory=dict)
     targets: list[str]
@@ -96,7 +95,7 @@ class ChunkHeader(Envelope):
     nonce: str | None = None
 
 
-ControlKind = Literal["ack", "cancel", "close", "error"]
+ControlKind = Literal["ack", "beat", "cancel", "close", "error"]
 
 
 class Control(Envelope):
@@ -104,8 +103,9 @@ class Control(Envelope):
 
     ``role`` tells the sending side (``tx``) from receivers (``rx``); ``sender`` names the
     cell. ``ack``: receiver ``sender`` consumed chunks up to ``seq`` (``off`` bytes);
-    ``done`` marks its final ack. ``cancel`` / ``close`` / ``error``: that side ended the
-    transfer; ``etype``/``msg`` say why.
+    ``done`` marks its final ack, sent once its application is done with the data.
+    ``beat``: the sender is alive although its source has nothing new. ``cancel`` /
+    ``close`` / ``error``: that side ended the transfer; ``etype``/``msg`` say why.
     """
 
     kind: ControlKind
@@ -131,7 +131,7 @@ def decode(model: type[_M], raw: bytes | str, what: str) -> _M:
 
     Raises:
         UnsupportedVersionError: If the envelope's ``v`` is not :data:`WIRE_VERSION`.
-        StreamError: If the envelope is not valid JSON of the expected shape.
+        MalformedFrameError: If the envelope is not valid JSON of the expected shape.
     """
     try:
         return model.model_validate_json(raw)
@@ -142,8 +142,10 @@ def decode(model: type[_M], raw: bytes | str, what: str) -> _M:
             raise UnsupportedVersionError(
                 f"The {what} has wire version {version!r}, this build speaks {WIRE_VERSION}."
             ) from exc
-        raise StreamError(
-            f"The {what} is malformed: {exc.error_count()} invalid field(s)."
+        fields = ", ".join(sorted({str(e["loc"][0]) for e in exc.errors() if e["loc"]}))
+        raise MalformedFrameError(
+            f"The {what} is malformed: {exc.error_count()} invalid field(s)"
+            + (f" ({fields})." if fields else " (not a JSON object).")
         ) from exc
 
 
@@ -178,7 +180,12 @@ _WIRE_ERRORS: dict[str, type[fx.FrameworkError]] = {
         fx.SequenceError,
         fx.TruncatedFrameError,
         fx.UnsupportedVersionError,
+        fx.MalformedFrameError,
         fx.EncryptionError,
+        fx.SecurityError,
+        fx.BackendError,
+        fx.BackendUnavailable,
+        fx.BackendTimeout,
     )
 }
 
@@ -202,63 +209,3 @@ def error_from_wire(etype: str, msg: str, where: str) -> fx.FrameworkError:
     if cls is None:
         return StreamError(f"{where} failed with {etype}: {msg}")
     return cls(f"{where} reported: {msg}")
-
-
-def iter_chunks(stream: Stream, chunk_size: int) -> Iterator[tuple[Any, bool]]:
-    """Cut ``stream`` into chunks of exactly ``chunk_size`` bytes (the last may be short).
-
-    Reads that already have the right size pass through without a copy; short reads are
-    coalesced. One chunk of look-ahead tells which chunk is the last; an empty stream
-    yields one empty last chunk.
-
-    Args:
-        stream: The source, read from its current position.
-        chunk_size: Bytes per chunk.
-
-    Yields:
-        ``(data, last)`` pairs; ``data`` is bytes-like.
-    """
-    current = read_chunk(stream, chunk_size)
-    while True:
-        if len(current) < chunk_size:
-            yield current, True
-            return
-        following = read_chunk(stream, chunk_size)
-        if not following:
-            yield current, True
-            return
-        yield current, False
-        current = following
-
-
-def read_chunk(stream: Stream, size: int) -> Any:
-    """Read exactly ``size`` bytes, fewer only at the end of the stream.
-
-    Args:
-        stream: The source.
-        size: Bytes wanted.
-
-    Returns:
-        A bytes-like object: the source's own buffer when one read sufficed.
-
-    Raises:
-        StreamError: If the stream returns more bytes than asked for.
-    """
-    first = stream.read(size)
-    if len(first) >= size or not first:
-        return _checked_len(first, size)
-    buf = bytearray(first)
-    while len(buf) < size:
-        more = stream.read(size - len(buf))
-        if not more:
-            break
-        buf += _checked_len(more, size - len(buf))
-    return buf
-
-
-def _checked_len(data: Any, size: int) -> Any:
-    if len(data) > size:
-        raise StreamError(
-            f"A stream returned {len(data)} bytes when at most {size} were asked for."
-        )
-    return data

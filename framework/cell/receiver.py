@@ -6,7 +6,8 @@ data and ack streams, verifies every chunk and acknowledges consumption every
 meta hash so a restarted cell resumes from it. :class:`RxStream` is the
 :class:`~framework.cell.types.Stream` handed to stream callbacks: it fetches on demand
 in the reading thread, so memory stays bounded by one ``XREAD`` batch.
-:func:`receive_blob` copies chunks straight into the preallocated blob.
+The final acknowledgement waits until the application is done: the sender's future
+succeeds only then, and fails with any error raised before or after the last byte.
 """
 
 from __future__ import annotations
@@ -15,16 +16,18 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
+from typing import TypeVar
 
-from framework.cell.assembler import BlobBuffer, ChunkDecoder
+from framework.cell.assembler import ChunkDecoder
 from framework.cell.config import CellConfig
 from framework.cell.crypto import ChunkCipher
 from framework.cell.frames import Announce, ChunkHeader, Control, error_from_wire
-from framework.cell.transport import TransferIO
+from framework.cell.reconnect import with_reconnect
+from framework.cell.transport import ControlEntry, TransferIO
 from framework.cell.types import Stream, StreamFuture, StreamTaskSpec
 from framework.cell.window import Position
 from framework.exceptions import (
-    BlobSizeError,
     ClosedError,
     FrameworkError,
     StreamCancelled,
@@ -32,9 +35,14 @@ from framework.exceptions import (
     StreamTimeout,
 )
 
-__all__ = ["RxHandle", "RxStream", "RxTransfer", "receive_blob"]
+__all__ = ["RxHandle", "RxStream", "RxTransfer"]
 
 logger = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+
+#: Longest time (s) spent retrying an ending notice.
+_NOTICE_PATIENCE = 5.0
 
 
 class RxTransfer:
@@ -66,15 +74,17 @@ class RxTransfer:
         self.me = me
         self.config = config
         self.stopping = stopping
-        self.decoder = ChunkDecoder(announce.sid, start, announce.size, cipher)
+        self.name = f"stream {announce.sid} from {announce.origin!r}"
+        self.decoder = ChunkDecoder(announce.sid, start, announce.size, cipher, self.name)
         self.acked = start
         self.ended = False
         self.abandoned = False
         self._remote_ended = False
         self._unsent: Control | None = None
+        self._final: Control | None = None
         self._data_from = f"{start.seq + 1}-0"
         self._ack_from = "0-0"
-        self._last_progress = time.monotonic()
+        self._last_progress = self._last_ack = time.monotonic()
 
     @property
     def sid(self) -> int:
@@ -84,22 +94,27 @@ class RxTransfer:
     def fetch(self) -> list[tuple[ChunkHeader, bytes]]:
         """Wait for the next verified chunks (plain bytes, in order).
 
+        A dropped connection is retried until the idle timeout; reading resumes after
+        the last entry seen, so nothing is duplicated or skipped.
+
         Raises:
             StreamCancelled: The sender cancelled the transfer.
-            StreamTimeout: No chunk arrived within the idle timeout.
+            StreamTimeout: Neither a chunk nor a heartbeat arrived within the idle timeout.
             ClosedError: The owning cell is closing.
-            StreamError: The sender failed, or a chunk failed verification (a
-                ``FramingError`` or ``EncryptionError`` then explains why).
+            FramingError: A chunk entry failed verification or decoding (which says why).
+            StreamError: The sender failed (``EncryptionError`` for a bad secure chunk).
         """
         while True:
             if self.stopping.is_set():
                 self.abandoned = True
                 raise ClosedError(
-                    f"The cell {self.me!r} closed while receiving stream {self.sid}; "
-                    "it can resume later."
+                    f"The cell {self.me!r} closed while receiving {self.name}; it can resume later."
                 )
-            frames, controls = self.io.read(
-                self._data_from, self._ack_from, self.config.read_count, self._unsent
+            frames, controls = self._redis(
+                lambda: self.io.read(
+                    self._data_from, self._ack_from, self.config.read_count, self._unsent
+                ),
+                "reading chunks",
             )
             self._unsent = None
             self._apply(controls)
@@ -115,25 +130,35 @@ class RxTransfer:
             self._check_idle()
 
     def consumed(self, position: Position, last: bool) -> None:
-        """Record consumption; acknowledges every ``ack_interval`` bytes and at the end.
+        """Record consumption; acknowledges every ``ack_interval`` bytes or heartbeat.
 
-        The final ack is posted at once; the others ride along with the next ``fetch``
-        (one round trip instead of two), so they are sent when more data is wanted.
-        A pending ack keeps moving to the latest consumed position, so the sender's
-        window reopens as far as it can and no extra ack is needed.
+        Acks ride along with the next ``fetch`` (one round trip instead of two), so they
+        are sent when more data is wanted. A pending ack keeps moving to the latest
+        consumed position, so the sender's window reopens as far as it can. The final
+        ack waits for :meth:`complete`: the sender learns of success only once the
+        application is done with the data.
         """
-        due = position.off - self.acked.off >= self.config.ack_interval
-        if not (last or due or self._unsent is not None):
-            return
-        ack = Control(
-            kind="ack", role="rx", sender=self.me, seq=position.seq, off=position.off, done=last
-        )
-        self.acked = position
         if last:
-            self.io.post(ack)
-            self.ended = True
-        else:
-            self._unsent = ack
+            self._final = self._ack(position, done=True)
+            return
+        due = position.off - self.acked.off >= self.config.ack_interval
+        # A slow reader still shows the sender it is alive, once per heartbeat interval.
+        due = due or time.monotonic() - self._last_ack >= self.config.heartbeat
+        if due or self._unsent is not None:
+            self._unsent = self._ack(position)
+
+    def complete(self) -> None:
+        """Post the final ack: the application has all the data and is done with it.
+
+        Raises:
+            StreamError: If the last chunk was not consumed.
+            BackendError: If Redis stays unreachable for the idle timeout.
+        """
+        final = self._final
+        if final is None:
+            raise StreamError(f"{self.name} is not complete: its last chunk was not consumed.")
+        self._redis(lambda: self.io.post(final), "posting the final ack")
+        self.ended = True
 
     def fail(self, exc: BaseException, closed: bool = False) -> None:
         """End the transfer on this side; the sender hears of it unless it caused it.
@@ -161,22 +186,45 @@ class RxTransfer:
                 msg=f"{type(exc).__name__}: {exc}",
             )
         try:
-            self.io.post(control)
+            with_reconnect(
+                lambda: self.io.post(control),
+                patience=min(self.config.idle_timeout, _NOTICE_PATIENCE),
+                stop=threading.Event(),  # the sender must hear of it, also while closing
+                what=f"telling the sender that {self.name} ended",
+            )
         except Exception:  # best effort: the transfer already ended on this side
             logger.warning(
-                "Could not tell the sender of stream %s that it ended.", self.sid, exc_info=True
+                "Could not tell the sender of %s that it ended.", self.name, exc_info=True
             )
 
-    def _apply(self, controls: list[tuple[bytes, Control]]) -> None:
+    def _ack(self, position: Position, done: bool = False) -> Control:
+        self.acked, self._last_ack = position, time.monotonic()
+        return Control(
+            kind="ack", role="rx", sender=self.me, seq=position.seq, off=position.off, done=done
+        )
+
+    def _redis(self, call: Callable[[], _T], what: str) -> _T:
+        return with_reconnect(
+            call,
+            patience=self.config.idle_timeout,
+            stop=self.stopping,
+            what=f"{what} of {self.name}",
+        )
+
+    def _apply(self, controls: list[ControlEntry]) -> None:
         for eid, control in controls:
             self._ack_from = eid.decode()
+            if control is None:
+                continue
             if control.role != "tx":
                 continue
             where = f"The sender {control.sender!r} of stream {self.sid}"
-            if control.kind == "cancel":
+            if control.kind == "beat":
+                self._last_progress = time.monotonic()
+            elif control.kind == "cancel":
                 self._remote_ended = True
                 raise StreamCancelled(f"{where} cancelled the transfer.")
-            if control.kind == "error":
+            elif control.kind == "error":
                 self._remote_ended = True
                 raise error_from_wire(control.etype, control.msg, where)
 
@@ -184,8 +232,9 @@ class RxTransfer:
         idle = time.monotonic() - self._last_progress
         if idle > self.config.idle_timeout:
             raise StreamTimeout(
-                f"Stream {self.sid}: no chunk arrived for {idle:.0f} s "
-                f"(idle timeout {self.config.idle_timeout} s)."
+                f"{self.name[0].upper()}{self.name[1:]}: neither a chunk nor a heartbeat "
+                f"arrived for {idle:.0f} s (idle timeout {self.config.idle_timeout} s); "
+                "the sender is gone."
             )
 
 
@@ -194,6 +243,7 @@ class RxStream(Stream):
 
     ``read`` returns whole chunks without copying when ``size`` allows. Closing the
     stream before its end tells the sender, whose future fails with ``StreamCancelled``.
+    ``closed`` (NVFlare's attribute) turns True once the stream is closed or finished.
 
     Args:
         rx: The receiver's transfer.
@@ -224,10 +274,11 @@ class RxStream(Stream):
 
     def close(self) -> None:
         """Stop reading; before the end this cancels the transfer for the sender too."""
-        if self.future.done():
+        self.closed = True
+        if self.rx.ended or self._all_read():
             return
         self.fail(
-            StreamCancelled(f"The receiver closed stream {self.rx.sid} after {self.pos} bytes."),
+            StreamCancelled(f"The receiver closed {self.rx.name} after {self.pos} bytes."),
             closed=True,
         )
 
@@ -237,11 +288,31 @@ class RxStream(Stream):
         self.future.set_exception(exc)
 
     def finish(self) -> None:
-        """Called after the callback returned: close early streams, settle the future."""
-        if self.rx.decoder.finished and not self._chunks and self.rx.ended:
-            self.future.set_result(self.pos)
-        else:
+        """After the callback returned: acknowledge the end, or tell the sender it stopped."""
+        with self._lock:
+            done = not self.rx.ended and self._read_to_end()
+        if not done:
             self.close()
+            return
+        try:
+            self.rx.complete()
+        except FrameworkError as exc:
+            self.fail(exc)
+            return
+        self.closed = True
+        self.future.set_result(self.pos)
+
+    def _all_read(self) -> bool:
+        return self.rx.decoder.finished and not self._chunks
+
+    def _read_to_end(self) -> bool:
+        """True when every byte was read, after fetching a trailing empty last chunk."""
+        if self.size and self.pos == self.size and not self.rx.decoder.finished:
+            try:
+                self._fill()
+            except FrameworkError:
+                return False  # already reported by _fill
+        return self._all_read()
 
     def _fill(self) -> bool:
         """Make sure a chunk is queued; False at the end of the stream."""
@@ -303,50 +374,3 @@ class RxHandle(StreamTaskSpec):
         """Close the stream (the sender is told)."""
         if self.stream is not None:
             self.stream.close()
-
-
-def receive_blob(rx: RxTransfer, future: StreamFuture, max_size: int) -> bytearray:
-    """Receive a whole blob into one preallocated buffer.
-
-    Args:
-        rx: The receiver's transfer (must start at the beginning).
-        future: Receives progress updates.
-        max_size: Largest blob accepted.
-
-    Returns:
-        The blob.
-
-    Raises:
-        BlobSizeError: The blob is larger than ``max_size`` (before allocating).
-        StreamError: The transfer failed or cannot resume (see :meth:`RxTransfer.fetch`).
-    """
-    if rx.decoder.offset:
-        raise StreamError(
-            f"Blob stream {rx.sid} was interrupted at byte {rx.decoder.offset} by a receiver "
-            "restart; a blob cannot resume at a receiver (its first part died with the old "
-            "process). Send it again."
-        )
-    if rx.announce.mode == "stream" and not rx.announce.size:
-        return _receive_unsized(rx, future, max_size)
-    blob = BlobBuffer(rx.sid, rx.announce.size, max_size)
-    while not rx.decoder.finished:
-        for header, plain in rx.fetch():
-            blob.write(header.off, plain)
-            rx.consumed(Position(header.seq, header.off + header.len), header.last)
-        future.set_progress(rx.decoder.offset)
-    return blob.release()
-
-
-def _receive_unsized(rx: RxTransfer, future: StreamFuture, max_size: int) -> bytearray:
-    """A stream of unknown size read as a blob: collect chunks, join once at the end."""
-    parts: list[bytes] = []
-    while not rx.decoder.finished:
-        for header, plain in rx.fetch():
-            parts.append(plain)
-            rx.consumed(Position(header.seq, header.off + header.len), header.last)
-        if rx.decoder.offset > max_size:
-            raise BlobSizeError(
-                f"Stream {rx.sid} exceeds the {max_size} bytes a blob receiver accepts."
-            )
-        future.set_progress(rx.decoder.offset)
-    return bytearray().join(parts)

@@ -1,25 +1,35 @@
 """The sending side of one transfer: a thread that writes chunk frames under flow control.
 
-The thread cuts the source into chunks, writes them to the transfer's data stream in
-pipelined batches (one round trip per ~16 MB, which also reads new acks and trims frames
-every receiver consumed), and blocks on the ack stream whenever the slowest receiver
-lags by a full window. The future resolves with the byte count once every receiver has
-acknowledged the end; the keys are then deleted. Cancelling posts a ``cancel`` control at
-once, from the caller's thread, so receivers stop within one blocking read.
+The thread takes reads from the source's pump (:mod:`framework.cell.pump`), cuts them
+into chunks and writes them to the transfer's data stream in pipelined batches (one
+round trip per ~16 MB, which also reads new acks and trims frames every receiver
+consumed). Bytes never wait longer than the linger (20 ms) for a batch to fill, and
+while the source has nothing new the sender posts a heartbeat, so a receiver's idle
+timeout measures whether the sender is alive, not how fast its source is. The sender
+blocks on the ack stream whenever the slowest receiver lags by a full window. The future
+resolves with the byte count once every receiver has acknowledged the end (after its
+application was done with the data); the keys are then deleted. Cancelling posts a
+``cancel`` control at once, from the caller's thread. A dropped connection is retried
+(:func:`~framework.cell.reconnect.with_reconnect`); acks that cannot be genuine (beyond
+what was sent, or a ``done`` before the last chunk) are logged and ignored.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from framework.cell.assembler import encode_chunk
 from framework.cell.config import CellConfig
 from framework.cell.crypto import ChunkCipher
-from framework.cell.frames import Announce, Control, error_from_wire, iter_chunks
-from framework.cell.transport import FAILED_TTL, TransferIO
+from framework.cell.frames import Announce, Control, error_from_wire
+from framework.cell.pump import EOF, Chunk, Chunker, make_pump
+from framework.cell.reconnect import with_reconnect
+from framework.cell.transport import FAILED_TTL, ControlEntry, TransferIO
 from framework.cell.types import Stream, StreamFuture, StreamTaskSpec
 from framework.cell.window import Position, Window
 from framework.exceptions import FrameworkError, StreamCancelled, StreamError, StreamTimeout
@@ -27,6 +37,11 @@ from framework.exceptions import FrameworkError, StreamCancelled, StreamError, S
 __all__ = ["TxTask"]
 
 logger = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+
+#: Longest time (s) spent retrying an ending notice (cancel runs in the caller's thread).
+_NOTICE_PATIENCE = 5.0
 
 
 class TxTask(StreamTaskSpec):
@@ -37,7 +52,7 @@ class TxTask(StreamTaskSpec):
         announce: The transfer as announced.
         source: The stream to send, positioned at ``start.off``.
         future: The sender's future.
-        config: Batch sizes and timeouts.
+        config: Batch sizes, linger, heartbeat and timeouts.
         cipher: Seals chunks when the transfer is secure.
         start: Where a resumed sender continues (the next chunk is ``start.seq + 1``).
         finished: True when a resumed transfer already holds its last chunk, so only
@@ -57,16 +72,21 @@ class TxTask(StreamTaskSpec):
     ) -> None:
         self.io = io
         self.announce = announce
-        self.source = source
         self.future = future
         self.config = config
         self.cipher = cipher
         self.window = Window(announce.targets, announce.window, start)
-        self._written_all = finished
+        self.pump = make_pump(source, announce.chunk_size, f"fw-cell-src-{announce.sid}")
+        self._chunker = Chunker(announce.chunk_size)
+        # The last chunk's end once it is written: only then can a "done" ack be genuine.
+        self._final: Position | None = self.window.sent if finished else None
+        self._batch: list[tuple[int, bytes, Any]] = []
+        self._pending = 0
+        self._linger = config.linger if self.pump.thread is not None else math.inf
+        self._flush_by: float | None = None
         self._ack_from = "0-0"
         self._stop = threading.Event()
-        self._last_progress = time.monotonic()
-        self._last_refresh = time.monotonic()
+        self._last_progress = self._last_write = self._last_refresh = time.monotonic()
         self.thread = threading.Thread(
             target=self._run, name=f"fw-cell-tx-{announce.sid}", daemon=True
         )
@@ -75,26 +95,21 @@ class TxTask(StreamTaskSpec):
         """Start the sending thread."""
         self.thread.start()
 
+    def threads(self) -> list[threading.Thread]:
+        """The sending thread and, for a live source, its reading thread."""
+        return [self.thread] + ([self.pump.thread] if self.pump.thread is not None else [])
+
     def cancel(self) -> None:
         """Stop sending and tell the receivers now (called by ``StreamFuture.cancel``)."""
         if self._stop.is_set():
             return
         self._stop.set()
-        self._post_quietly(
-            Control(
-                kind="cancel", role="tx", sender=self.announce.origin, msg="cancelled by the sender"
-            )
-        )
+        self._post_quietly(self._control("cancel", msg="cancelled by the sender"))
 
     def stop(self) -> None:
         """Cancel the transfer unless it already finished (used by ``StreamCell.close``)."""
         if not self.future.done():
             self.future.cancel()
-
-    def join(self, timeout: float | None) -> None:
-        """Wait for the sending thread."""
-        if self.thread.is_alive() and self.thread is not threading.current_thread():
-            self.thread.join(timeout)
 
     def _run(self) -> None:
         sid = self.announce.sid
@@ -111,15 +126,7 @@ class TxTask(StreamTaskSpec):
             self.future.set_result(total)
             logger.debug("Stream %s: %d bytes delivered to %s.", sid, total, self.announce.targets)
         finally:
-            self._close_source()
-
-    def _close_source(self) -> None:
-        try:
-            self.source.close()
-        except Exception:  # the transfer's outcome is already settled
-            logger.warning(
-                "Closing the source of stream %s failed.", self.announce.sid, exc_info=True
-            )
+            self.pump.close()
 
     def _fail(self, exc: BaseException) -> None:
         if not self._stop.is_set():
@@ -129,68 +136,96 @@ class TxTask(StreamTaskSpec):
             )
             self._stop.set()
             etype = type(exc).__name__ if isinstance(exc, FrameworkError) else "StreamError"
-            self._post_quietly(
-                Control(
-                    kind="error", role="tx", sender=self.announce.origin, etype=etype, msg=str(exc)
-                )
-            )
+            self._post_quietly(self._control("error", etype=etype, msg=str(exc)))
         self._cleanup(delete=False)
         self.future.set_exception(exc)
 
     def _send(self) -> int:
-        if not self._written_all:
-            self._write_all()
+        if self._final is None:
+            self.pump.start()
+            while self._final is None:
+                self._step()
         while not self.window.all_done():
             self._await_controls()
         return self.window.sent.off
 
-    def _write_all(self) -> None:
-        cfg, sid = self.config, self.announce.sid
-        batch: list[tuple[int, bytes, Any]] = []
-        pending = 0
-        for data, last in iter_chunks(self.source, self.announce.chunk_size):
+    def _step(self) -> None:
+        """Take one read from the source (or time out) and write what is due."""
+        now = time.monotonic()
+        if self._flush_by is not None:
+            wait = self._flush_by - now
+        else:
+            wait = self.config.heartbeat - (now - self._last_write)
+        item = self.pump.get(min(wait, self.config.heartbeat))
+        self._check_stop()
+        if item is EOF:
+            self._emit(self._chunker.finish())
+            self._flush()
+        elif item is not None:
+            self._emit(self._chunker.feed(item))
+            if self._flush_by is None and (self._chunker.buffered or self._batch):
+                self._flush_by = time.monotonic() + self._linger
+        if self._flush_by is not None and time.monotonic() >= self._flush_by:
+            self._emit(self._chunker.flush())
+            self._flush()
+        elif item is None and time.monotonic() - self._last_write >= self.config.heartbeat:
+            # The source is slow but we are alive: receivers must not time out on us.
+            self._redis(lambda: self.io.post(self._control("beat")), "posting a heartbeat")
+            self._last_write = time.monotonic()
+
+    def _emit(self, chunks: list[Chunk]) -> None:
+        sid = self.announce.sid
+        for data, last in chunks:
             while self.window.room() <= 0:
-                if batch:
-                    pending = self._flush(batch)
+                self._flush()
                 self._await_controls()
             seq, off = self.window.sent.seq + 1, self.window.sent.off
             header, wire = encode_chunk(sid, seq, off, data, last, self.cipher)
-            batch.append((seq, header, wire))
-            pending += len(wire)
+            self._batch.append((seq, header, wire))
+            self._pending += len(wire)
             self.window.on_sent(seq, off + len(data))
-            if pending >= cfg.batch_bytes or last:
-                pending = self._flush(batch)
-        self._written_all = True
+            if last:
+                self._final = self.window.sent
+            if self._pending >= self.config.batch_bytes:
+                self._flush()
 
-    def _flush(self, batch: list[tuple[int, bytes, Any]]) -> int:
-        """Write the batch (clearing it); returns the new pending byte count, 0."""
+    def _flush(self) -> None:
+        """Write the pending batch in one round trip."""
         self._check_stop()
-        controls = self.io.write(batch, self.window.trim_point(), self._ack_from)
-        batch.clear()
-        self._last_refresh = time.monotonic()
+        self._flush_by = None
+        if not self._batch:
+            return
+        batch, trim = self._batch, self.window.trim_point()
+        controls = self._redis(lambda: self.io.write(batch, trim, self._ack_from), "writing chunks")
+        self._batch, self._pending = [], 0
+        self._last_write = self._last_refresh = time.monotonic()
         self.future.set_progress(self.window.sent.off)
         self._apply(controls)
-        return 0
 
     def _await_controls(self) -> None:
         self._check_stop()
         idle = time.monotonic() - self._last_progress
         if idle > self.config.idle_timeout:
+            ignored = f" Ignored: {self.io.ignored}" if self.io.ignored else ""
             raise StreamTimeout(
                 f"Stream {self.announce.sid}: no receiver made progress for {idle:.0f} s "
                 f"(idle timeout {self.config.idle_timeout} s); waiting on {self._laggards()}."
+                + ignored
             )
-        self._apply(self.io.wait_controls(self._ack_from))
+        self._apply(self._redis(lambda: self.io.wait_controls(self._ack_from), "reading acks"))
         if time.monotonic() - self._last_refresh > self.io.ttl / 4:
-            self.io.write([], self.window.trim_point(), self._ack_from)
+            trim = self.window.trim_point()
+            self._redis(lambda: self.io.write([], trim, self._ack_from), "refreshing the TTL")
             self._last_refresh = time.monotonic()
 
-    def _apply(self, controls: list[tuple[bytes, Control]]) -> None:
+    def _apply(self, controls: list[ControlEntry]) -> None:
         for eid, control in controls:
             self._ack_from = eid.decode()
+            if control is None:
+                continue
             if control.role == "tx":
                 self._check_stop()
-                if control.kind != "ack":
+                if control.kind not in ("ack", "beat"):
                     # Posted by an earlier sender of this transfer (seen when resuming).
                     raise StreamError(
                         f"Stream {self.announce.sid} was already ended by its sender: {control.msg}"
@@ -198,14 +233,26 @@ class TxTask(StreamTaskSpec):
                 continue
             where = f"Receiver {control.sender!r} of stream {self.announce.sid}"
             if control.kind == "ack":
-                if self.window.on_ack(
-                    control.sender, Position(control.seq, control.off), control.done
-                ):
-                    self._last_progress = time.monotonic()
+                self._on_ack(control, where)
             elif control.kind == "close":
                 raise StreamCancelled(f"{where} closed the stream after {control.off} bytes.")
-            else:
+            elif control.kind != "beat":
                 raise error_from_wire(control.etype or "StreamCancelled", control.msg, where)
+
+    def _on_ack(self, control: Control, where: str) -> None:
+        position = Position(control.seq, control.off)
+        if position > self.window.sent or (control.done and position != self._final):
+            # Whoever can write to Redis can post acks; this one cannot be genuine.
+            logger.warning(
+                "Ignoring an impossible ack from %s: %s (sent %s, last chunk %s).",
+                where,
+                position,
+                self.window.sent,
+                self._final,
+            )
+            return
+        if self.window.on_ack(control.sender, position, control.done):
+            self._last_progress = time.monotonic()
 
     def _laggards(self) -> list[str]:
         slowest = self.window.slowest()
@@ -215,9 +262,25 @@ class TxTask(StreamTaskSpec):
         if self._stop.is_set():
             raise StreamCancelled(f"Stream {self.announce.sid} was cancelled.")
 
+    def _redis(self, call: Callable[[], _T], what: str) -> _T:
+        return with_reconnect(
+            call,
+            patience=self.config.idle_timeout,
+            stop=self._stop,
+            what=f"{what} of stream {self.announce.sid}",
+        )
+
+    def _control(self, kind: Any, etype: str = "", msg: str = "") -> Control:
+        return Control(kind=kind, role="tx", sender=self.announce.origin, etype=etype, msg=msg)
+
     def _post_quietly(self, control: Control) -> None:
         try:
-            self.io.post(control)
+            with_reconnect(
+                lambda: self.io.post(control),
+                patience=min(self.config.idle_timeout, _NOTICE_PATIENCE),
+                stop=threading.Event(),  # the notice must go out although the task stopped
+                what=f"posting {control.kind} of stream {self.announce.sid}",
+            )
         except Exception:  # best effort: the transfer already ended
             logger.warning(
                 "Could not tell the receivers of stream %s that it ended.",

@@ -134,6 +134,7 @@ class FileStream(Stream):
 
     def close(self) -> None:
         """Close the file if this stream opened it."""
+        super().close()
         if self._owned:
             self._file.close()
 
@@ -188,6 +189,7 @@ class IterStream(Stream):
 
     def close(self) -> None:
         """Close the underlying iterator if it is a generator."""
+        super().close()
         closer = getattr(self._chunks, "close", None)
         if callable(closer):
             closer()

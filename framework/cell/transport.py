@@ -6,6 +6,11 @@ and go through the retrying ``client``: a retried ``XADD`` meets "ID equal or sm
 and is treated as already written. Control entries get automatic ids; duplicated acks
 are harmless because positions only move forward. Blocking reads use the ``blocking``
 client with ``BLOCK <= MAX_BLOCK_MS``. Redis errors are mapped at this boundary.
+
+TTLs are refreshed by a small script that does nothing once the meta hash holds an
+``end`` field: a transfer that failed or was cancelled keeps its short TTL, however late
+another party's refresh arrives. Controls of a secure transfer carry a MAC (field ``m``,
+see :mod:`framework.cell.auth`); unauthenticated ones are logged and skipped.
 """
 
 from __future__ import annotations
@@ -15,10 +20,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from framework.cell.auth import ControlAuth
 from framework.cell.frames import (
     CONTROL_FIELD,
     DATA_FIELD,
     HEADER_FIELD,
+    MAC_FIELD,
     Announce,
     ChunkHeader,
     Control,
@@ -27,9 +34,17 @@ from framework.cell.frames import (
 )
 from framework.cell.window import Position
 from framework.connection import MAX_BLOCK_MS, RedisConnection
-from framework.exceptions import BackendError, StreamError
+from framework.exceptions import BackendError, FramingError, MalformedFrameError
 
-__all__ = ["FAILED_TTL", "POLL_MS", "Frame", "TransferIO", "stream_entries"]
+__all__ = [
+    "FAILED_TTL",
+    "POLL_MS",
+    "BadControlError",
+    "ControlEntry",
+    "Frame",
+    "TransferIO",
+    "stream_entries",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +59,19 @@ _ANNOUNCE = b"announce"
 _CONTROL_COUNT = 1000
 #: Redis's answer when an explicit id is not above the stream's last one.
 _ALREADY_WRITTEN = "equal or smaller"
+#: Meta-hash field marking a transfer that failed or was cancelled (value: the kind).
+_END = b"end"
+#: Refreshes the TTL of KEYS (data, ack, meta) to ARGV[1] seconds, unless the transfer ended.
+_REFRESH = """
+if redis.call('HEXISTS', KEYS[3], 'end') == 1 then return 0 end
+for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[1]) end
+return 1
+"""
+
+
+#: An ack-stream entry: its id and the control, or None when it was ignored (the id
+#: still moves the reader's cursor past it).
+ControlEntry = tuple[bytes, "Control | None"]
 
 
 @dataclass(frozen=True)
@@ -70,12 +98,18 @@ class TransferIO:
         conn: The connection.
         sid: Stream id.
         ttl: Seconds the keys live without a refresh.
+        auth: Signs and verifies controls (secure transfers); None leaves them plain.
     """
 
-    def __init__(self, conn: RedisConnection, sid: int, ttl: float) -> None:
+    def __init__(
+        self, conn: RedisConnection, sid: int, ttl: float, auth: ControlAuth | None = None
+    ) -> None:
         self.conn = conn
         self.sid = sid
         self.ttl = max(1, int(ttl))
+        self.auth = auth
+        #: The last control entry ignored as unreadable or unauthenticated, described.
+        self.ignored: str | None = None
         keys = conn.keys
         self.data, self.ack, self.meta = (
             keys.xfer_data(str(sid)),
@@ -95,7 +129,7 @@ class TransferIO:
 
     def write(
         self, frames: Sequence[tuple[int, bytes, Any]], trim_below: int | None, ack_from: str
-    ) -> list[tuple[bytes, Control]]:
+    ) -> list[ControlEntry]:
         """Write chunk frames, trim consumed ones and collect new controls, in one round trip.
 
         Args:
@@ -131,7 +165,7 @@ class TransferIO:
                 raise BackendError(f"Could not update transfer {self.meta!r}: {reply}.")
         return self._controls(replies[-1])
 
-    def wait_controls(self, ack_from: str, block_ms: int = POLL_MS) -> list[tuple[bytes, Control]]:
+    def wait_controls(self, ack_from: str, block_ms: int = POLL_MS) -> list[ControlEntry]:
         """Block up to ``block_ms`` for control entries after ``ack_from``."""
         with self.conn.mapped_errors(f"read controls of {self.ack!r}", command="XREAD"):
             reply = self.conn.blocking.xread(
@@ -154,24 +188,46 @@ class TransferIO:
         with self.conn.mapped_errors(f"delete transfer {self.meta!r}", command="UNLINK"):
             self.conn.client.unlink(self.data, self.ack, self.meta)
 
-    def expire(self, seconds: float) -> None:
-        """Shorten the keys' lives (after a failure, so late readers still see why)."""
+    def expire(self, seconds: float, reason: str = "error") -> None:
+        """Mark the transfer ended and shorten the keys' lives (late readers still see why).
+
+        Later refreshes, by any party, leave the shorter TTL alone.
+        """
         with self.conn.mapped_errors(f"expire transfer {self.meta!r}", command="EXPIRE"):
             pipe = self.conn.client.pipeline(transaction=False)
-            for key in (self.data, self.ack, self.meta):
-                pipe.expire(key, max(1, int(seconds)))
-            pipe.execute()
+            pipe.hset(self.meta, _END, reason)
+            self._expire_all(pipe, seconds)
+            # The end mark is refused when Redis is out of memory; the EXPIREs still count.
+            _raise_first(pipe.execute(raise_on_error=False)[1:])
+
+    def _expire_all(self, pipe: Any, seconds: float) -> None:
+        for key in (self.data, self.ack, self.meta):
+            pipe.expire(key, max(1, int(seconds)))
 
     # -- both sides --------------------------------------------------------------------
 
     def post(self, control: Control) -> None:
         """Append a control entry and set the TTLs.
 
-        An ack refreshes the keys' full TTL; a cancel, close or error ends the transfer,
-        so its keys then live only :data:`FAILED_TTL` seconds (long enough for the other
-        side to read why).
+        An ack or heartbeat refreshes the keys' full TTL; a cancel, close or error ends
+        the transfer, so its keys then live only :data:`FAILED_TTL` seconds (long enough
+        for the other side to read why). If Redis is out of memory, an ending notice
+        first frees the transfer's chunk frames (nobody can use them now), so that the
+        other side learns the real cause instead of waiting out its idle timeout.
         """
-        with self.conn.mapped_errors(f"post {control.kind} to {self.ack!r}", command="XADD"):
+        what = f"post {control.kind} to {self.ack!r}"
+        try:
+            self._post(control, what)
+        except BackendError as exc:
+            if control.kind in _PROGRESS or "OOM" not in str(exc):
+                raise
+            logger.warning("Redis is out of memory; dropping the frames of stream %s.", self.sid)
+            with self.conn.mapped_errors(f"free {self.data!r}", command="UNLINK"):
+                self.conn.client.unlink(self.data)
+            self._post(control, what)
+
+    def _post(self, control: Control, what: str) -> None:
+        with self.conn.mapped_errors(what, command="XADD"):
             pipe = self.conn.client.pipeline(transaction=False)
             self._queue_control(pipe, control)
             pipe.execute()
@@ -180,9 +236,20 @@ class TransferIO:
         if control.kind == "ack":
             # Before the XADD: once the sender sees the final ack it deletes the keys,
             # and a later HSET would recreate the meta hash.
-            pipe.hset(self.meta, _ack_field(control.sender), f"{control.seq} {control.off}")
-        pipe.xadd(self.ack, {CONTROL_FIELD: control.model_dump_json()})
-        self._refresh(pipe, None if control.kind == "ack" else min(FAILED_TTL, self.ttl))
+            position = f"{control.seq} {control.off}"
+            if self.auth is not None:
+                position = self.auth.sign_text(position)
+            pipe.hset(self.meta, _ack_field(control.sender), position)
+        raw = control.model_dump_json().encode()
+        fields = {CONTROL_FIELD: raw}
+        if self.auth is not None:
+            fields[MAC_FIELD] = self.auth.sign(raw)
+        pipe.xadd(self.ack, fields)
+        if control.kind in _PROGRESS:
+            self._refresh(pipe)
+        else:
+            pipe.hset(self.meta, _END, control.kind)
+            self._expire_all(pipe, min(FAILED_TTL, self.ttl))
 
     def load(self) -> Announce | None:
         """The stored announcement, or None when the transfer is gone."""
@@ -196,8 +263,24 @@ class TransferIO:
             raw = self.conn.client.hget(self.meta, _ack_field(target))
         if raw is None:
             return Position()
-        seq, off = raw.split()
-        return Position(int(seq), int(off))
+        text = raw.decode() if isinstance(raw, bytes) else raw
+        if self.auth is not None:
+            opened = self.auth.open_text(text)
+            if opened is None:
+                logger.warning(
+                    "The position of %r in stream %s is not authentic; starting over.",
+                    target,
+                    self.sid,
+                )
+                return Position()
+            text = opened
+        try:
+            seq, off = text.split()
+            return Position(int(seq), int(off))
+        except ValueError as exc:
+            raise MalformedFrameError(
+                f"The acknowledged position of {target!r} in stream {self.sid} is malformed."
+            ) from exc
 
     # -- receiver side -----------------------------------------------------------------
 
@@ -208,7 +291,7 @@ class TransferIO:
         count: int,
         ack: Control | None = None,
         block_ms: int = POLL_MS,
-    ) -> tuple[list[tuple[bytes, Frame]], list[tuple[bytes, Control]]]:
+    ) -> tuple[list[tuple[bytes, Frame]], list[ControlEntry]]:
         """Block up to ``block_ms`` for chunk frames and controls, in one XREAD.
 
         Args:
@@ -232,43 +315,81 @@ class TransferIO:
                 pipe.xread(streams, count=count, block=block)
                 reply = pipe.execute()[-1]
         frames: list[tuple[bytes, Frame]] = []
-        controls: list[tuple[bytes, Control]] = []
+        controls: list[ControlEntry] = []
         for key, entries in stream_entries(reply):
             if _text(key) == self.data:
-                frames += [(eid, self._frame(fields)) for eid, fields in entries]
+                frames += [(eid, self._frame(eid, fields)) for eid, fields in entries]
             else:
                 controls += self._parse_controls(entries)
         return frames, controls
 
-    def _frame(self, fields: dict[bytes, bytes]) -> Frame:
-        header = decode(ChunkHeader, fields[HEADER_FIELD], f"chunk header of stream {self.sid}")
-        return Frame(header, fields.get(DATA_FIELD, b""))
+    def _frame(self, eid: bytes, fields: dict[bytes, bytes]) -> Frame:
+        where = f"chunk entry {_text(eid)} of stream {self.sid}"
+        raw, data = (fields or {}).get(HEADER_FIELD), (fields or {}).get(DATA_FIELD)
+        if raw is None or data is None:
+            missing = "header field 'h'" if raw is None else "data field 'd'"
+            raise MalformedFrameError(f"The {where} has no {missing}.")
+        return Frame(decode(ChunkHeader, raw, f"header of the {where}"), data)
 
-    def _controls(self, reply: Any) -> list[tuple[bytes, Control]]:
-        out: list[tuple[bytes, Control]] = []
+    def _controls(self, reply: Any) -> list[ControlEntry]:
+        out: list[ControlEntry] = []
         for _, entries in stream_entries(reply):
             out += self._parse_controls(entries)
         return out
 
     def _parse_controls(
         self, entries: Iterable[tuple[bytes, dict[bytes, bytes]]]
-    ) -> list[tuple[bytes, Control]]:
-        out = []
+    ) -> list[ControlEntry]:
+        out: list[ControlEntry] = []
         for eid, fields in entries:
             try:
-                out.append(
-                    (eid, decode(Control, fields[CONTROL_FIELD], f"control of stream {self.sid}"))
-                )
-            except (StreamError, KeyError):
-                # A foreign or newer entry must not kill the transfer; skip it loudly.
-                logger.warning(
-                    "Skipping an unreadable control entry %r of stream %s.", eid, self.sid
-                )
+                out.append((eid, self.control(eid, fields)))
+            except FramingError as exc:
+                # Whoever can write to Redis can append here: a forged, foreign or newer
+                # entry is never acted on, and must not end the transfer either.
+                logger.warning("Ignoring a control entry: %s", exc)
+                self.ignored = str(exc)
+                out.append((eid, None))
         return out
 
-    def _refresh(self, pipe: Any, ttl: float | None = None) -> None:
-        for key in (self.data, self.ack, self.meta):
-            pipe.expire(key, max(1, int(ttl or self.ttl)))
+    def control(self, eid: bytes, fields: dict[bytes, bytes]) -> Control:
+        """Decode and authenticate one control entry.
+
+        Raises:
+            MalformedFrameError: The entry has no control field or is not a control.
+            UnsupportedVersionError: The control has another wire version.
+            BadControlError: The transfer is secure and the entry's MAC is missing or wrong.
+        """
+        where = f"control entry {_text(eid)} of stream {self.sid}"
+        raw = (fields or {}).get(CONTROL_FIELD)
+        if raw is None:
+            raise MalformedFrameError(f"The {where} has no control field 'c'.")
+        control = decode(Control, raw, where)
+        if self.auth is not None and not self.auth.verify(raw, fields.get(MAC_FIELD)):
+            claim = f"{control.kind} from {control.role} {control.sender!r}"
+            raise BadControlError(
+                f"The {where} ({claim}{': ' + control.msg if control.msg else ''}) "
+                "is not authenticated with the transfer's key."
+            )
+        return control
+
+    def _refresh(self, pipe: Any) -> None:
+        # execute_command: a cluster pipeline has no eval(), but routes EVAL by its keys.
+        pipe.execute_command("EVAL", _REFRESH, 3, self.data, self.ack, self.meta, self.ttl)
+
+
+#: Control kinds that keep a transfer alive (the others end it).
+_PROGRESS = ("ack", "beat")
+
+
+class BadControlError(MalformedFrameError):
+    """A control entry of a secure transfer carries no valid MAC (forged or foreign)."""
+
+
+def _raise_first(replies: list[Any]) -> None:
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
 
 
 def _ack_field(target: str) -> str:

@@ -76,6 +76,8 @@ class Stream(ABC):
         self.size = size
         self.pos = 0
         self.headers = headers
+        #: True once :meth:`close` ran (NVFlare's attribute).
+        self.closed = False
 
     def get_size(self) -> int:
         """Return the total size, 0 if unknown."""
@@ -111,8 +113,9 @@ class Stream(ABC):
         """
         raise StreamError(f"{type(self).__name__} is not seekable (asked to seek to {offset}).")
 
-    def close(self) -> None:  # noqa: B027 - optional hook, a no-op by default
-        """Close the stream."""
+    def close(self) -> None:
+        """Close the stream (subclasses that hold resources extend this)."""
+        self.closed = True
 
 
 class StreamTaskSpec(ABC):

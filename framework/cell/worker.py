@@ -1,10 +1,12 @@
 """One thread per received transfer: runs the stream callback, or receives a blob then calls back.
 
 A stream callback runs as ``stream_cb(future, stream, resume_offset, *args, **kwargs)`` in
-the worker's own thread and may block. A blob callback runs as
-``blob_cb(future, *args, **kwargs)`` once the whole blob has arrived (the behaviour
-NVFlare's docstring promises); a failed blob transfer is reported to the sender and
-does not call it.
+the worker's own thread and may block; the final acknowledgement is posted when it
+returns, so an exception it raises at any point, also after the last byte, fails the
+sender's future. A blob callback runs as ``blob_cb(future, *args, **kwargs)`` once the
+whole blob has arrived and passed its size checks (the behaviour NVFlare's docstring
+promises); before the first byte, an optional ``preflight_cb(future)`` may reject the
+blob. A failed or rejected blob is reported to the sender and never reaches ``blob_cb``.
 """
 
 from __future__ import annotations
@@ -15,11 +17,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from framework.cell.receiver import RxHandle, RxStream, RxTransfer, receive_blob
+from framework.cell.assembler import BlobBuffer
+from framework.cell.receiver import RxHandle, RxStream, RxTransfer
 from framework.cell.types import StreamFuture
+from framework.cell.window import Position
 from framework.exceptions import StreamError
 
-__all__ = ["Handler", "RxWorker"]
+__all__ = ["Handler", "RxWorker", "receive_blob"]
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +36,8 @@ class Handler:
     callback: Callable[..., Any]
     args: tuple[Any, ...] = ()
     kwargs: dict[str, Any] = field(default_factory=dict)
+    #: Blob mode: ``preflight_cb(future) -> bool`` decides before the first byte.
+    preflight: Callable[[StreamFuture], Any] | None = None
 
 
 class RxWorker:
@@ -68,20 +74,16 @@ class RxWorker:
         """Start the worker thread."""
         self.thread.start()
 
-    def join(self, timeout: float | None) -> None:
-        """Wait for the worker thread."""
-        if self.thread.is_alive() and self.thread is not threading.current_thread():
-            self.thread.join(timeout)
-
     def _run(self) -> None:
         try:
             if self.handler.mode == "stream":
                 self._stream()
             else:
                 self._blob()
-        except Exception:  # thread boundary: log and settle the future, never die silently
-            logger.exception("Receiving stream %s failed unexpectedly.", self.rx.sid)
-            self.future.set_exception(StreamError(f"Receiving stream {self.rx.sid} failed."))
+        except Exception as exc:  # thread boundary: report and settle, never die silently
+            logger.exception("Receiving %s failed unexpectedly.", self.rx.name)
+            self.rx.fail(exc)
+            self.future.set_exception(StreamError(f"Receiving {self.rx.name} failed: {exc}"))
         finally:
             self.on_done(self)
 
@@ -93,18 +95,19 @@ class RxWorker:
         try:
             h.callback(self.future, stream, self.rx.decoder.offset, *h.args, **h.kwargs)
         except Exception as exc:  # noqa: BLE001 - user code: the failure goes to the sender
-            if not self.future.done():
-                logger.warning("The stream callback for stream %s raised %r.", self.rx.sid, exc)
+            if not self.rx.ended:
+                logger.warning("The stream callback for %s raised %r.", self.rx.name, exc)
             stream.fail(exc)
         else:
             stream.finish()
 
     def _blob(self) -> None:
         try:
+            self._preflight()
             blob = receive_blob(self.rx, self.future, self.max_blob_size)
         except Exception as exc:  # noqa: BLE001 - any failure must reach the sender
             if not self.rx.abandoned:
-                logger.warning("Receiving blob stream %s failed: %s", self.rx.sid, exc)
+                logger.warning("Receiving blob %s failed: %s", self.rx.name, exc)
             self.rx.fail(exc)
             self.future.set_exception(exc)
             return
@@ -114,4 +117,52 @@ class RxWorker:
             h.callback(self.future, *h.args, **h.kwargs)
         except Exception:
             # The blob arrived intact; a failing application callback is its own bug.
-            logger.exception("The blob callback for stream %s raised.", self.rx.sid)
+            logger.exception("The blob callback for %s raised.", self.rx.name)
+
+    def _preflight(self) -> None:
+        check = self.handler.preflight
+        if check is None:
+            return
+        try:
+            accepted = check(self.future)
+        except Exception as exc:
+            raise StreamError(
+                f"The preflight check of cell {self.rx.me!r} rejected blob {self.rx.name}: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+        if accepted is False:
+            raise StreamError(
+                f"The preflight check of cell {self.rx.me!r} rejected blob {self.rx.name}."
+            )
+
+
+def receive_blob(rx: RxTransfer, future: StreamFuture, max_size: int) -> bytearray:
+    """Receive a whole blob, check its size, then post the final acknowledgement.
+
+    Args:
+        rx: The receiver's transfer (must start at the beginning).
+        future: Receives progress updates.
+        max_size: Largest blob accepted (also when its size was not announced).
+
+    Returns:
+        The blob.
+
+    Raises:
+        BlobSizeError: The blob is larger than ``max_size`` (the sender hears of it).
+        StreamError: The transfer failed or cannot resume (see :meth:`RxTransfer.fetch`).
+    """
+    if rx.decoder.offset:
+        raise StreamError(
+            f"Blob {rx.name} was interrupted at byte {rx.decoder.offset} by a receiver "
+            "restart; a blob cannot resume at a receiver (its first part died with the old "
+            "process). Send it again."
+        )
+    blob = BlobBuffer(rx.sid, rx.announce.size, max_size)
+    while not rx.decoder.finished:
+        for header, plain in rx.fetch():
+            blob.write(header.off, plain)
+            rx.consumed(Position(header.seq, header.off + header.len), header.last)
+        future.set_progress(rx.decoder.offset)
+    data = blob.release()
+    rx.complete()
+    return data

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import zlib
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -17,15 +18,16 @@ from framework.cell.frames import (
     decode,
     entry_id,
     error_from_wire,
-    iter_chunks,
     seq_of,
 )
+from framework.cell.pump import EOF, Chunker, DirectPump, SourcePump
 from framework.cell.streams import BytesStream, IterStream
 from framework.cell.window import Position, Window
 from framework.exceptions import (
     BlobSizeError,
     ChecksumError,
     EncryptionError,
+    MalformedFrameError,
     SequenceError,
     StreamCancelled,
     StreamError,
@@ -49,9 +51,9 @@ def test_decode_rejects_other_versions_and_garbage() -> None:
     raw = Control(kind="ack", role="rx", sender="b").model_dump_json()
     with pytest.raises(UnsupportedVersionError, match="version 2"):
         decode(Control, raw.replace('"v":1', '"v":2'), "control")
-    with pytest.raises(StreamError, match="malformed"):
+    with pytest.raises(MalformedFrameError, match=r"control is malformed.*kind"):
         decode(Control, b'{"v": 1, "kind": "nope"}', "control")
-    with pytest.raises(StreamError):
+    with pytest.raises(MalformedFrameError, match="not a JSON object"):
         decode(Control, b"not json", "control")
 
 
@@ -74,25 +76,66 @@ def test_errors_cross_by_name_only() -> None:
 # -- chunking ------------------------------------------------------------------------------
 
 
+def _cut(pieces: list[bytes], chunk: int, flush_after: int = -1) -> list[tuple[bytes, bool]]:
+    chunker, out = Chunker(chunk), []
+    for i, piece in enumerate(pieces):
+        out += chunker.feed(piece)
+        if i == flush_after:
+            out += chunker.flush()  # the linger expired
+    out += chunker.finish()
+    return [(bytes(c), last) for c, last in out]
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     pieces=st.lists(st.binary(max_size=40), max_size=12),
     chunk=st.integers(min_value=1, max_value=17),
+    flush_after=st.integers(min_value=-1, max_value=12),
 )
-def test_iter_chunks_coalesces_to_exact_chunks(pieces: list[bytes], chunk: int) -> None:
-    data = b"".join(pieces)
-    out = list(iter_chunks(IterStream(pieces), chunk))
-    assert b"".join(bytes(c) for c, _ in out) == data
+def test_chunker_cuts_in_order_and_marks_only_the_last(
+    pieces: list[bytes], chunk: int, flush_after: int
+) -> None:
+    out = _cut(pieces, chunk, flush_after)
+    assert b"".join(c for c, _ in out) == b"".join(pieces)
     assert [last for _, last in out] == [False] * (len(out) - 1) + [True]
-    assert (all(len(c) == chunk for c, _ in out[:-1]) and 0 < len(out[-1][0]) <= chunk) or not data
+    assert all(0 < len(c) <= chunk for c, _ in out[:-1])
+    if flush_after < 0:  # without a linger flush every chunk but the last is full
+        assert all(len(c) == chunk for c, _ in out[:-1])
 
 
-def test_iter_chunks_edges() -> None:
-    assert [(bytes(c), last) for c, last in iter_chunks(BytesStream(b""), 4)] == [(b"", True)]
-    exact = list(iter_chunks(BytesStream(b"abcdefgh"), 4))
-    assert [(bytes(c), last) for c, last in exact] == [(b"abcd", False), (b"efgh", True)]
-    views = [c for c, _ in iter_chunks(BytesStream(b"abcdefgh"), 4)]
-    assert all(isinstance(v, memoryview) for v in views)  # full reads pass through uncopied
+def test_chunker_edges() -> None:
+    assert _cut([], 4) == [(b"", True)]
+    assert _cut([b"abcd", b"efgh"], 4) == [(b"abcd", False), (b"efgh", True)]
+    assert _cut([b"abcd"], 4, flush_after=0) == [(b"abcd", False), (b"", True)]
+    view = memoryview(b"abcd")
+    chunker = Chunker(4)
+    assert chunker.feed(view) == []
+    assert chunker.buffered == 4
+    assert chunker.finish()[0][0] is view  # full reads pass through uncopied
+
+
+def test_pumps_hand_over_reads_then_eof() -> None:
+    direct = DirectPump(BytesStream(b"abcdef"), 4)
+    assert [bytes(direct.get(0)), bytes(direct.get(0)), direct.get(0)] == [b"abcd", b"ef", EOF]
+    pump = SourcePump(IterStream([b"ab", b"c"]), 4, "fw-cell-src-test")
+    pump.start()
+    got = [pump.get(5), pump.get(5), pump.get(5)]
+    assert [bytes(g) if g is not EOF else g for g in got] == [b"ab", b"c", EOF]
+    pump.close()
+    assert pump.thread is not None
+    pump.thread.join(5)
+
+    def broken() -> Any:
+        yield b"x"
+        raise ValueError("source broke")
+
+    pump = SourcePump(IterStream(broken()), 4, "fw-cell-src-test")
+    pump.start()
+    assert bytes(pump.get(5)) == b"x"
+    with pytest.raises(ValueError, match="source broke"):
+        pump.get(5)
+    pump.close()
+    pump.thread.join(5)
 
 
 # -- window --------------------------------------------------------------------------------
@@ -179,16 +222,30 @@ def test_decoder_resumes_mid_stream() -> None:
     assert decoder.accept(*stream[1]) == b"efgh"
 
 
-def test_blob_buffer_is_allocated_once_and_bounded() -> None:
+def test_blob_buffer_grows_with_the_data_never_past_the_announced_size() -> None:
     with pytest.raises(BlobSizeError):
         BlobBuffer(1, size=11, max_size=10)
+    forged = BlobBuffer(1, size=4 << 30, max_size=4 << 30)  # a forged 4 GiB announcement
+    forged.write(0, b"a" * 1000)
+    assert len(forged.data) <= 1 << 20  # memory follows the data, not the claim
     blob = BlobBuffer(1, size=3 << 20, max_size=4 << 20)
-    blob.write(0, b"a" * (3 << 20))
+    for off in range(0, 3 << 20, 1 << 19):
+        blob.write(off, b"a" * (1 << 19))
+        assert len(blob.data) <= 3 << 20
     with pytest.raises(SequenceError):
         blob.write((3 << 20) - 1, b"xy")
     data = blob.release()
     assert isinstance(data, bytearray)
     assert data == b"a" * (3 << 20)
+
+
+def test_blob_buffer_of_unknown_size_stops_at_the_limit() -> None:
+    blob = BlobBuffer(1, size=0, max_size=25)
+    blob.write(0, b"x" * 10)
+    blob.write(10, b"y" * 10)
+    with pytest.raises(BlobSizeError, match="exceeds the 25 bytes"):
+        blob.write(20, b"z" * 10)
+    assert blob.release() == b"x" * 10 + b"y" * 10
 
 
 # -- encryption ----------------------------------------------------------------------------

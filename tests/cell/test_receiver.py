@@ -43,5 +43,9 @@ def test_a_pending_ack_carries_the_latest_consumed_position(fake_conn: RedisConn
     assert [h.seq for h, _ in rx.fetch()] == [3]
     assert io.acked("b") == Position(2, 30)
     rx.consumed(Position(3, 40), last=True)
+    # The final ack waits until the application is done with the data.
+    assert not rx.ended
+    assert io.acked("b") == Position(2, 30)
+    rx.complete()
     assert rx.ended
     assert io.acked("b") == Position(3, 40)
