@@ -19,7 +19,7 @@ from __future__ import annotations
 from framework.store.base import SECRET_ENV_VAR, BaseStore
 from framework.store.config import StoreConfig
 from framework.store.layout import MAX_VALUE_BYTES, PART_BYTES
-from framework.store.protocols import MISSING, Store
+from framework.store.protocols import MISSING, StagingStore, Store
 from framework.store.proxy import Proxy, StoreFactory, extract, get_factory, is_resolved, resolve
 from framework.store.redis import RedisStore, StagedBatch
 from framework.store.registry import (
@@ -42,6 +42,7 @@ __all__ = [
     "Proxy",
     "RedisStore",
     "StagedBatch",
+    "StagingStore",
     "Store",
     "StoreConfig",
     "StoreFactory",

@@ -17,9 +17,10 @@ if TYPE_CHECKING:
     from typing_extensions import Self
 
     from framework.store.config import StoreConfig
+    from framework.store.layout import StagedBatch
     from framework.store.proxy import Proxy
 
-__all__ = ["MISSING", "Store"]
+__all__ = ["MISSING", "StagingStore", "Store"]
 
 
 class _Missing(enum.Enum):
@@ -131,3 +132,33 @@ class Store(Protocol):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None: ...
+
+
+@runtime_checkable
+class StagingStore(Protocol):
+    """Optional capability: hand a batch's writes to a publisher instead of sending them.
+
+    A publisher on the same Redis (:attr:`connection`) runs the staged commands before
+    the event that names the keys, in the same round trip, and publishes the event only
+    if every write succeeded: an event never names an object that was not stored.
+
+    Attributes:
+        connection: The connection the staged commands must be sent on.
+    """
+
+    connection: Any
+
+    def stage_batch(
+        self, objs: Sequence[Any], *, ttl: float | None = None, readers: int | None = None
+    ) -> StagedBatch:
+        """Serialize ``objs`` and return their keys and the commands that store them, unsent.
+
+        Args:
+            objs: The objects.
+            ttl: Lifetime in seconds; ``None`` uses the store's default.
+            readers: Delete each object atomically after this many reads (fan-out).
+
+        Returns:
+            The keys and the writes (``StagedBatch.commands`` are opaque Redis commands).
+        """
+        ...

@@ -110,3 +110,11 @@ def test_single_key_reads_need_no_pipeline(real_conn: RedisConnection, monkeypat
         assert store.get(keys[0]) == b"a"
         assert store.get(keys[1], evict=True) == [1, 2]
         assert store.get(keys[1], default=None) is None
+
+
+def test_redis_store_is_a_staging_store(fake_conn: RedisConnection) -> None:
+    from framework.store import StagingStore
+
+    with RedisStore(connection=fake_conn) as store:
+        assert isinstance(store, StagingStore)
+        assert store.connection is fake_conn
