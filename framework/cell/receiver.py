@@ -294,12 +294,12 @@ class RxStream(Stream):
         if not done:
             self.close()
             return
+        self.closed = True
         try:
             self.rx.complete()
         except FrameworkError as exc:
             self.fail(exc)
             return
-        self.closed = True
         self.future.set_result(self.pos)
 
     def _all_read(self) -> bool:

@@ -158,11 +158,11 @@ class TransferIO:
         for reply in replies[: len(frames)]:
             if isinstance(reply, Exception) and _ALREADY_WRITTEN not in str(reply):
                 raise BackendError(
-                    f"Could not write a chunk to {self.data!r}: {reply}.", command="XADD"
+                    f"Could not write a chunk to {self.data!r}: {_describe(reply)}.", command="XADD"
                 )
         for reply in replies[len(frames) :]:
             if isinstance(reply, Exception):
-                raise BackendError(f"Could not update transfer {self.meta!r}: {reply}.")
+                raise BackendError(f"Could not update transfer {self.meta!r}: {_describe(reply)}.")
         return self._controls(replies[-1])
 
     def wait_controls(self, ack_from: str, block_ms: int = POLL_MS) -> list[ControlEntry]:
@@ -219,7 +219,7 @@ class TransferIO:
         try:
             self._post(control, what)
         except BackendError as exc:
-            if control.kind in _PROGRESS or "OOM" not in str(exc):
+            if control.kind in _PROGRESS or "maxmemory" not in str(exc):
                 raise
             logger.warning("Redis is out of memory; dropping the frames of stream %s.", self.sid)
             with self.conn.mapped_errors(f"free {self.data!r}", command="UNLINK"):
@@ -384,6 +384,11 @@ _PROGRESS = ("ack", "beat")
 
 class BadControlError(MalformedFrameError):
     """A control entry of a secure transfer carries no valid MAC (forged or foreign)."""
+
+
+def _describe(error: Exception) -> str:
+    """``Type: message``: redis-py drops the error code (``OOM``) from the message."""
+    return f"Redis reported {type(error).__name__}: {error}"
 
 
 def _raise_first(replies: list[Any]) -> None:

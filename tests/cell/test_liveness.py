@@ -1,0 +1,189 @@
+"""Idle timeouts measure liveness; dropped connections and a full Redis are survived or named."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+
+from framework.cell import IterStream, Message, StreamError, StreamFuture, StreamTimeout
+from framework.cell.assembler import encode_chunk
+from framework.cell.frames import Announce
+from framework.cell.inbox import announce
+from framework.cell.transport import TransferIO
+from framework.connection import RedisConnection
+from framework.embedded import EmbeddedRedis
+from tests.cell.conftest import CellFactory
+from tests.cell.helpers import SMALL, Collector, payload
+
+CHUNK = SMALL.chunk_size
+#: Short idle timeouts keep these tests fast; heartbeats must keep a live sender inside them.
+QUICK = SMALL.model_copy(update={"idle_timeout": 2.0, "heartbeat": 0.5})
+
+
+@pytest.fixture(params=[pytest.param("fake", id="fake"), pytest.param("real", id="real")])
+def conn2(request: pytest.FixtureRequest) -> RedisConnection:
+    """fakeredis and a real redis-server (these tests wait seconds on purpose)."""
+    result: RedisConnection = request.getfixturevalue(f"{request.param}_conn")
+    return result
+
+
+def test_a_slow_live_source_outlives_the_idle_timeout(
+    conn2: RedisConnection, make_cell: CellFactory
+) -> None:
+    pieces = [payload(1024, seed=i) for i in range(8)]
+    arrivals: list[int] = []
+
+    def live() -> Iterator[bytes]:
+        for i, piece in enumerate(pieces):
+            # 1 KB every 0.5 s, and once a pause longer than the idle timeout.
+            time.sleep(2.5 if i == 4 else 0.5)
+            yield piece
+
+    def on_stream(future: StreamFuture, stream: Any, resume: int) -> None:
+        while chunk := stream.read(1 << 20):
+            arrivals.append(len(chunk))
+            got.extend(chunk)
+
+    got = bytearray()
+    make_cell(conn2, "b", QUICK).register_stream_cb("ch", "s", on_stream)
+    future = make_cell(conn2, "a", QUICK).send_stream(
+        "ch", "s", "b", Message({}, IterStream(live()))
+    )
+    assert future.result(timeout=30) == 8 * 1024
+    assert bytes(got) == b"".join(pieces)
+    # Written within the linger, not held for a full chunk: it arrived piece by piece.
+    assert len(arrivals) >= 6
+
+
+def test_a_receiver_times_out_when_its_sender_is_gone(
+    conn2: RedisConnection, make_cell: CellFactory
+) -> None:
+    # A sender that announced a stream, wrote one chunk and died: no more heartbeats.
+    ann = Announce(
+        sid=77, origin="dead", channel="ch", topic="s", mode="stream", size=0,
+        targets=["b"], chunk_size=CHUNK, window=SMALL.window,
+    )  # fmt: skip
+    io = TransferIO(conn2, ann.sid, 60)
+    io.create(ann)
+    header, wire = encode_chunk(ann.sid, 0, 0, b"first", False)
+    io.write([(0, header, wire)], None, "0-0")
+    announce(conn2, "b", ann, 60)
+    got = Collector()
+    make_cell(conn2, "b", QUICK).register_stream_cb("ch", "s", got.stream_cb)
+    item = got.wait(ann.sid, 20)
+    assert bytes(item.data) == b"first"
+    assert isinstance(item.error, StreamTimeout)
+    assert "from 'dead'" in str(item.error)
+    assert "the sender is gone" in str(item.error)
+
+
+# -- dropped connections (real redis-server: CLIENT KILL) -------------------------------------
+
+
+def _blocked_in_xread(admin: Any, ports: set[int]) -> list[str]:
+    return [
+        c["addr"]
+        for c in admin.client_list()
+        if int(c["addr"].rsplit(":", 1)[1]) in ports and c["cmd"] == "xread" and "b" in c["flags"]
+    ]
+
+
+def _local_ports(conn: RedisConnection) -> set[int]:
+    ports = set()
+    for client in conn._clients.values():  # test-only peek at the pools' sockets
+        pool = client.connection_pool
+        for connection in [*pool._available_connections, *pool._in_use_connections]:
+            if connection._sock is not None:
+                ports.add(connection._sock.getsockname()[1])
+    return ports
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("side", ["receiver", "sender"])
+def test_client_kill_mid_transfer_delivers_identical_bytes(
+    redis_server: EmbeddedRedis, real_conn: RedisConnection, make_cell: CellFactory, side: str
+) -> None:
+    data = payload(24 * CHUNK + 11)
+    half = 8 * CHUNK
+    hold_source, hold_reader = threading.Event(), threading.Event()
+    got = bytearray()
+
+    def source() -> Iterator[bytes]:
+        for off in range(0, len(data), CHUNK):
+            if off == half and side == "receiver":
+                hold_source.wait(20)  # the receiver drains and blocks in XREAD
+            yield data[off : off + CHUNK]
+
+    def on_stream(future: StreamFuture, stream: Any, resume: int) -> None:
+        while chunk := stream.read(CHUNK):
+            got.extend(chunk)
+            if len(got) == CHUNK and side == "sender":
+                hold_reader.wait(20)  # the sender fills its window and blocks in XREAD
+
+    with (
+        RedisConnection.from_url(redis_server.url) as rx_conn,
+        RedisConnection.from_url(redis_server.url) as tx_conn,
+    ):
+        make_cell(rx_conn, "b").register_stream_cb("ch", "s", on_stream)
+        future = make_cell(tx_conn, "a").send_stream(
+            "ch", "s", "b", Message({}, IterStream(source(), size=len(data)))
+        )
+        victim = rx_conn if side == "receiver" else tx_conn
+        deadline = time.monotonic() + 20
+        while not (blocked := _blocked_in_xread(real_conn.client, _local_ports(victim))):
+            assert time.monotonic() < deadline, f"the {side} never blocked in XREAD"
+            time.sleep(0.02)
+        for addr in blocked:
+            real_conn.client.client_kill(addr)
+        hold_source.set()
+        hold_reader.set()
+        assert future.result(timeout=30) == len(data)
+        deadline = time.monotonic() + 10
+        while len(got) < len(data) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert bytes(got) == data
+
+
+@pytest.mark.integration
+def test_out_of_memory_reaches_both_sides_with_its_cause(
+    redis_server: EmbeddedRedis, real_conn: RedisConnection, make_cell: CellFactory
+) -> None:
+    release = threading.Event()
+
+    def source() -> Iterator[bytes]:
+        yield payload(CHUNK)
+        release.wait(20)
+        for _ in range(40):
+            yield payload(CHUNK)
+
+    got = Collector()
+    make_cell(real_conn, "b").register_stream_cb("ch", "s", got.stream_cb, read_size=CHUNK)
+    future = make_cell(real_conn, "a").send_stream(
+        "ch", "s", "b", Message({}, IterStream(source()))
+    )
+    admin = redis.Redis.from_url(redis_server.url)
+    try:
+        deadline = time.monotonic() + 20
+        while future.get_progress() < CHUNK:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        used = int(admin.info("memory")["used_memory"])
+        admin.config_set("maxmemory", used + 100_000)
+        admin.config_set("maxmemory-policy", "noeviction")
+        release.set()
+        exc = future.exception(timeout=20)
+        item = got.wait(future.get_stream_id(), 20)
+    finally:
+        admin.config_set("maxmemory", 0)
+        admin.close()
+    assert isinstance(exc, StreamError)
+    assert "OutOfMemoryError" in str(exc)
+    assert "maxmemory" in str(exc)
+    assert item.error is not None
+    assert "OutOfMemoryError" in str(item.error)
+    assert "maxmemory" in str(item.error)

@@ -1,0 +1,293 @@
+"""Forged and malformed input, errors that must reach the sender, NVFlare call forms."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from framework.cell import (
+    BlobSizeError,
+    BytesStream,
+    CellConfig,
+    IterStream,
+    Message,
+    StreamCell,
+    StreamError,
+    StreamFuture,
+)
+from framework.cell.auth import ControlAuth
+from framework.cell.frames import CONTROL_FIELD, DATA_FIELD, HEADER_FIELD, MAC_FIELD, Control
+from framework.cell.transport import TransferIO
+from framework.connection import RedisConnection
+from framework.exceptions import ConfigurationError, EncryptionError, MalformedFrameError
+from tests.cell.conftest import CellFactory
+from tests.cell.helpers import SMALL, Collector, payload
+
+CHUNK = SMALL.chunk_size
+KEY = b"0123456789abcdef0123456789abcdef"
+
+
+def _wait_for(predicate: Any, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.01)
+
+
+# -- errors always reach the sender -----------------------------------------------------------
+
+
+def test_a_callback_raising_after_the_last_byte_fails_the_sender(
+    conn: RedisConnection, make_cell: CellFactory
+) -> None:
+    data = payload(3 * CHUNK + 5)
+
+    def on_stream(future: StreamFuture, stream: Any, resume: int) -> None:
+        while stream.read(CHUNK):
+            pass
+        raise RuntimeError("could not store the model ✗")
+
+    make_cell(conn, "b").register_stream_cb("ch", "s", on_stream)
+    future = make_cell(conn, "a").send_stream("ch", "s", "b", Message({}, BytesStream(data)))
+    exc = future.exception(timeout=20)
+    assert isinstance(exc, StreamError)
+    assert "Receiver 'b'" in str(exc)
+    assert "RuntimeError: could not store the model ✗" in str(exc)
+
+
+def test_the_receiver_stream_reports_closed(conn: RedisConnection, make_cell: CellFactory) -> None:
+    seen: list[bool] = []
+    streams: list[Any] = []
+
+    def on_stream(future: StreamFuture, stream: Any, resume: int) -> None:
+        streams.append(stream)
+        seen.append(stream.closed)
+        while stream.read(CHUNK):
+            pass
+        seen.append(stream.closed)
+
+    make_cell(conn, "b").register_stream_cb("ch", "s", on_stream)
+    sender = make_cell(conn, "a")
+    future = sender.send_stream("ch", "s", "b", Message({}, BytesStream(payload(CHUNK))))
+    assert future.result(timeout=20) == CHUNK
+    assert seen == [False, False]
+    assert streams[0].closed  # closed once the callback returned
+
+
+def test_blobs_of_unknown_size_are_size_checked_before_the_final_ack(
+    conn: RedisConnection, make_cell: CellFactory
+) -> None:
+    limit = SMALL.model_copy(update={"max_blob_size": 3 * CHUNK})
+    got = Collector()
+    make_cell(conn, "b", limit).register_blob_cb("ch", "t", got.blob_cb)
+    sender = make_cell(conn, "a")
+    fits = payload(2 * CHUNK + 7)
+    future = sender.send_blob("ch", "t", "b", Message({}, IterStream([fits[:100], fits[100:]])))
+    assert future.result(timeout=20) == len(fits)
+    assert got.wait(future.get_stream_id()).data == fits
+    too_big = IterStream(iter([payload(CHUNK)] * 4))  # size unknown until it is too late
+    exc = sender.send_blob("ch", "t", "b", Message({}, too_big)).exception(timeout=20)
+    assert isinstance(exc, BlobSizeError)
+    assert "Receiver 'b'" in str(exc)
+
+
+# -- forged control messages ------------------------------------------------------------------
+
+
+def _forge(conn: RedisConnection, sid: int, control: Control, mac: bytes | None = None) -> None:
+    fields = {CONTROL_FIELD: control.model_dump_json().encode()}
+    if mac is not None:
+        fields[MAC_FIELD] = mac
+    conn.client.xadd(TransferIO(conn, sid, 60).ack, fields)
+
+
+@pytest.mark.parametrize("secure", [True, False], ids=["secure", "plain"])
+def test_a_forged_done_ack_is_ignored_and_the_transfer_completes_intact(
+    conn: RedisConnection,
+    make_cell: CellFactory,
+    caplog: pytest.LogCaptureFixture,
+    secure: bool,
+) -> None:
+    data = payload(12 * CHUNK + 3)
+    reading = threading.Event()
+    forged = threading.Event()
+    sink = bytearray()
+
+    def on_stream(future: StreamFuture, stream: Any, resume: int) -> None:
+        sink.extend(stream.read(CHUNK))
+        reading.set()
+        assert forged.wait(20)
+        while chunk := stream.read(CHUNK):
+            sink.extend(chunk)
+
+    make_cell(conn, "b", key=KEY).register_stream_cb("ch", "s", on_stream)
+    sender = make_cell(conn, "a", key=KEY)
+    future = sender.send_stream("ch", "s", "b", Message({}, BytesStream(data)), secure=secure)
+    sid = future.get_stream_id()
+    assert reading.wait(20)
+    caplog.set_level(logging.WARNING, logger="framework.cell")
+    last = len(data) // CHUNK
+    if secure:
+        # Claims the whole stream was consumed: no MAC, then a MAC under another key.
+        done = Control(kind="ack", role="rx", sender="b", seq=last, off=len(data), done=True)
+        _forge(conn, sid, done)
+        _forge(conn, sid, done, ControlAuth(b"x" * 32, sid).sign(done.model_dump_json().encode()))
+        _forge(conn, sid, Control(kind="cancel", role="tx", sender="a"))  # to the receiver
+    else:
+        # Without a key only impossible claims can be told apart: the last chunk is not
+        # even written yet (the window holds 4 chunks), so no receiver can be done.
+        done = Control(kind="ack", role="rx", sender="b", seq=2, off=3 * CHUNK, done=True)
+        _forge(conn, sid, done)
+    _wait_for(lambda: sum("Ignoring" in r.getMessage() for r in caplog.records) >= 1)
+    assert not future.done()  # the sender did not take the forged ack for success
+    forged.set()
+    assert future.result(timeout=30) == len(data)
+    assert bytes(sink) == data
+
+
+def test_control_authentication_is_bound_to_the_stream() -> None:
+    raw = Control(kind="ack", role="rx", sender="b", seq=1, off=9, done=True).model_dump_json()
+    mac = ControlAuth(KEY, 1).sign(raw.encode())
+    assert ControlAuth(KEY, 1).verify(raw.encode(), mac)
+    assert not ControlAuth(KEY, 2).verify(raw.encode(), mac)  # replayed into another stream
+    assert not ControlAuth(KEY, 1).verify(raw.replace("9", "8").encode(), mac)
+    assert not ControlAuth(KEY, 1).verify(raw.encode(), None)
+    signed = ControlAuth(KEY, 1).sign_text("3 99")
+    assert ControlAuth(KEY, 1).open_text(signed) == "3 99"
+    assert ControlAuth(KEY, 1).open_text(signed.replace("3 99", "4 99")) is None
+    assert ControlAuth(KEY, 1).open_text("3 99 zz") is None
+
+
+# -- require_secure -----------------------------------------------------------------------------
+
+
+def test_require_secure_refuses_plaintext(conn: RedisConnection, make_cell: CellFactory) -> None:
+    strict = SMALL.model_copy(update={"require_secure": True})
+    got = Collector()
+    make_cell(conn, "b", strict, key=KEY).register_blob_cb("ch", "t", got.blob_cb)
+    sender = make_cell(conn, "a", key=KEY)
+    exc = sender.send_blob("ch", "t", "b", Message({}, payload(CHUNK))).exception(timeout=20)
+    assert isinstance(exc, StreamError)
+    assert isinstance(exc.__cause__, EncryptionError)
+    assert "accepts only encrypted transfers" in str(exc)
+    assert got.items == {}
+    future = sender.send_blob("ch", "t", "b", Message({}, payload(CHUNK)), secure=True)
+    assert future.result(timeout=20) == CHUNK
+    strict_sender = make_cell(conn, "c", strict, key=KEY)
+    with pytest.raises(EncryptionError, match="pass secure=True"):
+        strict_sender.send_blob("ch", "t", "b", Message({}, b"plain"))
+    with pytest.raises(ConfigurationError, match="no key"):
+        StreamCell(conn, "d", config=CellConfig(require_secure=True))
+
+
+# -- malformed frames -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("damage", "expected"),
+    [
+        ({HEADER_FIELD: None}, "has no header field 'h'"),
+        ({DATA_FIELD: None}, "has no data field 'd'"),
+        ({HEADER_FIELD: b"{not json"}, "is malformed"),
+    ],
+    ids=["no-header", "no-data", "bad-json"],
+)
+def test_a_malformed_chunk_entry_fails_both_sides_naming_the_stream(
+    conn: RedisConnection, make_cell: CellFactory, damage: dict[bytes, Any], expected: str
+) -> None:
+    config = SMALL.model_copy(update={"window": 64 * CHUNK})
+    future = make_cell(conn, "a", config).send_blob("ch", "t", "b", Message({}, payload(4 * CHUNK)))
+    sid = future.get_stream_id()
+    io = TransferIO(conn, sid, 60)
+    _wait_for(lambda: conn.client.xlen(io.data) >= 4)
+    entries = conn.client.xrange(io.data)
+    conn.client.delete(io.data)
+    for eid, fields in entries:  # rewrite the stream with chunk 2 damaged
+        if eid == b"3-0":
+            fields = {k: v for k, v in {**fields, **damage}.items() if v is not None}
+        conn.client.xadd(io.data, fields, id=eid)
+    calls: list[str] = []
+
+    def on_blob(f: StreamFuture) -> None:
+        calls.append("blob_cb")
+
+    def preflight(f: StreamFuture) -> bool:
+        calls.append("preflight_cb")
+        return True
+
+    make_cell(conn, "b").register_blob_cb("ch", "t", on_blob, preflight_cb=preflight)
+    exc = future.exception(timeout=20)
+    assert isinstance(exc, StreamError)
+    assert isinstance(exc.__cause__, MalformedFrameError)
+    assert expected in str(exc)
+    assert f"stream {sid}" in str(exc)
+    assert calls == ["preflight_cb"]  # it accepted; the failed blob never reached blob_cb
+
+
+# -- NVFlare call forms ----------------------------------------------------------------------
+
+
+def test_nvflare_call_forms(conn: RedisConnection, make_cell: CellFactory) -> None:
+    got = Collector()
+    receiver = make_cell(conn, "b")
+    receiver.register_stream_cb("ch", "s", got.stream_cb)
+    receiver.register_blob_cb("ch", "ok", got.blob_cb, preflight_cb=lambda f: True)
+    seen: list[Any] = []
+
+    def veto(future: StreamFuture) -> bool:
+        seen.append((future.get_headers(), future.get_size()))
+        return False
+
+    def explode(future: StreamFuture) -> bool:
+        raise PermissionError("not from this site")
+
+    receiver.register_blob_cb("ch", "veto", got.blob_cb, preflight_cb=veto)
+    receiver.register_blob_cb("ch", "boom", got.blob_cb, preflight_cb=explode)
+    sender = make_cell(conn, "a")
+    data = payload(2 * CHUNK + 1)
+    stream = Message({}, BytesStream(data))
+    assert sender.send_stream("ch", "s", "b", stream, reliable=True).result(timeout=20) == len(data)
+    ok = sender.send_blob("ch", "ok", "b", Message({}, data), reliable=False)
+    assert ok.result(timeout=20) == len(data)
+    assert got.wait(ok.get_stream_id()).data == data
+    exc = sender.send_blob("ch", "veto", "b", Message({"k": 1}, data)).exception(timeout=20)
+    assert isinstance(exc, StreamError)
+    assert "preflight check of cell 'b' rejected blob" in str(exc)
+    assert seen == [({"k": 1}, len(data))]
+    exc = sender.send_blob("ch", "boom", "b", Message({}, data)).exception(timeout=20)
+    assert "PermissionError: not from this site" in str(exc)
+
+
+def test_unusable_callbacks_fail_at_registration(fake_conn: RedisConnection) -> None:
+    with StreamCell(fake_conn, "b", config=SMALL) as cell:
+        with pytest.raises(ConfigurationError, match="stream_cb"):
+            cell.register_stream_cb("ch", "s", lambda future, stream: None)
+        with pytest.raises(ConfigurationError, match=r"blob_cb.*keywords \['extra'\]"):
+            cell.register_blob_cb("ch", "t", lambda future: None, extra=1)
+        with pytest.raises(ConfigurationError, match="preflight_cb"):
+            cell.register_blob_cb("ch", "t", lambda f: None, preflight_cb=lambda: True)
+        with pytest.raises(ConfigurationError, match="callable"):
+            cell.register_blob_cb("ch", "t", "not a function")
+        with pytest.raises(TypeError, match="unexpected keyword"):
+            cell.send_blob("ch", "t", "x", Message({}, b"1"), timeout=5)  # type: ignore[call-arg]
+
+
+# -- TTLs ---------------------------------------------------------------------------------------
+
+
+def test_a_late_refresh_never_extends_an_ended_transfer(
+    conn: RedisConnection, make_cell: CellFactory
+) -> None:
+    future = make_cell(conn, "a").send_blob("ch", "t", "absent", Message({}, payload(9 * CHUNK)))
+    future.cancel()
+    io = TransferIO(conn, future.get_stream_id(), 600)
+    _wait_for(lambda: 0 < conn.client.ttl(io.meta) <= 60)
+    # A receiver that had not heard of the end yet acks, and a sender refreshes.
+    io.post(Control(kind="ack", role="rx", sender="late", seq=0, off=CHUNK))
+    io.write([], None, "0-0")
+    for key in (io.meta, io.ack):
+        assert 0 < conn.client.ttl(key) <= 60
