@@ -42,6 +42,8 @@ FrameworkError
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "AuthenticationFailed",
     "BackendError",
@@ -63,11 +65,13 @@ __all__ = [
     "ObjectStreamError",
     "PermissionDenied",
     "ProxyResolveError",
+    "ProxyStoreFactoryError",
     "ReceiveTimeout",
     "SecurityError",
     "SequenceError",
     "SerializationError",
     "StoreError",
+    "StoreExistsError",
     "StreamCancelled",
     "StreamError",
     "StreamTimeout",
@@ -185,9 +189,44 @@ class ObjectNotFoundError(StoreError, KeyError):
         # KeyError.__str__ would repr() the message; keep it a sentence.
         return str(self.args[0])
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.key, self.store)
+
+
+class StoreExistsError(StoreError):
+    """Another store is already registered under the name (ProxyStore's name)."""
+
+
+class ProxyStoreFactoryError(StoreError):
+    """A proxy's factory is not a store factory, so it names no key or store."""
+
 
 class ProxyResolveError(StoreError):
-    """A proxy could not produce its target object."""
+    """A proxy could not produce its target object.
+
+    Args:
+        message: What failed.
+        cause: The exception that prevented resolving (also ``__cause__``).
+
+    Attributes:
+        cause: The exception that prevented resolving, as ProxyStore names it;
+            ``None`` if there was none.
+    """
+
+    def __init__(self, message: str, cause: BaseException | None = None) -> None:
+        super().__init__(message)
+        self._cause = cause
+        if cause is not None:
+            self.__cause__ = cause
+
+    @property
+    def cause(self) -> BaseException | None:
+        """The exception that prevented resolving (``raise ... from`` sets it too)."""
+        return self._cause if self._cause is not None else self.__cause__
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled (e.g. from a worker process) with its cause when the cause pickles.
+        return type(self), (str(self), self.cause)
 
 
 class UnknownStoreKindError(StoreError):

@@ -1,16 +1,22 @@
-"""``BaseStore``: everything a store needs except where the bytes go.
+"""``Store`` (also ``BaseStore``): everything a store needs except where the bytes go.
 
-Subclasses implement five byte-level hooks (:meth:`BaseStore._write`,
-:meth:`~BaseStore._read`, :meth:`~BaseStore._exists`, :meth:`~BaseStore._delete`,
-:meth:`~BaseStore._options`); the base class adds serialization (framed, optionally
-HMAC-signed, see :mod:`framework.serialize`), argument checks, ``MISSING``/default
-handling, proxies, ``config()``/``from_config()`` and an idempotent ``close()``.
-It imports no Redis code.
+Subclasses implement five byte-level hooks (:meth:`Store._write`, :meth:`~Store._read`,
+:meth:`~Store._exists`, :meth:`~Store._delete`, :meth:`~Store._options`); the base class
+adds serialization (framed, optionally HMAC-signed, see :mod:`framework.serialize`),
+ProxyStore's custom ``serializer``/``deserializer`` functions, argument checks,
+``MISSING``/default handling, proxies, lifetimes, registration, ``config()``/
+``from_config()`` and an idempotent ``close()`` that unregisters the store.
+
+ProxyStore's construction ``Store(name, connector, ...)`` builds the store class that
+the connector names (``RedisConnector`` builds a :class:`~framework.store.RedisStore`);
+``Store.from_config(config)`` builds the class registered for the config's kind. This
+module imports no Redis code.
 """
 
 from __future__ import annotations
 
 import abc
+import inspect
 import math
 import os
 import threading
@@ -18,64 +24,115 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from framework.buffers import BytesLike, Segments
-from framework.exceptions import ClosedError, ConfigurationError, ObjectNotFoundError
+from framework.exceptions import (
+    ClosedError,
+    ConfigurationError,
+    ObjectNotFoundError,
+    StoreError,
+    UnknownStoreKindError,
+)
+from framework.store._custom import custom_bytes, custom_functions, custom_object
+from framework.store._proxying import ProxyMethods
 from framework.store.codec import FrameCodec
 from framework.store.config import StoreConfig
-from framework.store.protocols import MISSING
-from framework.store.proxy import Proxy, StoreFactory
+from framework.store.lifetimes import LeaseLifetime, Lifetime
+from framework.store.protocols import MISSING, Deserializer, Serializer
+from framework.store.registry import register_store, store_kind, unregister_store
 
 if TYPE_CHECKING:
     from types import TracebackType
 
     from typing_extensions import Self
 
-__all__ = ["SECRET_ENV_VAR", "BaseStore"]
+__all__ = ["SECRET_ENV_VAR", "BaseStore", "Store"]
 
 #: Environment variable holding the shared HMAC secret (UTF-8) used by ``from_config``
 #: when a config says its store signs objects. Configs never carry the secret itself.
 SECRET_ENV_VAR = "FRAMEWORK_SECRET"  # noqa: S105 - the variable name, not a secret
 
+#: The ``serializer`` option of a store with custom functions: a config cannot carry them.
+CUSTOM_SERIALIZER = "custom"
 
-class BaseStore(abc.ABC):
-    """Base class of the built-in stores; subclass it to write your own.
+
+class Store(ProxyMethods, abc.ABC):
+    """Base class of every built-in store, and ProxyStore's ``Store(name, connector)``.
+
+    ``Store(name, connector, ...)`` builds the store class the connector names, e.g.
+    ``Store("objects", RedisConnector("localhost", 6379))`` is a
+    :class:`~framework.store.RedisStore` that owns its connection. Subclass it (it is
+    also exported as ``BaseStore``) and implement the byte-level hooks to write a store.
 
     Args:
         name: Name of the store (its registry name).
         serializer: Name of a registered serializer: ``"auto"`` (raw fast path for
-            bytes-like/str, else cloudpickle), ``"pickle"``, ``"json"`` or ``"raw"``.
-            With ``"json"`` or ``"raw"`` the store refuses to unpickle anything.
+            bytes-like/str, else cloudpickle), ``"pickle"``, ``"json"`` or ``"raw"``;
+            with ``"json"`` or ``"raw"`` the store refuses to unpickle anything. Or, as
+            in ProxyStore, a function turning an object into ``bytes``; ``None`` is
+            ``"auto"``.
+        deserializer: ProxyStore's function turning stored bytes back into an object
+            (for stores whose ``serializer`` is a function).
         secret: Shared HMAC key; objects are signed, and unsigned or altered ones are
             refused before any deserialization.
         ttl: Default lifetime (seconds) of stored objects; ``None`` keeps them until
             evicted.
+        register: Register the store under its name (``StoreExistsError`` if taken).
+        populate_target: Default of ``proxy(populate_target=...)``: proxies made here
+            start resolved with the object at hand (ProxyStore's default is ``True``).
+        cache_size: Accepted for ProxyStore compatibility; there is no client-side
+            cache (objects are read from the backend each time). Must be >= 0.
 
     Raises:
         ConfigurationError: If an argument is invalid.
+        StoreExistsError: If ``register`` and another store has the name.
     """
 
     #: Registry kind (``StoreConfig.kind``) of the subclass.
     kind: ClassVar[str] = ""
 
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        """Allocate the store; ``Store(name, connector)`` allocates the connector's class."""
+        if inspect.isabstract(cls):  # Store(name, connector): the connector picks the class
+            connector = args[1] if len(args) > 1 else kwargs.get("connector")
+            store_type = getattr(connector, "store_type", None)
+            if not (isinstance(store_type, type) and issubclass(store_type, cls)):
+                raise TypeError(
+                    f"Store(name, connector) needs a connector such as RedisConnector(hostname, "
+                    f"port), got {type(connector).__name__}; or build a store class directly."
+                )
+            cls = store_type
+        return super().__new__(cls)
+
     def __init__(
         self,
         name: str,
         *,
-        serializer: str = "auto",
+        serializer: str | Serializer | None = "auto",
+        deserializer: Deserializer | None = None,
         secret: bytes | None = None,
         ttl: float | None = None,
+        register: bool = False,
+        populate_target: bool = False,
+        cache_size: int = 0,
     ) -> None:
         if not isinstance(name, str) or not name:
             raise ConfigurationError(f"A store name must be a non-empty string, got {name!r}.")
         self.name = name
         if secret is not None and (not isinstance(secret, bytes) or not secret):
             raise ConfigurationError("A store secret must be non-empty bytes.")
-        self._serializer_name = serializer
+        if type(cache_size) is not int or cache_size < 0:
+            raise ConfigurationError(f"cache_size must be an int >= 0, got {cache_size!r}.")
+        self.serializer, self.deserializer = custom_functions(serializer, deserializer)
+        self._serializer_name = CUSTOM_SERIALIZER if self.serializer else (serializer or "auto")
         self._signed = secret is not None
-        self._codec = FrameCodec(serializer, secret)
+        codec_name = "raw" if self.serializer else str(self._serializer_name)
+        self._codec = FrameCodec(codec_name, secret)
         self.default_ttl = _checked_ttl(ttl)
+        self.populate_target = bool(populate_target)
         self._closed = False
         self._close_lock = threading.Lock()
         self._config: StoreConfig | None = None
+        if register:
+            register_store(self)
 
     # -- hooks ---------------------------------------------------------------------------
 
@@ -115,17 +172,37 @@ class BaseStore(abc.ABC):
         """Constructor keyword arguments (plain JSON, no secrets) that rebuild the store."""
         return {}
 
-    def _close(self) -> None:  # noqa: B027 - optional hook, deliberately a no-op
+    def _close(self) -> None:
         """Release backend resources; called once by :meth:`close`."""
+
+    def _expire(self, keys: Sequence[str], ttl: float) -> None:
+        """Give stored objects a new lifetime (optional; leases need it)."""
+        raise StoreError(f"Store {self.name!r} cannot change the lifetime of stored objects.")
 
     # -- objects -------------------------------------------------------------------------
 
-    def put(self, obj: Any, *, ttl: float | None = None, readers: int | None = None) -> str:
+    def put(
+        self,
+        obj: Any,
+        *,
+        ttl: float | None = None,
+        readers: int | None = None,
+        lifetime: Lifetime | None = None,
+        serializer: Serializer | None = None,
+    ) -> str:
         """Serialize and store one object (see :meth:`put_batch`)."""
-        return self.put_batch([obj], ttl=ttl, readers=readers)[0]
+        return self.put_batch(
+            [obj], ttl=ttl, readers=readers, lifetime=lifetime, serializer=serializer
+        )[0]
 
     def put_batch(
-        self, objs: Sequence[Any], *, ttl: float | None = None, readers: int | None = None
+        self,
+        objs: Sequence[Any],
+        *,
+        ttl: float | None = None,
+        readers: int | None = None,
+        lifetime: Lifetime | None = None,
+        serializer: Serializer | None = None,
     ) -> list[str]:
         """Serialize and store several objects in one backend round trip.
 
@@ -133,6 +210,10 @@ class BaseStore(abc.ABC):
             objs: The objects; ``None`` is stored like any other value.
             ttl: Lifetime in seconds; ``None`` uses the store's default ``ttl``.
             readers: Delete each object atomically after this many reads (fan-out).
+            lifetime: Evict the objects when this lifetime ends (a lease also sets
+                their TTL to the time it has left).
+            serializer: A function turning each object into ``bytes``, stored as
+                they are (read them back with a matching ``deserializer``).
 
         Returns:
             One key per object, in order.
@@ -141,11 +222,22 @@ class BaseStore(abc.ABC):
             ConfigurationError: If ``ttl`` or ``readers`` is invalid.
             SerializationError: If an object cannot be serialized.
             ClosedError: If the store is closed.
+            RuntimeError: If ``lifetime`` has ended.
         """
+        if isinstance(lifetime, LeaseLifetime):
+            ttl = lifetime.remaining() if ttl is None else min(ttl, lifetime.remaining())
         ttl = self._checked_put(ttl, readers)
+        if lifetime is not None and lifetime.done():
+            raise RuntimeError(f"Lifetime {lifetime!r} has ended; it takes no more objects.")
         if not objs:
             return []
-        return self._put_objects(objs, ttl=ttl, readers=readers)
+        encode = serializer or self.serializer
+        if encode is not None:
+            objs = [custom_bytes(encode, obj) for obj in objs]
+        keys = self._put_objects(objs, ttl=ttl, readers=readers)
+        if lifetime is not None:
+            lifetime.add_key(*keys, store=self)
+        return keys
 
     def _checked_put(self, ttl: float | None, readers: int | None) -> float | None:
         """Check a put's state and arguments; return the effective ``ttl``."""
@@ -160,12 +252,24 @@ class BaseStore(abc.ABC):
         """Serialize and store checked, non-empty ``objs``; override to lay out objects."""
         return self._write([self._codec.encode(obj) for obj in objs], ttl=ttl, readers=readers)
 
-    def get(self, key: str, *, default: Any = MISSING, evict: bool = False) -> Any:
+    def get(
+        self,
+        key: str,
+        *,
+        default: Any = MISSING,
+        evict: bool = False,
+        deserializer: Deserializer | None = None,
+    ) -> Any:
         """Return one object (see :meth:`get_batch`)."""
-        return self.get_batch([key], default=default, evict=evict)[0]
+        return self.get_batch([key], default=default, evict=evict, deserializer=deserializer)[0]
 
     def get_batch(
-        self, keys: Sequence[str], *, default: Any = MISSING, evict: bool = False
+        self,
+        keys: Sequence[str],
+        *,
+        default: Any = MISSING,
+        evict: bool = False,
+        deserializer: Deserializer | None = None,
     ) -> list[Any]:
         """Return several objects, fetched in one backend round trip.
 
@@ -173,6 +277,8 @@ class BaseStore(abc.ABC):
             keys: Keys returned by :meth:`put`.
             default: Returned for absent keys; when not given, an absent key raises.
             evict: Delete each object atomically with its read (get-and-delete).
+            deserializer: A function turning the stored bytes of objects put with a
+                custom serializer back into objects; ``None`` uses the store's own.
 
         Returns:
             The objects (or ``default``), in order. A stored ``None`` comes back as ``None``.
@@ -188,11 +294,14 @@ class BaseStore(abc.ABC):
         if not keys:
             return []
         objs = self._get_objects(list(keys), evict=evict)
+        decode = deserializer or self.deserializer
         for i, obj in enumerate(objs):
             if obj is MISSING:
                 if default is MISSING:
                     raise ObjectNotFoundError(keys[i], self.name)
                 objs[i] = default
+            elif decode is not None:
+                objs[i] = custom_object(decode, obj, keys[i])
         return objs
 
     def _get_objects(self, keys: list[str], *, evict: bool) -> list[Any]:
@@ -218,39 +327,21 @@ class BaseStore(abc.ABC):
         self._check_open()
         self._delete(key)
 
-    # -- proxies -------------------------------------------------------------------------
+    @property
+    def can_expire(self) -> bool:
+        """Whether :meth:`expire` works here (a ``LeaseLifetime`` needs it)."""
+        return type(self)._expire is not Store._expire
 
-    def proxy(self, obj: Any, *, evict: bool = False, ttl: float | None = None) -> Proxy[Any]:
-        """Store ``obj`` and return a lazy proxy of it.
+    def expire(self, keys: Sequence[str], ttl: float) -> None:
+        """Give the objects under ``keys`` a new lifetime of ``ttl`` seconds from now.
 
-        Args:
-            obj: The object.
-            evict: Delete the object from the store when the proxy resolves (then only
-                one proxy, in one process, can ever resolve it).
-            ttl: Lifetime in seconds; ``None`` uses the store's default.
-
-        Returns:
-            A proxy that fetches the object on first use; it pickles as key plus config.
+        Raises:
+            StoreError: If the store cannot change the lifetime of stored objects.
+            ClosedError: If the store is closed.
         """
-        return self.proxy_batch([obj], evict=evict, ttl=ttl)[0]
-
-    def proxy_batch(
-        self, objs: Sequence[Any], *, evict: bool = False, ttl: float | None = None
-    ) -> list[Proxy[Any]]:
-        """Store several objects in one round trip; return a proxy of each (see :meth:`proxy`)."""
-        return [self.proxy_from_key(key, evict=evict) for key in self.put_batch(objs, ttl=ttl)]
-
-    def proxy_from_key(self, key: str, *, evict: bool = False) -> Proxy[Any]:
-        """Return a lazy proxy of the object already stored under ``key``.
-
-        Args:
-            key: Key of the object.
-            evict: Delete the object from the store when the proxy resolves.
-
-        Returns:
-            The proxy; a missing object surfaces as ``ProxyResolveError`` on first use.
-        """
-        return Proxy(StoreFactory(key, self.config(), evict=evict, store=self))
+        self._check_open()
+        if keys:
+            self._expire(keys, max(ttl, 0.001))
 
     # -- config and lifecycle ------------------------------------------------------------
 
@@ -258,12 +349,16 @@ class BaseStore(abc.ABC):
         """Return the config that rebuilds this store, in this or another process.
 
         It never holds a secret: ``"signed": true`` tells the rebuilding process to take
-        the secret from its own environment (``FRAMEWORK_SECRET``) or registry.
+        the secret from its own environment (``FRAMEWORK_SECRET``) or registry. Nor can
+        it hold custom serializer functions (``"serializer": "custom"``): register a
+        store built with the same functions where the config is used.
         """
         if self._config is None:
             options: dict[str, Any] = {"serializer": self._serializer_name, "ttl": self.default_ttl}
             if self._signed:
                 options["signed"] = True
+            if self.populate_target:
+                options["populate_target"] = True
             options.update(self._options())
             self._config = StoreConfig(kind=self.kind, name=self.name, options=options)
         return self._config
@@ -272,6 +367,9 @@ class BaseStore(abc.ABC):
     def from_config(cls, config: StoreConfig) -> Self:
         """Build a store from :meth:`config` output.
 
+        On ``Store`` itself (as in ProxyStore) the class registered for the config's
+        kind builds it.
+
         Args:
             config: The config.
 
@@ -279,9 +377,19 @@ class BaseStore(abc.ABC):
             A new store equal in config to the one that produced ``config``.
 
         Raises:
-            ConfigurationError: If the config does not fit this class, or it signs
-                objects and ``FRAMEWORK_SECRET`` is not set here.
+            ConfigurationError: If the config does not fit this class, it signs
+                objects and ``FRAMEWORK_SECRET`` is not set here, or it names custom
+                serializer functions.
+            UnknownStoreKindError: If ``Store.from_config`` meets an unregistered kind.
         """
+        if inspect.isabstract(cls):
+            kind_class = store_kind(config.kind)
+            if kind_class is None:
+                raise UnknownStoreKindError(
+                    f"Store {config.name!r} has kind {config.kind!r}, which is not registered."
+                )
+            built: Self = kind_class.from_config(config)
+            return built
         try:
             return cls(config.name, **_constructor_options(config))
         except TypeError as exc:  # an option the constructor does not take
@@ -296,15 +404,17 @@ class BaseStore(abc.ABC):
         return self._closed
 
     def close(self) -> None:
-        """Release the store's resources; calling it again does nothing.
+        """Release the store's resources and unregister it; calling it again does nothing.
 
         Objects already stored stay in the backend (unless the backend is this process's
-        memory). The store is not unregistered: see ``unregister_store``.
+        memory). Proxies of this store that resolve later find or rebuild an open store
+        from its config.
         """
         with self._close_lock:
             if self._closed:
                 return
             self._closed = True
+        unregister_store(self)
         self._close()
 
     def __enter__(self) -> Self:
@@ -328,6 +438,10 @@ class BaseStore(abc.ABC):
             raise ClosedError(f"Store {self.name!r} is closed.")
 
 
+#: The name the project used for :class:`Store` before ProxyStore's construction form.
+BaseStore = Store
+
+
 def _checked_ttl(ttl: float | None) -> float | None:
     if ttl is None:
         return None
@@ -341,6 +455,11 @@ def _checked_ttl(ttl: float | None) -> float | None:
 def _constructor_options(config: StoreConfig) -> dict[str, Any]:
     """Turn config options into constructor kwargs, fetching the secret if one is needed."""
     options = dict(config.options)
+    if options.get("serializer") == CUSTOM_SERIALIZER:
+        raise ConfigurationError(
+            f"Store {config.name!r} uses custom serializer functions, which a config cannot "
+            "carry: register a store built with the same functions in this process."
+        )
     if options.pop("signed", False):
         secret = os.environ.get(SECRET_ENV_VAR, "")
         if not secret:

@@ -1,14 +1,14 @@
-"""The ``Store`` protocol every object store satisfies, and the ``MISSING`` sentinel.
+"""The ``StoreProtocol`` every object store satisfies, and the ``MISSING`` sentinel.
 
-Backends satisfy :class:`Store` structurally; :class:`framework.store.BaseStore` is an
-optional base class that implements everything but the byte-level storage. This
-module does no I/O and imports no Redis code.
+Backends satisfy :class:`StoreProtocol` structurally; :class:`framework.store.Store`
+(also named ``BaseStore``) is the base class of the built-in stores, which implements
+everything but the byte-level storage. This module does no I/O and imports no Redis code.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Final, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
@@ -20,7 +20,12 @@ if TYPE_CHECKING:
     from framework.store.layout import StagedBatch
     from framework.store.proxy import Proxy
 
-__all__ = ["MISSING", "StagingStore", "Store"]
+__all__ = ["MISSING", "Deserializer", "Serializer", "StagingStore", "StoreProtocol"]
+
+#: A custom serializer (ProxyStore's ``SerializerT``): object to bytes.
+Serializer = Callable[[Any], bytes]
+#: A custom deserializer (ProxyStore's ``DeserializerT``): bytes to object.
+Deserializer = Callable[[bytes], Any]
 
 
 class _Missing(enum.Enum):
@@ -36,7 +41,7 @@ MISSING: Final = _Missing.MISSING
 
 
 @runtime_checkable
-class Store(Protocol):
+class StoreProtocol(Protocol):
     """A named place to put objects and get them back by key, from any process.
 
     Keys are strings produced by :meth:`put`; they are only meaningful to the store
@@ -67,13 +72,22 @@ class Store(Protocol):
         """Store several objects in one round trip; returns their keys in order."""
         ...
 
-    def get(self, key: str, *, default: Any = MISSING, evict: bool = False) -> Any:
+    def get(
+        self,
+        key: str,
+        *,
+        default: Any = MISSING,
+        evict: bool = False,
+        deserializer: Deserializer | None = None,
+    ) -> Any:
         """Return the object stored under ``key``.
 
         Args:
             key: A key returned by :meth:`put`.
             default: Returned when the key is absent; without it an absent key raises.
             evict: Delete the object in the same atomic step as reading it.
+            deserializer: Turns the stored bytes of an object put with a custom
+                serializer back into the object; ``None`` uses the store's own.
 
         Returns:
             The object, or ``default``.
@@ -116,7 +130,7 @@ class Store(Protocol):
         ...
 
     @classmethod
-    def from_config(cls, config: StoreConfig) -> Store:
+    def from_config(cls, config: StoreConfig) -> StoreProtocol:
         """Build a store from :meth:`config` output (credentials come from the environment)."""
         ...
 

@@ -37,6 +37,7 @@ from framework.settings import RedisSettings
 from framework.store._redis_urls import public_url, with_local_credentials
 from framework.store.base import BaseStore, _constructor_options
 from framework.store.config import StoreConfig
+from framework.store.connector import RedisConnector
 from framework.store.layout import (
     PART_BYTES,
     ObjectId,
@@ -45,7 +46,8 @@ from framework.store.layout import (
     new_uid,
     split_frame,
 )
-from framework.store.protocols import MISSING
+from framework.store.protocols import MISSING, Deserializer, Serializer
+from framework.store.registry import register_store_kind
 
 __all__ = ["RedisStore", "StagedBatch"]
 
@@ -65,18 +67,30 @@ JOIN_BELOW = 64 * 1024
 class RedisStore(BaseStore):
     """Object store on Redis (standalone or cluster) with the framework's key schema.
 
+    Built either the project's way, ``RedisStore(name, connection=conn)``, or
+    ProxyStore's way, ``Store(name, RedisConnector(hostname, port))`` (equivalently
+    ``RedisStore(name, RedisConnector(...))``), in which case the store owns the
+    connection the connector opens.
+
     Args:
         name: Name of the store (its registry name).
+        connector: ProxyStore's connector form: a :class:`RedisConnector`.
         connection: Where to store objects; not closed by the store unless the store
-            built it (:meth:`from_config`).
-        serializer: Name of a registered serializer (see :class:`BaseStore`).
+            built it (from a connector or :meth:`from_config`).
+        serializer: Serializer name or custom function (see :class:`Store`).
+        deserializer: Custom deserializer function (see :class:`Store`).
         secret: Shared HMAC key: objects are signed and verified.
         ttl: Default lifetime of objects in seconds (``PX``); ``None`` = no expiry.
         part_size: Largest Redis value written; bigger objects are split into parts.
             Defaults to just under Redis's 512 MiB ``proto-max-bulk-len``.
+        register: Register the store under its name.
+        populate_target: Default of ``proxy(populate_target=...)``.
+        cache_size: Accepted for ProxyStore compatibility (no client-side cache).
 
     Raises:
-        ConfigurationError: If an argument is invalid.
+        ConfigurationError: If an argument is invalid, or neither (or both of)
+            ``connector`` and ``connection`` is given.
+        StoreExistsError: If ``register`` and the name is taken.
     """
 
     kind = "redis"
@@ -84,24 +98,52 @@ class RedisStore(BaseStore):
     def __init__(
         self,
         name: str = "redis",
+        connector: RedisConnector | None = None,
         *,
-        connection: RedisConnection,
-        serializer: str = "auto",
+        connection: RedisConnection | None = None,
+        serializer: str | Serializer | None = "auto",
+        deserializer: Deserializer | None = None,
         secret: bytes | None = None,
         ttl: float | None = None,
         part_size: int = PART_BYTES,
+        register: bool = False,
+        populate_target: bool = False,
+        cache_size: int = 0,
     ) -> None:
-        super().__init__(name, serializer=serializer, secret=secret, ttl=ttl)
         if type(part_size) is not int or not 0 < part_size <= PART_BYTES:
             raise ConfigurationError(
                 f"part_size must be an int in 1..{PART_BYTES}, got {part_size!r}."
             )
+        if connector is not None and connection is None:
+            connection = connector.connect()
+            self._owns_connection = True
+        elif connector is not None or connection is None:
+            raise ConfigurationError(
+                "A Redis store needs either connection= or a RedisConnector, and not both."
+            )
+        else:
+            self._owns_connection = False
+        self._clear = connector is not None and connector.clear
         self.connection = connection
         self.part_size = part_size
-        self._keys = connection.keys
-        self._owns_connection = False
+        self._keys = self.connection.keys
+        try:
+            super().__init__(
+                name,
+                serializer=serializer,
+                deserializer=deserializer,
+                secret=secret,
+                ttl=ttl,
+                register=register,
+                populate_target=populate_target,
+                cache_size=cache_size,
+            )
+        except BaseException:
+            if self._owns_connection:
+                self.connection.close()
+            raise
         # Exact bytes are stored unframed (no copy either way) where no MAC must cover them.
-        self._raw_bytes = secret is None and serializer in ("auto", "raw")
+        self._raw_bytes = secret is None and self._serializer_name in ("auto", "raw", "custom")
 
     @classmethod
     def from_config(cls, config: StoreConfig) -> RedisStore:
@@ -135,9 +177,9 @@ class RedisStore(BaseStore):
         connection = RedisConnection(with_local_credentials(settings))
         try:
             store = cls(config.name, connection=connection, **options)
-        except (TypeError, ConfigurationError) as exc:
+        except BaseException as exc:
             connection.close()
-            if isinstance(exc, ConfigurationError):
+            if not isinstance(exc, TypeError):
                 raise
             msg = f"Redis store config {config.name!r} has options this version lacks: {exc}"
             raise ConfigurationError(msg) from exc
@@ -152,8 +194,41 @@ class RedisStore(BaseStore):
         }
 
     def _close(self) -> None:
-        if self._owns_connection:
-            self.connection.close()
+        try:
+            if self._clear:
+                self._clear_objects()
+        finally:
+            if self._owns_connection:
+                self.connection.close()
+
+    def _clear_objects(self) -> None:
+        """Delete every object under the store's key prefix (``RedisConnector(clear=True)``).
+
+        ProxyStore's connector runs ``FLUSHDB``; this deletes only object keys.
+        """
+        pattern = f"{self._keys.prefix}:obj:*"
+        with self.connection.mapped_errors(f"clear the objects of {self.name!r}"):
+            doomed = list(self.connection.client.scan_iter(match=pattern, count=1000))
+            for start in range(0, len(doomed), 500):
+                for key in doomed[start : start + 500]:  # one slot per key: cluster-safe
+                    self.connection.client.delete(key)
+
+    def _expire(self, keys: Sequence[str], ttl: float) -> None:
+        px = max(1, round(ttl * 1000))
+        with self.connection.mapped_errors(
+            f"set the TTL of {len(keys)} object(s) in {self.name!r}"
+        ):
+            pipe = self.connection.client.pipeline(transaction=False)
+            for key in keys:
+                oid = self._parse(key)
+                if oid is None:
+                    continue
+                doomed = self._value_keys(oid)
+                if oid.counted:
+                    doomed.append(self._keys.obj_readers(str(oid)))
+                for value_key in doomed:
+                    pipe.pexpire(value_key, px)
+            pipe.execute()
 
     # -- writes --------------------------------------------------------------------------
 
@@ -395,3 +470,7 @@ class RedisStore(BaseStore):
 def _is_simple(oid: ObjectId | None) -> bool:
     """Whether ``oid`` is one plain value: neither split nor counted."""
     return oid is not None and oid.parts == 1 and not oid.counted
+
+
+register_store_kind("redis", RedisStore, exist_ok=True)
+RedisConnector.store_type = RedisStore

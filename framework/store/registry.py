@@ -1,26 +1,43 @@
 """Store kinds and store instances known to this process.
 
-**Kinds** map a :attr:`StoreConfig.kind` to a class: the built-in ``redis`` kind, the
-entry points of the ``framework.stores`` group (``memory`` and ``file`` ship in
-``plugins/``) and kinds added with :func:`register_store_kind`. A config read from
-Redis can only ever instantiate one of those classes; no import path is taken from
-data (proxystore imports whatever path an event names).
+**Kinds** map a :attr:`StoreConfig.kind` to a class: kinds added with
+:func:`register_store_kind` (the built-in ``redis`` kind registers itself so, when
+:mod:`framework.store.redis` is imported, as the package does) and the entry points of
+the ``framework.stores`` group (``memory`` and ``file`` ship in ``plugins/``). A config
+read from Redis can only ever instantiate one of those classes; no import path is
+taken from data (proxystore imports whatever path an event names).
 
-**Instances** are registered by name. :func:`get_or_create_store` reuses a registered
-store only when its *whole* config equals the requested one: a local store that merely
+**Instances** are registered by name, as ProxyStore's are: :func:`register_store`
+refuses a second store under a taken name (:class:`StoreExistsError`) unless
+``exist_ok``, :func:`store_registration` registers for a ``with`` block, and a store's
+``close()`` unregisters it. :func:`get_or_create_store` reuses a registered open store
+only when its *whole* config equals the requested one: a local store that merely
 shares the name (say, another Redis server) is never used by mistake.
+
+This module imports no store class and no Redis code.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
+from collections.abc import Iterator
 from importlib.metadata import entry_points
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from framework.exceptions import StoreError, UnknownStoreKindError
+from framework.exceptions import (
+    ProxyStoreFactoryError,
+    StoreError,
+    StoreExistsError,
+    UnknownStoreKindError,
+)
 from framework.store.config import StoreConfig
-from framework.store.protocols import Store
+from framework.store.proxy import get_factory, is_proxy
+
+if TYPE_CHECKING:
+    # Typing only: the store classes import this module (never the other way round).
+    from framework.store.base import Store
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -29,7 +46,9 @@ __all__ = [
     "register_store",
     "register_store_kind",
     "registered_stores",
+    "store_kind",
     "store_kinds",
+    "store_registration",
     "unregister_store",
     "unregister_store_kind",
 ]
@@ -46,21 +65,15 @@ _shadowed: list[Store] = []
 _kinds: dict[str, type[Any]] = {}
 
 
-def _builtin_kinds() -> dict[str, type[Any]]:
-    # Imported here: the Redis store module imports this package's other modules.
-    from framework.store.redis import RedisStore
+def store_kind(kind: str) -> type[Any] | None:
+    """Return the class registered for ``kind`` (loading only that entry point), or ``None``.
 
-    return {"redis": RedisStore}
-
-
-def _load_kind(kind: str) -> type[Any] | None:
-    """Find ``kind`` among added, built-in and entry-point kinds (loading only that one)."""
+    Raises:
+        StoreError: If the entry point does not name a store class.
+    """
     with _lock:
         if kind in _kinds:
             return _kinds[kind]
-    builtin = _builtin_kinds().get(kind)
-    if builtin is not None:
-        return builtin
     for point in entry_points(group=ENTRY_POINT_GROUP):
         if point.name == kind:
             return _checked_kind(kind, point.load())
@@ -77,13 +90,13 @@ def store_kinds() -> dict[str, type[Any]]:
     """Return every store kind this process can build, by kind name.
 
     Returns:
-        Built-in kinds, entry-point kinds and kinds added with
-        :func:`register_store_kind` (which take precedence), loading the entry points.
+        Entry-point kinds and kinds added with :func:`register_store_kind` (the
+        built-in ``redis`` among them; they take precedence), loading the entry points.
 
     Raises:
         StoreError: If an entry point does not name a store class.
     """
-    kinds = _builtin_kinds()
+    kinds: dict[str, type[Any]] = {}
     for point in entry_points(group=ENTRY_POINT_GROUP):
         kinds.setdefault(point.name, _checked_kind(point.name, point.load()))
     with _lock:
@@ -116,24 +129,49 @@ def unregister_store_kind(kind: str) -> None:
         _kinds.pop(kind, None)
 
 
-def register_store(store: Store, *, exist_ok: bool = False) -> None:
+def register_store(store: Store, exist_ok: bool = False) -> None:
     """Register ``store`` under its name, for :func:`get_store` and proxy resolution.
+
+    Registering the same instance again does nothing.
 
     Args:
         store: The store.
         exist_ok: Replace another store registered under the same name.
 
     Raises:
-        StoreError: If another store has that name and ``exist_ok`` is false.
+        StoreExistsError: If another store has that name and ``exist_ok`` is false.
     """
     with _lock:
         current = _by_name.get(store.name)
         if current is not None and current is not store and not exist_ok:
-            raise StoreError(
-                f"A store named {store.name!r} is already registered; "
-                "unregister it first or pass exist_ok=True."
+            raise StoreExistsError(
+                f"A store named {store.name!r} is already registered; use get_store(name), "
+                "unregister it first, or pass exist_ok=True."
             )
         _by_name[store.name] = store
+
+
+@contextlib.contextmanager
+def store_registration(*stores: Store, exist_ok: bool = False) -> Iterator[None]:
+    """Register ``stores`` for the ``with`` block, then unregister them (not closing them).
+
+    Args:
+        stores: The stores.
+        exist_ok: Replace other stores registered under the same names.
+
+    Raises:
+        StoreExistsError: If a name is taken by another store and ``exist_ok`` is false
+            (stores registered by this call before the error are unregistered again).
+    """
+    done: list[Store] = []
+    try:
+        for store in stores:
+            register_store(store, exist_ok=exist_ok)
+            done.append(store)
+        yield
+    finally:
+        for store in done:
+            unregister_store(store)
 
 
 def unregister_store(name_or_store: str | Store) -> None:
@@ -151,10 +189,31 @@ def unregister_store(name_or_store: str | Store) -> None:
         _shadowed[:] = [s for s in _shadowed if s is not name_or_store]
 
 
-def get_store(name: str) -> Store | None:
-    """Return the store registered under ``name``, or ``None``."""
+def get_store(val: str | Any) -> Store | None:
+    """Return the store registered under a name, or the store of a proxy.
+
+    Args:
+        val: A store name, or a proxy (which is never resolved by this call).
+
+    Returns:
+        The store registered under the name, ``None`` if there is none. For a proxy:
+        the open store holding its object (found or rebuilt from the proxy's config).
+
+    Raises:
+        ProxyStoreFactoryError: If ``val`` is a proxy whose factory is not a store factory.
+    """
+    if is_proxy(val):  # checked on the type: isinstance() would resolve the proxy
+        factory = get_factory(val)  # type: ignore[arg-type]
+        get = getattr(factory, "get_store", None)
+        if not callable(get) or not hasattr(factory, "store_config"):
+            raise ProxyStoreFactoryError(
+                f"The proxy's factory is a {type(factory).__name__}, not a StoreFactory: "
+                "it belongs to no store."
+            )
+        found: Store = get()
+        return found
     with _lock:
-        return _by_name.get(name)
+        return _by_name.get(val)
 
 
 def registered_stores() -> list[Store]:
@@ -181,12 +240,15 @@ def get_or_create_store(config: StoreConfig, *, register: bool = True) -> Store:
 
     Raises:
         UnknownStoreKindError: If ``config.kind`` is not a registered kind.
+        ConfigurationError: If the store cannot be built from ``config``.
     """
     with _lock:
         for known in registered_stores():
+            if getattr(known, "closed", False):
+                continue  # a closed store still registered (closed outside close()) is no use
             if known.name == config.name and known.config() == config:
                 return known
-        cls = _load_kind(config.kind)
+        cls = store_kind(config.kind)
         if cls is None:
             raise UnknownStoreKindError(
                 f"Store {config.name!r} has kind {config.kind!r}, which is not registered in this "
@@ -201,7 +263,8 @@ def get_or_create_store(config: StoreConfig, *, register: bool = True) -> Store:
 
 def _remember(store: Store) -> None:
     """Register a store built from a config, beside a same-name store if there is one."""
-    if store.name in _by_name:
+    current = _by_name.get(store.name)
+    if current is not None and not getattr(current, "closed", False):
         logger.warning(
             "Store name %r is registered with another config; keeping the new store apart.",
             store.name,

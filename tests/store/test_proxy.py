@@ -111,6 +111,7 @@ def test_missing_object_error_names_key_store_and_evict() -> None:
 def test_unknown_store_kind_surfaces_on_resolution() -> None:
     config = StoreConfig(kind="nosuchkind", name="x")
     proxy = Proxy(StoreFactory("k", config))
-    with pytest.raises(UnknownStoreKindError, match="nosuchkind"):
+    with pytest.raises(ProxyResolveError, match="nosuchkind") as info:
         resolve(proxy)
+    assert isinstance(info.value.cause, UnknownStoreKindError)
     assert not is_resolved(proxy)

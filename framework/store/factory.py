@@ -1,0 +1,163 @@
+"""``StoreFactory``: fetches one stored object, once, for a :class:`~framework.store.Proxy`.
+
+What it adds to ProxyStore's factory of the same name and signature:
+
+* **one fetch, shared by all threads**: it holds a lock and keeps the result, so two
+  threads touching an evicting proxy get the same object from a single read
+  (ProxyStore's factory takes no lock, so the second thread fails);
+* **pickles as key plus store config** (and the deserializer, if one was given), never
+  as the target, so a proxy can be handed to another process, which finds or rebuilds
+  the store through the registry (only registered kinds; no import path is ever read
+  from data);
+* **a closed store is rebuilt**: a proxy whose store was closed before it resolved
+  finds or rebuilds an open one from the config, as ProxyStore's does;
+* **a clear error**: :class:`~framework.exceptions.ProxyResolveError` names the key and
+  the store when the object is gone.
+
+This module does no I/O itself and imports no Redis code.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from framework.exceptions import (
+    ConfigurationError,
+    ObjectNotFoundError,
+    ProxyResolveError,
+    StoreError,
+)
+from framework.store.config import StoreConfig
+from framework.store.registry import get_or_create_store
+
+if TYPE_CHECKING:
+    from framework.store.base import Store
+
+__all__ = ["StoreFactory"]
+
+
+class StoreFactory:
+    """Fetches one object from a store, once, for a proxy.
+
+    Args:
+        key: Key of the object in the store.
+        store_config: Config of the store holding it.
+        evict: Delete the object from the store when it is fetched.
+        deserializer: Turns the stored bytes into the object (for objects put with a
+            custom ``serializer``); ``None`` uses the store's own.
+        store: The store instance to use in this process while it is open; when
+            ``None`` (as after unpickling) or closed, the store is found or rebuilt
+            through the registry.
+
+    Attributes:
+        key: Key of the object.
+        store_config: Config of the store holding it (also ``config``).
+        evict: Whether fetching deletes the object.
+        deserializer: The deserializer, or ``None``.
+    """
+
+    def __init__(
+        self,
+        key: str,
+        store_config: StoreConfig,
+        *,
+        evict: bool = False,
+        deserializer: Callable[[bytes], Any] | None = None,
+        store: Store | None = None,
+    ) -> None:
+        self.key = key
+        self.store_config = store_config
+        self.evict = evict
+        self.deserializer = deserializer
+        self._store = store
+        self._lock = threading.Lock()
+        self._done = False
+        self._target: Any = None
+
+    @property
+    def config(self) -> StoreConfig:
+        """The store's config (the name :attr:`store_config` had before)."""
+        return self.store_config
+
+    def __call__(self) -> Any:
+        """Return the object, fetching it on the first call.
+
+        Returns:
+            The stored object (the same object on every call).
+
+        Raises:
+            ProxyResolveError: If the object is no longer in the store, or its store
+                cannot be found or rebuilt here (its ``cause`` says why).
+        """
+        with self._lock:
+            if not self._done:
+                self._target = self._fetch()
+                self._done = True
+            return self._target
+
+    def get_store(self) -> Store:
+        """Return an open store holding the object: the one given, else a registered or new one.
+
+        Raises:
+            UnknownStoreKindError: If the store's kind is not registered here.
+            ConfigurationError: If the store cannot be rebuilt from its config.
+        """
+        store = self._store
+        if store is None or getattr(store, "closed", False):
+            store = self._store = get_or_create_store(self.store_config)
+        return store
+
+    def _fetch(self) -> Any:
+        config = self.store_config
+        try:
+            store = self.get_store()
+        except (StoreError, ConfigurationError) as exc:
+            raise ProxyResolveError(
+                f"Cannot resolve the proxy of object {self.key!r}: store {config.name!r} "
+                f"(kind {config.kind!r}) cannot be found or rebuilt here: {exc}",
+                exc,
+            ) from exc
+        options: dict[str, Any] = {"evict": self.evict}
+        if self.deserializer is not None:
+            options["deserializer"] = self.deserializer
+        try:
+            return store.get(self.key, **options)
+        except ObjectNotFoundError as exc:
+            hint = (
+                " It was created with evict=True, so it resolves only once." if self.evict else ""
+            )
+            raise ProxyResolveError(
+                f"Cannot resolve the proxy of object {self.key!r}: it is not in store "
+                f"{config.name!r} (kind {config.kind!r}); it was evicted, expired or never "
+                f"written.{hint}",
+                exc,
+            ) from exc
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Only what another process needs: never the target, the store or the lock.
+        state = {
+            "key": self.key,
+            "config": self.store_config.model_dump(mode="json"),
+            "evict": self.evict,
+        }
+        if self.deserializer is not None:
+            state["deserializer"] = self.deserializer
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.key = str(state["key"])
+        self.store_config = StoreConfig(**state["config"])
+        self.evict = bool(state["evict"])
+        self.deserializer = state.get("deserializer")
+        self._store = None
+        self._lock = threading.Lock()
+        self._done = False
+        self._target = None
+
+    def __repr__(self) -> str:
+        return (
+            f"StoreFactory(key={self.key!r}, store={self.store_config.name!r}, "
+            f"kind={self.store_config.kind!r}, evict={self.evict})"
+        )
