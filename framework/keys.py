@@ -87,6 +87,10 @@ class KeySchema:
         """Pub/sub channel of an object-stream topic."""
         return f"{self.prefix}:topic:{{{_checked('topic', topic)}}}"
 
+    def queue(self, topic: str) -> str:
+        """Redis list carrying the messages of a topic (``RedisQueuePublisher``)."""
+        return f"{self.prefix}:queue:{{{_checked('topic', topic)}}}"
+
     def events(self, topic: str) -> str:
         """Redis stream holding the durable events of a topic."""
         return f"{self.prefix}:events:{{{_checked('topic', topic)}}}"

@@ -7,11 +7,16 @@ Message-level shims satisfying :class:`MessagePublisher` / :class:`MessageSubscr
   cluster), at-most-once, interruptions reported.
 * :class:`RedisStreamPublisher` / :class:`RedisStreamSubscriber`: Redis streams,
   durable, replayable, consumer groups.
+* :class:`RedisQueuePublisher` / :class:`RedisQueueSubscriber`: Redis lists, each
+  message to one of the competing subscribers (ProxyStore's queue shims).
 * :class:`QueuePublisher` / :class:`QueueSubscriber`: in-process ``queue.Queue``.
+
+The Redis shims also take ProxyStore's ``(hostname, port, ...)`` construction forms.
 """
 
 from __future__ import annotations
 
+from framework.pubsub.lists import RedisQueuePublisher, RedisQueueSubscriber
 from framework.pubsub.protocols import (
     UNSET,
     AckingSubscriber,
@@ -36,6 +41,8 @@ __all__ = [
     "QueuePublisher",
     "QueueSubscriber",
     "RedisPublisher",
+    "RedisQueuePublisher",
+    "RedisQueueSubscriber",
     "RedisStreamPublisher",
     "RedisStreamSubscriber",
     "RedisSubscriber",

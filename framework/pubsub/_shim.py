@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TypeVar
+from collections.abc import Sequence
+from typing import Any, TypeVar
 
 from framework.connection import RedisConnection
+from framework.exceptions import ConfigurationError
+from framework.settings import RedisSettings
 
-__all__ = ["RedisShim"]
+__all__ = ["RedisShim", "connect", "split_topic_args"]
 
 _S = TypeVar("_S", bound="RedisShim")
 
@@ -40,3 +43,63 @@ class RedisShim:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def connect(
+    connection: RedisConnection | str | None, port: Any, kwargs: dict[str, Any]
+) -> tuple[RedisConnection, bool]:
+    """The connection of a shim, and whether the shim owns it.
+
+    A shim takes a :class:`RedisConnection` (borrowed), or ProxyStore's
+    ``hostname, port, **kwargs`` (a connection of its own; ``kwargs`` are
+    :class:`~framework.settings.RedisSettings` fields such as ``db`` or ``password``).
+
+    Raises:
+        ConfigurationError: If the arguments fit neither form.
+    """
+    hostname = kwargs.pop("hostname", None) if connection is None else connection
+    if isinstance(hostname, RedisConnection):
+        if port is not None or kwargs:
+            raise ConfigurationError(
+                f"A shim given a RedisConnection takes no port or settings, got {sorted(kwargs)}."
+            )
+        return hostname, False
+    if not isinstance(hostname, str) or type(port) is not int:
+        raise ConfigurationError(
+            "A Redis shim takes a RedisConnection, or a hostname and an int port "
+            f"(ProxyStore's form); got {hostname!r} and {port!r}."
+        )
+    try:
+        settings = RedisSettings(host=hostname, port=port, **kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(f"Invalid Redis settings for a shim: {exc}") from exc
+    return RedisConnection(settings), True
+
+
+def split_topic_args(
+    connection: RedisConnection | str | None,
+    topic: Any,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> tuple[int | None, str | Sequence[str]]:
+    """A subscriber's port (ProxyStore's form) and topic(s), from either construction form.
+
+    ``(conn, topic)`` gives ``(None, topic)``; ProxyStore's ``(hostname, port, topic)``,
+    also by keyword, gives ``(port, topic)``. ``kwargs`` loses ``port`` and ``topic``.
+
+    Raises:
+        ConfigurationError: If no topic is given.
+    """
+    if isinstance(connection, RedisConnection):
+        found, port = (args[0] if args else topic), None
+    else:
+        port = kwargs.pop("port", None)
+        if port is None:
+            port, found = topic, (args[0] if args else kwargs.pop("topic", None))
+        else:
+            found = topic if topic is not None else kwargs.pop("topic", None)
+    if found is None or len(args) > 1:
+        raise ConfigurationError(
+            "A subscriber takes (connection, topic) or ProxyStore's (hostname, port, topic)."
+        )
+    return port, found

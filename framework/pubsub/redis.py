@@ -33,7 +33,7 @@ from framework.exceptions import (
     MessageLossError,
     ReceiveTimeout,
 )
-from framework.pubsub._shim import RedisShim
+from framework.pubsub._shim import RedisShim, connect, split_topic_args
 from framework.pubsub.protocols import UNSET, Unset
 
 __all__ = ["RedisPublisher", "RedisSubscriber"]
@@ -54,11 +54,18 @@ _CONFIRM: Final = frozenset({"subscribe", "ssubscribe"})
 class RedisPublisher(RedisShim):
     """Publish messages on Redis pub/sub channels, one channel per topic.
 
+    Built with a :class:`RedisConnection`, or as in ProxyStore with
+    ``RedisPublisher(hostname, port, **kwargs)`` (its own connection, closed by
+    :meth:`close`; ``kwargs`` are :class:`~framework.settings.RedisSettings` fields).
+
     Args:
         connection: Where to publish; not closed by the publisher (unless built by
             :meth:`from_url`). Oversized inline objects are spilled to a store on it.
+            Or ProxyStore's ``hostname``.
+        port: ProxyStore's form only: the port.
         sharded: Use ``SPUBLISH`` (sharded pub/sub). Defaults to True on a cluster,
             where messages then stay within the channel's shard.
+        kwargs: ProxyStore's form only: further Redis settings.
 
     Attributes:
         connection: The connection in use.
@@ -66,7 +73,15 @@ class RedisPublisher(RedisShim):
 
     accepts_segments: Final = True
 
-    def __init__(self, connection: RedisConnection, *, sharded: bool | None = None) -> None:
+    def __init__(
+        self,
+        connection: RedisConnection | str | None = None,
+        port: int | None = None,
+        *,
+        sharded: bool | None = None,
+        **kwargs: Any,
+    ) -> None:
+        connection, self._owns_connection = connect(connection, port, kwargs)
         self.connection = connection
         # The URL is computed once: mapped_errors() needs it only for messages.
         self._errors = functools.partial(mapped_errors, url=connection.url())
@@ -130,12 +145,20 @@ class RedisSubscriber(RedisShim):
     ``MAX_BLOCK_MS`` polls, so :meth:`close` from another thread ends a blocked
     :meth:`next_message` within a second.
 
+    Built with a :class:`RedisConnection` and topics, or as in ProxyStore with
+    ``RedisSubscriber(hostname, port, topic, **kwargs)`` (its own connection, closed
+    by :meth:`close`; ``kwargs`` are :class:`~framework.settings.RedisSettings` fields).
+
     Args:
         connection: Where to subscribe (its ``blocking`` client; one connection
-            per subscriber, per node on a cluster).
-        topic: A topic or several.
+            per subscriber, per node on a cluster). Or ProxyStore's ``hostname``.
+        topic: A topic or several; in ProxyStore's form, the port, followed by the
+            topic(s) (``args``).
+        args: ProxyStore's form only: the topic(s).
         timeout: Longest wait (s) of :meth:`next_message`; ``None`` waits forever.
         sharded: Use ``SSUBSCRIBE``; defaults to True on a cluster.
+        kwargs: ProxyStore's form only: ``port``/``topic`` by keyword and further
+            Redis settings.
 
     Attributes:
         topics: The topics subscribed to.
@@ -151,15 +174,18 @@ class RedisSubscriber(RedisShim):
 
     def __init__(
         self,
-        connection: RedisConnection,
-        topic: str | Sequence[str],
-        *,
+        connection: RedisConnection | str | None = None,
+        topic: str | Sequence[str] | int | None = None,
+        *args: str | Sequence[str],
         timeout: float | None = None,
         sharded: bool | None = None,
+        **kwargs: Any,
     ) -> None:
+        port, topic = split_topic_args(connection, topic, args, kwargs)
         self.topics: tuple[str, ...] = (topic,) if isinstance(topic, str) else tuple(topic)
         if not self.topics:
             raise ConfigurationError("A subscriber needs at least one topic.")
+        connection, self._owns_connection = connect(connection, port, kwargs)
         self.connection = connection
         # The URL is computed once: mapped_errors() needs it only for messages.
         self._errors = functools.partial(mapped_errors, url=connection.url())

@@ -21,6 +21,7 @@ Example:
 
 from __future__ import annotations
 
+from framework.proxy import Proxy, extract, get_factory, is_proxy, is_resolved, resolve
 from framework.store.base import SECRET_ENV_VAR, BaseStore, Store
 from framework.store.config import StoreConfig
 from framework.store.connector import RedisConnector
@@ -34,7 +35,6 @@ from framework.store.protocols import (
     StagingStore,
     StoreProtocol,
 )
-from framework.store.proxy import Proxy, extract, get_factory, is_proxy, is_resolved, resolve
 from framework.store.redis import RedisStore, StagedBatch
 from framework.store.registry import (
     get_or_create_store,

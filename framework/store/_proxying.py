@@ -6,8 +6,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 from framework.exceptions import ConfigurationError
+from framework.proxy import Proxy
 from framework.store.factory import StoreFactory
-from framework.store.proxy import Proxy
 
 if TYPE_CHECKING:
     from framework.store.base import Store

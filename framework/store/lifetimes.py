@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from framework.exceptions import ConfigurationError, ProxyStoreFactoryError, StoreError
-from framework.store.proxy import Proxy, get_factory
+from framework.proxy import Proxy, get_factory
 
 if TYPE_CHECKING:
     from types import TracebackType

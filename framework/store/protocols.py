@@ -16,9 +16,9 @@ if TYPE_CHECKING:
 
     from typing_extensions import Self
 
+    from framework.proxy import Proxy
     from framework.store.config import StoreConfig
     from framework.store.layout import StagedBatch
-    from framework.store.proxy import Proxy
 
 __all__ = ["MISSING", "Deserializer", "Serializer", "StagingStore", "StoreProtocol"]
 

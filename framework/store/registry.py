@@ -32,8 +32,8 @@ from framework.exceptions import (
     StoreExistsError,
     UnknownStoreKindError,
 )
+from framework.proxy import get_factory, is_proxy
 from framework.store.config import StoreConfig
-from framework.store.proxy import get_factory, is_proxy
 
 if TYPE_CHECKING:
     # Typing only: the store classes import this module (never the other way round).

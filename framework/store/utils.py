@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from framework.exceptions import ProxyStoreFactoryError
+from framework.proxy import Proxy, get_factory
 from framework.store.factory import StoreFactory
-from framework.store.proxy import Proxy, get_factory
 
 __all__ = ["get_key"]
 

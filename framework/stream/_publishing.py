@@ -17,7 +17,7 @@ from framework.pubsub.protocols import (
 )
 from framework.store import RedisStore, StagedBatch, Store
 from framework.stream._building import Fuse, Outgoing
-from framework.stream.events import EventBatch
+from framework.stream._proxystore_events import with_event_fields
 from framework.stream.protocols import EventPublisher, Publisher
 
 __all__ = ["check_args", "fuser", "sender"]
@@ -36,7 +36,8 @@ def sender(publisher: Publisher) -> Callable[[str, Outgoing], None]:
     """Pick, once, how batches reach ``publisher`` (isinstance on protocols is slow)."""
     if isinstance(publisher, EventPublisher):
         events = publisher
-        return lambda topic, out: events.send_events(cast(EventBatch, out.batch))
+        # ProxyStore's event publishers read topic and store config on each event.
+        return lambda topic, out: events.send_events(with_event_fields(out.batch))
     final = publisher if isinstance(publisher, FinalMessagePublisher) else None
     pipelined = publisher if isinstance(publisher, PipelinePublisher) else None
     segments = isinstance(publisher, SegmentsPublisher)

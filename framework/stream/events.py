@@ -12,6 +12,11 @@ Objects kept in a store travel as :class:`NewObjectKeyEvent` (key plus the batch
 :class:`~framework.store.StoreConfig`, which holds no secrets); small objects
 travel inline as :class:`NewObjectEvent`; :class:`EndOfStreamEvent` ends a topic.
 
+ProxyStore's event API (positional construction, ``topic`` on every event,
+``NewObjectKeyEvent.from_key``/``get_key``, :func:`event_to_dict`/:func:`dict_to_event`,
+single events in :func:`event_to_bytes`) comes from
+:mod:`framework.stream._proxystore_events`, which these models inherit.
+
 This module does no I/O and imports no Redis code.
 """
 
@@ -20,12 +25,21 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ConfigDict, Field, ValidationError
 
 from framework.buffers import BytesLike, Segments
 from framework.exceptions import FramingError, SerializationError, UnsupportedVersionError
 from framework.serialize import Serializer, decode_frame, dumps, encode_frame, loads
 from framework.store.config import StoreConfig
+from framework.stream._proxystore_events import (
+    BatchAPI,
+    EndOfStreamAPI,
+    KeyEventAPI,
+    ObjectEventAPI,
+    dict_to_event,
+    event_to_dict,
+    with_event_fields,
+)
 
 __all__ = [
     "EVENT_VERSION",
@@ -36,15 +50,17 @@ __all__ = [
     "NewObjectKeyEvent",
     "bytes_to_event",
     "decode_message",
+    "dict_to_event",
     "encode_message",
     "event_to_bytes",
+    "event_to_dict",
 ]
 
 #: Version of the event envelope (the ``v`` field of every batch).
 EVENT_VERSION = 1
 
 
-class NewObjectEvent(BaseModel):
+class NewObjectEvent(ObjectEventAPI):
     """A new object carried inline (the topic has no store).
 
     Attributes:
@@ -62,7 +78,7 @@ class NewObjectEvent(BaseModel):
     obj: Any = Field(default=None, exclude=True)
 
 
-class NewObjectKeyEvent(BaseModel):
+class NewObjectKeyEvent(KeyEventAPI):
     """A new object kept in the batch's store under :attr:`key`.
 
     Attributes:
@@ -79,7 +95,7 @@ class NewObjectKeyEvent(BaseModel):
     metadata: dict[str, Any] = Field(default_factory=dict)
 
 
-class EndOfStreamEvent(BaseModel):
+class EndOfStreamEvent(EndOfStreamAPI):
     """The topic has ended: consumers stop after every earlier event."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -93,7 +109,7 @@ Event = Annotated[
 ]
 
 
-class EventBatch(BaseModel):
+class EventBatch(BatchAPI):
     """Consecutive events of one topic from one producer.
 
     Attributes:
@@ -188,32 +204,50 @@ def decode_message(
 
 
 def event_to_bytes(
-    batch: EventBatch, *, serializer: Serializer | None = None, secret: bytes | None = None
+    event: EventBatch | Event, *, serializer: Serializer | None = None, secret: bytes | None = None
 ) -> bytes:
-    """Encode a batch whose inline events hold their objects in ``obj`` (ProxyStore's name).
+    """Encode a batch or a single event (ProxyStore's name); inline objects go in ``obj``.
+
+    A batch becomes a wire message (:func:`encode_message`); a single event a frame
+    whose JSON header is its :func:`event_to_dict` form. Nothing is pickled but the
+    inline objects, each in its own frame.
 
     Args:
-        batch: The batch; inline objects are serialized into message parts.
+        event: The batch or event; inline objects are serialized into message parts.
         serializer: Serializer of the inline objects (default: raw or pickle).
         secret: Sign the message with this shared HMAC key.
 
     Returns:
         The message as one ``bytes``.
+
+    Raises:
+        SerializationError: If metadata is not JSON or an object cannot be serialized.
     """
-    parts: list[Segments] = []
+    if not isinstance(event, EventBatch):
+        header = event_to_dict(event)
+        obj = header.pop("obj", None)
+        parts = [dumps(obj, serializer=serializer)] if isinstance(event, NewObjectEvent) else []
+        try:
+            return encode_frame({"v": EVENT_VERSION, "event": header}, parts, secret=secret).join()
+        except (ValueError, TypeError) as exc:
+            raise SerializationError(f"An event's metadata is not JSON: {exc}") from exc
+    parts = []
     events: list[Any] = []
-    for event in batch.events:
-        if isinstance(event, NewObjectEvent) and event.part < 0:
-            parts.append(dumps(event.obj, serializer=serializer))
-            event = event.model_copy(update={"part": len(parts) - 1})
-        events.append(event)
-    return encode_message(batch.model_copy(update={"events": events}), parts, secret=secret).join()
+    for item in event.events:
+        if isinstance(item, NewObjectEvent) and item.part < 0:
+            parts.append(dumps(item.obj, serializer=serializer))
+            item = item.model_copy(update={"part": len(parts) - 1})
+        events.append(item)
+    return encode_message(event.model_copy(update={"events": events}), parts, secret=secret).join()
 
 
 def bytes_to_event(
     data: BytesLike | Segments, *, secret: bytes | None = None, allow_pickle: bool = True
-) -> EventBatch:
-    """Decode a message into a batch whose inline events hold their objects in ``obj``.
+) -> EventBatch | Event:
+    """Decode :func:`event_to_bytes` output into the batch or event it was.
+
+    Every event gets its ``topic`` (and key events their ``store_config``) as in
+    ProxyStore; inline objects are deserialized into ``obj``.
 
     Args:
         data: The message.
@@ -221,17 +255,27 @@ def bytes_to_event(
         allow_pickle: Refuse inline objects that would need unpickling.
 
     Returns:
-        The batch, inline objects deserialized.
+        The batch or event.
 
     Raises:
-        FramingError: If the message is not an event batch.
+        FramingError: If the message is not an event batch or event.
         SecurityError: If ``secret`` is set and the message is unsigned or altered.
         DeserializationError: If an inline object cannot be deserialized.
     """
+    header, parts = decode_frame(data, secret=secret)
+    if isinstance(header.get("event"), dict):
+        single = dict(header["event"])
+        if single.get("event_type") == "NEW_OBJECT":
+            if len(parts) != 1:
+                raise FramingError("A single object event must carry exactly one object.")
+            single["obj"] = loads(parts[0], allow_pickle=allow_pickle)
+        event: EventBatch | Event = dict_to_event(single)
+        return event
     batch, parts = decode_message(data, secret=secret)
-    for event in batch.events:
-        if isinstance(event, NewObjectEvent):
+    for item in batch.events:
+        if isinstance(item, NewObjectEvent):
             # The message's MAC (checked above) covers the nested frame.
-            event.obj = loads(parts[event.part], allow_pickle=allow_pickle)
-            event.part = -1
-    return batch
+            item.obj = loads(parts[item.part], allow_pickle=allow_pickle)
+            item.part = -1
+    filled: EventBatch = with_event_fields(batch)
+    return filled

@@ -1,0 +1,144 @@
+"""Redis list publisher and subscriber (ProxyStore's ``RedisQueuePublisher``/``Subscriber``).
+
+A topic is the list ``<prefix>:queue:{<topic>}``: :class:`RedisQueuePublisher` appends
+each message (``RPUSH``) and :class:`RedisQueueSubscriber` pops from the head
+(``BLPOP``), so messages wait in Redis until a subscriber takes them, and several
+subscribers of one topic compete: each message goes to exactly one of them (so does
+an end-of-stream event). A pop is destructive: a subscriber that dies after popping
+loses that message. Use :mod:`framework.pubsub.streams` for acknowledged delivery.
+
+Waits are sliced into ``MAX_BLOCK_MS`` pops, so :meth:`RedisQueueSubscriber.close`
+from another thread ends a blocked :meth:`~RedisQueueSubscriber.next_message` within
+a second.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, Final
+
+from framework.buffers import Segments
+from framework.connection import MAX_BLOCK_MS, RedisConnection
+from framework.exceptions import ReceiveTimeout
+from framework.pubsub._shim import RedisShim, connect
+from framework.pubsub.protocols import UNSET, Unset
+
+__all__ = ["RedisQueuePublisher", "RedisQueueSubscriber"]
+
+
+class RedisQueuePublisher(RedisShim):
+    """Append messages to Redis lists, one list per topic.
+
+    Args:
+        connection: A :class:`RedisConnection` (borrowed), or ProxyStore's hostname.
+        port: ProxyStore's form only: the port.
+        kwargs: ProxyStore's form only: further Redis settings (``db``, ``password``...).
+    """
+
+    accepts_segments: Final = True
+
+    def __init__(
+        self,
+        connection: RedisConnection | str | None = None,
+        port: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self.connection, self._owns_connection = connect(connection, port, kwargs)
+
+    def send_message(self, topic: str, message: bytes | Segments) -> None:
+        """Append ``message`` to the topic's list, once (a push is never retried blindly).
+
+        Raises:
+            BackendError: If Redis failed; the message may or may not have been appended.
+        """
+        key = self.connection.keys.queue(topic)
+        with self.connection.mapped_errors(f"push to topic {topic!r}"):
+            self.connection.once.rpush(key, self.connection.bulk(message))
+
+
+class RedisQueueSubscriber(RedisShim):
+    """Pop messages from the Redis list of one topic.
+
+    Args:
+        connection: A :class:`RedisConnection` (borrowed), or ProxyStore's hostname.
+        port: ProxyStore's form only: the port (in the connection form, leave it out
+            and pass ``topic`` by position or keyword).
+        topic: The topic.
+        timeout: Longest wait (s) of :meth:`next_message`; ``None`` waits forever.
+        kwargs: ProxyStore's form only: further Redis settings.
+
+    Attributes:
+        topics: The topic, as a one-element tuple.
+        complete: False: subscribers of a topic compete, so one sees only some messages.
+    """
+
+    complete: Final = False
+
+    def __init__(
+        self,
+        connection: RedisConnection | str | None = None,
+        port: int | str | None = None,
+        topic: str | None = None,
+        *,
+        timeout: float | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if isinstance(connection, RedisConnection) and topic is None and isinstance(port, str):
+            port, topic = None, port  # (connection, topic)
+        if not isinstance(topic, str):
+            raise TypeError("A queue subscriber needs one topic (a str).")
+        self.connection, self._owns_connection = connect(connection, port, kwargs)
+        self.topics: tuple[str, ...] = (topic,)
+        self._key = self.connection.keys.queue(topic)
+        self._timeout = timeout
+        self._lock = threading.Lock()
+
+    def __iter__(self) -> RedisQueueSubscriber:
+        return self
+
+    def __next__(self) -> bytes:
+        return self.next_message()
+
+    def next_message(self, *, timeout: float | Unset | None = UNSET) -> bytes:
+        """Pop the next message, waiting for one.
+
+        Args:
+            timeout: Overrides the constructor's timeout for this call.
+
+        Raises:
+            StopIteration: If the subscriber is (or gets) closed.
+            ReceiveTimeout: If nothing arrived in time (a ``TimeoutError``, as ProxyStore's).
+            BackendError: If Redis failed.
+        """
+        limit = self._timeout if isinstance(timeout, Unset) else timeout
+        deadline = None if limit is None else time.monotonic() + limit
+        while True:
+            with self._lock:
+                if self._closed:
+                    raise StopIteration
+                left = MAX_BLOCK_MS / 1000 if deadline is None else deadline - time.monotonic()
+                message = self._pop(min(max(left, 0.0), MAX_BLOCK_MS / 1000))
+            if message is not None:
+                return message
+            if deadline is not None and time.monotonic() >= deadline:
+                raise ReceiveTimeout(f"No message on topic {self.topics[0]!r} within {limit} s.")
+
+    def poll_message(self) -> bytes | None:
+        """Pop the next message if one is waiting, else ``None``.
+
+        Raises:
+            StopIteration: If the subscriber is closed.
+        """
+        with self._lock:
+            if self._closed:
+                raise StopIteration
+            with self.connection.mapped_errors(f"pop from topic {self.topics[0]!r}"):
+                message: bytes | None = self.connection.once.lpop(self._key)
+            return message
+
+    def _pop(self, wait: float) -> bytes | None:
+        # BLPOP's timeout 0 means forever: wait at least a millisecond instead.
+        with self.connection.mapped_errors(f"pop from topic {self.topics[0]!r}"):
+            reply = self.connection.blocking.blpop([self._key], timeout=max(wait, 0.001))
+        return None if reply is None else bytes(reply[1])
