@@ -137,6 +137,11 @@ class RedisQueueSubscriber(RedisShim):
                 message: bytes | None = self.connection.once.lpop(self._key)
             return message
 
+    def _release(self) -> None:
+        # Wait for a pop in progress (at most MAX_BLOCK_MS) before the connection closes.
+        with self._lock:
+            pass
+
     def _pop(self, wait: float) -> bytes | None:
         # BLPOP's timeout 0 means forever: wait at least a millisecond instead.
         with self.connection.mapped_errors(f"pop from topic {self.topics[0]!r}"):

@@ -80,6 +80,7 @@ class Store(ProxyMethods, abc.ABC):
             start resolved with the object at hand (ProxyStore's default is ``True``).
         cache_size: Accepted for ProxyStore compatibility; there is no client-side
             cache (objects are read from the backend each time). Must be >= 0.
+        metrics: ProxyStore's operation metrics are not recorded: only ``False``.
 
     Raises:
         ConfigurationError: If an argument is invalid.
@@ -88,6 +89,10 @@ class Store(ProxyMethods, abc.ABC):
 
     #: Registry kind (``StoreConfig.kind``) of the subclass.
     kind: ClassVar[str] = ""
+
+    def __class_getitem__(cls, item: Any) -> type[Store]:
+        """``Store[ConnectorT]`` (ProxyStore's generic form) is ``Store``."""
+        return cls
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Any:
         """Allocate the store; ``Store(name, connector)`` allocates the connector's class."""
@@ -113,7 +118,10 @@ class Store(ProxyMethods, abc.ABC):
         register: bool = False,
         populate_target: bool = False,
         cache_size: int = 0,
+        metrics: bool = False,
     ) -> None:
+        if metrics:
+            raise ConfigurationError("metrics=True is not supported: stores record no metrics.")
         if not isinstance(name, str) or not name:
             raise ConfigurationError(f"A store name must be a non-empty string, got {name!r}.")
         self.name = name

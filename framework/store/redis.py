@@ -86,6 +86,7 @@ class RedisStore(BaseStore):
         register: Register the store under its name.
         populate_target: Default of ``proxy(populate_target=...)``.
         cache_size: Accepted for ProxyStore compatibility (no client-side cache).
+        metrics: Only ``False`` (no metrics are recorded).
 
     Raises:
         ConfigurationError: If an argument is invalid, or neither (or both of)
@@ -109,6 +110,7 @@ class RedisStore(BaseStore):
         register: bool = False,
         populate_target: bool = False,
         cache_size: int = 0,
+        metrics: bool = False,
     ) -> None:
         if type(part_size) is not int or not 0 < part_size <= PART_BYTES:
             raise ConfigurationError(
@@ -137,6 +139,7 @@ class RedisStore(BaseStore):
                 register=register,
                 populate_target=populate_target,
                 cache_size=cache_size,
+                metrics=metrics,
             )
         except BaseException:
             if self._owns_connection:
