@@ -16,9 +16,6 @@ module imports no Redis code.
 from __future__ import annotations
 
 import abc
-import inspect
-import math
-import os
 import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -32,6 +29,12 @@ from framework.exceptions import (
     UnknownStoreKindError,
 )
 from framework.store._custom import custom_bytes, custom_functions, custom_object
+from framework.store._options import (
+    CUSTOM_SERIALIZER,
+    SECRET_ENV_VAR,
+    checked_ttl,
+    construct,
+)
 from framework.store._proxying import ProxyMethods
 from framework.store.codec import FrameCodec
 from framework.store.config import StoreConfig
@@ -45,13 +48,6 @@ if TYPE_CHECKING:
     from typing_extensions import Self
 
 __all__ = ["SECRET_ENV_VAR", "BaseStore", "Store"]
-
-#: Environment variable holding the shared HMAC secret (UTF-8) used by ``from_config``
-#: when a config says its store signs objects. Configs never carry the secret itself.
-SECRET_ENV_VAR = "FRAMEWORK_SECRET"  # noqa: S105 - the variable name, not a secret
-
-#: The ``serializer`` option of a store with custom functions: a config cannot carry them.
-CUSTOM_SERIALIZER = "custom"
 
 
 class Store(ProxyMethods, abc.ABC):
@@ -96,7 +92,7 @@ class Store(ProxyMethods, abc.ABC):
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Any:
         """Allocate the store; ``Store(name, connector)`` allocates the connector's class."""
-        if inspect.isabstract(cls):  # Store(name, connector): the connector picks the class
+        if cls is Store:  # Store(name, connector): the connector picks the class
             connector = args[1] if len(args) > 1 else kwargs.get("connector")
             store_type = getattr(connector, "store_type", None)
             if not (isinstance(store_type, type) and issubclass(store_type, cls)):
@@ -134,7 +130,7 @@ class Store(ProxyMethods, abc.ABC):
         self._signed = secret is not None
         codec_name = "raw" if self.serializer else str(self._serializer_name)
         self._codec = FrameCodec(codec_name, secret)
-        self.default_ttl = _checked_ttl(ttl)
+        self.default_ttl = checked_ttl(ttl)
         self.populate_target = bool(populate_target)
         self._closed = False
         self._close_lock = threading.Lock()
@@ -252,7 +248,7 @@ class Store(ProxyMethods, abc.ABC):
         self._check_open()
         if readers is not None and (type(readers) is not int or readers < 1):
             raise ConfigurationError(f"readers must be a positive int or None, got {readers!r}.")
-        return self.default_ttl if ttl is None else _checked_ttl(ttl)
+        return self.default_ttl if ttl is None else checked_ttl(ttl)
 
     def _put_objects(
         self, objs: Sequence[Any], *, ttl: float | None, readers: int | None
@@ -390,7 +386,7 @@ class Store(ProxyMethods, abc.ABC):
                 serializer functions.
             UnknownStoreKindError: If ``Store.from_config`` meets an unregistered kind.
         """
-        if inspect.isabstract(cls):
+        if cls is Store:
             kind_class = store_kind(config.kind)
             if kind_class is None:
                 raise UnknownStoreKindError(
@@ -398,13 +394,7 @@ class Store(ProxyMethods, abc.ABC):
                 )
             built: Self = kind_class.from_config(config)
             return built
-        try:
-            return cls(config.name, **_constructor_options(config))
-        except TypeError as exc:  # an option the constructor does not take
-            raise ConfigurationError(
-                f"Config of store {config.name!r} (kind {config.kind!r}) does not fit "
-                f"{cls.__name__}: {exc}"
-            ) from exc
+        return construct(cls, config)
 
     @property
     def closed(self) -> bool:
@@ -448,32 +438,3 @@ class Store(ProxyMethods, abc.ABC):
 
 #: The name the project used for :class:`Store` before ProxyStore's construction form.
 BaseStore = Store
-
-
-def _checked_ttl(ttl: float | None) -> float | None:
-    if ttl is None:
-        return None
-    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)):
-        raise ConfigurationError(f"ttl must be a number of seconds or None, got {ttl!r}.")
-    if not (math.isfinite(ttl) and ttl > 0):
-        raise ConfigurationError(f"ttl must be a positive, finite number of seconds, got {ttl!r}.")
-    return float(ttl)
-
-
-def _constructor_options(config: StoreConfig) -> dict[str, Any]:
-    """Turn config options into constructor kwargs, fetching the secret if one is needed."""
-    options = dict(config.options)
-    if options.get("serializer") == CUSTOM_SERIALIZER:
-        raise ConfigurationError(
-            f"Store {config.name!r} uses custom serializer functions, which a config cannot "
-            "carry: register a store built with the same functions in this process."
-        )
-    if options.pop("signed", False):
-        secret = os.environ.get(SECRET_ENV_VAR, "")
-        if not secret:
-            raise ConfigurationError(
-                f"Store {config.name!r} signs its objects, but {SECRET_ENV_VAR} is not set in "
-                "this process: set it, or register a store built with the secret."
-            )
-        options["secret"] = secret.encode()
-    return options

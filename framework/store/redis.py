@@ -34,8 +34,10 @@ from framework.connection import RedisConnection
 from framework.exceptions import ConfigurationError
 from framework.keys import DEFAULT_PREFIX
 from framework.settings import RedisSettings
+from framework.store._options import constructor_options
+from framework.store._redis_keys import RedisKeyMethods
 from framework.store._redis_urls import public_url, with_local_credentials
-from framework.store.base import BaseStore, _constructor_options
+from framework.store.base import BaseStore
 from framework.store.config import StoreConfig
 from framework.store.connector import RedisConnector
 from framework.store.layout import (
@@ -46,7 +48,7 @@ from framework.store.layout import (
     new_uid,
     split_frame,
 )
-from framework.store.protocols import MISSING, Deserializer, Serializer
+from framework.store.protocols import MISSING
 from framework.store.registry import register_store_kind
 
 __all__ = ["RedisStore", "StagedBatch"]
@@ -64,7 +66,7 @@ return left
 JOIN_BELOW = 64 * 1024
 
 
-class RedisStore(BaseStore):
+class RedisStore(RedisKeyMethods, BaseStore):
     """Object store on Redis (standalone or cluster) with the framework's key schema.
 
     Built either the project's way, ``RedisStore(name, connection=conn)``, or
@@ -77,16 +79,12 @@ class RedisStore(BaseStore):
         connector: ProxyStore's connector form: a :class:`RedisConnector`.
         connection: Where to store objects; not closed by the store unless the store
             built it (from a connector or :meth:`from_config`).
-        serializer: Serializer name or custom function (see :class:`Store`).
-        deserializer: Custom deserializer function (see :class:`Store`).
-        secret: Shared HMAC key: objects are signed and verified.
-        ttl: Default lifetime of objects in seconds (``PX``); ``None`` = no expiry.
         part_size: Largest Redis value written; bigger objects are split into parts.
             Defaults to just under Redis's 512 MiB ``proto-max-bulk-len``.
-        register: Register the store under its name.
-        populate_target: Default of ``proxy(populate_target=...)``.
-        cache_size: Accepted for ProxyStore compatibility (no client-side cache).
-        metrics: Only ``False`` (no metrics are recorded).
+        options: :class:`Store`'s keyword arguments: ``serializer``,
+            ``deserializer``, ``secret`` (HMAC key: objects are signed and verified),
+            ``ttl`` (default lifetime in seconds, ``PX``), ``register``,
+            ``populate_target``, ``cache_size``, ``metrics``.
 
     Raises:
         ConfigurationError: If an argument is invalid, or neither (or both of)
@@ -102,51 +100,25 @@ class RedisStore(BaseStore):
         connector: RedisConnector | None = None,
         *,
         connection: RedisConnection | None = None,
-        serializer: str | Serializer | None = "auto",
-        deserializer: Deserializer | None = None,
-        secret: bytes | None = None,
-        ttl: float | None = None,
         part_size: int = PART_BYTES,
-        register: bool = False,
-        populate_target: bool = False,
-        cache_size: int = 0,
-        metrics: bool = False,
+        **options: Any,
     ) -> None:
         if type(part_size) is not int or not 0 < part_size <= PART_BYTES:
             raise ConfigurationError(
                 f"part_size must be an int in 1..{PART_BYTES}, got {part_size!r}."
             )
-        if connector is not None and connection is None:
-            connection = connector.connect()
-            self._owns_connection = True
-        elif connector is not None or connection is None:
-            raise ConfigurationError(
-                "A Redis store needs either connection= or a RedisConnector, and not both."
-            )
-        else:
-            self._owns_connection = False
+        self.connection, self._owns_connection = _connection_of(connector, connection)
         self._clear = connector is not None and connector.clear
-        self.connection = connection
         self.part_size = part_size
         self._keys = self.connection.keys
         try:
-            super().__init__(
-                name,
-                serializer=serializer,
-                deserializer=deserializer,
-                secret=secret,
-                ttl=ttl,
-                register=register,
-                populate_target=populate_target,
-                cache_size=cache_size,
-                metrics=metrics,
-            )
+            super().__init__(name, **options)
         except BaseException:
             if self._owns_connection:
                 self.connection.close()
             raise
         # Exact bytes are stored unframed (no copy either way) where no MAC must cover them.
-        self._raw_bytes = secret is None and self._serializer_name in ("auto", "raw", "custom")
+        self._raw_bytes = not self._signed and self._serializer_name in ("auto", "raw", "custom")
 
     @classmethod
     def from_config(cls, config: StoreConfig) -> RedisStore:
@@ -166,7 +138,7 @@ class RedisStore(BaseStore):
             ConfigurationError: If the config has no usable URL (a store on an injected
                 fakeredis client cannot be rebuilt) or an option is invalid.
         """
-        options = _constructor_options(config)
+        options = constructor_options(config)
         url = options.pop("url", None)
         prefix = options.pop("prefix", DEFAULT_PREFIX)
         if not isinstance(url, str):
@@ -203,35 +175,6 @@ class RedisStore(BaseStore):
         finally:
             if self._owns_connection:
                 self.connection.close()
-
-    def _clear_objects(self) -> None:
-        """Delete every object under the store's key prefix (``RedisConnector(clear=True)``).
-
-        ProxyStore's connector runs ``FLUSHDB``; this deletes only object keys.
-        """
-        pattern = f"{self._keys.prefix}:obj:*"
-        with self.connection.mapped_errors(f"clear the objects of {self.name!r}"):
-            doomed = list(self.connection.client.scan_iter(match=pattern, count=1000))
-            for start in range(0, len(doomed), 500):
-                for key in doomed[start : start + 500]:  # one slot per key: cluster-safe
-                    self.connection.client.delete(key)
-
-    def _expire(self, keys: Sequence[str], ttl: float) -> None:
-        px = max(1, round(ttl * 1000))
-        with self.connection.mapped_errors(
-            f"set the TTL of {len(keys)} object(s) in {self.name!r}"
-        ):
-            pipe = self.connection.client.pipeline(transaction=False)
-            for key in keys:
-                oid = self._parse(key)
-                if oid is None:
-                    continue
-                doomed = self._value_keys(oid)
-                if oid.counted:
-                    doomed.append(self._keys.obj_readers(str(oid)))
-                for value_key in doomed:
-                    pipe.pexpire(value_key, px)
-            pipe.execute()
 
     # -- writes --------------------------------------------------------------------------
 
@@ -438,36 +381,18 @@ class RedisStore(BaseStore):
                     "EVAL", _COUNTED_READ, 1 + len(value_keys), counter, *value_keys
                 )
 
-    # -- single keys ---------------------------------------------------------------------
 
-    def _exists(self, key: str) -> bool:
-        oid = self._parse(key)
-        if oid is None:
-            return False
-        with self.connection.mapped_errors(f"check object {key!r} in {self.name!r}"):
-            return bool(self.connection.client.exists(self._keys.obj(str(oid))))
-
-    def _delete(self, key: str) -> None:
-        oid = self._parse(key)
-        if oid is None:
-            return
-        doomed = self._value_keys(oid)
-        if oid.counted:
-            doomed.append(self._keys.obj_readers(str(oid)))
-        with self.connection.mapped_errors(f"evict object {key!r} from {self.name!r}"):
-            self.connection.client.delete(*doomed)
-
-    def _parse(self, key: str) -> ObjectId | None:
-        """The object id inside ``key``; ``None`` for keys this store never produces."""
-        try:
-            oid = self._keys.oid_of(key)
-        except (ConfigurationError, AttributeError, TypeError):  # not a str key of ours
-            return None
-        return ObjectId.parse(oid)
-
-    def _value_keys(self, oid: ObjectId) -> list[str]:
-        text = str(oid)
-        return [self._keys.obj(text)] + [self._keys.obj_part(text, n) for n in range(1, oid.parts)]
+def _connection_of(
+    connector: RedisConnector | None, connection: RedisConnection | None
+) -> tuple[RedisConnection, bool]:
+    """The store's connection and whether the store owns it (one built from the connector)."""
+    if connector is not None and connection is None:
+        return connector.connect(), True
+    if connector is not None or connection is None:
+        raise ConfigurationError(
+            "A Redis store needs either connection= or a RedisConnector, and not both."
+        )
+    return connection, False
 
 
 def _is_simple(oid: ObjectId | None) -> bool:

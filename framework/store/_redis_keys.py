@@ -1,0 +1,82 @@
+"""The single-key methods of :class:`~framework.store.RedisStore` (a mixin).
+
+Existence, deletion, TTL changes (leases) and clearing, by object key; each object's
+keys share one hash tag, so every command here stays in one cluster slot.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from framework.connection import RedisConnection
+from framework.exceptions import ConfigurationError
+from framework.keys import KeySchema
+from framework.store.layout import ObjectId
+
+__all__ = ["RedisKeyMethods"]
+
+
+class RedisKeyMethods:
+    """Methods of a Redis store that work on the keys of single objects."""
+
+    connection: RedisConnection
+    name: str
+    _keys: KeySchema
+
+    def _exists(self, key: str) -> bool:
+        oid = self._parse(key)
+        if oid is None:
+            return False
+        with self.connection.mapped_errors(f"check object {key!r} in {self.name!r}"):
+            return bool(self.connection.client.exists(self._keys.obj(str(oid))))
+
+    def _delete(self, key: str) -> None:
+        oid = self._parse(key)
+        if oid is None:
+            return
+        doomed = self._value_keys(oid)
+        if oid.counted:
+            doomed.append(self._keys.obj_readers(str(oid)))
+        with self.connection.mapped_errors(f"evict object {key!r} from {self.name!r}"):
+            self.connection.client.delete(*doomed)
+
+    def _parse(self, key: str) -> ObjectId | None:
+        """The object id inside ``key``; ``None`` for keys this store never produces."""
+        try:
+            oid = self._keys.oid_of(key)
+        except (ConfigurationError, AttributeError, TypeError):  # not a str key of ours
+            return None
+        return ObjectId.parse(oid)
+
+    def _value_keys(self, oid: ObjectId) -> list[str]:
+        text = str(oid)
+        return [self._keys.obj(text)] + [self._keys.obj_part(text, n) for n in range(1, oid.parts)]
+
+    def _clear_objects(self) -> None:
+        """Delete every object under the store's key prefix (``RedisConnector(clear=True)``).
+
+        ProxyStore's connector runs ``FLUSHDB``; this deletes only object keys.
+        """
+        pattern = f"{self._keys.prefix}:obj:*"
+        with self.connection.mapped_errors(f"clear the objects of {self.name!r}"):
+            doomed = list(self.connection.client.scan_iter(match=pattern, count=1000))
+            for start in range(0, len(doomed), 500):
+                for key in doomed[start : start + 500]:  # one slot per key: cluster-safe
+                    self.connection.client.delete(key)
+
+    def _expire(self, keys: Sequence[str], ttl: float) -> None:
+        px = max(1, round(ttl * 1000))
+        with self.connection.mapped_errors(
+            f"set the TTL of {len(keys)} object(s) in {self.name!r}"
+        ):
+            pipe = self.connection.client.pipeline(transaction=False)
+            for key in keys:
+                oid = self._parse(key)
+                if oid is None:
+                    continue
+                doomed = self._value_keys(oid)
+                if oid.counted:
+                    doomed.append(self._keys.obj_readers(str(oid)))
+                for value_key in doomed:
+                    pipe.pexpire(value_key, px)
+            pipe.execute()
