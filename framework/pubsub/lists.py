@@ -5,7 +5,9 @@ each message (``RPUSH``) and :class:`RedisQueueSubscriber` pops from the head
 (``BLPOP``), so messages wait in Redis until a subscriber takes them, and several
 subscribers of one topic compete: each message goes to exactly one of them (so does
 an end-of-stream event). A pop is destructive: a subscriber that dies after popping
-loses that message. Use :mod:`framework.pubsub.streams` for acknowledged delivery.
+loses that message, and so does one whose connection drops while the pop's reply is
+on its way (a dropped connection is otherwise ridden out: the pop is sent again and a
+warning logged). Use :mod:`framework.pubsub.streams` for acknowledged delivery.
 
 Waits are sliced into ``MAX_BLOCK_MS`` pops, so :meth:`RedisQueueSubscriber.close`
 from another thread ends a blocked :meth:`~RedisQueueSubscriber.next_message` within
@@ -14,17 +16,25 @@ a second.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from typing import Any, Final
 
 from framework.buffers import Segments
 from framework.connection import MAX_BLOCK_MS, RedisConnection
-from framework.exceptions import ReceiveTimeout
+from framework.exceptions import BackendUnavailable, ReceiveTimeout
 from framework.pubsub._shim import RedisShim, connect
 from framework.pubsub.protocols import UNSET, Unset
 
 __all__ = ["RedisQueuePublisher", "RedisQueueSubscriber"]
+
+logger = logging.getLogger(__name__)
+
+#: Consecutive connection failures a subscriber rides out before raising.
+MAX_FAILURES: Final = 5
+#: Pause (s) between attempts while the connection is down.
+RETRY_PAUSE_S: Final = 0.2
 
 
 class RedisQueuePublisher(RedisShim):
@@ -93,6 +103,7 @@ class RedisQueueSubscriber(RedisShim):
         self._key = self.connection.keys.queue(topic)
         self._timeout = timeout
         self._lock = threading.Lock()
+        self._failures = 0
 
     def __iter__(self) -> RedisQueueSubscriber:
         return self
@@ -143,7 +154,22 @@ class RedisQueueSubscriber(RedisShim):
             pass
 
     def _pop(self, wait: float) -> bytes | None:
-        # BLPOP's timeout 0 means forever: wait at least a millisecond instead.
-        with self.connection.mapped_errors(f"pop from topic {self.topics[0]!r}"):
-            reply = self.connection.blocking.blpop([self._key], timeout=max(wait, 0.001))
+        """One bounded ``BLPOP``; rides out a few connection failures."""
+        try:
+            # BLPOP's timeout 0 means forever: wait at least a millisecond instead.
+            with self.connection.mapped_errors(f"pop from topic {self.topics[0]!r}"):
+                reply = self.connection.blocking.blpop([self._key], timeout=max(wait, 0.001))
+        except BackendUnavailable:
+            self._failures += 1
+            if self._failures >= MAX_FAILURES:
+                self._failures = 0
+                raise
+            logger.warning(
+                "Connection dropped while popping from topic %r; popping again (a message "
+                "whose reply was on its way is lost)",
+                self.topics[0],
+            )
+            time.sleep(RETRY_PAUSE_S)
+            return None
+        self._failures = 0
         return None if reply is None else bytes(reply[1])
