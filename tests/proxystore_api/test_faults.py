@@ -84,7 +84,7 @@ def test_garbage_in_an_object_key_is_refused(server: EmbeddedRedis) -> None:
         proxy = store.proxy({"real": True})
         with redis.Redis(host="127.0.0.1", port=port) as client:
             client.set(get_key(proxy), b"\x00garbage, not a frame")
-        with pytest.raises(FrameworkError, match="frame|version|decode"):
+        with pytest.raises(FrameworkError, match=r"frame|version|decode"):
             store.get(get_key(proxy))
 
 
