@@ -13,6 +13,7 @@ object read counter        ``fw:obj:{<id>}:readers``
 topic, pub/sub channel     ``fw:topic:{<topic>}``
 topic, durable stream      ``fw:events:{<topic>}``
 cell inbox                 ``fw:cell:{<name>}:inbox``
+object-protocol mailbox    ``fw:cell:{<name>}:objects``
 byte-stream transfer       ``fw:xfer:{<sid>}:data`` / ``:ack`` / ``:meta``
 =========================  =========================================
 
@@ -102,6 +103,10 @@ class KeySchema:
     def inbox(self, cell: str) -> str:
         """Durable inbox stream of a cell (byte-stream announcements)."""
         return f"{self.prefix}:cell:{{{_checked('cell name', cell)}}}:inbox"
+
+    def mailbox(self, cell: str) -> str:
+        """Stream of a cell's object-protocol messages (objects, replies, end notices)."""
+        return f"{self.prefix}:cell:{{{_checked('cell name', cell)}}}:objects"
 
     def xfer_data(self, sid: str) -> str:
         """Redis stream of a transfer's chunk frames."""

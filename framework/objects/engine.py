@@ -1,0 +1,357 @@
+"""``RedisStreamableEngine``: NVFlare's ``StreamableEngine`` over a :class:`StreamCell`.
+
+Small messages (objects and replies up to ``inline_limit`` bytes, end and abort notices)
+are entries in each cell's mailbox stream, one ``XADD`` per target; larger or
+``secure=True`` objects and replies ride the cell's byte streams: one ``send_blob`` to
+all targets, so the bytes go into Redis once, read straight out of the serializer's
+buffers (numpy arrays are not copied into a pickle). A thread named
+``fw-obj-mailbox-<cell>`` reads the mailbox: replies go to the waiting
+``stream_objects`` call, objects and notices to a pool of ``fw-obj-<cell>-<n>`` worker
+threads that run the consumers (objects that arrived as byte streams are consumed in the
+cell's receiving thread). The engine does not own the cell or its connection.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from functools import partial
+from types import TracebackType
+from typing import Any
+
+from framework.cell import Message, StreamCell, StreamFuture
+from framework.exceptions import (
+    ClosedError,
+    ConfigurationError,
+    FrameworkError,
+    SerializationError,
+)
+from framework.objects.api import ConsumerFactory, ObjectProducer, StreamableEngine
+from framework.objects.config import EngineConfig
+from framework.objects.context import FLContext, FLContextKey
+from framework.objects.envelope import (
+    BLOB_HEADER,
+    ENVELOPE_FIELD,
+    PAYLOAD_FIELD,
+    Envelope,
+    decode_envelope,
+    open_payload,
+    seal_payload,
+)
+from framework.objects.mailbox import WAKE_FIELD, Mailbox
+from framework.objects.receiver import Receiver, Registration
+from framework.objects.sending import ObjectStream
+from framework.objects.session import ReplySlots
+from framework.objects.shareable import ReservedHeaderKey, ReturnCode, Shareable, error_reply
+from framework.objects.workers import WorkerPool
+
+__all__ = ["OBJECTS_CHANNEL", "RedisStreamableEngine"]
+
+logger = logging.getLogger(__name__)
+
+#: Cell channel and topic of object-protocol byte streams.
+OBJECTS_CHANNEL = "fw.objects"
+_TOPIC = "msg"
+#: Seconds between looks for idle receiving sessions.
+_EXPIRE_EVERY = 0.5
+
+
+class RedisStreamableEngine(StreamableEngine):
+    """Streams objects between cells; both the sending and the receiving side.
+
+    Args:
+        cell: The cell whose name this engine answers to; not closed by the engine.
+        config: Inline limit, idle timeout, TTL, worker count and close timeout.
+        secret: Shared HMAC key: every payload is signed, and unsigned or mis-signed
+            ones are refused before anything is unpickled.
+        allow_pickle: If False, payloads whose serializer unpickles are refused.
+        fl_ctx: The receiving side's context; its run abort signal (if any) ends
+            sessions here with TASK_ABORTED.
+
+    Raises:
+        BackendError: If Redis fails while the mailbox is created.
+    """
+
+    def __init__(
+        self,
+        cell: StreamCell,
+        *,
+        config: EngineConfig | None = None,
+        secret: bytes | None = None,
+        allow_pickle: bool = True,
+        fl_ctx: FLContext | None = None,
+    ) -> None:
+        self.cell = cell
+        self.name = cell.name
+        self.conn = cell.conn
+        self.config = config or EngineConfig()
+        self.fl_ctx = fl_ctx or FLContext()
+        self.fl_ctx.set_prop(FLContextKey.IDENTITY_NAME, self.name, private=False)
+        self._secret = secret
+        self._allow_pickle = allow_pickle
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._expecting: dict[str, ReplySlots] = {}
+        self._outgoing: list[StreamFuture] = []  # byte streams of replies, cancelled on close
+        self._mailbox = Mailbox(self.conn, self.name, self.config.ttl)
+        self._mailbox.create()
+        self._pool = WorkerPool(f"fw-obj-{self.name}", self.config.workers)
+        self._receiver = Receiver(
+            self.name,
+            self._reply,
+            self.config.idle_timeout,
+            abort_signal=self.fl_ctx.get_run_abort_signal(),
+        )
+        cell.register_blob_cb(OBJECTS_CHANNEL, _TOPIC, self._on_blob)
+        self._thread = threading.Thread(
+            target=self._read_loop, name=f"fw-obj-mailbox-{self.name}", daemon=True
+        )
+        self._thread.start()
+
+    # -- the StreamableEngine API --------------------------------------------------------
+
+    def stream_objects(
+        self,
+        channel: str,
+        topic: str,
+        stream_ctx: dict[str, Any],
+        targets: list[str],
+        producer: ObjectProducer,
+        fl_ctx: FLContext,
+        optional: bool = False,
+        secure: bool = False,
+    ) -> tuple[str, Any]:
+        """Send the producer's objects to ``targets``; see :meth:`StreamableEngine.stream_objects`.
+
+        Every object reaches each target once per sequence number; each round hands
+        ``process_replies`` exactly one reply per target (an error reply for a target
+        that failed, has no engine, ended its session or did not answer in time). The
+        abort signal, checked at least every 50 ms while waiting, stops the loop and
+        the targets are told (their consumers are finalized with TASK_ABORTED).
+
+        Returns:
+            ``(rc, result)``: ``(OK, result)``, ``(OK, None)`` after ``produce`` returned
+            None, or ``(TASK_ABORTED, None)``.
+
+        Raises:
+            ClosedError: If the engine is shut down.
+            ConfigurationError: If ``targets`` is empty, or ``produce`` returned
+                something other than a Shareable or a non-positive timeout.
+            SerializationError: If an object cannot be serialized.
+        """
+        self._check_open()
+        ctx = stream_ctx if stream_ctx is not None else {}
+        run = ObjectStream(self, channel, topic, ctx, targets, producer, fl_ctx, optional, secure)
+        return run.run()
+
+    def register_stream_processing(
+        self,
+        channel: str,
+        topic: str,
+        factory: ConsumerFactory,
+        stream_done_cb: Any = None,
+        **cb_kwargs: Any,
+    ) -> None:
+        """Handle new sessions on ``channel``/``topic`` with consumers from ``factory``.
+
+        Raises:
+            ClosedError: If the engine is shut down.
+            ConfigurationError: If ``factory`` is not a ConsumerFactory or the callback
+                is not callable.
+        """
+        self._check_open()
+        if not isinstance(factory, ConsumerFactory):
+            raise ConfigurationError(f"factory must be a ConsumerFactory, not {factory!r}.")
+        if stream_done_cb is not None and not callable(stream_done_cb):
+            raise ConfigurationError(f"stream_done_cb must be callable, not {stream_done_cb!r}.")
+        self._receiver.register(channel, topic, Registration(factory, stream_done_cb, cb_kwargs))
+
+    def shutdown_streamer(self) -> None:
+        """Stop: abort running sends, finalize open sessions (TASK_ABORTED), join threads.
+
+        Idempotent. Deletes this engine's mailbox; the cell and connection stay open.
+        """
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        deadline = time.monotonic() + self.config.close_timeout
+        self._mailbox.wake()
+        if self._thread is not threading.current_thread():
+            self._thread.join(max(0.0, deadline - time.monotonic()))
+        self._pool.close(deadline)
+        self._receiver.close(max(0.0, deadline - time.monotonic()))
+        with self._lock:
+            pending, self._outgoing = self._outgoing, []
+        for future in pending:
+            future.cancel()
+        self._mailbox.delete()
+        if self._thread.is_alive():
+            logger.warning("Engine %r closed but its mailbox reader is still running.", self.name)
+
+    def close(self) -> None:
+        """Same as :meth:`shutdown_streamer`."""
+        self.shutdown_streamer()
+
+    # -- the Link the sending loop uses ----------------------------------------------------
+
+    def stopping(self) -> bool:
+        """Whether the engine is shutting down."""
+        return self._stop.is_set()
+
+    def expect(self, tx: str, slots: ReplySlots | None) -> None:
+        """Route replies of session ``tx`` to ``slots`` (None stops routing)."""
+        with self._lock:
+            if slots is None:
+                self._expecting.pop(tx, None)
+            else:
+                self._expecting[tx] = slots
+
+    def send(
+        self, env: Envelope, obj: Any, targets: list[str], secure: bool, optional: bool
+    ) -> tuple[dict[str, bool], StreamFuture | None]:
+        """Send ``obj`` under ``env`` to ``targets``.
+
+        Returns:
+            Per target whether an engine listens there, and the byte stream's future
+            when the payload went as one.
+
+        Raises:
+            SerializationError: If ``obj`` cannot be serialized.
+            BackendError: If Redis fails.
+            StreamError: If the byte stream cannot start (e.g. no key for ``secure``).
+        """
+        payload = seal_payload(env, obj, self._secret)
+        if not secure and payload.nbytes <= self.config.inline_limit:
+            fields = {ENVELOPE_FIELD: env.model_dump_json(), PAYLOAD_FIELD: self.conn.bulk(payload)}
+            return self._mailbox.post(targets, fields), None
+        listening = self._mailbox.listening(targets)
+        live = [t for t, ok in listening.items() if ok]
+        if not live:
+            return listening, None
+        message = Message({BLOB_HEADER: env.model_dump(mode="json")}, list(payload.parts))
+        future = self.cell.send_blob(OBJECTS_CHANNEL, _TOPIC, live, message, secure, optional)
+        return listening, future
+
+    # -- receiving ---------------------------------------------------------------------
+
+    def _read_loop(self) -> None:
+        next_expiry = time.monotonic() + _EXPIRE_EVERY
+        while not self._stop.is_set():
+            try:
+                for eid, fields in self._mailbox.read() or []:
+                    self._on_entry(eid, fields)
+            except Exception:  # thread boundary: log, pause, retry; never die silently
+                logger.warning("Reading the mailbox of %r failed.", self.name, exc_info=True)
+                self._stop.wait(0.5)
+            if time.monotonic() >= next_expiry:
+                next_expiry = time.monotonic() + _EXPIRE_EVERY
+                if self._receiver.has_idle():
+                    self._pool.submit(self._receiver.expire_idle)
+
+    def _on_entry(self, eid: bytes, fields: dict[bytes, Any]) -> None:
+        if WAKE_FIELD in fields:
+            return
+        try:
+            env = decode_envelope(
+                fields.get(ENVELOPE_FIELD), f"mailbox entry {eid!r} of {self.name!r}"
+            )
+        except FrameworkError as exc:
+            logger.warning("Dropping an unreadable message: %s", exc)
+            return
+        self._dispatch(env, fields.get(PAYLOAD_FIELD, b""))
+
+    def _on_blob(self, future: StreamFuture) -> None:
+        what = f"byte stream {future.get_stream_id()}"
+        if self._stop.is_set():
+            logger.warning("Engine %r is shut down: ignoring %s.", self.name, what)
+            return
+        try:
+            env = decode_envelope((future.get_headers() or {}).get(BLOB_HEADER), what)
+        except FrameworkError as exc:
+            logger.warning("Dropping an unreadable message: %s", exc)
+            return
+        # Consumed right here, in the cell's thread for this transfer.
+        self._dispatch(env, future.result(), inline=True)
+
+    def _dispatch(self, env: Envelope, payload: Any, inline: bool = False) -> None:
+        if env.kind == "reply":
+            self._on_reply(env, payload)
+        elif env.kind == "data":
+            load = partial(open_payload, env, payload, self._secret, self._allow_pickle)
+            if inline:
+                self._receiver.on_data(env, load)
+            else:
+                self._pool.submit(self._receiver.on_data, env, load)
+        elif self._verified(env, payload):
+            self._pool.submit(self._receiver.on_end, env)
+
+    def _verified(self, env: Envelope, payload: Any) -> bool:
+        try:
+            open_payload(env, payload, self._secret, self._allow_pickle)
+        except FrameworkError as exc:
+            logger.warning("Ignoring the %s: %s", env.describe(), exc)
+            return False
+        return True
+
+    def _on_reply(self, env: Envelope, payload: Any) -> None:
+        with self._lock:
+            slots = self._expecting.get(env.tx)
+        if slots is None:
+            logger.debug("The %s came after its stream stopped waiting.", env.describe())
+            return
+        try:
+            reply = open_payload(env, payload, self._secret, self._allow_pickle)
+            if not isinstance(reply, Shareable):
+                raise SerializationError(f"it holds a {type(reply).__name__}, not a Shareable")
+        except FrameworkError as exc:
+            # Not filled: the genuine reply may still come, else the slot times out.
+            logger.warning("Ignoring the %s: %s", env.describe(), exc)
+            return
+        if env.ended:
+            reply.set_header(ReservedHeaderKey.SESSION_ENDED, True)
+        slots.fill(env.origin, env.seq, reply)
+
+    def _reply(self, env: Envelope, reply: Shareable, ended: bool) -> None:
+        """Send ``reply`` to the sender of the object ``env`` (from a worker thread)."""
+        renv = Envelope(
+            kind="reply", tx=env.tx, seq=env.seq, origin=self.name, ended=ended, secure=env.secure
+        )
+        try:
+            try:
+                reached, future = self.send(renv, reply, [env.origin], env.secure, False)
+            except SerializationError as exc:
+                logger.warning("The reply to the %s cannot be serialized: %s", env.describe(), exc)
+                fallback = error_reply(
+                    ReturnCode.EXECUTION_EXCEPTION, f"Unserializable reply: {exc}"
+                )
+                reached, future = self.send(renv, fallback, [env.origin], env.secure, False)
+        except FrameworkError as exc:
+            logger.warning("Could not reply to the %s: %s", env.describe(), exc)
+            return
+        if not reached.get(env.origin):
+            logger.warning("Could not reply to the %s: its sender is gone.", env.describe())
+        if future is not None:
+            with self._lock:
+                self._outgoing = [f for f in self._outgoing if not f.done()] + [future]
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._stop.is_set():
+            raise ClosedError(f"The object-protocol engine of cell {self.name!r} is shut down.")
+
+    def __enter__(self) -> RedisStreamableEngine:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.shutdown_streamer()
+
+    def __repr__(self) -> str:
+        state = " shut down" if self._stop.is_set() else ""
+        return f"<RedisStreamableEngine {self.name!r}{state}>"

@@ -1,0 +1,129 @@
+"""Wire envelope of the object protocol, and how a payload is bound to it.
+
+Every message of a session - an object (``data``), a target's ``reply``, the sender's
+``end`` or ``abort`` - is an :class:`Envelope` (pydantic, JSON, versioned) plus a payload
+framed by :func:`framework.serialize.dumps`. The payload's frame ``meta`` repeats the
+envelope's identity (kind, session, sequence, origin); when a shared secret is set the
+frame is HMAC-signed, so an envelope cannot be altered or a signed payload replayed
+under another session or sequence number. On a mailbox (a Redis stream) the envelope is
+field ``h`` and the payload field ``p``; on a byte stream the envelope is the header
+``fw_obj`` and the payload the blob. This module does no I/O and imports no Redis code.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from framework.buffers import BytesLike, Segments
+from framework.exceptions import FramingError, SecurityError
+from framework.serialize import dumps, loads_with_meta
+
+__all__ = [
+    "BLOB_HEADER",
+    "ENVELOPE_FIELD",
+    "PAYLOAD_FIELD",
+    "WIRE_VERSION",
+    "Envelope",
+    "Kind",
+    "decode_envelope",
+    "open_payload",
+    "seal_payload",
+]
+
+#: Version of the envelope this module writes.
+WIRE_VERSION: Final = 1
+#: Mailbox entry fields.
+ENVELOPE_FIELD: Final = b"h"
+PAYLOAD_FIELD: Final = b"p"
+#: Header of a byte-stream message that carries an envelope.
+BLOB_HEADER: Final = "fw_obj"
+
+Kind = Literal["data", "reply", "end", "abort"]
+
+
+class Envelope(BaseModel):
+    """Who sent what, in which session, at which position.
+
+    Attributes:
+        kind: ``data`` (an object), ``reply``, ``end`` (normal end) or ``abort``.
+        tx: Session id (random, hex).
+        seq: Sequence number of the object (a reply repeats its object's number).
+        origin: Cell name of the engine that wrote the message (where replies go).
+        channel: App channel of the session.
+        topic: App topic of the session.
+        rc: Return code of an ``end`` or ``abort``.
+        timeout: Seconds the sender waits for the replies to this object.
+        ended: On a reply: the target's session ended with this object.
+        secure: The payload travelled encrypted.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    v: Literal[1] = WIRE_VERSION
+    kind: Kind
+    tx: str = Field(min_length=1, max_length=64, pattern=r"^[0-9a-f]+$")
+    seq: int = Field(ge=0)
+    origin: str = Field(min_length=1, max_length=512)
+    channel: str = Field("", max_length=512)
+    topic: str = Field("", max_length=512)
+    rc: str | None = Field(None, max_length=64)
+    timeout: float | None = Field(None, gt=0)
+    ended: bool = False
+    secure: bool = False
+
+    def describe(self) -> str:
+        """``session <tx> seq <n> from <origin> on <channel>/<topic>`` for log lines."""
+        where = f" on {self.channel}/{self.topic}" if self.channel or self.topic else ""
+        return f"{self.kind} of session {self.tx} seq {self.seq} from {self.origin!r}{where}"
+
+    def binding(self) -> dict[str, Any]:
+        """The identity the payload frame repeats (and signs) in its ``meta``."""
+        return {"kind": self.kind, "tx": self.tx, "seq": self.seq, "origin": self.origin}
+
+
+def decode_envelope(raw: Any, what: str) -> Envelope:
+    """Parse an envelope from JSON text or a JSON-decoded dict.
+
+    Args:
+        raw: Mailbox field ``h`` (bytes/str) or the ``fw_obj`` header (dict).
+        what: Names the message in errors, e.g. ``"mailbox entry b'1-0'"``.
+
+    Raises:
+        FramingError: If it is missing, not valid, or of another wire version.
+    """
+    if raw is None:
+        raise FramingError(f"The {what} carries no object-protocol envelope.")
+    try:
+        if isinstance(raw, dict):
+            return Envelope.model_validate(raw)
+        return Envelope.model_validate_json(raw)
+    except ValidationError as exc:
+        fields = sorted({str(err["loc"][0]) for err in exc.errors() if err["loc"]})
+        raise FramingError(
+            f"The {what} has an invalid envelope (bad field(s): {', '.join(fields) or '?'})."
+        ) from exc
+
+
+def seal_payload(env: Envelope, obj: Any, secret: bytes | None) -> Segments:
+    """Frame ``obj`` for ``env`` (signed with ``secret`` when given)."""
+    return dumps(obj, secret=secret, meta=env.binding())
+
+
+def open_payload(
+    env: Envelope, data: BytesLike | Segments, secret: bytes | None, allow_pickle: bool
+) -> Any:
+    """Verify and deserialize the payload of ``env``.
+
+    Raises:
+        FramingError: If the frame is malformed or bound to another message.
+        SecurityError: If a secret is set and the MAC is missing or wrong.
+        DeserializationError: If the payload cannot be deserialized.
+    """
+    meta, obj = loads_with_meta(data, secret=secret, allow_pickle=allow_pickle)
+    if meta != env.binding():
+        # Only a forged or misrouted message gets here; with a secret, meta is signed.
+        kind = SecurityError if secret is not None else FramingError
+        raise kind(f"The payload of the {env.describe()} belongs to another message ({meta}).")
+    return obj

@@ -1,0 +1,341 @@
+"""The receiving side of the object protocol: sessions, consumers and their end.
+
+:class:`Receiver` keeps one session per (sender, session id). The first object of a
+session gets a consumer from the factory registered for its channel and topic; later
+objects go to that consumer in sequence order (a retried number gets the earlier reply,
+a gap is reported). A session ends on ``consume`` returning ``False`` or raising, on the
+sender's ``end``/``abort``, after ``idle_timeout`` seconds without a message (the sender
+vanished), or when the engine shuts down; then ``finalize``, ``stream_done_cb`` and
+``return_consumer`` run exactly once each, with ``stream_ctx[StreamContextKey.RC]`` set.
+Replies leave through the ``reply`` callable the engine provides. This module does no
+I/O: it is called from the engine's worker threads.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from framework.exceptions import DeserializationError, FrameworkError
+from framework.objects.api import ConsumerFactory, ObjectConsumer
+from framework.objects.context import FLContext, FLContextKey, StreamContextKey
+from framework.objects.envelope import Envelope
+from framework.objects.session import SeqTracker, Tombstones, Verdict
+from framework.objects.shareable import ReturnCode, Shareable, error_reply, make_reply
+
+__all__ = ["Receiver", "Registration"]
+
+logger = logging.getLogger(__name__)
+
+#: ``reply(envelope_of_the_object, reply, session_ended)``
+ReplyFn = Callable[[Envelope, Shareable, bool], None]
+#: Returns the verified, deserialized payload of an object (raises FrameworkError).
+LoadFn = Callable[[], Any]
+
+
+@dataclass(frozen=True)
+class Registration:
+    """What :meth:`StreamableEngine.register_stream_processing` registered."""
+
+    factory: ConsumerFactory
+    done_cb: Callable[..., Any] | None = None
+    cb_kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(eq=False)
+class _Session:
+    key: tuple[str, str]
+    reg: Registration
+    ctx: dict[str, Any]
+    fl_ctx: FLContext
+    last_active: float
+    consumer: ObjectConsumer | None = None
+    seq: SeqTracker = field(default_factory=SeqTracker)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    busy: bool = False
+    ended: bool = False
+
+    def name(self) -> str:
+        return f"session {self.key[1]} from {self.key[0]!r}"
+
+
+class Receiver:
+    """Sessions of the streams that reach one engine.
+
+    Args:
+        name: The engine's cell name (``fl_ctx.get_identity_name()`` of its sessions).
+        reply: Sends a reply to the object's sender.
+        idle_timeout: Seconds without a message after which a session is ended (TIMEOUT).
+        abort_signal: The run's abort signal on this side (ends sessions with TASK_ABORTED).
+        clock: Monotonic clock (injectable for tests).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        reply: ReplyFn,
+        idle_timeout: float,
+        abort_signal: Any = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.name = name
+        self._reply = reply
+        self.idle_timeout = idle_timeout
+        self._abort = abort_signal
+        self._clock = clock
+        self._registry: dict[tuple[str, str], Registration] = {}
+        self._sessions: dict[tuple[str, str], _Session] = {}
+        self._tombstones = Tombstones()
+        self._lock = threading.Lock()
+
+    def register(self, channel: str, topic: str, reg: Registration) -> None:
+        """Route new sessions on ``channel``/``topic`` to ``reg``."""
+        with self._lock:
+            self._registry[(channel, topic)] = reg
+
+    def open_sessions(self) -> int:
+        """Number of sessions not yet ended."""
+        return len(self._sessions)
+
+    # -- messages ----------------------------------------------------------------------
+
+    def on_data(self, env: Envelope, load: LoadFn) -> None:
+        """Handle one object: start or find its session, apply it once, reply."""
+        key = (env.origin, env.tx)
+        early: Shareable | None = None
+        with self._lock:
+            session = self._sessions.get(key)
+            fresh = session is None
+            if session is None and (early := self._refuse_new(env, key)) is None:
+                session = self._new_session(env, key)
+                # Taken before the table is released: a copy of object 0 waits for it.
+                session.lock.acquire()
+        if session is None:
+            self._reply(env, early or make_reply(ReturnCode.ERROR), True)
+            return
+        if not fresh:
+            session.lock.acquire()  # outside the table lock: consume may take long
+        try:
+            self._apply(session, env, load)
+        finally:
+            session.lock.release()
+
+    def on_end(self, env: Envelope) -> None:
+        """The sender ended (``end``) or aborted (``abort``) a session."""
+        key = (env.origin, env.tx)
+        with self._lock:
+            session = self._sessions.get(key)
+        if session is None:
+            logger.debug("The %s names no open session.", env.describe())
+            return
+        rc = env.rc or (ReturnCode.OK if env.kind == "end" else ReturnCode.TASK_ABORTED)
+        with session.lock:
+            self._end(session, rc)
+
+    def expire_idle(self) -> int:
+        """End every session idle for longer than ``idle_timeout``; return how many."""
+        now = self._clock()
+        with self._lock:
+            idle = [
+                s
+                for s in self._sessions.values()
+                if not s.busy and now - s.last_active > self.idle_timeout
+            ]
+        ended = 0
+        for session in idle:
+            if session.lock.acquire(blocking=False):  # busy again: not idle after all
+                try:
+                    if not session.ended and not session.busy:
+                        logger.warning(
+                            "Ending %s: no message for %.1f s (the sender is gone).",
+                            session.name(),
+                            now - session.last_active,
+                        )
+                        self._end(session, ReturnCode.TIMEOUT)
+                        ended += 1
+                finally:
+                    session.lock.release()
+        return ended
+
+    def has_idle(self) -> bool:
+        """Whether some session is due for :meth:`expire_idle`."""
+        now = self._clock()
+        with self._lock:
+            return any(
+                not s.busy and now - s.last_active > self.idle_timeout
+                for s in self._sessions.values()
+            )
+
+    def close(self, timeout: float) -> None:
+        """End every open session with TASK_ABORTED, waiting up to ``timeout`` for busy ones."""
+        deadline = self._clock() + timeout
+        with self._lock:
+            sessions = list(self._sessions.values())
+        for session in sessions:
+            if session.lock.acquire(timeout=max(0.0, deadline - self._clock())):
+                try:
+                    self._end(session, ReturnCode.TASK_ABORTED)
+                finally:
+                    session.lock.release()
+            else:
+                logger.warning("Closing with %s still consuming.", session.name())
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _refuse_new(self, env: Envelope, key: tuple[str, str]) -> Shareable | None:
+        """Why ``env`` cannot start a session (None if it can); call under the table lock."""
+        answer = self._tombstones.answer(key, env.seq)
+        if answer is not None:
+            return answer
+        if env.seq != 0:
+            logger.warning("The %s reached no open session: its start was lost.", env.describe())
+            return SeqTracker().gap_reply(env.seq)
+        if (env.channel, env.topic) not in self._registry:
+            logger.warning("The %s has no consumer factory registered.", env.describe())
+            return error_reply(
+                ReturnCode.TOPIC_UNKNOWN,
+                f"Cell {self.name!r} has no consumer for {env.channel}/{env.topic}.",
+            )
+        return None
+
+    def _new_session(self, env: Envelope, key: tuple[str, str]) -> _Session:
+        fl_ctx = FLContext()
+        fl_ctx.set_prop(FLContextKey.IDENTITY_NAME, self.name, private=False)
+        fl_ctx.set_prop(FLContextKey.PEER_NAME, env.origin, private=False)
+        if self._abort is not None:
+            fl_ctx.set_run_abort_signal(self._abort)
+        ctx = {StreamContextKey.CHANNEL: env.channel, StreamContextKey.TOPIC: env.topic}
+        reg = self._registry[(env.channel, env.topic)]
+        session = _Session(key, reg, ctx, fl_ctx, self._clock())
+        self._sessions[key] = session
+        return session
+
+    def _apply(self, session: _Session, env: Envelope, load: LoadFn) -> None:
+        if session.ended:
+            answer = self._tombstones.answer(session.key, env.seq)
+            self._reply(env, answer or error_reply(ReturnCode.EARLY_TERMINATION, "ended"), True)
+            return
+        session.last_active = self._clock()
+        verdict = session.seq.verdict(env.seq)
+        if verdict is Verdict.RETRY:
+            logger.info("The %s is a retry: answered again, not applied.", env.describe())
+            assert session.seq.last_reply is not None
+            self._reply(env, session.seq.last_reply, False)
+        elif verdict is not Verdict.APPLY:
+            logger.warning("The %s is out of sequence (%s).", env.describe(), verdict.value)
+            gap = verdict is Verdict.GAP
+            answer = session.seq.gap_reply(env.seq) if gap else session.seq.stale_reply(env.seq)
+            self._reply(env, answer, False)
+        else:
+            session.busy = True
+            try:
+                self._consume(session, env, load)
+            finally:
+                session.busy = False
+                session.last_active = self._clock()
+
+    def _consume(self, session: _Session, env: Envelope, load: LoadFn) -> None:
+        try:
+            obj = _object_of(load(), first=env.seq == 0)
+        except FrameworkError as exc:
+            logger.warning("Refusing the %s: %s", env.describe(), exc)
+            self._reply(env, error_reply(ReturnCode.BAD_REQUEST_DATA, str(exc)), False)
+            if session.consumer is None:
+                self._drop(session)  # nothing was started: the sender may send object 0 again
+            return
+        if isinstance(obj, tuple):
+            obj, ctx = obj
+            session.ctx.update(ctx or {})
+            session.ctx[StreamContextKey.CHANNEL] = env.channel
+            session.ctx[StreamContextKey.TOPIC] = env.topic
+        if session.consumer is None and not self._start(session, env):
+            return
+        go_on, reply = self._call_consume(session, env, obj)
+        session.seq.applied(reply)
+        if not go_on:
+            self._end(session, reply.get_return_code())
+        self._reply(env, reply, not go_on)
+
+    def _start(self, session: _Session, env: Envelope) -> bool:
+        try:
+            consumer = session.reg.factory.get_consumer(session.ctx, session.fl_ctx)
+            if not isinstance(consumer, ObjectConsumer):
+                raise TypeError(f"get_consumer returned {type(consumer).__name__}")
+        except Exception as exc:  # user code: the sender hears why
+            logger.exception("No consumer for the %s.", env.describe())
+            self._drop(session)
+            self._tombstones.add(session.key, 0, None, ReturnCode.EXECUTION_EXCEPTION)
+            reason = f"The consumer factory failed: {type(exc).__name__}: {exc}"
+            self._reply(env, error_reply(ReturnCode.EXECUTION_EXCEPTION, reason), True)
+            return False
+        session.consumer = consumer
+        return True
+
+    def _call_consume(self, session: _Session, env: Envelope, obj: Shareable) -> tuple[bool, Any]:
+        if self._abort is not None and self._abort.triggered:
+            return False, error_reply(ReturnCode.TASK_ABORTED, f"Cell {self.name!r} is aborting.")
+        assert session.consumer is not None
+        try:
+            go_on, reply = session.consumer.consume(obj, session.ctx, session.fl_ctx)
+        except Exception as exc:  # user code: the sender gets EXECUTION_EXCEPTION
+            logger.exception("consume raised on the %s.", env.describe())
+            reason = f"consume raised {type(exc).__name__}: {exc}"
+            return False, error_reply(ReturnCode.EXECUTION_EXCEPTION, reason)
+        if reply is None:
+            reply = make_reply(ReturnCode.OK)
+        elif not isinstance(reply, Shareable):
+            reason = f"consume returned a {type(reply).__name__}, not a Shareable"
+            return False, error_reply(ReturnCode.EXECUTION_EXCEPTION, reason)
+        return bool(go_on), reply
+
+    def _drop(self, session: _Session) -> None:
+        session.ended = True
+        with self._lock:
+            if self._sessions.get(session.key) is session:
+                del self._sessions[session.key]
+
+    def _end(self, session: _Session, rc: str) -> None:
+        """Finalize once: finalize, stream_done_cb, return_consumer (call under its lock)."""
+        if session.ended:
+            return
+        self._drop(session)
+        with self._lock:
+            self._tombstones.add(session.key, session.seq.expected - 1, session.seq.last_reply, rc)
+        consumer = session.consumer
+        if consumer is None:
+            return
+        session.ctx[StreamContextKey.RC] = rc
+        reg, ctx, fl_ctx = session.reg, session.ctx, session.fl_ctx
+        _guarded("finalize", session, lambda: consumer.finalize(ctx, fl_ctx))
+        if reg.done_cb is not None:
+            done_cb = reg.done_cb
+            _guarded("stream_done_cb", session, lambda: done_cb(ctx, fl_ctx, **reg.cb_kwargs))
+        _guarded(
+            "return_consumer", session, lambda: reg.factory.return_consumer(consumer, ctx, fl_ctx)
+        )
+        logger.debug("Finalized %s with %s.", session.name(), rc)
+
+
+def _object_of(payload: Any, first: bool) -> Any:
+    """Check the payload's shape: ``(Shareable, ctx-or-None)``; the ctx only on object 0."""
+    if (
+        not isinstance(payload, tuple)
+        or len(payload) != 2
+        or not isinstance(payload[0], Shareable)
+        or not isinstance(payload[1], dict | None)
+    ):
+        kind = type(payload).__name__
+        raise DeserializationError(f"The payload is a {kind}, not (Shareable, context).")
+    return payload if first else payload[0]
+
+
+def _guarded(what: str, session: _Session, call: Callable[[], Any]) -> None:
+    # Each step runs even if the one before raised: all three are promised exactly once.
+    try:
+        call()
+    except Exception:
+        logger.exception("%s raised for %s.", what, session.name())

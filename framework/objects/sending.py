@@ -1,0 +1,244 @@
+"""The sending loop of ``stream_objects``: produce, send to every target, gather, judge.
+
+One :class:`ObjectStream` runs one call: it asks the producer for an object, sends it to
+every target still in the session (the engine writes it once per target as a mailbox
+message, or once for all targets as a byte stream), waits for one reply per target
+within the producer's timeout while watching the abort signal, fills every missing
+reply with an error reply that says why, and lets the producer judge them. However the
+loop ends, one ``end`` (normal) or ``abort`` notice goes to the targets, from one place.
+This module does no I/O itself: the engine's :class:`Link` does it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import secrets
+import time
+from typing import Any, Protocol
+
+from framework.cell.types import StreamFuture
+from framework.exceptions import BackendError, ConfigurationError, FrameworkError, StreamError
+from framework.objects.api import ObjectProducer
+from framework.objects.context import FLContext, StreamContextKey
+from framework.objects.envelope import Envelope
+from framework.objects.session import ReplySlots
+from framework.objects.shareable import ReservedHeaderKey, ReturnCode, Shareable, error_reply
+
+__all__ = ["Link", "ObjectStream"]
+
+logger = logging.getLogger(__name__)
+
+#: Longest pause (s) between two looks at the abort signal while replies are awaited.
+_ABORT_POLL = 0.05
+
+
+class Link(Protocol):
+    """What the sending loop needs from the engine."""
+
+    name: str
+
+    def stopping(self) -> bool:
+        """Whether the engine is shutting down."""
+
+    def send(
+        self, env: Envelope, obj: Any, targets: list[str], secure: bool, optional: bool
+    ) -> tuple[dict[str, bool], StreamFuture | None]:
+        """Send ``obj`` to ``targets``: who can get it, and the byte stream's future if any."""
+
+    def expect(self, tx: str, slots: ReplySlots | None) -> None:
+        """Route replies of session ``tx`` to ``slots`` (None: stop routing)."""
+
+
+class ObjectStream:
+    """One ``stream_objects`` call.
+
+    Args:
+        link: The engine.
+        channel: App channel.
+        topic: App topic.
+        stream_ctx: The stream context (CHANNEL and TOPIC are set in it).
+        targets: Receiving cells (duplicates dropped).
+        producer: Makes objects and judges replies.
+        fl_ctx: The run's context (its abort signal is watched).
+        optional: Failures are logged at debug level only.
+        secure: Objects travel encrypted.
+
+    Raises:
+        ConfigurationError: If ``targets`` is empty or holds a non-string.
+    """
+
+    def __init__(
+        self,
+        link: Link,
+        channel: str,
+        topic: str,
+        stream_ctx: dict[str, Any],
+        targets: list[str],
+        producer: ObjectProducer,
+        fl_ctx: FLContext,
+        optional: bool,
+        secure: bool,
+    ) -> None:
+        if isinstance(targets, str) or not targets or not all(isinstance(t, str) for t in targets):
+            raise ConfigurationError(f"stream_objects needs a list of cell names, not {targets!r}.")
+        self.link = link
+        self.channel, self.topic = channel, topic
+        self.ctx = stream_ctx
+        self.ctx[StreamContextKey.CHANNEL] = channel
+        self.ctx[StreamContextKey.TOPIC] = topic
+        self.targets = list(dict.fromkeys(targets))
+        self.producer = producer
+        self.fl_ctx = fl_ctx
+        self.optional, self.secure = optional, secure
+        self.tx = secrets.token_hex(16)
+        self.seq = 0
+        self.reached: set[str] = set()  # targets that were sent an object
+        self.ended: dict[str, str] = {}  # target -> why it takes no more objects
+
+    def run(self) -> tuple[str, Any]:
+        """Loop until the producer ends the stream, a result is found or abort; see the API."""
+        rc = ReturnCode.TASK_ABORTED
+        try:
+            rc, result = self._loop()
+            return rc, result
+        finally:
+            self._close(rc)
+
+    def _loop(self) -> tuple[str, Any]:
+        while not self._aborted():
+            obj, timeout = self.producer.produce(self.ctx, self.fl_ctx)
+            if obj is None:
+                return ReturnCode.OK, None
+            self._check(obj, timeout)
+            replies = self._exchange(obj, float(timeout))
+            if replies is None:
+                break
+            result = self.producer.process_replies(replies, self.ctx, self.fl_ctx)
+            if result is not None:  # 0, {} and False are results too
+                return ReturnCode.OK, result
+            self.seq += 1
+        logger.info(
+            "Stream %s on %s/%s aborted at object %d.", self.tx, self.channel, self.topic, self.seq
+        )
+        return ReturnCode.TASK_ABORTED, None
+
+    def _check(self, obj: Any, timeout: Any) -> None:
+        name = type(self.producer).__name__
+        if not isinstance(obj, Shareable):
+            raise ConfigurationError(
+                f"{name}.produce returned a {type(obj).__name__}, not a Shareable."
+            )
+        number = isinstance(timeout, int | float) and not isinstance(timeout, bool)
+        if not number or not math.isfinite(timeout) or timeout <= 0:
+            raise ConfigurationError(
+                f"{name}.produce returned timeout {timeout!r}; "
+                "it must be a positive number of seconds."
+            )
+
+    def _exchange(self, obj: Shareable, timeout: float) -> dict[str, Shareable] | None:
+        """Send one object and gather its replies; None if aborted meanwhile."""
+        live = [t for t in self.targets if t not in self.ended]
+        slots = ReplySlots(self.seq, self.targets)
+        for target, why in self.ended.items():
+            slots.fill(target, self.seq, error_reply(ReturnCode.EARLY_TERMINATION, why))
+        env = Envelope(
+            kind="data",
+            tx=self.tx,
+            seq=self.seq,
+            origin=self.link.name,
+            channel=self.channel,
+            topic=self.topic,
+            timeout=timeout,
+            secure=self.secure,
+        )
+        payload = (obj, self.ctx if self.seq == 0 else None)
+        self.link.expect(self.tx, slots)
+        try:
+            future = self._send(env, payload, live, slots)
+            if not self._wait(slots, future, timeout):
+                return None
+        finally:
+            self.link.expect(self.tx, None)
+        replies = slots.result()
+        self._note_ended(replies)
+        return replies
+
+    def _send(
+        self, env: Envelope, payload: Any, live: list[str], slots: ReplySlots
+    ) -> StreamFuture | None:
+        if not live:
+            return None
+        try:
+            reached, future = self.link.send(env, payload, live, self.secure, self.optional)
+        except (BackendError, StreamError) as exc:  # Redis or the byte stream: all targets fail
+            self._log("Sending object %d of stream %s failed: %s", self.seq, self.tx, exc)
+            slots.fail_missing(ReturnCode.COMMUNICATION_ERROR, f"Sending failed: {exc}", live)
+            return None
+        self.reached.update(t for t, ok in reached.items() if ok)
+        absent = [t for t, ok in reached.items() if not ok]
+        if absent:
+            self._log("Targets %s of stream %s have no engine listening.", absent, self.tx)
+            why = "No object-protocol engine listens under this cell name (no mailbox)."
+            slots.fail_missing(ReturnCode.COMMUNICATION_ERROR, why, absent)
+        return future
+
+    def _wait(self, slots: ReplySlots, future: StreamFuture | None, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while not slots.complete():
+            if self._aborted():
+                return False
+            if future is not None and future.done() and future.exception() is not None:
+                why = f"The byte stream carrying the object failed: {future.exception()}"
+                slots.fail_missing(ReturnCode.COMMUNICATION_ERROR, why)
+                break
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            slots.wait(min(left, _ABORT_POLL))
+        if not slots.complete():
+            late = slots.missing()
+            self._log(
+                "Targets %s sent no reply to object %d of stream %s within %s s.",
+                late,
+                self.seq,
+                self.tx,
+                timeout,
+            )
+            slots.fail_missing(ReturnCode.TIMEOUT, f"No reply within {timeout} s.")
+            if future is not None and not future.done():
+                future.cancel()  # its keys go now rather than at their TTL
+        return True
+
+    def _note_ended(self, replies: dict[str, Shareable]) -> None:
+        for target, reply in replies.items():
+            if target not in self.ended and reply.get_header(ReservedHeaderKey.SESSION_ENDED):
+                rc = reply.get_return_code()
+                self.ended[target] = f"The target ended its session at object {self.seq} ({rc})."
+
+    def _aborted(self) -> bool:
+        signal = self.fl_ctx.get_run_abort_signal()
+        return self.link.stopping() or (signal is not None and signal.triggered)
+
+    def _close(self, rc: str) -> None:
+        """Tell every target still in the session that it ended (OK) or was aborted."""
+        notify = [t for t in self.targets if t in self.reached and t not in self.ended]
+        if not notify:
+            return
+        kind = "end" if rc == ReturnCode.OK else "abort"
+        env = Envelope(
+            kind=kind,
+            tx=self.tx,
+            seq=self.seq,
+            origin=self.link.name,
+            channel=self.channel,
+            topic=self.topic,
+            rc=rc,
+        )
+        try:
+            self.link.send(env, None, notify, False, self.optional)
+        except FrameworkError as exc:  # the receivers' idle expiry finalizes them instead
+            self._log("Could not send %s of stream %s to %s: %s", kind, self.tx, notify, exc)
+
+    def _log(self, msg: str, *args: Any) -> None:
+        logger.log(logging.DEBUG if self.optional else logging.WARNING, msg, *args)

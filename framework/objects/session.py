@@ -1,0 +1,152 @@
+"""Session bookkeeping of the object protocol: sequence checks and reply slots.
+
+:class:`SeqTracker` is a receiver's view of one session's sequence numbers: the next
+expected number is applied, a repeat of the last applied one is a retry (answered with
+the reply already given, never applied twice), a number beyond the next is a gap
+(reported, not applied), and anything older is stale. :class:`ReplySlots` is a sender's
+view of one object: one slot per target, filled by the first matching reply, the rest
+filled with an error reply when the wait ends. This module does no I/O.
+"""
+
+from __future__ import annotations
+
+import enum
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+from framework.objects.shareable import ReservedHeaderKey, ReturnCode, Shareable, error_reply
+
+__all__ = ["ReplySlots", "SeqTracker", "Tombstones", "Verdict"]
+
+
+class Verdict(enum.Enum):
+    """What a receiver does with an object's sequence number."""
+
+    APPLY = "apply"
+    RETRY = "retry"
+    GAP = "gap"
+    STALE = "stale"
+
+
+@dataclass
+class SeqTracker:
+    """Next expected sequence number and the reply to the last applied object."""
+
+    expected: int = 0
+    last_reply: Shareable | None = None
+
+    def verdict(self, seq: int) -> Verdict:
+        """Classify ``seq`` against what this session has applied."""
+        if seq == self.expected:
+            return Verdict.APPLY
+        if seq == self.expected - 1 and self.last_reply is not None:
+            return Verdict.RETRY
+        return Verdict.GAP if seq > self.expected else Verdict.STALE
+
+    def applied(self, reply: Shareable) -> None:
+        """Record that the expected object was applied and answered with ``reply``."""
+        self.expected += 1
+        self.last_reply = reply
+
+    def gap_reply(self, seq: int) -> Shareable:
+        """The reply to an object that arrived before ``expected`` did."""
+        return error_reply(
+            ReturnCode.BAD_REQUEST_DATA,
+            f"Sequence gap: expected object {self.expected}, got {seq}; "
+            f"objects {self.expected}..{seq - 1} never arrived, so {seq} was not applied.",
+        )
+
+    def stale_reply(self, seq: int) -> Shareable:
+        """The reply to a late copy of an object applied earlier."""
+        return error_reply(
+            ReturnCode.BAD_REQUEST_DATA,
+            f"Object {seq} is a late duplicate (next expected {self.expected}); not applied again.",
+        )
+
+
+@dataclass
+class ReplySlots:
+    """The replies of one object, one slot per target.
+
+    Args:
+        seq: The object's sequence number; replies to other numbers are ignored.
+        targets: Every target the object went to.
+    """
+
+    seq: int
+    targets: list[str]
+    replies: dict[str, Shareable] = field(default_factory=dict)
+    cond: threading.Condition = field(default_factory=threading.Condition)
+
+    def fill(self, target: str, seq: int, reply: Shareable) -> bool:
+        """Put ``reply`` in ``target``'s slot; False if unexpected or already filled."""
+        with self.cond:
+            if seq != self.seq or target not in self.targets or target in self.replies:
+                return False
+            self.replies[target] = reply
+            self.cond.notify_all()
+            return True
+
+    def missing(self) -> list[str]:
+        """Targets without a reply yet."""
+        with self.cond:
+            return [t for t in self.targets if t not in self.replies]
+
+    def complete(self) -> bool:
+        """Whether every target has a reply."""
+        return not self.missing()
+
+    def wait(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for the last slot; return :meth:`complete`."""
+        with self.cond:
+            if len(self.replies) < len(self.targets) and timeout > 0:
+                self.cond.wait(timeout)
+            return len(self.replies) >= len(self.targets)
+
+    def fail_missing(self, rc: str, reason: str, only: list[str] | None = None) -> None:
+        """Fill the empty slots (of ``only``, if given) with an error reply."""
+        for target in only if only is not None else self.missing():
+            self.fill(target, self.seq, error_reply(rc, reason))
+
+    def result(self) -> dict[str, Shareable]:
+        """The replies in target order (call once every slot is filled)."""
+        with self.cond:
+            return {t: self.replies[t] for t in self.targets if t in self.replies}
+
+
+class Tombstones:
+    """Recently ended sessions and their last reply, so a late retry gets the same answer.
+
+    Args:
+        limit: Sessions remembered; the oldest are forgotten first.
+    """
+
+    def __init__(self, limit: int = 4096) -> None:
+        self._ended: OrderedDict[tuple[str, str], tuple[int, Shareable | None, str]] = OrderedDict()
+        self._limit = limit
+
+    def add(self, key: tuple[str, str], last_seq: int, reply: Shareable | None, rc: str) -> None:
+        """Remember that session ``key`` ended with ``rc`` after object ``last_seq``."""
+        self._ended[key] = (last_seq, reply, rc)
+        self._ended.move_to_end(key)
+        while len(self._ended) > self._limit:
+            self._ended.popitem(last=False)
+
+    def answer(self, key: tuple[str, str], seq: int) -> Shareable | None:
+        """The reply for an object of an ended session, or None if the session is unknown."""
+        found = self._ended.get(key)
+        if found is None:
+            return None
+        last_seq, reply, rc = found
+        if seq == last_seq and reply is not None:
+            return reply
+        return error_reply(
+            ReturnCode.EARLY_TERMINATION,
+            f"The session ended with {rc} after object {last_seq}; object {seq} was not applied.",
+            **{ReservedHeaderKey.SESSION_ENDED: True},
+        )
+
+    def __contains__(self, key: Any) -> bool:
+        return key in self._ended

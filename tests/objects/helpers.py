@@ -1,0 +1,149 @@
+"""Producers, consumers and factories that record what happened, for the object-protocol tests.
+
+Child processes are spawned, so their entry points live here and take plain values.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from framework.objects import (
+    ConsumerFactory,
+    FLContext,
+    ObjectConsumer,
+    ObjectProducer,
+    ReturnCode,
+    Shareable,
+    StreamContextKey,
+    make_reply,
+)
+
+
+def shareable(**items: Any) -> Shareable:
+    """A Shareable holding ``items``."""
+    return Shareable(items)
+
+
+class ListProducer(ObjectProducer):
+    """Produces the given objects, then ends; records every round's replies.
+
+    Args:
+        objects: What ``produce`` returns, in order (then ``(None, timeout)``).
+        timeout: The timeout returned with each object.
+        result_at: If set, ``process_replies`` returns ``result`` after that many rounds.
+        result: What ``process_replies`` returns at ``result_at``.
+    """
+
+    def __init__(
+        self,
+        objects: list[Shareable],
+        timeout: float = 10.0,
+        result_at: int | None = None,
+        result: Any = None,
+    ) -> None:
+        self.objects = list(objects)
+        self.timeout = timeout
+        self.result_at = result_at
+        self.result = result
+        self.rounds: list[dict[str, Shareable]] = []
+
+    def produce(self, stream_ctx: dict[str, Any], fl_ctx: FLContext) -> tuple[Any, float]:
+        if len(self.rounds) >= len(self.objects):
+            return None, self.timeout
+        return self.objects[len(self.rounds)], self.timeout
+
+    def process_replies(
+        self, replies: dict[str, Shareable], stream_ctx: dict[str, Any], fl_ctx: FLContext
+    ) -> Any:
+        self.rounds.append(replies)
+        if self.result_at is not None and len(self.rounds) >= self.result_at:
+            return self.result
+        return None
+
+
+@dataclass
+class Session:
+    """What one consumer saw."""
+
+    consumed: list[Shareable] = field(default_factory=list)
+    ctx: dict[str, Any] = field(default_factory=dict)
+    events: list[str] = field(default_factory=list)
+    rc: str | None = None
+    peer: str = ""
+    ended: threading.Event = field(default_factory=threading.Event)
+
+
+class RecordingConsumer(ObjectConsumer):
+    """Records objects; replies ``{"n": count}``; can stop, raise or sleep on command.
+
+    An object with key ``"stop"`` ends the session; ``"raise"`` raises; ``"sleep"``
+    sleeps that many seconds before replying.
+    """
+
+    def __init__(self, session: Session, sleeps: bool = True) -> None:
+        self.session = session
+        self.sleeps = sleeps
+
+    def consume(
+        self, shareable: Shareable, stream_ctx: dict[str, Any], fl_ctx: FLContext
+    ) -> tuple[bool, Shareable]:
+        s = self.session
+        s.consumed.append(shareable)
+        s.peer = fl_ctx.get_peer_name()
+        s.events.append("consume")
+        if "raise" in shareable:
+            raise RuntimeError("consumer exploded")
+        if self.sleeps:
+            time.sleep(shareable.get("sleep", 0))
+        reply = make_reply(ReturnCode.OK)
+        reply["n"] = len(s.consumed)
+        return "stop" not in shareable, reply
+
+    def finalize(self, stream_ctx: dict[str, Any], fl_ctx: FLContext) -> None:
+        self.session.ctx = dict(stream_ctx)
+        self.session.rc = stream_ctx[StreamContextKey.RC]
+        self.session.events.append("finalize")
+
+
+class RecordingFactory(ConsumerFactory):
+    """Makes a :class:`RecordingConsumer` per session and records the calls."""
+
+    def __init__(self, sleeps: bool = True) -> None:
+        self.sleeps = sleeps
+        self.sessions: list[Session] = []
+        self.returned: list[Session] = []
+        self.new_session = threading.Event()
+        self._lock = threading.Lock()
+
+    def get_consumer(self, stream_ctx: dict[str, Any], fl_ctx: FLContext) -> ObjectConsumer:
+        session = Session()
+        with self._lock:
+            self.sessions.append(session)
+        self.new_session.set()
+        return RecordingConsumer(session, self.sleeps)
+
+    def return_consumer(
+        self, consumer: ObjectConsumer, stream_ctx: dict[str, Any], fl_ctx: FLContext
+    ) -> None:
+        assert isinstance(consumer, RecordingConsumer)
+        consumer.session.events.append("return")
+        self.returned.append(consumer.session)
+        consumer.session.ended.set()
+
+    def done_cb(self, stream_ctx: dict[str, Any], fl_ctx: FLContext, **kwargs: Any) -> None:
+        """A ``stream_done_cb`` recording into the session of the finished stream."""
+        for session in self.sessions:
+            if session.ctx is not None and session.events and session.events[-1] == "finalize":
+                session.events.append(f"done:{kwargs.get('tag')}")
+
+    def wait_ended(self, count: int, timeout: float = 20) -> list[Session]:
+        """Wait until ``count`` sessions have been returned."""
+        deadline = time.monotonic() + timeout
+        while len(self.returned) < count:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{len(self.returned)}/{count} sessions ended in {timeout} s")
+            time.sleep(0.01)
+        return list(self.returned)

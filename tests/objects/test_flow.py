@@ -1,0 +1,306 @@
+"""The object protocol end to end, in one process, on fakeredis and a real redis-server."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import numpy as np
+import pytest
+
+from framework.connection import RedisConnection
+from framework.exceptions import ClosedError, ConfigurationError
+from framework.objects import (
+    EngineConfig,
+    FLContext,
+    ReservedHeaderKey,
+    ReturnCode,
+    Signal,
+    StreamContextKey,
+)
+from tests.objects.conftest import EngineFactory
+from tests.objects.helpers import ListProducer, RecordingFactory, shareable
+
+
+def rcs(round_: dict[str, Any]) -> dict[str, str]:
+    return {target: reply.get_return_code() for target, reply in round_.items()}
+
+
+def test_normal_end_finalizes_every_target_once_with_rc_ok(
+    conn: RedisConnection, make_engine: EngineFactory
+) -> None:
+    server = make_engine(conn, "server")
+    factories = {name: RecordingFactory() for name in ("site-1", "site-2")}
+    for name, factory in factories.items():
+        make_engine(conn, name).register_stream_processing(
+            "app", "weights", factory, factory.done_cb, tag=name
+        )
+    producer = ListProducer([shareable(round=i) for i in range(3)])
+    rc, result = server.stream_objects(
+        "app", "weights", {"job": "j1"}, ["site-1", "site-2"], producer, FLContext()
+    )
+    assert (rc, result) == (ReturnCode.OK, None)
+    assert [rcs(r) for r in producer.rounds] == [{"site-1": "OK", "site-2": "OK"}] * 3
+    assert [r["site-1"]["n"] for r in producer.rounds] == [1, 2, 3]
+    for name, factory in factories.items():
+        (session,) = factory.wait_ended(1)
+        assert [s["round"] for s in session.consumed] == [0, 1, 2]
+        assert session.events == ["consume"] * 3 + ["finalize", f"done:{name}", "return"]
+        assert session.rc == ReturnCode.OK
+        assert session.peer == "server"
+        assert session.ctx[StreamContextKey.CHANNEL] == "app"
+        assert session.ctx[StreamContextKey.TOPIC] == "weights"
+        assert session.ctx["job"] == "j1"
+
+
+@pytest.mark.parametrize("timeout", [5, 5.0], ids=["int", "float"])
+def test_integer_and_float_timeouts_are_accepted(
+    conn: RedisConnection, make_engine: EngineFactory, timeout: float
+) -> None:
+    server = make_engine(conn, "server")
+    factory = RecordingFactory()
+    make_engine(conn, "site").register_stream_processing("c", "t", factory)
+    producer = ListProducer([shareable(x=1)], timeout=timeout)
+    assert server.stream_objects("c", "t", {}, ["site"], producer, FLContext()) == ("OK", None)
+    assert rcs(producer.rounds[0]) == {"site": "OK"}
+
+
+@pytest.mark.parametrize("timeout", [0, "5", True, float("nan")])
+def test_bad_timeouts_raise_naming_the_producer_and_receivers_are_told(
+    conn: RedisConnection, make_engine: EngineFactory, timeout: Any
+) -> None:
+    server = make_engine(conn, "server")
+    factory = RecordingFactory()
+    make_engine(conn, "site").register_stream_processing("c", "t", factory)
+
+    class SecondTimeoutBad(ListProducer):
+        def produce(self, stream_ctx: dict[str, Any], fl_ctx: FLContext) -> tuple[Any, Any]:
+            obj, _ = super().produce(stream_ctx, fl_ctx)
+            return obj, (5 if not self.rounds else timeout)
+
+    producer = SecondTimeoutBad([shareable(x=1), shareable(x=2)])
+    with pytest.raises(ConfigurationError, match="SecondTimeoutBad.produce returned timeout"):
+        server.stream_objects("c", "t", {}, ["site"], producer, FLContext())
+    (session,) = factory.wait_ended(1)
+    assert session.rc == ReturnCode.TASK_ABORTED
+    assert len(session.consumed) == 1
+
+
+@pytest.mark.parametrize("result", [0, {}, False], ids=repr)
+def test_a_falsy_result_is_a_result(
+    conn: RedisConnection, make_engine: EngineFactory, result: Any
+) -> None:
+    server = make_engine(conn, "server")
+    factory = RecordingFactory()
+    make_engine(conn, "site").register_stream_processing("c", "t", factory)
+    producer = ListProducer([shareable(i=i) for i in range(5)], result_at=2, result=result)
+    rc, got = server.stream_objects("c", "t", {}, ["site"], producer, FLContext())
+    assert rc == ReturnCode.OK
+    assert got == result and type(got) is type(result)
+    assert len(producer.rounds) == 2
+    (session,) = factory.wait_ended(1)
+    assert session.rc == ReturnCode.OK  # a result ends the stream normally
+    assert len(session.consumed) == 2
+
+
+def test_consume_raising_replies_execution_exception_and_still_finalizes(
+    conn: RedisConnection, make_engine: EngineFactory
+) -> None:
+    server = make_engine(conn, "server")
+    bad, good = RecordingFactory(), RecordingFactory()
+    make_engine(conn, "bad").register_stream_processing("c", "t", bad)
+    make_engine(conn, "good").register_stream_processing("c", "t", good)
+
+    class RaiseOnBad(ListProducer):
+        def produce(self, stream_ctx: dict[str, Any], fl_ctx: FLContext) -> tuple[Any, float]:
+            obj, timeout = super().produce(stream_ctx, fl_ctx)
+            return obj, timeout
+
+    objects = [shareable(i=0), shareable(i=1, **{"raise": 1}), shareable(i=2)]
+    producer = RaiseOnBad(objects)
+    server.stream_objects("c", "t", {}, ["bad", "good"], producer, FLContext())
+    assert rcs(producer.rounds[1]) == {"bad": "EXECUTION_EXCEPTION", "good": "EXECUTION_EXCEPTION"}
+    assert "consumer exploded" in producer.rounds[1]["bad"].get_header(ReservedHeaderKey.ERROR)
+    # Both ended their sessions at object 1; object 2 is not sent to them.
+    assert rcs(producer.rounds[2]) == {"bad": "EARLY_TERMINATION", "good": "EARLY_TERMINATION"}
+    for factory in (bad, good):
+        (session,) = factory.wait_ended(1)
+        assert session.rc == ReturnCode.EXECUTION_EXCEPTION
+        assert len(session.consumed) == 2
+        assert session.events[-2:] == ["finalize", "return"]
+
+
+def test_consume_returning_false_ends_that_target_only(
+    conn: RedisConnection, make_engine: EngineFactory
+) -> None:
+    server = make_engine(conn, "server")
+    quitter, stayer = RecordingFactory(), RecordingFactory()
+    make_engine(conn, "quitter").register_stream_processing("c", "t", quitter)
+    make_engine(conn, "stayer").register_stream_processing("c", "t", stayer)
+
+    class StopQuitterAtOne(ListProducer):
+        def produce(self, stream_ctx: dict[str, Any], fl_ctx: FLContext) -> tuple[Any, float]:
+            obj, timeout = super().produce(stream_ctx, fl_ctx)
+            if obj is not None and len(self.rounds) == 1:
+                obj = shareable(i=1, stop=fl_ctx is not None)
+            return obj, timeout
+
+    # Both consumers see "stop" at object 1; only the quitter's factory is the point here,
+    # so the stayer's copy is not stopped: the same object goes to both.
+    producer = StopQuitterAtOne([shareable(i=i) for i in range(4)])
+    server.stream_objects("c", "t", {}, ["quitter"], producer, FLContext())
+    assert rcs(producer.rounds[1]) == {"quitter": "OK"}
+    assert producer.rounds[1]["quitter"].get_header(ReservedHeaderKey.SESSION_ENDED) is True
+    assert rcs(producer.rounds[2]) == {"quitter": "EARLY_TERMINATION"}
+    (session,) = quitter.wait_ended(1)
+    assert session.rc == ReturnCode.OK
+    assert len(session.consumed) == 2
+
+
+def test_failed_unknown_and_silent_targets_get_error_replies_while_others_go_on(
+    conn: RedisConnection, make_engine: EngineFactory
+) -> None:
+    server = make_engine(conn, "server")
+    fast, slow = RecordingFactory(sleeps=False), RecordingFactory()
+    make_engine(conn, "fast").register_stream_processing("c", "t", fast)
+    make_engine(conn, "slow").register_stream_processing("c", "t", slow)
+    make_engine(conn, "no-topic")  # an engine without a factory for c/t
+    objects = [shareable(i=0), shareable(i=1, sleep=1.0), shareable(i=2)]
+    producer = ListProducer(objects, timeout=0.5)
+    targets = ["fast", "slow", "ghost", "no-topic"]
+    assert server.stream_objects("c", "t", {}, targets, producer, FLContext())[0] == "OK"
+    first, second, _ = (rcs(r) for r in producer.rounds)
+    assert first == {
+        "fast": "OK",
+        "slow": "OK",
+        "ghost": "COMMUNICATION_ERROR",
+        "no-topic": "TOPIC_UNKNOWN",
+    }
+    assert second["slow"] == "TIMEOUT" and second["fast"] == "OK"
+    assert second["no-topic"] == "EARLY_TERMINATION"
+    assert "No reply within 0.5 s" in producer.rounds[1]["slow"].get_header("__error__")
+    assert len(fast.wait_ended(1)[0].consumed) == 3
+
+
+def test_abort_signal_stops_the_wait_and_receivers_finalize_aborted(
+    conn: RedisConnection, make_engine: EngineFactory
+) -> None:
+    server = make_engine(conn, "server")
+    factory = RecordingFactory()
+    make_engine(conn, "site").register_stream_processing("c", "t", factory)
+    abort = Signal()
+    fl_ctx = FLContext()
+    fl_ctx.set_run_abort_signal(abort)
+    producer = ListProducer([shareable(i=0), shareable(i=1, sleep=0.8), shareable(i=2)], 60)
+    threading.Timer(0.3, abort.trigger, args=(True,)).start()
+    rc, result = server.stream_objects("c", "t", {}, ["site"], producer, fl_ctx)
+    assert (rc, result) == (ReturnCode.TASK_ABORTED, None)
+    assert len(producer.rounds) == 1  # the round in flight was not judged
+    (session,) = factory.wait_ended(1)
+    assert session.rc == ReturnCode.TASK_ABORTED
+    assert len(session.consumed) == 2
+
+
+def test_several_sessions_on_one_channel_and_topic_get_their_own_consumers(
+    conn: RedisConnection, make_engine: EngineFactory
+) -> None:
+    senders = [make_engine(conn, f"server-{i}") for i in range(2)]
+    factory = RecordingFactory()
+    make_engine(conn, "site").register_stream_processing("c", "t", factory)
+    producers = [ListProducer([shareable(by=i, k=k) for k in range(4)]) for i in range(4)]
+    threads = [
+        threading.Thread(
+            target=senders[i % 2].stream_objects,
+            args=("c", "t", {"i": i}, ["site"], producers[i], FLContext()),
+        )
+        for i in range(4)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    sessions = factory.wait_ended(4)
+    assert sorted(s.ctx["i"] for s in sessions) == [0, 1, 2, 3]
+    for session in sessions:
+        assert [(o["by"], o["k"]) for o in session.consumed] == [(session.ctx["i"], k) for k in range(4)]
+        assert session.rc == ReturnCode.OK
+
+
+def test_large_objects_ride_one_byte_stream_to_every_target(
+    conn: RedisConnection, make_engine: EngineFactory
+) -> None:
+    server = make_engine(conn, "server")
+    factories = [RecordingFactory() for _ in range(2)]
+    for i, factory in enumerate(factories):
+        make_engine(conn, f"site-{i}").register_stream_processing("c", "t", factory)
+    weights = {"w": np.arange(200_000, dtype=np.float32), "b": np.ones((30, 30))}
+    producer = ListProducer([shareable(**weights), shareable(small=1)])
+    server.stream_objects("c", "t", {}, ["site-0", "site-1"], producer, FLContext())
+    assert [rcs(r) for r in producer.rounds] == [{"site-0": "OK", "site-1": "OK"}] * 2
+    for factory in factories:
+        (session,) = factory.wait_ended(1)
+        got = session.consumed[0]
+        np.testing.assert_array_equal(got["w"], weights["w"])
+        np.testing.assert_array_equal(got["b"], weights["b"])
+
+
+def test_secure_and_signed_streams(conn: RedisConnection, make_engine: EngineFactory) -> None:
+    key, secret = b"k" * 32, b"shared secret"
+    server = make_engine(conn, "server", cell_key=key, secret=secret)
+    factory = RecordingFactory()
+    site = make_engine(conn, "site", cell_key=key, secret=secret)
+    site.register_stream_processing("c", "t", factory)
+    producer = ListProducer([shareable(x=np.arange(10)), shareable(y="z")])
+    assert server.stream_objects("c", "t", {}, ["site"], producer, FLContext(), secure=True)[0] == "OK"
+    assert [rcs(r) for r in producer.rounds] == [{"site": "OK"}] * 2
+    (session,) = factory.wait_ended(1)
+    assert session.consumed[1]["y"] == "z" and session.rc == "OK"
+
+
+def test_shutdown_finalizes_open_sessions_is_idempotent_and_refuses_new_work(
+    conn: RedisConnection, make_engine: EngineFactory
+) -> None:
+    server = make_engine(conn, "server")
+    factory = RecordingFactory()
+    site = make_engine(conn, "site")
+    site.register_stream_processing("c", "t", factory)
+    gate = threading.Event()
+
+    class Stalls(ListProducer):
+        def produce(self, stream_ctx: dict[str, Any], fl_ctx: FLContext) -> tuple[Any, float]:
+            if self.rounds:
+                gate.wait(10)
+                return None, 1
+            return super().produce(stream_ctx, fl_ctx)
+
+    thread = threading.Thread(
+        target=server.stream_objects,
+        args=("c", "t", {}, ["site"], Stalls([shareable(i=0)]), FLContext()),
+    )
+    thread.start()
+    factory.new_session.wait(10)
+    site.shutdown_streamer()
+    site.shutdown_streamer()
+    (session,) = factory.wait_ended(1)
+    assert session.rc == ReturnCode.TASK_ABORTED
+    gate.set()
+    thread.join(10)
+    with pytest.raises(ClosedError):
+        site.register_stream_processing("c", "t", factory)
+    with pytest.raises(ClosedError):
+        site.stream_objects("c", "t", {}, ["server"], ListProducer([]), FLContext())
+    assert not conn.client.exists(conn.keys.mailbox("site"))
+
+
+def test_bad_arguments_are_named(conn: RedisConnection, make_engine: EngineFactory) -> None:
+    server = make_engine(conn, "server")
+    with pytest.raises(ConfigurationError, match="list of cell names"):
+        server.stream_objects("c", "t", {}, "site", ListProducer([]), FLContext())
+    with pytest.raises(ConfigurationError, match="list of cell names"):
+        server.stream_objects("c", "t", {}, [], ListProducer([]), FLContext())
+    with pytest.raises(ConfigurationError, match="ConsumerFactory"):
+        server.register_stream_processing("c", "t", object())  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="not a Shareable"):
+        server.stream_objects("c", "t", {}, ["x"], ListProducer([{"a": 1}]), FLContext())  # type: ignore[list-item]
+    with pytest.raises(ConfigurationError, match="inline_limit"):
+        EngineConfig(inline_limit=-1)
