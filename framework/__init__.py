@@ -8,6 +8,8 @@ The public API, re-exported from the layer modules:
   or :class:`RedisStreamPublisher`/:class:`RedisStreamSubscriber` (durable)
 * byte streams (NVFlare's ``StreamCell``): :class:`StreamCell`, :class:`Stream`,
   :class:`StreamFuture`, :class:`Message`
+* object protocol (NVFlare's ``apis.streaming``): :class:`RedisStreamableEngine` streaming
+  :class:`Shareable` objects from an :class:`ObjectProducer` to an :class:`ObjectConsumer`
 * plumbing: :class:`RedisSettings`, :class:`RedisConnection`, :class:`EmbeddedRedis`,
   :func:`dumps`/:func:`loads`, and the exception tree rooted at :class:`FrameworkError`.
 """
@@ -49,6 +51,20 @@ from framework.exceptions import (
     StreamError,
     TopicClosedError,
 )
+from framework.objects import (
+    ConsumerFactory,
+    EngineConfig,
+    FLContext,
+    ObjectConsumer,
+    ObjectProducer,
+    RedisStreamableEngine,
+    ReturnCode,
+    Shareable,
+    Signal,
+    StreamableEngine,
+    StreamContextKey,
+    make_reply,
+)
 from framework.pubsub import (
     QueuePublisher,
     QueueSubscriber,
@@ -89,7 +105,10 @@ __all__ = [
     "BytesStream",
     "CellConfig",
     "ConfigurationError",
+    "ConsumerFactory",
     "EmbeddedRedis",
+    "EngineConfig",
+    "FLContext",
     "FileStream",
     "FrameworkError",
     "IterStream",
@@ -97,7 +116,9 @@ __all__ = [
     "MessageLossError",
     "MissingSignatureError",
     "NullFilter",
+    "ObjectConsumer",
     "ObjectNotFoundError",
+    "ObjectProducer",
     "PermissionDenied",
     "Proxy",
     "ProxyResolveError",
@@ -113,8 +134,12 @@ __all__ = [
     "RedisStore",
     "RedisStreamPublisher",
     "RedisStreamSubscriber",
+    "RedisStreamableEngine",
     "RedisSubscriber",
+    "ReturnCode",
     "SamplingFilter",
+    "Shareable",
+    "Signal",
     "Store",
     "StoreConfig",
     "StoreExistsError",
@@ -122,16 +147,19 @@ __all__ = [
     "StreamCancelled",
     "StreamCell",
     "StreamConsumer",
+    "StreamContextKey",
     "StreamError",
     "StreamFuture",
     "StreamProducer",
     "StreamTaskSpec",
+    "StreamableEngine",
     "TopicClosedError",
     "dumps",
     "extract",
     "get_or_create_store",
     "is_resolved",
     "loads",
+    "make_reply",
     "resolve",
 ]
 

@@ -215,9 +215,10 @@ class Receiver:
         return session
 
     def _apply(self, session: _Session, env: Envelope, load: LoadFn) -> None:
-        if session.ended:
-            answer = self._tombstones.answer(session.key, env.seq)
-            self._reply(env, answer or error_reply(ReturnCode.EARLY_TERMINATION, "ended"), True)
+        if session.ended:  # it ended (or never started) while this object waited for it
+            with self._lock:
+                answer = self._tombstones.answer(session.key, env.seq)
+            self._reply(env, answer or session.seq.gap_reply(env.seq), answer is not None)
             return
         session.last_active = self._clock()
         verdict = session.seq.verdict(env.seq)
@@ -243,9 +244,9 @@ class Receiver:
             obj = _object_of(load(), first=env.seq == 0)
         except FrameworkError as exc:
             logger.warning("Refusing the %s: %s", env.describe(), exc)
-            self._reply(env, error_reply(ReturnCode.BAD_REQUEST_DATA, str(exc)), False)
             if session.consumer is None:
                 self._drop(session)  # nothing was started: the sender may send object 0 again
+            self._reply(env, error_reply(ReturnCode.BAD_REQUEST_DATA, str(exc)), False)
             return
         if isinstance(obj, tuple):
             obj, ctx = obj
@@ -268,7 +269,8 @@ class Receiver:
         except Exception as exc:  # user code: the sender hears why
             logger.exception("No consumer for the %s.", env.describe())
             self._drop(session)
-            self._tombstones.add(session.key, 0, None, ReturnCode.EXECUTION_EXCEPTION)
+            with self._lock:
+                self._tombstones.add(session.key, 0, None, ReturnCode.EXECUTION_EXCEPTION)
             reason = f"The consumer factory failed: {type(exc).__name__}: {exc}"
             self._reply(env, error_reply(ReturnCode.EXECUTION_EXCEPTION, reason), True)
             return False

@@ -79,7 +79,7 @@ def test_bad_timeouts_raise_naming_the_producer_and_receivers_are_told(
             return obj, (5 if not self.rounds else timeout)
 
     producer = SecondTimeoutBad([shareable(x=1), shareable(x=2)])
-    with pytest.raises(ConfigurationError, match="SecondTimeoutBad.produce returned timeout"):
+    with pytest.raises(ConfigurationError, match=r"SecondTimeoutBad\.produce returned timeout"):
         server.stream_objects("c", "t", {}, ["site"], producer, FLContext())
     (session,) = factory.wait_ended(1)
     assert session.rc == ReturnCode.TASK_ABORTED
@@ -96,7 +96,8 @@ def test_a_falsy_result_is_a_result(
     producer = ListProducer([shareable(i=i) for i in range(5)], result_at=2, result=result)
     rc, got = server.stream_objects("c", "t", {}, ["site"], producer, FLContext())
     assert rc == ReturnCode.OK
-    assert got == result and type(got) is type(result)
+    assert got == result
+    assert type(got) is type(result)
     assert len(producer.rounds) == 2
     (session,) = factory.wait_ended(1)
     assert session.rc == ReturnCode.OK  # a result ends the stream normally
@@ -176,7 +177,8 @@ def test_failed_unknown_and_silent_targets_get_error_replies_while_others_go_on(
         "ghost": "COMMUNICATION_ERROR",
         "no-topic": "TOPIC_UNKNOWN",
     }
-    assert second["slow"] == "TIMEOUT" and second["fast"] == "OK"
+    assert second["slow"] == "TIMEOUT"
+    assert second["fast"] == "OK"
     assert second["no-topic"] == "EARLY_TERMINATION"
     assert "No reply within 0.5 s" in producer.rounds[1]["slow"].get_header("__error__")
     assert len(fast.wait_ended(1)[0].consumed) == 3
@@ -222,7 +224,9 @@ def test_several_sessions_on_one_channel_and_topic_get_their_own_consumers(
     sessions = factory.wait_ended(4)
     assert sorted(s.ctx["i"] for s in sessions) == [0, 1, 2, 3]
     for session in sessions:
-        assert [(o["by"], o["k"]) for o in session.consumed] == [(session.ctx["i"], k) for k in range(4)]
+        assert [(o["by"], o["k"]) for o in session.consumed] == [
+            (session.ctx["i"], k) for k in range(4)
+        ]
         assert session.rc == ReturnCode.OK
 
 
@@ -251,10 +255,13 @@ def test_secure_and_signed_streams(conn: RedisConnection, make_engine: EngineFac
     site = make_engine(conn, "site", cell_key=key, secret=secret)
     site.register_stream_processing("c", "t", factory)
     producer = ListProducer([shareable(x=np.arange(10)), shareable(y="z")])
-    assert server.stream_objects("c", "t", {}, ["site"], producer, FLContext(), secure=True)[0] == "OK"
+    assert (
+        server.stream_objects("c", "t", {}, ["site"], producer, FLContext(), secure=True)[0] == "OK"
+    )
     assert [rcs(r) for r in producer.rounds] == [{"site": "OK"}] * 2
     (session,) = factory.wait_ended(1)
-    assert session.consumed[1]["y"] == "z" and session.rc == "OK"
+    assert session.consumed[1]["y"] == "z"
+    assert session.rc == "OK"
 
 
 def test_shutdown_finalizes_open_sessions_is_idempotent_and_refuses_new_work(

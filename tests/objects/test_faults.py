@@ -1,0 +1,235 @@
+"""Retries, gaps, vanished senders, bad input and key hygiene, on fakeredis and real Redis."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+
+from framework.buffers import Segments
+from framework.connection import RedisConnection
+from framework.objects import EngineConfig, FLContext, ReservedHeaderKey, ReturnCode, Shareable
+from framework.objects import engine as engine_module
+from framework.objects.envelope import ENVELOPE_FIELD, Envelope, decode_envelope
+from framework.objects.mailbox import Mailbox
+from tests.objects.conftest import EngineFactory
+from tests.objects.helpers import ListProducer, RecordingFactory, shareable
+
+
+def rcs(round_: dict[str, Any]) -> dict[str, str]:
+    return {target: reply.get_return_code() for target, reply in round_.items()}
+
+
+def envelope_of(fields: dict[bytes, Any]) -> Envelope:
+    return decode_envelope(fields[ENVELOPE_FIELD], "test entry")
+
+
+def test_a_retried_message_is_applied_once(
+    conn: RedisConnection, make_engine: EngineFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every message is written twice, as a retried XADD would: objects, replies, end."""
+    original = Mailbox.post
+
+    def twice(self: Mailbox, targets: Any, fields: dict[bytes, Any]) -> dict[str, bool]:
+        original(self, targets, fields)
+        return original(self, targets, fields)
+
+    monkeypatch.setattr(Mailbox, "post", twice)
+    server = make_engine(conn, "server")
+    factory = RecordingFactory()
+    make_engine(conn, "site").register_stream_processing("c", "t", factory)
+    producer = ListProducer([shareable(i=i) for i in range(4)])
+    assert server.stream_objects("c", "t", {}, ["site"], producer, FLContext())[0] == "OK"
+    assert [r["site"]["n"] for r in producer.rounds] == [1, 2, 3, 4]
+    (session,) = factory.wait_ended(1)
+    assert [o["i"] for o in session.consumed] == [0, 1, 2, 3]
+    assert session.events.count("finalize") == 1
+    assert session.rc == ReturnCode.OK
+
+
+def test_a_sequence_gap_is_reported_and_not_applied(
+    conn: RedisConnection, make_engine: EngineFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Object 1 is lost on the way: its slot times out, object 2 is refused as a gap."""
+    original = Mailbox.post
+
+    def lossy(self: Mailbox, targets: Any, fields: dict[bytes, Any]) -> dict[str, bool]:
+        env = envelope_of(fields)
+        if env.kind == "data" and env.seq == 1:
+            return dict.fromkeys(targets, True)
+        return original(self, targets, fields)
+
+    monkeypatch.setattr(Mailbox, "post", lossy)
+    server = make_engine(conn, "server")
+    factory = RecordingFactory()
+    make_engine(conn, "site").register_stream_processing("c", "t", factory)
+    producer = ListProducer([shareable(i=i) for i in range(3)], timeout=0.5)
+    server.stream_objects("c", "t", {}, ["site"], producer, FLContext())
+    assert [rcs(r) for r in producer.rounds] == [
+        {"site": "OK"},
+        {"site": "TIMEOUT"},
+        {"site": "BAD_REQUEST_DATA"},
+    ]
+    error = producer.rounds[2]["site"].get_header(ReservedHeaderKey.ERROR)
+    assert "Sequence gap: expected object 1, got 2" in error
+    (session,) = factory.wait_ended(1)
+    assert [o["i"] for o in session.consumed] == [0]
+
+
+def test_a_session_whose_sender_vanished_is_finalized_after_the_idle_timeout(
+    conn: RedisConnection, make_engine: EngineFactory
+) -> None:
+    server = make_engine(conn, "server")
+    factory = RecordingFactory()
+    site = make_engine(conn, "site", config=EngineConfig(idle_timeout=0.3))
+    site.register_stream_processing("c", "t", factory)
+
+    class GoesSilent(ListProducer):
+        def produce(self, stream_ctx: dict[str, Any], fl_ctx: FLContext) -> tuple[Any, float]:
+            if self.rounds:  # the sender stalls (as if gone) until the receiver gave up
+                factory.wait_ended(1)
+                return None, 1
+            return super().produce(stream_ctx, fl_ctx)
+
+    server.stream_objects("c", "t", {}, ["site"], GoesSilent([shareable(i=0)]), FLContext())
+    (session,) = factory.wait_ended(1)
+    assert session.rc == ReturnCode.TIMEOUT
+    assert session.events == ["consume", "finalize", "return"]
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [{b"h": b"{not json", b"p": b"x"}, {b"p": b"no envelope"}, {b"h": b'{"v": 2, "kind": "data"}'}],
+    ids=["garbage", "no-envelope", "future-version"],
+)
+def test_unreadable_mailbox_entries_are_dropped_and_logged(
+    conn: RedisConnection,
+    make_engine: EngineFactory,
+    caplog: pytest.LogCaptureFixture,
+    raw: dict[bytes, bytes],
+) -> None:
+    server = make_engine(conn, "server")
+    factory = RecordingFactory()
+    make_engine(conn, "site").register_stream_processing("c", "t", factory)
+    conn.client.xadd(conn.keys.mailbox("site"), raw)
+    producer = ListProducer([shareable(i=0)])
+    with caplog.at_level(logging.WARNING, logger="framework.objects"):
+        assert server.stream_objects("c", "t", {}, ["site"], producer, FLContext())[0] == "OK"
+    assert rcs(producer.rounds[0]) == {"site": "OK"}  # the reading thread lives on
+    assert "Dropping an unreadable message" in caplog.text
+    assert "invalid envelope" in caplog.text or "carries no object-protocol envelope" in caplog.text
+
+
+@pytest.mark.parametrize("size", [100, 200_000], ids=["mailbox", "byte-stream"])
+def test_a_payload_that_fails_to_decode_gets_bad_request_data(
+    conn: RedisConnection,
+    make_engine: EngineFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    size: int,
+) -> None:
+    original = engine_module.seal_payload
+
+    def garbling(env: Envelope, obj: Any, secret: bytes | None) -> Segments:
+        if env.kind == "data" and env.seq == 0:
+            return Segments([b"\x00\x00\x00\x05garbage" + bytes(size)])
+        return original(env, obj, secret)
+
+    monkeypatch.setattr(engine_module, "seal_payload", garbling)
+    server = make_engine(conn, "server")
+    factory = RecordingFactory()
+    make_engine(conn, "site").register_stream_processing("c", "t", factory)
+    producer = ListProducer([shareable(i=0), shareable(i=1)], timeout=5)
+    with caplog.at_level(logging.WARNING, logger="framework.objects"):
+        server.stream_objects("c", "t", {}, ["site"], producer, FLContext())
+    first = producer.rounds[0]["site"]
+    assert first.get_return_code() == ReturnCode.BAD_REQUEST_DATA
+    assert "Refusing the data of session" in caplog.text
+    assert "from 'server'" in caplog.text
+    # Nothing was applied; object 1 then reaches no session (its start was lost).
+    assert rcs(producer.rounds[1]) == {"site": "BAD_REQUEST_DATA"}
+    assert factory.sessions == []
+    # The engine still works.
+    again = ListProducer([shareable(i=9)])
+    monkeypatch.setattr(engine_module, "seal_payload", original)
+    assert server.stream_objects("c", "t", {}, ["site"], again, FLContext())[0] == "OK"
+    assert rcs(again.rounds[0]) == {"site": "OK"}
+
+
+def test_unsigned_objects_are_refused_by_a_receiver_with_a_secret(
+    conn: RedisConnection, make_engine: EngineFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = make_engine(conn, "server")
+    factory = RecordingFactory()
+    make_engine(conn, "site", secret=b"s3cret").register_stream_processing("c", "t", factory)
+    producer = ListProducer([shareable(i=0)])
+    with caplog.at_level(logging.WARNING, logger="framework.objects"):
+        server.stream_objects("c", "t", {}, ["site"], producer, FLContext())
+    assert rcs(producer.rounds[0]) == {"site": "BAD_REQUEST_DATA"}
+    assert "not signed" in producer.rounds[0]["site"].get_header(ReservedHeaderKey.ERROR)
+    assert factory.sessions == []
+
+
+def test_a_forged_reply_is_ignored(
+    conn: RedisConnection, make_engine: EngineFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reply whose payload is bound to another message never fills a slot."""
+    secret = b"s3cret"
+    server = make_engine(conn, "server", secret=secret)
+    factory = RecordingFactory()
+    make_engine(conn, "site", secret=secret).register_stream_processing("c", "t", factory)
+    original = engine_module.seal_payload
+
+    def misbound(env: Envelope, obj: Any, key: bytes | None) -> Segments:
+        if env.kind == "reply":  # a genuine signed reply replayed under another sequence
+            return original(env.model_copy(update={"seq": env.seq + 7}), obj, key)
+        return original(env, obj, key)
+
+    monkeypatch.setattr(engine_module, "seal_payload", misbound)
+    producer = ListProducer([shareable(i=0)], timeout=0.5)
+    server.stream_objects("c", "t", {}, ["site"], producer, FLContext())
+    assert rcs(producer.rounds[0]) == {"site": "TIMEOUT"}
+
+
+def test_no_key_is_left_without_a_ttl(conn: RedisConnection, make_engine: EngineFactory) -> None:
+    server = make_engine(conn, "server")
+    factory = RecordingFactory()
+    make_engine(conn, "site").register_stream_processing("c", "t", factory)
+    seen: list[dict[bytes, int]] = []
+
+    class Inspects(ListProducer):
+        def process_replies(self, replies: Any, stream_ctx: Any, fl_ctx: FLContext) -> Any:
+            seen.append({k: conn.client.pttl(k) for k in conn.client.scan_iter(count=1000)})
+            return super().process_replies(replies, stream_ctx, fl_ctx)
+
+    big = shareable(blob=bytes(300_000))
+    producer = Inspects([shareable(i=0), big, shareable(i=2)], timeout=5)
+    server.stream_objects("c", "t", {}, ["site", "ghost"], producer, FLContext())
+    factory.wait_ended(1)
+    seen.append({k: conn.client.pttl(k) for k in conn.client.scan_iter(count=1000)})
+    assert all(seen)
+    for keys in seen:
+        # -1 is "no TTL"; -2 is a key deleted between SCAN and PTTL (a finished transfer).
+        assert all(ttl != -1 for ttl in keys.values()), keys
+    assert conn.keys.mailbox("ghost").encode() not in seen[-1]  # nothing written for a ghost
+
+
+def test_a_reply_that_is_not_a_shareable_becomes_execution_exception(
+    conn: RedisConnection, make_engine: EngineFactory
+) -> None:
+    from framework.objects import ConsumerFactory, ObjectConsumer
+
+    class Weird(ObjectConsumer):
+        def consume(self, shareable: Shareable, stream_ctx: Any, fl_ctx: FLContext) -> Any:
+            return True, {"not": "a shareable"}
+
+    class Factory(ConsumerFactory):
+        def get_consumer(self, stream_ctx: Any, fl_ctx: FLContext) -> ObjectConsumer:
+            return Weird()
+
+    server = make_engine(conn, "server")
+    make_engine(conn, "site").register_stream_processing("c", "t", Factory())
+    producer = ListProducer([shareable(i=0)])
+    server.stream_objects("c", "t", {}, ["site"], producer, FLContext())
+    assert rcs(producer.rounds[0]) == {"site": "EXECUTION_EXCEPTION"}
