@@ -141,7 +141,10 @@ class RxTransfer:
         if last:
             self._final = self._ack(position, done=True)
             return
-        due = position.off - self.acked.off >= self.config.ack_interval
+        # Within the sender's window, whatever this side's setting: a sender with a
+        # smaller window would otherwise wait for an ack that never comes.
+        interval = min(self.config.ack_interval, max(1, self.announce.window // 2))
+        due = position.off - self.acked.off >= interval
         # A slow reader still shows the sender it is alive, once per heartbeat interval.
         due = due or time.monotonic() - self._last_ack >= self.config.heartbeat
         if due or self._unsent is not None:

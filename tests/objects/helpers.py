@@ -147,3 +147,80 @@ class RecordingFactory(ConsumerFactory):
                 raise AssertionError(f"{len(self.returned)}/{count} sessions ended in {timeout} s")
             time.sleep(0.01)
         return list(self.returned)
+
+
+# -- child processes -----------------------------------------------------------------------
+
+
+class ChecksumConsumer(ObjectConsumer):
+    """Replies with the sum of every numpy array in the object, per key."""
+
+    def __init__(self, queue: Any, name: str) -> None:
+        self.queue = queue
+        self.name = name
+        self.rounds = 0
+
+    def consume(
+        self, shareable: Shareable, stream_ctx: dict[str, Any], fl_ctx: FLContext
+    ) -> tuple[bool, Shareable]:
+        self.rounds += 1
+        reply = make_reply(ReturnCode.OK)
+        reply["sums"] = {k: float(v.sum()) for k, v in shareable.items() if hasattr(v, "sum")}
+        reply["round"] = shareable.get("round")
+        return True, reply
+
+    def finalize(self, stream_ctx: dict[str, Any], fl_ctx: FLContext) -> None:
+        self.queue.put(("done", self.name, stream_ctx[StreamContextKey.RC], self.rounds))
+
+
+class ChecksumFactory(ConsumerFactory):
+    def __init__(self, queue: Any, name: str) -> None:
+        self.queue = queue
+        self.name = name
+
+    def get_consumer(self, stream_ctx: dict[str, Any], fl_ctx: FLContext) -> ObjectConsumer:
+        return ChecksumConsumer(self.queue, self.name)
+
+
+def child_site(url: str, name: str, queue: Any, inline_limit: int) -> None:
+    """A client site: an engine that checksums what it receives, until killed."""
+    from framework.cell import StreamCell
+    from framework.connection import RedisConnection
+    from framework.objects import EngineConfig, RedisStreamableEngine
+
+    with RedisConnection.from_url(url) as conn, StreamCell(conn, name) as cell:
+        config = EngineConfig(inline_limit=inline_limit)
+        with RedisStreamableEngine(cell, config=config) as engine:
+            engine.register_stream_processing("fl", "weights", ChecksumFactory(queue, name))
+            queue.put(("ready", name))
+            time.sleep(600)
+
+
+class StallingProducer(ObjectProducer):
+    """Sends one object, then reports and hangs (the test SIGKILLs the process)."""
+
+    def __init__(self, queue: Any) -> None:
+        self.queue = queue
+
+    def produce(self, stream_ctx: dict[str, Any], fl_ctx: FLContext) -> tuple[Any, float]:
+        return Shareable({"x": 1}), 30
+
+    def process_replies(
+        self, replies: dict[str, Shareable], stream_ctx: dict[str, Any], fl_ctx: FLContext
+    ) -> Any:
+        self.queue.put(("sent", {k: v.get_return_code() for k, v in replies.items()}))
+        time.sleep(600)
+
+
+def child_sender(url: str, target: str, queue: Any) -> None:
+    """A server that sends one object to ``target`` and then hangs until killed."""
+    from framework.cell import StreamCell
+    from framework.connection import RedisConnection
+    from framework.objects import RedisStreamableEngine
+
+    with (
+        RedisConnection.from_url(url) as conn,
+        StreamCell(conn, "doomed") as cell,
+        RedisStreamableEngine(cell) as engine,
+    ):
+        engine.stream_objects("c", "t", {}, [target], StallingProducer(queue), FLContext())
