@@ -14,6 +14,7 @@ topic, pub/sub channel     ``fw:topic:{<topic>}``
 topic, durable stream      ``fw:events:{<topic>}``
 cell inbox                 ``fw:cell:{<name>}:inbox``
 object-protocol mailbox    ``fw:cell:{<name>}:objects``
+replies to one session     ``fw:cell:{<name>}:replies:<tx>``
 byte-stream transfer       ``fw:xfer:{<sid>}:data`` / ``:ack`` / ``:meta``
 =========================  =========================================
 
@@ -107,6 +108,10 @@ class KeySchema:
     def mailbox(self, cell: str) -> str:
         """Stream of a cell's object-protocol messages (objects, replies, end notices)."""
         return f"{self.prefix}:cell:{{{_checked('cell name', cell)}}}:objects"
+
+    def replies(self, cell: str, tx: str) -> str:
+        """Stream of the replies to one object-protocol session that ``cell`` sends."""
+        return f"{self.mailbox(cell)[: -len(':objects')]}:replies:{_checked('session id', tx)}"
 
     def xfer_data(self, sid: str) -> str:
         """Redis stream of a transfer's chunk frames."""

@@ -39,7 +39,7 @@ from framework.objects.envelope import (
     open_payload,
     seal_payload,
 )
-from framework.objects.mailbox import WAKE_FIELD, Mailbox
+from framework.objects.mailbox import WAKE_FIELD, Mailbox, exist, post
 from framework.objects.receiver import Receiver, Registration
 from framework.objects.sending import ObjectStream
 from framework.objects.session import ReplySlots
@@ -93,8 +93,9 @@ class RedisStreamableEngine(StreamableEngine):
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._expecting: dict[str, ReplySlots] = {}
+        self._boxes: dict[str, Mailbox] = {}  # tx -> reply mailbox of a running stream
         self._outgoing: list[StreamFuture] = []  # byte streams of replies, cancelled on close
-        self._mailbox = Mailbox(self.conn, self.name, self.config.ttl)
+        self._mailbox = Mailbox(self.conn, self.conn.keys.mailbox(self.name), self.config.ttl)
         self._mailbox.create()
         self._pool = WorkerPool(f"fw-obj-{self.name}", self.config.workers)
         self._receiver = Receiver(
@@ -199,6 +200,22 @@ class RedisStreamableEngine(StreamableEngine):
         """Whether the engine is shutting down."""
         return self._stop.is_set()
 
+    def open_replies(self, tx: str) -> None:
+        """Create the reply mailbox of session ``tx``."""
+        # Deleted with the session: no need to delete every reply as it is read.
+        key = self.conn.keys.replies(self.name, tx)
+        box = Mailbox(self.conn, key, self.config.ttl, delete_every=64)
+        box.create()
+        with self._lock:
+            self._boxes[tx] = box
+
+    def close_replies(self, tx: str) -> None:
+        """Delete the reply mailbox of session ``tx``."""
+        with self._lock:
+            box = self._boxes.pop(tx, None)
+        if box is not None:
+            box.delete()
+
     def expect(self, tx: str, slots: ReplySlots | None) -> None:
         """Route replies of session ``tx`` to ``slots`` (None stops routing)."""
         with self._lock:
@@ -206,6 +223,19 @@ class RedisStreamableEngine(StreamableEngine):
                 self._expecting.pop(tx, None)
             else:
                 self._expecting[tx] = slots
+
+    def collect(self, tx: str, block: float) -> None:
+        """Read the replies of session ``tx`` (in the caller's thread), up to ``block`` s.
+
+        Raises:
+            BackendError: If Redis fails.
+        """
+        box = self._boxes[tx]
+        for eid, fields in box.read(max(1, int(block * 1000))) or []:
+            if WAKE_FIELD not in fields:
+                env = self._envelope(eid, fields, box.key)
+                if env is not None and env.kind == "reply" and env.tx == tx:
+                    self._on_reply(env, fields.get(PAYLOAD_FIELD, b""))
 
     def send(
         self, env: Envelope, obj: Any, targets: list[str], secure: bool, optional: bool
@@ -222,16 +252,22 @@ class RedisStreamableEngine(StreamableEngine):
             StreamError: If the byte stream cannot start (e.g. no key for ``secure``).
         """
         payload = seal_payload(env, obj, self._secret)
+        keys = [self._box_of(env, t) for t in targets]
         if not secure and payload.nbytes <= self.config.inline_limit:
             fields = {ENVELOPE_FIELD: env.model_dump_json(), PAYLOAD_FIELD: self.conn.bulk(payload)}
-            return self._mailbox.post(targets, fields), None
-        listening = self._mailbox.listening(targets)
+            return dict(zip(targets, post(self.conn, keys, fields), strict=True)), None
+        listening = dict(zip(targets, exist(self.conn, keys), strict=True))
         live = [t for t, ok in listening.items() if ok]
         if not live:
             return listening, None
         message = Message({BLOB_HEADER: env.model_dump(mode="json")}, list(payload.parts))
         future = self.cell.send_blob(OBJECTS_CHANNEL, _TOPIC, live, message, secure, optional)
         return listening, future
+
+    def _box_of(self, env: Envelope, target: str) -> str:
+        """Where a message for ``target`` goes: its mailbox, or for a reply the session's."""
+        keys = self.conn.keys
+        return keys.replies(target, env.tx) if env.kind == "reply" else keys.mailbox(target)
 
     # -- receiving ---------------------------------------------------------------------
 
@@ -252,14 +288,17 @@ class RedisStreamableEngine(StreamableEngine):
     def _on_entry(self, eid: bytes, fields: dict[bytes, Any]) -> None:
         if WAKE_FIELD in fields:
             return
+        env = self._envelope(eid, fields, self._mailbox.key)
+        if env is not None:
+            self._dispatch(env, fields.get(PAYLOAD_FIELD, b""))
+
+    @staticmethod
+    def _envelope(eid: bytes, fields: dict[bytes, Any], key: str) -> Envelope | None:
         try:
-            env = decode_envelope(
-                fields.get(ENVELOPE_FIELD), f"mailbox entry {eid!r} of {self.name!r}"
-            )
+            return decode_envelope(fields.get(ENVELOPE_FIELD), f"entry {eid!r} of {key!r}")
         except FrameworkError as exc:
             logger.warning("Dropping an unreadable message: %s", exc)
-            return
-        self._dispatch(env, fields.get(PAYLOAD_FIELD, b""))
+            return None
 
     def _on_blob(self, future: StreamFuture) -> None:
         what = f"byte stream {future.get_stream_id()}"
@@ -277,6 +316,10 @@ class RedisStreamableEngine(StreamableEngine):
     def _dispatch(self, env: Envelope, payload: Any, inline: bool = False) -> None:
         if env.kind == "reply":
             self._on_reply(env, payload)
+            with self._lock:
+                box = self._boxes.get(env.tx)
+            if box is not None:
+                box.wake()  # the waiting thread blocks on its reply mailbox
         elif env.kind == "data":
             load = partial(open_payload, env, payload, self._secret, self._allow_pickle)
             if inline:

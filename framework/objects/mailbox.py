@@ -1,18 +1,19 @@
-"""A cell's object-protocol mailbox: the Redis stream small messages travel on.
+"""Mailboxes: the Redis streams small object-protocol messages travel on.
 
-Each engine reads one stream, ``fw:cell:{<name>}:objects``, created empty when the
-engine starts (so a sender can tell a listening target from an unknown one: ``XADD
-NOMKSTREAM`` to a missing mailbox writes nothing and reports it) and deleted when it
-closes. Every write refreshes the key's TTL, and so does every read, so a crashed
-engine's mailbox expires. The reader deletes what it has handled in the same round
-trip as its next ``XREAD BLOCK``. A retried ``XADD`` can duplicate an entry; the protocol
-makes that harmless (sequence numbers, first reply wins).
+Each engine reads one stream, ``fw:cell:{<name>}:objects``, for objects and end notices,
+and each running ``stream_objects`` call one more, ``fw:cell:{<name>}:replies:<tx>``,
+for its replies, so the waiting thread reads them itself. A mailbox is created empty by
+its reader (so a writer can tell a listening reader from none: ``XADD NOMKSTREAM`` to a
+missing stream writes nothing and reports it) and deleted when the reader is done; every
+read refreshes its TTL, so a crashed reader's mailbox expires. The reader deletes what
+it has handled in the same round trip as its next ``XREAD BLOCK``. A retried ``XADD`` can
+duplicate an entry; the protocol makes that harmless (sequence numbers, first reply wins).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+import time
 from typing import Any
 
 from framework.cell.transport import stream_entries
@@ -27,28 +28,69 @@ logger = logging.getLogger(__name__)
 MailEntry = tuple[bytes, dict[bytes, Any]]
 #: Field of the entry :meth:`Mailbox.wake` appends.
 WAKE_FIELD = b"wake"
+#: Longest pause (s) between TTL refreshes (and checks that the mailbox still exists).
+_REFRESH_EVERY = 5.0
 #: Consumer group that only exists so ``XGROUP CREATE ... MKSTREAM`` can make an empty stream.
 _GROUP = "engine"
 
 
+def post(conn: RedisConnection, keys: list[str], fields: dict[bytes, Any]) -> list[bool]:
+    """Append ``fields`` to each mailbox in ``keys``, in one round trip.
+
+    Returns:
+        Per key: True if written, False if the mailbox does not exist (no reader).
+
+    Raises:
+        BackendError: If Redis fails.
+    """
+    with conn.mapped_errors(f"post to {keys}", command="XADD"):
+        if len(keys) == 1:
+            return [conn.client.xadd(keys[0], fields, nomkstream=True) is not None]
+        pipe = conn.client.pipeline(transaction=False)
+        for key in keys:
+            pipe.xadd(key, fields, nomkstream=True)
+        return [eid is not None for eid in pipe.execute()]
+
+
+def exist(conn: RedisConnection, keys: list[str]) -> list[bool]:
+    """Per key: whether the mailbox exists (someone reads it).
+
+    Raises:
+        BackendError: If Redis fails.
+    """
+    with conn.mapped_errors(f"check {keys}", command="EXISTS"):
+        pipe = conn.client.pipeline(transaction=False)
+        for key in keys:
+            pipe.exists(key)
+        return [bool(n) for n in pipe.execute()]
+
+
 class Mailbox:
-    """The mailbox of the cell ``name``, and writes to other cells' mailboxes.
+    """The reading end of one mailbox.
 
     Args:
         conn: The connection.
-        name: The cell's name.
-        ttl: Seconds a mailbox lives without a read or write.
+        key: The mailbox's stream key.
+        ttl: Seconds the mailbox lives without a read.
         count: Entries fetched per read.
     """
 
-    def __init__(self, conn: RedisConnection, name: str, ttl: float, count: int = 256) -> None:
+    def __init__(
+        self,
+        conn: RedisConnection,
+        key: str,
+        ttl: float,
+        count: int = 256,
+        delete_every: int = 1,
+    ) -> None:
         self.conn = conn
-        self.name = name
-        self.key = conn.keys.mailbox(name)
+        self.key = key
         self.ttl_ms = max(1000, int(ttl * 1000))
         self.count = count
+        self.delete_every = delete_every
         self._after = "0-0"
         self._handled: list[bytes] = []
+        self._refresh_at = 0.0
 
     def create(self) -> None:
         """Create the (empty) mailbox if missing and set its TTL.
@@ -64,67 +106,51 @@ class Mailbox:
                     raise
             self.conn.client.pexpire(self.key, self.ttl_ms)
 
-    def post(self, targets: Iterable[str], fields: dict[bytes, Any]) -> dict[str, bool]:
-        """Append ``fields`` to each target's mailbox in one round trip.
-
-        Returns:
-            Per target: True if written, False if it has no mailbox (no engine listens).
-
-        Raises:
-            BackendError: If Redis fails.
-        """
-        names = list(targets)
-        keys = [self.conn.keys.mailbox(t) for t in names]
-        with self.conn.mapped_errors(f"post to mailboxes {keys}", command="XADD"):
-            pipe = self.conn.client.pipeline(transaction=False)
-            for key in keys:
-                pipe.xadd(key, fields, nomkstream=True)
-                pipe.pexpire(key, self.ttl_ms)
-            results = pipe.execute()
-        return {name: results[2 * i] is not None for i, name in enumerate(names)}
-
-    def listening(self, targets: Iterable[str]) -> dict[str, bool]:
-        """Per target: whether its mailbox exists (an engine listens).
-
-        Raises:
-            BackendError: If Redis fails.
-        """
-        names = list(targets)
-        with self.conn.mapped_errors("check mailboxes", command="EXISTS"):
-            pipe = self.conn.client.pipeline(transaction=False)
-            for name in names:
-                pipe.exists(self.conn.keys.mailbox(name))
-            found = pipe.execute()
-        return {name: bool(n) for name, n in zip(names, found, strict=True)}
-
     def read(self, block_ms: int = MAX_BLOCK_MS) -> list[MailEntry] | None:
         """Delete what was handled, then wait up to ``block_ms`` for new entries.
 
+        Handled entries are deleted in the same round trip as the read, once
+        ``delete_every`` have gathered. Every few seconds the read also refreshes the TTL
+        and notices a mailbox that vanished (Redis restarted without persistence).
+
         Returns:
-            The new entries; None if the mailbox is gone (expired or deleted) and was
-            recreated, so the caller knows messages may have been lost.
+            The new entries; None if the mailbox was gone (expired or deleted) and has
+            been recreated, so the caller knows messages may have been lost.
 
         Raises:
             BackendError: If Redis fails.
         """
         block = min(block_ms, MAX_BLOCK_MS)
+        delete = len(self._handled) >= self.delete_every
+        refresh = time.monotonic() >= self._refresh_at
         with self.conn.mapped_errors(f"read mailbox {self.key!r}", command="XREAD"):
-            pipe = self.conn.blocking.pipeline(transaction=False)
-            if self._handled:
-                pipe.xdel(self.key, *self._handled)
-            pipe.pexpire(self.key, self.ttl_ms)
-            pipe.xread({self.key: self._after}, count=self.count, block=block)
-            *_, refreshed, reply = pipe.execute()
-        self._handled = []
-        if not refreshed:
-            logger.warning("Mailbox %s was gone (expired or deleted): recreating it.", self.key)
-            self.create()
-            return None
+            if not (delete or refresh):
+                reply = self.conn.blocking.xread({self.key: self._after}, self.count, block)
+            else:
+                pipe = self.conn.blocking.pipeline(transaction=False)
+                if delete:
+                    pipe.xdel(self.key, *self._handled)
+                if refresh:
+                    pipe.pexpire(self.key, self.ttl_ms)
+                pipe.xread({self.key: self._after}, count=self.count, block=block)
+                *done, reply = pipe.execute()
+                if refresh and not done[-1]:
+                    self._recreate()
+                    return None
+                if refresh:
+                    self._refresh_at = time.monotonic() + min(self.ttl_ms / 4000, _REFRESH_EVERY)
+        if delete:
+            self._handled = []
         entries = [e for _, batch in stream_entries(reply) for e in batch]
         if entries:
             self._after = entries[-1][0].decode()
-            self._handled = [eid for eid, _ in entries]
+            self._handled += [eid for eid, _ in entries]
         return entries
+
+    def _recreate(self) -> None:
+        logger.warning("Mailbox %s was gone (expired or deleted): recreating it.", self.key)
+        self._handled = []
+        self.create()
 
     def wake(self) -> None:
         """Append a wake-up entry so a reader blocked on this mailbox returns now."""

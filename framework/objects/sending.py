@@ -46,8 +46,17 @@ class Link(Protocol):
     ) -> tuple[dict[str, bool], StreamFuture | None]:
         """Send ``obj`` to ``targets``: who can get it, and the byte stream's future if any."""
 
+    def open_replies(self, tx: str) -> None:
+        """Start receiving the replies of session ``tx``."""
+
     def expect(self, tx: str, slots: ReplySlots | None) -> None:
         """Route replies of session ``tx`` to ``slots`` (None: stop routing)."""
+
+    def collect(self, tx: str, block: float) -> None:
+        """Read replies of session ``tx`` into its slots, waiting up to ``block`` seconds."""
+
+    def close_replies(self, tx: str) -> None:
+        """Stop receiving the replies of session ``tx``."""
 
 
 class ObjectStream:
@@ -99,11 +108,15 @@ class ObjectStream:
     def run(self) -> tuple[str, Any]:
         """Loop until the producer ends the stream, a result is found or abort; see the API."""
         rc = ReturnCode.TASK_ABORTED
+        self.link.open_replies(self.tx)
         try:
             rc, result = self._loop()
             return rc, result
         finally:
-            self._close(rc)
+            try:
+                self._close(rc)
+            finally:
+                self.link.close_replies(self.tx)
 
     def _loop(self) -> tuple[str, Any]:
         while not self._aborted():
@@ -195,7 +208,7 @@ class ObjectStream:
             left = deadline - time.monotonic()
             if left <= 0:
                 break
-            slots.wait(min(left, _ABORT_POLL))
+            self.link.collect(self.tx, min(left, _ABORT_POLL))
         if not slots.complete():
             late = slots.missing()
             self._log(

@@ -12,7 +12,6 @@ from framework.connection import RedisConnection
 from framework.objects import EngineConfig, FLContext, ReservedHeaderKey, ReturnCode, Shareable
 from framework.objects import engine as engine_module
 from framework.objects.envelope import ENVELOPE_FIELD, Envelope, decode_envelope
-from framework.objects.mailbox import Mailbox
 from tests.objects.conftest import EngineFactory
 from tests.objects.helpers import ListProducer, RecordingFactory, shareable
 
@@ -29,13 +28,13 @@ def test_a_retried_message_is_applied_once(
     conn: RedisConnection, make_engine: EngineFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Every message is written twice, as a retried XADD would: objects, replies, end."""
-    original = Mailbox.post
+    original = engine_module.post
 
-    def twice(self: Mailbox, targets: Any, fields: dict[bytes, Any]) -> dict[str, bool]:
-        original(self, targets, fields)
-        return original(self, targets, fields)
+    def twice(conn: RedisConnection, keys: list[str], fields: dict[bytes, Any]) -> list[bool]:
+        original(conn, keys, fields)
+        return original(conn, keys, fields)
 
-    monkeypatch.setattr(Mailbox, "post", twice)
+    monkeypatch.setattr(engine_module, "post", twice)
     server = make_engine(conn, "server")
     factory = RecordingFactory()
     make_engine(conn, "site").register_stream_processing("c", "t", factory)
@@ -52,15 +51,15 @@ def test_a_sequence_gap_is_reported_and_not_applied(
     conn: RedisConnection, make_engine: EngineFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Object 1 is lost on the way: its slot times out, object 2 is refused as a gap."""
-    original = Mailbox.post
+    original = engine_module.post
 
-    def lossy(self: Mailbox, targets: Any, fields: dict[bytes, Any]) -> dict[str, bool]:
+    def lossy(conn: RedisConnection, keys: list[str], fields: dict[bytes, Any]) -> list[bool]:
         env = envelope_of(fields)
         if env.kind == "data" and env.seq == 1:
-            return dict.fromkeys(targets, True)
-        return original(self, targets, fields)
+            return [True] * len(keys)
+        return original(conn, keys, fields)
 
-    monkeypatch.setattr(Mailbox, "post", lossy)
+    monkeypatch.setattr(engine_module, "post", lossy)
     server = make_engine(conn, "server")
     factory = RecordingFactory()
     make_engine(conn, "site").register_stream_processing("c", "t", factory)
