@@ -2,7 +2,9 @@
 
 Pub/sub shims ``RedisPublisher(hostname, port)`` / ``RedisSubscriber(hostname, port,
 topic)`` and the Redis list shims ``RedisQueuePublisher(hostname, port)`` /
-``RedisQueueSubscriber(hostname, port, topic, *, timeout=None)``.
+``RedisQueueSubscriber(hostname, port, topic, *, timeout=None)``. The last tests check
+what the project adds: a clear error for a bad construction, and ``close()`` ending a
+blocked read from another thread.
 """
 
 from __future__ import annotations
@@ -21,24 +23,69 @@ from framework.stream.shims.redis import (
 
 def test_pubsub_shims_from_hostname_and_port(redis_address: tuple[str, int]) -> None:
     host, port = redis_address
-    with (
-        RedisSubscriber(host, port, "topic", timeout=10) as subscriber,
-        RedisPublisher(host, port) as publisher,
-    ):
+    subscriber = RedisSubscriber(host, port, "topic")
+    publisher = RedisPublisher(host, port)
+    try:
         publisher.send_message("topic", b"one")
         publisher.send_message("topic", b"two")
         assert subscriber.next_message() == b"one"
         assert next(subscriber) == b"two"
+    finally:
+        publisher.close()
+        subscriber.close()
 
 
-def test_pubsub_shims_by_keyword_and_with_settings(redis_address: tuple[str, int]) -> None:
+def test_pubsub_shims_by_keyword_with_redis_kwargs(redis_address: tuple[str, int]) -> None:
     host, port = redis_address
-    with (
-        RedisSubscriber(hostname=host, port=port, topic=["a", "b"], db=2, timeout=10) as subscriber,
-        RedisPublisher(hostname=host, port=port, db=2) as publisher,
-    ):
+    subscriber = RedisSubscriber(hostname=host, port=port, topic=["a", "b"], db=2)
+    publisher = RedisPublisher(hostname=host, port=port, db=2)
+    try:
         publisher.send_message("b", b"to b")
         assert subscriber.next_message() == b"to b"
+    finally:
+        publisher.close()
+        subscriber.close()
+
+
+def test_queue_shims_keep_messages_until_popped(redis_address: tuple[str, int]) -> None:
+    host, port = redis_address
+    publisher = RedisQueuePublisher(host, port)
+    for i in range(5):
+        publisher.send_message("jobs", str(i).encode())
+    publisher.close()
+    subscriber = RedisQueueSubscriber(host, port, "jobs", timeout=5)
+    try:
+        assert [subscriber.next_message() for _ in range(5)] == [b"0", b"1", b"2", b"3", b"4"]
+    finally:
+        subscriber.close()
+
+
+def test_competing_queue_subscribers_get_each_message_once(
+    redis_address: tuple[str, int],
+) -> None:
+    host, port = redis_address
+    publisher = RedisQueuePublisher(host, port)
+    one = RedisQueueSubscriber(host, port, "work", timeout=5)
+    two = RedisQueueSubscriber(host, port, "work", timeout=5)
+    try:
+        for i in range(6):
+            publisher.send_message("work", b"%d" % i)
+        got = [one.next_message(), two.next_message(), one.next_message()]
+        got += [two.next_message(), one.next_message(), two.next_message()]
+        assert sorted(got) == [b"%d" % i for i in range(6)]
+    finally:
+        for shim in (publisher, one, two):
+            shim.close()
+
+
+def test_queue_subscriber_timeout_is_a_timeout_error(redis_address: tuple[str, int]) -> None:
+    host, port = redis_address
+    subscriber = RedisQueueSubscriber(host, port, "empty", timeout=1)
+    try:
+        with pytest.raises(TimeoutError):
+            subscriber.next_message()
+    finally:
+        subscriber.close()
 
 
 def test_a_shim_refuses_a_bad_construction(redis_address: tuple[str, int]) -> None:
@@ -47,40 +94,6 @@ def test_a_shim_refuses_a_bad_construction(redis_address: tuple[str, int]) -> No
         RedisPublisher(host, "6379")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="settings"):
         RedisPublisher(host, 1, no_such_setting=True)
-
-
-def test_queue_shims_keep_messages_until_popped(redis_address: tuple[str, int]) -> None:
-    host, port = redis_address
-    with RedisQueuePublisher(host, port) as publisher:
-        for i in range(5):
-            publisher.send_message("jobs", str(i).encode())
-    with RedisQueueSubscriber(host, port, "jobs", timeout=5) as subscriber:
-        assert [subscriber.next_message() for _ in range(5)] == [b"0", b"1", b"2", b"3", b"4"]
-
-
-def test_competing_queue_subscribers_get_each_message_once(
-    redis_address: tuple[str, int],
-) -> None:
-    host, port = redis_address
-    with (
-        RedisQueuePublisher(host, port) as publisher,
-        RedisQueueSubscriber(host, port, "work", timeout=5) as one,
-        RedisQueueSubscriber(host, port, "work", timeout=5) as two,
-    ):
-        for i in range(6):
-            publisher.send_message("work", b"%d" % i)
-        got = [one.next_message(), two.next_message(), one.next_message()]
-        got += [two.next_message(), one.next_message(), two.next_message()]
-        assert sorted(got) == [b"%d" % i for i in range(6)]
-
-
-def test_queue_subscriber_timeout_is_a_timeout_error(redis_address: tuple[str, int]) -> None:
-    host, port = redis_address
-    with (
-        RedisQueueSubscriber(host, port, "empty", timeout=0.2) as subscriber,
-        pytest.raises(TimeoutError),
-    ):
-        subscriber.next_message()
 
 
 def test_closing_a_queue_subscriber_ends_a_blocked_read(redis_address: tuple[str, int]) -> None:

@@ -79,7 +79,12 @@ def test_custom_serializer_and_deserializer(redis_address: tuple[str, int]) -> N
     with Store("per-call", RedisConnector(host, port)) as store:
         key = store.put("text", serializer=str.encode)
         assert store.get(key, deserializer=bytes.decode) == "text"
-        proxy = store.proxy(pickle.dumps([4, 5]), serializer=lambda s: s, deserializer=pickle.loads)
+        proxy = store.proxy(
+            pickle.dumps([4, 5]),
+            serializer=lambda s: s,
+            deserializer=pickle.loads,
+            populate_target=False,  # as ProxyStore's docs advise with custom functions
+        )
         assert proxy == [4, 5]
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from framework.connectors.redis import RedisConnector
 from framework.proxy import Proxy, extract
-from framework.store import Store
+from framework.store import Store, get_store
 from framework.stream import StreamConsumer, StreamProducer
 from framework.stream.filters import NullFilter, SamplingFilter
 from framework.stream.shims.redis import (
@@ -28,7 +28,7 @@ from framework.stream.shims.redis import (
 def test_store_topic_yields_proxies(redis_address: tuple[str, int]) -> None:
     host, port = redis_address
     store = Store("stream-store", RedisConnector(host, port), register=True)
-    subscriber = RedisSubscriber(host, port, "results", timeout=30)
+    subscriber = RedisSubscriber(host, port, "results")
     with StreamProducer[dict[str, int]](
         RedisPublisher(host, port), stores={"results": store}, batch_size=3
     ) as producer:
@@ -43,7 +43,7 @@ def test_store_topic_yields_proxies(redis_address: tuple[str, int]) -> None:
         assert (meta, obj) == ({"i": 1}, {"i": 1})
         assert [m["i"] for m, _ in consumer.iter_with_metadata()] == [2, 3, 4, 5, 6]
         consumer.close(stores=True)
-    assert store.closed
+    assert get_store("stream-store") is None  # closed, so unregistered
 
 
 def test_default_store_aggregator_and_filters(redis_address: tuple[str, int]) -> None:
@@ -66,7 +66,7 @@ def test_default_store_aggregator_and_filters(redis_address: tuple[str, int]) ->
 
 def test_a_topic_without_store_sends_objects_inline(redis_address: tuple[str, int]) -> None:
     host, port = redis_address
-    subscriber = RedisSubscriber(host, port, "inline", timeout=30)
+    subscriber = RedisSubscriber(host, port, "inline")
     with StreamProducer[str](RedisPublisher(host, port)) as producer:
         producer.send("inline", "small", metadata={"k": "v"})
         producer.close_topics("inline")
@@ -79,7 +79,7 @@ def test_producer_in_another_process(redis_address: tuple[str, int]) -> None:
     script = textwrap.dedent(
         f"""
         from framework.connectors.redis import RedisConnector
-        from framework.store import Store
+        from framework.store import Store, get_store
         from framework.stream import StreamProducer
         from framework.stream.shims.redis import RedisQueuePublisher
 
