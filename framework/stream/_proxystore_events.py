@@ -18,7 +18,6 @@ This module does no I/O and imports no Redis code.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, Field
@@ -49,6 +48,13 @@ class _EventAPI(BaseModel):
     positional: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, *args: Any, **data: Any) -> None:
+        if args:
+            self._positional_into(args, data)
+        # BaseModel.__init__ does exactly this; calling it directly keeps the producer's
+        # per-event construction as cheap as before these construction forms existed.
+        self.__pydantic_validator__.validate_python(self._prepare(data), self_instance=self)
+
+    def _positional_into(self, args: tuple[Any, ...], data: dict[str, Any]) -> None:
         if len(args) > len(self.positional):
             raise TypeError(
                 f"{type(self).__name__} takes at most {len(self.positional)} positional "
@@ -58,7 +64,6 @@ class _EventAPI(BaseModel):
             if name in data:
                 raise TypeError(f"{type(self).__name__} got {name!r} twice.")
             data[name] = value
-        super().__init__(**self._prepare(data))
 
     @classmethod
     def _prepare(cls, data: dict[str, Any]) -> dict[str, Any]:
@@ -112,17 +117,17 @@ class KeyEventAPI(_EventAPI):
 
     @classmethod
     def _prepare(cls, data: dict[str, Any]) -> dict[str, Any]:
-        # ProxyStore spells a key as its class path and fields; here keys are strings.
-        key_type = data.pop("key_type", "str")
-        if "raw_key" in data:
-            raw = data.pop("raw_key")
+        if "raw_key" in data or "key_type" in data:
+            # ProxyStore spells a key as its class path and fields; here keys are strings.
+            key_type = data.pop("key_type", "str")
+            raw = data.pop("raw_key", None)
             if key_type not in ("str", "builtins.str") or not _one_str(raw):
                 raise ConfigurationError(
                     f"A key event's key is one string, got key_type={key_type!r}, raw_key={raw!r}."
                 )
             data.setdefault("key", raw[0])
         config = data.get("store_config")
-        if isinstance(config, Mapping):
+        if config is not None and not isinstance(config, StoreConfig):
             data["store_config"] = StoreConfig(**config)
         return data
 
