@@ -33,7 +33,9 @@ from framework.stream.events import (
     NewObjectEvent,
     NewObjectKeyEvent,
     bytes_to_event,
+    dict_to_event,
     event_to_bytes,
+    event_to_dict,
 )
 from framework.stream.filters import Filter, NullFilter, SamplingFilter
 from framework.stream.producer import INLINE_LIMIT, StreamProducer
@@ -57,5 +59,7 @@ __all__ = [
     "StreamProducer",
     "Subscriber",
     "bytes_to_event",
+    "dict_to_event",
     "event_to_bytes",
+    "event_to_dict",
 ]
