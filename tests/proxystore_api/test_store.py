@@ -179,3 +179,16 @@ def test_static_lifetime_is_a_singleton_evicting_at_exit(redis_address: tuple[st
     with Store("check", RedisConnector(host, port)) as store:
         assert key
         assert not store.exists(key)
+
+
+def test_lifetimes_on_a_store_without_server_ttls() -> None:
+    from framework_plugins.memory import MemoryStore
+
+    from framework.exceptions import StoreError
+
+    with MemoryStore("memory-lifetimes") as store:
+        with ContextLifetime(store) as lifetime:
+            key = store.put("value", lifetime=lifetime)
+        assert not store.exists(key)
+        with pytest.raises(StoreError, match="memory-lifetimes"):
+            LeaseLifetime(store, expiry=10)
