@@ -77,28 +77,23 @@ def connect(
 
 
 def split_topic_args(
-    connection: RedisConnection | str | None,
-    topic: Any,
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
+    connection: RedisConnection | str | None, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> tuple[int | None, str | Sequence[str]]:
     """A subscriber's port (ProxyStore's form) and topic(s), from either construction form.
 
     ``(conn, topic)`` gives ``(None, topic)``; ProxyStore's ``(hostname, port, topic)``,
-    also by keyword, gives ``(port, topic)``. ``kwargs`` loses ``port`` and ``topic``.
+    with any of them by keyword, gives ``(port, topic)``. ``kwargs`` loses ``port`` and
+    ``topic``.
 
     Raises:
-        ConfigurationError: If no topic is given.
+        ConfigurationError: If no topic is given, or too many positional arguments.
     """
-    if isinstance(connection, RedisConnection):
-        found, port = (args[0] if args else topic), None
-    else:
-        port = kwargs.pop("port", None)
-        if port is None:
-            port, found = topic, (args[0] if args else kwargs.pop("topic", None))
-        else:
-            found = topic if topic is not None else kwargs.pop("topic", None)
-    if found is None or len(args) > 1:
+    rest = list(args)
+    port = None
+    if not isinstance(connection, RedisConnection):
+        port = kwargs.pop("port") if "port" in kwargs else (rest.pop(0) if rest else None)
+    found = kwargs.pop("topic") if "topic" in kwargs else (rest.pop(0) if rest else None)
+    if found is None or rest:
         raise ConfigurationError(
             "A subscriber takes (connection, topic) or ProxyStore's (hostname, port, topic)."
         )

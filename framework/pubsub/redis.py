@@ -152,9 +152,8 @@ class RedisSubscriber(RedisShim):
     Args:
         connection: Where to subscribe (its ``blocking`` client; one connection
             per subscriber, per node on a cluster). Or ProxyStore's ``hostname``.
-        topic: A topic or several; in ProxyStore's form, the port, followed by the
-            topic(s) (``args``).
-        args: ProxyStore's form only: the topic(s).
+        args: The topic, or a sequence of topics (also ``topic=``); in ProxyStore's
+            form the port (also ``port=``) and then the topic(s).
         timeout: Longest wait (s) of :meth:`next_message`; ``None`` waits forever.
         sharded: Use ``SSUBSCRIBE``; defaults to True on a cluster.
         kwargs: ProxyStore's form only: ``port``/``topic`` by keyword and further
@@ -175,13 +174,12 @@ class RedisSubscriber(RedisShim):
     def __init__(
         self,
         connection: RedisConnection | str | None = None,
-        topic: str | Sequence[str] | int | None = None,
-        *args: str | Sequence[str],
+        *args: Any,
         timeout: float | None = None,
         sharded: bool | None = None,
         **kwargs: Any,
     ) -> None:
-        port, topic = split_topic_args(connection, topic, args, kwargs)
+        port, topic = split_topic_args(connection, args, kwargs)
         self.topics: tuple[str, ...] = (topic,) if isinstance(topic, str) else tuple(topic)
         if not self.topics:
             raise ConfigurationError("A subscriber needs at least one topic.")

@@ -47,6 +47,18 @@ def test_pubsub_shims_by_keyword_with_redis_kwargs(redis_address: tuple[str, int
         subscriber.close()
 
 
+def test_pubsub_subscriber_with_the_topic_by_keyword(redis_address: tuple[str, int]) -> None:
+    host, port = redis_address
+    subscriber = RedisSubscriber(host, port, topic="kw")
+    publisher = RedisPublisher(host, port=port)
+    try:
+        publisher.send_message("kw", b"by keyword")
+        assert subscriber.next_message() == b"by keyword"
+    finally:
+        publisher.close()
+        subscriber.close()
+
+
 def test_queue_shims_keep_messages_until_popped(redis_address: tuple[str, int]) -> None:
     host, port = redis_address
     publisher = RedisQueuePublisher(host, port)
