@@ -20,7 +20,7 @@ from framework.stream._building import Fuse, Outgoing
 from framework.stream._proxystore_events import with_event_fields
 from framework.stream.protocols import EventPublisher, Publisher
 
-__all__ = ["check_args", "fuser", "sender"]
+__all__ = ["check_args", "check_signed", "fuser", "sender"]
 
 
 def check_args(batch_size: int, linger: float | None, inline_limit: int) -> None:
@@ -30,6 +30,23 @@ def check_args(batch_size: int, linger: float | None, inline_limit: int) -> None
         raise ConfigurationError(f"linger must be a positive number of seconds, got {linger!r}.")
     if type(inline_limit) is not int or inline_limit < 0:
         raise ConfigurationError(f"inline_limit must be a non-negative int, got {inline_limit!r}.")
+
+
+def check_signed(secret: bytes | None, stores: Sequence[Any]) -> None:
+    """With a secret, refuse stores that keep objects unsigned (consumers would refuse them).
+
+    Raises:
+        ConfigurationError: If ``secret`` is set and a store's config is not signed.
+    """
+    if secret is None:
+        return
+    for store in stores:
+        if isinstance(store, Store) and not store.config().options.get("signed"):
+            raise ConfigurationError(
+                f"Store {store.name!r} does not sign its objects, but the producer has a "
+                "secret: consumers with the secret refuse unsigned objects. Build the store "
+                "with the same secret."
+            )
 
 
 def sender(publisher: Publisher) -> Callable[[str, Outgoing], None]:

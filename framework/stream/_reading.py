@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 import warnings
@@ -11,7 +12,12 @@ from typing import Any, Literal, Union
 
 import pydantic_core
 
-from framework.exceptions import FramingError, MessageLossError, ObjectNotFoundError
+from framework.exceptions import (
+    FramingError,
+    MessageLossError,
+    MissingSignatureError,
+    ObjectNotFoundError,
+)
 from framework.pubsub.protocols import DescribedSubscriber
 from framework.serialize import loads
 from framework.store import Store, get_or_create_store
@@ -28,6 +34,7 @@ __all__ = [
     "resolve_inline",
     "select_run",
     "store_for",
+    "warn_pickle_trust",
 ]
 
 logger = logging.getLogger(__name__)
@@ -129,14 +136,17 @@ def resolve_inline(entry: Entry, allow_pickle: bool) -> Any:
     return loads(entry.parts[event.part], allow_pickle=allow_pickle)
 
 
-def store_for(batch: EventBatch, cache: dict[bytes, Store]) -> Store:
+def store_for(batch: EventBatch, cache: dict[bytes, Store], *, signed: bool = False) -> Store:
     """Return the store of ``batch``'s keyed objects, rebuilt through the registry once.
 
     Args:
         batch: The batch naming the store.
         cache: Stores already found, by the JSON of their config.
+        signed: Refuse a store that does not sign its objects (the consumer has a
+            secret): nothing is read from it.
 
     Raises:
+        MissingSignatureError: If ``signed`` and the store keeps objects unsigned.
         FramingError: If the batch names keys but no store.
         ConfigurationError: If the store config is invalid.
         UnknownStoreKindError: If the store's kind is not registered here.
@@ -149,6 +159,11 @@ def store_for(batch: EventBatch, cache: dict[bytes, Store]) -> Store:
     if store is None:
         config = batch.config()
         assert config is not None
+        if signed and not config.options.get("signed"):
+            raise MissingSignatureError(
+                f"Topic {batch.topic!r} names store {config.name!r}, which keeps its objects "
+                "unsigned; this consumer has a secret and refuses unsigned objects."
+            )
         store = cache[marker] = get_or_create_store(config)
     return store
 
@@ -220,6 +235,16 @@ def report_loss(loss: MessageLossError, policy: LossPolicy) -> None:
         warnings.warn(str(loss), RuntimeWarning, stacklevel=5)
     elif callable(policy):
         policy(loss)
+
+
+@functools.cache
+def warn_pickle_trust() -> None:
+    """Say once per process that pickled data from Redis is trusted without a secret."""
+    logger.warning(
+        "A stream consumer without a secret unpickles what it reads from Redis: anyone "
+        "who can write to that Redis can run code in this process. Configure a shared "
+        "secret (producer and consumer), or pass allow_pickle=False."
+    )
 
 
 def described(subscriber: Subscriber) -> tuple[frozenset[str], bool]:

@@ -38,6 +38,7 @@ from framework.stream._reading import (
     resolve_inline,
     select_run,
     store_for,
+    warn_pickle_trust,
 )
 from framework.stream.events import (
     EndOfStreamEvent,
@@ -76,13 +77,18 @@ class StreamConsumer(Generic[T]):
         on_loss: ``"raise"`` (default) raises MessageLossError from ``next*``;
             ``"warn"`` emits a RuntimeWarning; a callable receives the error.
             Either way the stream carries on after the loss.
-        secret: Verify every message's HMAC with this shared key first.
+        secret: Verify every message's HMAC with this shared key first, and read
+            objects only from stores that sign them: unsigned data is refused
+            (``MissingSignatureError``) before any deserializer runs. Without a
+            secret, pickled data from Redis is trusted (a warning says so once per
+            process): anyone who can write to Redis can then run code here.
         allow_pickle: Accept inline objects that need unpickling.
         prefetch_bytes: Rough memory budget for the objects ``next_object``
             fetches ahead from one batch.
 
     Raises:
-        ConfigurationError: If ``on_loss`` or ``timeout`` is invalid.
+        ConfigurationError: If ``on_loss`` or ``timeout`` is invalid, or ``secret`` is
+            given with an event-level subscriber (it deserializes unverified).
     """
 
     def __init__(
@@ -108,6 +114,13 @@ class StreamConsumer(Generic[T]):
         self._allow_pickle = allow_pickle
         self._prefetch_bytes = prefetch_bytes
         self._events = isinstance(subscriber, EventSubscriber)
+        if secret is not None and self._events:
+            raise ConfigurationError(
+                "An event-level subscriber deserializes messages itself, so a consumer "
+                "secret cannot be checked first; use a message-level subscriber."
+            )
+        if secret is None and allow_pickle:
+            warn_pickle_trust()
         self._acking = isinstance(subscriber, AckingSubscriber) and bool(subscriber.acks)
         self._topics, complete = described(subscriber)
         self._sequencer = Sequencer(complete=complete)
@@ -370,7 +383,7 @@ class StreamConsumer(Generic[T]):
         report_loss(loss, self._on_loss)
 
     def _store(self, batch: EventBatch) -> Store:
-        return store_for(batch, self._stores)
+        return store_for(batch, self._stores, signed=self._secret is not None)
 
     def _prefetch(self, entry: Entry) -> None:
         """Fetch ``entry`` and the next queued objects of its store in one round trip."""

@@ -28,7 +28,7 @@ from framework.pubsub.protocols import UNSET, Unset
 from framework.serialize import Serializer
 from framework.store import Store, unregister_store
 from framework.stream._building import BatchBuilder, Outgoing
-from framework.stream._publishing import check_args, fuser, sender
+from framework.stream._publishing import check_args, check_signed, fuser, sender
 from framework.stream._spill import default_spill_store
 from framework.stream.filters import Filter, NullFilter
 from framework.stream.protocols import EventPublisher, Publisher
@@ -87,11 +87,14 @@ class StreamProducer(Generic[T]):
             ``spill_ttl``; ``None`` never spills.
         spill_ttl: Lifetime (s) of spilled objects, so unconsumed ones expire.
         serializer: Serializer of inline objects (default: raw or cloudpickle).
-        secret: Sign every message with this shared HMAC key.
+        secret: Sign every message with this shared HMAC key. The default spill
+            store signs with it too; a given store must sign its objects (be built
+            with a secret), since consumers with the secret refuse unsigned objects.
         producer_id: Unique id put in every batch (default: random).
 
     Raises:
-        ConfigurationError: If ``batch_size``, ``linger`` or ``inline_limit`` is invalid.
+        ConfigurationError: If ``batch_size``, ``linger`` or ``inline_limit`` is invalid,
+            or ``secret`` is set and a given store does not sign its objects.
     """
 
     def __init__(
@@ -112,13 +115,16 @@ class StreamProducer(Generic[T]):
         producer_id: str | None = None,
     ) -> None:
         check_args(batch_size, linger, inline_limit)
+        check_signed(secret, [default_store, spill_store, *(stores or {}).values()])
         self.publisher = publisher
         self._aggregator, self._batch_size, self._linger = aggregator, batch_size, linger
         self._default_store, self._stores = default_store, dict(stores or {})
         self._filter: Filter = filter_ if filter_ is not None else NullFilter()
         self.producer_id = producer_id or uuid.uuid4().hex
         self._own_spill = isinstance(spill_store, Unset)
-        spill = default_spill_store(publisher, spill_ttl) if self._own_spill else spill_store
+        spill = (
+            default_spill_store(publisher, spill_ttl, secret) if self._own_spill else spill_store
+        )
         self._builder = BatchBuilder(
             self.producer_id,
             inline_limit=inline_limit,
