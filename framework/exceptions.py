@@ -30,7 +30,8 @@ FrameworkError
 │   └── UnknownStoreKindError     a config names a store kind that is not registered
 ├── ObjectStreamError             object streams (producer/consumer)
 │   ├── TopicClosedError          send() on a topic that close_topics() ended
-│   ├── MessageLossError          events were lost (sequence gap or dropped subscription)
+│   ├── MessageLossError          events were (possibly) lost: a gap, a dropped subscription
+│   ├── BacklogFullError          a topic's unconsumed backlog stayed at its bound
 │   └── ReceiveTimeout            nothing arrived within the wait timeout (also a TimeoutError)
 ├── StreamError                   byte streams (the NVFlare name and meaning)
 │   ├── StreamCancelled           the other side cancelled or closed the transfer
@@ -49,6 +50,7 @@ __all__ = [
     "BackendError",
     "BackendTimeout",
     "BackendUnavailable",
+    "BacklogFullError",
     "BadSignatureError",
     "BlobSizeError",
     "ChecksumError",
@@ -242,13 +244,21 @@ class TopicClosedError(ObjectStreamError):
 
 
 class MessageLossError(ObjectStreamError):
-    """Events were lost: a producer's sequence has a gap or a subscription dropped.
+    """Events were lost, or may have been.
+
+    A producer's sequence has a gap, a subscription dropped, or a durable topic's
+    entries or consumer group vanished.
 
     Attributes:
         topic: Topic on which events were lost.
         producer: Identifier of the producer whose events are missing, when known.
         expected: The sequence number the consumer expected next, when known.
         received: The sequence number that arrived instead, when known.
+        first: First lost sequence number, when known.
+        last: Last lost sequence number (inclusive), when known.
+        count: How many events were lost, when known.
+        possible: True when the events *may* have been lost (an interruption, a late
+            start, a vanished group) and nothing can tell; False when they were.
     """
 
     def __init__(
@@ -259,24 +269,53 @@ class MessageLossError(ObjectStreamError):
         producer: str | None = None,
         expected: int | None = None,
         received: int | None = None,
+        count: int | None = None,
+        possible: bool = False,
     ) -> None:
         super().__init__(message)
         self.topic = topic
         self.producer = producer
         self.expected = expected
         self.received = received
+        self.first = expected
+        self.last = None if received is None else received - 1
+        if count is None and expected is not None and received is not None:
+            count = received - expected
+        self.count = count
+        self.possible = possible
 
     @classmethod
-    def gap(cls, topic: str, producer: str, expected: int, received: int) -> MessageLossError:
+    def gap(
+        cls, topic: str, producer: str, expected: int, received: int, *, possible: bool = False
+    ) -> MessageLossError:
         """Build the error for a sequence gap: ``expected`` was due, ``received`` came."""
+        verb = "Possibly lost" if possible else "Lost"
         return cls(
-            f"Lost {received - expected} event(s) on topic {topic!r} from producer {producer!r}: "
-            f"expected sequence {expected}, received {received}.",
+            f"{verb} {received - expected} event(s) on topic {topic!r} from producer "
+            f"{producer!r}: sequence {expected} to {received - 1} (expected {expected}, "
+            f"received {received}).",
             topic=topic,
             producer=producer,
             expected=expected,
             received=received,
+            possible=possible,
         )
+
+
+class BacklogFullError(ObjectStreamError, TimeoutError):
+    """A topic's unconsumed backlog stayed at its bound for the whole back-pressure timeout.
+
+    Attributes:
+        topic: The topic.
+        objects: Unconsumed objects when the wait ended.
+        nbytes: Unconsumed bytes when the wait ended.
+    """
+
+    def __init__(self, message: str, *, topic: str, objects: int, nbytes: int) -> None:
+        super().__init__(message)
+        self.topic = topic
+        self.objects = objects
+        self.nbytes = nbytes
 
 
 class ReceiveTimeout(ObjectStreamError, TimeoutError):

@@ -13,9 +13,10 @@ import logging
 from typing import Any
 
 from framework.cell.frames import ANNOUNCE_FIELD, Announce, decode
-from framework.cell.transport import POLL_MS, stream_entries
+from framework.cell.transport import POLL_MS
 from framework.connection import MAX_BLOCK_MS, RedisConnection
 from framework.exceptions import BackendError, FrameworkError
+from framework.redis_streams import ensure_group, is_missing_group, stream_entries
 
 __all__ = ["GROUP", "Inbox", "announce"]
 
@@ -64,13 +65,9 @@ class Inbox:
 
     def ensure(self) -> None:
         """Create the inbox and its group if missing, and refresh its TTL."""
-        with self.conn.mapped_errors(f"create the group of inbox {self.key!r}", command="XGROUP"):
-            try:
-                # Start at 0: announcements sent before the cell first started count too.
-                self.conn.client.xgroup_create(self.key, GROUP, id="0", mkstream=True)
-            except Exception as exc:  # redis ResponseError; mapped on re-raise
-                if "BUSYGROUP" not in str(exc):
-                    raise
+        # Start at 0: announcements sent before the cell first started count too.
+        ensure_group(self.conn, self.key, GROUP, start="0", ttl_ms=None)
+        with self.conn.mapped_errors(f"refresh the TTL of inbox {self.key!r}", command="EXPIRE"):
             self.conn.client.expire(self.key, self.ttl)
 
     def pending(self) -> list[Entry]:
@@ -106,7 +103,7 @@ class Inbox:
                     GROUP, self.cell, {self.key: start}, count=_COUNT, block=block
                 )
         except BackendError as exc:
-            if "NOGROUP" not in str(exc):
+            if not is_missing_group(exc):
                 raise
             # The inbox expired or was deleted while we ran: recreate it.
             self.ensure()

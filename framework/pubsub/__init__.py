@@ -20,8 +20,8 @@ from framework.pubsub.lists import RedisQueuePublisher, RedisQueueSubscriber
 from framework.pubsub.protocols import (
     UNSET,
     AckingSubscriber,
+    AtomicPublisher,
     DescribedSubscriber,
-    FinalMessagePublisher,
     MessagePublisher,
     MessageSubscriber,
     SegmentsPublisher,
@@ -34,8 +34,8 @@ from framework.pubsub.streams import RedisStreamPublisher, RedisStreamSubscriber
 __all__ = [
     "UNSET",
     "AckingSubscriber",
+    "AtomicPublisher",
     "DescribedSubscriber",
-    "FinalMessagePublisher",
     "MessagePublisher",
     "MessageSubscriber",
     "QueuePublisher",

@@ -1,24 +1,68 @@
-"""Appending to durable topics: :class:`RedisStreamPublisher` (see :mod:`.streams`)."""
+"""Appending to durable topics: :class:`RedisStreamPublisher` (see :mod:`.streams`).
+
+Besides the stream, a topic has a *producers* hash (``<stream key>:end``, same hash
+tag): each producer's state in the current run, ``open:<run>`` from its first
+message and ``end:<run>`` with its last. Group members end a topic once every
+producer in it has ended (a member sees only its share of the events). A
+producer's first message on a topic whose previous run has finished (every
+producer ended, every group caught up, nothing pending) empties the old run's
+entries first, so a topic name can be used again: its groups stay and read on.
+"""
 
 from __future__ import annotations
 
 import functools
+import time
+import uuid
 from collections.abc import Sequence
 from typing import Any, Final
 
 from framework.buffers import Segments
 from framework.connection import RedisConnection, mapped_errors
-from framework.exceptions import ConfigurationError
+from framework.exceptions import BackendError, ConfigurationError
+from framework.pubsub._atomic import run_atomic
 from framework.pubsub._shim import RedisShim
 
 __all__ = ["DEFAULT_MAXLEN", "DEFAULT_TTL", "FIELD", "RedisStreamPublisher"]
 
 #: Entries a durable topic keeps (approximately); older ones are trimmed.
 DEFAULT_MAXLEN: Final = 100_000
-#: Safety-net lifetime (s) of a topic's stream and end marker, refreshed by every publish.
+#: Safety-net lifetime (s) of a topic's stream and producers hash, refreshed while used.
 DEFAULT_TTL: Final = 7 * 24 * 3600.0
 #: Field of a stream entry holding the message.
 FIELD: Final = b"m"
+#: Part of the TTL after which a publisher refreshes it again.
+REFRESH_FRACTION: Final = 0.25
+
+# KEYS[1]: stream, KEYS[2]: producers hash; ARGV: producer, its state, TTL (ms, 0: none).
+# Empties a finished run (all producers ended, every group caught up, nothing pending).
+_REGISTER = """
+local states = redis.call('HVALS', KEYS[2])
+local finished = #states > 0
+for _, state in ipairs(states) do
+  if string.sub(state, 1, 4) ~= 'end:' then finished = false end
+end
+if finished and redis.call('EXISTS', KEYS[1]) == 1 then
+  local info = redis.call('XINFO', 'STREAM', KEYS[1])
+  local last
+  for i = 1, #info, 2 do
+    if info[i] == 'last-generated-id' then last = info[i + 1] end
+  end
+  for _, group in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
+    for i = 1, #group, 2 do
+      if group[i] == 'pending' and group[i + 1] ~= 0 then finished = false end
+      if group[i] == 'last-delivered-id' and group[i + 1] ~= last then finished = false end
+    end
+  end
+end
+if finished then
+  redis.call('DEL', KEYS[2])
+  redis.call('XTRIM', KEYS[1], 'MAXLEN', 0)
+end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+if tonumber(ARGV[3]) > 0 then redis.call('PEXPIRE', KEYS[2], ARGV[3]) end
+return finished and 1 or 0
+"""
 
 
 class RedisStreamPublisher(RedisShim):
@@ -28,14 +72,17 @@ class RedisStreamPublisher(RedisShim):
         connection: Where to publish; not closed by the publisher (unless built by
             :meth:`from_url`). Oversized inline objects are spilled to a store on it.
         maxlen: Keep about this many entries per topic (``None``: never trim).
-        ttl: Expire a topic's stream this many seconds after its last publish
-            (``None``: never).
+        ttl: Expire a topic's stream this long (s) after its last refresh (``None``:
+            never). A publisher refreshes it on its first message to a topic, after
+            a failure, and then every quarter of ``ttl``.
 
     Attributes:
         connection: The connection in use.
+        durable: True: messages stay until trimmed (producers bound the backlog).
     """
 
     accepts_segments: Final = True
+    durable: Final = True
 
     def __init__(
         self,
@@ -49,8 +96,11 @@ class RedisStreamPublisher(RedisShim):
         self.connection = connection
         # The URL is computed once: mapped_errors() needs it only for messages.
         self._errors = functools.partial(mapped_errors, url=connection.url())
-        self._maxlen = maxlen
-        self._ttl_ms = None if ttl is None else max(1, round(ttl * 1000))
+        self._trim: tuple[Any, ...] = () if maxlen is None else ("MAXLEN", "~", maxlen)
+        self._ttl_ms = 0 if ttl is None else max(1, round(ttl * 1000))
+        self._run = uuid.uuid4().hex[:12]
+        self._registered: set[tuple[str, str]] = set()
+        self._refresh_at: dict[str, float] = {}
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> RedisStreamPublisher:
@@ -66,62 +116,48 @@ class RedisStreamPublisher(RedisShim):
             BackendError: If Redis failed; the entry may or may not have been added
                 (consumers drop a resent duplicate by its sequence numbers).
         """
-        self._append(topic, message, final=False)
+        self.publish(topic, message)
 
-    def send_final_message(self, topic: str, message: bytes | Segments) -> None:
-        """Append the topic's last message and mark the topic ended, atomically.
-
-        Raises:
-            BackendError: If Redis failed.
-        """
-        self._append(topic, message, final=True)
-
-    def send_message_with_writes(
+    def publish(
         self,
         topic: str,
         message: bytes | Segments,
-        writes: Sequence[tuple[str, Any]],
         *,
-        px: int | None,
+        commands: Sequence[tuple[Any, ...]] = (),
         final: bool = False,
+        source: str = "",
     ) -> None:
-        """``SET`` the objects' values, then append ``message``.
+        """Run the store's ``commands``, then append ``message``, atomically.
 
-        One round trip; two for a final message, whose entry and end marker are
-        written in a transaction of their own (the values live in other slots).
+        See :class:`~framework.pubsub.AtomicPublisher`. With ``source``, the producer
+        is recorded as open on its first message and as ended with ``final``.
 
         Raises:
-            BackendError: If Redis failed; resending is safe (the SETs are idempotent).
+            BackendError: If Redis failed or refused a write (then nothing was appended
+                unless the connection dropped, when the outcome is unknown).
         """
-        self._append(topic, message, final=final, writes=writes, px=px)
-
-    def _append(
-        self,
-        topic: str,
-        message: bytes | Segments,
-        *,
-        final: bool,
-        writes: Sequence[tuple[str, Any]] = (),
-        px: int | None = None,
-    ) -> None:
         key = self.connection.keys.events(topic)
-        value = self.connection.bulk(message)
-        with self._errors(f"append to topic {topic!r}", command="XADD"):
-            if writes and final:
-                pipe = self.connection.once.pipeline(transaction=False)
-                for name, data in writes:
-                    pipe.set(name, data, px=px)
-                pipe.execute()
-            if not writes and not final and self._ttl_ms is None:
-                self.connection.once.xadd(key, {FIELD: value}, maxlen=self._maxlen)
-                return
-            # One slot (shared hash tag), so a transaction works on a cluster too.
-            pipe = self.connection.once.pipeline(transaction=final)
-            for name, data in () if final else writes:
-                pipe.set(name, data, px=px)
-            pipe.xadd(key, {FIELD: value}, maxlen=self._maxlen)
-            if final:
-                pipe.set(self.connection.keys.events_end(topic), b"1", px=self._ttl_ms)
-            if self._ttl_ms is not None:
-                pipe.pexpire(key, self._ttl_ms)
-            pipe.execute()
+        producers = self.connection.keys.events_end(topic)
+        tail: list[tuple[Any, ...]] = []
+        if source and (topic, source) not in self._registered:
+            state = f"open:{self._run}"
+            tail.append(("EVAL", _REGISTER, 2, key, producers, source, state, self._ttl_ms))
+        tail.append(("XADD", key, *self._trim, "*", FIELD, self.connection.bulk(message)))
+        if final and source:
+            tail.append(("HSET", producers, source, f"end:{self._run}"))
+        now = time.monotonic()
+        refresh = self._ttl_ms and now >= self._refresh_at.get(topic, 0.0)
+        if refresh:
+            tail += [("PEXPIRE", key, self._ttl_ms), ("PEXPIRE", producers, self._ttl_ms)]
+        try:
+            with self._errors(f"append to topic {topic!r}", command="XADD"):
+                run_atomic(self.connection, commands, tail)
+        except BackendError:
+            # Redis may have restarted: register and refresh the TTL again next time.
+            self._registered.discard((topic, source))
+            self._refresh_at.pop(topic, None)
+            raise
+        if source:
+            self._registered.add((topic, source))
+        if refresh:
+            self._refresh_at[topic] = now + self._ttl_ms * REFRESH_FRACTION / 1000

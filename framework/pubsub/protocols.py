@@ -10,10 +10,8 @@ Optional capabilities each get their own small protocol, checked with
 
 * :class:`SegmentsPublisher`: accepts a multi-part :class:`~framework.buffers.Segments`
   message without joining it (zero-copy for inline payloads).
-* :class:`FinalMessagePublisher`: can publish a topic's last message and mark the
-  topic ended in one step (durable topics use this so every consumer-group member ends).
-* :class:`PipelinePublisher`: can write stored objects (``SET``) and publish the
-  message that names them in one round trip.
+* :class:`AtomicPublisher`: runs a batch's store writes and publishes the message
+  that names them as one step, publishing nothing if a write failed.
 * :class:`AckingSubscriber`: messages stay pending until acknowledged (durable topics).
 * :class:`PollingSubscriber`: returns a message only if one is already waiting, so a
   consumer can take several at once and fetch their objects in one round trip.
@@ -33,11 +31,10 @@ from framework.buffers import Segments
 __all__ = [
     "UNSET",
     "AckingSubscriber",
+    "AtomicPublisher",
     "DescribedSubscriber",
-    "FinalMessagePublisher",
     "MessagePublisher",
     "MessageSubscriber",
-    "PipelinePublisher",
     "PollingSubscriber",
     "SegmentsPublisher",
     "Unset",
@@ -115,48 +112,50 @@ class SegmentsPublisher(Protocol):
 
 
 @runtime_checkable
-class FinalMessagePublisher(Protocol):
-    """Optional capability: publish a topic's last message and mark the topic ended."""
+class AtomicPublisher(Protocol):
+    """Optional capability: store a batch's objects and publish its event as one step.
 
-    def send_final_message(self, topic: str, message: bytes | Segments) -> None:
-        """Publish ``message`` (which holds the end-of-stream event) and record the end.
-
-        Args:
-            topic: Topic being ended.
-            message: The message carrying the topic's end-of-stream event.
-        """
-        ...
-
-
-@runtime_checkable
-class PipelinePublisher(Protocol):
-    """Optional capability: write objects' values and publish in one round trip.
+    The only way the stream layer publishes through a Redis publisher. The store's
+    writes arrive as opaque Redis commands (a
+    :class:`~framework.store.StagingStore`'s ``StagedBatch.commands``); the publisher
+    runs them before the message, in the same round trip, and publishes the message
+    only if every write succeeded (``MULTI``/``EXEC``, or on a cluster, where the
+    writes live in other slots, a checked round trip before the publish). So a
+    message never names an object that was not stored, also when Redis refuses
+    writes (``maxmemory``).
 
     Attributes:
-        connection: The Redis connection the writes and the message go through.
+        connection: The Redis connection the commands and the message go through.
     """
 
     connection: Any
 
-    def send_message_with_writes(
+    def publish(
         self,
         topic: str,
         message: bytes | Segments,
-        writes: Sequence[tuple[str, Any]],
         *,
-        px: int | None,
+        commands: Sequence[tuple[Any, ...]] = (),
         final: bool = False,
+        source: str = "",
     ) -> None:
-        """``SET`` each ``(key, value)`` (expiring after ``px`` ms), then publish ``message``.
+        """Run ``commands``, then publish ``message``, atomically.
 
-        The writes are idempotent, so resending after a failure is safe.
+        Resending after a failure is safe: the commands are idempotent ``SET`` s and
+        consumers drop a duplicate message by its sequence numbers.
 
         Args:
             topic: Topic to publish to.
-            message: The message naming the written keys.
-            writes: Keys and values to write first.
-            px: Lifetime of the values in milliseconds, ``None`` for none.
-            final: The message ends its topic (see :class:`FinalMessagePublisher`).
+            message: The message (segments are sent without being joined).
+            commands: Store writes to run first.
+            final: The message ends ``source``'s part of the topic (durable topics
+                record it, so every consumer-group member ends).
+            source: Stable id of the sending producer (durable topics track which
+                producers are still open).
+
+        Raises:
+            BackendError: If Redis failed or refused a write; nothing was published
+                unless the error says the outcome is unknown (connection lost).
         """
         ...
 

@@ -23,7 +23,6 @@ import time
 from collections.abc import Sequence
 from typing import Any, Final
 
-from framework._raw import round_trip
 from framework.buffers import Segments
 from framework.connection import MAX_BLOCK_MS, RedisConnection, mapped_errors
 from framework.exceptions import (
@@ -33,6 +32,7 @@ from framework.exceptions import (
     MessageLossError,
     ReceiveTimeout,
 )
+from framework.pubsub._atomic import run_atomic
 from framework.pubsub._shim import RedisShim, connect, split_topic_args
 from framework.pubsub.protocols import UNSET, Unset
 
@@ -105,36 +105,31 @@ class RedisPublisher(RedisShim):
         Raises:
             BackendError: If Redis failed; the message may or may not have been sent.
         """
-        command = (self._publish, self.connection.keys.topic(topic), self.connection.bulk(message))
-        with self._errors(f"publish to topic {topic!r}", command=self._publish):
-            if round_trip(self.connection.once, [command]) is None:
-                self.connection.once.execute_command(*command)
+        self.publish(topic, message)
 
-    def send_message_with_writes(
+    def publish(
         self,
         topic: str,
         message: bytes | Segments,
-        writes: Sequence[tuple[str, Any]],
         *,
-        px: int | None,
+        commands: Sequence[tuple[Any, ...]] = (),
         final: bool = False,
+        source: str = "",
     ) -> None:
-        """``SET`` the objects' values and publish ``message``, in one pipeline round trip.
+        """Run the store's ``commands``, then publish ``message``, atomically.
+
+        See :class:`~framework.pubsub.AtomicPublisher`; ``final`` and ``source`` change
+        nothing on pub/sub (consumers see the end-of-stream event itself).
 
         Raises:
-            BackendError: If Redis failed; resending is safe (the SETs are idempotent).
+            BackendError: If Redis failed or refused a write (then nothing was published).
         """
-        channel = self.connection.keys.topic(topic)
-        expiry = () if px is None else ("PX", px)
-        commands = [("SET", key, value, *expiry) for key, value in writes]
-        commands.append((self._publish, channel, self.connection.bulk(message)))
-        with self._errors(f"store {len(writes)} object(s) and publish to topic {topic!r}"):
-            if round_trip(self.connection.once, commands) is not None:
-                return
-            pipe = self.connection.once.pipeline(transaction=False)
-            for command in commands:
-                pipe.execute_command(*command)
-            pipe.execute()
+        tail = [(self._publish, self.connection.keys.topic(topic), self.connection.bulk(message))]
+        what = f"publish to topic {topic!r}"
+        if commands:
+            what = f"store {len(commands)} value(s) and publish to topic {topic!r}"
+        with self._errors(what, command=self._publish):
+            run_atomic(self.connection, commands, tail)
 
 
 class RedisSubscriber(RedisShim):
@@ -306,8 +301,9 @@ class RedisSubscriber(RedisShim):
             raise MessageLossError(
                 f"The subscription to topic(s) {list(self.topics)!r} was interrupted (the "
                 "connection to Redis dropped and was re-established): messages published "
-                "meanwhile were lost.",
+                "meanwhile were possibly lost.",
                 topic=self.topics[0],
+                possible=True,
             )
         return data
 

@@ -3,17 +3,28 @@
 One Redis stream per topic, ``<prefix>:events:{<topic>}``, each entry holding one
 message in field ``m``. The publisher trims the stream to about ``maxlen``
 entries (``MAXLEN ~``) and refreshes a safety-net TTL. Without a group, a
-subscriber reads every entry from ``start`` (``"0"`` replays the stream, ``"$"``
-only new entries, or an entry id). With a group, members share the entries
-(``XREADGROUP``); an entry stays pending until the consumer acknowledges it,
-which the stream layer does once the entry's last object is handed over, and a
-member's pending entries are claimed by a live member after ``claim_idle``
-seconds (``XAUTOCLAIM``).
+subscriber reads every entry from ``start``. With a group, members share the
+entries (``XREADGROUP``); an entry stays pending until the consumer acknowledges
+it, which the stream layer does once the entry's object has reached the caller,
+and a member's pending entries are claimed by a live member after
+``claim_idle`` seconds (``XAUTOCLAIM``).
 
-End of stream in a group: the end-of-stream event reaches one member only. So
-the publisher marks the topic ended (``<stream key>:end``, same hash tag) in the
-same transaction as the final entry, and an idle member ends a topic once it is
-marked, nothing is left to deliver and nothing is pending in the group.
+Runs: producers record themselves in the topic's producers hash (see
+:mod:`._stream_publisher`). A topic whose producers have all ended holds a
+finished run. The first message of a new run empties it once every group has
+consumed it, so a topic name can be used again: a subscriber opened after that
+reads the new run only. A member of a group that consumed the finished run waits
+for the next run instead of ending at once. A subscriber opened between two runs
+replays the finished one unless it asks for ``start="$"`` (a new group too).
+
+End of stream in a group: the end-of-stream event reaches one member only, so an
+idle member ends a topic once every producer recorded in the run has ended,
+nothing is left to deliver and nothing is pending in the group.
+
+Faults: a connection failure is ridden out for ``max_outage`` seconds (Redis
+restarting); a group that vanished (Redis restarted without persistence) is
+created again and the gap is reported as a possible loss; pending entries that
+were trimmed before delivery are reported as lost.
 """
 
 from __future__ import annotations
@@ -27,12 +38,16 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Sequence
-from typing import Any
-
-from redis.exceptions import ResponseError
+from typing import Any, Final
 
 from framework.connection import MAX_BLOCK_MS, RedisConnection, mapped_errors
-from framework.exceptions import ConfigurationError, MessageLossError, ReceiveTimeout
+from framework.exceptions import (
+    BackendError,
+    BackendUnavailable,
+    ConfigurationError,
+    MessageLossError,
+    ReceiveTimeout,
+)
 from framework.pubsub._shim import RedisShim
 from framework.pubsub._stream_publisher import (
     DEFAULT_MAXLEN,
@@ -41,6 +56,13 @@ from framework.pubsub._stream_publisher import (
     RedisStreamPublisher,
 )
 from framework.pubsub.protocols import UNSET, Unset
+from framework.redis_streams import (
+    ensure_group,
+    is_missing_group,
+    last_id,
+    stream_entries,
+    text,
+)
 
 __all__ = [
     "DEFAULT_MAXLEN",
@@ -51,6 +73,11 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+#: Default seconds a subscriber rides out an unreachable Redis before raising.
+MAX_OUTAGE: Final = 30.0
+#: Pause (s) between attempts while Redis is unreachable.
+RETRY_PAUSE_S: Final = 0.2
+
 
 class RedisStreamSubscriber(RedisShim):
     """Read durable topics, alone (replay) or as a member of a consumer group.
@@ -58,8 +85,7 @@ class RedisStreamSubscriber(RedisShim):
     Args:
         connection: Where to read (its ``blocking`` client for the bounded waits).
         topic: A topic or several.
-        group: Consumer group to join (created at ``start`` if missing); ``None``
-            reads every entry.
+        group: Consumer group to join (created if missing); ``None`` reads every entry.
         consumer: This member's name in the group (default: host-pid-random). A
             restarted member with the same name first gets its own pending entries.
         start: Where to begin: ``"0"`` (the whole retained stream), ``"$"`` (new
@@ -67,6 +93,7 @@ class RedisStreamSubscriber(RedisShim):
         timeout: Longest wait (s) of :meth:`next_message`; ``None`` waits forever.
         count: Entries fetched per read.
         claim_idle: A member claims entries another member left pending this long (s).
+        max_outage: Seconds Redis may stay unreachable before a read raises.
 
     Attributes:
         topics: The topics read.
@@ -87,6 +114,7 @@ class RedisStreamSubscriber(RedisShim):
         timeout: float | None = None,
         count: int = 100,
         claim_idle: float = 30.0,
+        max_outage: float = MAX_OUTAGE,
     ) -> None:
         self.topics: tuple[str, ...] = (topic,) if isinstance(topic, str) else tuple(topic)
         if not self.topics:
@@ -101,28 +129,49 @@ class RedisStreamSubscriber(RedisShim):
         self._timeout = timeout
         self._count = count
         self._claim_idle_ms = max(1, round(claim_idle * 1000))
+        self._max_outage = max_outage
         self._keys = {connection.keys.events(t): t for t in self.topics}
         self._cursor: dict[str, str] = {}
         self._buffer: deque[tuple[str, bytes, bytes]] = deque()
+        self._losses: deque[MessageLossError] = deque()
         self._current: tuple[str, bytes] | None = None
         self._ended: set[str] = set()
+        self._finished_runs: dict[str, dict[bytes, bytes]] = {}
         self._next_claim = 0.0
+        self._down_since: float | None = None
         self._lock = threading.Lock()
-        self._setup(start)
+        for key in self._keys:
+            self._open(key, start)
 
-    def _setup(self, start: str) -> None:
-        client = self.connection.client
-        with self._errors(f"open durable topic(s) {list(self.topics)!r}"):
-            for key in self._keys:
-                if self.group is None:
-                    self._cursor[key] = _last_id(client, key) if start == "$" else start
-                    continue
-                self._cursor[key] = "0"  # this member's own pending entries first
-                try:
-                    client.xgroup_create(key, self.group, id=start, mkstream=True)
-                except ResponseError as exc:  # BUSYGROUP: the group exists, which is fine
-                    if "BUSYGROUP" not in str(exc):
-                        raise
+    def _open(self, key: str, start: str) -> None:
+        """Set the topic's cursor; in a group, create it or note a finished run it consumed."""
+        if self.group is None:
+            self._cursor[key] = last_id(self.connection, key) if start == "$" else start
+            return
+        self._cursor[key] = "0"  # this member's own pending entries first
+        ttl_ms = round(DEFAULT_TTL * 1000)
+        if ensure_group(self.connection, key, self.group, start=start, ttl_ms=ttl_ms):
+            return
+        producers = self._producers(key)
+        finished = bool(producers) and all(v.startswith(b"end:") for v in producers.values())
+        if finished and self._caught_up(key):
+            # The group consumed this run already: its end says nothing about the next.
+            self._finished_runs[key] = producers
+
+    def _caught_up(self, key: str) -> bool:
+        """Whether the group has delivered every entry of ``key`` and has none pending."""
+        with self._errors(f"inspect group {self.group!r} of {key!r}", command="XINFO"):
+            last = self.connection.client.xinfo_stream(key)["last-generated-id"]
+            groups = self.connection.client.xinfo_groups(key)
+        for info in groups:
+            if text(info["name"]) == self.group:
+                return bool(info["pending"] == 0 and info["last-delivered-id"] == last)
+        return False
+
+    def _producers(self, key: str) -> dict[bytes, bytes]:
+        producers = self.connection.keys.events_end(self._keys[key])
+        with self._errors(f"read the producers of {key!r}", command="HGETALL"):
+            return dict(self.connection.client.hgetall(producers))
 
     @classmethod
     def from_url(cls, url: str, topic: str | Sequence[str], **kwargs: Any) -> RedisStreamSubscriber:
@@ -151,22 +200,21 @@ class RedisStreamSubscriber(RedisShim):
         Raises:
             StopIteration: If closed, or (in a group) once every topic has ended.
             ReceiveTimeout: If nothing arrived in time.
-            MessageLossError: If pending entries were trimmed before delivery.
-            BackendError: If Redis failed.
+            MessageLossError: If pending entries were trimmed before delivery (lost),
+                or the group vanished and was created again (possibly lost); the
+                next call carries on.
+            BackendError: If Redis failed, or stayed unreachable for ``max_outage``.
         """
         limit = self._timeout if isinstance(timeout, Unset) else timeout
         deadline = None if limit is None else time.monotonic() + limit
         while True:
             with self._lock:
-                if self._closed or len(self._ended) == len(self._keys):
-                    raise StopIteration
-                if self._buffer:
-                    key, entry_id, data = self._buffer.popleft()
-                    self._current = (key, entry_id)
+                data = self._next_buffered()
+                if data is not None:
                     return data
                 left = MAX_BLOCK_MS / 1000 if deadline is None else deadline - time.monotonic()
                 self._fill(max(0, min(round(left * 1000), MAX_BLOCK_MS)))
-                if self._buffer:
+                if self._buffer or self._losses:
                     continue
             if deadline is not None and time.monotonic() >= deadline:
                 raise ReceiveTimeout(f"No entry on topic(s) {self.topics} within {limit} s.")
@@ -179,15 +227,23 @@ class RedisStreamSubscriber(RedisShim):
             MessageLossError: As :meth:`next_message`.
         """
         with self._lock:
-            if self._closed or len(self._ended) == len(self._keys):
-                raise StopIteration
-            if not self._buffer:
+            data = self._next_buffered()
+            if data is None:
                 self._fill(0)
-            if not self._buffer:
-                return None
-            key, entry_id, data = self._buffer.popleft()
-            self._current = (key, entry_id)
+                data = self._next_buffered()
             return data
+
+    def _next_buffered(self) -> bytes | None:
+        """The next buffered message; raise a pending loss or the end first."""
+        if self._losses:
+            raise self._losses.popleft()
+        if self._closed or len(self._ended) == len(self._keys):
+            raise StopIteration
+        if not self._buffer:
+            return None
+        key, entry_id, data = self._buffer.popleft()
+        self._current = (key, entry_id)
+        return data
 
     def ack_message(self) -> None:
         """Acknowledge the entry last returned (groups only; idempotent)."""
@@ -201,7 +257,25 @@ class RedisStreamSubscriber(RedisShim):
     # -- reading -----------------------------------------------------------------------------
 
     def _fill(self, block_ms: int) -> None:
-        """Fill the buffer from Redis, waiting at most ``block_ms``."""
+        """Fill the buffer from Redis, waiting at most ``block_ms``; ride out outages."""
+        try:
+            self._fill_once(block_ms)
+        except BackendUnavailable:
+            now = time.monotonic()
+            self._down_since = self._down_since or now
+            if now - self._down_since >= self._max_outage:
+                self._down_since = None
+                raise
+            logger.warning("Redis unreachable while reading %s; retrying", list(self.topics))
+            time.sleep(min(RETRY_PAUSE_S, max(block_ms, 1) / 1000))
+            return
+        except BackendError as exc:
+            if self.group is None or not is_missing_group(exc):
+                raise
+            self._recreate_groups()
+        self._down_since = None
+
+    def _fill_once(self, block_ms: int) -> None:
         if self.group is not None and time.monotonic() >= self._next_claim:
             self._next_claim = time.monotonic() + self._claim_idle_ms / 2000
             self._claim()
@@ -217,8 +291,25 @@ class RedisStreamSubscriber(RedisShim):
         if not self._buffer and self.group is not None:
             self._check_ended(live)
 
+    def _recreate_groups(self) -> None:
+        """The group vanished (Redis restarted or the stream expired): create it again."""
+        assert self.group is not None
+        for key, topic in self._keys.items():
+            ttl_ms = round(DEFAULT_TTL * 1000)
+            if ensure_group(self.connection, key, self.group, start="0", ttl_ms=ttl_ms):
+                self._cursor[key] = "0"
+                self._losses.append(
+                    MessageLossError(
+                        f"Consumer group {self.group!r} of durable topic {topic!r} was gone "
+                        "(Redis restarted without persistence, or the stream expired) and was "
+                        "created again: entries stored before that were possibly lost.",
+                        topic=topic,
+                        possible=True,
+                    )
+                )
+
     def _read(self, keys: list[str], block_ms: int) -> None:
-        streams = {k: (">" if self._cursor[k] == ">" else self._cursor[k]) for k in keys}
+        streams = {k: self._cursor[k] for k in keys}
         with self._errors(f"read durable topic(s) {list(self.topics)!r}"):
             client = self.connection.blocking
             pending = any(c != ">" for c in streams.values()) and self.group is not None
@@ -229,18 +320,19 @@ class RedisStreamSubscriber(RedisShim):
                 reply = client.xreadgroup(
                     self.group, self.consumer, streams, count=self._count, block=block
                 )
-        for key, entries in _streams(reply):
-            self._take(key, entries, from_pending=streams[key] != ">")
+        for key, entries in stream_entries(reply):
+            name = text(key)
+            self._take(name, entries, from_pending=streams[name] != ">")
 
     def _take(self, key: str, entries: list[Any], *, from_pending: bool) -> None:
         trimmed = []
         for entry_id, fields in entries:
             if self.group is None or from_pending:
-                self._cursor[key] = _text(entry_id)
+                self._cursor[key] = text(entry_id)
             if fields and FIELD in fields:
                 self._buffer.append((key, entry_id, fields[FIELD]))
             else:
-                trimmed.append(_text(entry_id))
+                trimmed.append(text(entry_id))
         if from_pending and self.group is not None and not entries:
             self._cursor[key] = ">"  # own pending entries done: new ones from now on
         if trimmed:
@@ -262,18 +354,21 @@ class RedisStreamSubscriber(RedisShim):
                 logger.info("Claimed %d pending entries of %s", len(entries), key)
             self._take(key, entries, from_pending=False)
             if deleted:
-                self._lost(key, [_text(d) for d in deleted])
+                self._lost(key, [text(d) for d in deleted])
 
     def _check_ended(self, keys: list[str]) -> None:
-        """End idle topics that are marked ended, fully delivered and not pending."""
+        """End idle topics whose producers have all ended, fully delivered, none pending."""
         client = self.connection.client
         for key in keys:
             topic = self._keys[key]
+            producers = self._producers(key)
+            if not producers or producers == self._finished_runs.get(key):
+                continue  # nothing recorded yet, or the finished run this subscriber skipped
+            if not all(state.startswith(b"end:") for state in producers.values()):
+                continue
             with self._errors(f"check whether topic {topic!r} ended"):
-                if not client.exists(self.connection.keys.events_end(topic)):
-                    continue
                 left = client.xreadgroup(self.group, self.consumer, {key: ">"}, count=self._count)
-                entries = [e for _, es in _streams(left) for e in es]
+                entries = [e for _, es in stream_entries(left) for e in es]
                 if entries:
                     self._take(key, entries, from_pending=False)
                     continue
@@ -283,30 +378,17 @@ class RedisStreamSubscriber(RedisShim):
 
     def _lost(self, key: str, ids: list[str]) -> None:
         topic = self._keys[key]
-        raise MessageLossError(
-            f"{len(ids)} pending entr{'y' if len(ids) == 1 else 'ies'} of durable topic "
-            f"{topic!r} were trimmed before delivery (first id {ids[0]}); raise maxlen.",
-            topic=topic,
+        self._losses.append(
+            MessageLossError(
+                f"Lost {len(ids)} pending entr{'y' if len(ids) == 1 else 'ies'} of durable "
+                f"topic {topic!r}: trimmed before delivery (ids {ids[0]} to {ids[-1]}); "
+                "raise maxlen.",
+                topic=topic,
+                count=len(ids),
+            )
         )
 
     def _release(self) -> None:
         """Stop reading; unacknowledged entries stay pending for other members."""
         with self._lock:
             self._buffer.clear()
-
-
-def _streams(reply: Any) -> list[tuple[str, list[Any]]]:
-    """Normalize XREAD/XREADGROUP replies (RESP2 list or RESP3 map) to (key, entries)."""
-    if not reply:
-        return []
-    items = reply.items() if isinstance(reply, dict) else reply
-    return [(_text(key), list(entries)) for key, entries in items]
-
-
-def _last_id(client: Any, key: str) -> str:
-    last = client.xrevrange(key, count=1)
-    return _text(last[0][0]) if last else "0"
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

@@ -25,7 +25,8 @@ Example:
 
 from __future__ import annotations
 
-from framework.stream.consumer import LossPolicy, StreamConsumer
+from framework.stream._backlog import DEFAULT_BACKLOG_BYTES, DEFAULT_BACKLOG_OBJECTS, BacklogBound
+from framework.stream.consumer import LOSS_GRACE, LossPolicy, StreamConsumer
 from framework.stream.events import (
     EndOfStreamEvent,
     Event,
@@ -38,11 +39,16 @@ from framework.stream.events import (
     event_to_dict,
 )
 from framework.stream.filters import Filter, NullFilter, SamplingFilter
-from framework.stream.producer import INLINE_LIMIT, StreamProducer
+from framework.stream.producer import DEFAULT_OBJECT_TTL, INLINE_LIMIT, StreamProducer
 from framework.stream.protocols import EventPublisher, EventSubscriber, Publisher, Subscriber
 
 __all__ = [
+    "DEFAULT_BACKLOG_BYTES",
+    "DEFAULT_BACKLOG_OBJECTS",
+    "DEFAULT_OBJECT_TTL",
     "INLINE_LIMIT",
+    "LOSS_GRACE",
+    "BacklogBound",
     "EndOfStreamEvent",
     "Event",
     "EventBatch",

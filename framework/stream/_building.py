@@ -6,34 +6,55 @@ and message layout is tested on its own.
 
 from __future__ import annotations
 
+import sys
+import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import pydantic_core
 
 from framework.buffers import Segments
 from framework.exceptions import SerializationError
-from framework.serialize import Serializer, dumps, encode_frame
+from framework.serialize import Serializer, dumps
 from framework.store import StagedBatch, Store
+from framework.stream._backlog import Backlog
 from framework.stream.events import (
-    EVENT_VERSION,
     EndOfStreamEvent,
     EventBatch,
     NewObjectEvent,
     NewObjectKeyEvent,
+    encode_envelope,
 )
 
 __all__ = ["BatchBuilder", "Fuse", "Outgoing"]
 
-#: (object, evict flag, metadata) of one buffered object.
-Item = tuple[Any, bool, dict[str, Any]]
+
+@dataclass
+class Item:
+    """One buffered object: the object, its evict flag and its metadata."""
+
+    obj: Any
+    evict: bool
+    metadata: dict[str, Any]
+
+
+def aggregate(aggregator: Callable[[list[Any]], Any] | None, items: list[Item]) -> list[Item]:
+    """``items`` as one aggregated item (metadata merged, later wins), or as they are."""
+    if aggregator is None or not items:
+        return items
+    metadata: dict[str, Any] = {}
+    for item in items:
+        metadata.update(item.metadata)
+    obj = aggregator([item.obj for item in items])
+    return [Item(obj, any(item.evict for item in items), metadata)]
+
 
 _EMPTY = Segments(())
 
 
-#: Stages a batch's store writes for a pipelined publish; ``None`` when it cannot.
-Fuse = Callable[[Store, Sequence[Any]], Optional[StagedBatch]]
+#: Stages a batch's store writes (objects, ttl) for the publisher; ``None`` when it cannot.
+Fuse = Callable[[Store, Sequence[Any], Optional[float]], Optional[StagedBatch]]
 
 
 @dataclass(frozen=True)
@@ -45,16 +66,30 @@ class Outgoing:
         final: Whether the batch ends its topic.
         message: The encoded message (empty for event-level publishers).
         batch: The batch as events (event-level publishers only).
-        writes: Store writes to send with the message (idempotent, so resent with it).
-        px: Lifetime (ms) of the written values.
+        commands: Store writes to run before the message (idempotent, so resent with it).
+        stored: ``(store, key, nbytes)`` of each object that waits in a store for a
+            consumer to evict it (the backlog that back-pressure bounds).
     """
 
     next_seq: int
     final: bool
     message: Segments = _EMPTY
     batch: EventBatch | None = None
-    writes: Sequence[tuple[str, Any]] = ()
-    px: int | None = None
+    commands: Sequence[tuple[Any, ...]] = ()
+    stored: Sequence[tuple[Store, str, int]] = ()
+
+
+@dataclass
+class TopicState:
+    """A producer's state of one topic."""
+
+    items: list[Item] = field(default_factory=list)
+    since: float | None = None  # monotonic time of the oldest buffered item (linger)
+    closed: bool = False  # close_topics() was called
+    ended: bool = False  # the end-of-stream event is built (pending or published)
+    pending: list[Outgoing] = field(default_factory=list)
+    next_seq: int = 0
+    backlog: Backlog = field(default_factory=Backlog)
 
 
 class BatchBuilder:
@@ -73,6 +108,7 @@ class BatchBuilder:
         inline_objects: Keep inline objects as Python objects in the events (for
             event-level publishers, which serialize themselves); no message is built.
         fuse: Stages store writes that the publisher sends with the message.
+        ttl: Lifetime (s) of objects put in a store that has no default lifetime.
     """
 
     def __init__(
@@ -85,8 +121,10 @@ class BatchBuilder:
         secret: bytes | None,
         inline_objects: bool,
         fuse: Fuse | None = None,
+        ttl: float | None = None,
     ) -> None:
         self.producer = producer
+        self.epoch = uuid.uuid4().hex[:12]  # this run's id (see EventBatch.epoch)
         self.inline_limit = inline_limit
         self.spill_store = spill_store
         self._serializer = serializer
@@ -94,6 +132,7 @@ class BatchBuilder:
         self._inline_objects = inline_objects
         self._configs: dict[int, tuple[Store, dict[str, Any]]] = {}
         self._fuse = fuse
+        self._ttl = ttl
 
     @staticmethod
     def check_metadata(topic: str, metadata: dict[str, Any]) -> None:
@@ -130,25 +169,30 @@ class BatchBuilder:
         events: list[dict[str, Any]] = []
         parts: list[Segments] = []
         config: dict[str, Any] | None = None
-        writes: Sequence[tuple[str, Any]] = ()
-        px = None
+        staged = _NOTHING
         if items and store is not None:
-            keys, writes, px = self._store(store, [obj for obj, _, _ in items])
+            staged = self._store(store, [item.obj for item in items])
             config = self._config(store)
-            events = [_key_event(key, item) for key, item in zip(keys, items, strict=True)]
+            events = [_key_event(key, item) for key, item in zip(staged.keys, items, strict=True)]
+            stored = _stored(store, staged.keys, items, [approx_size(i.obj) for i in items])
         elif items:
-            events, parts, config, writes, px = self._inline(items)
+            events, parts, config, staged, stored = self._inline(items)
+        else:
+            stored = []
         if eos:
             events.append({"type": "eos"})
-        header = {"v": EVENT_VERSION, "topic": topic, "producer": self.producer, "seq": seq}
+        header = {"topic": topic, "producer": self.producer, "epoch": self.epoch, "seq": seq}
         header.update(store_config=config, events=events)
-        message = encode_frame(header, parts, secret=self._secret)
-        return Outgoing(seq + len(events), eos, message, None, writes, px)
+        message = encode_envelope(header, parts, secret=self._secret)
+        return Outgoing(seq + len(events), eos, message, None, staged.commands, stored)
 
     def _store(self, store: Store, objs: list[Any]) -> StagedBatch:
         """Stage the writes of ``objs`` for the publisher, or put them in ``store`` right away."""
-        staged = self._fuse(store, objs) if self._fuse is not None else None
-        return staged if staged is not None else StagedBatch(store.put_batch(objs), [], None)
+        ttl = None if getattr(store, "default_ttl", None) else self._ttl
+        staged = self._fuse(store, objs, ttl) if self._fuse is not None else None
+        return (
+            staged if staged is not None else StagedBatch(store.put_batch(objs, ttl=ttl), [], None)
+        )
 
     def _build_events(
         self, topic: str, items: Sequence[Item], *, store: Store | None, eos: bool, seq: int
@@ -157,18 +201,23 @@ class BatchBuilder:
         events: list[Any] = []
         config = None
         if items and store is not None:
-            keys = store.put_batch([obj for obj, _, _ in items])
+            keys = self._store(store, [item.obj for item in items]).keys
             config = self._config(store)
             events = [
-                NewObjectKeyEvent(key=key, evict=evict, metadata=metadata)
-                for key, (_, evict, metadata) in zip(keys, items, strict=True)
+                NewObjectKeyEvent(key=key, evict=item.evict, metadata=item.metadata)
+                for key, item in zip(keys, items, strict=True)
             ]
         else:
-            events = [NewObjectEvent(obj=obj, metadata=meta) for obj, _, meta in items]
+            events = [NewObjectEvent(obj=i.obj, metadata=i.metadata) for i in items]
         if eos:
             events.append(EndOfStreamEvent())
         batch = EventBatch(
-            topic=topic, producer=self.producer, seq=seq, store_config=config, events=events
+            topic=topic,
+            producer=self.producer,
+            epoch=self.epoch,
+            seq=seq,
+            store_config=config,
+            events=events,
         )
         return Outgoing(batch.next_seq, eos, batch=batch)
 
@@ -180,27 +229,48 @@ class BatchBuilder:
         return cached[1]
 
     def _inline(self, items: Sequence[Item]) -> tuple[list[Any], list[Segments], Any, Any, Any]:
-        """Inline events (spilling oversized objects), parts, config, spill writes, px."""
-        frames = [dumps(obj, serializer=self._serializer) for obj, _, _ in items]
+        """Inline events (spilling oversized objects), parts, config, staged spill, stored."""
+        frames = [dumps(item.obj, serializer=self._serializer) for item in items]
         spill = self.spill_store
         big = [i for i, frame in enumerate(frames) if frame.nbytes > self.inline_limit]
-        spilled: list[str] = []
-        writes: Sequence[tuple[str, Any]] = ()
-        px = None
+        staged = _NOTHING
+        stored: list[tuple[Store, str, int]] = []
         if spill is not None and big:
-            spilled, writes, px = self._store(spill, [items[i][0] for i in big])
-        keys = dict(zip(big, spilled, strict=True)) if spilled else {}
+            staged = self._store(spill, [items[i].obj for i in big])
+            sizes = [frames[i].nbytes for i in big]
+            stored = _stored(spill, staged.keys, [items[i] for i in big], sizes)
+        keys = dict(zip(big, staged.keys, strict=True)) if staged.keys else {}
         events: list[dict[str, Any]] = []
         parts: list[Segments] = []
         for index, (item, frame) in enumerate(zip(items, frames, strict=True)):
             if index in keys:
                 events.append(_key_event(keys[index], item))
             else:
-                events.append({"type": "obj", "metadata": item[2], "part": len(parts)})
+                events.append({"type": "obj", "metadata": item.metadata, "part": len(parts)})
                 parts.append(frame)
         config = self._config(spill) if spill is not None and keys else None
-        return events, parts, config, writes, px
+        return events, parts, config, staged, stored
+
+
+_NOTHING = StagedBatch([], [], None)
+
+
+def _stored(
+    store: Store, keys: Sequence[str], items: Sequence[Item], sizes: Sequence[int]
+) -> list[tuple[Store, str, int]]:
+    """The objects consumers evict (evict flag set): the topic's backlog."""
+    return [
+        (store, key, size) for key, item, size in zip(keys, items, sizes, strict=True) if item.evict
+    ]
+
+
+def approx_size(obj: Any) -> int:
+    """Bytes held by ``obj``: its buffer size when it has one, else ``sys.getsizeof``."""
+    try:
+        return memoryview(obj).nbytes
+    except TypeError:
+        return sys.getsizeof(obj)
 
 
 def _key_event(key: str, item: Item) -> dict[str, Any]:
-    return {"type": "key", "key": key, "evict": item[1], "metadata": item[2]}
+    return {"type": "key", "key": key, "evict": item.evict, "metadata": item.metadata}

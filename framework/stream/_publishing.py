@@ -10,17 +10,18 @@ from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 from framework.exceptions import ConfigurationError
-from framework.pubsub.protocols import (
-    FinalMessagePublisher,
-    PipelinePublisher,
-    SegmentsPublisher,
+from framework.pubsub.protocols import AtomicPublisher, SegmentsPublisher
+from framework.store import StagedBatch, StagingStore, Store
+from framework.stream._backlog import (
+    DEFAULT_BACKLOG_BYTES,
+    DEFAULT_BACKLOG_OBJECTS,
+    BacklogBound,
 )
-from framework.store import RedisStore, StagedBatch, Store
 from framework.stream._building import Fuse, Outgoing
 from framework.stream._proxystore_events import with_event_fields
 from framework.stream.protocols import EventPublisher, Publisher
 
-__all__ = ["check_args", "check_signed", "fuser", "sender"]
+__all__ = ["check_args", "check_signed", "default_bound", "fuser", "sender"]
 
 
 def check_args(batch_size: int, linger: float | None, inline_limit: int) -> None:
@@ -30,6 +31,13 @@ def check_args(batch_size: int, linger: float | None, inline_limit: int) -> None
         raise ConfigurationError(f"linger must be a positive number of seconds, got {linger!r}.")
     if type(inline_limit) is not int or inline_limit < 0:
         raise ConfigurationError(f"inline_limit must be a non-negative int, got {inline_limit!r}.")
+
+
+def default_bound(publisher: Publisher) -> BacklogBound | None:
+    """Back-pressure by default on durable publishers (whose messages stay), else off."""
+    if getattr(publisher, "durable", False) is True:
+        return BacklogBound(objects=DEFAULT_BACKLOG_OBJECTS, nbytes=DEFAULT_BACKLOG_BYTES)
+    return None
 
 
 def check_signed(secret: bytes | None, stores: Sequence[Any]) -> None:
@@ -49,45 +57,48 @@ def check_signed(secret: bytes | None, stores: Sequence[Any]) -> None:
             )
 
 
-def sender(publisher: Publisher) -> Callable[[str, Outgoing], None]:
-    """Pick, once, how batches reach ``publisher`` (isinstance on protocols is slow)."""
+def sender(publisher: Publisher, source: str) -> Callable[[str, Outgoing], None]:
+    """Pick, once, how batches reach ``publisher`` (isinstance on protocols is slow).
+
+    An :class:`~framework.pubsub.AtomicPublisher` gets the batch's staged store writes
+    with the message; any other message publisher gets the message alone (its objects
+    were stored before the batch was built); event-level publishers get the batch.
+    """
     if isinstance(publisher, EventPublisher):
         events = publisher
         # ProxyStore's event publishers read topic and store config on each event.
         return lambda topic, out: events.send_events(with_event_fields(out.batch))
-    final = publisher if isinstance(publisher, FinalMessagePublisher) else None
-    pipelined = publisher if isinstance(publisher, PipelinePublisher) else None
+    if isinstance(publisher, AtomicPublisher):
+        atomic = publisher
+
+        def publish(topic: str, out: Outgoing) -> None:
+            atomic.publish(
+                topic, out.message, commands=out.commands, final=out.final, source=source
+            )
+
+        return publish
     segments = isinstance(publisher, SegmentsPublisher)
     messages = cast(Any, publisher)
-
-    def send(topic: str, out: Outgoing) -> None:
-        if out.writes and pipelined is not None:
-            pipelined.send_message_with_writes(
-                topic, out.message, out.writes, px=out.px, final=out.final
-            )
-        elif out.final and final is not None:
-            final.send_final_message(topic, out.message)
-        else:
-            messages.send_message(topic, out.message if segments else out.message.join())
-
-    return send
+    return lambda topic, out: messages.send_message(
+        topic, out.message if segments else out.message.join()
+    )
 
 
 def fuser(publisher: Publisher) -> Fuse | None:
-    """Store-and-publish in one round trip when the publisher can pipeline writes.
+    """Stage store writes for the publisher when it can run them with the message.
 
-    A ``RedisStore`` on the publisher's own connection stages its writes
-    (:meth:`~framework.store.RedisStore.stage_batch`) and the publisher sends them in
-    the round trip that publishes the keys; other stores are written by ``put_batch``.
+    A :class:`~framework.store.StagingStore` on the publisher's own connection hands
+    its writes to the publisher (:meth:`~framework.store.RedisStore.stage_batch`),
+    which runs them before the message that names the keys, atomically; other stores
+    are written by ``put_batch`` before the message is built.
     """
-    if not isinstance(publisher, PipelinePublisher):
+    if not isinstance(publisher, AtomicPublisher):
         return None
     connection = publisher.connection
 
-    def fuse(store: Store, objs: Sequence[Any]) -> StagedBatch | None:
-        # Exactly the class: a subclass may store differently from what it stages.
-        if type(store) is not RedisStore or store.connection is not connection:
+    def fuse(store: Store, objs: Sequence[Any], ttl: float | None) -> StagedBatch | None:
+        if not isinstance(store, StagingStore) or store.connection is not connection:
             return None
-        return store.stage_batch(objs)
+        return store.stage_batch(objs, ttl=ttl)
 
     return fuse

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
-import sys
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Union
 
 import pydantic_core
 
 from framework.exceptions import (
+    BackendError,
+    ConfigurationError,
+    FrameworkError,
     FramingError,
     MessageLossError,
     MissingSignatureError,
@@ -21,15 +25,17 @@ from framework.exceptions import (
 from framework.pubsub.protocols import DescribedSubscriber
 from framework.serialize import loads
 from framework.store import Store, get_or_create_store
-from framework.stream.events import Event, EventBatch, NewObjectEvent, NewObjectKeyEvent
+from framework.stream._building import approx_size
+from framework.stream.events import EventBatch, NewObjectEvent, NewObjectKeyEvent
 from framework.stream.protocols import Subscriber
 
 __all__ = [
     "Entry",
     "LossPolicy",
-    "Sequencer",
+    "check_args",
     "described",
     "fetch_run",
+    "handing",
     "report_loss",
     "resolve_inline",
     "select_run",
@@ -78,53 +84,45 @@ class Entry:
         return self.value
 
 
-class Sequencer:
-    """Checks each producer's sequence numbers per topic: drops duplicates, finds gaps.
+@contextlib.contextmanager
+def handing(entry: Entry, queue: deque[Any], handed: Callable[[Entry], None]) -> Iterator[None]:
+    """Hand ``entry`` over: it counts as consumed (``handed``) only if the block succeeds.
 
-    Args:
-        complete: The subscriber sees every event of its topics in order, so a
-            gap means loss. When False (a consumer-group member sees its share
-            only) batches pass unchecked.
+    A transient failure (Redis unreachable, any non-framework error) puts it back at
+    the front of ``queue``, so the next call tries again and a durable entry stays
+    pending (redelivered to another member if this consumer dies). A permanent one
+    (the object is gone, forged or unreadable) consumes it: it would fail forever.
     """
+    try:
+        yield
+    except BackendError:
+        queue.appendleft(entry)
+        raise
+    except FrameworkError:
+        handed(entry)
+        raise
+    except BaseException:
+        queue.appendleft(entry)
+        raise
+    handed(entry)
 
-    def __init__(self, *, complete: bool) -> None:
-        self.complete = complete
-        self._expected: dict[tuple[str, str], int] = {}
 
-    def admit(self, batch: EventBatch) -> tuple[list[Event], MessageLossError | None]:
-        """Return the batch's new events and the loss its numbering reveals, if any."""
-        if not self.complete or not batch.producer:
-            return list(batch.events), None
-        key = (batch.topic, batch.producer)
-        expected = self._expected.get(key)
-        if expected is None:
-            if batch.seq:
-                logger.info(
-                    "First events of producer %r on topic %r start at sequence %d",
-                    batch.producer,
-                    batch.topic,
-                    batch.seq,
-                )
-            self._expected[key] = batch.next_seq
-            return list(batch.events), None
-        if batch.next_seq <= expected:
-            logger.debug("Dropping a duplicate batch %s:%d", batch.producer, batch.seq)
-            return [], None
-        self._expected[key] = batch.next_seq
-        if batch.seq < expected:
-            return list(batch.events[expected - batch.seq :]), None
-        if batch.seq > expected:
-            return list(batch.events), MessageLossError.gap(
-                batch.topic, batch.producer, expected, batch.seq
-            )
-        return list(batch.events), None
+def check_args(on_loss: Any, timeout: float | None, *, secret: bytes | None, events: bool) -> None:
+    """Check a consumer's arguments.
 
-    def forget(self, topic: str | None) -> None:
-        """Restart numbering after a reported interruption (of ``topic``, or of all)."""
-        if topic is None:
-            self._expected.clear()
-        else:
-            self._expected = {k: v for k, v in self._expected.items() if k[0] != topic}
+    Raises:
+        ConfigurationError: If ``on_loss`` or ``timeout`` is invalid, or a secret is
+            given with an event-level subscriber (it deserializes unverified).
+    """
+    if not (on_loss in ("raise", "warn") or callable(on_loss)):
+        raise ConfigurationError(f"on_loss must be 'raise', 'warn' or a callable: {on_loss!r}.")
+    if timeout is not None and not timeout >= 0:
+        raise ConfigurationError(f"timeout must be >= 0 seconds or None, got {timeout!r}.")
+    if secret is not None and events:
+        raise ConfigurationError(
+            "An event-level subscriber deserializes messages itself, so a consumer "
+            "secret cannot be checked first; use a message-level subscriber."
+        )
 
 
 def resolve_inline(entry: Entry, allow_pickle: bool) -> Any:
@@ -208,14 +206,6 @@ def fetch_run(store: Store, run: Sequence[Entry], *, evict: bool) -> int:
 
 def _evict_flag(entry: Entry) -> bool:
     return bool(getattr(entry.event, "evict", False))
-
-
-def approx_size(obj: Any) -> int:
-    """Bytes held by ``obj``: its buffer size when it has one, else ``sys.getsizeof``."""
-    try:
-        return memoryview(obj).nbytes
-    except TypeError:
-        return sys.getsizeof(obj)
 
 
 #: What to do about lost events: raise, warn (RuntimeWarning) or call a function.

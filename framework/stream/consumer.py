@@ -2,10 +2,15 @@
 
 ProxyStore's ``StreamConsumer`` API, with these fixes:
 
-* loss is never silent: sequence gaps and interrupted subscriptions are raised or
-  reported as :class:`~framework.exceptions.MessageLossError` (``on_loss``), and
-  duplicates (a producer's resend) are dropped;
-* a consumer of several topics ends once every topic has ended;
+* loss is never silent: sequence gaps, late starts and interrupted subscriptions
+  are reported as :class:`~framework.exceptions.MessageLossError` (``on_loss``)
+  naming the producer and the lost range, "lost" or "possibly lost"; duplicates
+  (a producer's resend) are dropped, a restarted producer (new epoch) is not;
+* a topic ends once every producer seen on it has ended, and a consumer of several
+  topics once every topic has; after an interruption it never waits forever
+  for an end that may have been lost (``loss_grace``);
+* an item counts as consumed only once it reached the caller: a failed fetch
+  leaves it queued (and, on a durable topic, pending) for the next call;
 * ``next_object`` returns a stored ``None`` (stores tell ``None`` from missing) and
   fetches the rest of a batch in one round trip;
 * waits may time out (:class:`~framework.exceptions.ReceiveTimeout`);
@@ -18,6 +23,7 @@ ProxyStore's ``StreamConsumer`` API, with these fixes:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections import deque
@@ -25,21 +31,27 @@ from collections.abc import Callable, Generator
 from types import TracebackType
 from typing import Any, Generic, TypeVar, cast
 
-from framework.exceptions import ConfigurationError, FrameworkError, MessageLossError
+from framework.exceptions import (
+    FrameworkError,
+    MessageLossError,
+    ReceiveTimeout,
+)
 from framework.pubsub.protocols import AckingSubscriber, PollingSubscriber
 from framework.store import Store, unregister_store
 from framework.stream._reading import (
     Entry,
     LossPolicy,
-    Sequencer,
+    check_args,
     described,
     fetch_run,
+    handing,
     report_loss,
     resolve_inline,
     select_run,
     store_for,
     warn_pickle_trust,
 )
+from framework.stream._sequencing import Sequencer
 from framework.stream.events import (
     EndOfStreamEvent,
     EventBatch,
@@ -49,7 +61,7 @@ from framework.stream.events import (
 from framework.stream.filters import Filter, NullFilter
 from framework.stream.protocols import EventSubscriber, Subscriber
 
-__all__ = ["LossPolicy", "StreamConsumer"]
+__all__ = ["LOSS_GRACE", "LossPolicy", "StreamConsumer"]
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +71,8 @@ T = TypeVar("T")
 DRAIN_LIMIT = 1024
 #: Most objects fetched in one round trip.
 MAX_WINDOW = 1024
+#: Default seconds an interrupted consumer waits for a producer to show what was lost.
+LOSS_GRACE = 30.0
 
 
 class StreamConsumer(Generic[T]):
@@ -85,6 +99,10 @@ class StreamConsumer(Generic[T]):
         allow_pickle: Accept inline objects that need unpickling.
         prefetch_bytes: Rough memory budget for the objects ``next_object``
             fetches ahead from one batch.
+        loss_grace: After an interrupted subscription, each producer's next batch
+            shows whether events were lost; a producer silent for this long (s) is
+            reported as possibly lost (its end-of-stream may have been among the
+            lost events) and counts as ended, so the consumer never waits forever.
 
     Raises:
         ConfigurationError: If ``on_loss`` or ``timeout`` is invalid, or ``secret`` is
@@ -101,11 +119,12 @@ class StreamConsumer(Generic[T]):
         secret: bytes | None = None,
         allow_pickle: bool = True,
         prefetch_bytes: int = 4 * 1024 * 1024,
+        loss_grace: float = LOSS_GRACE,
     ) -> None:
-        if not (on_loss in ("raise", "warn") or callable(on_loss)):
-            raise ConfigurationError(f"on_loss must be 'raise', 'warn' or a callable: {on_loss!r}.")
-        if timeout is not None and not timeout >= 0:
-            raise ConfigurationError(f"timeout must be >= 0 seconds or None, got {timeout!r}.")
+        self._events = isinstance(subscriber, EventSubscriber)
+        check_args(on_loss, timeout, secret=secret, events=self._events)
+        if secret is None and allow_pickle:
+            warn_pickle_trust()
         self.subscriber = subscriber
         self._filter: Filter = filter_ if filter_ is not None else NullFilter()
         self._timeout = timeout
@@ -113,14 +132,6 @@ class StreamConsumer(Generic[T]):
         self._secret = secret
         self._allow_pickle = allow_pickle
         self._prefetch_bytes = prefetch_bytes
-        self._events = isinstance(subscriber, EventSubscriber)
-        if secret is not None and self._events:
-            raise ConfigurationError(
-                "An event-level subscriber deserializes messages itself, so a consumer "
-                "secret cannot be checked first; use a message-level subscriber."
-            )
-        if secret is None and allow_pickle:
-            warn_pickle_trust()
         self._acking = isinstance(subscriber, AckingSubscriber) and bool(subscriber.acks)
         self._topics, complete = described(subscriber)
         self._sequencer = Sequencer(complete=complete)
@@ -128,7 +139,7 @@ class StreamConsumer(Generic[T]):
         self._stores: dict[bytes, Store] = {}
         self._deferred: list[tuple[Store, str]] = []
         self._seen: set[str] = set()
-        self._ended: set[str] = set()
+        self._loss_grace = loss_grace
         self._exhausted = False
         self._ack_due = False
         self._window = 1
@@ -170,7 +181,7 @@ class StreamConsumer(Generic[T]):
             MessageLossError: If events were lost and ``on_loss`` is ``"raise"``.
         """
         entry = self._take()
-        try:
+        with self._handing(entry):
             if isinstance(entry.event, NewObjectEvent):
                 value = resolve_inline(entry, self._allow_pickle)
             elif entry.fetched:
@@ -178,8 +189,6 @@ class StreamConsumer(Generic[T]):
             else:
                 store = self._store(entry.batch)
                 value = store.proxy_from_key(entry.event.key, evict=entry.event.evict)
-        finally:
-            self._handed(entry)
         return entry.event.metadata, value
 
     def next_object(self) -> T:
@@ -206,40 +215,26 @@ class StreamConsumer(Generic[T]):
             ObjectNotFoundError: If the object is no longer in its store.
         """
         entry = self._take()
-        try:
+        with self._handing(entry):
             if isinstance(entry.event, NewObjectEvent):
                 value = resolve_inline(entry, self._allow_pickle)
             else:
                 if not entry.fetched:
                     self._prefetch(entry)
                 value = entry.result()
-        finally:
-            self._handed(entry)
         return entry.event.metadata, cast(T, value)
 
     def iter_with_metadata(self) -> Generator[tuple[dict[str, Any], Any], None, None]:
         """Yield ``(metadata, item)`` tuples until the stream ends (see :meth:`next`)."""
-        while True:
-            try:
-                yield self.next_with_metadata()
-            except StopIteration:
-                return
+        return _until_stop(self.next_with_metadata)
 
     def iter_objects(self) -> Generator[T, None, None]:
         """Yield objects until the stream ends (see :meth:`next_object`)."""
-        while True:
-            try:
-                yield self.next_object()
-            except StopIteration:
-                return
+        return _until_stop(self.next_object)
 
     def iter_objects_with_metadata(self) -> Generator[tuple[dict[str, Any], T], None, None]:
         """Yield ``(metadata, object)`` tuples until the stream ends."""
-        while True:
-            try:
-                yield self.next_object_with_metadata()
-            except StopIteration:
-                return
+        return _until_stop(self.next_object_with_metadata)
 
     def close(self, *, stores: bool = False, subscriber: bool = True) -> None:
         """Close the consumer (idempotent).
@@ -279,9 +274,17 @@ class StreamConsumer(Generic[T]):
 
     @property
     def _finished(self) -> bool:
-        """Whether every topic has ended (topics are the subscriber's, else those seen)."""
+        """Whether every topic has ended (topics are the subscriber's, else those seen).
+
+        In a consumer group the end-of-stream event reaches one member, possibly before
+        other members' pending messages are done: there the subscriber ends each member
+        once the group has drained, so the events are only hints.
+        """
+        if self._exhausted:
+            return True
         target = self._topics or self._seen
-        return self._exhausted or (bool(target) and target <= self._ended)
+        ended = self._sequencer.ended
+        return not self._acking and bool(target) and all(ended(t) for t in target)
 
     def _take(self) -> Entry:
         if self._ack_due:  # the caller is back for more: it is done with the last message
@@ -300,30 +303,34 @@ class StreamConsumer(Generic[T]):
 
     def _receive(self, deadline: float | None) -> None:
         """Wait for one message, then queue it and whatever else is already waiting."""
+        suspect = self._sequencer.next_check()
+        due = None if suspect is None else suspect + self._loss_grace
         try:
-            message = self._read(deadline)
+            self._accept(
+                *self._read(due if deadline is None or (due and due < deadline) else deadline)
+            )
+            # Queue messages already here: their objects are then fetched together.
+            while self._drain is not None and len(self._queue) < DRAIN_LIMIT:
+                data = self._drain()
+                if data is None:
+                    return
+                self._accept(*self._decode(data))
         except StopIteration:
             self._exhausted = True
-            return
         except MessageLossError as err:  # the subscription was interrupted
-            self._sequencer.forget(None if err.producer is None else err.topic)
-            self._report(err)
-            return
-        self._accept(*message)
-        # Queue messages that are already here: their objects are then fetched together.
-        while self._drain is not None and len(self._queue) < DRAIN_LIMIT:
-            try:
-                data = self._drain()
-            except StopIteration:
-                self._exhausted = True
-                return
-            except MessageLossError as err:
-                self._sequencer.forget(None if err.producer is None else err.topic)
-                self._queue.append(err)
-                return
-            if data is None:
-                return
-            self._accept(*self._decode(data))
+            self._interrupted(err)
+        except ReceiveTimeout:
+            if due is None or time.monotonic() < due:
+                raise
+            self._queue.extend(self._sequencer.overdue(time.monotonic(), self._loss_grace))
+
+    def _interrupted(self, err: MessageLossError) -> None:
+        """An interrupted subscription: check the producers' next numbers, or report it."""
+        if err.possible and err.producer is None and self._sequencer.complete:
+            logger.warning("%s Checking each producer's sequence numbers.", err)
+            self._sequencer.interrupt(time.monotonic())
+        else:
+            self._queue.append(err)
 
     def _read(self, deadline: float | None) -> tuple[EventBatch, list[memoryview]]:
         kwargs: dict[str, Any] = {}
@@ -346,18 +353,11 @@ class StreamConsumer(Generic[T]):
         events, loss = self._sequencer.admit(batch)
         if loss is not None:
             self._queue.append(loss)  # reported once the items before the gap are out
-        if topic in self._ended and events:
-            logger.warning("Dropping %d event(s) of topic %r: it has ended", len(events), topic)
-            events = []
         entries: list[Entry] = []
         for event in events:
             if isinstance(event, EndOfStreamEvent):
-                # In a consumer group the end reaches one member, possibly before other
-                # members' pending messages are done: the subscriber ends each member
-                # once the group has drained, so the event is only a hint there.
-                if not self._acking:
-                    self._ended.add(topic)
-            elif self._filter(event.metadata):
+                continue  # the sequencer counts the producer as ended
+            if self._filter(event.metadata):
                 if not isinstance(event, NewObjectEvent) and event.evict:
                     self._deferred.append((self._store(batch), event.key))
             else:
@@ -367,6 +367,9 @@ class StreamConsumer(Generic[T]):
             self._queue.extend(entries)
         else:
             self._ack()
+
+    def _handing(self, entry: Entry) -> contextlib.AbstractContextManager[None]:
+        return handing(entry, self._queue, self._handed)
 
     def _handed(self, entry: Entry) -> None:
         self._ack_due = self._ack_due or entry.ack
@@ -394,3 +397,11 @@ class StreamConsumer(Generic[T]):
         if not evicting:
             self._deferred += [(store, e.event.key) for e in run if e.event.evict]  # type: ignore[union-attr]
         self._window = max(1, min(MAX_WINDOW, self._prefetch_bytes // max(average, 1)))
+
+
+def _until_stop(get: Callable[[], Any]) -> Generator[Any, None, None]:
+    while True:
+        try:
+            yield get()
+        except StopIteration:
+            return

@@ -19,21 +19,26 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Generic, Optional, TypeVar, cast
 
-from framework.exceptions import ClosedError, SerializationError, TopicClosedError
+from framework.exceptions import (
+    BacklogFullError,
+    ClosedError,
+    SerializationError,
+    TopicClosedError,
+)
 from framework.pubsub.protocols import UNSET, Unset
 from framework.serialize import Serializer
 from framework.store import Store, unregister_store
-from framework.stream._building import BatchBuilder, Outgoing
-from framework.stream._publishing import check_args, check_signed, fuser, sender
+from framework.stream._backlog import BacklogBound
+from framework.stream._building import BatchBuilder, Item, TopicState, aggregate, approx_size
+from framework.stream._publishing import check_args, check_signed, default_bound, fuser, sender
 from framework.stream._spill import default_spill_store
 from framework.stream.filters import Filter, NullFilter
 from framework.stream.protocols import EventPublisher, Publisher
 
-__all__ = ["INLINE_LIMIT", "StreamProducer"]
+__all__ = ["DEFAULT_OBJECT_TTL", "INLINE_LIMIT", "StreamProducer"]
 
 logger = logging.getLogger(__name__)
 
@@ -41,27 +46,12 @@ T = TypeVar("T")
 
 #: Inline objects whose serialized size exceeds this many bytes are spilled to a store.
 INLINE_LIMIT = 64 * 1024
+#: Default lifetime (s) of stored objects when their store sets none (a safety net).
+DEFAULT_OBJECT_TTL = 24 * 3600.0
 #: Seconds close() waits for the linger thread to stop.
 JOIN_TIMEOUT = 5.0
 #: Longest sleep (s) of an idle linger thread between checks of its stop flag.
 IDLE_WAIT = 1.0
-
-
-@dataclass
-class _Item:
-    obj: Any
-    evict: bool
-    metadata: dict[str, Any]
-
-
-@dataclass
-class _Topic:
-    items: list[_Item] = field(default_factory=list)
-    since: float | None = None  # monotonic time of the oldest buffered item (linger)
-    closed: bool = False  # close_topics() was called
-    ended: bool = False  # the end-of-stream event is built (pending or published)
-    pending: list[Outgoing] = field(default_factory=list)
-    next_seq: int = 0
 
 
 class StreamProducer(Generic[T]):
@@ -86,6 +76,14 @@ class StreamProducer(Generic[T]):
             ``fw-spill`` while the producer is open), objects expiring after
             ``spill_ttl``; ``None`` never spills.
         spill_ttl: Lifetime (s) of spilled objects, so unconsumed ones expire.
+        ttl: Lifetime (s) of objects put in a store that has no default lifetime of
+            its own: a safety net, so objects whose events were lost do not stay in
+            Redis forever. ``None`` keeps them until consumed.
+        backlog: Bound on each topic's unconsumed stored objects (see
+            :class:`~framework.stream.BacklogBound`): at the bound, sending waits for
+            consumers, up to its timeout, then raises ``BacklogFullError``. By default
+            on for durable publishers (``DEFAULT_BACKLOG_OBJECTS`` objects,
+            ``DEFAULT_BACKLOG_BYTES`` bytes, 60 s) and off otherwise; ``None``: off.
         serializer: Serializer of inline objects (default: raw or cloudpickle).
         secret: Sign every message with this shared HMAC key. The default spill
             store signs with it too; a given store must sign its objects (be built
@@ -113,6 +111,8 @@ class StreamProducer(Generic[T]):
         serializer: Serializer | None = None,
         secret: bytes | None = None,
         producer_id: str | None = None,
+        ttl: float | None = DEFAULT_OBJECT_TTL,
+        backlog: BacklogBound | Unset | None = UNSET,
     ) -> None:
         check_args(batch_size, linger, inline_limit)
         check_signed(secret, [default_store, spill_store, *(stores or {}).values()])
@@ -133,13 +133,15 @@ class StreamProducer(Generic[T]):
             secret=secret,
             inline_objects=isinstance(publisher, EventPublisher),
             fuse=fuser(publisher),
+            ttl=ttl,
         )
-        self._send = sender(publisher)
-        self._topics: dict[str, _Topic] = {}
+        self._send = sender(publisher, self.producer_id)
+        self._bound = default_bound(publisher) if isinstance(backlog, Unset) else backlog
+        self._topics: dict[str, TopicState] = {}
         self._lock = threading.RLock()
         self._wake = threading.Condition(self._lock)  # wakes the linger thread
         self._thread: threading.Thread | None = None
-        self._stopping = self._closed = False
+        self._stopping = self._closed = self._released = False
 
     # -- sending ---------------------------------------------------------------------------
 
@@ -169,6 +171,8 @@ class StreamProducer(Generic[T]):
             ClosedError: If the producer was closed.
             SerializationError: If the metadata is not JSON-serialisable.
             BackendError: If flushing a full batch failed (the batch stays buffered).
+            BacklogFullError: If the topic's backlog stayed at its bound (``backlog``)
+                for the whole timeout; ``obj`` was not accepted, send it again later.
         """
         metadata = {} if metadata is None else metadata
         with self._lock:
@@ -176,21 +180,25 @@ class StreamProducer(Generic[T]):
             if self._filter(metadata):
                 return
             self._builder.check_metadata(topic, metadata)
-            state.items.append(_Item(obj, evict, metadata))
+            state.items.append(Item(obj, evict, metadata))
             if len(state.items) >= self._batch_size:
-                self._flush_locked(topic, state)
+                try:
+                    self._flush_locked(topic, state)
+                except BacklogFullError:
+                    state.items.pop()
+                    raise
             elif self._linger is not None and state.since is None:
                 state.since = time.monotonic()
                 self._start_linger()
                 self._wake.notify()
 
-    def _open_topic(self, topic: str) -> _Topic:
+    def _open_topic(self, topic: str) -> TopicState:
         """The buffer of ``topic``, which must still accept objects."""
         if self._closed:
             raise ClosedError(f"Cannot send to topic {topic!r}: the producer is closed.")
         state = self._topics.get(topic)
         if state is None:
-            state = self._topics[topic] = _Topic()
+            state = self._topics[topic] = TopicState()
         if state.closed:
             raise TopicClosedError(f"Topic {topic!r} has been closed.")
         return state
@@ -239,22 +247,25 @@ class StreamProducer(Generic[T]):
         """
         with self._lock:
             for topic in topics:
-                state = self._topics.setdefault(topic, _Topic())
+                state = self._topics.setdefault(topic, TopicState())
                 state.closed = True
                 self._flush_locked(topic, state)
 
     # -- internals ---------------------------------------------------------------------------
 
-    def _flush_locked(self, topic: str, state: _Topic) -> None:
+    def _flush_locked(self, topic: str, state: TopicState) -> None:
         self._publish_pending(topic, state)
         eos = state.closed and not state.ended
         if not state.items and not eos:
             return
-        items = self._aggregate(state.items)
+        items = aggregate(self._aggregator, state.items)
+        if self._bound is not None and items:
+            nbytes = sum(approx_size(item.obj) for item in items if item.evict)
+            state.backlog.wait_for_room(topic, self._bound, len(items), nbytes)
         try:
             out = self._builder.build(
                 topic,
-                [(i.obj, i.evict, i.metadata) for i in items],
+                items,
                 store=self._store_for(topic),
                 eos=eos,
                 seq=state.next_seq,
@@ -266,24 +277,16 @@ class StreamProducer(Generic[T]):
         state.items, state.since = [], None
         state.next_seq = out.next_seq
         state.ended = state.ended or eos
+        state.backlog.add(out.stored)
         state.pending.append(out)
         self._publish_pending(topic, state)
-
-    def _aggregate(self, items: list[_Item]) -> list[_Item]:
-        if self._aggregator is None or not items:
-            return items
-        metadata: dict[str, Any] = {}
-        for item in items:
-            metadata.update(item.metadata)
-        obj = self._aggregator([item.obj for item in items])
-        return [_Item(obj, any(item.evict for item in items), metadata)]
 
     def _store_for(self, topic: str) -> Store | None:
         if topic in self._stores:
             return self._stores[topic]
         return self._default_store
 
-    def _publish_pending(self, topic: str, state: _Topic) -> None:
+    def _publish_pending(self, topic: str, state: TopicState) -> None:
         while state.pending:
             self._send(topic, state.pending[0])
             state.pending.pop(0)
@@ -339,8 +342,10 @@ class StreamProducer(Generic[T]):
     ) -> None:
         """Close the producer: end ``topics``, flush every buffer, release resources.
 
-        Unlike ProxyStore, buffered objects are flushed, not lost. Calling it again
-        does nothing.
+        Unlike ProxyStore, buffered objects are flushed, not lost. If the flush fails,
+        the error is raised and nothing is released: calling ``close()`` again
+        publishes what is left (or raises again). Once it succeeded, calling it again
+        does nothing. No object is accepted after the first call.
 
         Args:
             topics: Topics to end first (as :meth:`close_topics`).
@@ -348,19 +353,20 @@ class StreamProducer(Generic[T]):
             stores: Close and unregister the stores given to the producer.
 
         Raises:
-            BackendError: If the final flush failed (resources are released anyway).
+            BackendError: If the final flush failed (retry by calling ``close()`` again).
         """
         with self._lock:
-            if self._closed:
+            if self._released:
                 return
-        try:
-            self.close_topics(*topics)
-            self.flush()
-        finally:
-            with self._lock:
-                self._closed = True
-            self._stop_linger()
-            self._release(publisher=publisher, stores=stores)
+            self._closed = True
+        self._stop_linger()
+        self.close_topics(*topics)
+        self.flush()
+        with self._lock:
+            if self._released:
+                return
+            self._released = True
+        self._release(publisher=publisher, stores=stores)
 
     def _release(self, *, publisher: bool, stores: bool) -> None:
         spill = self._builder.spill_store

@@ -9,7 +9,7 @@ from framework.connection import RedisConnection
 from framework.exceptions import ConfigurationError, MessageLossError, ReceiveTimeout
 from framework.pubsub import (
     AckingSubscriber,
-    FinalMessagePublisher,
+    AtomicPublisher,
     RedisStreamPublisher,
     RedisStreamSubscriber,
 )
@@ -114,11 +114,11 @@ def test_every_group_member_ends_after_the_final_message(any_conn: RedisConnecti
         RedisStreamSubscriber(any_conn, ["t", "u"], group="g", consumer=c, timeout=5) for c in "abc"
     ]
     with RedisStreamPublisher(any_conn) as pub:
-        assert isinstance(pub, FinalMessagePublisher)
-        pub.send_message("t", b"x")
-        pub.send_final_message("t", b"end-t")
-        pub.send_final_message("u", b"end-u")
-    assert any_conn.client.exists(any_conn.keys.events_end("t"))
+        assert isinstance(pub, AtomicPublisher)
+        pub.publish("t", b"x", source="p")
+        pub.publish("t", b"end-t", final=True, source="p")
+        pub.publish("u", b"end-u", final=True, source="p")
+    assert any_conn.client.hgetall(any_conn.keys.events_end("t"))[b"p"].startswith(b"end:")
     got = [m for member in members for m in _drain(member)]
     assert sorted(got) == [b"end-t", b"end-u", b"x"]
     for member in members:  # every member has ended, not only those that got the end

@@ -1,0 +1,82 @@
+"""Redis stream helpers shared by durable topics and cell inboxes: reply shapes, groups.
+
+* :func:`stream_entries` normalizes ``XREAD``/``XREADGROUP`` replies, which are a
+  list under RESP2 and a map under RESP3 (redis-py's ``parse_xread_unified``).
+* :func:`ensure_group` creates a consumer group (and its stream) once, treating
+  ``BUSYGROUP`` as success, and gives a stream it created the caller's TTL, so no
+  key is left without one.
+* :func:`is_missing_group` recognizes the ``NOGROUP`` error of a read whose group
+  (or stream) vanished, e.g. after a Redis restart without persistence.
+
+Errors are mapped once, through :meth:`RedisConnection.mapped_errors`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from redis.exceptions import ResponseError
+
+from framework.connection import RedisConnection
+from framework.exceptions import BackendError
+
+__all__ = ["ensure_group", "is_missing_group", "last_id", "stream_entries", "text"]
+
+
+def stream_entries(reply: Any) -> list[tuple[bytes, list[Any]]]:
+    """Normalize an XREAD/XREADGROUP reply (RESP2 list or RESP3 map) to (key, entries)."""
+    if not reply:
+        return []
+    items = reply.items() if isinstance(reply, dict) else reply
+    return [(key, list(entries)) for key, entries in items]
+
+
+def text(value: Any) -> str:
+    """A reply value (bytes or str) as ``str``."""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def last_id(conn: RedisConnection, key: str) -> str:
+    """The id of the stream's last entry, ``"0"`` when it is empty or absent.
+
+    Raises:
+        BackendError: If Redis failed.
+    """
+    with conn.mapped_errors(f"read the last entry of {key!r}", command="XREVRANGE"):
+        last = conn.client.xrevrange(key, count=1)
+    return text(last[0][0]) if last else "0"
+
+
+def ensure_group(
+    conn: RedisConnection, key: str, group: str, *, start: str, ttl_ms: int | None
+) -> bool:
+    """Create ``group`` on stream ``key`` at ``start`` (and the stream) unless it exists.
+
+    Args:
+        conn: The connection.
+        key: The stream.
+        group: The consumer group.
+        start: First entry id the group delivers after (``"0"``: all, ``"$"``: new).
+        ttl_ms: TTL given to the stream if it has none (a stream this call created).
+
+    Returns:
+        True if the group was created, False if it existed.
+
+    Raises:
+        BackendError: If Redis failed.
+    """
+    with conn.mapped_errors(f"create group {group!r} of {key!r}", command="XGROUP"):
+        try:
+            conn.client.xgroup_create(key, group, id=start, mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+            return False
+        if ttl_ms:
+            conn.client.pexpire(key, ttl_ms, nx=True)
+    return True
+
+
+def is_missing_group(exc: BackendError) -> bool:
+    """Whether a read failed because its consumer group (or stream) does not exist."""
+    return "NOGROUP" in str(exc)
