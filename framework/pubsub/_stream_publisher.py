@@ -74,7 +74,8 @@ class RedisStreamPublisher(RedisShim):
         maxlen: Keep about this many entries per topic (``None``: never trim).
         ttl: Expire a topic's stream this long (s) after its last refresh (``None``:
             never). A publisher refreshes it on its first message to a topic, after
-            a failure, and then every quarter of ``ttl``.
+            a failure, with a final message and then every quarter of ``ttl``; every
+            message also gives a stream that has no TTL (re-created) one.
 
     Attributes:
         connection: The connection in use.
@@ -147,8 +148,12 @@ class RedisStreamPublisher(RedisShim):
             tail.append(("HSET", producers, source, f"end:{self._run}"))
         now = time.monotonic()
         refresh = self._ttl_ms and now >= self._refresh_at.get(topic, 0.0)
-        if refresh:
+        if refresh or (self._ttl_ms and final):
             tail += [("PEXPIRE", key, self._ttl_ms), ("PEXPIRE", producers, self._ttl_ms)]
+        elif self._ttl_ms:
+            # Cheap insurance: a stream that XADD just created again (Redis restarted
+            # without noticing us) gets its TTL; an existing one is left alone.
+            tail.append(("PEXPIRE", key, self._ttl_ms, "NX"))
         try:
             with self._errors(f"append to topic {topic!r}", command="XADD"):
                 run_atomic(self.connection, commands, tail)

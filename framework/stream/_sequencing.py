@@ -48,7 +48,8 @@ class Sequencer:
     def admit(self, batch: EventBatch) -> tuple[list[Event], MessageLossError | None]:
         """Return the batch's new events and the loss its numbering reveals, if any."""
         events = list(batch.events)
-        if not batch.producer:
+        if not batch.producer:  # unnumbered (a foreign event shim): only its end counts
+            self._note_ends(self._producers.setdefault((batch.topic, ""), _Producer("")), events)
             return events, None
         key = (batch.topic, batch.producer)
         state = self._producers.get(key)
