@@ -40,3 +40,12 @@ def test_make_demo_command_starts_its_own_redis(require_redis_server: None) -> N
     assert done.returncode == 0, done.stderr
     assert "started an embedded redis-server" in done.stdout
     assert done.stdout.rstrip().endswith("OK: everything sent arrived intact.")
+
+
+def test_demo_twice_against_one_redis(redis_url: str, real_conn: object) -> None:
+    for _ in range(2):  # the second run reuses the topic name of the first
+        results = run_demo(redis_url, records=50, blobs=1, blob_mb=1, echo=lambda line: None)
+        assert [(r.step, r.items) for r in results] == [
+            ("object stream", 51),
+            ("byte stream (blob)", 1),
+        ]

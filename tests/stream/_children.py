@@ -70,3 +70,20 @@ def consume(
                 time.sleep(pause)
             consumer.close(stores=True)
     results.put(got)
+
+
+def produce_run(url: str, mode: str, topic: str, first: int, last: int, end: bool) -> None:
+    """Send objects ``first..last-1`` as producer ``P``; end the topic, or die by SIGKILL."""
+    import os
+    import signal
+
+    with RedisConnection.from_url(url) as conn:
+        publisher: Any = RedisPublisher(conn) if mode == "pubsub" else RedisStreamPublisher(conn)
+        producer = StreamProducer[bytes](publisher, producer_id="P")
+        for index in range(first, last):
+            producer.send(topic, payload(index, 64))
+        if end:
+            producer.close(topics=[topic])
+            return
+        producer.flush()
+        os.kill(os.getpid(), signal.SIGKILL)  # no close, no end of stream

@@ -1,0 +1,190 @@
+"""Delivery promises: several producers, retryable close, ack after hand-over, back-pressure,
+topic reuse, restarted producers, object TTLs (fakeredis and real Redis)."""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from framework.connection import RedisConnection
+from framework.exceptions import BackendUnavailable, BacklogFullError
+from framework.pubsub import (
+    QueuePublisher,
+    QueueSubscriber,
+    RedisPublisher,
+    RedisStreamPublisher,
+    RedisStreamSubscriber,
+    RedisSubscriber,
+)
+from framework.store import RedisStore, register_store, unregister_store
+from framework.stream import BacklogBound, StreamConsumer, StreamProducer
+
+MODES = ["pubsub", "durable", "group"]
+
+
+@pytest.fixture
+def store(conn: RedisConnection) -> Iterator[RedisStore]:
+    """A Redis store without a TTL of its own, registered so consumers find it."""
+    with RedisStore("s", connection=conn) as store:
+        register_store(store)
+        yield store
+        unregister_store(store)
+
+
+def _pair(conn: RedisConnection, mode: str) -> tuple[Any, Any]:
+    if mode == "pubsub":
+        return RedisPublisher(conn), RedisSubscriber(conn, "t", timeout=10)
+    group = "g" if mode == "group" else None
+    return RedisStreamPublisher(conn), RedisStreamSubscriber(conn, "t", group=group, timeout=10)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_two_producers_each_close_and_every_object_arrives(
+    conn: RedisConnection, mode: str
+) -> None:
+    publisher, subscriber = _pair(conn, mode)
+    consumer = StreamConsumer[int](subscriber, timeout=10)
+    first = StreamProducer[int](publisher)
+    second = StreamProducer[int](_pair(conn, mode)[0])
+    for i in range(5):
+        first.send("t", i)
+        second.send("t", 100 + i)
+    first.close(topics=["t"])  # the topic goes on: the other producer has not ended
+    for i in range(5, 10):
+        second.send("t", 100 + i)
+    second.close(topics=["t"])
+    got = sorted(consumer.iter_objects())
+    assert got == [*range(5), *range(100, 110)]
+    consumer.close()
+
+
+def test_failed_close_can_be_retried_and_publishes_the_rest() -> None:
+    shared: queue.Queue[bytes] = queue.Queue()
+
+    class Flaky(QueuePublisher):
+        failures = 1
+
+        def send_message(self, topic: str, message: bytes) -> None:
+            if self.failures:
+                self.failures -= 1
+                raise BackendUnavailable("The connection dropped.")
+            super().send_message(topic, message)
+
+    producer = StreamProducer[int](Flaky({"t": shared}), batch_size=100)
+    for i in range(50):
+        producer.send("t", i)
+    with pytest.raises(BackendUnavailable):
+        producer.close(topics=["t"])
+    producer.close()  # publishes the 50 objects and the end
+    producer.close()  # done: nothing more
+    consumer = StreamConsumer[int](QueueSubscriber(shared, timeout=5, topics=["t"]))
+    assert list(consumer.iter_objects()) == list(range(50))
+
+
+def test_failed_fetch_keeps_the_entry_pending_and_delivers_it_next(
+    conn: RedisConnection, store: RedisStore
+) -> None:
+    with StreamProducer[int](RedisStreamPublisher(conn), default_store=store) as producer:
+        for i in range(3):
+            producer.send("t", i)
+        producer.close_topics("t")
+    subscriber = RedisStreamSubscriber(conn, "t", group="g", consumer="c", timeout=5)
+    consumer = StreamConsumer[int](subscriber, timeout=5)
+    assert consumer.next_object() == 0
+    real_get = RedisStore.get_batch
+    calls = {"n": 0}
+
+    def failing_get(self: RedisStore, *args: Any, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise BackendUnavailable("The store server is down.")
+        return real_get(self, *args, **kwargs)
+
+    RedisStore.get_batch = failing_get  # type: ignore[method-assign]
+    try:
+        with pytest.raises(BackendUnavailable):
+            consumer.next_object()
+        key = conn.keys.events("t")
+        assert conn.client.xpending(key, "g")["pending"] >= 1  # not acknowledged
+        assert list(consumer.iter_objects()) == [1, 2]
+    finally:
+        RedisStore.get_batch = real_get  # type: ignore[method-assign]
+    consumer.close()
+
+
+def test_backpressure_blocks_then_raises_and_resumes(
+    conn: RedisConnection, store: RedisStore
+) -> None:
+    bound = BacklogBound(objects=3, timeout=0.2)
+    subscriber = RedisStreamSubscriber(conn, "t", timeout=5)
+    consumer = StreamConsumer[bytes](subscriber, timeout=5)
+    producer = StreamProducer[bytes](RedisStreamPublisher(conn), default_store=store, backlog=bound)
+    for i in range(3):
+        producer.send("t", b"%d" % i)
+    with pytest.raises(BacklogFullError) as info:
+        producer.send("t", b"3")
+    assert (info.value.topic, info.value.objects) == ("t", 3)
+    assert consumer.next_object() == b"0"  # consumed: room for one more
+    producer.send("t", b"3")
+    producer.close(topics=["t"])
+    assert list(consumer.iter_objects()) == [b"1", b"2", b"3"]
+    consumer.close()
+
+
+def test_backpressure_is_on_by_default_for_durable_topics_only(conn: RedisConnection) -> None:
+    durable = StreamProducer[int](RedisStreamPublisher(conn))
+    pubsub = StreamProducer[int](RedisPublisher(conn))
+    assert durable._bound is not None
+    assert durable._bound.nbytes is not None
+    assert pubsub._bound is None
+    durable.close()
+    pubsub.close()
+
+
+@pytest.mark.parametrize("group", [None, "g"])
+def test_a_used_topic_name_works_again(
+    conn: RedisConnection, store: RedisStore, group: str | None
+) -> None:
+    for run in range(2):
+        with StreamProducer[int](RedisStreamPublisher(conn), default_store=store) as producer:
+            for i in range(3):
+                producer.send("t", 10 * run + i)
+            producer.close_topics("t")
+            subscriber = RedisStreamSubscriber(conn, "t", group=group, timeout=5)
+        with StreamConsumer[int](subscriber, timeout=5) as consumer:
+            assert list(consumer.iter_objects()) == [10 * run, 10 * run + 1, 10 * run + 2]
+            consumer.close()
+
+
+def test_restarted_producer_with_the_same_id_is_a_new_run() -> None:
+    shared: queue.Queue[bytes] = queue.Queue()
+    first = StreamProducer[int](QueuePublisher({"t": shared}), producer_id="p")
+    for i in range(3):
+        first.send("t", i)  # never closed: as if the process died
+    second = StreamProducer[int](QueuePublisher({"t": shared}), producer_id="p")
+    for i in range(3, 6):
+        second.send("t", i)
+    second.close(topics=["t"])
+    consumer = StreamConsumer[int](QueueSubscriber(shared, timeout=5, topics=["t"]))
+    assert list(consumer.iter_objects()) == list(range(6))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_every_key_a_producer_writes_has_a_ttl(
+    conn: RedisConnection, store: RedisStore, mode: str
+) -> None:
+    publisher, subscriber = _pair(conn, mode)
+    done = threading.Event()
+    with StreamProducer[bytes](publisher, default_store=store) as producer:
+        producer.send("t", b"x" * 100)
+        producer.send("t", b"y" * 100, evict=False)
+        producer.close_topics("t")
+    done.set()
+    keys = list(conn.client.scan_iter("*"))
+    assert keys
+    assert all(conn.client.pttl(key) > 0 for key in keys)
+    subscriber.close()
