@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import redis
 
+from benchmarks import _durable
 from benchmarks.common import MB, SPAWN, table
 from framework.connection import RedisConnection
 from framework.embedded import EmbeddedRedis
@@ -202,6 +203,8 @@ CONSUMERS = {
     "framework-default": _consume_framework,
     "proxystore": _consume_proxystore,
 }
+PRODUCERS.update(_durable.PRODUCERS)
+CONSUMERS.update(_durable.CONSUMERS)
 
 
 # -- orchestration --------------------------------------------------------------------------
@@ -335,6 +338,7 @@ def run(quick: bool = False) -> str:
                         rates = _rates(pair, systems, server.url, case, quick)
                         rows.append(_row(case, rates, systems))
                         print(" | ".join(str(c) for c in rows[-1]), flush=True)
+            durable = _durable_table(pair, server.url, quick)
         finally:
             pair.close()
     header = [
@@ -349,4 +353,35 @@ def run(quick: bool = False) -> str:
     notes = "\n\n" + NOTES
     if "proxystore" not in systems:
         notes += "\n\nproxystore is not installed: its column is skipped."
-    return table(header, rows) + notes
+    return table(header, rows) + notes + "\n\n" + durable
+
+
+def _durable_table(pair: _Pair, url: str, quick: bool) -> str:
+    """Durable topics against XADD/XREAD, and Redis memory under back-pressure."""
+    systems = ["redis-py XADD", "durable"]
+    rows = []
+    for size, count in _durable.CASES[quick]:
+        rates = _rates(pair, systems, url, ("bytes", size, count, 1), quick)
+        ratio = rates["durable"] / rates["redis-py XADD"]
+        met = "met" if ratio >= TARGET_RATIO else "MISSED"
+        label = f"{size // 1024} KB x {count:,}"
+        cells = [f"{rates[s]:,.0f}" for s in systems]
+        rows.append([label, 1, *cells, f"{ratio:.2f}x (>= {TARGET_RATIO}x: {met})"])
+        print(" | ".join(str(c) for c in rows[-1]), flush=True)
+    report = table(
+        ["objects", "batch", "redis-py XADD/XREAD obj/s", "durable obj/s", "ratio"], rows
+    )
+    size, count = (64 * MB, 8) if not quick else (16 * MB, 8)
+    memory = []
+    for system in ("bounded", "unbounded"):
+        peak = _durable.MemoryPeak(url)
+        pair.measure(system, url, "bytes", size, count, 1)
+        growth = peak.stop()
+        bound = f"{_durable.BOUND // MB} MB" if system == "bounded" else "none"
+        within = "within" if growth <= _durable.BOUND else "ABOVE"
+        memory.append([f"{size // MB} MB x {count}", bound, f"{growth / MB:,.0f} MB", within])
+        print(" | ".join(str(c) for c in memory[-1]), flush=True)
+    memory_table = table(
+        ["objects", "back-pressure bound", "peak Redis growth", "vs bound"], memory
+    )
+    return report + "\n\n" + memory_table + "\n\n" + _durable.__doc__.split("\n\n", 1)[1]

@@ -12,6 +12,7 @@ part n of a large object   ``fw:obj:{<id>}:<n>``
 object read counter        ``fw:obj:{<id>}:readers``
 topic, pub/sub channel     ``fw:topic:{<topic>}``
 topic, durable stream      ``fw:events:{<topic>}``
+its producers (open/ended) ``fw:events:{<topic>}:end``
 cell inbox                 ``fw:cell:{<name>}:inbox``
 object-protocol mailbox    ``fw:cell:{<name>}:objects``
 replies to one session     ``fw:cell:{<name>}:replies:<tx>``
@@ -98,7 +99,7 @@ class KeySchema:
         return f"{self.prefix}:events:{{{_checked('topic', topic)}}}"
 
     def events_end(self, topic: str) -> str:
-        """Marker that a durable topic has ended (same hash tag as :meth:`events`)."""
+        """Hash of a durable topic's producers, open or ended (hash tag of :meth:`events`)."""
         return f"{self.events(topic)}:end"
 
     def inbox(self, cell: str) -> str:

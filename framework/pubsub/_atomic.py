@@ -26,7 +26,11 @@ Command = tuple[Any, ...]
 
 
 def run_atomic(
-    conn: RedisConnection, writes: Sequence[Command], tail: Sequence[Command]
+    conn: RedisConnection,
+    writes: Sequence[Command],
+    tail: Sequence[Command],
+    *,
+    atomic: bool = True,
 ) -> list[Any]:
     """Run ``writes`` then ``tail``; ``tail`` runs only if every write succeeded.
 
@@ -37,6 +41,8 @@ def run_atomic(
         conn: The connection.
         writes: Store writes (``SET ... PX``), possibly in other slots than ``tail``.
         tail: The publish commands, all in one slot.
+        atomic: Whether ``tail`` must run as a whole (``MULTI``); without writes and
+            with ``atomic=False``, the commands just share one round trip.
 
     Returns:
         The replies of ``tail``.
@@ -45,9 +51,9 @@ def run_atomic(
         redis.exceptions.RedisError: The first refused command, or a connection error.
     """
     client = conn.once
-    if not writes and len(tail) == 1:
+    if not writes and not atomic:
         replies = round_trip(client, tail)
-        return [client.execute_command(*tail[0])] if replies is None else replies
+        return _checked(_one_by_one(client, tail) if replies is None else replies)
     if conn.is_cluster:
         if writes:
             pipe = client.pipeline(transaction=False)
@@ -58,6 +64,10 @@ def run_atomic(
     replies = round_trip(client, [("MULTI",), *writes, *tail, ("EXEC",)])
     results = _transaction(client, [*writes, *tail]) if replies is None else replies[-1]
     return _checked(results)[len(writes) :]
+
+
+def _one_by_one(client: Any, commands: Sequence[Command]) -> list[Any]:
+    return [client.execute_command(*command) for command in commands]
 
 
 def _transaction(client: Any, commands: Sequence[Command]) -> list[Any]:

@@ -65,6 +65,27 @@ return finished and 1 or 0
 """
 
 
+#: Entries a resent message is looked for among before it is appended again.
+RETRY_WINDOW: Final = 100
+
+# KEYS[1]: stream; ARGV[1]: message, ARGV[2..]: trim arguments. XADD unless one of the
+# last entries holds the same message (the failed attempt arrived after all).
+_APPEND_ONCE = f"""
+for _, entry in ipairs(redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', {RETRY_WINDOW})) do
+  local fields = entry[2]
+  for i = 1, #fields, 2 do
+    if fields[i] == 'm' and fields[i + 1] == ARGV[1] then return entry[1] end
+  end
+end
+local args = {{'XADD', KEYS[1]}}
+for i = 2, #ARGV do args[#args + 1] = ARGV[i] end
+args[#args + 1] = '*'
+args[#args + 1] = 'm'
+args[#args + 1] = ARGV[1]
+return redis.call(unpack(args))
+"""
+
+
 class RedisStreamPublisher(RedisShim):
     """Append messages to per-topic Redis streams (durable topics).
 
@@ -127,11 +148,15 @@ class RedisStreamPublisher(RedisShim):
         commands: Sequence[tuple[Any, ...]] = (),
         final: bool = False,
         source: str = "",
+        retry: bool = False,
     ) -> None:
         """Run the store's ``commands``, then append ``message``, atomically.
 
         See :class:`~framework.pubsub.AtomicPublisher`. With ``source``, the producer
-        is recorded as open on its first message and as ended with ``final``.
+        is recorded as open on its first message and as ended with ``final``. With
+        ``retry``, the message is appended only if none of the topic's last
+        ``RETRY_WINDOW`` entries holds it already (a consumer group would otherwise
+        deliver it twice, the second time without its evicted objects).
 
         Raises:
             BackendError: If Redis failed or refused a write (then nothing was appended
@@ -140,10 +165,15 @@ class RedisStreamPublisher(RedisShim):
         key = self.connection.keys.events(topic)
         producers = self.connection.keys.events_end(topic)
         tail: list[tuple[Any, ...]] = []
-        if source and (topic, source) not in self._registered:
+        register = bool(source) and (topic, source) not in self._registered
+        if register:
             state = f"open:{self._run}"
             tail.append(("EVAL", _REGISTER, 2, key, producers, source, state, self._ttl_ms))
-        tail.append(("XADD", key, *self._trim, "*", FIELD, self.connection.bulk(message)))
+        value = self.connection.bulk(message)
+        if retry:  # the failed attempt may have arrived: append only if it did not
+            tail.append(("EVAL", _APPEND_ONCE, 1, key, value, *self._trim))
+        else:
+            tail.append(("XADD", key, *self._trim, "*", FIELD, value))
         if final and source:
             tail.append(("HSET", producers, source, f"end:{self._run}"))
         now = time.monotonic()
@@ -156,7 +186,8 @@ class RedisStreamPublisher(RedisShim):
             tail.append(("PEXPIRE", key, self._ttl_ms, "NX"))
         try:
             with self._errors(f"append to topic {topic!r}", command="XADD"):
-                run_atomic(self.connection, commands, tail)
+                # A plain message (XADD, TTL refresh) needs no transaction.
+                run_atomic(self.connection, commands, tail, atomic=register or final)
         except BackendError:
             # Redis may have restarted: register and refresh the TTL again next time.
             self._registered.discard((topic, source))

@@ -138,6 +138,7 @@ class AtomicPublisher(Protocol):
         commands: Sequence[tuple[Any, ...]] = (),
         final: bool = False,
         source: str = "",
+        retry: bool = False,
     ) -> None:
         """Run ``commands``, then publish ``message``, atomically.
 
@@ -152,6 +153,8 @@ class AtomicPublisher(Protocol):
                 record it, so every consumer-group member ends).
             source: Stable id of the sending producer (durable topics track which
                 producers are still open).
+            retry: An earlier attempt failed and may have arrived: durable topics
+                then append the message only if it is not already there.
 
         Raises:
             BackendError: If Redis failed or refused a write; nothing was published

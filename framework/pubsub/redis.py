@@ -115,11 +115,13 @@ class RedisPublisher(RedisShim):
         commands: Sequence[tuple[Any, ...]] = (),
         final: bool = False,
         source: str = "",
+        retry: bool = False,
     ) -> None:
         """Run the store's ``commands``, then publish ``message``, atomically.
 
-        See :class:`~framework.pubsub.AtomicPublisher`; ``final`` and ``source`` change
-        nothing on pub/sub (consumers see the end-of-stream event itself).
+        See :class:`~framework.pubsub.AtomicPublisher`; ``final``, ``source`` and
+        ``retry`` change nothing on pub/sub (consumers see the end-of-stream event
+        itself and drop a duplicate by its sequence numbers).
 
         Raises:
             BackendError: If Redis failed or refused a write (then nothing was published).

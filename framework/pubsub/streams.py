@@ -79,6 +79,10 @@ MAX_OUTAGE: Final = 30.0
 RETRY_PAUSE_S: Final = 0.2
 
 
+#: Entry ids a group member remembers having returned (skipped when re-read after an outage).
+REMEMBERED: Final = 10_000
+
+
 class RedisStreamSubscriber(RedisShim):
     """Read durable topics, alone (replay) or as a member of a consumer group.
 
@@ -97,6 +101,8 @@ class RedisStreamSubscriber(RedisShim):
 
     Attributes:
         topics: The topics read.
+        durable: True: entries stay until trimmed, so consumers evict objects only
+            after handing them over.
         complete: True without a group (every entry, in order); False in a group.
         acks: True in a group: entries stay pending until :meth:`ack_message`.
         group: The consumer group, or ``None``.
@@ -126,8 +132,10 @@ class RedisStreamSubscriber(RedisShim):
         self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.complete = group is None
         self.acks = group is not None
+        self.durable = True
         self._timeout = timeout
         self._count = count
+        self._returned: deque[bytes] = deque(maxlen=REMEMBERED)
         self._claim_idle_ms = max(1, round(claim_idle * 1000))
         self._max_outage = max_outage
         self._keys = {connection.keys.events(t): t for t in self.topics}
@@ -243,16 +251,24 @@ class RedisStreamSubscriber(RedisShim):
             return None
         key, entry_id, data = self._buffer.popleft()
         self._current = (key, entry_id)
+        if self.group is not None:
+            self._returned.append(entry_id)
         return data
 
     def ack_message(self) -> None:
-        """Acknowledge the entry last returned (groups only; idempotent)."""
-        current, self._current = self._current, None
+        """Acknowledge the entry last returned (groups only; idempotent).
+
+        Raises:
+            BackendError: If Redis failed; the entry stays current, so calling this
+                again acknowledges it.
+        """
+        current = self._current
         if current is None or self.group is None:
             return
         key, entry_id = current
         with self._errors(f"acknowledge entry {entry_id!r} of {key!r}"):
             self.connection.client.xack(key, self.group, entry_id)
+        self._current = None
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -267,6 +283,10 @@ class RedisStreamSubscriber(RedisShim):
                 self._down_since = None
                 raise
             logger.warning("Redis unreachable while reading %s; retrying", list(self.topics))
+            if self.group is not None:
+                # A lost XREADGROUP reply leaves entries pending for this member that it
+                # never saw: read its own pending entries again once Redis is back.
+                self._cursor = dict.fromkeys(self._cursor, "0")
             time.sleep(min(RETRY_PAUSE_S, max(block_ms, 1) / 1000))
             return
         except BackendError as exc:
@@ -329,6 +349,8 @@ class RedisStreamSubscriber(RedisShim):
         for entry_id, fields in entries:
             if self.group is None or from_pending:
                 self._cursor[key] = text(entry_id)
+            if from_pending and entry_id in self._returned:
+                continue  # returned before the outage: the caller has it
             if fields and FIELD in fields:
                 self._buffer.append((key, entry_id, fields[FIELD]))
             else:
@@ -367,7 +389,10 @@ class RedisStreamSubscriber(RedisShim):
             if not all(state.startswith(b"end:") for state in producers.values()):
                 continue
             with self._errors(f"check whether topic {topic!r} ended"):
-                left = client.xreadgroup(self.group, self.consumer, {key: ">"}, count=self._count)
+                # Not the retrying client: a resent XREADGROUP > would skip entries.
+                left = self.connection.once.xreadgroup(
+                    self.group, self.consumer, {key: ">"}, count=self._count
+                )
                 entries = [e for _, es in stream_entries(left) for e in es]
                 if entries:
                     self._take(key, entries, from_pending=False)

@@ -69,6 +69,7 @@ class Outgoing:
         commands: Store writes to run before the message (idempotent, so resent with it).
         stored: ``(store, key, nbytes)`` of each object that waits in a store for a
             consumer to evict it (the backlog that back-pressure bounds).
+        retry: An earlier attempt failed; it may have reached Redis all the same.
     """
 
     next_seq: int
@@ -77,6 +78,7 @@ class Outgoing:
     batch: EventBatch | None = None
     commands: Sequence[tuple[Any, ...]] = ()
     stored: Sequence[tuple[Store, str, int]] = ()
+    retry: bool = False
 
 
 @dataclass

@@ -73,7 +73,12 @@ def sender(publisher: Publisher, source: str) -> Callable[[str, Outgoing], None]
 
         def publish(topic: str, out: Outgoing) -> None:
             atomic.publish(
-                topic, out.message, commands=out.commands, final=out.final, source=source
+                topic,
+                out.message,
+                commands=out.commands,
+                final=out.final,
+                source=source,
+                retry=out.retry,
             )
 
         return publish

@@ -133,6 +133,9 @@ class StreamConsumer(Generic[T]):
         self._allow_pickle = allow_pickle
         self._prefetch_bytes = prefetch_bytes
         self._acking = isinstance(subscriber, AckingSubscriber) and bool(subscriber.acks)
+        # Durable topics evict an object only once it reached the caller: a destructive
+        # read whose reply is lost (a connection cut) would lose the object for good.
+        self._evict_late = self._acking or getattr(subscriber, "durable", False) is True
         self._topics, complete = described(subscriber)
         self._sequencer = Sequencer(complete=complete)
         self._queue: deque[Entry | MessageLossError] = deque()
@@ -288,8 +291,8 @@ class StreamConsumer(Generic[T]):
 
     def _take(self) -> Entry:
         if self._ack_due:  # the caller is back for more: it is done with the last message
+            self._ack()  # if this fails, the next call acknowledges again
             self._ack_due = False
-            self._ack()
         deadline = None if self._timeout is None else time.monotonic() + self._timeout
         while True:
             while not self._queue:
@@ -378,9 +381,10 @@ class StreamConsumer(Generic[T]):
         """Acknowledge the current message, then run the evictions it deferred."""
         if self._acking:
             cast(AckingSubscriber, self.subscriber).ack_message()
-        deferred, self._deferred = self._deferred, []
-        for store, key in deferred:
+        while self._deferred:  # one at a time: a failure keeps the rest for next time
+            store, key = self._deferred[0]
             store.evict(key)
+            self._deferred.pop(0)
 
     def _report(self, loss: MessageLossError) -> None:
         report_loss(loss, self._on_loss)
@@ -392,7 +396,7 @@ class StreamConsumer(Generic[T]):
         """Fetch ``entry`` and the next queued objects of its store in one round trip."""
         store = self._store(entry.batch)
         run = select_run(entry, self._queue, self._window, lambda b: self._store(b) is store)
-        evicting = not self._acking  # durable: evict only after the acknowledgement
+        evicting = not self._evict_late  # durable: evict once handed over (and acked)
         average = fetch_run(store, run, evict=evicting)
         if not evicting:
             self._deferred += [(store, e.event.key) for e in run if e.event.evict]  # type: ignore[union-attr]

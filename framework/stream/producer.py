@@ -14,6 +14,7 @@ ProxyStore's ``StreamProducer`` API, with these fixes:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -288,7 +289,12 @@ class StreamProducer(Generic[T]):
 
     def _publish_pending(self, topic: str, state: TopicState) -> None:
         while state.pending:
-            self._send(topic, state.pending[0])
+            out = state.pending[0]
+            try:
+                self._send(topic, out)
+            except BaseException:
+                state.pending[0] = dataclasses.replace(out, retry=True)
+                raise
             state.pending.pop(0)
 
     # -- linger thread -----------------------------------------------------------------------
