@@ -46,13 +46,22 @@ class _EventAPI(BaseModel):
     event_type: ClassVar[str] = ""
     #: Field names of ProxyStore's positional arguments, in order.
     positional: ClassVar[tuple[str, ...]] = ()
+    #: Arguments that :meth:`_prepare` rewrites (it runs only when one is given).
+    prepared: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, *args: Any, **data: Any) -> None:
         if args:
             self._positional_into(args, data)
+        if not self.prepared.isdisjoint(data):
+            data = self._prepare(data)
         # BaseModel.__init__ does exactly this; calling it directly keeps the producer's
-        # per-event construction as cheap as before these construction forms existed.
-        self.__pydantic_validator__.validate_python(self._prepare(data), self_instance=self)
+        # per-event construction about as cheap as before these construction forms existed.
+        self.__pydantic_validator__.validate_python(data, self_instance=self)
+
+    # Pydantic calls a model's own __init__ when it validates nested dicts (decoding every
+    # event of a message) unless that __init__ is marked as the base one. These forms are
+    # for callers only: decoding validates the wire fields directly, as before.
+    __init__.__pydantic_base_init__ = True  # type: ignore[attr-defined]
 
     def _positional_into(self, args: tuple[Any, ...], data: dict[str, Any]) -> None:
         if len(args) > len(self.positional):
@@ -112,6 +121,8 @@ class KeyEventAPI(_EventAPI):
         "store_config",
     )
 
+    prepared: ClassVar[frozenset[str]] = frozenset({"key_type", "raw_key", "store_config"})
+
     topic: str = Field(default="", exclude=True)
     store_config: StoreConfig | None = Field(default=None, exclude=True)
 
@@ -165,6 +176,7 @@ class BatchAPI(_EventAPI):
 
     event_type: ClassVar[str] = "EVENT_BATCH"
     positional: ClassVar[tuple[str, ...]] = ("topic", "events")
+    prepared: ClassVar[frozenset[str]] = frozenset({"events", "store_config"})
 
     @classmethod
     def _prepare(cls, data: dict[str, Any]) -> dict[str, Any]:

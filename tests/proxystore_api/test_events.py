@@ -162,3 +162,25 @@ def test_event_shims_see_topic_and_store_config_on_each_event(store: Any) -> Non
         assert list(consumer.iter_objects()) == [0, 2, 4, 6]
     assert len(subscriber.dropped) == 4
     assert not any(store.exists(key) for key in subscriber.dropped)
+
+
+def test_decoding_does_not_run_the_construction_forms(
+    store: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The wire path validates fields natively; ProxyStore's forms are for callers only."""
+    from framework.stream import _proxystore_events
+
+    key = store.put("v")
+    event = NewObjectKeyEvent.from_key(
+        key, evict=True, metadata={}, store_config=store.config(), topic="t"
+    )
+    data = event_to_bytes(EventBatch("t", [event]))
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("a construction form ran while decoding")
+
+    monkeypatch.setattr(_proxystore_events._EventAPI, "_positional_into", refuse)
+    monkeypatch.setattr(_proxystore_events.BatchAPI, "_prepare", classmethod(refuse))
+    monkeypatch.setattr(_proxystore_events.KeyEventAPI, "_prepare", classmethod(refuse))
+    decoded = bytes_to_event(data)
+    assert decoded.events[0].get_key() == key
