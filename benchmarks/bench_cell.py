@@ -23,6 +23,7 @@ one receiver no worse than the plain redis-py fan-out's ratio.
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import os
 import socket
 import statistics
@@ -40,6 +41,8 @@ STREAM_VS_NVFLARE = 0.8
 BLOB_VS_NVFLARE = 1.0
 STREAM_RSS_MB = 100.0
 BASE_CHUNK = MB
+
+_NV_CELLS = itertools.count()
 
 #: (median seconds, receivers' peak RSS in MB, Redis memory peak growth in MB)
 Measured = tuple[float, float, float]
@@ -179,8 +182,9 @@ def _spawn(target: Any, args_of: Any, n: int) -> tuple[list[Any], Any]:
     return procs, results
 
 
-def _finish(procs: list[Any], results: Any, n: int) -> float:
-    rss = [float(results.get(timeout=120)[2]) for _ in range(n)]
+def _finish(procs: list[Any], results: Any, n: int, early: list[float] | None = None) -> float:
+    rss = list(early or [])
+    rss += [float(results.get(timeout=120)[2]) for _ in range(n - len(rss))]
     for proc in procs:
         proc.join(60)
     return max(rss)
@@ -190,6 +194,7 @@ def _cell_case(url: str, mode: str, size: int, receivers: int, repeat: int) -> M
     """Median seconds per transfer, the receivers' peak RSS and Redis's peak growth (MB)."""
     names = [f"r{i}" for i in range(receivers)]
     procs, results = _spawn(_cell_receiver, lambda i: (url, names[i], repeat), receivers)
+    early: list[Any] = []
     data = _payload(size)
     times = []
     from framework.connection import RedisConnection
@@ -204,10 +209,16 @@ def _cell_case(url: str, mode: str, size: int, receivers: int, repeat: int) -> M
                 future = cell.send_blob("bench", "blob", names, Message({}, data))
             assert future.result(timeout=600) == size
             times.append(time.perf_counter() - started)
-            got = [results.get(timeout=120) for _ in names]
+            got: list[Any] = []
+            while len(got) < len(names):
+                item = results.get(timeout=120)
+                # A receiver done with its last transfer reports its RSS, maybe before
+                # another receiver reports its bytes.
+                (early if item[0] == "rss" else got).append(item)
             assert all(item[2] == size for item in got), got
     redis_mb = memory.stop()
-    return statistics.median(times), _finish(procs, results, receivers), redis_mb
+    rss = [float(item[2]) for item in early]
+    return statistics.median(times), _finish(procs, results, receivers, rss), redis_mb
 
 
 def _nvflare_case(mode: str, size: int, repeat: int) -> Measured:
@@ -229,7 +240,8 @@ def _nvflare_case(mode: str, size: int, repeat: int) -> Measured:
     url = f"tcp://127.0.0.1:{_free_port()}"
     procs, results = _spawn(_nvflare_receiver, lambda i: (url, repeat), 1)
     data = _payload(size)
-    cell = Cell(fqcn="sender", root_url=url, secure=False, credentials={})
+    # NVFlare keeps a process-wide registry of cell names: one fresh name per case.
+    cell = Cell(fqcn=f"sender{next(_NV_CELLS)}", root_url=url, secure=False, credentials={})
     cell.start()
     deadline = time.monotonic() + 60
     while not cell.is_cell_connected("server"):

@@ -1,6 +1,6 @@
 """Chunk codec and reassembly: seal chunks on the sender, verify and place them on receivers.
 
-:func:`encode_chunk` builds a chunk's header (sequence, offset, lengths, crc32) and its
+:func:`encode_chunk` builds a chunk's header (sequence, offset, lengths, CRC-32C) and its
 bytes on the wire, encrypted when a cipher is given. :class:`ChunkDecoder` checks every
 arriving chunk - order, offset, length, checksum, authentication - and drops duplicates;
 :class:`BlobBuffer` is the blob destination; it grows as verified chunks arrive.
@@ -10,8 +10,9 @@ This module does no I/O and imports no Redis code.
 from __future__ import annotations
 
 import ctypes
-import zlib
 from typing import Any
+
+from crc32c import crc32c
 
 from framework.cell.crypto import ChunkCipher
 from framework.cell.frames import ChunkHeader
@@ -52,7 +53,7 @@ def encode_chunk(
         off=off,
         len=len(data),
         wlen=len(wire),
-        crc=zlib.crc32(wire),
+        crc=crc32c(wire),
         last=last,
         nonce=nonce,
     )
@@ -104,7 +105,7 @@ class ChunkDecoder:
         Raises:
             SequenceError: A chunk is missing, misplaced, or follows the last one.
             TruncatedFrameError: The chunk's length differs from its header.
-            ChecksumError: The crc32 does not match.
+            ChecksumError: The CRC-32C does not match.
             EncryptionError: Authentication failed or the encryption state is wrong.
         """
         if header.seq < self.next_seq:
@@ -115,9 +116,9 @@ class ChunkDecoder:
             raise TruncatedFrameError(
                 f"The {where} holds {len(data)} bytes, its header says {header.wlen}."
             )
-        if zlib.crc32(data) != header.crc:
+        if crc32c(data) != header.crc:
             raise ChecksumError(
-                f"The {where} (offset {header.off}) fails its crc32 check: the data is corrupted."
+                f"The {where} (offset {header.off}) fails its crc32c check: the data is corrupted."
             )
         plain = self._open(header, data, where)
         if len(plain) != header.len:

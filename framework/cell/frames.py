@@ -39,7 +39,7 @@ __all__ = [
 ]
 
 #: Version of every envelope this module writes.
-WIRE_VERSION: Final = 1
+WIRE_VERSION: Final = 2
 
 #: Field names inside stream entries.
 ANNOUNCE_FIELD = b"a"
@@ -54,7 +54,7 @@ class Envelope(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    v: Literal[1] = WIRE_VERSION
+    v: Literal[2] = WIRE_VERSION
 
 
 _M = TypeVar("_M", bound=Envelope)
@@ -88,7 +88,7 @@ class ChunkHeader(Envelope):
     len: int = Field(ge=0)
     #: Bytes on the wire (differs from ``len`` when encrypted).
     wlen: int = Field(ge=0)
-    #: zlib.crc32 of the bytes on the wire.
+    #: CRC-32C (Castagnoli, hardware-accelerated) of the bytes on the wire.
     crc: int
     last: bool = False
     #: AES-GCM nonce (hex) when the chunk is encrypted.

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import zlib
 from typing import Any
 
 import pytest
+from crc32c import crc32c
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -49,10 +49,10 @@ def test_announce_round_trips_non_ascii_headers() -> None:
 
 def test_decode_rejects_other_versions_and_garbage() -> None:
     raw = Control(kind="ack", role="rx", sender="b").model_dump_json()
-    with pytest.raises(UnsupportedVersionError, match="version 2"):
-        decode(Control, raw.replace('"v":1', '"v":2'), "control")
+    with pytest.raises(UnsupportedVersionError, match="version 1"):
+        decode(Control, raw.replace('"v":2', '"v":1'), "control")
     with pytest.raises(MalformedFrameError, match=r"control is malformed.*kind"):
-        decode(Control, b'{"v": 1, "kind": "nope"}', "control")
+        decode(Control, b'{"v": 2, "kind": "nope"}', "control")
     with pytest.raises(MalformedFrameError, match="not a JSON object"):
         decode(Control, b"not json", "control")
 
@@ -259,7 +259,7 @@ def test_secure_chunks_round_trip_and_bind_their_position() -> None:
     decoder = ChunkDecoder(9, Position(), len(data), ChunkCipher(key))
     assert b"".join(decoder.accept(h, w) or b"" for h, w in sealed) == data
     header, wire = sealed[0]
-    moved = header.model_copy(update={"seq": 1, "off": 64, "crc": zlib.crc32(wire)})
+    moved = header.model_copy(update={"seq": 1, "off": 64, "crc": crc32c(wire)})
     decoder = ChunkDecoder(9, Position(0, 64), cipher=ChunkCipher(key))
     with pytest.raises(EncryptionError, match="failed authentication"):
         decoder.accept(moved, wire)
