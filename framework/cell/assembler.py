@@ -192,6 +192,8 @@ class BlobBuffer:
     def write(self, off: int, chunk: Any) -> None:
         """Copy ``chunk`` to offset ``off`` (chunks come in order).
 
+        A view from :meth:`slot` is already in place: it is only committed (and released).
+
         Raises:
             BlobSizeError: The blob grows beyond ``max_size``.
             SequenceError: The chunk does not continue the blob or passes its size.
@@ -206,12 +208,30 @@ class BlobBuffer:
                 f"Blob stream {self.sid} got bytes {off}..{end}, "
                 f"expected them at {self.length} within {self.size or 'unknown'} bytes."
             )
-        if end > len(self.data):
-            limit = self.size or self.max_size
-            _resize(self.data, min(max(end, 2 * len(self.data), _FIRST_GROWTH), limit))
-        with memoryview(self.data) as view:
-            view[off:end] = chunk
+        if isinstance(chunk, memoryview) and chunk.obj is self.data:
+            chunk.release()  # read straight into place; views must go before a resize
+        else:
+            if end > len(self.data):
+                self._grow(end)
+            with memoryview(self.data) as view:
+                view[off:end] = chunk
         self.length = end
+
+    def reserve(self, more: int) -> None:
+        """Make room for ``more`` further bytes (within the limits) before reading in place."""
+        end = min(self.length + more, self.size or self.max_size)
+        if end > len(self.data):
+            self._grow(end)
+
+    def slot(self, off: int, size: int) -> memoryview | None:
+        """A view of where the next ``size`` bytes go, if they continue the blob and fit."""
+        if off < self.length or off + size > len(self.data):
+            return None
+        return memoryview(self.data)[off : off + size]
+
+    def _grow(self, end: int) -> None:
+        limit = self.size or self.max_size
+        _resize(self.data, min(max(end, 2 * len(self.data), _FIRST_GROWTH), limit))
 
     def release(self) -> bytearray:
         """Hand the blob over, trimmed to the bytes received."""

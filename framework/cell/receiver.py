@@ -17,12 +17,13 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from framework.cell.assembler import ChunkDecoder
 from framework.cell.config import CellConfig
 from framework.cell.crypto import ChunkCipher
 from framework.cell.frames import Announce, ChunkHeader, Control, error_from_wire
+from framework.cell.rawread import Place
 from framework.cell.reconnect import with_reconnect
 from framework.cell.transport import ControlEntry, TransferIO
 from framework.cell.types import Stream, StreamFuture, StreamTaskSpec
@@ -91,11 +92,12 @@ class RxTransfer:
         """The stream id."""
         return self.announce.sid
 
-    def fetch(self) -> list[tuple[ChunkHeader, bytes]]:
+    def fetch(self, place: Place | None = None) -> list[tuple[ChunkHeader, Any]]:
         """Wait for the next verified chunks (plain bytes, in order).
 
         A dropped connection is retried until the idle timeout; reading resumes after
-        the last entry seen, so nothing is duplicated or skipped.
+        the last entry seen, so nothing is duplicated or skipped. ``place`` may pick
+        where chunk bodies are read to (blob mode); every chunk is verified after.
 
         Raises:
             StreamCancelled: The sender cancelled the transfer.
@@ -112,7 +114,11 @@ class RxTransfer:
                 )
             frames, controls = self._redis(
                 lambda: self.io.read(
-                    self._data_from, self._ack_from, self.config.read_count, self._unsent
+                    self._data_from,
+                    self._ack_from,
+                    self.config.read_count,
+                    self._unsent,
+                    place=place,
                 ),
                 "reading chunks",
             )

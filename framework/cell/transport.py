@@ -32,6 +32,7 @@ from framework.cell.frames import (
     decode,
     entry_id,
 )
+from framework.cell.rawread import Place, round_trip
 from framework.cell.window import Position
 from framework.connection import MAX_BLOCK_MS, RedisConnection
 from framework.exceptions import BackendError, FramingError, MalformedFrameError
@@ -79,7 +80,8 @@ class Frame:
     """A chunk frame as read from the data stream."""
 
     header: ChunkHeader
-    data: bytes
+    #: The body: bytes, a bytearray, or a view of its place in a blob (bytes-like).
+    data: Any
 
 
 def stream_entries(reply: Any) -> Iterable[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]]:
@@ -229,27 +231,32 @@ class TransferIO:
     def _post(self, control: Control, what: str) -> None:
         with self.conn.mapped_errors(what, command="XADD"):
             pipe = self.conn.client.pipeline(transaction=False)
-            self._queue_control(pipe, control)
+            for command in self._control_commands(control):
+                pipe.execute_command(*command)
             pipe.execute()
 
-    def _queue_control(self, pipe: Any, control: Control) -> None:
+    def _control_commands(self, control: Control) -> list[tuple[Any, ...]]:
+        """The commands that post ``control``: its entry, the ack position, the TTLs."""
+        commands: list[tuple[Any, ...]] = []
         if control.kind == "ack":
             # Before the XADD: once the sender sees the final ack it deletes the keys,
             # and a later HSET would recreate the meta hash.
             position = f"{control.seq} {control.off}"
             if self.auth is not None:
                 position = self.auth.sign_text(position)
-            pipe.hset(self.meta, _ack_field(control.sender), position)
+            commands.append(("HSET", self.meta, _ack_field(control.sender), position))
         raw = control.model_dump_json().encode()
-        fields = {CONTROL_FIELD: raw}
+        entry: tuple[Any, ...] = ("XADD", self.ack, "*", CONTROL_FIELD, raw)
         if self.auth is not None:
-            fields[MAC_FIELD] = self.auth.sign(raw)
-        pipe.xadd(self.ack, fields)
+            entry += (MAC_FIELD, self.auth.sign(raw))
+        commands.append(entry)
         if control.kind in _PROGRESS:
-            self._refresh(pipe)
+            commands.append(self._refresh_command())
         else:
-            pipe.hset(self.meta, _END, control.kind)
-            self._expire_all(pipe, min(FAILED_TTL, self.ttl))
+            commands.append(("HSET", self.meta, _END, control.kind))
+            ttl = max(1, int(min(FAILED_TTL, self.ttl)))
+            commands += [("EXPIRE", key, ttl) for key in (self.data, self.ack, self.meta)]
+        return commands
 
     def load(self) -> Announce | None:
         """The stored announcement, or None when the transfer is gone."""
@@ -291,8 +298,13 @@ class TransferIO:
         count: int,
         ack: Control | None = None,
         block_ms: int = POLL_MS,
+        place: Place | None = None,
     ) -> tuple[list[tuple[bytes, Frame]], list[ControlEntry]]:
         """Block up to ``block_ms`` for chunk frames and controls, in one XREAD.
+
+        On a plain ``redis.Redis`` the reply is parsed by :mod:`framework.cell.rawread`
+        (each chunk body copied once, into the place ``place`` picks); other clients go
+        through redis-py.
 
         Args:
             data_from: Data-stream id after which to read.
@@ -300,19 +312,29 @@ class TransferIO:
             count: Most entries per stream.
             ack: An acknowledgement to post in the same round trip, before reading.
             block_ms: Longest wait.
+            place: Picks the destination of each chunk body (blob mode).
 
         Returns:
             ``(frames, controls)``, each as ``(entry_id, item)`` lists.
         """
-        streams = {self.data: data_from, self.ack: ack_from}
         block = min(block_ms, MAX_BLOCK_MS)
+        prefix = [] if ack is None else self._control_commands(ack)
+        xread = ("XREAD", "COUNT", count, "BLOCK", block, "STREAMS", self.data, self.ack)
         with self.conn.mapped_errors(f"read chunks of {self.data!r}", command="XREAD"):
-            if ack is None:
-                reply = self.conn.blocking.xread(streams, count=count, block=block)
+            replies = round_trip(
+                self.conn.blocking, [*prefix, (*xread, data_from, ack_from)], place
+            )
+            if replies is not None:
+                _raise_first(replies[:-1])
+                reply: Any = [
+                    (key, [(eid, _pairs(fields)) for eid, fields in entries])
+                    for key, entries in replies[-1]
+                ]
             else:
                 pipe = self.conn.blocking.pipeline(transaction=False)
-                self._queue_control(pipe, ack)
-                pipe.xread(streams, count=count, block=block)
+                for command in prefix:
+                    pipe.execute_command(*command)
+                pipe.xread({self.data: data_from, self.ack: ack_from}, count=count, block=block)
                 reply = pipe.execute()[-1]
         frames: list[tuple[bytes, Frame]] = []
         controls: list[ControlEntry] = []
@@ -375,7 +397,10 @@ class TransferIO:
 
     def _refresh(self, pipe: Any) -> None:
         # execute_command: a cluster pipeline has no eval(), but routes EVAL by its keys.
-        pipe.execute_command("EVAL", _REFRESH, 3, self.data, self.ack, self.meta, self.ttl)
+        pipe.execute_command(*self._refresh_command())
+
+    def _refresh_command(self) -> tuple[Any, ...]:
+        return ("EVAL", _REFRESH, 3, self.data, self.ack, self.meta, self.ttl)
 
 
 #: Control kinds that keep a transfer alive (the others end it).
@@ -395,6 +420,10 @@ def _raise_first(replies: list[Any]) -> None:
     for reply in replies:
         if isinstance(reply, Exception):
             raise reply
+
+
+def _pairs(fields: list[Any]) -> dict[bytes, Any]:
+    return dict(zip(fields[::2], fields[1::2], strict=False))
 
 
 def _ack_field(target: str) -> str:

@@ -17,7 +17,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from pydantic import ValidationError
+
 from framework.cell.assembler import BlobBuffer
+from framework.cell.frames import HEADER_FIELD, ChunkHeader
 from framework.cell.receiver import RxHandle, RxStream, RxTransfer
 from framework.cell.types import StreamFuture
 from framework.cell.window import Position
@@ -158,11 +161,48 @@ def receive_blob(rx: RxTransfer, future: StreamFuture, max_size: int) -> bytearr
             "process). Send it again."
         )
     blob = BlobBuffer(rx.sid, rx.announce.size, max_size)
+    placer = None if rx.decoder.cipher is not None else _Placer(blob)
     while not rx.decoder.finished:
-        for header, plain in rx.fetch():
+        if placer is not None:
+            # Chunk bodies are read straight into the blob: room for one XREAD batch.
+            blob.reserve(rx.config.read_count * rx.announce.chunk_size)
+            placer.expect(rx.decoder.next_seq, rx.decoder.offset)
+        for header, plain in rx.fetch(placer):
             blob.write(header.off, plain)
             rx.consumed(Position(header.seq, header.off + header.len), header.last)
         future.set_progress(rx.decoder.offset)
     data = blob.release()
     rx.complete()
     return data
+
+
+class _Placer:
+    """Picks the place in the blob of each chunk body of a plain transfer, as it is read.
+
+    Only the chunk that continues the blob gets a place (duplicates and anything out of
+    order go to a buffer of their own and meet the decoder's checks); a placed chunk is
+    verified (length, CRC-32C) like any other before it counts.
+    """
+
+    def __init__(self, blob: BlobBuffer) -> None:
+        self.blob = blob
+        self.seq = 0
+        self.off = 0
+
+    def expect(self, seq: int, off: int) -> None:
+        """The next chunk the decoder will accept."""
+        self.seq, self.off = seq, off
+
+    def __call__(self, fields: list[Any], size: int) -> memoryview | None:
+        if len(fields) < 3 or fields[0] != HEADER_FIELD:
+            return None
+        try:
+            header = ChunkHeader.model_validate_json(fields[1])
+        except ValidationError:
+            return None  # the decoder reports it
+        if (header.seq, header.off, header.wlen) != (self.seq, self.off, size) or header.nonce:
+            return None
+        view = self.blob.slot(header.off, size)
+        if view is not None:
+            self.seq, self.off = self.seq + 1, self.off + size
+        return view

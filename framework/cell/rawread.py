@@ -1,0 +1,196 @@
+"""A transfer's reads straight from the socket: each chunk's bytes are copied once.
+
+redis-py with hiredis copies every reply byte three times (kernel to a 64 KB read
+buffer, into hiredis's own buffer, into a new ``bytes``) and, in redis-py 8, spends
+about half a millisecond per command on instrumentation. The receive path moves every
+byte of every transfer, so :func:`round_trip` sends its commands (an optional
+piggybacked ack, then ``XREAD``) with the connection's own packer and parses the
+replies itself: small values from a read buffer, each chunk body by ``recv_into``
+straight into its destination, a new ``bytearray`` or, in blob mode, its place in the
+blob. Only a plain ``redis.Redis`` over a socket is served; for other clients (cluster,
+fakeredis) it returns None and the caller uses redis-py. Redis exceptions raised here
+are redis-py's own, so the caller maps them as usual.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+__all__ = ["Place", "round_trip"]
+
+#: ``place(fields_so_far, size)``: where a chunk body of ``size`` bytes goes (a writable
+#: memoryview of exactly that size), or None for a new bytearray.
+Place = Callable[[list[Any], int], "memoryview | None"]
+
+#: Bytes of the read buffer for everything but chunk bodies.
+_BUFFER = 1 << 16
+#: Bulk strings at least this long are read in place instead of through the buffer.
+_IN_PLACE = 1 << 14
+
+
+def round_trip(
+    client: Any, commands: Sequence[tuple[Any, ...]], place: Place | None = None
+) -> list[Any] | None:
+    """Run ``commands`` (the last one an ``XREAD``) in one round trip.
+
+    Args:
+        client: The blocking client; only a plain ``redis.Redis`` is served.
+        commands: Argument tuples; the last must be ``XREAD ... STREAMS ...``.
+        place: Chooses the destination of each chunk body (field ``d``).
+
+    Returns:
+        The replies (errors as ``ResponseError`` objects); the ``XREAD`` reply as a list
+        of ``(key, [(entry_id, [field, value, ...]), ...])``. None if not served.
+
+    Raises:
+        redis.exceptions.ConnectionError: The connection dropped (it is discarded).
+        redis.exceptions.TimeoutError: Redis did not answer within the socket timeout.
+    """
+    if type(client) is not redis.Redis:
+        return None
+    pool = client.connection_pool
+    connection: Any = pool.get_connection()
+    try:
+        if getattr(connection, "_sock", None) is None:
+            return None
+        connection.send_packed_command(connection.pack_commands(commands))
+        reader = _Reader(connection._sock)
+        replies = [reader.value() for _ in commands[:-1]]
+        replies.append(reader.xread(place))
+        if reader.pending():  # never expected: do not hand out a connection in doubt
+            connection.disconnect()
+    except BaseException:
+        connection.disconnect()  # a reply may be half read: never reuse it
+        raise
+    finally:
+        pool.release(connection)
+    return replies
+
+
+class _Reader:
+    """A minimal RESP2/RESP3 reply parser over a blocking socket."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buf = bytearray(_BUFFER)
+        self.view = memoryview(self.buf)
+        self.start = self.end = 0
+
+    def pending(self) -> bool:
+        return self.start != self.end
+
+    def value(self) -> Any:
+        kind, rest = self._header()
+        if kind in b"*~>":
+            n = int(rest)
+            return None if n < 0 else [self.value() for _ in range(n)]
+        if kind == b"%"[0]:
+            return {self.value(): self.value() for _ in range(int(rest))}
+        if kind in b"$=":
+            n = int(rest)
+            return None if n < 0 else self._body(n, None)
+        return self._simple(kind, rest)
+
+    def xread(self, place: Place | None) -> Any:
+        """An XREAD reply: ``[(key, [(id, fields)])]``, chunk bodies placed by ``place``."""
+        kind, rest = self._header()
+        if kind == b"_"[0]:
+            return []  # RESP3 null: nothing arrived within BLOCK
+        if kind not in b"*%":
+            return self._simple(kind, rest)
+        out = []
+        for _ in range(max(int(rest), 0)):  # RESP2 null is *-1
+            if kind == b"*"[0]:
+                self._header()  # each stream is a [key, entries] pair in RESP2
+            key = self.value()
+            out.append((key, self._entries(place)))
+        return out
+
+    def _entries(self, place: Place | None) -> list[tuple[bytes, list[Any]]]:
+        entries = []
+        for _ in range(int(self._header()[1])):
+            self._header()  # [id, fields]
+            eid = self.value()
+            fields: list[Any] = []
+            for i in range(max(int(self._header()[1]), 0)):
+                size = int(self._header()[1])
+                if size < 0:
+                    fields.append(None)
+                    continue
+                target = None
+                if place is not None and i % 2 and fields[-1] == b"d":
+                    target = place(fields, size)
+                fields.append(self._body(size, target))
+            entries.append((eid, fields))
+        return entries
+
+    def _simple(self, kind: int, rest: bytes) -> Any:
+        if kind == b"+"[0]:
+            return rest
+        if kind == b":"[0]:
+            return int(rest)
+        if kind == b"-"[0] or kind == b"!"[0]:
+            return ResponseError(rest.decode(errors="replace"))
+        if kind == b"_"[0]:
+            return None
+        if kind == b","[0]:
+            return float(rest)
+        if kind == b"#"[0]:
+            return rest == b"t"
+        raise RedisConnectionError(f"Unexpected reply type {chr(kind)!r} from Redis.")
+
+    def _header(self) -> tuple[int, bytes]:
+        while True:
+            at = self.buf.find(b"\r\n", self.start, self.end)
+            if at >= 0:
+                line = bytes(self.view[self.start : at])
+                self.start = at + 2
+                return line[0], line[1:]
+            self._fill()
+
+    def _body(self, size: int, target: memoryview | None) -> Any:
+        if target is None and size < _IN_PLACE:
+            while self.end - self.start < size + 2:
+                self._fill()
+            small = bytes(self.view[self.start : self.start + size])
+            self.start += size + 2
+            return small
+        out: memoryview | bytearray = target if target is not None else bytearray(size)
+        dest = memoryview(out)
+        have = min(self.end - self.start, size)
+        dest[:have] = self.view[self.start : self.start + have]
+        self.start += have
+        while have < size:
+            have += self._recv(dest[have:])
+        while self.end - self.start < 2:
+            self._fill()
+        self.start += 2  # the bulk's CRLF
+        return out
+
+    def _fill(self) -> None:
+        if self.start == self.end:
+            self.start = self.end = 0
+        elif self.end == len(self.buf):
+            # Keep the unread tail; a header line never comes near the buffer's size.
+            tail = self.end - self.start
+            self.buf[:tail] = self.view[self.start : self.end]
+            self.start, self.end = 0, tail
+        self.end += self._recv(self.view[self.end :])
+
+    def _recv(self, into: memoryview) -> int:
+        try:
+            n = self.sock.recv_into(into)
+        except TimeoutError as exc:  # socket.timeout
+            raise RedisTimeoutError("Timeout reading from socket") from exc
+        except OSError as exc:
+            raise RedisConnectionError(f"Error while reading from socket: {exc}") from exc
+        if not n:
+            raise RedisConnectionError("Connection closed by server.")
+        return n
