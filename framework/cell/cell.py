@@ -10,7 +10,6 @@ its own ``fw-cell-rx-<sid>`` thread.
 
 from __future__ import annotations
 
-import inspect
 import logging
 import secrets
 import threading
@@ -33,7 +32,7 @@ from framework.cell.streams import as_stream
 from framework.cell.transport import TransferIO
 from framework.cell.types import Message, Stream, StreamFuture
 from framework.cell.window import Position
-from framework.cell.worker import Handler
+from framework.cell.worker import Handler, check_callable
 from framework.connection import RedisConnection
 from framework.exceptions import ClosedError, ConfigurationError, EncryptionError, StreamError
 
@@ -308,7 +307,7 @@ class StreamCell:
         Raises:
             ConfigurationError: If ``stream_cb`` cannot be called with these arguments.
         """
-        _check_callable("stream_cb", stream_cb, (None, None, 0, *args), kwargs)
+        check_callable("stream_cb", stream_cb, (None, None, 0, *args), kwargs)
         self._register(channel, topic, Handler("stream", stream_cb, args, kwargs))
 
     def register_blob_cb(
@@ -330,9 +329,9 @@ class StreamCell:
         Raises:
             ConfigurationError: If ``blob_cb`` or ``preflight_cb`` cannot be called so.
         """
-        _check_callable("blob_cb", blob_cb, (None, *args), kwargs)
+        check_callable("blob_cb", blob_cb, (None, *args), kwargs)
         if preflight_cb is not None:
-            _check_callable("preflight_cb", preflight_cb, (None,), {})
+            check_callable("preflight_cb", preflight_cb, (None,), {})
         handler = Handler("blob", blob_cb, args, kwargs, preflight_cb)
         self._register(channel, topic, handler)
 
@@ -382,26 +381,3 @@ class StreamCell:
     def __repr__(self) -> str:
         state = " closed" if self._stopping.is_set() else ""
         return f"<StreamCell {self.name!r} on {self.conn.url()}{state}>"
-
-
-def _check_callable(
-    what: str, callback: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> None:
-    """Fail at registration, not later in a worker thread, if ``callback`` cannot take these.
-
-    Raises:
-        ConfigurationError: If ``callback`` is not callable or its signature rejects them.
-    """
-    if not callable(callback):
-        raise ConfigurationError(f"{what} must be callable, not {type(callback).__name__}.")
-    try:
-        signature = inspect.signature(callback)
-    except (TypeError, ValueError):  # builtins without a signature: trust them
-        return
-    try:
-        signature.bind(*args, **kwargs)
-    except TypeError as exc:
-        raise ConfigurationError(
-            f"{what} {getattr(callback, '__qualname__', callback)!r} cannot be called with "
-            f"{len(args)} positional argument(s) and keywords {sorted(kwargs)}: {exc}."
-        ) from exc

@@ -19,11 +19,11 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import redis
+from redis._parsers.base import BaseParser
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-__all__ = ["Place", "round_trip"]
+__all__ = ["Place", "exchange", "round_trip"]
 
 #: ``place(fields_so_far, size)``: where a chunk body of ``size`` bytes goes (a writable
 #: memoryview of exactly that size), or None for a new bytearray.
@@ -46,7 +46,7 @@ def round_trip(
         place: Chooses the destination of each chunk body (field ``d``).
 
     Returns:
-        The replies (errors as ``ResponseError`` objects); the ``XREAD`` reply as a list
+        The replies (errors as redis-py ``ResponseError`` objects); the ``XREAD`` reply as a list
         of ``(key, [(entry_id, [field, value, ...]), ...])``. None if not served.
 
     Raises:
@@ -72,6 +72,41 @@ def round_trip(
     finally:
         pool.release(connection)
     return replies
+
+
+def exchange(
+    client: Any, commands: list[tuple[Any, ...]], xread: tuple[Any, ...], place: Place | None = None
+) -> tuple[list[Any], Any]:
+    """Run ``commands`` then ``xread`` in one round trip.
+
+    Straight from the socket when :func:`round_trip` serves the client, else through a
+    redis-py pipeline (cluster, fakeredis).
+
+    Returns:
+        The replies to ``commands`` (errors as exception objects) and the XREAD reply as
+        ``[(key, [(entry_id, {field: value})])]`` (or redis-py's equivalent shape).
+
+    Raises:
+        redis.exceptions.RedisError: The XREAD failed or the connection dropped.
+    """
+    replies = round_trip(client, [*commands, xread], place)
+    if replies is not None:
+        streams = [
+            (key, [(eid, _pairs(fields)) for eid, fields in entries])
+            for key, entries in replies[-1]
+        ]
+        return replies[:-1], streams
+    pipe = client.pipeline(transaction=False)
+    for command in (*commands, xread):
+        pipe.execute_command(*command)
+    replies = pipe.execute(raise_on_error=False)
+    if isinstance(replies[-1], Exception):
+        raise replies[-1]
+    return replies[:-1], replies[-1]
+
+
+def _pairs(fields: list[Any]) -> dict[bytes, Any]:
+    return dict(zip(fields[::2], fields[1::2], strict=False))
 
 
 class _Reader:
@@ -137,7 +172,11 @@ class _Reader:
         if kind == b":"[0]:
             return int(rest)
         if kind == b"-"[0] or kind == b"!"[0]:
-            return ResponseError(rest.decode(errors="replace"))
+            # redis-py's own mapping: "OOM ..." becomes OutOfMemoryError, and so on.
+            error: Exception = BaseParser.parse_error(  # type: ignore[no-untyped-call]
+                rest.decode(errors="replace")
+            )
+            return error
         if kind == b"_"[0]:
             return None
         if kind == b","[0]:

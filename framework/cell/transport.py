@@ -32,7 +32,7 @@ from framework.cell.frames import (
     decode,
     entry_id,
 )
-from framework.cell.rawread import Place, round_trip
+from framework.cell.rawread import Place, exchange
 from framework.cell.window import Position
 from framework.connection import MAX_BLOCK_MS, RedisConnection
 from framework.exceptions import BackendError, FramingError, MalformedFrameError
@@ -146,26 +146,25 @@ class TransferIO:
             BackendError: If Redis fails or refuses a frame for another reason.
         """
         conn = self.conn
+        commands: list[tuple[Any, ...]] = [
+            ("XADD", self.data, entry_id(seq), HEADER_FIELD, header, DATA_FIELD, conn.bulk(wire))
+            for seq, header, wire in frames
+        ]
+        if trim_below is not None:
+            commands.append(("XTRIM", self.data, "MINID", entry_id(trim_below)))
+        commands.append(self._refresh_command())
+        xread = ("XREAD", "COUNT", _CONTROL_COUNT, "STREAMS", self.ack, ack_from)
         with conn.mapped_errors(f"write chunks to {self.data!r}", command="XADD"):
-            pipe = conn.client.pipeline(transaction=False)
-            for seq, header, wire in frames:
-                pipe.xadd(
-                    self.data, {HEADER_FIELD: header, DATA_FIELD: conn.bulk(wire)}, id=entry_id(seq)
-                )
-            if trim_below is not None:
-                pipe.xtrim(self.data, minid=entry_id(trim_below), approximate=False)
-            self._refresh(pipe)
-            pipe.xread({self.ack: ack_from}, count=_CONTROL_COUNT)
-            replies = pipe.execute(raise_on_error=False)
+            replies, controls = exchange(conn.client, commands, xread)
         for reply in replies[: len(frames)]:
             if isinstance(reply, Exception) and _ALREADY_WRITTEN not in str(reply):
                 raise BackendError(
                     f"Could not write a chunk to {self.data!r}: {_describe(reply)}.", command="XADD"
                 )
-        for reply in replies[len(frames) :]:
-            if isinstance(reply, Exception):
-                raise BackendError(f"Could not update transfer {self.meta!r}: {_describe(reply)}.")
-        return self._controls(replies[-1])
+        for error in replies[len(frames) :]:
+            if isinstance(error, Exception):
+                raise BackendError(f"Could not update transfer {self.meta!r}: {_describe(error)}.")
+        return self._controls(controls)
 
     def wait_controls(self, ack_from: str, block_ms: int = POLL_MS) -> list[ControlEntry]:
         """Block up to ``block_ms`` for control entries after ``ack_from``."""
@@ -321,21 +320,10 @@ class TransferIO:
         prefix = [] if ack is None else self._control_commands(ack)
         xread = ("XREAD", "COUNT", count, "BLOCK", block, "STREAMS", self.data, self.ack)
         with self.conn.mapped_errors(f"read chunks of {self.data!r}", command="XREAD"):
-            replies = round_trip(
-                self.conn.blocking, [*prefix, (*xread, data_from, ack_from)], place
+            replies, reply = exchange(
+                self.conn.blocking, prefix, (*xread, data_from, ack_from), place
             )
-            if replies is not None:
-                _raise_first(replies[:-1])
-                reply: Any = [
-                    (key, [(eid, _pairs(fields)) for eid, fields in entries])
-                    for key, entries in replies[-1]
-                ]
-            else:
-                pipe = self.conn.blocking.pipeline(transaction=False)
-                for command in prefix:
-                    pipe.execute_command(*command)
-                pipe.xread({self.data: data_from, self.ack: ack_from}, count=count, block=block)
-                reply = pipe.execute()[-1]
+            _raise_first(replies)
         frames: list[tuple[bytes, Frame]] = []
         controls: list[ControlEntry] = []
         for key, entries in stream_entries(reply):
@@ -395,10 +383,6 @@ class TransferIO:
             )
         return control
 
-    def _refresh(self, pipe: Any) -> None:
-        # execute_command: a cluster pipeline has no eval(), but routes EVAL by its keys.
-        pipe.execute_command(*self._refresh_command())
-
     def _refresh_command(self) -> tuple[Any, ...]:
         return ("EVAL", _REFRESH, 3, self.data, self.ack, self.meta, self.ttl)
 
@@ -420,10 +404,6 @@ def _raise_first(replies: list[Any]) -> None:
     for reply in replies:
         if isinstance(reply, Exception):
             raise reply
-
-
-def _pairs(fields: list[Any]) -> dict[bytes, Any]:
-    return dict(zip(fields[::2], fields[1::2], strict=False))
 
 
 def _ack_field(target: str) -> str:

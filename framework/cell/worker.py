@@ -11,6 +11,7 @@ blob. A failed or rejected blob is reported to the sender and never reaches ``bl
 
 from __future__ import annotations
 
+import inspect
 import logging
 import threading
 from collections.abc import Callable
@@ -24,9 +25,9 @@ from framework.cell.frames import HEADER_FIELD, ChunkHeader
 from framework.cell.receiver import RxHandle, RxStream, RxTransfer
 from framework.cell.types import StreamFuture
 from framework.cell.window import Position
-from framework.exceptions import StreamError
+from framework.exceptions import ConfigurationError, StreamError
 
-__all__ = ["Handler", "RxWorker", "receive_blob"]
+__all__ = ["Handler", "RxWorker", "check_callable", "receive_blob"]
 
 logger = logging.getLogger(__name__)
 
@@ -206,3 +207,26 @@ class _Placer:
         if view is not None:
             self.seq, self.off = self.seq + 1, self.off + size
         return view
+
+
+def check_callable(
+    what: str, callback: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> None:
+    """Fail at registration, not later in a worker thread, if ``callback`` cannot take these.
+
+    Raises:
+        ConfigurationError: If ``callback`` is not callable or its signature rejects them.
+    """
+    if not callable(callback):
+        raise ConfigurationError(f"{what} must be callable, not {type(callback).__name__}.")
+    try:
+        signature = inspect.signature(callback)
+    except (TypeError, ValueError):  # builtins without a signature: trust them
+        return
+    try:
+        signature.bind(*args, **kwargs)
+    except TypeError as exc:
+        raise ConfigurationError(
+            f"{what} {getattr(callback, '__qualname__', callback)!r} cannot be called with "
+            f"{len(args)} positional argument(s) and keywords {sorted(kwargs)}: {exc}."
+        ) from exc
