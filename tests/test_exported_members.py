@@ -66,7 +66,6 @@ PURE_MODULES = [
     "framework.objects.sending",
     "framework.objects.session",
     "framework.objects.shareable",
-    "framework.objects.workers",
 ]
 
 

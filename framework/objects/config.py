@@ -20,8 +20,8 @@ DEFAULT_INLINE_LIMIT = 1 << 20
 DEFAULT_IDLE_TIMEOUT = 300.0
 #: Seconds a mailbox lives without being read or written (crash safety net).
 DEFAULT_TTL = 600.0
-#: Threads that run consumers (one session uses one at a time).
-DEFAULT_WORKERS = 8
+#: Threads that read the mailbox and run consumers (a session uses one at a time).
+DEFAULT_WORKERS = 4
 #: Seconds close() waits in total for consumers and threads.
 DEFAULT_CLOSE_TIMEOUT = 5.0
 

@@ -4,11 +4,12 @@ Small messages (objects and replies up to ``inline_limit`` bytes, end and abort 
 are entries in each cell's mailbox stream, one ``XADD`` per target; larger or
 ``secure=True`` objects and replies ride the cell's byte streams: one ``send_blob`` to
 all targets, so the bytes go into Redis once, read straight out of the serializer's
-buffers (numpy arrays are not copied into a pickle). A thread named
-``fw-obj-mailbox-<cell>`` reads the mailbox: replies go to the waiting
-``stream_objects`` call, objects and notices to a pool of ``fw-obj-<cell>-<n>`` worker
-threads that run the consumers (objects that arrived as byte streams are consumed in the
-cell's receiving thread). The engine does not own the cell or its connection.
+buffers (numpy arrays are not copied into a pickle). Worker threads named
+``fw-obj-<cell>-<n>`` share the mailbox through a consumer group and run the consumers
+of what they read, so no message is handed between threads; objects that arrived as byte
+streams are consumed in the cell's receiving thread. A ``stream_objects`` call reads its
+own replies (mailbox ``fw:cell:{<cell>}:replies:<tx>``) in the caller's thread. The
+engine does not own the cell or its connection.
 """
 
 from __future__ import annotations
@@ -44,7 +45,6 @@ from framework.objects.receiver import Receiver, Registration
 from framework.objects.sending import ObjectStream
 from framework.objects.session import ReplySlots
 from framework.objects.shareable import ReservedHeaderKey, ReturnCode, Shareable, error_reply
-from framework.objects.workers import WorkerPool
 
 __all__ = ["OBJECTS_CHANNEL", "RedisStreamableEngine"]
 
@@ -93,11 +93,11 @@ class RedisStreamableEngine(StreamableEngine):
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._expecting: dict[str, ReplySlots] = {}
+        self._next_expiry = 0.0
         self._boxes: dict[str, Mailbox] = {}  # tx -> reply mailbox of a running stream
         self._outgoing: list[StreamFuture] = []  # byte streams of replies, cancelled on close
         self._mailbox = Mailbox(self.conn, self.conn.keys.mailbox(self.name), self.config.ttl)
         self._mailbox.create()
-        self._pool = WorkerPool(f"fw-obj-{self.name}", self.config.workers)
         self._receiver = Receiver(
             self.name,
             self._reply,
@@ -105,10 +105,14 @@ class RedisStreamableEngine(StreamableEngine):
             abort_signal=self.fl_ctx.get_run_abort_signal(),
         )
         cell.register_blob_cb(OBJECTS_CHANNEL, _TOPIC, self._on_blob)
-        self._thread = threading.Thread(
-            target=self._read_loop, name=f"fw-obj-mailbox-{self.name}", daemon=True
-        )
-        self._thread.start()
+        self._threads = [
+            threading.Thread(
+                target=self._work, args=(i,), name=f"fw-obj-{self.name}-{i}", daemon=True
+            )
+            for i in range(self.config.workers)
+        ]
+        for thread in self._threads:
+            thread.start()
 
     # -- the StreamableEngine API --------------------------------------------------------
 
@@ -177,18 +181,20 @@ class RedisStreamableEngine(StreamableEngine):
             return
         self._stop.set()
         deadline = time.monotonic() + self.config.close_timeout
-        self._mailbox.wake()
-        if self._thread is not threading.current_thread():
-            self._thread.join(max(0.0, deadline - time.monotonic()))
-        self._pool.close(deadline)
+        for _ in self._threads:  # one wake-up entry per reading thread
+            self._mailbox.wake()
+        for thread in self._threads:
+            if thread is not threading.current_thread():
+                thread.join(max(0.0, deadline - time.monotonic()))
         self._receiver.close(max(0.0, deadline - time.monotonic()))
         with self._lock:
             pending, self._outgoing = self._outgoing, []
         for future in pending:
             future.cancel()
         self._mailbox.delete()
-        if self._thread.is_alive():
-            logger.warning("Engine %r closed but its mailbox reader is still running.", self.name)
+        alive = [t.name for t in self._threads if t.is_alive()]
+        if alive:
+            logger.warning("Engine %r closed but threads %s are still running.", self.name, alive)
 
     def close(self) -> None:
         """Same as :meth:`shutdown_streamer`."""
@@ -271,19 +277,26 @@ class RedisStreamableEngine(StreamableEngine):
 
     # -- receiving ---------------------------------------------------------------------
 
-    def _read_loop(self) -> None:
-        next_expiry = time.monotonic() + _EXPIRE_EVERY
+    def _work(self, index: int) -> None:
+        """A worker: reads the mailbox and runs what it reads (consumers included)."""
+        reader = self._mailbox.reader(f"{self.name}-{index}")
         while not self._stop.is_set():
             try:
-                for eid, fields in self._mailbox.read() or []:
+                for eid, fields in reader.read():
                     self._on_entry(eid, fields)
             except Exception:  # thread boundary: log, pause, retry; never die silently
                 logger.warning("Reading the mailbox of %r failed.", self.name, exc_info=True)
                 self._stop.wait(0.5)
-            if time.monotonic() >= next_expiry:
-                next_expiry = time.monotonic() + _EXPIRE_EVERY
-                if self._receiver.has_idle():
-                    self._pool.submit(self._receiver.expire_idle)
+            self._maybe_expire()
+
+    def _maybe_expire(self) -> None:
+        """End idle sessions; whichever worker comes by first does it (a busy one can't)."""
+        now = time.monotonic()
+        with self._lock:
+            if now < self._next_expiry:
+                return
+            self._next_expiry = now + _EXPIRE_EVERY
+        self._receiver.expire_idle()
 
     def _on_entry(self, eid: bytes, fields: dict[bytes, Any]) -> None:
         if WAKE_FIELD in fields:
@@ -311,9 +324,9 @@ class RedisStreamableEngine(StreamableEngine):
             logger.warning("Dropping an unreadable message: %s", exc)
             return
         # Consumed right here, in the cell's thread for this transfer.
-        self._dispatch(env, future.result(), inline=True)
+        self._dispatch(env, future.result())
 
-    def _dispatch(self, env: Envelope, payload: Any, inline: bool = False) -> None:
+    def _dispatch(self, env: Envelope, payload: Any) -> None:
         if env.kind == "reply":
             self._on_reply(env, payload)
             with self._lock:
@@ -322,12 +335,9 @@ class RedisStreamableEngine(StreamableEngine):
                 box.wake()  # the waiting thread blocks on its reply mailbox
         elif env.kind == "data":
             load = partial(open_payload, env, payload, self._secret, self._allow_pickle)
-            if inline:
-                self._receiver.on_data(env, load)
-            else:
-                self._pool.submit(self._receiver.on_data, env, load)
+            self._receiver.on_data(env, load)
         elif self._verified(env, payload):
-            self._pool.submit(self._receiver.on_end, env)
+            self._receiver.on_end(env)
 
     def _verified(self, env: Envelope, payload: Any) -> bool:
         try:

@@ -152,6 +152,10 @@ class Mailbox:
         self._handled = []
         self.create()
 
+    def reader(self, consumer: str) -> GroupReader:
+        """A reader that shares this mailbox's entries with the other readers (one each)."""
+        return GroupReader(self, consumer)
+
     def wake(self) -> None:
         """Append a wake-up entry so a reader blocked on this mailbox returns now."""
         try:
@@ -167,3 +171,77 @@ class Mailbox:
                 self.conn.client.delete(self.key)
         except BackendError:
             logger.warning("Could not delete mailbox %s; its TTL removes it.", self.key)
+
+
+class GroupReader:
+    """One of several threads reading a mailbox through its consumer group.
+
+    Each entry goes to one reader, so the threads that run the consumers read for
+    themselves and no message is handed from thread to thread. Entries are read with
+    ``NOACK`` (a message whose reader dies is lost like any message to a dead engine;
+    its sender's wait times out) and deleted in batches, in the same round trip as a
+    later read: after ``delete_every`` entries, or as soon as the mailbox is quiet.
+
+    Args:
+        mailbox: The mailbox.
+        consumer: This reader's name in the group.
+        delete_every: Handled entries gathered before they are deleted while busy.
+    """
+
+    def __init__(self, mailbox: Mailbox, consumer: str, delete_every: int = 32) -> None:
+        self.mailbox = mailbox
+        self.consumer = consumer
+        self.delete_every = delete_every
+        self._handled: list[bytes] = []
+        self._quiet = False
+        self._refresh_at = 0.0
+
+    def read(self, block_ms: int = MAX_BLOCK_MS) -> list[MailEntry]:
+        """Wait up to ``block_ms`` for the next entry (deleting handled ones on the way).
+
+        Raises:
+            BackendError: If Redis fails.
+        """
+        box = self.mailbox
+        delete = bool(self._handled) and (self._quiet or len(self._handled) >= self.delete_every)
+        refresh = time.monotonic() >= self._refresh_at
+        block = min(block_ms, MAX_BLOCK_MS)
+        with box.conn.mapped_errors(f"read mailbox {box.key!r}", command="XREADGROUP"):
+            try:
+                if not (delete or refresh):
+                    reply = self._xreadgroup(box.conn.blocking, block)
+                else:
+                    pipe = box.conn.blocking.pipeline(transaction=False)
+                    if delete:
+                        pipe.xdel(box.key, *self._handled)
+                    if refresh:
+                        pipe.pexpire(box.key, box.ttl_ms)
+                    self._xreadgroup(pipe, block)
+                    *done, reply = pipe.execute()
+                    if delete:
+                        self._handled = []
+                    if refresh:
+                        self._refreshed(bool(done[-1]))
+            except Exception as exc:  # NOGROUP: the mailbox vanished; anything else is mapped
+                if "NOGROUP" not in str(exc):
+                    raise
+                self._refreshed(False)
+                return []
+        entries = [e for _, batch in stream_entries(reply) for e in batch]
+        self._quiet = not entries
+        self._handled += [eid for eid, _ in entries]
+        return entries
+
+    def _xreadgroup(self, client: Any, block: int) -> Any:
+        key = self.mailbox.key
+        return client.xreadgroup(
+            _GROUP, self.consumer, {key: ">"}, count=1, block=block, noack=True
+        )
+
+    def _refreshed(self, existed: bool) -> None:
+        box = self.mailbox
+        self._refresh_at = time.monotonic() + min(box.ttl_ms / 4000, _REFRESH_EVERY)
+        if not existed:
+            logger.warning("Mailbox %s was gone (expired or deleted): recreating it.", box.key)
+            self._handled = []
+            box.create()
