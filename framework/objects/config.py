@@ -22,6 +22,8 @@ DEFAULT_IDLE_TIMEOUT = 300.0
 DEFAULT_TTL = 600.0
 #: Threads that read the mailbox and run consumers (a session uses one at a time).
 DEFAULT_WORKERS = 4
+#: Seconds after which an unanswered small object is sent again (applied once anyway).
+DEFAULT_RESEND_AFTER = 2.0
 #: Seconds close() waits in total for consumers and threads.
 DEFAULT_CLOSE_TIMEOUT = 5.0
 
@@ -39,6 +41,7 @@ class EngineConfig(BaseModel):
     idle_timeout: float = Field(DEFAULT_IDLE_TIMEOUT, gt=0)
     ttl: float = Field(DEFAULT_TTL, ge=1)
     workers: int = Field(DEFAULT_WORKERS, ge=1, le=256)
+    resend_after: float = Field(DEFAULT_RESEND_AFTER, gt=0)
     close_timeout: float = Field(DEFAULT_CLOSE_TIMEOUT, gt=0)
 
     def __init__(self, **data: Any) -> None:

@@ -23,6 +23,7 @@ from typing import Any
 
 from framework.cell import Message, StreamCell, StreamFuture
 from framework.exceptions import (
+    BackendError,
     ClosedError,
     ConfigurationError,
     FrameworkError,
@@ -86,6 +87,7 @@ class RedisStreamableEngine(StreamableEngine):
         self.name = cell.name
         self.conn = cell.conn
         self.config = config or EngineConfig()
+        self.resend_after = self.config.resend_after
         self.fl_ctx = fl_ctx or FLContext()
         self.fl_ctx.set_prop(FLContextKey.IDENTITY_NAME, self.name, private=False)
         self._secret = secret
@@ -237,7 +239,13 @@ class RedisStreamableEngine(StreamableEngine):
             BackendError: If Redis fails.
         """
         box = self._boxes[tx]
-        for eid, fields in box.read(max(1, int(block * 1000))) or []:
+        try:
+            entries = box.read(max(1, int(block * 1000))) or []
+        except BackendError as exc:  # the wait goes on until the producer's timeout
+            logger.warning("Reading the replies of stream %s failed: %s", tx, exc)
+            self._stop.wait(min(block, 0.1))
+            return
+        for eid, fields in entries:
             if WAKE_FIELD not in fields:
                 env = self._envelope(eid, fields, box.key)
                 if env is not None and env.kind == "reply" and env.tx == tx:

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from framework.cell.transport import stream_entries
@@ -63,6 +65,26 @@ def exist(conn: RedisConnection, keys: list[str]) -> list[bool]:
         for key in keys:
             pipe.exists(key)
         return [bool(n) for n in pipe.execute()]
+
+
+def _upkept_read(
+    box: Mailbox, delete: list[bytes], refresh: bool, read: Callable[[Any], Any]
+) -> tuple[bool, Any]:
+    """Run ``read`` (on a client or pipeline), with XDEL/PEXPIRE upkeep in the same trip.
+
+    Returns:
+        Whether the refresh found the mailbox gone, and the read's reply.
+    """
+    if not (delete or refresh):
+        return False, read(box.conn.blocking)
+    pipe = box.conn.blocking.pipeline(transaction=False)
+    if delete:
+        pipe.xdel(box.key, *delete)
+    if refresh:
+        pipe.pexpire(box.key, box.ttl_ms)
+    read(pipe)
+    *done, reply = pipe.execute()
+    return refresh and not done[-1], reply
 
 
 class Mailbox:
@@ -124,21 +146,17 @@ class Mailbox:
         delete = len(self._handled) >= self.delete_every
         refresh = time.monotonic() >= self._refresh_at
         with self.conn.mapped_errors(f"read mailbox {self.key!r}", command="XREAD"):
-            if not (delete or refresh):
-                reply = self.conn.blocking.xread({self.key: self._after}, self.count, block)
-            else:
-                pipe = self.conn.blocking.pipeline(transaction=False)
-                if delete:
-                    pipe.xdel(self.key, *self._handled)
-                if refresh:
-                    pipe.pexpire(self.key, self.ttl_ms)
-                pipe.xread({self.key: self._after}, count=self.count, block=block)
-                *done, reply = pipe.execute()
-                if refresh and not done[-1]:
-                    self._recreate()
-                    return None
-                if refresh:
-                    self._refresh_at = time.monotonic() + min(self.ttl_ms / 4000, _REFRESH_EVERY)
+            gone, reply = _upkept_read(
+                self,
+                self._handled if delete else [],
+                refresh,
+                lambda c: c.xread({self.key: self._after}, count=self.count, block=block),
+            )
+        if refresh:
+            self._refresh_at = time.monotonic() + min(self.ttl_ms / 4000, _REFRESH_EVERY)
+        if gone:
+            self.recreate()
+            return None
         if delete:
             self._handled = []
         entries = [e for _, batch in stream_entries(reply) for e in batch]
@@ -147,7 +165,8 @@ class Mailbox:
             self._handled += [eid for eid, _ in entries]
         return entries
 
-    def _recreate(self) -> None:
+    def recreate(self) -> None:
+        """Recreate the mailbox after it vanished (expired, deleted, Redis restarted)."""
         logger.warning("Mailbox %s was gone (expired or deleted): recreating it.", self.key)
         self._handled = []
         self.create()
@@ -208,40 +227,28 @@ class GroupReader:
         block = min(block_ms, MAX_BLOCK_MS)
         with box.conn.mapped_errors(f"read mailbox {box.key!r}", command="XREADGROUP"):
             try:
-                if not (delete or refresh):
-                    reply = self._xreadgroup(box.conn.blocking, block)
-                else:
-                    pipe = box.conn.blocking.pipeline(transaction=False)
-                    if delete:
-                        pipe.xdel(box.key, *self._handled)
-                    if refresh:
-                        pipe.pexpire(box.key, box.ttl_ms)
-                    self._xreadgroup(pipe, block)
-                    *done, reply = pipe.execute()
-                    if delete:
-                        self._handled = []
-                    if refresh:
-                        self._refreshed(bool(done[-1]))
+                gone, reply = _upkept_read(
+                    box, self._handled if delete else [], refresh, partial(self._xreadgroup, block)
+                )
             except Exception as exc:  # NOGROUP: the mailbox vanished; anything else is mapped
                 if "NOGROUP" not in str(exc):
                     raise
-                self._refreshed(False)
-                return []
+                gone, reply = True, None
+        if delete:
+            self._handled = []
+        if refresh or gone:
+            self._refresh_at = time.monotonic() + min(box.ttl_ms / 4000, _REFRESH_EVERY)
+        if gone:
+            self._handled = []
+            box.recreate()
+            return []
         entries = [e for _, batch in stream_entries(reply) for e in batch]
         self._quiet = not entries
         self._handled += [eid for eid, _ in entries]
         return entries
 
-    def _xreadgroup(self, client: Any, block: int) -> Any:
+    def _xreadgroup(self, block: int, client: Any) -> Any:
         key = self.mailbox.key
         return client.xreadgroup(
             _GROUP, self.consumer, {key: ">"}, count=1, block=block, noack=True
         )
-
-    def _refreshed(self, existed: bool) -> None:
-        box = self.mailbox
-        self._refresh_at = time.monotonic() + min(box.ttl_ms / 4000, _REFRESH_EVERY)
-        if not existed:
-            logger.warning("Mailbox %s was gone (expired or deleted): recreating it.", box.key)
-            self._handled = []
-            box.create()

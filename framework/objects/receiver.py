@@ -117,7 +117,11 @@ class Receiver:
         if session is None:
             self._reply(env, early or make_reply(ReturnCode.ERROR), True)
             return
-        if not fresh:
+        if not fresh and not session.lock.acquire(blocking=False):
+            if session.busy and env.seq == session.seq.expected:
+                # A resend of the object being consumed: its reply is on the way.
+                logger.debug("The %s is being consumed already.", env.describe())
+                return
             session.lock.acquire()  # outside the table lock: consume may take long
         try:
             self._apply(session, env, load)

@@ -15,6 +15,8 @@ import logging
 import math
 import secrets
 import time
+from collections.abc import Callable
+from functools import partial
 from typing import Any, Protocol
 
 from framework.cell.types import StreamFuture
@@ -37,6 +39,8 @@ class Link(Protocol):
     """What the sending loop needs from the engine."""
 
     name: str
+    #: Seconds after which an unanswered mailbox message is sent again.
+    resend_after: float
 
     def stopping(self) -> bool:
         """Whether the engine is shutting down."""
@@ -169,7 +173,10 @@ class ObjectStream:
         self.link.expect(self.tx, slots)
         try:
             future = self._send(env, payload, live, slots)
-            if not self._wait(slots, future, timeout):
+            # A mailbox message can be lost (a reader's connection killed mid-reply): send
+            # it again to whoever has not answered; the receiver applies it once.
+            resend = None if future is not None else partial(self._resend, env, payload, slots)
+            if not self._wait(slots, future, timeout, resend):
                 return None
         finally:
             self.link.expect(self.tx, None)
@@ -196,8 +203,15 @@ class ObjectStream:
             slots.fail_missing(ReturnCode.COMMUNICATION_ERROR, why, absent)
         return future
 
-    def _wait(self, slots: ReplySlots, future: StreamFuture | None, timeout: float) -> bool:
+    def _wait(
+        self,
+        slots: ReplySlots,
+        future: StreamFuture | None,
+        timeout: float,
+        resend: Callable[[], None] | None,
+    ) -> bool:
         deadline = time.monotonic() + timeout
+        next_resend = time.monotonic() + self.link.resend_after
         while not slots.complete():
             if self._aborted():
                 return False
@@ -205,10 +219,13 @@ class ObjectStream:
                 why = f"The byte stream carrying the object failed: {future.exception()}"
                 slots.fail_missing(ReturnCode.COMMUNICATION_ERROR, why)
                 break
-            left = deadline - time.monotonic()
-            if left <= 0:
+            now = time.monotonic()
+            if now >= deadline:
                 break
-            self.link.collect(self.tx, min(left, _ABORT_POLL))
+            if resend is not None and now >= next_resend:
+                resend()
+                next_resend = now + self.link.resend_after
+            self.link.collect(self.tx, min(deadline - now, _ABORT_POLL))
         if not slots.complete():
             late = slots.missing()
             self._log(
@@ -222,6 +239,14 @@ class ObjectStream:
             if future is not None and not future.done():
                 future.cancel()  # its keys go now rather than at their TTL
         return True
+
+    def _resend(self, env: Envelope, payload: Any, slots: ReplySlots) -> None:
+        missing = slots.missing()
+        logger.info("Sending object %d of stream %s again to %s.", env.seq, env.tx, missing)
+        try:
+            self.link.send(env, payload, missing, self.secure, self.optional)
+        except (BackendError, StreamError) as exc:  # the next attempt, or the timeout, follows
+            self._log("Sending object %d of stream %s again failed: %s", env.seq, env.tx, exc)
 
     def _note_ended(self, replies: dict[str, Shareable]) -> None:
         for target, reply in replies.items():

@@ -237,3 +237,28 @@ def test_a_reply_that_is_not_a_shareable_becomes_execution_exception(
     producer = ListProducer([shareable(i=0)])
     server.stream_objects("c", "t", {}, ["site"], producer, FLContext())
     assert rcs(producer.rounds[0]) == {"site": "EXECUTION_EXCEPTION"}
+
+
+def test_a_lost_message_is_sent_again_and_applied_once(
+    conn: RedisConnection, make_engine: EngineFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first copy of every object and of every reply is lost; the resend gets through."""
+    original = engine_module.post
+    seen: set[tuple[str, int]] = set()
+
+    def lossy(conn: RedisConnection, keys: list[str], fields: dict[bytes, Any]) -> list[bool]:
+        env = envelope_of(fields)
+        if env.kind in ("data", "reply") and (env.kind, env.seq) not in seen:
+            seen.add((env.kind, env.seq))
+            return [True] * len(keys)
+        return original(conn, keys, fields)
+
+    monkeypatch.setattr(engine_module, "post", lossy)
+    server = make_engine(conn, "server", config=EngineConfig(resend_after=0.1))
+    factory = RecordingFactory()
+    make_engine(conn, "site").register_stream_processing("c", "t", factory)
+    producer = ListProducer([shareable(i=i) for i in range(3)], timeout=20)
+    assert server.stream_objects("c", "t", {}, ["site"], producer, FLContext())[0] == "OK"
+    assert [r["site"]["n"] for r in producer.rounds] == [1, 2, 3]
+    (session,) = factory.wait_ended(1)
+    assert [o["i"] for o in session.consumed] == [0, 1, 2]
