@@ -133,12 +133,14 @@ class Receiver:
         key = (env.origin, env.tx)
         with self._lock:
             session = self._sessions.get(key)
+        rc = env.rc or (ReturnCode.OK if env.kind == "end" else ReturnCode.TASK_ABORTED)
         if session is None:
             logger.debug("The %s names no open session.", env.describe())
-            return
-        rc = env.rc or (ReturnCode.OK if env.kind == "end" else ReturnCode.TASK_ABORTED)
-        with session.lock:
-            self._end(session, rc)
+        else:
+            with session.lock:
+                self._end(session, rc)
+        if env.kind == "end":  # the sender waits until every target has finalized
+            self._reply(env, make_reply(rc), True)
 
     def expire_idle(self) -> int:
         """End every session idle for longer than ``idle_timeout``; return how many."""

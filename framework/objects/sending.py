@@ -106,6 +106,7 @@ class ObjectStream:
         self.optional, self.secure = optional, secure
         self.tx = secrets.token_hex(16)
         self.seq = 0
+        self.timeout = 5.0  # the last object's timeout; bounds the wait for end notices
         self.reached: set[str] = set()  # targets that were sent an object
         self.ended: dict[str, str] = {}  # target -> why it takes no more objects
 
@@ -128,7 +129,8 @@ class ObjectStream:
             if obj is None:
                 return ReturnCode.OK, None
             self._check(obj, timeout)
-            replies = self._exchange(obj, float(timeout))
+            self.timeout = float(timeout)
+            replies = self._exchange(obj, self.timeout)
             if replies is None:
                 break
             result = self.producer.process_replies(replies, self.ctx, self.fl_ctx)
@@ -259,7 +261,11 @@ class ObjectStream:
         return self.link.stopping() or (signal is not None and signal.triggered)
 
     def _close(self, rc: str) -> None:
-        """Tell every target still in the session that it ended (OK) or was aborted."""
+        """Tell every target still in the session that it ended (OK) or was aborted.
+
+        After a normal end, wait (up to the last object's timeout) until each target
+        has finalized, so the consumers are done when ``stream_objects`` returns.
+        """
         notify = [t for t in self.targets if t in self.reached and t not in self.ended]
         if not notify:
             return
@@ -267,16 +273,22 @@ class ObjectStream:
         env = Envelope(
             kind=kind,
             tx=self.tx,
-            seq=self.seq,
+            seq=self.seq + 1,  # never the number of an object
             origin=self.link.name,
             channel=self.channel,
             topic=self.topic,
             rc=rc,
         )
+        slots = ReplySlots(env.seq, notify)
+        self.link.expect(self.tx, slots)
         try:
             self.link.send(env, None, notify, False, self.optional)
+            if kind == "end":
+                self._wait(slots, None, self.timeout, partial(self._resend, env, None, slots))
         except FrameworkError as exc:  # the receivers' idle expiry finalizes them instead
             self._log("Could not send %s of stream %s to %s: %s", kind, self.tx, notify, exc)
+        finally:
+            self.link.expect(self.tx, None)
 
     def _log(self, msg: str, *args: Any) -> None:
         logger.log(logging.DEBUG if self.optional else logging.WARNING, msg, *args)

@@ -83,9 +83,12 @@ class RecordingConsumer(ObjectConsumer):
     sleeps that many seconds before replying.
     """
 
-    def __init__(self, session: Session, sleeps: bool = True) -> None:
+    def __init__(
+        self, session: Session, sleeps: bool = True, gate: threading.Event | None = None
+    ) -> None:
         self.session = session
         self.sleeps = sleeps
+        self.gate = gate
 
     def consume(
         self, shareable: Shareable, stream_ctx: dict[str, Any], fl_ctx: FLContext
@@ -96,7 +99,9 @@ class RecordingConsumer(ObjectConsumer):
         s.events.append("consume")
         if "raise" in shareable:
             raise RuntimeError("consumer exploded")
-        if self.sleeps:
+        if self.sleeps and self.gate is not None and "sleep" in shareable:
+            self.gate.wait(30)  # held until the test opens the gate
+        elif self.sleeps:
             time.sleep(shareable.get("sleep", 0))
         reply = make_reply(ReturnCode.OK)
         reply["n"] = len(s.consumed)
@@ -111,8 +116,9 @@ class RecordingConsumer(ObjectConsumer):
 class RecordingFactory(ConsumerFactory):
     """Makes a :class:`RecordingConsumer` per session and records the calls."""
 
-    def __init__(self, sleeps: bool = True) -> None:
+    def __init__(self, sleeps: bool = True, gate: threading.Event | None = None) -> None:
         self.sleeps = sleeps
+        self.gate = gate
         self.sessions: list[Session] = []
         self.returned: list[Session] = []
         self.new_session = threading.Event()
@@ -123,7 +129,7 @@ class RecordingFactory(ConsumerFactory):
         with self._lock:
             self.sessions.append(session)
         self.new_session.set()
-        return RecordingConsumer(session, self.sleeps)
+        return RecordingConsumer(session, self.sleeps, self.gate)
 
     def return_consumer(
         self, consumer: ObjectConsumer, stream_ctx: dict[str, Any], fl_ctx: FLContext
