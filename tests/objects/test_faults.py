@@ -262,3 +262,24 @@ def test_a_lost_message_is_sent_again_and_applied_once(
     assert [r["site"]["n"] for r in producer.rounds] == [1, 2, 3]
     (session,) = factory.wait_ended(1)
     assert [o["i"] for o in session.consumed] == [0, 1, 2]
+
+
+def test_a_flushed_redis_is_survived_without_a_silent_loss(
+    conn: RedisConnection, make_engine: EngineFactory
+) -> None:
+    """Redis loses every key (a restart without persistence): mailboxes come back."""
+    config = EngineConfig(ttl=4)  # refreshes (and checks) its mailbox every second
+    server = make_engine(conn, "server", config=config)
+    factory = RecordingFactory()
+    make_engine(conn, "site", config=config).register_stream_processing("c", "t", factory)
+    conn.client.flushall()
+    first = ListProducer([shareable(i=0)], timeout=5)
+    server.stream_objects("c", "t", {}, ["site"], first, FLContext())
+    # Either the site's mailbox was back already, or the sender was told who is missing.
+    assert rcs(first.rounds[0])["site"] in {"OK", "COMMUNICATION_ERROR"}
+    deadline = time.monotonic() + 10
+    while not conn.client.exists(conn.keys.mailbox("site")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    again = ListProducer([shareable(i=1)], timeout=5)
+    assert server.stream_objects("c", "t", {}, ["site"], again, FLContext())[0] == "OK"
+    assert rcs(again.rounds[0]) == {"site": "OK"}
