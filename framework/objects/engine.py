@@ -23,7 +23,6 @@ from typing import Any
 
 from framework.cell import Message, StreamCell, StreamFuture
 from framework.exceptions import (
-    BackendError,
     ClosedError,
     ConfigurationError,
     FrameworkError,
@@ -43,9 +42,10 @@ from framework.objects.envelope import (
 )
 from framework.objects.mailbox import WAKE_FIELD, Mailbox, exist, post
 from framework.objects.receiver import Receiver, Registration
+from framework.objects.replies import Replies, envelope_of
 from framework.objects.sending import ObjectStream
 from framework.objects.session import ReplySlots
-from framework.objects.shareable import ReservedHeaderKey, ReturnCode, Shareable, error_reply
+from framework.objects.shareable import ReturnCode, Shareable, error_reply
 
 __all__ = ["OBJECTS_CHANNEL", "RedisStreamableEngine"]
 
@@ -94,9 +94,14 @@ class RedisStreamableEngine(StreamableEngine):
         self._allow_pickle = allow_pickle
         self._stop = threading.Event()
         self._lock = threading.Lock()
-        self._expecting: dict[str, ReplySlots] = {}
         self._next_expiry = 0.0
-        self._boxes: dict[str, Mailbox] = {}  # tx -> reply mailbox of a running stream
+        self._replies = Replies(
+            self.conn,
+            self.name,
+            self.config.ttl,
+            self._open_payload,
+            self._stop.wait,
+        )
         self._outgoing: list[StreamFuture] = []  # byte streams of replies, cancelled on close
         self._mailbox = Mailbox(self.conn, self.conn.keys.mailbox(self.name), self.config.ttl)
         self._mailbox.create()
@@ -210,46 +215,19 @@ class RedisStreamableEngine(StreamableEngine):
 
     def open_replies(self, tx: str) -> None:
         """Create the reply mailbox of session ``tx``."""
-        # Deleted with the session: no need to delete every reply as it is read.
-        key = self.conn.keys.replies(self.name, tx)
-        box = Mailbox(self.conn, key, self.config.ttl, delete_every=64)
-        box.create()
-        with self._lock:
-            self._boxes[tx] = box
+        self._replies.open(tx)
 
     def close_replies(self, tx: str) -> None:
         """Delete the reply mailbox of session ``tx``."""
-        with self._lock:
-            box = self._boxes.pop(tx, None)
-        if box is not None:
-            box.delete()
+        self._replies.close(tx)
 
     def expect(self, tx: str, slots: ReplySlots | None) -> None:
         """Route replies of session ``tx`` to ``slots`` (None stops routing)."""
-        with self._lock:
-            if slots is None:
-                self._expecting.pop(tx, None)
-            else:
-                self._expecting[tx] = slots
+        self._replies.expect(tx, slots)
 
     def collect(self, tx: str, block: float) -> None:
-        """Read the replies of session ``tx`` (in the caller's thread), up to ``block`` s.
-
-        Raises:
-            BackendError: If Redis fails.
-        """
-        box = self._boxes[tx]
-        try:
-            entries = box.read(max(1, int(block * 1000))) or []
-        except BackendError as exc:  # the wait goes on until the producer's timeout
-            logger.warning("Reading the replies of stream %s failed: %s", tx, exc)
-            self._stop.wait(min(block, 0.1))
-            return
-        for eid, fields in entries:
-            if WAKE_FIELD not in fields:
-                env = self._envelope(eid, fields, box.key)
-                if env is not None and env.kind == "reply" and env.tx == tx:
-                    self._on_reply(env, fields.get(PAYLOAD_FIELD, b""))
+        """Read the replies of session ``tx`` (in the caller's thread), up to ``block`` s."""
+        self._replies.collect(tx, block)
 
     def send(
         self, env: Envelope, obj: Any, targets: list[str], secure: bool, optional: bool
@@ -309,17 +287,9 @@ class RedisStreamableEngine(StreamableEngine):
     def _on_entry(self, eid: bytes, fields: dict[bytes, Any]) -> None:
         if WAKE_FIELD in fields:
             return
-        env = self._envelope(eid, fields, self._mailbox.key)
+        env = envelope_of(eid, fields, self._mailbox.key)
         if env is not None:
             self._dispatch(env, fields.get(PAYLOAD_FIELD, b""))
-
-    @staticmethod
-    def _envelope(eid: bytes, fields: dict[bytes, Any], key: str) -> Envelope | None:
-        try:
-            return decode_envelope(fields.get(ENVELOPE_FIELD), f"entry {eid!r} of {key!r}")
-        except FrameworkError as exc:
-            logger.warning("Dropping an unreadable message: %s", exc)
-            return None
 
     def _on_blob(self, future: StreamFuture) -> None:
         what = f"byte stream {future.get_stream_id()}"
@@ -335,17 +305,16 @@ class RedisStreamableEngine(StreamableEngine):
         self._dispatch(env, future.result())
 
     def _dispatch(self, env: Envelope, payload: Any) -> None:
-        if env.kind == "reply":
-            self._on_reply(env, payload)
-            with self._lock:
-                box = self._boxes.get(env.tx)
-            if box is not None:
-                box.wake()  # the waiting thread blocks on its reply mailbox
+        if env.kind == "reply":  # came as a byte stream (mailbox replies are collected)
+            self._replies.deliver(env, payload)
         elif env.kind == "data":
             load = partial(open_payload, env, payload, self._secret, self._allow_pickle)
             self._receiver.on_data(env, load)
         elif self._verified(env, payload):
             self._receiver.on_end(env)
+
+    def _open_payload(self, env: Envelope, payload: Any) -> Any:
+        return open_payload(env, payload, self._secret, self._allow_pickle)
 
     def _verified(self, env: Envelope, payload: Any) -> bool:
         try:
@@ -354,24 +323,6 @@ class RedisStreamableEngine(StreamableEngine):
             logger.warning("Ignoring the %s: %s", env.describe(), exc)
             return False
         return True
-
-    def _on_reply(self, env: Envelope, payload: Any) -> None:
-        with self._lock:
-            slots = self._expecting.get(env.tx)
-        if slots is None:
-            logger.debug("The %s came after its stream stopped waiting.", env.describe())
-            return
-        try:
-            reply = open_payload(env, payload, self._secret, self._allow_pickle)
-            if not isinstance(reply, Shareable):
-                raise SerializationError(f"it holds a {type(reply).__name__}, not a Shareable")
-        except FrameworkError as exc:
-            # Not filled: the genuine reply may still come, else the slot times out.
-            logger.warning("Ignoring the %s: %s", env.describe(), exc)
-            return
-        if env.ended:
-            reply.set_header(ReservedHeaderKey.SESSION_ENDED, True)
-        slots.fill(env.origin, env.seq, reply)
 
     def _reply(self, env: Envelope, reply: Shareable, ended: bool) -> None:
         """Send ``reply`` to the sender of the object ``env`` (from a worker thread)."""

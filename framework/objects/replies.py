@@ -1,0 +1,138 @@
+"""Where the replies of running ``stream_objects`` calls go: one mailbox per session.
+
+A sending call opens a reply mailbox (``fw:cell:{<cell>}:replies:<tx>``) and reads it in
+its own thread while it waits (:meth:`Replies.collect`), so a reply reaches the waiting
+thread without a hand-off. Replies that arrive as byte streams come in on the cell's
+thread; :meth:`Replies.deliver` files them and wakes the reader.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from framework.connection import RedisConnection
+from framework.exceptions import BackendError, FrameworkError
+from framework.objects.envelope import (
+    ENVELOPE_FIELD,
+    PAYLOAD_FIELD,
+    Envelope,
+    decode_envelope,
+)
+from framework.objects.mailbox import WAKE_FIELD, Mailbox
+from framework.objects.session import ReplySlots
+from framework.objects.shareable import ReservedHeaderKey, Shareable
+
+__all__ = ["Replies", "envelope_of"]
+
+logger = logging.getLogger(__name__)
+
+
+def envelope_of(eid: bytes, fields: dict[bytes, Any], key: str) -> Envelope | None:
+    """The envelope of a mailbox entry, or None (logged) if it has none or a bad one."""
+    try:
+        return decode_envelope(fields.get(ENVELOPE_FIELD), f"entry {eid!r} of {key!r}")
+    except FrameworkError as exc:
+        logger.warning("Dropping an unreadable message: %s", exc)
+        return None
+
+
+class Replies:
+    """The reply mailboxes and reply slots of one engine's running sends.
+
+    Args:
+        conn: The connection.
+        name: The engine's cell name.
+        ttl: Seconds a reply mailbox lives without a read.
+        opener: Verifies and deserializes a payload (``open_payload`` with the engine's
+            secret and pickle policy).
+        pause: Waits a little after a failed read (returns early on shutdown).
+    """
+
+    def __init__(
+        self,
+        conn: RedisConnection,
+        name: str,
+        ttl: float,
+        opener: Callable[[Envelope, Any], Any],
+        pause: Callable[[float], Any],
+    ) -> None:
+        self.conn = conn
+        self.name = name
+        self.ttl = ttl
+        self._open = opener
+        self._pause = pause
+        self._lock = threading.Lock()
+        self._slots: dict[str, ReplySlots] = {}
+        self._boxes: dict[str, Mailbox] = {}
+
+    def open(self, tx: str) -> None:
+        """Create the reply mailbox of session ``tx``.
+
+        Raises:
+            BackendError: If Redis fails.
+        """
+        # Deleted with the session: no need to delete every reply as it is read.
+        box = Mailbox(self.conn, self.conn.keys.replies(self.name, tx), self.ttl, delete_every=64)
+        box.create()
+        with self._lock:
+            self._boxes[tx] = box
+
+    def close(self, tx: str) -> None:
+        """Delete the reply mailbox of session ``tx``."""
+        with self._lock:
+            box = self._boxes.pop(tx, None)
+        if box is not None:
+            box.delete()
+
+    def expect(self, tx: str, slots: ReplySlots | None) -> None:
+        """File replies of session ``tx`` into ``slots`` (None: stop filing)."""
+        with self._lock:
+            if slots is None:
+                self._slots.pop(tx, None)
+            else:
+                self._slots[tx] = slots
+
+    def collect(self, tx: str, block: float) -> None:
+        """Read the replies of session ``tx`` (in the caller's thread) for up to ``block`` s."""
+        box = self._boxes[tx]
+        try:
+            entries = box.read(max(1, int(block * 1000))) or []
+        except BackendError as exc:  # the wait goes on until the producer's timeout
+            logger.warning("Reading the replies of stream %s failed: %s", tx, exc)
+            self._pause(min(block, 0.1))
+            return
+        for eid, fields in entries:
+            if WAKE_FIELD not in fields:
+                env = envelope_of(eid, fields, box.key)
+                if env is not None and env.kind == "reply" and env.tx == tx:
+                    self.file(env, fields.get(PAYLOAD_FIELD, b""))
+
+    def deliver(self, env: Envelope, payload: Any) -> None:
+        """File a reply that came as a byte stream and wake its waiting reader."""
+        self.file(env, payload)
+        with self._lock:
+            box = self._boxes.get(env.tx)
+        if box is not None:
+            box.wake()
+
+    def file(self, env: Envelope, payload: Any) -> None:
+        """Verify a reply and put it in its slot (ignored, and logged, if it does not verify)."""
+        with self._lock:
+            slots = self._slots.get(env.tx)
+        if slots is None:
+            logger.debug("The %s came after its stream stopped waiting.", env.describe())
+            return
+        try:
+            reply = self._open(env, payload)
+            if not isinstance(reply, Shareable):
+                raise FrameworkError(f"it holds a {type(reply).__name__}, not a Shareable")
+        except FrameworkError as exc:
+            # Not filled: the genuine reply may still come, else the slot times out.
+            logger.warning("Ignoring the %s: %s", env.describe(), exc)
+            return
+        if env.ended:
+            reply.set_header(ReservedHeaderKey.SESSION_ENDED, True)
+        slots.fill(env.origin, env.seq, reply)
