@@ -64,7 +64,13 @@ def test_a_sequence_gap_is_reported_and_not_applied(
     server = make_engine(conn, "server")
     factory = RecordingFactory()
     make_engine(conn, "site").register_stream_processing("c", "t", factory)
-    producer = ListProducer([shareable(i=i) for i in range(3)], timeout=0.5)
+
+    class ShortWaitForTheLostOne(ListProducer):
+        def produce(self, stream_ctx: dict[str, Any], fl_ctx: FLContext) -> tuple[Any, float]:
+            obj, _ = super().produce(stream_ctx, fl_ctx)
+            return obj, (0.5 if len(self.rounds) == 1 else 20)
+
+    producer = ShortWaitForTheLostOne([shareable(i=i) for i in range(3)])
     server.stream_objects("c", "t", {}, ["site"], producer, FLContext())
     assert [rcs(r) for r in producer.rounds] == [
         {"site": "OK"},
