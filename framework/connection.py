@@ -20,6 +20,8 @@ packer copies every large argument twice; a 64 MB SET runs several times faster 
 from __future__ import annotations
 
 import logging
+import os
+import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -40,6 +42,7 @@ from framework.exceptions import (
     BackendTimeout,
     BackendUnavailable,
     ClosedError,
+    ConfigurationError,
     PermissionDenied,
 )
 from framework.keys import KeySchema
@@ -180,9 +183,10 @@ def mapped_errors(
     except (rex.AuthenticationError, rex.AuthenticationWrongNumberOfArgsError) as exc:
         raise AuthenticationFailed(_auth_message(head, exc), command=command) from exc
     except rex.NoPermissionError as exc:
-        denied = f"{command} " if command else ""
+        named = _DENIED_COMMAND.search(str(exc))
+        denied = command or (named.group(1).upper() if named else "the command")
         raise PermissionDenied(
-            f"{head} denied {denied}to this ACL user ({exc}); grant it in the user's ACL rules.",
+            f"{head} denied {denied} to this ACL user ({exc}); grant it in the user's ACL rules.",
             command=command,
         ) from exc
     except (rex.ConnectionError, rex.ClusterDownError, rex.SlotNotCoveredError) as exc:
@@ -190,6 +194,10 @@ def mapped_errors(
     except (rex.RedisError, rex.RedisClusterException) as exc:
         kind = type(exc).__name__
         raise BackendError(f"{head} reported {kind}: {exc}.", command=command) from exc
+
+
+# NOPERM texts name the command ("... to run the 'xread' command") but not a key or channel.
+_DENIED_COMMAND = re.compile(r"run the '([^']+)' command")
 
 
 def _auth_message(head: str, exc: Exception) -> str:
@@ -389,6 +397,7 @@ def _common_kwargs(s: RedisSettings, socket_timeout: float) -> dict[str, Any]:
     if s.unix_socket_path is not None:
         kwargs.update(connection_class=ZeroCopyUnixDomainSocketConnection, path=s.unix_socket_path)
     elif s.ssl:
+        _check_tls_files(s)
         kwargs["connection_class"] = ZeroCopySSLConnection
         kwargs.update(s.model_dump(include={"ssl_ca_certs", "ssl_certfile", "ssl_keyfile"}))
         kwargs["ssl_cert_reqs"] = s.ssl_cert_reqs
@@ -399,6 +408,14 @@ def _common_kwargs(s: RedisSettings, socket_timeout: float) -> dict[str, Any]:
     if not s.cluster:
         kwargs["db"] = s.db
     return kwargs
+
+
+def _check_tls_files(s: RedisSettings) -> None:
+    """Name a missing TLS file up front: the TLS handshake's own error does not."""
+    for name in ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile"):
+        path = getattr(s, name)
+        if path is not None and not os.path.isfile(path):
+            raise ConfigurationError(f"The TLS file {name}={path!r} does not exist.")
 
 
 def _uses_zero_copy(client: Any) -> bool:

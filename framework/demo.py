@@ -1,55 +1,93 @@
 """The demo: the framework's main job, end to end, across processes.
 
-1. An object stream: a producer sends records and multi-MB binary objects on a
-   durable topic; bulk objects go to a :class:`~framework.store.RedisStore`, small
-   ones ride inline. A consumer in another process iterates over them and the
-   digests on both sides are compared.
-2. A byte stream: a :class:`~framework.cell.StreamCell` sends a blob to a cell in
-   another process, chunked, checksummed and flow-controlled; the receiver's digest
-   is compared with the sender's.
+1. **Object stream.** A producer sends small records (inline in the events) and numpy
+   arrays (kept in a :class:`~framework.store.RedisStore`, evicted when read) on a
+   durable topic; a consumer in another process iterates over them.
+2. **Byte stream.** A :class:`~framework.cell.StreamCell` uploads one generated blob
+   once and two cells in two other processes receive it (fan-out).
 
-The demo talks to the Redis at ``url`` (or ``FRAMEWORK_REDIS_URL``); without one it
-starts a throw-away :class:`~framework.embedded.EmbeddedRedis`.
+Every receiver's count, byte total and SHA-256 are compared with the sender's. The
+clock of a step runs from its first send to its last receive: children report when
+they are ready, so process start-up is never timed.
+
+Each run works under a key prefix of its own (``<prefix>:demo:<run id>``) and deletes
+every key under it when it ends, also after a failure or Ctrl-C. So the demo can run
+any number of times, also concurrently, against one Redis and leaves nothing behind.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
+import logging
 import multiprocessing as mp
-import os
+import queue
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from framework.cell import Message, StreamCell, StreamFuture
+import numpy as np
+
+from framework._demo_children import (
+    BLOB_CHANNEL,
+    BLOB_TOPIC,
+    DemoNames,
+    Tally,
+    consume_objects,
+    demo_objects,
+    receive_blob,
+)
+from framework._keyspace import delete_keys
+from framework.cell import Message, StreamCell
 from framework.connection import RedisConnection
 from framework.embedded import EmbeddedRedis
 from framework.exceptions import FrameworkError
-from framework.pubsub import RedisStreamPublisher, RedisStreamSubscriber
+from framework.pubsub import RedisStreamPublisher
+from framework.settings import RedisSettings
 from framework.store import RedisStore
-from framework.stream import StreamConsumer, StreamProducer
+from framework.stream import StreamProducer
 
-__all__ = ["DemoResult", "run_demo"]
+__all__ = ["DemoPlan", "StepResult", "run_demo"]
 
-#: Seconds any one step of the demo may take before it is reported as failed.
-STEP_TIMEOUT = 120.0
-_TOPIC = "demo-objects"
-_CHANNEL, _BLOB_TOPIC = "demo", "blob"
-_RECEIVER = "demo-receiver"
+logger = logging.getLogger(__name__)
+
+#: Seconds the children of a step may stay silent (no start, progress or result) before
+#: the step is reported as failed.
+STEP_TIMEOUT = 60.0
+_POLL = 0.1
 _SPAWN = mp.get_context("spawn")
+
+#: ``progress(step, completed, total)``: called from the calling thread while a step runs.
+Progress = Callable[[str, int, int], None]
 
 
 @dataclass(frozen=True)
-class DemoResult:
-    """What one demo step moved and how fast.
+class DemoPlan:
+    """How much the demo moves.
+
+    Attributes:
+        records: Small records on the object stream.
+        arrays: float32 numpy arrays on the object stream.
+        array_mb: MiB per array.
+        blob_mb: MiB of the byte stream's blob (sent once, received by two cells).
+    """
+
+    records: int = 2000
+    arrays: int = 8
+    array_mb: int = 4
+    blob_mb: int = 64
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What one step delivered and how fast.
 
     Attributes:
         step: Name of the step.
-        items: Objects (or blobs) delivered.
-        nbytes: Payload bytes delivered.
-        seconds: Wall time from the first send to the receiver's confirmation.
+        items: Objects (or blob deliveries) received.
+        nbytes: Payload bytes sent (a fanned-out blob counts once: it is uploaded once).
+        seconds: From the first send to the last receive.
     """
 
     step: str
@@ -57,103 +95,136 @@ class DemoResult:
     nbytes: int
     seconds: float
 
-    def __str__(self) -> str:
-        rate = self.nbytes / self.seconds / 1e6 if self.seconds else 0.0
-        return (
-            f"{self.step}: {self.items} item(s), {self.nbytes / 1e6:.1f} MB "
-            f"in {self.seconds:.2f} s ({rate:.0f} MB/s), digests match"
-        )
+    @property
+    def mb_per_s(self) -> float:
+        """Throughput in MB/s (10**6 bytes)."""
+        return self.nbytes / 1e6 / self.seconds if self.seconds > 0 else 0.0
 
 
-def _objects(records: int, blobs: int, blob_mb: int) -> Iterator[Any]:
-    """The demo's objects: small records (inline) and large binary objects (stored)."""
-    for i in range(records):
-        yield {"i": i, "name": f"sample-{i}", "tags": ["héllo", "→ wörld"], "score": i / 7}
-    for i in range(blobs):
-        yield hashlib.sha256(str(i).encode()).digest() * (blob_mb * 32768)
+class _Children:
+    """The spawned processes of one step and the queue they report on; always reaped."""
+
+    def __init__(self) -> None:
+        self.queue: Any = _SPAWN.Queue()
+        self.procs: dict[str, Any] = {}
+
+    def start(self, who: str, target: Callable[..., None], *args: Any) -> None:
+        # Arguments (the URL, with its password) travel pickled through a pipe, never
+        # on the child's command line.
+        proc = _SPAWN.Process(target=target, args=(*args, self.queue), name=f"demo-{who}")
+        proc.daemon = True
+        proc.start()
+        self.procs[who] = proc
+
+    def wait(
+        self, kind: str, whos: set[str], tick: Callable[[tuple[Any, ...]], None]
+    ) -> dict[str, tuple[Any, ...]]:
+        """Collect one ``kind`` message from each of ``whos``; ``tick`` sees every message."""
+        got: dict[str, tuple[Any, ...]] = {}
+        last = time.monotonic()
+        while whos - got.keys():
+            try:
+                message = self.queue.get(timeout=_POLL)
+            except queue.Empty:
+                self._check_alive(whos - got.keys(), last)
+                tick(())
+                continue
+            last = time.monotonic()
+            if message[0] == "error":
+                raise FrameworkError(f"The demo's {message[1]} process failed: {message[2]}")
+            if message[0] == kind:
+                got[message[1]] = message
+            tick(message)
+        return got
+
+    def _check_alive(self, pending: set[str], last: float) -> None:
+        dead = [w for w in pending if self.procs[w].exitcode is not None]
+        if dead and self.queue.empty():
+            who = dead[0]
+            code = self.procs[who].exitcode
+            raise FrameworkError(f"The demo's {who} process exited with code {code} early.")
+        if time.monotonic() - last > STEP_TIMEOUT:
+            raise FrameworkError(
+                f"The demo's {', '.join(sorted(pending))} sent nothing for {STEP_TIMEOUT:.0f} s."
+            )
+
+    def close(self) -> None:
+        for proc in self.procs.values():
+            if proc.is_alive():
+                proc.terminate()
+        for proc in self.procs.values():
+            proc.join(5)
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+        self.queue.close()
+        self.queue.join_thread()
+
+    def __enter__(self) -> _Children:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
 
-def _digest(objects: Iterator[Any]) -> tuple[int, int, str]:
-    """Count, payload bytes and a digest of a sequence of demo objects."""
-    h, count, nbytes = hashlib.sha256(), 0, 0
-    for obj in objects:
-        data = obj if isinstance(obj, bytes) else repr(sorted(obj.items())).encode()
-        h.update(data)
-        count, nbytes = count + 1, nbytes + len(data)
-    return count, nbytes, h.hexdigest()
-
-
-def _consume_objects(url: str, out: Any) -> None:
-    """Child process: read the topic to its end and report what arrived."""
-    with (
-        RedisConnection.from_url(url) as conn,
-        StreamConsumer[Any](RedisStreamSubscriber(conn, _TOPIC, timeout=STEP_TIMEOUT)) as consumer,
-    ):
-        out.put(_digest(consumer.iter_objects()))
-
-
-def _receive_blob(url: str, out: Any) -> None:
-    """Child process: a cell that receives one blob and reports its digest."""
-
-    def on_blob(future: StreamFuture) -> None:
-        blob = future.result(timeout=STEP_TIMEOUT)
-        out.put((len(blob), hashlib.sha256(blob).hexdigest()))
-
-    with RedisConnection.from_url(url) as conn, StreamCell(conn, _RECEIVER) as cell:
-        cell.register_blob_cb(_CHANNEL, _BLOB_TOPIC, on_blob)
-        # The parent ends this process once it has the digest.
-        time.sleep(STEP_TIMEOUT)
-
-
-@contextlib.contextmanager
-def _child(target: Callable[[str, Any], None], url: str) -> Iterator[Any]:
-    """Run ``target(url, queue)`` in a spawned process; yield the queue; always reap it."""
-    out = _SPAWN.Queue()
-    proc = _SPAWN.Process(target=target, args=(url, out), name=f"demo-{target.__name__}")
-    proc.start()
-    try:
-        yield out
-    finally:
-        if proc.is_alive():
-            proc.terminate()
-        proc.join(10)
+def _check(step: str, sent: Tally, received: list[tuple[Any, ...]]) -> None:
+    for message in received:
+        who, items, nbytes, digest = message[1:5]
+        if (items, nbytes, digest) != (sent.items, sent.nbytes, sent.digest):
+            raise FrameworkError(
+                f"The {step} delivered {items} item(s) / {nbytes} bytes to {who} (SHA-256 "
+                f"{digest[:12]}), but {sent.items} / {sent.nbytes} ({sent.digest[:12]}) were sent."
+            )
 
 
 def _object_step(
-    conn: RedisConnection, url: str, records: int, blobs: int, blob_mb: int
-) -> DemoResult:
-    expected = _digest(_objects(records, blobs, blob_mb))
-    started = time.perf_counter()
-    with _child(_consume_objects, url) as out:
+    conn: RedisConnection, url: str, names: DemoNames, plan: DemoPlan, progress: Progress
+) -> StepResult:
+    step, who = "object stream", "object consumer"
+    objects = list(demo_objects(plan.records, plan.arrays, plan.array_mb))
+    sent = Tally()
+    with _Children() as kids:
+        kids.start(who, consume_objects, url, names)
+        kids.wait("ready", {who}, lambda m: None)
         store = RedisStore("demo", connection=conn, ttl=STEP_TIMEOUT * 10)
-        with StreamProducer[Any](
-            RedisStreamPublisher(conn), default_store=store, batch_size=50
-        ) as producer:
-            for obj in _objects(records, blobs, blob_mb):
-                producer.send(_TOPIC, obj)
-            producer.close_topics(_TOPIC)
-        received = out.get(timeout=STEP_TIMEOUT)
-    _check("object stream", expected, received)
-    return DemoResult("object stream", expected[0], expected[1], time.perf_counter() - started)
+        publisher = RedisStreamPublisher(conn)
+        started = time.monotonic()
+        with StreamProducer[Any](publisher, default_store=store, batch_size=50) as producer:
+            for obj in objects:
+                sent.add(obj)
+                producer.send(names.topic, obj)
+            producer.close_topics(names.topic)
+
+        def tick(message: tuple[Any, ...]) -> None:
+            if message and message[0] in ("progress", "done"):
+                progress(step, message[2], len(objects))
+
+        done = kids.wait("done", {who}, tick)
+    _check(step, sent, list(done.values()))
+    return StepResult(step, sent.items, sent.nbytes, done[who][5] - started)
 
 
-def _blob_step(conn: RedisConnection, url: str, blob_mb: int) -> DemoResult:
-    blob = os.urandom(blob_mb << 20)
-    expected = (len(blob), hashlib.sha256(blob).hexdigest())
-    started = time.perf_counter()
-    with _child(_receive_blob, url) as out, StreamCell(conn, "demo-sender") as cell:
-        future = cell.send_blob(
-            _CHANNEL, _BLOB_TOPIC, _RECEIVER, Message({"name": "weights"}, blob)
+def _blob_step(
+    conn: RedisConnection, url: str, names: DemoNames, plan: DemoPlan, progress: Progress
+) -> StepResult:
+    step = f"byte stream, 1 upload to {len(names.cells)} cells"
+    blob = np.random.default_rng().bytes(plan.blob_mb << 20)
+    sent = Tally()
+    sent.add(blob)
+    with _Children() as kids, StreamCell(conn, names.sender) as cell:
+        for name in names.cells:
+            kids.start(name, receive_blob, url, names, name)
+        kids.wait("ready", set(names.cells), lambda m: None)
+        started = time.monotonic()
+        message = Message({"name": "weights.bin"}, blob)
+        future = cell.send_blob(BLOB_CHANNEL, BLOB_TOPIC, list(names.cells), message)
+        done = kids.wait(
+            "done", set(names.cells), lambda m: progress(step, future.get_progress(), len(blob))
         )
         future.result(timeout=STEP_TIMEOUT)
-        received = out.get(timeout=STEP_TIMEOUT)
-    _check("byte stream", expected, received)
-    return DemoResult("byte stream (blob)", 1, len(blob), time.perf_counter() - started)
-
-
-def _check(step: str, expected: tuple[Any, ...], received: tuple[Any, ...]) -> None:
-    if tuple(received) != tuple(expected):
-        raise FrameworkError(f"The {step} delivered {received!r}, expected {expected!r}.")
+    _check(step, sent, list(done.values()))
+    last = max(message[5] for message in done.values())
+    return StepResult(step, len(done), len(blob), last - started)
 
 
 @contextlib.contextmanager
@@ -170,32 +241,48 @@ def _redis(url: str | None, echo: Callable[[str], None]) -> Iterator[str]:
 def run_demo(
     url: str | None = None,
     *,
-    records: int = 2000,
-    blobs: int = 4,
-    blob_mb: int = 16,
+    plan: DemoPlan | None = None,
+    progress: Progress | None = None,
     echo: Callable[[str], None] = print,
-) -> list[DemoResult]:
-    """Run both demo steps and return what they measured.
+) -> list[StepResult]:
+    """Run the demo's steps and return what they measured.
 
     Args:
-        url: Redis URL; ``None`` starts an embedded Redis.
-        records: Small records sent on the object stream.
-        blobs: Large binary objects sent on the object stream.
-        blob_mb: Size of each large object and of the byte-stream blob, in MB.
-        echo: Where progress lines go.
+        url: Redis URL; ``None`` or empty starts an embedded Redis (redis-server from
+            PATH, else fakeredis's TCP server).
+        plan: How much to move; defaults to :class:`DemoPlan`.
+        progress: Called with ``(step, completed, total)`` while a step runs.
+        echo: Where the demo's few status lines go.
 
     Returns:
-        One :class:`DemoResult` per step.
+        One :class:`StepResult` per step.
 
     Raises:
-        FrameworkError: If a step fails or delivers something other than what was sent.
+        FrameworkError: If Redis cannot be used, a child process fails, or anything
+            arrives other than what was sent. Every key of the run is deleted anyway.
     """
-    with _redis(url, echo) as redis_url, RedisConnection.from_url(redis_url) as conn:
-        echo(f"Redis: {conn.url()}")
-        results = [
-            _object_step(conn, redis_url, records, blobs, blob_mb),
-            _blob_step(conn, redis_url, blob_mb * 4),
-        ]
-        for result in results:
-            echo(str(result))
-        return results
+    plan = plan or DemoPlan()
+    report = progress or (lambda step, completed, total: None)
+    with _redis(url, echo) as redis_url:
+        prefix = RedisSettings.from_url(redis_url).prefix
+        names = DemoNames(prefix=f"{prefix}:demo:{uuid.uuid4().hex[:12]}")
+        with RedisConnection.from_url(redis_url, prefix=names.prefix) as conn:
+            conn.ping()
+            echo(f"Redis: {conn.url()}")
+            try:
+                return [
+                    _object_step(conn, redis_url, names, plan, report),
+                    _blob_step(conn, redis_url, names, plan, report),
+                ]
+            finally:
+                _clean_up(conn, names)
+
+
+def _clean_up(conn: RedisConnection, names: DemoNames) -> None:
+    """Delete every key of the run; a failure here is logged, never masks the result."""
+    try:
+        deleted = delete_keys(conn, f"{names.prefix}:*")
+    except FrameworkError as exc:
+        logger.warning("Could not delete the demo's keys under %r: %s", names.prefix, exc)
+    else:
+        logger.info("Deleted the demo's %d remaining key(s) under %r.", deleted, names.prefix)

@@ -126,5 +126,21 @@ class KeySchema:
         """Hash holding a transfer's state (sizes, acknowledged offsets)."""
         return f"{self._xfer(sid)}:meta"
 
+    def parse(self, key: str) -> tuple[str, str, str] | None:
+        """Split a key of this schema into ``(kind, name, suffix)``.
+
+        ``"fw:xfer:{7}:meta"`` gives ``("xfer", "7", "meta")`` and ``"fw:obj:{a}"`` gives
+        ``("obj", "a", "")``. Returns ``None`` for a key outside the prefix or without a
+        hash tag.
+        """
+        head = f"{self.prefix}:"
+        if not key.startswith(head):
+            return None
+        kind, sep, rest = key[len(head) :].partition(":{")
+        name, closed, suffix = rest.partition("}")
+        if not (sep and closed and name):
+            return None
+        return kind, name, suffix.removeprefix(":")
+
     def _xfer(self, sid: str) -> str:
         return f"{self.prefix}:xfer:{{{_checked('stream id', sid)}}}"

@@ -1,0 +1,113 @@
+"""``framework demo``: runs any number of times, with credentials, on a cluster and with
+no Redis at all; leaves no keys; children never see the password on their command line."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import redis
+
+from framework._keyspace import primaries, scan_keys
+from framework.connection import RedisConnection
+from framework.demo import DemoPlan, run_demo
+from tests.cli.helpers import PASSWORD, cli_env, finish, run_cli, start_cli
+
+SMALL = ["--records", "200", "--arrays", "2", "--array-mb", "1", "--blob-mb", "4"]
+
+
+def _assert_ok(output: str) -> None:
+    assert "object stream" in output
+    assert "byte stream, 1 upload to 2 cells" in output
+    assert "MB/s" in output
+    assert output.rstrip().endswith("OK: everything sent arrived intact.")
+
+
+def test_twice_against_one_redis_with_a_password_leaves_no_keys(
+    tmp_path: Path, user_url: str, admin: redis.Redis
+) -> None:
+    for _ in range(2):
+        done = run_cli("demo", *SMALL, tmp_path=tmp_path, url=user_url)
+        assert done.returncode == 0, done.stdout + done.stderr
+        _assert_ok(done.stdout)
+        assert PASSWORD not in done.stdout + done.stderr
+        assert "fw-cli:***@" in done.stdout
+        assert admin.dbsize() == 0
+
+
+def test_children_get_the_password_but_not_on_their_command_line(
+    tmp_path: Path, user_url: str
+) -> None:
+    run = start_cli("demo", *SMALL, "--blob-mb", "64", tmp_path=tmp_path, url=user_url)
+    seen: set[int] = set()
+    parent = psutil.Process(run.proc.pid)
+    while run.proc.poll() is None:
+        try:
+            for child in parent.children(recursive=True):
+                assert "pa/ss" not in " ".join(child.cmdline())
+                seen.add(child.pid)
+        except psutil.NoSuchProcess:
+            pass  # a child ended between listing and reading its command line
+        time.sleep(0.01)
+    assert finish(run.proc) == 0, run.output()
+    assert len(seen) >= 3  # the consumer and the two cells
+    _assert_ok(run.output())
+
+
+def test_without_redis_server_on_path_the_demo_uses_fakeredis(tmp_path: Path) -> None:
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    env = cli_env(tmp_path) | {"PATH": str(empty)}
+    assert shutil.which("redis-server", path=env["PATH"]) is None
+    done = run_cli("demo", *SMALL, tmp_path=tmp_path, env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "started an embedded fakeredis TCP server" in done.stdout
+    _assert_ok(done.stdout)
+
+
+def test_with_redis_server_the_demo_starts_its_own(
+    tmp_path: Path, require_redis_server: None
+) -> None:
+    done = run_cli("demo", *SMALL, tmp_path=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "started an embedded redis-server" in done.stdout
+
+
+def test_on_a_cluster(cluster_url: str, cluster_conn: RedisConnection) -> None:
+    plan = DemoPlan(records=50, arrays=1, array_mb=1, blob_mb=2)
+    results = run_demo(cluster_url, plan=plan, echo=lambda line: None)
+    assert [r.items for r in results] == [51, 2]
+    nodes = primaries(cluster_conn)
+    assert len(nodes) == 3
+    assert not [key for node in nodes for key in scan_keys(cluster_conn, "*", node)]
+
+
+def test_results_count_every_item_and_time_only_the_transfer(fake_tcp_url: str) -> None:
+    progress: list[tuple[str, int, int]] = []
+    plan = DemoPlan(records=30, arrays=2, array_mb=1, blob_mb=3)
+    results = run_demo(fake_tcp_url, plan=plan, progress=lambda *a: progress.append(a))
+    objects, blob = results
+    assert (objects.items, blob.items, blob.nbytes) == (32, 2, 3 << 20)
+    assert objects.nbytes > 2 << 20
+    assert all(r.seconds > 0 and r.mb_per_s > 0 for r in results)
+    assert {step for step, _, _ in progress} <= {objects.step, blob.step}
+
+
+def test_python_m_framework_and_the_console_script_agree(tmp_path: Path) -> None:
+    script = Path(sys.executable).with_name("framework")
+    assert os.access(script, os.X_OK)
+    done = run_cli("--version", tmp_path=tmp_path)
+    assert done.returncode == 0
+    assert done.stdout.startswith("framework, version ")
+
+
+def test_run_demo_twice_against_one_redis(redis_url: str, real_conn: RedisConnection) -> None:
+    plan = DemoPlan(records=50, arrays=1, array_mb=1, blob_mb=1, rounds=1, round_mb=1)
+    for _ in range(2):  # each run has its own names; nothing of the first is reused
+        results = run_demo(redis_url, plan=plan, echo=lambda line: None)
+        assert [r.items for r in results] == [51, 2, 2]
+        assert real_conn.client.dbsize() == 0

@@ -1,0 +1,109 @@
+"""``framework send`` / ``framework recv`` as processes on real Redis: verified delivery,
+fan-out from one upload, atomic writes, and resuming after either side is SIGKILLed."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import redis
+
+from tests.cli.helpers import Running, finish, run_cli, start_cli, wait_for
+
+MiB = 1 << 20
+
+
+def _file(path: Path, size: int) -> Path:
+    path.write_bytes(os.urandom(size))
+    return path
+
+
+def _recv(tmp_path: Path, url: str, cell: str, count: int = 1) -> Running:
+    out = tmp_path / f"out-{cell}"
+    return start_cli(
+        "recv",
+        "--as",
+        cell,
+        "--out",
+        str(out),
+        "--count",
+        str(count),
+        "--timeout",
+        "60",
+        tmp_path=tmp_path,
+        url=url,
+    )
+
+
+def _partial(out: Path) -> int:
+    parts = list(out.glob(".*.part"))
+    return parts[0].stat().st_size if parts else 0
+
+
+def test_files_reach_every_target_from_one_upload(
+    tmp_path: Path, user_url: str, admin: redis.Redis
+) -> None:
+    files = [_file(tmp_path / "weights.bin", 3 * MiB + 17), _file(tmp_path / "empty.txt", 0)]
+    receivers = [_recv(tmp_path, user_url, cell, count=2) for cell in ("site-a", "site-b")]
+    done = run_cli(
+        "send",
+        *map(str, files),
+        "--to",
+        "site-a",
+        "--to",
+        "site-b",
+        tmp_path=tmp_path,
+        url=user_url,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Sent weights.bin (3,145,745 bytes" in done.stdout
+    for run, cell in zip(receivers, ("site-a", "site-b"), strict=True):
+        assert finish(run.proc) == 0, run.output()
+        assert "Received" in run.output()
+        assert "SHA-256 verified" in run.output()
+        for original in files:
+            assert (tmp_path / f"out-{cell}" / original.name).read_bytes() == original.read_bytes()
+        assert not list((tmp_path / f"out-{cell}").glob(".*"))  # no partial file left
+    # One upload: every transfer had both cells as targets (the data went in once).
+    assert not admin.keys("fw:xfer:*")  # finished transfers delete their keys
+
+
+def test_receiver_killed_mid_file_resumes_to_an_identical_file(
+    tmp_path: Path, redis_url: str
+) -> None:
+    original = _file(tmp_path / "big.bin", 40 * MiB)
+    out = tmp_path / "out-site"
+    send = start_cli(
+        "send",
+        str(original),
+        "--to",
+        "site",
+        "--limit-rate",
+        "10M",
+        tmp_path=tmp_path,
+        url=redis_url,
+    )
+    first = _recv(tmp_path, redis_url, "site")
+    wait_for(lambda: _partial(out) > 9 * MiB, "the receiver to write part of the file")
+    finish(first.proc, signal.SIGKILL)
+    assert not (out / "big.bin").exists()  # a partial file never has the final name
+    second = _recv(tmp_path, redis_url, "site")
+    assert finish(second.proc) == 0, second.output()
+    assert finish(send.proc) == 0, send.output()
+    assert (out / "big.bin").read_bytes() == original.read_bytes()
+
+
+def test_sender_killed_mid_file_resumes_when_rerun(tmp_path: Path, redis_url: str) -> None:
+    original = _file(tmp_path / "big.bin", 40 * MiB)
+    out = tmp_path / "out-site"
+    args = ("send", str(original), "--to", "site", "--limit-rate", "10M")
+    receiver = _recv(tmp_path, redis_url, "site")
+    first = start_cli(*args, tmp_path=tmp_path, url=redis_url)
+    wait_for(lambda: _partial(out) > 9 * MiB, "the receiver to get part of the file")
+    finish(first.proc, signal.SIGKILL)
+    again = run_cli(*args, tmp_path=tmp_path, url=redis_url)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "resume big.bin" in again.stdout
+    assert finish(receiver.proc) == 0, receiver.output()
+    assert (out / "big.bin").read_bytes() == original.read_bytes()

@@ -1,0 +1,90 @@
+"""``framework inspect``: topics, transfers, cells and stored objects, read-only,
+on a server and on every primary of a cluster."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import redis
+
+from framework.cell import Message, StreamCell
+from framework.connection import RedisConnection
+from framework.pubsub import RedisStreamPublisher
+from framework.store import RedisStore
+from tests.cli.helpers import run_cli
+
+
+def _populate(conn: RedisConnection) -> int:
+    """A topic with a group and a pending entry, objects, and an unfinished transfer."""
+    with RedisStreamPublisher(conn) as publisher:
+        for i in range(3):
+            publisher.send_message("metrics", b"event %d" % i)
+    key = conn.keys.events("metrics")
+    conn.client.xgroup_create(key, "workers", id="0")
+    conn.client.xreadgroup("workers", "w1", {key: ">"}, count=1)  # one delivered, unacked
+    with RedisStore("inspect", connection=conn) as store:
+        store.put(b"x" * 1000)
+        store.put(b"y" * 10, ttl=600)
+    with StreamCell(conn, "sender") as cell:
+        future = cell.send_blob("files", "weights", "absent-site", Message({}, b"z" * 5000))
+        sid = future.get_stream_id()
+    return sid
+
+
+def _read_only_commands_only(admin: redis.Redis) -> None:
+    writes = {name.decode() if isinstance(name, bytes) else name for name in admin.acl_cat("write")}
+    used = {name.removeprefix("cmdstat_").split("|")[0] for name in admin.info("commandstats")}
+    assert used, "no command was counted"
+    assert not used & writes, used & writes
+
+
+def test_inspect_shows_everything_and_writes_nothing(
+    tmp_path: Path, real_conn: RedisConnection, redis_url: str, admin: redis.Redis
+) -> None:
+    sid = _populate(real_conn)
+    admin.config_resetstat()
+    done = run_cli("inspect", "--json", tmp_path=tmp_path, url=redis_url)
+    assert done.returncode == 0, done.stderr
+    _read_only_commands_only(admin)
+    data = json.loads(done.stdout)
+    (topic,) = [t for t in data["topics"] if t["topic"] == "metrics"]
+    assert (topic["kind"], topic["entries"], topic["groups"], topic["pending"]) == (
+        "durable",
+        3,
+        1,
+        1,
+    )
+    assert topic["lag"] == 2
+    (transfer,) = data["transfers"]
+    assert transfer["stream_id"] == sid
+    assert (transfer["sender"], transfer["targets"], transfer["size"]) == (
+        "sender",
+        ["absent-site"],
+        5000,
+    )
+    assert transfer["progress"] == 0.0
+    assert transfer["age_s"] is not None
+    assert {"cell": "absent-site", "inbox": 1} in data["cells"]
+    objects = data["stored_objects"]
+    assert (objects["objects"], objects["without_ttl"]) == (2, 1)
+    assert objects["bytes"] >= 1010
+
+    tables = run_cli("inspect", tmp_path=tmp_path, url=redis_url)
+    assert tables.returncode == 0, tables.stderr
+    for heading in ("Topics", "Transfers", "Cells", "Stored objects", "metrics", "absent-site"):
+        assert heading in tables.stdout
+
+
+def test_inspect_covers_every_primary_of_a_cluster(
+    tmp_path: Path, cluster_conn: RedisConnection, cluster_url: str
+) -> None:
+    with RedisStore("inspect", connection=cluster_conn) as store:
+        for i in range(30):
+            store.put(b"o" * i)
+    slots = {cluster_conn.client.keyslot(key) for key in cluster_conn.client.scan_iter("fw:obj:*")}
+    assert len(slots) > 3  # the objects really are spread over the cluster
+    done = run_cli("inspect", "--json", tmp_path=tmp_path, url=cluster_url)
+    assert done.returncode == 0, done.stderr
+    objects = json.loads(done.stdout)["stored_objects"]
+    assert (objects["objects"], objects["bytes"]) == (30, sum(range(30)))
