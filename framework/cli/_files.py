@@ -61,6 +61,11 @@ class ByteRate(_IntParam):
         return rate
 
 
+def _cell_config(timeout: float) -> CellConfig:
+    """The sender's config: heartbeats stay well inside the receivers' idle timeout."""
+    return CellConfig(idle_timeout=timeout, heartbeat=min(CellConfig().heartbeat, timeout / 4))
+
+
 def _default_state_dir() -> Path:
     cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(cache) / "framework" / "sends"
@@ -162,7 +167,7 @@ def send(
     name = f"send-{socket.gethostname()}-{os.getpid()}"
     with (
         connect(url) as conn,
-        StreamCell(conn, name, config=CellConfig(idle_timeout=timeout)) as cell,
+        StreamCell(conn, name, config=_cell_config(timeout)) as cell,
         _bars() as bars,
     ):
         started: Started = []

@@ -63,7 +63,8 @@ def test_without_redis_server_on_path_the_demo_uses_fakeredis(tmp_path: Path) ->
     empty.mkdir()
     env = cli_env(tmp_path) | {"PATH": str(empty)}
     assert shutil.which("redis-server", path=env["PATH"]) is None
-    done = run_cli("demo", *SMALL, tmp_path=tmp_path, env=env)
+    tiny = ["--records", "50", "--arrays", "1", "--array-mb", "1", "--blob-mb", "1"]
+    done = run_cli("demo", *tiny, tmp_path=tmp_path, env=env)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "started an embedded fakeredis TCP server" in done.stdout
     _assert_ok(done.stdout)

@@ -118,7 +118,7 @@ def test_failed_child_process_reports_its_own_error(
 def test_ctrl_c_exits_130_after_cleaning_up(
     tmp_path: Path, user_url: str, admin: redis.Redis
 ) -> None:
-    args = ["demo", "--records", "100", "--arrays", "2", "--blob-mb", "512"]
+    args = ["demo", "--records", "100", "--arrays", "2", "--blob-mb", "256"]
     run = start_cli(*args, tmp_path=tmp_path, url=user_url)
     wait_for(
         lambda: admin.exists(*admin.keys("fw:demo:*:xfer:*:data") or ["-"]) > 0,

@@ -72,7 +72,7 @@ def test_files_reach_every_target_from_one_upload(
 def test_receiver_killed_mid_file_resumes_to_an_identical_file(
     tmp_path: Path, redis_url: str
 ) -> None:
-    original = _file(tmp_path / "big.bin", 40 * MiB)
+    original = _file(tmp_path / "big.bin", 24 * MiB)
     out = tmp_path / "out-site"
     send = start_cli(
         "send",
@@ -95,9 +95,9 @@ def test_receiver_killed_mid_file_resumes_to_an_identical_file(
 
 
 def test_sender_killed_mid_file_resumes_when_rerun(tmp_path: Path, redis_url: str) -> None:
-    original = _file(tmp_path / "big.bin", 40 * MiB)
+    original = _file(tmp_path / "big.bin", 24 * MiB)
     out = tmp_path / "out-site"
-    args = ("send", str(original), "--to", "site", "--limit-rate", "10M")
+    args = ("send", str(original), "--to", "site", "--limit-rate", "12M")
     receiver = _recv(tmp_path, redis_url, "site")
     first = start_cli(*args, tmp_path=tmp_path, url=redis_url)
     wait_for(lambda: _partial(out) > 9 * MiB, "the receiver to get part of the file")
