@@ -1,36 +1,45 @@
 # Every target creates .venv on first use; only Python 3.10+, make and pip are needed.
+# `make demo` installs the package alone (quick); test, lint and bench add the dev tools.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
-STAMP   = $(VENV)/.installed
+RUN     = $(VENV)/.installed-run
+DEV     = $(VENV)/.installed
 
 .PHONY: all install test demo bench lint format clean
 
 all: lint test
 
-$(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(RUN): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	touch $(RUN)
+
+$(DEV): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	touch $(STAMP)
+	touch $(DEV) $(RUN)
 
-install: $(STAMP)
+install: $(DEV)
 
-test: $(STAMP)
+test: $(DEV)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-demo: $(STAMP)
-	$(BIN)/python -m framework demo
+# The Redis: FRAMEWORK_REDIS_URL, or DEMO_ARGS="--url redis://...", else an embedded one.
+demo: $(RUN)
+	$(BIN)/framework demo $(DEMO_ARGS)
 
-bench: $(STAMP)
+bench: $(DEV)
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
-lint: $(STAMP)
+lint: $(DEV)
 	$(BIN)/ruff check framework plugins tests benchmarks
 	$(BIN)/ruff format --check framework plugins tests benchmarks
 	$(BIN)/mypy
 
-format: $(STAMP)
+format: $(DEV)
 	$(BIN)/ruff check --fix framework plugins tests benchmarks
 	$(BIN)/ruff format framework plugins tests benchmarks
 

@@ -183,8 +183,7 @@ def mapped_errors(
     except (rex.AuthenticationError, rex.AuthenticationWrongNumberOfArgsError) as exc:
         raise AuthenticationFailed(_auth_message(head, exc), command=command) from exc
     except rex.NoPermissionError as exc:
-        named = _DENIED_COMMAND.search(str(exc))
-        denied = command or (named.group(1).upper() if named else "the command")
+        denied = _denied(str(exc), command)
         raise PermissionDenied(
             f"{head} denied {denied} to this ACL user ({exc}); grant it in the user's ACL rules.",
             command=command,
@@ -198,6 +197,17 @@ def mapped_errors(
 
 # NOPERM texts name the command ("... to run the 'xread' command") but not a key or channel.
 _DENIED_COMMAND = re.compile(r"run the '([^']+)' command")
+
+
+def _denied(text: str, command: str | None) -> str:
+    """What a NOPERM error refused: a named command, or a key or channel of ``command``."""
+    named = _DENIED_COMMAND.search(text)
+    if named:
+        return named.group(1).upper()
+    for thing in ("key", "channel"):
+        if thing in text:
+            return f"access to a {thing}" + (f" (command {command})" if command else "")
+    return command or "the command"
 
 
 def _auth_message(head: str, exc: Exception) -> str:

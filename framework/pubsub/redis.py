@@ -126,10 +126,16 @@ class RedisPublisher(RedisShim):
         Raises:
             BackendError: If Redis failed or refused a write (then nothing was published).
         """
-        tail = [(self._publish, self.connection.keys.topic(topic), self.connection.bulk(message))]
-        what = f"publish to topic {topic!r}"
+        channel = self.connection.keys.topic(topic)
+        tail = [(self._publish, channel, self.connection.bulk(message))]
+        # Name a key and the channel: an ACL denial does not say which one it was.
+        what = f"publish to topic {topic!r} ({self._publish} {channel!r})"
         if commands:
-            what = f"store {len(commands)} value(s) and publish to topic {topic!r}"
+            first = (
+                f"{_text(commands[0][0])} {_text(commands[0][1])!r}" if len(commands[0]) > 1 else ""
+            )
+            more = " ..." if len(commands) > 1 else ""
+            what = f"store {len(commands)} value(s) ({first}{more}) and {what}"
         with self._errors(what, command=self._publish):
             run_atomic(self.connection, commands, tail)
 
@@ -346,3 +352,7 @@ class RedisSubscriber(RedisShim):
                         pubsub.close()
                 except BackendUnavailable:
                     logger.debug("The subscription's connection was already gone")
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

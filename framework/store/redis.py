@@ -233,7 +233,8 @@ class RedisStore(RedisKeyMethods, BaseStore):
     def _send(self, staged: StagedBatch) -> list[str]:
         """Send a staged batch: one ``SET`` or ``MSET``, or one pipeline of ``SET ... PX``."""
         writes, px = staged.writes, staged.px
-        with self.connection.mapped_errors(f"store {len(staged.keys)} object(s) in {self.name!r}"):
+        what = f"store {_count_keys(staged.keys)} in {self.name!r}"
+        with self.connection.mapped_errors(what):
             # SET of a fresh key is idempotent, so the retrying client is safe here.
             if len(writes) == 1:
                 self.connection.client.set(*writes[0], px=px)
@@ -298,7 +299,7 @@ class RedisStore(RedisKeyMethods, BaseStore):
         self, keys: Sequence[str], oids: list[ObjectId | None], evict: bool
     ) -> list[BytesLike | None]:
         results: list[BytesLike | None] = [None] * len(keys)
-        with self.connection.mapped_errors(f"read {len(keys)} object(s) from {self.name!r}"):
+        with self.connection.mapped_errors(f"read {_count_keys(keys)} from {self.name!r}"):
             if len(keys) == 1 and _is_simple(oids[0]):
                 return [self._read_one(keys[0], evict)]  # no pipeline for one value
             if not self.connection.is_cluster and all(map(_is_simple, oids)):
@@ -398,6 +399,13 @@ def _connection_of(
 def _is_simple(oid: ObjectId | None) -> bool:
     """Whether ``oid`` is one plain value: neither split nor counted."""
     return oid is not None and oid.parts == 1 and not oid.counted
+
+
+def _count_keys(keys: Sequence[str]) -> str:
+    """``"1 object(s) ('fw:obj:{a}')"``: error messages name a key (ACL denials need it)."""
+    first = f"{keys[0]!r}" if keys else "none"
+    more = f" and {len(keys) - 1} more" if len(keys) > 1 else ""
+    return f"{len(keys)} object(s) ({first}{more})"
 
 
 register_store_kind("redis", RedisStore, exist_ok=True)
