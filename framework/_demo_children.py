@@ -23,11 +23,30 @@ import numpy as np
 
 from framework.cell import StreamCell, StreamFuture
 from framework.connection import RedisConnection
+from framework.objects import (
+    ConsumerFactory,
+    FLContext,
+    ObjectConsumer,
+    RedisStreamableEngine,
+    ReturnCode,
+    Shareable,
+    StreamContextKey,
+    make_reply,
+)
 from framework.pubsub import RedisStreamSubscriber
 from framework.settings import ENV_VAR
 from framework.stream import StreamConsumer
 
-__all__ = ["DemoNames", "Tally", "consume_objects", "demo_objects", "receive_blob"]
+__all__ = [
+    "DemoNames",
+    "Tally",
+    "consume_objects",
+    "demo_objects",
+    "fold_weights",
+    "model_round",
+    "receive_blob",
+    "serve_rounds",
+]
 
 #: Seconds a child waits for the next piece of data before it reports a failure.
 CHILD_TIMEOUT = 60.0
@@ -35,6 +54,8 @@ CHILD_TIMEOUT = 60.0
 PROGRESS_EVERY = 0.1
 #: Channel and topic of the demo's byte stream.
 BLOB_CHANNEL, BLOB_TOPIC = "demo", "blob"
+#: Channel and topic of the demo's object-protocol rounds.
+ROUNDS_CHANNEL, ROUNDS_TOPIC = "demo", "rounds"
 
 
 @dataclass(frozen=True)
@@ -47,12 +68,14 @@ class DemoNames:
         topic: The object stream's durable topic.
         cells: The byte stream's two receiving cells.
         sender: The sending cell.
+        coordinator: The cell that runs the object-protocol rounds.
     """
 
     prefix: str
     topic: str = "objects"
     cells: tuple[str, str] = ("site-a", "site-b")
     sender: str = "server"
+    coordinator: str = "coordinator"
 
 
 class Tally:
@@ -63,7 +86,7 @@ class Tally:
         self.nbytes = 0
         self._hash = hashlib.sha256()
 
-    def add(self, obj: Any) -> None:
+    def add(self, obj: Any, *, count: int = 1) -> None:
         """Fold one demo object (a numpy array, a bytes-like blob or a record) in."""
         if isinstance(obj, np.ndarray):
             data: Any = np.ascontiguousarray(obj).view(np.uint8).reshape(-1)
@@ -72,7 +95,7 @@ class Tally:
         else:
             data = json.dumps(obj, sort_keys=True).encode()
         self._hash.update(data)
-        self.items += 1
+        self.items += count
         self.nbytes += len(data)
 
     @property
@@ -158,3 +181,78 @@ def _receive(url: str, names: DemoNames, cell: str, out: Any) -> None:
             raise TimeoutError(f"No blob reached cell {cell!r} within {CHILD_TIMEOUT:.0f} s.")
         if failure:
             raise failure[0]
+
+
+def model_round(number: int, array_mb: int) -> Shareable:
+    """One object-protocol round: a dict of float32 weight arrays and the round number."""
+    rng = np.random.default_rng(number)
+    half = (array_mb << 20) // 8
+    weights = {f"layer{i}": rng.standard_normal(half, dtype=np.float32) for i in range(2)}
+    shareable = Shareable({"weights": weights})
+    shareable.set_header("round", number)
+    return shareable
+
+
+def fold_weights(tally: Tally, shareable: Shareable) -> None:
+    """Add a round's weight arrays to ``tally`` (one item), in a fixed order."""
+    for i, name in enumerate(sorted(shareable["weights"])):
+        tally.add(shareable["weights"][name], count=int(i == 0))
+
+
+class _RoundConsumer(ObjectConsumer):
+    """Checks each round's weights, replies with their sum, reports at the end."""
+
+    def __init__(self, cell: str, out: Any) -> None:
+        self.cell, self.out = cell, out
+        self.tally, self.last = Tally(), 0.0
+
+    def consume(
+        self, shareable: Shareable, stream_ctx: dict[str, Any], fl_ctx: FLContext
+    ) -> tuple[bool, Shareable]:
+        fold_weights(self.tally, shareable)
+        self.last = time.monotonic()
+        reply = make_reply(ReturnCode.OK)
+        reply["round"] = shareable.get_header("round")
+        reply["sum"] = float(sum(float(a.sum()) for a in shareable["weights"].values()))
+        self.out.put(("progress", self.cell, self.tally.items, self.tally.nbytes))
+        return True, reply
+
+    def finalize(self, stream_ctx: dict[str, Any], fl_ctx: FLContext) -> None:
+        rc = stream_ctx.get(StreamContextKey.RC, ReturnCode.OK)
+        if rc != ReturnCode.OK:
+            self.out.put(("error", self.cell, f"the object stream ended with {rc}"))
+            return
+        tally = self.tally
+        self.out.put(("done", self.cell, tally.items, tally.nbytes, tally.digest, self.last))
+
+
+class _RoundFactory(ConsumerFactory):
+    def __init__(self, cell: str, out: Any, ended: threading.Event) -> None:
+        self.cell, self.out, self.ended = cell, out, ended
+
+    def get_consumer(self, stream_ctx: dict[str, Any], fl_ctx: FLContext) -> ObjectConsumer:
+        return _RoundConsumer(self.cell, self.out)
+
+    def return_consumer(
+        self, consumer: ObjectConsumer, stream_ctx: dict[str, Any], fl_ctx: FLContext
+    ) -> None:
+        self.ended.set()
+
+
+def serve_rounds(url: str, names: DemoNames, cell: str, out: Any) -> None:
+    """Child: a site that consumes the object-protocol rounds and replies to each."""
+    _guarded(cell, url, out, lambda: _serve(url, names, cell, out))
+
+
+def _serve(url: str, names: DemoNames, cell: str, out: Any) -> None:
+    ended = threading.Event()
+    with (
+        RedisConnection.from_url(url, prefix=names.prefix) as conn,
+        StreamCell(conn, cell) as site,
+        RedisStreamableEngine(site) as engine,
+    ):
+        factory = _RoundFactory(cell, out, ended)
+        engine.register_stream_processing(ROUNDS_CHANNEL, ROUNDS_TOPIC, factory)
+        out.put(("ready", cell))
+        if not ended.wait(CHILD_TIMEOUT):
+            raise TimeoutError(f"The object-protocol rounds did not end at {cell!r}.")

@@ -5,6 +5,9 @@
    durable topic; a consumer in another process iterates over them.
 2. **Byte stream.** A :class:`~framework.cell.StreamCell` uploads one generated blob
    once and two cells in two other processes receive it (fan-out).
+3. **Object protocol.** A :class:`~framework.objects.RedisStreamableEngine` sends a
+   model-weights :class:`~framework.objects.Shareable` round by round to two sites
+   (NVFlare's ``ObjectProducer``/``ObjectConsumer``); each site replies to every round.
 
 Every receiver's count, byte total and SHA-256 are compared with the sender's. The
 clock of a step runs from its first send to its last receive: children report when
@@ -32,17 +35,29 @@ import numpy as np
 from framework._demo_children import (
     BLOB_CHANNEL,
     BLOB_TOPIC,
+    ROUNDS_CHANNEL,
+    ROUNDS_TOPIC,
     DemoNames,
     Tally,
     consume_objects,
     demo_objects,
+    fold_weights,
+    model_round,
     receive_blob,
+    serve_rounds,
 )
 from framework._keyspace import delete_keys
 from framework.cell import Message, StreamCell
 from framework.connection import RedisConnection
 from framework.embedded import EmbeddedRedis
 from framework.exceptions import FrameworkError
+from framework.objects import (
+    FLContext,
+    ObjectProducer,
+    RedisStreamableEngine,
+    ReturnCode,
+    Shareable,
+)
 from framework.pubsub import RedisStreamPublisher
 from framework.settings import RedisSettings
 from framework.store import RedisStore
@@ -71,12 +86,16 @@ class DemoPlan:
         arrays: float32 numpy arrays on the object stream.
         array_mb: MiB per array.
         blob_mb: MiB of the byte stream's blob (sent once, received by two cells).
+        rounds: Object-protocol rounds.
+        round_mb: MiB of model weights per round.
     """
 
     records: int = 2000
     arrays: int = 8
     array_mb: int = 4
     blob_mb: int = 64
+    rounds: int = 5
+    round_mb: int = 4
 
 
 @dataclass(frozen=True)
@@ -85,8 +104,8 @@ class StepResult:
 
     Attributes:
         step: Name of the step.
-        items: Objects (or blob deliveries) received.
-        nbytes: Payload bytes sent (a fanned-out blob counts once: it is uploaded once).
+        items: Objects received, summed over the receivers.
+        nbytes: Payload bytes received, summed over the receivers.
         seconds: From the first send to the last receive.
     """
 
@@ -177,6 +196,15 @@ def _check(step: str, sent: Tally, received: list[tuple[Any, ...]]) -> None:
             )
 
 
+def _result(step: str, sent: Tally, started: float, done: dict[str, tuple[Any, ...]]) -> StepResult:
+    """Check every receiver's tally against the sender's and sum them up."""
+    _check(step, sent, list(done.values()))
+    items = sum(message[2] for message in done.values())
+    nbytes = sum(message[3] for message in done.values())
+    last = max(message[5] for message in done.values())
+    return StepResult(step, items, nbytes, last - started)
+
+
 def _object_step(
     conn: RedisConnection, url: str, names: DemoNames, plan: DemoPlan, progress: Progress
 ) -> StepResult:
@@ -200,14 +228,13 @@ def _object_step(
                 progress(step, message[2], len(objects))
 
         done = kids.wait("done", {who}, tick)
-    _check(step, sent, list(done.values()))
-    return StepResult(step, sent.items, sent.nbytes, done[who][5] - started)
+    return _result(step, sent, started, done)
 
 
 def _blob_step(
     conn: RedisConnection, url: str, names: DemoNames, plan: DemoPlan, progress: Progress
 ) -> StepResult:
-    step = f"byte stream, 1 upload to {len(names.cells)} cells"
+    step = f"byte stream (1 upload, {len(names.cells)} cells)"
     blob = np.random.default_rng().bytes(plan.blob_mb << 20)
     sent = Tally()
     sent.add(blob)
@@ -222,9 +249,55 @@ def _blob_step(
             "done", set(names.cells), lambda m: progress(step, future.get_progress(), len(blob))
         )
         future.result(timeout=STEP_TIMEOUT)
-    _check(step, sent, list(done.values()))
-    last = max(message[5] for message in done.values())
-    return StepResult(step, len(done), len(blob), last - started)
+    return _result(step, sent, started, done)
+
+
+class _Rounds(ObjectProducer):
+    """The coordinator: one model-weights Shareable per round; every reply must be OK."""
+
+    def __init__(self, plan: DemoPlan, progress: Callable[[int], None]) -> None:
+        self.plan, self.progress = plan, progress
+        self.sent, self.number = Tally(), 0
+
+    def produce(self, stream_ctx: dict[str, Any], fl_ctx: FLContext) -> tuple[Any, float]:
+        if self.number == self.plan.rounds:
+            return None, STEP_TIMEOUT
+        shareable = model_round(self.number, self.plan.round_mb)
+        fold_weights(self.sent, shareable)
+        self.number += 1
+        return shareable, STEP_TIMEOUT
+
+    def process_replies(
+        self, replies: dict[str, Shareable], stream_ctx: dict[str, Any], fl_ctx: FLContext
+    ) -> Any:
+        failed = {t: r.get_return_code() for t, r in replies.items() if r.get_return_code() != "OK"}
+        if failed:
+            return failed  # ends the stream; run_demo reports it
+        self.progress(self.number)
+        return None
+
+
+def _rounds_step(
+    conn: RedisConnection, url: str, names: DemoNames, plan: DemoPlan, progress: Progress
+) -> StepResult:
+    step = f"object protocol ({plan.rounds} rounds, {len(names.cells)} cells)"
+    producer = _Rounds(plan, lambda number: progress(step, number, plan.rounds))
+    with (
+        _Children() as kids,
+        StreamCell(conn, names.coordinator) as cell,
+        RedisStreamableEngine(cell) as engine,
+    ):
+        for name in names.cells:
+            kids.start(name, serve_rounds, url, names, name)
+        kids.wait("ready", set(names.cells), lambda m: None)
+        started = time.monotonic()
+        rc, failed = engine.stream_objects(
+            ROUNDS_CHANNEL, ROUNDS_TOPIC, {}, list(names.cells), producer, FLContext()
+        )
+        if rc != ReturnCode.OK or failed:
+            raise FrameworkError(f"The object protocol ended with {rc}; failed replies: {failed}.")
+        done = kids.wait("done", set(names.cells), lambda m: None)
+    return _result(step, producer.sent, started, done)
 
 
 @contextlib.contextmanager
@@ -271,8 +344,8 @@ def run_demo(
             echo(f"Redis: {conn.url()}")
             try:
                 return [
-                    _object_step(conn, redis_url, names, plan, report),
-                    _blob_step(conn, redis_url, names, plan, report),
+                    step(conn, redis_url, names, plan, report)
+                    for step in (_object_step, _blob_step, _rounds_step)
                 ]
             finally:
                 _clean_up(conn, names)

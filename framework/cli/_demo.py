@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, TypeVar
+
 import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 from rich.table import Table
@@ -11,11 +14,13 @@ from framework.demo import DemoPlan, StepResult, run_demo
 
 __all__ = ["demo"]
 
+F = TypeVar("F", bound=Callable[..., Any])
+
 
 def _summary(results: list[StepResult]) -> Table:
-    table = Table(title="Delivered intact (count, bytes and SHA-256 match on both sides)")
+    table = Table(title="Delivered intact: every receiver's count, bytes and SHA-256 match")
     table.add_column("step")
-    for name in ("items", "MB", "seconds", "MB/s"):
+    for name in ("items received", "MB received", "seconds", "MB/s"):
         table.add_column(name, justify="right")
     for r in results:
         table.add_row(
@@ -24,41 +29,39 @@ def _summary(results: list[StepResult]) -> Table:
     return table
 
 
+def _count(name: str, default: int, text: str, minimum: int = 1) -> Callable[[F], F]:
+    return click.option(
+        name, type=click.IntRange(min=minimum), default=default, show_default=True, help=text
+    )
+
+
 @click.command()
 @url_option
-@click.option(
-    "--records",
-    type=click.IntRange(min=0),
-    default=2000,
-    show_default=True,
-    help="Small records on the object stream.",
-)
-@click.option(
-    "--arrays",
-    type=click.IntRange(min=0),
-    default=8,
-    show_default=True,
-    help="numpy arrays on the object stream.",
-)
-@click.option(
-    "--array-mb", type=click.IntRange(min=1), default=4, show_default=True, help="MiB per array."
-)
-@click.option(
-    "--blob-mb",
-    type=click.IntRange(min=1),
-    default=64,
-    show_default=True,
-    help="MiB of the byte-stream blob (uploaded once, received by two cells).",
-)
-def demo(url: str | None, records: int, arrays: int, array_mb: int, blob_mb: int) -> None:
+@_count("--records", 2000, "Small records on the object stream.", minimum=0)
+@_count("--arrays", 8, "numpy arrays on the object stream.", minimum=0)
+@_count("--array-mb", 4, "MiB per array.")
+@_count("--blob-mb", 64, "MiB of the byte-stream blob (uploaded once, received by two cells).")
+@_count("--rounds", 5, "Object-protocol rounds (model weights out, a reply from each cell).")
+@_count("--round-mb", 4, "MiB of model weights per round.")
+def demo(
+    url: str | None,
+    records: int,
+    arrays: int,
+    array_mb: int,
+    blob_mb: int,
+    rounds: int,
+    round_mb: int,
+) -> None:
     """Run the main job across processes and print what it moved.
 
     An object stream (records and numpy arrays on a durable topic) to a consumer
     process, then a byte stream (one blob, uploaded once) to two cells in two more
-    processes. Seconds run from the first send to the last receive. Without a URL,
-    an embedded Redis is started; with one, the run's keys are deleted at the end.
+    processes, then object-protocol rounds (a Shareable of model weights to both
+    cells, a reply from each). Seconds run from the first send to the last receive.
+    Without a URL, an embedded Redis is started; with one, the run's keys are deleted
+    at the end.
     """
-    plan = DemoPlan(records=records, arrays=arrays, array_mb=array_mb, blob_mb=blob_mb)
+    plan = DemoPlan(records, arrays, array_mb, blob_mb, rounds, round_mb)
     tasks: dict[str, TaskID] = {}
     columns = (TextColumn("{task.description:<34}"), BarColumn(), MofNCompleteColumn())
     with Progress(*columns, console=console) as bars:

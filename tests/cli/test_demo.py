@@ -18,11 +18,13 @@ from framework.demo import DemoPlan, run_demo
 from tests.cli.helpers import PASSWORD, cli_env, finish, run_cli, start_cli
 
 SMALL = ["--records", "200", "--arrays", "2", "--array-mb", "1", "--blob-mb", "4"]
+SMALL += ["--rounds", "2", "--round-mb", "1"]
 
 
 def _assert_ok(output: str) -> None:
     assert "object stream" in output
-    assert "byte stream, 1 upload to 2 cells" in output
+    assert "byte stream (1 upload, 2 cells)" in output
+    assert "object protocol (" in output
     assert "MB/s" in output
     assert output.rstrip().endswith("OK: everything sent arrived intact.")
 
@@ -64,6 +66,7 @@ def test_without_redis_server_on_path_the_demo_uses_fakeredis(tmp_path: Path) ->
     env = cli_env(tmp_path) | {"PATH": str(empty)}
     assert shutil.which("redis-server", path=env["PATH"]) is None
     tiny = ["--records", "50", "--arrays", "1", "--array-mb", "1", "--blob-mb", "1"]
+    tiny += ["--rounds", "1", "--round-mb", "1"]
     done = run_cli("demo", *tiny, tmp_path=tmp_path, env=env)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "started an embedded fakeredis TCP server" in done.stdout
@@ -79,9 +82,9 @@ def test_with_redis_server_the_demo_starts_its_own(
 
 
 def test_on_a_cluster(cluster_url: str, cluster_conn: RedisConnection) -> None:
-    plan = DemoPlan(records=50, arrays=1, array_mb=1, blob_mb=2)
+    plan = DemoPlan(records=50, arrays=1, array_mb=1, blob_mb=2, rounds=2, round_mb=1)
     results = run_demo(cluster_url, plan=plan, echo=lambda line: None)
-    assert [r.items for r in results] == [51, 2]
+    assert [r.items for r in results] == [51, 2, 4]
     nodes = primaries(cluster_conn)
     assert len(nodes) == 3
     assert not [key for node in nodes for key in scan_keys(cluster_conn, "*", node)]
@@ -89,13 +92,15 @@ def test_on_a_cluster(cluster_url: str, cluster_conn: RedisConnection) -> None:
 
 def test_results_count_every_item_and_time_only_the_transfer(fake_tcp_url: str) -> None:
     progress: list[tuple[str, int, int]] = []
-    plan = DemoPlan(records=30, arrays=2, array_mb=1, blob_mb=3)
+    plan = DemoPlan(records=30, arrays=2, array_mb=1, blob_mb=3, rounds=3, round_mb=1)
     results = run_demo(fake_tcp_url, plan=plan, progress=lambda *a: progress.append(a))
-    objects, blob = results
-    assert (objects.items, blob.items, blob.nbytes) == (32, 2, 3 << 20)
+    objects, blob, rounds = results
+    assert (objects.items, blob.items, blob.nbytes) == (32, 2, 2 * (3 << 20))
+    assert (rounds.items, rounds.nbytes) == (6, 2 * (1 << 20) * 3)
     assert objects.nbytes > 2 << 20
     assert all(r.seconds > 0 and r.mb_per_s > 0 for r in results)
-    assert {step for step, _, _ in progress} <= {objects.step, blob.step}
+    assert {step for step, _, _ in progress} == {objects.step, blob.step, rounds.step}
+    assert (rounds.step, 3, 3) in progress
 
 
 def test_python_m_framework_and_the_console_script_agree(tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ def _commands(tmp_path: Path) -> dict[str, list[str]]:
     payload.write_bytes(b"x" * 1000)
     return {
         "check": ["check", "--size-mb", "0.1"],
-        "demo": ["demo", "--records", "10", "--arrays", "1", "--array-mb", "1", "--blob-mb", "1"],
+        "demo": ["demo", "--records", "10", "--arrays", "1", "--blob-mb", "1", "--rounds", "1"],
         "inspect": ["inspect"],
         "send": ["send", str(payload), "--to", "site", "--timeout", "1"],
         "recv": ["recv", "--as", "site", "--out", str(tmp_path / "out"), "--timeout", "1"],
