@@ -63,7 +63,7 @@ from framework.settings import RedisSettings
 from framework.store import RedisStore
 from framework.stream import StreamProducer
 
-__all__ = ["DemoPlan", "StepResult", "run_demo"]
+__all__ = ["FAKEREDIS_PLAN", "DemoPlan", "StepResult", "run_demo"]
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +96,11 @@ class DemoPlan:
     blob_mb: int = 64
     rounds: int = 5
     round_mb: int = 4
+
+
+#: The default load on an embedded fakeredis server: it parses commands in Python, so
+#: multi-MB batches take seconds there.
+FAKEREDIS_PLAN = DemoPlan(records=500, arrays=4, array_mb=1, blob_mb=8, rounds=3, round_mb=1)
 
 
 @dataclass(frozen=True)
@@ -301,14 +306,15 @@ def _rounds_step(
 
 
 @contextlib.contextmanager
-def _redis(url: str | None, echo: Callable[[str], None]) -> Iterator[str]:
+def _redis(url: str | None, echo: Callable[[str], None]) -> Iterator[tuple[str, bool]]:
+    """The URL to use, and whether it is an embedded fakeredis server."""
     if url:
-        yield url
+        yield url, False
         return
     with EmbeddedRedis() as server:
         kind = "fakeredis TCP server" if server.is_fake else "redis-server"
         echo(f"No Redis configured: started an embedded {kind} at {server.url}")
-        yield server.url
+        yield server.url, server.is_fake
 
 
 def run_demo(
@@ -323,7 +329,8 @@ def run_demo(
     Args:
         url: Redis URL; ``None`` or empty starts an embedded Redis (redis-server from
             PATH, else fakeredis's TCP server).
-        plan: How much to move; defaults to :class:`DemoPlan`.
+        plan: How much to move; defaults to :class:`DemoPlan`, or to the smaller
+            :data:`FAKEREDIS_PLAN` on an embedded fakeredis server.
         progress: Called with ``(step, completed, total)`` while a step runs.
         echo: Where the demo's few status lines go.
 
@@ -334,9 +341,11 @@ def run_demo(
         FrameworkError: If Redis cannot be used, a child process fails, or anything
             arrives other than what was sent. Every key of the run is deleted anyway.
     """
-    plan = plan or DemoPlan()
     report = progress or (lambda step, completed, total: None)
-    with _redis(url, echo) as redis_url:
+    with _redis(url, echo) as (redis_url, fake):
+        if plan is None and fake:
+            echo("fakeredis is a pure-Python server: the demo moves a smaller load.")
+        plan = plan or (FAKEREDIS_PLAN if fake else DemoPlan())
         prefix = RedisSettings.from_url(redis_url).prefix
         names = DemoNames(prefix=f"{prefix}:demo:{uuid.uuid4().hex[:12]}")
         with RedisConnection.from_url(redis_url, prefix=names.prefix) as conn:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -10,7 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from rich.table import Table
 
 from framework.cli._common import console, url_option
-from framework.demo import DemoPlan, StepResult, run_demo
+from framework.demo import FAKEREDIS_PLAN, DemoPlan, StepResult, run_demo
 
 __all__ = ["demo"]
 
@@ -29,29 +30,27 @@ def _summary(results: list[StepResult]) -> Table:
     return table
 
 
-def _count(name: str, default: int, text: str, minimum: int = 1) -> Callable[[F], F]:
+def _count(name: str, text: str, minimum: int = 1) -> Callable[[F], F]:
+    # No click default: an option not given keeps the plan's (smaller on fakeredis).
+    field = name.removeprefix("--").replace("-", "_")
+    default, fake = getattr(DemoPlan(), field), getattr(FAKEREDIS_PLAN, field)
     return click.option(
-        name, type=click.IntRange(min=minimum), default=default, show_default=True, help=text
+        name,
+        type=click.IntRange(min=minimum),
+        default=None,
+        help=f"{text}  [default: {default}; {fake} on fakeredis]",
     )
 
 
 @click.command()
 @url_option
-@_count("--records", 2000, "Small records on the object stream.", minimum=0)
-@_count("--arrays", 8, "numpy arrays on the object stream.", minimum=0)
-@_count("--array-mb", 4, "MiB per array.")
-@_count("--blob-mb", 64, "MiB of the byte-stream blob (uploaded once, received by two cells).")
-@_count("--rounds", 5, "Object-protocol rounds (model weights out, a reply from each cell).")
-@_count("--round-mb", 4, "MiB of model weights per round.")
-def demo(
-    url: str | None,
-    records: int,
-    arrays: int,
-    array_mb: int,
-    blob_mb: int,
-    rounds: int,
-    round_mb: int,
-) -> None:
+@_count("--records", "Small records on the object stream.", minimum=0)
+@_count("--arrays", "numpy arrays on the object stream.", minimum=0)
+@_count("--array-mb", "MiB per array.")
+@_count("--blob-mb", "MiB of the byte-stream blob (uploaded once, received by two cells).")
+@_count("--rounds", "Object-protocol rounds (model weights out, a reply from each cell).")
+@_count("--round-mb", "MiB of model weights per round.")
+def demo(url: str | None, **sizes: int | None) -> None:
     """Run the main job across processes and print what it moved.
 
     An object stream (records and numpy arrays on a durable topic) to a consumer
@@ -61,7 +60,8 @@ def demo(
     Without a URL, an embedded Redis is started; with one, the run's keys are deleted
     at the end.
     """
-    plan = DemoPlan(records, arrays, array_mb, blob_mb, rounds, round_mb)
+    given = {name: value for name, value in sizes.items() if value is not None}
+    plan = dataclasses.replace(DemoPlan(), **given) if given else None
     tasks: dict[str, TaskID] = {}
     columns = (TextColumn("{task.description:<34}"), BarColumn(), MofNCompleteColumn())
     with Progress(*columns, console=console) as bars:
