@@ -320,6 +320,7 @@ class RedisConnection:
 
         Raises:
             AuthenticationFailed: Redis refused the credentials, or needs some.
+            PermissionDenied: The ACL user may not run PING.
             BackendUnavailable: Redis is unreachable, timed out or answered with an error.
             ClosedError: The connection was closed.
         """
@@ -327,7 +328,7 @@ class RedisConnection:
             with self.mapped_errors("ping Redis", command="PING"):
                 self.once.ping()
         except BackendError as exc:
-            if isinstance(exc, (BackendUnavailable, AuthenticationFailed)):
+            if isinstance(exc, (BackendUnavailable, AuthenticationFailed, PermissionDenied)):
                 raise
             raise BackendUnavailable(f"Redis at {self.url()} did not answer PING: {exc}") from exc
 

@@ -4,6 +4,7 @@ on a server and on every primary of a cluster."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import redis
@@ -12,6 +13,7 @@ from framework.cell import Message, StreamCell
 from framework.connection import RedisConnection
 from framework.pubsub import RedisStreamPublisher
 from framework.store import RedisStore
+from tests.cli.conftest import acl_user
 from tests.cli.helpers import run_cli
 
 
@@ -30,6 +32,14 @@ def _populate(conn: RedisConnection) -> int:
         future = cell.send_blob("files", "weights", "absent-site", Message({}, b"z" * 5000))
         sid = future.get_stream_id()
     return sid
+
+
+def _readme_inspect_rules() -> list[str]:
+    """The ACL rules the README gives for ``framework inspect``."""
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    match = re.search(r"`framework inspect` needs `([^`]+)`", text)
+    assert match, "the README names the ACL rules of framework inspect"
+    return match.group(1).split()
 
 
 def _read_only_commands_only(admin: redis.Redis) -> None:
@@ -69,6 +79,14 @@ def test_inspect_shows_everything_and_writes_nothing(
     objects = data["stored_objects"]
     assert (objects["objects"], objects["without_ttl"]) == (2, 1)
     assert objects["bytes"] >= 1010
+
+    readonly = _readme_inspect_rules()
+    with acl_user(admin, int(redis_url.rsplit(":", 1)[1]), "inspector", *readonly) as url:
+        as_reader = run_cli("inspect", "--json", tmp_path=tmp_path, url=url)
+    assert as_reader.returncode == 0, as_reader.stderr
+    as_read = json.loads(as_reader.stdout)
+    assert [t["stream_id"] for t in as_read["transfers"]] == [sid]
+    assert as_read["stored_objects"] == objects
 
     tables = run_cli("inspect", tmp_path=tmp_path, url=redis_url)
     assert tables.returncode == 0, tables.stderr

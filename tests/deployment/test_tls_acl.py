@@ -24,6 +24,16 @@ import redis
 from framework.cell import BytesStream, Message, StreamCell
 from framework.connection import RedisConnection
 from framework.exceptions import PermissionDenied
+from framework.objects import (
+    ConsumerFactory,
+    FLContext,
+    ObjectConsumer,
+    ObjectProducer,
+    RedisStreamableEngine,
+    ReturnCode,
+    Shareable,
+    make_reply,
+)
 from framework.pubsub import (
     RedisPublisher,
     RedisStreamPublisher,
@@ -243,3 +253,48 @@ def test_a_missing_permission_names_the_command_and_the_key_or_channel(
     for fragment in expected:
         assert fragment in message, message
     assert ROLE_PASSWORD not in message
+
+
+class _Echo(ObjectConsumer):
+    def consume(
+        self, shareable: Shareable, stream_ctx: dict[str, Any], fl_ctx: FLContext
+    ) -> tuple[bool, Shareable]:
+        reply = make_reply(ReturnCode.OK)
+        reply["n"] = shareable["n"]
+        return True, reply
+
+
+class _EchoFactory(ConsumerFactory):
+    def get_consumer(self, stream_ctx: dict[str, Any], fl_ctx: FLContext) -> ObjectConsumer:
+        return _Echo()
+
+
+class _Two(ObjectProducer):
+    def __init__(self) -> None:
+        self.replies: list[int] = []
+
+    def produce(self, stream_ctx: dict[str, Any], fl_ctx: FLContext) -> tuple[Any, float]:
+        n = len(self.replies)
+        return (Shareable({"n": n, "blob": b"b" * (n << 20)}) if n < 2 else None), 10.0
+
+    def process_replies(
+        self, replies: dict[str, Shareable], stream_ctx: dict[str, Any], fl_ctx: FLContext
+    ) -> Any:
+        self.replies.append(replies["site-1"]["n"])
+        return None
+
+
+def test_the_object_protocol_works_for_the_cell_role(
+    tls_server: tuple[int, Certificates], users: None
+) -> None:
+    producer = _Two()
+    with (
+        RedisConnection.from_url(_url("cell", tls_server)) as conn,
+        StreamCell(conn, "server") as server_cell,
+        StreamCell(conn, "site-1") as site_cell,
+        RedisStreamableEngine(server_cell) as server,
+        RedisStreamableEngine(site_cell) as site,
+    ):
+        site.register_stream_processing("calc", "echo", _EchoFactory())
+        rc, _ = server.stream_objects("calc", "echo", {}, ["site-1"], producer, FLContext())
+    assert (rc, producer.replies) == (ReturnCode.OK, [0, 1])
