@@ -192,9 +192,17 @@ def mapped_errors(
         raise BackendUnavailable(f"{head} is unreachable ({exc}).", command=command) from exc
     except (rex.RedisError, rex.RedisClusterException) as exc:
         kind = type(exc).__name__
+        if _SCRIPT_DENIED in str(exc):  # a Lua script's command refused by the ACL
+            raise PermissionDenied(
+                f"{head} denied a command of a Lua script to this ACL user ({exc}); grant "
+                "the script's commands in the user's ACL rules.",
+                command=command,
+            ) from exc
         raise BackendError(f"{head} reported {kind}: {exc}.", command=command) from exc
 
 
+# What Redis says when an ACL refuses a command that a script runs (not a NOPERM error).
+_SCRIPT_DENIED = "user executing the script can't run this command"
 # NOPERM texts name the command ("... to run the 'xread' command") but not a key or channel.
 _DENIED_COMMAND = re.compile(r"run the '([^']+)' command")
 

@@ -41,7 +41,7 @@ from framework.pubsub import (
     RedisSubscriber,
 )
 from framework.settings import ENV_VAR
-from framework.store import RedisStore
+from framework.store import RedisStore, registered_stores, unregister_store
 from framework.stream import StreamConsumer, StreamProducer
 from tests.deployment.certs import Certificates, make_certificates
 
@@ -227,7 +227,12 @@ def _use_role(
         return
     consumer_url = _url("consumer", tls_server)
     monkeypatch.setenv(ENV_VAR, consumer_url)
-    _stream_objects(_url("producer", tls_server), consumer_url, durable=False)
+    try:
+        _stream_objects(_url("producer", tls_server), consumer_url, durable=False)
+    finally:
+        for store in registered_stores():  # a failed producer leaves its spill store
+            unregister_store(store)
+            store.close()
 
 
 @pytest.mark.parametrize(
