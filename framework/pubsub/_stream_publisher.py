@@ -31,8 +31,10 @@ DEFAULT_MAXLEN: Final = 100_000
 DEFAULT_TTL: Final = 7 * 24 * 3600.0
 #: Field of a stream entry holding the message.
 FIELD: Final = b"m"
-#: Part of the TTL after which a publisher refreshes it again.
-REFRESH_FRACTION: Final = 0.25
+#: Longest time (s) between two TTL refreshes of a topic a publisher writes to: a
+#: stream that Redis lost and XADD created again (a restart without persistence that
+#: the publisher did not notice) is without TTL for at most this long.
+REFRESH_EVERY: Final = 10.0
 
 # KEYS[1]: stream, KEYS[2]: producers hash; ARGV: producer, its state, TTL (ms, 0: none).
 # Empties a finished run (all producers ended, every group caught up, nothing pending).
@@ -95,8 +97,8 @@ class RedisStreamPublisher(RedisShim):
         maxlen: Keep about this many entries per topic (``None``: never trim).
         ttl: Expire a topic's stream this long (s) after its last refresh (``None``:
             never). A publisher refreshes it on its first message to a topic, after
-            a failure, with a final message and then every quarter of ``ttl``; every
-            message also gives a stream that has no TTL (re-created) one.
+            a failure, with a final message, and then every ``REFRESH_EVERY`` seconds
+            (or quarter of ``ttl``) that it keeps publishing.
 
     Attributes:
         connection: The connection in use.
@@ -180,10 +182,6 @@ class RedisStreamPublisher(RedisShim):
         refresh = self._ttl_ms and now >= self._refresh_at.get(topic, 0.0)
         if refresh or (self._ttl_ms and final):
             tail += [("PEXPIRE", key, self._ttl_ms), ("PEXPIRE", producers, self._ttl_ms)]
-        elif self._ttl_ms:
-            # Cheap insurance: a stream that XADD just created again (Redis restarted
-            # without noticing us) gets its TTL; an existing one is left alone.
-            tail.append(("PEXPIRE", key, self._ttl_ms, "NX"))
         try:
             with self._errors(f"append to topic {topic!r}", command="XADD"):
                 # A plain message (XADD, TTL refresh) needs no transaction.
@@ -196,4 +194,4 @@ class RedisStreamPublisher(RedisShim):
         if source:
             self._registered.add((topic, source))
         if refresh:
-            self._refresh_at[topic] = now + self._ttl_ms * REFRESH_FRACTION / 1000
+            self._refresh_at[topic] = now + min(REFRESH_EVERY, self._ttl_ms / 4000)
