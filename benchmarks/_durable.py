@@ -28,7 +28,7 @@ MB = 1024 * 1024
 #: (object size, count) per durable case: full run and quick run (batch size 1).
 CASES = {False: [(1024, 20_000), (100 * 1024, 2_000)], True: [(1024, 2_000), (100 * 1024, 200)]}
 #: Back-pressure bound of the 64 MB x 8 case.
-BOUND = 192 * MB
+BOUND = 256 * MB
 #: Seconds the slow consumer spends on each object.
 SLOW = 0.2
 

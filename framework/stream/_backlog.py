@@ -10,6 +10,14 @@ batch, so one object larger than the bound still goes through.
 
 Only evicted objects count: objects sent with ``evict=False`` are read by many
 consumers and expire by their TTL; inline events are small (see ``inline_limit``).
+
+The byte bound is meant as a bound on the Redis memory a topic's backlog takes, so
+it also reserves room for two copies of the largest object: the one a producer is
+writing (Redis's request buffer) and the one a consumer is reading (its reply
+buffer). Bytes are counted at their worst-case Redis footprint: payload plus 25%,
+the allocator's rounding of sizes at a power of two (REDIS_FACTS §2). With objects
+much smaller than the bound the reserve is negligible; with large objects they go
+one at a time.
 """
 
 from __future__ import annotations
@@ -29,6 +37,8 @@ __all__ = ["DEFAULT_BACKLOG_BYTES", "DEFAULT_BACKLOG_OBJECTS", "Backlog", "Backl
 DEFAULT_BACKLOG_BYTES: Final = 256 * 1024 * 1024
 #: Default bound of a durable topic's unconsumed stored objects (per producer and topic).
 DEFAULT_BACKLOG_OBJECTS: Final = 10_000
+#: Worst-case Redis memory per payload byte (jemalloc rounds 2**n-byte values up 25%).
+FOOTPRINT: Final = 1.25
 #: Longest pause (s) between two checks of a full backlog.
 MAX_PAUSE: Final = 0.05
 
@@ -67,12 +77,14 @@ class Backlog:
 
     items: deque[tuple[Store, str, int]] = field(default_factory=deque)
     nbytes: int = 0
+    largest: int = 0  # largest object seen: the in-flight reserve is two of these
 
     def add(self, stored: Iterable[tuple[Store, str, int]]) -> None:
         """Remember newly stored objects."""
         for item in stored:
             self.items.append(item)
             self.nbytes += item[2]
+            self.largest = max(self.largest, item[2])
 
     def wait_for_room(self, topic: str, bound: BacklogBound, objects: int, nbytes: int) -> None:
         """Return once ``objects`` more objects (``nbytes``) fit under ``bound``.
@@ -107,7 +119,10 @@ class Backlog:
         if not self.items:
             return False
         over_objects = bound.objects is not None and len(self.items) + objects > bound.objects
-        return over_objects or (bound.nbytes is not None and self.nbytes + nbytes > bound.nbytes)
+        reserve = 2 * max(self.largest, nbytes // max(objects, 1))
+        need = (self.nbytes + nbytes + reserve) * FOOTPRINT
+        over_bytes = bound.nbytes is not None and need > bound.nbytes
+        return over_objects or over_bytes
 
     def _forget_consumed(self) -> None:
         """Drop the oldest objects that consumers have evicted, up to the first one left."""
