@@ -278,7 +278,8 @@ class StreamProducer(Generic[T]):
         state.items, state.since = [], None
         state.next_seq = out.next_seq
         state.ended = state.ended or eos
-        state.backlog.add(out.stored)
+        if self._bound is not None:
+            state.backlog.add(out.stored)
         state.pending.append(out)
         self._publish_pending(topic, state)
 
