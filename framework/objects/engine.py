@@ -40,7 +40,7 @@ from framework.objects.envelope import (
     open_payload,
     seal_payload,
 )
-from framework.objects.mailbox import WAKE_FIELD, Mailbox, exist, post
+from framework.objects.mailbox import WAKE_FIELD, Mailbox, Write, exist, post
 from framework.objects.receiver import Receiver, Registration
 from framework.objects.replies import Replies, envelope_of
 from framework.objects.sending import ObjectStream
@@ -54,6 +54,8 @@ logger = logging.getLogger(__name__)
 #: Cell channel and topic of object-protocol byte streams.
 OBJECTS_CHANNEL = "fw.objects"
 _TOPIC = "msg"
+#: Seconds the read sent along with an object waits for its replies (the wait goes on).
+_FIRST_WAIT = 0.05
 #: Seconds between looks for idle receiving sessions.
 _EXPIRE_EVERY = 0.5
 
@@ -93,6 +95,7 @@ class RedisStreamableEngine(StreamableEngine):
         self._secret = secret
         self._allow_pickle = allow_pickle
         self._stop = threading.Event()
+        self._local = threading.local()
         self._lock = threading.Lock()
         self._next_expiry = 0.0
         self._replies = Replies(
@@ -247,7 +250,7 @@ class RedisStreamableEngine(StreamableEngine):
         keys = [self._box_of(env, t) for t in targets]
         if not secure and payload.nbytes <= self.config.inline_limit:
             fields = {ENVELOPE_FIELD: env.model_dump_json(), PAYLOAD_FIELD: self.conn.bulk(payload)}
-            return dict(zip(targets, post(self.conn, keys, fields), strict=True)), None
+            return dict(zip(targets, self._post(env, keys, fields), strict=True)), None
         listening = dict(zip(targets, exist(self.conn, keys), strict=True))
         live = [t for t, ok in listening.items() if ok]
         if not live:
@@ -255,6 +258,19 @@ class RedisStreamableEngine(StreamableEngine):
         message = Message({BLOB_HEADER: env.model_dump(mode="json")}, list(payload.parts))
         future = self.cell.send_blob(OBJECTS_CHANNEL, _TOPIC, live, message, secure, optional)
         return listening, future
+
+    def _post(self, env: Envelope, keys: list[str], fields: dict[bytes, Any]) -> list[bool]:
+        """Append to mailboxes, in the same round trip as a read when one comes next."""
+        # Not on a cluster: the write and the read would go to different nodes.
+        if env.kind == "reply" and (outbox := getattr(self._local, "outbox", None)) is not None:
+            outbox.append((keys[0], fields))  # sent with this worker's next read
+            return [True]
+        if env.kind == "data" and not self.conn.is_cluster:
+            writes = [(key, fields) for key in keys]
+            written = self._replies.post_and_collect(env.tx, writes, _FIRST_WAIT)
+            if written is not None:
+                return written
+        return post(self.conn, keys, fields)
 
     def _box_of(self, env: Envelope, target: str) -> str:
         """Where a message for ``target`` goes: its mailbox, or for a reply the session's."""
@@ -266,14 +282,32 @@ class RedisStreamableEngine(StreamableEngine):
     def _work(self, index: int) -> None:
         """A worker: reads the mailbox and runs what it reads (consumers included)."""
         reader = self._mailbox.reader(f"{self.name}-{index}")
+        # Replies to what this worker read go out with its next read: one round trip.
+        outbox: list[Write] | None = [] if not self.conn.is_cluster else None
+        self._local.outbox = outbox
         while not self._stop.is_set():
+            writes = list(outbox or [])
             try:
-                for eid, fields in reader.read():
+                if outbox:
+                    outbox.clear()
+                for eid, fields in reader.read(writes=writes):
                     self._on_entry(eid, fields)
             except Exception:  # thread boundary: log, pause, retry; never die silently
                 logger.warning("Reading the mailbox of %r failed.", self.name, exc_info=True)
+                if outbox is not None:
+                    outbox[:0] = writes  # again with the next read (a copy is harmless)
                 self._stop.wait(0.5)
             self._maybe_expire()
+        self._flush(outbox)
+
+    def _flush(self, outbox: list[Write] | None) -> None:
+        """Send the replies a stopping worker still holds."""
+        if outbox:
+            try:
+                for key, fields in outbox:
+                    post(self.conn, [key], fields)
+            except FrameworkError as exc:
+                logger.warning("Engine %r could not send its last replies: %s", self.name, exc)
 
     def _maybe_expire(self) -> None:
         """End idle sessions; whichever worker comes by first does it (a busy one can't)."""

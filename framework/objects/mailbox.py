@@ -67,24 +67,40 @@ def exist(conn: RedisConnection, keys: list[str]) -> list[bool]:
         return [bool(n) for n in pipe.execute()]
 
 
+#: A deferred write: a mailbox key and the fields to append to it.
+Write = tuple[str, dict[bytes, Any]]
+
+
 def _upkept_read(
-    box: Mailbox, delete: list[bytes], refresh: bool, read: Callable[[Any], Any]
-) -> tuple[bool, Any]:
-    """Run ``read`` (on a client or pipeline), with XDEL/PEXPIRE upkeep in the same trip.
+    box: Mailbox,
+    delete: list[bytes],
+    refresh: bool,
+    read: Callable[[Any], Any],
+    writes: list[Write] | None = None,
+) -> tuple[bool, Any, list[bool]]:
+    """Run ``read`` (on a client or pipeline) with upkeep, all in one round trip.
+
+    ``writes`` are appended first (``XADD NOMKSTREAM``), then handled entries deleted and
+    the TTL refreshed, then the read.
 
     Returns:
-        Whether the refresh found the mailbox gone, and the read's reply.
+        Whether the refresh found the mailbox gone, the read's reply, and per write
+        whether its mailbox existed.
     """
-    if not (delete or refresh):
-        return False, read(box.conn.blocking)
+    writes = writes or []
+    if not (delete or refresh or writes):
+        return False, read(box.conn.blocking), []
     pipe = box.conn.blocking.pipeline(transaction=False)
+    for key, fields in writes:
+        pipe.xadd(key, fields, nomkstream=True)
     if delete:
         pipe.xdel(box.key, *delete)
     if refresh:
         pipe.pexpire(box.key, box.ttl_ms)
     read(pipe)
     *done, reply = pipe.execute()
-    return refresh and not done[-1], reply
+    written = [eid is not None for eid in done[: len(writes)]]
+    return refresh and not done[-1], reply, written
 
 
 class Mailbox:
@@ -131,13 +147,26 @@ class Mailbox:
     def read(self, block_ms: int = MAX_BLOCK_MS) -> list[MailEntry] | None:
         """Delete what was handled, then wait up to ``block_ms`` for new entries.
 
+        See :meth:`read_after`, without writes.
+
+        Raises:
+            BackendError: If Redis fails.
+        """
+        return self.read_after([], block_ms)[1]
+
+    def read_after(
+        self, writes: list[Write], block_ms: int = MAX_BLOCK_MS
+    ) -> tuple[list[bool], list[MailEntry] | None]:
+        """Append ``writes`` to other mailboxes, then read this one: one round trip.
+
         Handled entries are deleted in the same round trip as the read, once
         ``delete_every`` have gathered. Every few seconds the read also refreshes the TTL
         and notices a mailbox that vanished (Redis restarted without persistence).
 
         Returns:
-            The new entries; None if the mailbox was gone (expired or deleted) and has
-            been recreated, so the caller knows messages may have been lost.
+            Per write whether its mailbox existed, and the new entries (None if this
+            mailbox was gone (expired or deleted) and has been recreated, so the caller
+            knows messages may have been lost).
 
         Raises:
             BackendError: If Redis fails.
@@ -146,24 +175,25 @@ class Mailbox:
         delete = len(self._handled) >= self.delete_every
         refresh = time.monotonic() >= self._refresh_at
         with self.conn.mapped_errors(f"read mailbox {self.key!r}", command="XREAD"):
-            gone, reply = _upkept_read(
+            gone, reply, written = _upkept_read(
                 self,
                 self._handled if delete else [],
                 refresh,
                 lambda c: c.xread({self.key: self._after}, count=self.count, block=block),
+                writes,
             )
         if refresh:
             self._refresh_at = time.monotonic() + min(self.ttl_ms / 4000, _REFRESH_EVERY)
         if gone:
             self.recreate()
-            return None
+            return written, None
         if delete:
             self._handled = []
         entries = [e for _, batch in stream_entries(reply) for e in batch]
         if entries:
             self._after = entries[-1][0].decode()
             self._handled += [eid for eid, _ in entries]
-        return entries
+        return written, entries
 
     def recreate(self) -> None:
         """Recreate the mailbox after it vanished (expired, deleted, Redis restarted)."""
@@ -215,8 +245,15 @@ class GroupReader:
         self._quiet = False
         self._refresh_at = 0.0
 
-    def read(self, block_ms: int = MAX_BLOCK_MS) -> list[MailEntry]:
+    def read(
+        self, block_ms: int = MAX_BLOCK_MS, writes: list[Write] | None = None
+    ) -> list[MailEntry]:
         """Wait up to ``block_ms`` for the next entry (deleting handled ones on the way).
+
+        Args:
+            block_ms: Longest wait.
+            writes: Messages to append first, in the same round trip (a worker's
+                replies to what it read last).
 
         Raises:
             BackendError: If Redis fails.
@@ -227,9 +264,16 @@ class GroupReader:
         block = min(block_ms, MAX_BLOCK_MS)
         with box.conn.mapped_errors(f"read mailbox {box.key!r}", command="XREADGROUP"):
             try:
-                gone, reply = _upkept_read(
-                    box, self._handled if delete else [], refresh, partial(self._xreadgroup, block)
+                gone, reply, written = _upkept_read(
+                    box,
+                    self._handled if delete else [],
+                    refresh,
+                    partial(self._xreadgroup, block),
+                    writes,
                 )
+                for (key, _), ok in zip(writes or [], written, strict=False):
+                    if not ok:
+                        logger.warning("Could not reply into %s: its reader is gone.", key)
             except Exception as exc:  # the mailbox vanished; anything else is mapped
                 # Redis says NOGROUP; fakeredis says the key must exist.
                 if "NOGROUP" not in str(exc) and "requires the key to exist" not in str(exc):

@@ -21,7 +21,7 @@ from framework.objects.envelope import (
     Envelope,
     decode_envelope,
 )
-from framework.objects.mailbox import WAKE_FIELD, Mailbox
+from framework.objects.mailbox import WAKE_FIELD, Mailbox, MailEntry, Write
 from framework.objects.session import ReplySlots
 from framework.objects.shareable import ReservedHeaderKey, Shareable
 
@@ -104,6 +104,27 @@ class Replies:
             logger.warning("Reading the replies of stream %s failed: %s", tx, exc)
             self._pause(min(block, 0.1))
             return
+        self._file_entries(tx, box, entries)
+
+    def post_and_collect(self, tx: str, writes: list[Write], block: float) -> list[bool] | None:
+        """Append ``writes`` and read replies of ``tx`` in one round trip.
+
+        Returns:
+            Per write whether its mailbox existed; None if ``tx`` has no reply mailbox
+            here (the caller then posts on its own).
+
+        Raises:
+            BackendError: If Redis fails.
+        """
+        with self._lock:
+            box = self._boxes.get(tx)
+        if box is None:
+            return None
+        written, entries = box.read_after(writes, max(1, int(block * 1000)))
+        self._file_entries(tx, box, entries or [])
+        return written
+
+    def _file_entries(self, tx: str, box: Mailbox, entries: list[MailEntry]) -> None:
         for eid, fields in entries:
             if WAKE_FIELD not in fields:
                 env = envelope_of(eid, fields, box.key)

@@ -12,7 +12,8 @@ from framework.buffers import Segments
 from framework.connection import RedisConnection
 from framework.objects import EngineConfig, FLContext, ReservedHeaderKey, ReturnCode, Shareable
 from framework.objects import engine as engine_module
-from framework.objects.envelope import ENVELOPE_FIELD, Envelope, decode_envelope
+from framework.objects.engine import RedisStreamableEngine as Engine
+from framework.objects.envelope import Envelope
 from tests.objects.conftest import EngineFactory
 from tests.objects.helpers import ListProducer, RecordingFactory, shareable
 
@@ -21,21 +22,17 @@ def rcs(round_: dict[str, Any]) -> dict[str, str]:
     return {target: reply.get_return_code() for target, reply in round_.items()}
 
 
-def envelope_of(fields: dict[bytes, Any]) -> Envelope:
-    return decode_envelope(fields[ENVELOPE_FIELD], "test entry")
-
-
 def test_a_retried_message_is_applied_once(
     conn: RedisConnection, make_engine: EngineFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Every message is written twice, as a retried XADD would: objects, replies, end."""
-    original = engine_module.post
+    original = Engine._post
 
-    def twice(conn: RedisConnection, keys: list[str], fields: dict[bytes, Any]) -> list[bool]:
-        original(conn, keys, fields)
-        return original(conn, keys, fields)
+    def twice(self: Engine, env: Envelope, keys: list[str], fields: Any) -> list[bool]:
+        original(self, env, keys, fields)
+        return original(self, env, keys, fields)
 
-    monkeypatch.setattr(engine_module, "post", twice)
+    monkeypatch.setattr(Engine, "_post", twice)
     server = make_engine(conn, "server")
     factory = RecordingFactory()
     make_engine(conn, "site").register_stream_processing("c", "t", factory)
@@ -52,15 +49,14 @@ def test_a_sequence_gap_is_reported_and_not_applied(
     conn: RedisConnection, make_engine: EngineFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Object 1 is lost on the way: its slot times out, object 2 is refused as a gap."""
-    original = engine_module.post
+    original = Engine._post
 
-    def lossy(conn: RedisConnection, keys: list[str], fields: dict[bytes, Any]) -> list[bool]:
-        env = envelope_of(fields)
+    def lossy(self: Engine, env: Envelope, keys: list[str], fields: Any) -> list[bool]:
         if env.kind == "data" and env.seq == 1:
             return [True] * len(keys)
-        return original(conn, keys, fields)
+        return original(self, env, keys, fields)
 
-    monkeypatch.setattr(engine_module, "post", lossy)
+    monkeypatch.setattr(Engine, "_post", lossy)
     server = make_engine(conn, "server")
     factory = RecordingFactory()
     make_engine(conn, "site").register_stream_processing("c", "t", factory)
@@ -249,17 +245,16 @@ def test_a_lost_message_is_sent_again_and_applied_once(
     conn: RedisConnection, make_engine: EngineFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The first copy of every object and of every reply is lost; the resend gets through."""
-    original = engine_module.post
+    original = Engine._post
     seen: set[tuple[str, int]] = set()
 
-    def lossy(conn: RedisConnection, keys: list[str], fields: dict[bytes, Any]) -> list[bool]:
-        env = envelope_of(fields)
+    def lossy(self: Engine, env: Envelope, keys: list[str], fields: Any) -> list[bool]:
         if env.kind in ("data", "reply") and (env.kind, env.seq) not in seen:
             seen.add((env.kind, env.seq))
             return [True] * len(keys)
-        return original(conn, keys, fields)
+        return original(self, env, keys, fields)
 
-    monkeypatch.setattr(engine_module, "post", lossy)
+    monkeypatch.setattr(Engine, "_post", lossy)
     server = make_engine(conn, "server", config=EngineConfig(resend_after=0.1))
     factory = RecordingFactory()
     make_engine(conn, "site").register_stream_processing("c", "t", factory)
