@@ -20,7 +20,14 @@ from redis.exceptions import ResponseError
 from framework.connection import RedisConnection
 from framework.exceptions import BackendError
 
-__all__ = ["ensure_group", "is_missing_group", "last_id", "stream_entries", "text"]
+__all__ = [
+    "ensure_group",
+    "group_caught_up",
+    "is_missing_group",
+    "last_id",
+    "stream_entries",
+    "text",
+]
 
 
 def stream_entries(reply: Any) -> list[tuple[bytes, list[Any]]]:
@@ -75,6 +82,21 @@ def ensure_group(
         if ttl_ms:
             conn.client.pexpire(key, ttl_ms, nx=True)
     return True
+
+
+def group_caught_up(conn: RedisConnection, key: str, group: str) -> bool:
+    """Whether ``group`` has delivered every entry of stream ``key`` and has none pending.
+
+    Raises:
+        BackendError: If Redis failed.
+    """
+    with conn.mapped_errors(f"inspect group {group!r} of {key!r}", command="XINFO"):
+        last = conn.client.xinfo_stream(key)["last-generated-id"]
+        groups = conn.client.xinfo_groups(key)
+    for info in groups:
+        if text(info["name"]) == group:
+            return bool(info["pending"] == 0 and info["last-delivered-id"] == last)
+    return False
 
 
 def is_missing_group(exc: BackendError) -> bool:

@@ -58,6 +58,7 @@ from framework.pubsub._stream_publisher import (
 from framework.pubsub.protocols import UNSET, Unset
 from framework.redis_streams import (
     ensure_group,
+    group_caught_up,
     is_missing_group,
     last_id,
     stream_entries,
@@ -162,19 +163,9 @@ class RedisStreamSubscriber(RedisShim):
             return
         producers = self._producers(key)
         finished = bool(producers) and all(v.startswith(b"end:") for v in producers.values())
-        if finished and self._caught_up(key):
+        if finished and group_caught_up(self.connection, key, self.group):
             # The group consumed this run already: its end says nothing about the next.
             self._finished_runs[key] = producers
-
-    def _caught_up(self, key: str) -> bool:
-        """Whether the group has delivered every entry of ``key`` and has none pending."""
-        with self._errors(f"inspect group {self.group!r} of {key!r}", command="XINFO"):
-            last = self.connection.client.xinfo_stream(key)["last-generated-id"]
-            groups = self.connection.client.xinfo_groups(key)
-        for info in groups:
-            if text(info["name"]) == self.group:
-                return bool(info["pending"] == 0 and info["last-delivered-id"] == last)
-        return False
 
     def _producers(self, key: str) -> dict[bytes, bytes]:
         producers = self.connection.keys.events_end(self._keys[key])

@@ -7,7 +7,7 @@ import functools
 import logging
 import warnings
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Union
 
@@ -40,6 +40,7 @@ __all__ = [
     "resolve_inline",
     "select_run",
     "store_for",
+    "until_stop",
     "warn_pickle_trust",
 ]
 
@@ -123,6 +124,15 @@ def check_args(on_loss: Any, timeout: float | None, *, secret: bytes | None, eve
             "An event-level subscriber deserializes messages itself, so a consumer "
             "secret cannot be checked first; use a message-level subscriber."
         )
+
+
+def until_stop(get: Callable[[], Any]) -> Generator[Any, None, None]:
+    """Yield ``get()`` until it raises ``StopIteration``."""
+    while True:
+        try:
+            yield get()
+        except StopIteration:
+            return
 
 
 def resolve_inline(entry: Entry, allow_pickle: bool) -> Any:

@@ -49,6 +49,7 @@ from framework.stream._reading import (
     resolve_inline,
     select_run,
     store_for,
+    until_stop,
     warn_pickle_trust,
 )
 from framework.stream._sequencing import Sequencer
@@ -229,15 +230,15 @@ class StreamConsumer(Generic[T]):
 
     def iter_with_metadata(self) -> Generator[tuple[dict[str, Any], Any], None, None]:
         """Yield ``(metadata, item)`` tuples until the stream ends (see :meth:`next`)."""
-        return _until_stop(self.next_with_metadata)
+        return until_stop(self.next_with_metadata)
 
     def iter_objects(self) -> Generator[T, None, None]:
         """Yield objects until the stream ends (see :meth:`next_object`)."""
-        return _until_stop(self.next_object)
+        return until_stop(self.next_object)
 
     def iter_objects_with_metadata(self) -> Generator[tuple[dict[str, Any], T], None, None]:
         """Yield ``(metadata, object)`` tuples until the stream ends."""
-        return _until_stop(self.next_object_with_metadata)
+        return until_stop(self.next_object_with_metadata)
 
     def close(self, *, stores: bool = False, subscriber: bool = True) -> None:
         """Close the consumer (idempotent).
@@ -401,11 +402,3 @@ class StreamConsumer(Generic[T]):
         if not evicting:
             self._deferred += [(store, e.event.key) for e in run if e.event.evict]  # type: ignore[union-attr]
         self._window = max(1, min(MAX_WINDOW, self._prefetch_bytes // max(average, 1)))
-
-
-def _until_stop(get: Callable[[], Any]) -> Generator[Any, None, None]:
-    while True:
-        try:
-            yield get()
-        except StopIteration:
-            return
