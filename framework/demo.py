@@ -357,14 +357,14 @@ def run_demo(
                     for step in (_object_step, _blob_step, _rounds_step)
                 ]
             finally:
-                _clean_up(conn, names)
+                _clean_up(conn, names, echo)
 
 
-def _clean_up(conn: RedisConnection, names: DemoNames) -> None:
-    """Delete every key of the run; a failure here is logged, never masks the result."""
+def _clean_up(conn: RedisConnection, names: DemoNames, echo: Callable[[str], None]) -> None:
+    """Delete every key of the run; a failure is reported, never masks the result."""
     try:
         deleted = delete_keys(conn, f"{names.prefix}:*")
     except FrameworkError as exc:
-        logger.warning("Could not delete the demo's keys under %r: %s", names.prefix, exc)
+        echo(f"Warning: the demo's keys under {names.prefix!r} were left behind: {exc}")
     else:
         logger.info("Deleted the demo's %d remaining key(s) under %r.", deleted, names.prefix)

@@ -15,7 +15,9 @@ import redis
 from framework._keyspace import primaries, scan_keys
 from framework.connection import RedisConnection
 from framework.demo import DemoPlan, run_demo
+from framework.embedded import EmbeddedRedis
 from tests.cli.helpers import PASSWORD, cli_env, finish, run_cli, start_cli
+from tests.deployment.test_tls_acl import readme_acl_rules
 
 SMALL = ["--records", "200", "--arrays", "2", "--array-mb", "1", "--blob-mb", "4"]
 SMALL += ["--rounds", "2", "--round-mb", "1"]
@@ -116,3 +118,28 @@ def test_run_demo_twice_against_one_redis(redis_url: str, real_conn: RedisConnec
         results = run_demo(redis_url, plan=plan, echo=lambda line: None)
         assert [r.items for r in results] == [51, 2, 2]
         assert real_conn.client.dbsize() == 0
+
+
+def test_as_an_acl_user_with_the_readme_rules_under_its_prefix(
+    tmp_path: Path, admin: redis.Redis, redis_server: EmbeddedRedis
+) -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert "every role's commands\nplus `+scan`" in readme
+    commands = {rule for rules in readme_acl_rules().values() for rule in rules}
+    commands = {rule for rule in commands if rule.startswith("+")} | {"+scan"}
+    admin.acl_setuser(
+        "fw-demo",
+        enabled=True,
+        passwords=[f"+{PASSWORD}"],
+        keys=["fw:demo:*"],
+        channels=["fw:demo:*"],
+        commands=["-@all", *sorted(commands)],
+    )
+    try:
+        url = f"redis://fw-demo:{PASSWORD}@127.0.0.1:{redis_server.ports[0]}/0"
+        done = run_cli("demo", *SMALL, tmp_path=tmp_path, url=url)
+    finally:
+        admin.acl_deluser("fw-demo")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Warning" not in done.stdout
+    assert admin.dbsize() == 0
