@@ -25,7 +25,7 @@ from framework.exceptions import (
     TruncatedFrameError,
 )
 
-__all__ = ["BlobBuffer", "ChunkDecoder", "encode_chunk"]
+__all__ = ["BlobBuffer", "ChunkDecoder", "encode_chunk", "uninitialized"]
 
 
 def encode_chunk(
@@ -256,6 +256,13 @@ def _resize(buffer: bytearray, size: int) -> None:
         del buffer[size:]
     else:
         buffer.extend(bytes(size - len(buffer)))
+
+
+def uninitialized(size: int) -> bytearray:
+    """A bytearray of ``size`` bytes that the caller overwrites entirely (no zero-fill)."""
+    buffer = bytearray()
+    _resize(buffer, size)
+    return buffer
 
 
 def _c_resize() -> Any:

@@ -23,6 +23,8 @@ from redis._parsers.base import BaseParser
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from framework.cell.assembler import uninitialized
+
 __all__ = ["Place", "exchange", "round_trip"]
 
 #: ``place(fields_so_far, size)``: where a chunk body of ``size`` bytes goes (a writable
@@ -201,7 +203,8 @@ class _Reader:
             small = bytes(self.view[self.start : self.start + size])
             self.start += size + 2
             return small
-        out: memoryview | bytearray = target if target is not None else bytearray(size)
+        # Every byte is received into it before it is returned: no zero-fill needed.
+        out: memoryview | bytearray = target if target is not None else uninitialized(size)
         dest = memoryview(out)
         have = min(self.end - self.start, size)
         dest[:have] = self.view[self.start : self.start + have]
