@@ -64,6 +64,8 @@ logger = logging.getLogger(__name__)
 #: Longest BLOCK (ms) any framework blocking read may use; the blocking client's socket
 #: timeout exceeds it, and readers check their stop flag at least this often.
 MAX_BLOCK_MS: Final = 1000
+#: Segments up to this size (bytes) are sent joined (see :meth:`RedisConnection.bulk`).
+JOIN_BELOW: Final = 6000
 #: First retry delay (s) of the ``client`` backoff; doubles per attempt, with jitter.
 RETRY_BACKOFF_BASE: Final = 0.02
 #: Longest retry delay (s) of the ``client`` backoff.
@@ -325,8 +327,12 @@ class RedisConnection:
         Returns:
             ``value`` itself (Segments, or a flat byte view) when :attr:`zero_copy`;
             otherwise a form any redis-py client accepts (Segments joined into bytes).
+            Segments of at most ``JOIN_BELOW`` bytes are always joined.
         """
         if isinstance(value, Segments):
+            if value.nbytes <= JOIN_BELOW:
+                # Copying a few KB costs less than packing parts: hiredis packs it whole.
+                return value.join()
             if self.zero_copy:
                 return value
             # A single part needs no join: a flat view is a valid argument everywhere.

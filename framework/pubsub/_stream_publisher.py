@@ -125,6 +125,7 @@ class RedisStreamPublisher(RedisShim):
         self._run = uuid.uuid4().hex[:12]
         self._registered: set[tuple[str, str]] = set()
         self._refresh_at: dict[str, float] = {}
+        self._names: dict[str, tuple[str, str]] = {}
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> RedisStreamPublisher:
@@ -164,8 +165,11 @@ class RedisStreamPublisher(RedisShim):
             BackendError: If Redis failed or refused a write (then nothing was appended
                 unless the connection dropped, when the outcome is unknown).
         """
-        key = self.connection.keys.events(topic)
-        producers = self.connection.keys.events_end(topic)
+        names = self._names.get(topic)
+        if names is None:  # built (and the topic checked) once per topic
+            keys = self.connection.keys
+            names = self._names[topic] = (keys.events(topic), keys.events_end(topic))
+        key, producers = names
         tail: list[tuple[Any, ...]] = []
         register = bool(source) and (topic, source) not in self._registered
         if register:

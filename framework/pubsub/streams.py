@@ -232,6 +232,16 @@ class RedisStreamSubscriber(RedisShim):
                 data = self._next_buffered()
             return data
 
+    def buffered_message(self) -> bytes | None:
+        """Return the next message already read from Redis, else ``None`` (never reads).
+
+        Raises:
+            StopIteration: If the subscriber is closed.
+            MessageLossError: As :meth:`next_message`.
+        """
+        with self._lock:
+            return self._next_buffered()
+
     def _next_buffered(self) -> bytes | None:
         """The next buffered message; raise a pending loss or the end first."""
         if self._losses:

@@ -31,14 +31,35 @@ class RedisKeyMethods:
             return bool(self.connection.client.exists(self._keys.obj(str(oid))))
 
     def _delete(self, key: str) -> None:
+        doomed = self._doomed(key)
+        if not doomed:
+            return
+        with self.connection.mapped_errors(f"evict object {key!r} from {self.name!r}"):
+            self.connection.client.delete(*doomed)
+
+    def _doomed(self, key: str) -> list[str]:
+        """Every Redis key of ``key``'s object (none for keys this store never produces)."""
         oid = self._parse(key)
         if oid is None:
-            return
+            return []
         doomed = self._value_keys(oid)
         if oid.counted:
             doomed.append(self._keys.obj_readers(str(oid)))
-        with self.connection.mapped_errors(f"evict object {key!r} from {self.name!r}"):
-            self.connection.client.delete(*doomed)
+        return doomed
+
+    def _delete_batch(self, keys: Sequence[str]) -> None:
+        doomed = [name for key in keys for name in self._doomed(key)]
+        if not doomed:
+            return
+        with self.connection.mapped_errors(f"evict {len(keys)} objects from {self.name!r}"):
+            if not self.connection.is_cluster:
+                # UNLINK frees large values in the background: the reader goes on at once.
+                self.connection.client.unlink(*doomed)
+                return
+            pipe = self.connection.client.pipeline(transaction=False)
+            for key in doomed:  # objects live in different slots
+                pipe.unlink(key)
+            pipe.execute()
 
     def _parse(self, key: str) -> ObjectId | None:
         """The object id inside ``key``; ``None`` for keys this store never produces."""

@@ -172,6 +172,11 @@ class Store(ProxyMethods, abc.ABC):
     def _delete(self, key: str) -> None:
         """Delete ``key``'s object; absent or malformed keys are ignored."""
 
+    def _delete_batch(self, keys: Sequence[str]) -> None:
+        """Delete the objects of ``keys``; stores that can do it in one step override this."""
+        for key in keys:
+            self._delete(key)
+
     def _options(self) -> dict[str, Any]:
         """Constructor keyword arguments (plain JSON, no secrets) that rebuild the store."""
         return {}
@@ -330,6 +335,15 @@ class Store(ProxyMethods, abc.ABC):
         """
         self._check_open()
         self._delete(key)
+
+    def evict_batch(self, keys: Sequence[str]) -> None:
+        """Delete the objects under ``keys`` (one round trip on Redis); absent keys are ignored.
+
+        Raises:
+            ClosedError: If the store is closed.
+        """
+        self._check_open()
+        self._delete_batch(keys)
 
     @property
     def can_expire(self) -> bool:

@@ -145,6 +145,8 @@ class BatchBuilder:
         """
         if type(metadata) is not dict:
             raise SerializationError(f"Metadata for topic {topic!r} must be a dict.")
+        if not metadata:
+            return  # the usual case: an empty dict is JSON
         try:
             pydantic_core.to_json(metadata)
         except (pydantic_core.PydanticSerializationError, TypeError, ValueError) as exc:

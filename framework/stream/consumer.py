@@ -151,7 +151,8 @@ class StreamConsumer(Generic[T]):
         # An acknowledging subscriber acknowledges its latest message: read one at a time.
         self._drain: Callable[[], bytes | None] | None = None
         if isinstance(subscriber, PollingSubscriber) and not self._acking:
-            self._drain = subscriber.poll_message
+            # Draining what the last read brought saves a read that finds nothing.
+            self._drain = getattr(subscriber, "buffered_message", subscriber.poll_message)
 
     # -- the seed API ----------------------------------------------------------------------
 
@@ -255,7 +256,7 @@ class StreamConsumer(Generic[T]):
             return
         self._closed = True
         if not self._acking and (self._ack_due or self._deferred):
-            self._ack()  # nothing to acknowledge: just run the pending evictions
+            self._ack(evict=True)  # nothing to acknowledge: just run the pending evictions
         if stores:
             for store in self._stores.values():
                 store.close()
@@ -378,14 +379,19 @@ class StreamConsumer(Generic[T]):
     def _handed(self, entry: Entry) -> None:
         self._ack_due = self._ack_due or entry.ack
 
-    def _ack(self) -> None:
-        """Acknowledge the current message, then run the evictions it deferred."""
+    def _ack(self, *, evict: bool = False) -> None:
+        """Acknowledge the current message; run the deferred evictions once the queue is empty.
+
+        Evictions wait until every queued entry was handed over (and its message acked),
+        then go in one ``UNLINK`` per store: one round trip per read, not per object.
+        """
         if self._acking:
             cast(AckingSubscriber, self.subscriber).ack_message()
-        while self._deferred:  # one at a time: a failure keeps the rest for next time
-            store, key = self._deferred[0]
-            store.evict(key)
-            self._deferred.pop(0)
+        while self._deferred and (evict or not self._queue):
+            store = self._deferred[0][0]
+            keys = [key for owner, key in self._deferred if owner is store]
+            store.evict_batch(keys)  # on failure every key stays: evicting again is harmless
+            self._deferred = [pair for pair in self._deferred if pair[0] is not store]
 
     def _report(self, loss: MessageLossError) -> None:
         report_loss(loss, self._on_loss)

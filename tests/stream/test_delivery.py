@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from framework.connection import RedisConnection
-from framework.exceptions import BackendUnavailable, BacklogFullError
+from framework.exceptions import BackendUnavailable, BacklogFullError, ReceiveTimeout
 from framework.pubsub import (
     QueuePublisher,
     QueueSubscriber,
@@ -121,18 +121,24 @@ def test_backpressure_blocks_then_raises_and_resumes(
 ) -> None:
     bound = BacklogBound(objects=3, timeout=0.2)
     subscriber = RedisStreamSubscriber(conn, "t", timeout=5)
-    consumer = StreamConsumer[bytes](subscriber, timeout=5)
+    consumer = StreamConsumer[bytes](subscriber, timeout=0.3)
     producer = StreamProducer[bytes](RedisStreamPublisher(conn), default_store=store, backlog=bound)
     for i in range(3):
         producer.send("t", b"%d" % i)
     with pytest.raises(BacklogFullError) as info:
         producer.send("t", b"3")
     assert (info.value.topic, info.value.objects) == ("t", 3)
-    # A durable consumer evicts an object once the caller comes back for the next one.
+    # A durable consumer evicts what it handed over once the caller comes back with its
+    # queue empty (one UNLINK per read): still 3 unconsumed objects after two.
     assert [consumer.next_object(), consumer.next_object()] == [b"0", b"1"]
-    producer.send("t", b"3")  # object 0 is consumed: room for one more
+    with pytest.raises(BacklogFullError):
+        producer.send("t", b"3")
+    assert consumer.next_object() == b"2"
+    with pytest.raises(ReceiveTimeout):
+        consumer.next_object()  # evicts objects 0 to 2, then waits for more
+    producer.send("t", b"3")
     producer.close(topics=["t"])
-    assert list(consumer.iter_objects()) == [b"2", b"3"]
+    assert list(consumer.iter_objects()) == [b"3"]
     consumer.close()
 
 
