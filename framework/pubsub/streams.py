@@ -61,6 +61,7 @@ from framework.redis_streams import (
     group_caught_up,
     is_missing_group,
     last_id,
+    read_streams,
     stream_entries,
     text,
 )
@@ -335,13 +336,9 @@ class RedisStreamSubscriber(RedisShim):
             client = self.connection.blocking
             pending = any(c != ">" for c in streams.values()) and self.group is not None
             block = None if pending or block_ms <= 0 else block_ms
-            if self.group is None:
-                reply = client.xread(streams, count=self._count, block=block)
-            else:
-                reply = client.xreadgroup(
-                    self.group, self.consumer, streams, count=self._count, block=block
-                )
-        for key, entries in stream_entries(reply):
+            group = None if self.group is None else (self.group, self.consumer)
+            reply = read_streams(client, streams, count=self._count, block=block, group=group)
+        for key, entries in reply:
             name = text(key)
             self._take(name, entries, from_pending=streams[name] != ">")
 
