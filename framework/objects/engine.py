@@ -98,15 +98,19 @@ class RedisStreamableEngine(StreamableEngine):
         self._local = threading.local()
         self._lock = threading.Lock()
         self._next_expiry = 0.0
+        # Reads ride out dropped connections for as long as a session may stay idle.
+        patience = self.config.idle_timeout
         self._replies = Replies(
-            self.conn,
-            self.name,
-            self.config.ttl,
-            self._open_payload,
-            self._stop.wait,
+            self.conn, self.name, self.config.ttl, self._open_payload, self._stop, patience
         )
         self._outgoing: list[StreamFuture] = []  # byte streams of replies, cancelled on close
-        self._mailbox = Mailbox(self.conn, self.conn.keys.mailbox(self.name), self.config.ttl)
+        self._mailbox = Mailbox(
+            self.conn,
+            self.conn.keys.mailbox(self.name),
+            self.config.ttl,
+            patience=patience,
+            stop=self._stop,
+        )
         self._mailbox.create()
         self._receiver = Receiver(
             self.name,

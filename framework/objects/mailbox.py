@@ -8,19 +8,27 @@ missing stream writes nothing and reports it) and deleted when the reader is don
 read refreshes its TTL, so a crashed reader's mailbox expires. The reader deletes what
 it has handled in the same round trip as its next ``XREAD BLOCK``. A retried ``XADD`` can
 duplicate an entry; the protocol makes that harmless (sequence numbers, first reply wins).
+
+Readers ride out dropped connections (``CLIENT KILL``, a restart): a read whose connection
+fails is made again on a fresh one, with a short backoff, until the mailbox's patience (the
+session idle timeout) runs out. Every read is safe to repeat: an ``XREAD`` resumes after the
+last id seen, and a group reader reads with acknowledgement, so an entry whose reply was
+lost on the dropped connection is still pending for it and is read again from there.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
+from framework.cell.reconnect import with_reconnect
 from framework.cell.transport import stream_entries
 from framework.connection import MAX_BLOCK_MS, RedisConnection
-from framework.exceptions import BackendError
+from framework.exceptions import BackendError, BackendTimeout, BackendUnavailable
 
 __all__ = ["MailEntry", "Mailbox"]
 
@@ -34,6 +42,8 @@ WAKE_FIELD = b"wake"
 _REFRESH_EVERY = 5.0
 #: Consumer group that only exists so ``XGROUP CREATE ... MKSTREAM`` can make an empty stream.
 _GROUP = "engine"
+
+_T = TypeVar("_T")
 
 
 def post(conn: RedisConnection, keys: list[str], fields: dict[bytes, Any]) -> list[bool]:
@@ -77,11 +87,12 @@ def _upkept_read(
     refresh: bool,
     read: Callable[[Any], Any],
     writes: list[Write] | None = None,
+    ack: bool = False,
 ) -> tuple[bool, Any, list[bool]]:
     """Run ``read`` (on a client or pipeline) with upkeep, all in one round trip.
 
-    ``writes`` are appended first (``XADD NOMKSTREAM``), then handled entries deleted and
-    the TTL refreshed, then the read.
+    ``writes`` are appended first (``XADD NOMKSTREAM``), then handled entries deleted (and
+    first acknowledged in the group if ``ack``) and the TTL refreshed, then the read.
 
     Returns:
         Whether the refresh found the mailbox gone, the read's reply, and per write
@@ -93,6 +104,8 @@ def _upkept_read(
     pipe = box.conn.blocking.pipeline(transaction=False)
     for key, fields in writes:
         pipe.xadd(key, fields, nomkstream=True)
+    if delete and ack:
+        pipe.xack(box.key, _GROUP, *delete)
     if delete:
         pipe.xdel(box.key, *delete)
     if refresh:
@@ -111,6 +124,9 @@ class Mailbox:
         key: The mailbox's stream key.
         ttl: Seconds the mailbox lives without a read.
         count: Entries fetched per read.
+        delete_every: Handled entries gathered before they are deleted.
+        patience: Seconds a read retries after dropped connections before it raises.
+        stop: When set, a read that lost its connection raises at once (closing).
     """
 
     def __init__(
@@ -120,12 +136,17 @@ class Mailbox:
         ttl: float,
         count: int = 256,
         delete_every: int = 1,
+        *,
+        patience: float,
+        stop: threading.Event,
     ) -> None:
         self.conn = conn
         self.key = key
         self.ttl_ms = max(1000, int(ttl * 1000))
         self.count = count
         self.delete_every = delete_every
+        self.patience = patience
+        self.stop = stop
         self._after = "0-0"
         self._handled: list[bytes] = []
         self._refresh_at = 0.0
@@ -174,14 +195,20 @@ class Mailbox:
         block = min(block_ms, MAX_BLOCK_MS)
         delete = len(self._handled) >= self.delete_every
         refresh = time.monotonic() >= self._refresh_at
-        with self.conn.mapped_errors(f"read mailbox {self.key!r}", command="XREAD"):
-            gone, reply, written = _upkept_read(
-                self,
-                self._handled if delete else [],
-                refresh,
-                lambda c: c.xread({self.key: self._after}, count=self.count, block=block),
-                writes,
-            )
+
+        def attempt() -> tuple[bool, Any, list[bool]]:
+            # Repeatable: the read resumes after the last id seen; a repeated write
+            # or delete is harmless.
+            with self.conn.mapped_errors(f"read mailbox {self.key!r}", command="XREAD"):
+                return _upkept_read(
+                    self,
+                    self._handled if delete else [],
+                    refresh,
+                    lambda c: c.xread({self.key: self._after}, count=self.count, block=block),
+                    writes,
+                )
+
+        gone, reply, written = self.ride_out(attempt)
         if refresh:
             self._refresh_at = time.monotonic() + min(self.ttl_ms / 4000, _REFRESH_EVERY)
         if gone:
@@ -194,6 +221,16 @@ class Mailbox:
             self._after = entries[-1][0].decode()
             self._handled += [eid for eid, _ in entries]
         return written, entries
+
+    def ride_out(self, attempt: Callable[[], _T]) -> _T:
+        """Run the repeatable read ``attempt``, again after dropped connections.
+
+        Raises:
+            BackendUnavailable: Redis stayed unreachable for ``patience`` seconds.
+            BackendError: Whatever else ``attempt`` raised, unchanged.
+        """
+        what = f"reading mailbox {self.key}"
+        return with_reconnect(attempt, patience=self.patience, stop=self.stop, what=what)
 
     def recreate(self) -> None:
         """Recreate the mailbox after it vanished (expired, deleted, Redis restarted)."""
@@ -226,10 +263,13 @@ class GroupReader:
     """One of several threads reading a mailbox through its consumer group.
 
     Each entry goes to one reader, so the threads that run the consumers read for
-    themselves and no message is handed from thread to thread. Entries are read with
-    ``NOACK`` (a message whose reader dies is lost like any message to a dead engine;
-    its sender's wait times out) and deleted in batches, in the same round trip as a
-    later read: after ``delete_every`` entries, or as soon as the mailbox is quiet.
+    themselves and no message is handed from thread to thread. Handled entries are
+    acknowledged and deleted in batches, in the same round trip as a later read: after
+    ``delete_every`` entries, or as soon as the mailbox is quiet. When a read loses its
+    connection, Redis may have delivered an entry whose reply never arrived: it stays
+    pending for this reader, which reads its own pending entries (skipping those it has
+    handled) before new ones. (A message whose reader dies is lost like any message to a
+    dead engine; its sender sends it again or its wait times out.)
 
     Args:
         mailbox: The mailbox.
@@ -244,6 +284,7 @@ class GroupReader:
         self._handled: list[bytes] = []
         self._quiet = False
         self._refresh_at = 0.0
+        self._recovering = False
 
     def read(
         self, block_ms: int = MAX_BLOCK_MS, writes: list[Write] | None = None
@@ -256,29 +297,15 @@ class GroupReader:
                 replies to what it read last).
 
         Raises:
-            BackendError: If Redis fails.
+            BackendError: If Redis fails (for a dropped connection: after the mailbox's
+                patience).
         """
         box = self.mailbox
         delete = bool(self._handled) and (self._quiet or len(self._handled) >= self.delete_every)
         refresh = time.monotonic() >= self._refresh_at
         block = min(block_ms, MAX_BLOCK_MS)
-        with box.conn.mapped_errors(f"read mailbox {box.key!r}", command="XREADGROUP"):
-            try:
-                gone, reply, written = _upkept_read(
-                    box,
-                    self._handled if delete else [],
-                    refresh,
-                    partial(self._xreadgroup, block),
-                    writes,
-                )
-                for (key, _), ok in zip(writes or [], written, strict=False):
-                    if not ok:
-                        logger.warning("Could not reply into %s: its reader is gone.", key)
-            except Exception as exc:  # the mailbox vanished; anything else is mapped
-                # Redis says NOGROUP; fakeredis says the key must exist.
-                if "NOGROUP" not in str(exc) and "requires the key to exist" not in str(exc):
-                    raise
-                gone, reply = True, None
+        attempt = partial(self._attempt, block, delete, refresh, writes or [])
+        gone, reply, recovered = box.ride_out(attempt)
         if delete:
             self._handled = []
         if refresh or gone:
@@ -288,12 +315,53 @@ class GroupReader:
             box.recreate()
             return []
         entries = [e for _, batch in stream_entries(reply) for e in batch]
+        if recovered:  # own pending entries: some may be handled already, or deleted
+            handled = set(self._handled)
+            self._handled += [eid for eid, fields in entries if not fields]
+            entries = [(eid, f) for eid, f in entries if f and eid not in handled]
         self._quiet = not entries
         self._handled += [eid for eid, _ in entries]
         return entries
 
-    def _xreadgroup(self, block: int, client: Any) -> Any:
+    def _attempt(
+        self, block: int, delete: bool, refresh: bool, writes: list[Write]
+    ) -> tuple[bool, Any, bool]:
+        """One round trip of :meth:`read`.
+
+        Returns:
+            Whether the mailbox was gone, the reply, and whether the reply holds this
+            reader's pending entries.
+        """
+        box = self.mailbox
+        recovering = self._recovering
+        try:
+            with box.conn.mapped_errors(f"read mailbox {box.key!r}", command="XREADGROUP"):
+                try:
+                    gone, reply, written = _upkept_read(
+                        box,
+                        self._handled if delete else [],
+                        refresh,
+                        partial(self._xreadgroup, block, recovering),
+                        writes,
+                        ack=True,
+                    )
+                except Exception as exc:  # the mailbox vanished; anything else is mapped
+                    # Redis says NOGROUP; fakeredis says the key must exist.
+                    if "NOGROUP" not in str(exc) and "requires the key to exist" not in str(exc):
+                        raise
+                    self._recovering = False  # a new group has nothing pending
+                    return True, None, False
+        except (BackendUnavailable, BackendTimeout):
+            self._recovering = True  # the lost reply may have delivered entries
+            raise
+        for (key, _), ok in zip(writes, written, strict=False):
+            if not ok:
+                logger.warning("Could not reply into %s: its reader is gone.", key)
+        self._recovering = False
+        return gone, reply, recovering
+
+    def _xreadgroup(self, block: int, pending: bool, client: Any) -> Any:
         key = self.mailbox.key
-        return client.xreadgroup(
-            _GROUP, self.consumer, {key: ">"}, count=1, block=block, noack=True
-        )
+        if pending:  # all of this reader's pending entries, at once (no BLOCK for those)
+            return client.xreadgroup(_GROUP, self.consumer, {key: "0"})
+        return client.xreadgroup(_GROUP, self.consumer, {key: ">"}, count=1, block=block)

@@ -48,7 +48,8 @@ class Replies:
         ttl: Seconds a reply mailbox lives without a read.
         opener: Verifies and deserializes a payload (``open_payload`` with the engine's
             secret and pickle policy).
-        pause: Waits a little after a failed read (returns early on shutdown).
+        stop: Set when the engine closes: ends waits and reconnect attempts early.
+        patience: Seconds a read retries after dropped connections before it fails.
     """
 
     def __init__(
@@ -57,13 +58,15 @@ class Replies:
         name: str,
         ttl: float,
         opener: Callable[[Envelope, Any], Any],
-        pause: Callable[[float], Any],
+        stop: threading.Event,
+        patience: float,
     ) -> None:
         self.conn = conn
         self.name = name
         self.ttl = ttl
         self._open = opener
-        self._pause = pause
+        self._stop = stop
+        self._patience = patience
         self._lock = threading.Lock()
         self._slots: dict[str, ReplySlots] = {}
         self._boxes: dict[str, Mailbox] = {}
@@ -75,7 +78,14 @@ class Replies:
             BackendError: If Redis fails.
         """
         # Deleted with the session: no need to delete every reply as it is read.
-        box = Mailbox(self.conn, self.conn.keys.replies(self.name, tx), self.ttl, delete_every=64)
+        box = Mailbox(
+            self.conn,
+            self.conn.keys.replies(self.name, tx),
+            self.ttl,
+            delete_every=64,
+            patience=self._patience,
+            stop=self._stop,
+        )
         box.create()
         with self._lock:
             self._boxes[tx] = box
@@ -102,7 +112,7 @@ class Replies:
             entries = box.read(max(1, int(block * 1000))) or []
         except BackendError as exc:  # the wait goes on until the producer's timeout
             logger.warning("Reading the replies of stream %s failed: %s", tx, exc)
-            self._pause(min(block, 0.1))
+            self._stop.wait(min(block, 0.1))
             return
         self._file_entries(tx, box, entries)
 

@@ -27,6 +27,21 @@ SMALL = CellConfig(
 )
 
 
+def blocked_in(admin: Any, victim: RedisConnection, command: str) -> list[str]:
+    """Addresses of ``victim``'s connections that Redis shows blocked in ``command``."""
+    ports = set()
+    for client in victim._clients.values():  # test-only peek at the pools' sockets
+        pool = client.connection_pool
+        for connection in [*pool._available_connections, *pool._in_use_connections]:
+            if connection._sock is not None:
+                ports.add(connection._sock.getsockname()[1])
+    return [
+        c["addr"]
+        for c in admin.client_list()
+        if int(c["addr"].rsplit(":", 1)[1]) in ports and c["cmd"] == command and "b" in c["flags"]
+    ]
+
+
 def payload(size: int, seed: int = 0) -> bytes:
     """Deterministic, non-repeating bytes (so misplaced chunks show)."""
     block = bytes((i * 131 + seed * 7 + (i >> 8)) & 0xFF for i in range(65536 + 17))

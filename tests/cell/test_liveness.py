@@ -18,7 +18,7 @@ from framework.cell.transport import TransferIO
 from framework.connection import RedisConnection
 from framework.embedded import EmbeddedRedis
 from tests.cell.conftest import CellFactory
-from tests.cell.helpers import SMALL, Collector, payload
+from tests.cell.helpers import SMALL, Collector, blocked_in, payload
 
 CHUNK = SMALL.chunk_size
 #: Short idle timeouts keep these tests fast; heartbeats must keep a live sender inside them.
@@ -85,24 +85,6 @@ def test_a_receiver_times_out_when_its_sender_is_gone(
 # -- dropped connections (real redis-server: CLIENT KILL) -------------------------------------
 
 
-def _blocked_in_xread(admin: Any, ports: set[int]) -> list[str]:
-    return [
-        c["addr"]
-        for c in admin.client_list()
-        if int(c["addr"].rsplit(":", 1)[1]) in ports and c["cmd"] == "xread" and "b" in c["flags"]
-    ]
-
-
-def _local_ports(conn: RedisConnection) -> set[int]:
-    ports = set()
-    for client in conn._clients.values():  # test-only peek at the pools' sockets
-        pool = client.connection_pool
-        for connection in [*pool._available_connections, *pool._in_use_connections]:
-            if connection._sock is not None:
-                ports.add(connection._sock.getsockname()[1])
-    return ports
-
-
 @pytest.mark.integration
 @pytest.mark.parametrize("side", ["receiver", "sender"])
 def test_client_kill_mid_transfer_delivers_identical_bytes(
@@ -135,7 +117,7 @@ def test_client_kill_mid_transfer_delivers_identical_bytes(
         )
         victim = rx_conn if side == "receiver" else tx_conn
         deadline = time.monotonic() + 20
-        while not (blocked := _blocked_in_xread(real_conn.client, _local_ports(victim))):
+        while not (blocked := blocked_in(real_conn.client, victim, "xread")):
             assert time.monotonic() < deadline, f"the {side} never blocked in XREAD"
             time.sleep(0.02)
         for addr in blocked:
