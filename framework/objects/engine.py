@@ -271,7 +271,8 @@ class RedisStreamableEngine(StreamableEngine):
             return [True]
         if env.kind == "data" and not self.conn.is_cluster:
             writes = [(key, fields) for key in keys]
-            written = self._replies.post_and_collect(env.tx, writes, _FIRST_WAIT)
+            # Reconnects for no longer than the sender waits for this object's replies.
+            written = self._replies.post_and_collect(env.tx, writes, _FIRST_WAIT, env.timeout)
             if written is not None:
                 return written
         return post(self.conn, keys, fields)

@@ -165,7 +165,9 @@ class Mailbox:
                     raise
             self.conn.client.pexpire(self.key, self.ttl_ms)
 
-    def read(self, block_ms: int = MAX_BLOCK_MS) -> list[MailEntry] | None:
+    def read(
+        self, block_ms: int = MAX_BLOCK_MS, patience: float | None = None
+    ) -> list[MailEntry] | None:
         """Delete what was handled, then wait up to ``block_ms`` for new entries.
 
         See :meth:`read_after`, without writes.
@@ -173,16 +175,18 @@ class Mailbox:
         Raises:
             BackendError: If Redis fails.
         """
-        return self.read_after([], block_ms)[1]
+        return self.read_after([], block_ms, patience)[1]
 
     def read_after(
-        self, writes: list[Write], block_ms: int = MAX_BLOCK_MS
+        self, writes: list[Write], block_ms: int = MAX_BLOCK_MS, patience: float | None = None
     ) -> tuple[list[bool], list[MailEntry] | None]:
         """Append ``writes`` to other mailboxes, then read this one: one round trip.
 
         Handled entries are deleted in the same round trip as the read, once
         ``delete_every`` have gathered. Every few seconds the read also refreshes the TTL
-        and notices a mailbox that vanished (Redis restarted without persistence).
+        and notices a mailbox that vanished (Redis restarted without persistence). After
+        a dropped connection the read is made again for up to ``patience`` seconds
+        (default: the mailbox's).
 
         Returns:
             Per write whether its mailbox existed, and the new entries (None if this
@@ -208,7 +212,7 @@ class Mailbox:
                     writes,
                 )
 
-        gone, reply, written = self.ride_out(attempt)
+        gone, reply, written = self.ride_out(attempt, patience)
         if refresh:
             self._refresh_at = time.monotonic() + min(self.ttl_ms / 4000, _REFRESH_EVERY)
         if gone:
@@ -222,15 +226,20 @@ class Mailbox:
             self._handled += [eid for eid, _ in entries]
         return written, entries
 
-    def ride_out(self, attempt: Callable[[], _T]) -> _T:
+    def ride_out(self, attempt: Callable[[], _T], patience: float | None = None) -> _T:
         """Run the repeatable read ``attempt``, again after dropped connections.
+
+        Args:
+            attempt: The read.
+            patience: Seconds to keep trying (default: the mailbox's).
 
         Raises:
             BackendUnavailable: Redis stayed unreachable for ``patience`` seconds.
             BackendError: Whatever else ``attempt`` raised, unchanged.
         """
         what = f"reading mailbox {self.key}"
-        return with_reconnect(attempt, patience=self.patience, stop=self.stop, what=what)
+        patience = self.patience if patience is None else patience
+        return with_reconnect(attempt, patience=patience, stop=self.stop, what=what)
 
     def recreate(self) -> None:
         """Recreate the mailbox after it vanished (expired, deleted, Redis restarted)."""

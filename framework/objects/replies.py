@@ -109,15 +109,21 @@ class Replies:
         """Read the replies of session ``tx`` (in the caller's thread) for up to ``block`` s."""
         box = self._boxes[tx]
         try:
-            entries = box.read(max(1, int(block * 1000))) or []
+            # Retried within this poll only: the caller's wait checks its deadline and abort.
+            entries = box.read(max(1, int(block * 1000)), patience=block) or []
         except BackendError as exc:  # the wait goes on until the producer's timeout
             logger.warning("Reading the replies of stream %s failed: %s", tx, exc)
             self._stop.wait(min(block, 0.1))
             return
         self._file_entries(tx, box, entries)
 
-    def post_and_collect(self, tx: str, writes: list[Write], block: float) -> list[bool] | None:
+    def post_and_collect(
+        self, tx: str, writes: list[Write], block: float, patience: float | None = None
+    ) -> list[bool] | None:
         """Append ``writes`` and read replies of ``tx`` in one round trip.
+
+        After a dropped connection the round trip is made again for up to ``patience``
+        seconds (default: the idle timeout); a repeated write is harmless.
 
         Returns:
             Per write whether its mailbox existed; None if ``tx`` has no reply mailbox
@@ -130,7 +136,7 @@ class Replies:
             box = self._boxes.get(tx)
         if box is None:
             return None
-        written, entries = box.read_after(writes, max(1, int(block * 1000)))
+        written, entries = box.read_after(writes, max(1, int(block * 1000)), patience)
         self._file_entries(tx, box, entries or [])
         return written
 
