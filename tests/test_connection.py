@@ -28,6 +28,7 @@ from redis.connection import ConnectionPool
 
 from framework.buffers import Segments
 from framework.connection import (
+    JOIN_BELOW,
     MAX_BLOCK_MS,
     RedisConnection,
     ZeroCopyConnection,
@@ -155,7 +156,7 @@ def test_bulk_joins_only_without_zero_copy(fake_conn: RedisConnection) -> None:
     seg = _segments()
     assert not fake_conn.zero_copy
     assert fake_conn.bulk(seg) == seg.join()
-    one = Segments([b"only"])
+    one = Segments([b"o" * (JOIN_BELOW + 1)])
     assert fake_conn.bulk(one) is one.parts[0]
     assert fake_conn.bulk(b"x") == b"x"
     view = fake_conn.bulk(np.arange(3, dtype=np.int16).data)
@@ -166,6 +167,17 @@ def test_bulk_passes_segments_through_with_zero_copy(real_conn: RedisConnection)
     seg = _segments()
     assert real_conn.zero_copy
     assert real_conn.bulk(seg) is seg
+
+
+@pytest.mark.parametrize("conn_name", ["fake_conn", "real_conn"])
+def test_bulk_joins_small_segments_on_every_connection(
+    conn_name: str, request: pytest.FixtureRequest
+) -> None:
+    conn: RedisConnection = request.getfixturevalue(conn_name)
+    small = Segments([b"head", b"x" * (JOIN_BELOW - 4)])
+    joined = conn.bulk(small)
+    assert type(joined) is bytes
+    assert joined == small.join()
 
 
 # --- client policy -------------------------------------------------------------------
