@@ -25,19 +25,19 @@ class ProxyMethods:
 
     populate_target: bool
 
-    def put_batch(
-        self,
-        objs: Sequence[Any],
-        *,
-        ttl: float | None = None,
-        readers: int | None = None,
-        lifetime: Lifetime | None = None,
-        serializer: Serializer | None = None,
-    ) -> list[str]:
-        raise NotImplementedError  # provided by the store
+    if TYPE_CHECKING:  # provided by the store this mixin is part of
 
-    def config(self) -> StoreConfig:
-        raise NotImplementedError  # provided by the store
+        def put_batch(
+            self,
+            objs: Sequence[Any],
+            *,
+            ttl: float | None = None,
+            readers: int | None = None,
+            lifetime: Lifetime | None = None,
+            serializer: Serializer | None = None,
+        ) -> list[str]: ...
+
+        def config(self) -> StoreConfig: ...
 
     def proxy(
         self,
