@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any, Final
 
+from framework._raw import PinnedConnection
 from framework.buffers import Segments
 from framework.connection import RedisConnection, mapped_errors
 from framework.exceptions import BackendError, ConfigurationError
@@ -126,6 +127,8 @@ class RedisStreamPublisher(RedisShim):
         self._registered: set[tuple[str, str]] = set()
         self._refresh_at: dict[str, float] = {}
         self._names: dict[str, tuple[str, str]] = {}
+        # One round trip per message: a connection of its own skips the pool's cost.
+        self._pinned = PinnedConnection(connection.once)
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> RedisStreamPublisher:
@@ -189,7 +192,9 @@ class RedisStreamPublisher(RedisShim):
         try:
             with self._errors(f"append to topic {topic!r}", command="XADD"):
                 # A plain message (XADD, TTL refresh) needs no transaction.
-                run_atomic(self.connection, commands, tail, atomic=register or final)
+                run_atomic(
+                    self.connection, commands, tail, atomic=register or final, pinned=self._pinned
+                )
         except BackendError:
             # Redis may have restarted: register and refresh the TTL again next time.
             self._registered.discard((topic, source))
@@ -199,3 +204,6 @@ class RedisStreamPublisher(RedisShim):
             self._registered.add((topic, source))
         if refresh:
             self._refresh_at[topic] = now + min(REFRESH_EVERY, self._ttl_ms / 4000)
+
+    def _release(self) -> None:
+        self._pinned.close()

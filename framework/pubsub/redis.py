@@ -23,6 +23,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, Final
 
+from framework._raw import PinnedConnection
 from framework.buffers import Segments
 from framework.connection import MAX_BLOCK_MS, RedisConnection, mapped_errors
 from framework.exceptions import (
@@ -87,6 +88,8 @@ class RedisPublisher(RedisShim):
         self._errors = functools.partial(mapped_errors, url=connection.url())
         self._sharded = connection.is_cluster if sharded is None else sharded
         self._publish = "SPUBLISH" if self._sharded else "PUBLISH"
+        # One round trip per message: a connection of its own skips the pool's cost.
+        self._pinned = PinnedConnection(connection.once)
 
     @classmethod
     def from_url(cls, url: str, *, sharded: bool | None = None) -> RedisPublisher:
@@ -137,7 +140,10 @@ class RedisPublisher(RedisShim):
             more = " ..." if len(commands) > 1 else ""
             what = f"store {len(commands)} value(s) ({first}{more}) and {what}"
         with self._errors(what, command=self._publish):
-            run_atomic(self.connection, commands, tail)
+            run_atomic(self.connection, commands, tail, pinned=self._pinned)
+
+    def _release(self) -> None:
+        self._pinned.close()
 
 
 class RedisSubscriber(RedisShim):
