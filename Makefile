@@ -5,6 +5,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 RUN     = $(VENV)/.installed-run
 DEV     = $(VENV)/.installed
+BENCHES = $(VENV)/.installed-bench
 
 .PHONY: all install test demo bench lint format clean
 
@@ -22,6 +23,12 @@ $(DEV): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(DEV) $(RUN)
 
+# The benchmarks measure the anchors (ProxyStore 1.1, NVFlare 2.9) in the same run.
+$(BENCHES): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	touch $(BENCHES) $(DEV) $(RUN)
+
 install: $(DEV)
 
 test: $(DEV)
@@ -31,7 +38,7 @@ test: $(DEV)
 demo: $(RUN)
 	$(BIN)/framework demo $(DEMO_ARGS)
 
-bench: $(DEV)
+bench: $(BENCHES)
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
 lint: $(DEV)
