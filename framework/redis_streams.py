@@ -17,7 +17,7 @@ from typing import Any
 
 from redis.exceptions import ResponseError
 
-from framework._raw import round_trip
+from framework._raw import PinnedConnection, round_trip
 from framework.connection import RedisConnection
 from framework.exceptions import BackendError
 
@@ -47,20 +47,23 @@ def read_streams(
     count: int,
     block: int | None,
     group: tuple[str, str] | None = None,
+    pinned: PinnedConnection | None = None,
 ) -> list[tuple[bytes, list[Any]]]:
     """``XREAD`` (or ``XREADGROUP`` as ``group`` = (group, consumer)), normalized.
 
     A plain client reads in one raw round trip (no retry, no redis-py reply callbacks:
     a few µs less per read on the consumer's hot path); others (cluster, fakeredis)
     go through redis-py. Entries are ``(id, fields)`` with ``fields`` a dict, or
-    ``None`` for a pending entry that was trimmed.
+    ``None`` for a pending entry that was trimmed. With ``pinned`` (a connection of
+    ``client``'s pool kept by the caller), the round trip skips the pool.
 
     Raises:
         redis.exceptions.RedisError: As the command; callers map it.
     """
     args: list[Any] = ["XREAD"] if group is None else ["XREADGROUP", "GROUP", *group]
     args += ["COUNT", count] + ([] if block is None else ["BLOCK", block])
-    replies = round_trip(client, [(*args, "STREAMS", *streams, *streams.values())])
+    command = (*args, "STREAMS", *streams, *streams.values())
+    replies = round_trip(client, [command]) if pinned is None else pinned.round_trip([command])
     if replies is None:
         if group is None:
             reply = client.xread(streams, count=count, block=block)

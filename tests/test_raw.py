@@ -4,6 +4,7 @@ that survives being killed, is shared safely between threads and goes back to th
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -55,19 +56,51 @@ def test_pinned_connection_is_kept_between_calls_and_given_back_on_close(
     assert _pool_sizes(real_conn)[0] == before[0]
 
 
-def test_pinned_connection_reconnects_after_client_kill(real_conn: RedisConnection) -> None:
-    with_pinned = PinnedConnection(real_conn.once)
+def test_pinned_connection_killed_while_idle_reconnects_without_failing(
+    real_conn: RedisConnection,
+) -> None:
+    pinned = PinnedConnection(real_conn.once)
     try:
-        (first,) = with_pinned.round_trip([("CLIENT", "ID")])  # type: ignore[misc]
+        (first,) = pinned.round_trip([("CLIENT", "ID")])  # type: ignore[misc]
         real_conn.client.client_kill_filter(_id=first)
-        # The write may still reach the kernel; the dead connection shows when reading.
-        with pytest.raises(RedisConnectionError):
-            with_pinned.round_trip([("SET", "raw:killed", b"1")])
-        (second,) = with_pinned.round_trip([("CLIENT", "ID")])  # type: ignore[misc]
+        # Nothing was sent on the dead connection: the call goes out on a new one.
+        second, stored = pinned.round_trip(  # type: ignore[misc]
+            [("CLIENT", "ID"), ("SET", "raw:after-idle-kill", b"1")]
+        )
         assert second != first
-        assert with_pinned.round_trip([("SET", "raw:back", b"1")]) == [b"OK"]
+        assert stored == b"OK"
     finally:
-        with_pinned.close()
+        pinned.close()
+
+
+def test_pinned_connection_killed_during_a_call_raises_then_reconnects(
+    real_conn: RedisConnection,
+) -> None:
+    pinned = PinnedConnection(real_conn.once)
+    (first,) = pinned.round_trip([("CLIENT", "ID")])  # type: ignore[misc]
+    errors: list[BaseException] = []
+
+    def blocked_read() -> None:
+        try:
+            pinned.round_trip([("BLPOP", "raw:never", 5)])
+        except BaseException as exc:  # checked by the test
+            errors.append(exc)
+
+    reader = threading.Thread(target=blocked_read)
+    reader.start()
+    try:
+        deadline = time.monotonic() + 5
+        while b"cmd=blpop" not in real_conn.client.execute_command("CLIENT", "LIST", "ID", first):
+            assert time.monotonic() < deadline, "the call never blocked"
+            time.sleep(0.01)
+        real_conn.client.client_kill_filter(_id=first)
+        reader.join(10)
+        assert len(errors) == 1
+        assert isinstance(errors[0], RedisConnectionError)
+        assert pinned.round_trip([("SET", "raw:after-kill", b"1")]) == [b"OK"]
+    finally:
+        reader.join(10)
+        pinned.close()
 
 
 def test_a_busy_pinned_connection_lends_a_pooled_one_to_other_threads(

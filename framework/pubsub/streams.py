@@ -40,6 +40,7 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any, Final
 
+from framework._raw import PinnedConnection
 from framework.connection import MAX_BLOCK_MS, RedisConnection, mapped_errors
 from framework.exceptions import (
     BackendError,
@@ -150,6 +151,8 @@ class RedisStreamSubscriber(RedisShim):
         self._next_claim = 0.0
         self._down_since: float | None = None
         self._lock = threading.Lock()
+        # A read per few messages: a connection of its own skips the pool's cost.
+        self._pinned = PinnedConnection(connection.blocking)
         for key in self._keys:
             self._open(key, start)
 
@@ -337,7 +340,9 @@ class RedisStreamSubscriber(RedisShim):
             pending = any(c != ">" for c in streams.values()) and self.group is not None
             block = None if pending or block_ms <= 0 else block_ms
             group = None if self.group is None else (self.group, self.consumer)
-            reply = read_streams(client, streams, count=self._count, block=block, group=group)
+            reply = read_streams(
+                client, streams, count=self._count, block=block, group=group, pinned=self._pinned
+            )
         for key, entries in reply:
             name = text(key)
             self._take(name, entries, from_pending=streams[name] != ">")
@@ -415,3 +420,4 @@ class RedisStreamSubscriber(RedisShim):
         """Stop reading; unacknowledged entries stay pending for other members."""
         with self._lock:
             self._buffer.clear()
+            self._pinned.close()

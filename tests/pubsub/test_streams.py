@@ -125,3 +125,30 @@ def test_every_group_member_ends_after_the_final_message(any_conn: RedisConnecti
         with pytest.raises(StopIteration):
             member.next_message(timeout=2)
         member.close()
+
+
+def test_publisher_and_subscriber_give_their_connections_back_on_close(
+    real_conn: RedisConnection,
+) -> None:
+    pools = [real_conn.once.connection_pool, real_conn.blocking.connection_pool]
+    before = [len(pool._in_use_connections) for pool in pools]
+    with RedisStreamPublisher(real_conn) as pub:
+        sub = RedisStreamSubscriber(real_conn, "pinned", timeout=2)
+        for i in range(3):
+            pub.send_message("pinned", b"m%d" % i)
+            assert sub.next_message() == b"m%d" % i
+        # Each keeps one connection between calls instead of taking one per call.
+        assert [len(pool._in_use_connections) for pool in pools] == [b + 1 for b in before]
+        sub.close()
+    assert [len(pool._in_use_connections) for pool in pools] == before
+
+
+def test_subscriber_rides_out_a_killed_read_connection(real_conn: RedisConnection) -> None:
+    with RedisStreamPublisher(real_conn) as pub:
+        sub = RedisStreamSubscriber(real_conn, "killed", timeout=5)
+        pub.send_message("killed", b"before")
+        assert sub.next_message() == b"before"
+        real_conn.client.client_kill_filter(_type="normal", skipme=True)
+        pub.send_message("killed", b"after")
+        assert sub.next_message() == b"after"
+        sub.close()
