@@ -303,6 +303,7 @@ class RedisStreamableEngine(StreamableEngine):
                     outbox[:0] = writes  # again with the next read (a copy is harmless)
                 self._stop.wait(0.5)
             self._maybe_expire()
+        reader.close()
         self._flush(outbox)
 
     def _flush(self, outbox: list[Write] | None) -> None:

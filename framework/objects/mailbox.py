@@ -29,6 +29,7 @@ from framework.cell.reconnect import with_reconnect
 from framework.cell.transport import stream_entries
 from framework.connection import MAX_BLOCK_MS, RedisConnection
 from framework.exceptions import BackendError, BackendTimeout, BackendUnavailable
+from framework.objects.lane import Command, Lane, fields_of
 
 __all__ = ["MailEntry", "Mailbox"]
 
@@ -83,13 +84,14 @@ Write = tuple[str, dict[bytes, Any]]
 
 def _upkept_read(
     box: Mailbox,
+    lane: Lane,
     delete: list[bytes],
     refresh: bool,
-    read: Callable[[Any], Any],
+    read: Command,
     writes: list[Write] | None = None,
     ack: bool = False,
 ) -> tuple[bool, Any, list[bool]]:
-    """Run ``read`` (on a client or pipeline) with upkeep, all in one round trip.
+    """Run ``read`` (an ``XREAD``/``XREADGROUP``) with upkeep, all in one round trip.
 
     ``writes`` are appended first (``XADD NOMKSTREAM``), then handled entries deleted (and
     first acknowledged in the group if ``ack``) and the TTL refreshed, then the read.
@@ -99,21 +101,25 @@ def _upkept_read(
         whether its mailbox existed.
     """
     writes = writes or []
-    if not (delete or refresh or writes):
-        return False, read(box.conn.blocking), []
-    pipe = box.conn.blocking.pipeline(transaction=False)
-    for key, fields in writes:
-        pipe.xadd(key, fields, nomkstream=True)
+    commands: list[Command] = [
+        ("XADD", key, "NOMKSTREAM", "*", *[x for pair in fields.items() for x in pair])
+        for key, fields in writes
+    ]
     if delete and ack:
-        pipe.xack(box.key, _GROUP, *delete)
+        commands.append(("XACK", box.key, _GROUP, *delete))
     if delete:
-        pipe.xdel(box.key, *delete)
+        commands.append(("XDEL", box.key, *delete))
     if refresh:
-        pipe.pexpire(box.key, box.ttl_ms)
-    read(pipe)
-    *done, reply = pipe.execute()
+        commands.append(("PEXPIRE", box.key, box.ttl_ms))
+    commands.append(read)
+    *done, reply = lane.round_trip(commands)
     written = [eid is not None for eid in done[: len(writes)]]
     return refresh and not done[-1], reply, written
+
+
+def _entries(reply: Any) -> list[MailEntry]:
+    """The entries of an ``XREAD``/``XREADGROUP`` reply, in order, fields as dicts."""
+    return [(eid, fields_of(raw)) for _, batch in stream_entries(reply) for eid, raw in batch]
 
 
 class Mailbox:
@@ -150,6 +156,7 @@ class Mailbox:
         self._after = "0-0"
         self._handled: list[bytes] = []
         self._refresh_at = 0.0
+        self._lane = Lane(conn)  # for read_after, which one thread at a time calls
 
     def create(self) -> None:
         """Create the (empty) mailbox if missing and set its TTL.
@@ -200,15 +207,18 @@ class Mailbox:
         delete = len(self._handled) >= self.delete_every
         refresh = time.monotonic() >= self._refresh_at
 
+        read = ("XREAD", "COUNT", self.count, "BLOCK", block, "STREAMS", self.key, self._after)
+
         def attempt() -> tuple[bool, Any, list[bool]]:
             # Repeatable: the read resumes after the last id seen; a repeated write
             # or delete is harmless.
             with self.conn.mapped_errors(f"read mailbox {self.key!r}", command="XREAD"):
                 return _upkept_read(
                     self,
+                    self._lane,
                     self._handled if delete else [],
                     refresh,
-                    lambda c: c.xread({self.key: self._after}, count=self.count, block=block),
+                    read,
                     writes,
                 )
 
@@ -220,7 +230,7 @@ class Mailbox:
             return written, None
         if delete:
             self._handled = []
-        entries = [e for _, batch in stream_entries(reply) for e in batch]
+        entries = _entries(reply)
         if entries:
             self._after = entries[-1][0].decode()
             self._handled += [eid for eid, _ in entries]
@@ -260,7 +270,11 @@ class Mailbox:
             logger.debug("Could not wake the reader of %s; it wakes within 1 s.", self.key)
 
     def delete(self) -> None:
-        """Delete the mailbox (on close); unread messages go with it."""
+        """Delete the mailbox (on close); unread messages go with it.
+
+        The connection its reads held goes back to the pool.
+        """
+        self._lane.close()
         try:
             with self.conn.mapped_errors(f"delete mailbox {self.key!r}", command="DEL"):
                 self.conn.client.delete(self.key)
@@ -294,6 +308,7 @@ class GroupReader:
         self._quiet = False
         self._refresh_at = 0.0
         self._recovering = False
+        self._lane = Lane(mailbox.conn)  # this reader's own: one reader per thread
 
     def read(
         self, block_ms: int = MAX_BLOCK_MS, writes: list[Write] | None = None
@@ -323,7 +338,7 @@ class GroupReader:
             self._handled = []
             box.recreate()
             return []
-        entries = [e for _, batch in stream_entries(reply) for e in batch]
+        entries = _entries(reply)
         if recovered:  # own pending entries: some may be handled already, or deleted
             handled = set(self._handled)
             self._handled += [eid for eid, fields in entries if not fields]
@@ -348,9 +363,10 @@ class GroupReader:
                 try:
                     gone, reply, written = _upkept_read(
                         box,
+                        self._lane,
                         self._handled if delete else [],
                         refresh,
-                        partial(self._xreadgroup, block, recovering),
+                        self._xreadgroup(block, recovering),
                         writes,
                         ack=True,
                     )
@@ -369,8 +385,12 @@ class GroupReader:
         self._recovering = False
         return gone, reply, recovering
 
-    def _xreadgroup(self, block: int, pending: bool, client: Any) -> Any:
-        key = self.mailbox.key
+    def _xreadgroup(self, block: int, pending: bool) -> Command:
+        head = ("XREADGROUP", "GROUP", _GROUP, self.consumer)
         if pending:  # all of this reader's pending entries, at once (no BLOCK for those)
-            return client.xreadgroup(_GROUP, self.consumer, {key: "0"})
-        return client.xreadgroup(_GROUP, self.consumer, {key: ">"}, count=1, block=block)
+            return (*head, "STREAMS", self.mailbox.key, "0")
+        return (*head, "COUNT", 1, "BLOCK", block, "STREAMS", self.mailbox.key, ">")
+
+    def close(self) -> None:
+        """Give this reader's connection back to the pool; idempotent."""
+        self._lane.close()
