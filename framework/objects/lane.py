@@ -27,6 +27,8 @@ __all__ = ["Command", "Lane", "fields_of"]
 
 #: A Redis command and its arguments, e.g. ``("XDEL", key, eid)``.
 Command = tuple[Any, ...]
+#: Sent before a command whose reply is not wanted.
+_SKIP: Command = ("CLIENT", "REPLY", "SKIP")
 
 
 class Lane:
@@ -40,11 +42,16 @@ class Lane:
         self._conn = conn
         self._held: tuple[Any, Any] | None = None  # (pool, connection)
 
-    def round_trip(self, commands: Sequence[Command]) -> list[Any]:
-        """Send ``commands`` in one write, then read one reply per command.
+    def round_trip(self, commands: Sequence[Command], quiet: Sequence[Command] = ()) -> list[Any]:
+        """Send ``quiet`` then ``commands`` in one write; read one reply per command.
+
+        Redis is told not to answer the ``quiet`` commands (``CLIENT REPLY SKIP`` before
+        each): no reply arrives before the last command's, so a reader blocked in an
+        ``XREAD BLOCK`` is not woken just to read them. Their errors go unreported too.
 
         Returns:
-            The raw replies in order (RESP2 or RESP3 shapes, as the connection speaks).
+            The raw replies to ``commands``, in order (RESP2 or RESP3 shapes, as the
+            connection speaks).
 
         Raises:
             redis.exceptions.ResponseError: The first command Redis answered with an error
@@ -55,21 +62,28 @@ class Lane:
         """
         client = self._conn.blocking  # raises ClosedError once the connection is closed
         if self._conn.is_cluster:
-            return _pipelined(client, commands)
-        if self._held is None:
-            pool = client.connection_pool
-            self._held = (pool, pool.get_connection())
-        connection = self._held[1]
-        try:
-            connection.send_packed_command(connection.pack_commands(commands))
-            replies = [_reply(connection) for _ in commands]
-        except BaseException:
-            connection.disconnect()  # a reply may be half read: start afresh next time
-            raise
+            replies = _pipelined(client, quiet, commands)
+        else:
+            replies = self._exchange(client, quiet, commands)
         for reply in replies:
             if isinstance(reply, ResponseError):
                 raise reply
         return replies
+
+    def _exchange(
+        self, client: Any, quiet: Sequence[Command], commands: Sequence[Command]
+    ) -> list[Any]:
+        if self._held is None:
+            pool = client.connection_pool
+            self._held = (pool, pool.get_connection())
+        connection = self._held[1]
+        sent = [c for command in quiet for c in (_SKIP, command)]
+        try:
+            connection.send_packed_command(connection.pack_commands([*sent, *commands]))
+            return [_reply(connection) for _ in commands]
+        except BaseException:
+            connection.disconnect()  # a reply may be half read: start afresh next time
+            raise
 
     def close(self) -> None:
         """Give the connection back to its pool; idempotent."""
@@ -86,11 +100,11 @@ def _reply(connection: Any) -> Any:
         return exc
 
 
-def _pipelined(client: Any, commands: Sequence[Command]) -> list[Any]:
+def _pipelined(client: Any, quiet: Sequence[Command], commands: Sequence[Command]) -> list[Any]:
     pipe = client.pipeline(transaction=False)
-    for command in commands:
+    for command in (*quiet, *commands):
         pipe.execute_command(*command)
-    return list(pipe.execute())
+    return list(pipe.execute(raise_on_error=False))[len(quiet) :]  # quiet ones: unreported
 
 
 def fields_of(raw: Any) -> dict[bytes, Any]:

@@ -89,32 +89,36 @@ def _upkept_read(
     refresh: bool,
     read: Command,
     writes: list[Write] | None = None,
-    ack: bool = False,
+    group: bool = False,
 ) -> tuple[bool, Any, list[bool]]:
     """Run ``read`` (an ``XREAD``/``XREADGROUP``) with upkeep, all in one round trip.
 
     ``writes`` are appended first (``XADD NOMKSTREAM``), then handled entries deleted (and
-    first acknowledged in the group if ``ack``) and the TTL refreshed, then the read.
+    first acknowledged in the group if ``group``) and the TTL refreshed, then the read.
+    Deletes go unanswered (see :meth:`Lane.round_trip`), and so do the writes of a
+    ``group`` reader: its replies, whose sender either reads them or is gone.
 
     Returns:
         Whether the refresh found the mailbox gone, the read's reply, and per write
-        whether its mailbox existed.
+        whether its mailbox existed (nothing for a ``group`` reader's writes).
     """
-    writes = writes or []
-    commands: list[Command] = [
-        ("XADD", key, "NOMKSTREAM", "*", *[x for pair in fields.items() for x in pair])
-        for key, fields in writes
-    ]
-    if delete and ack:
-        commands.append(("XACK", box.key, _GROUP, *delete))
+    posts = [_xadd(key, fields) for key, fields in writes or []]
+    quiet: list[Command] = posts if group else []
+    commands: list[Command] = [] if group else [*posts]
+    if delete and group:
+        quiet.append(("XACK", box.key, _GROUP, *delete))
     if delete:
-        commands.append(("XDEL", box.key, *delete))
+        quiet.append(("XDEL", box.key, *delete))
     if refresh:
         commands.append(("PEXPIRE", box.key, box.ttl_ms))
     commands.append(read)
-    *done, reply = lane.round_trip(commands)
-    written = [eid is not None for eid in done[: len(writes)]]
+    *done, reply = lane.round_trip(commands, quiet)
+    written = [] if group else [eid is not None for eid in done[: len(posts)]]
     return refresh and not done[-1], reply, written
+
+
+def _xadd(key: str, fields: dict[bytes, Any]) -> Command:
+    return ("XADD", key, "NOMKSTREAM", "*", *[x for pair in fields.items() for x in pair])
 
 
 def _entries(reply: Any) -> list[MailEntry]:
@@ -292,7 +296,10 @@ class GroupReader:
     connection, Redis may have delivered an entry whose reply never arrived: it stays
     pending for this reader, which reads its own pending entries (skipping those it has
     handled) before new ones. (A message whose reader dies is lost like any message to a
-    dead engine; its sender sends it again or its wait times out.)
+    dead engine; its sender sends it again or its wait times out.) Redis does not answer
+    the replies a reader writes, so a reader blocked in its read is woken only by the next
+    entry; a reply whose sender's mailbox is gone is dropped unnoticed (that sender has
+    stopped waiting).
 
     Args:
         mailbox: The mailbox.
@@ -361,14 +368,14 @@ class GroupReader:
         try:
             with box.conn.mapped_errors(f"read mailbox {box.key!r}", command="XREADGROUP"):
                 try:
-                    gone, reply, written = _upkept_read(
+                    gone, reply, _ = _upkept_read(
                         box,
                         self._lane,
                         self._handled if delete else [],
                         refresh,
                         self._xreadgroup(block, recovering),
                         writes,
-                        ack=True,
+                        group=True,
                     )
                 except Exception as exc:  # the mailbox vanished; anything else is mapped
                     # Redis says NOGROUP; fakeredis says the key must exist.
@@ -379,9 +386,6 @@ class GroupReader:
         except (BackendUnavailable, BackendTimeout):
             self._recovering = True  # the lost reply may have delivered entries
             raise
-        for (key, _), ok in zip(writes, written, strict=False):
-            if not ok:
-                logger.warning("Could not reply into %s: its reader is gone.", key)
         self._recovering = False
         return gone, reply, recovering
 
