@@ -4,24 +4,32 @@ A mailbox reader makes one round trip per message: its replies or object, upkeep
 ``XREAD``/``XREADGROUP BLOCK``. Through a redis-py pipeline that costs a pool checkout
 and release (a lock, a ``poll`` and metrics each), a retry wrapper, per-command argument
 handling and reply callbacks: tens of microseconds of Python, per message, on each side.
-A :class:`Lane` keeps one connection of the blocking pool for as long as its reader lives,
-packs its commands with the connection's own packer (zero-copy for large values) and
-reads the raw replies with the connection's own parser (hiredis). A dropped connection is
-disconnected, so the next round trip connects afresh. On a cluster, whose client routes
-each command by key, the commands go through a redis-py pipeline instead.
-
-Redis exceptions raised here are redis-py's own: callers map them with
-``conn.mapped_errors``.
+A :class:`Lane` keeps one connection of the blocking pool for as long as its reader lives.
+On a connection the framework built, it packs small commands with hiredis, writes them
+with one ``sendall`` and parses the replies with its own hiredis reader, straight on the
+socket (commands with a large value go through the connection's zero-copy packer); on
+any other connection (fakeredis, a user's client) it uses the connection's own packer
+and parser. A dropped connection is disconnected, so the next round trip connects
+afresh. On a cluster, whose client routes each command by key, the commands go through
+a redis-py pipeline instead. Errors are mapped to :mod:`framework.exceptions`.
 """
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Sequence
 from typing import Any
 
-from redis.exceptions import ResponseError
+import hiredis
+import redis.exceptions as rex
+from redis._parsers.base import BaseParser
 
-from framework.connection import RedisConnection
+from framework.connection import (
+    RedisConnection,
+    ZeroCopyConnection,
+    ZeroCopyUnixDomainSocketConnection,
+    _all_small_plain,
+)
 
 __all__ = ["Command", "Lane", "fields_of"]
 
@@ -29,6 +37,16 @@ __all__ = ["Command", "Lane", "fields_of"]
 Command = tuple[Any, ...]
 #: Sent before a command whose reply is not wanted.
 _SKIP: Command = ("CLIENT", "REPLY", "SKIP")
+#: Connections whose socket a lane reads itself (plain sockets, hiredis-compatible replies).
+_RAW = (ZeroCopyConnection, ZeroCopyUnixDomainSocketConnection)
+#: Bytes read from the socket per ``recv_into`` (redis-py's own read size).
+_READ_SIZE = 1 << 16
+#: Commands whose arguments are all short are packed by hiredis in one piece.
+_SMALL = 6000
+#: What the reader returns while a reply is incomplete (``False`` is a RESP3 reply).
+_INCOMPLETE = object()
+#: RESP3 push messages (client tracking, maintenance notices) answer no command.
+_PUSH = getattr(hiredis, "PushNotification", ())
 
 
 class Lane:
@@ -36,11 +54,14 @@ class Lane:
 
     Args:
         conn: The connection whose blocking pool lends the connection.
+        what: The operation, for error messages (e.g. ``"read mailbox 'fw:...'"``).
     """
 
-    def __init__(self, conn: RedisConnection) -> None:
+    def __init__(self, conn: RedisConnection, what: str) -> None:
         self._conn = conn
+        self._what = what
         self._held: tuple[Any, Any] | None = None  # (pool, connection)
+        self._wire: _Wire | None = None  # raw I/O on the held connection's socket
 
     def round_trip(self, commands: Sequence[Command], quiet: Sequence[Command] = ()) -> list[Any]:
         """Send ``quiet`` then ``commands`` in one write; read one reply per command.
@@ -54,49 +75,110 @@ class Lane:
             connection speaks).
 
         Raises:
-            redis.exceptions.ResponseError: The first command Redis answered with an error
-                (after every reply was read, so the connection stays usable).
-            redis.exceptions.ConnectionError: The connection dropped (it is disconnected).
-            redis.exceptions.TimeoutError: Redis did not answer within the socket timeout.
+            BackendError: The first command Redis answered with an error (raised once
+                every reply was read, so the connection stays usable).
+            BackendUnavailable: The connection dropped (it is disconnected).
+            BackendTimeout: Redis did not answer within the socket timeout.
             ClosedError: The connection was closed.
         """
-        client = self._conn.blocking  # raises ClosedError once the connection is closed
-        if self._conn.is_cluster:
-            replies = _pipelined(client, quiet, commands)
-        else:
-            replies = self._exchange(client, quiet, commands)
-        for reply in replies:
-            if isinstance(reply, ResponseError):
-                raise reply
-        return replies
+        try:
+            client = self._conn.blocking  # raises ClosedError once the connection is closed
+            if self._conn.is_cluster:
+                replies = _pipelined(client, quiet, commands)
+            else:
+                replies = self._exchange(client, [c for q in quiet for c in (_SKIP, q)], commands)
+            for reply in replies:
+                if isinstance(reply, rex.ResponseError):
+                    raise reply
+            return replies
+        except (rex.RedisError, rex.RedisClusterException):
+            with self._conn.mapped_errors(self._what, command=str(commands[-1][0])):
+                raise
 
-    def _exchange(
-        self, client: Any, quiet: Sequence[Command], commands: Sequence[Command]
-    ) -> list[Any]:
+    def _exchange(self, client: Any, sent: list[Command], commands: Sequence[Command]) -> list[Any]:
         if self._held is None:
             pool = client.connection_pool
             self._held = (pool, pool.get_connection())
-        connection = self._held[1]
-        sent = [c for command in quiet for c in (_SKIP, command)]
+        connection: Any = self._held[1]
+        raw = isinstance(connection, _RAW)
         try:
-            connection.send_packed_command(connection.pack_commands([*sent, *commands]))
-            return [_reply(connection) for _ in commands]
+            if not raw:
+                connection.send_packed_command(connection.pack_commands([*sent, *commands]))
+                return [_reply(connection) for _ in commands]
+            if connection._sock is None:
+                connection.connect()  # after a dropped connection: a fresh one, handshake done
+            if self._wire is None or self._wire.sock is not connection._sock:
+                self._wire = _Wire(connection._sock)
+            everything = [*sent, *commands]
+            if all(_all_small_plain(command, _SMALL) for command in everything):
+                self._wire.send(b"".join([hiredis.pack_command(c) for c in everything]))
+            else:  # a large value: the zero-copy packer, one gathered write
+                connection.send_packed_command(connection.pack_commands(everything))
+            return self._wire.read(len(commands))
         except BaseException:
             connection.disconnect()  # a reply may be half read: start afresh next time
+            self._wire = None
             raise
 
     def close(self) -> None:
         """Give the connection back to its pool; idempotent."""
-        held, self._held = self._held, None
+        held, self._held, self._wire = self._held, None, None
         if held is not None:
             pool, connection = held
             pool.release(connection)
 
 
+class _Wire:
+    """Replies read straight from a connected socket by a hiredis reader of its own.
+
+    Errors are redis-py's: ``ResponseError`` (and its subclasses, as redis-py maps error
+    replies) returned in place of a reply, ``TimeoutError`` and ``ConnectionError`` raised.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self._reader = hiredis.Reader(
+            protocolError=rex.InvalidResponse,
+            replyError=BaseParser.parse_error,
+            notEnoughData=_INCOMPLETE,
+        )
+        self._buffer = bytearray(_READ_SIZE)
+
+    def send(self, data: bytes) -> None:
+        try:
+            self.sock.sendall(data)
+        except TimeoutError as exc:
+            raise rex.TimeoutError("Timeout writing to socket") from exc
+        except OSError as exc:
+            raise rex.ConnectionError(f"Error while writing to socket: {exc}") from exc
+
+    def read(self, count: int) -> list[Any]:
+        replies: list[Any] = []
+        while len(replies) < count:
+            reply = self._reader.gets()
+            if reply is _INCOMPLETE:
+                received = self._recv()
+                self._reader.feed(self._buffer, 0, received)  # type: ignore[arg-type]  # a buffer
+            elif not isinstance(reply, _PUSH):
+                replies.append(reply)
+        return replies
+
+    def _recv(self) -> int:
+        try:
+            received = self.sock.recv_into(self._buffer)
+        except TimeoutError as exc:
+            raise rex.TimeoutError("Timeout reading from socket") from exc
+        except OSError as exc:
+            raise rex.ConnectionError(f"Error while reading from socket: {exc}") from exc
+        if not received:
+            raise rex.ConnectionError("Connection closed by server.")
+        return received
+
+
 def _reply(connection: Any) -> Any:
     try:
         return connection.read_response()
-    except ResponseError as exc:  # Redis answered with an error: the reply is complete
+    except rex.ResponseError as exc:  # Redis answered with an error: the reply is complete
         return exc
 
 

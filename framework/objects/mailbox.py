@@ -160,7 +160,9 @@ class Mailbox:
         self._after = "0-0"
         self._handled: list[bytes] = []
         self._refresh_at = 0.0
-        self._lane = Lane(conn)  # for read_after, which one thread at a time calls
+        self._reading = f"reading mailbox {key}"
+        # For read_after, which one thread at a time calls.
+        self._lane = Lane(conn, f"read mailbox {key!r}")
 
     def create(self) -> None:
         """Create the (empty) mailbox if missing and set its TTL.
@@ -212,20 +214,10 @@ class Mailbox:
         refresh = time.monotonic() >= self._refresh_at
 
         read = ("XREAD", "COUNT", self.count, "BLOCK", block, "STREAMS", self.key, self._after)
-
-        def attempt() -> tuple[bool, Any, list[bool]]:
-            # Repeatable: the read resumes after the last id seen; a repeated write
-            # or delete is harmless.
-            with self.conn.mapped_errors(f"read mailbox {self.key!r}", command="XREAD"):
-                return _upkept_read(
-                    self,
-                    self._lane,
-                    self._handled if delete else [],
-                    refresh,
-                    read,
-                    writes,
-                )
-
+        handled = self._handled if delete else []
+        # Repeatable: the read resumes after the last id seen; a repeated write or delete
+        # is harmless.
+        attempt = partial(_upkept_read, self, self._lane, handled, refresh, read, writes)
         gone, reply, written = self.ride_out(attempt, patience)
         if refresh:
             self._refresh_at = time.monotonic() + min(self.ttl_ms / 4000, _REFRESH_EVERY)
@@ -251,9 +243,8 @@ class Mailbox:
             BackendUnavailable: Redis stayed unreachable for ``patience`` seconds.
             BackendError: Whatever else ``attempt`` raised, unchanged.
         """
-        what = f"reading mailbox {self.key}"
         patience = self.patience if patience is None else patience
-        return with_reconnect(attempt, patience=patience, stop=self.stop, what=what)
+        return with_reconnect(attempt, patience=patience, stop=self.stop, what=self._reading)
 
     def recreate(self) -> None:
         """Recreate the mailbox after it vanished (expired, deleted, Redis restarted)."""
@@ -315,7 +306,8 @@ class GroupReader:
         self._quiet = False
         self._refresh_at = 0.0
         self._recovering = False
-        self._lane = Lane(mailbox.conn)  # this reader's own: one reader per thread
+        # This reader's own: one reader per thread.
+        self._lane = Lane(mailbox.conn, f"read mailbox {mailbox.key!r}")
 
     def read(
         self, block_ms: int = MAX_BLOCK_MS, writes: list[Write] | None = None
@@ -363,29 +355,22 @@ class GroupReader:
             Whether the mailbox was gone, the reply, and whether the reply holds this
             reader's pending entries.
         """
-        box = self.mailbox
         recovering = self._recovering
+        handled = self._handled if delete else []
+        read = self._xreadgroup(block, recovering)
         try:
-            with box.conn.mapped_errors(f"read mailbox {box.key!r}", command="XREADGROUP"):
-                try:
-                    gone, reply, _ = _upkept_read(
-                        box,
-                        self._lane,
-                        self._handled if delete else [],
-                        refresh,
-                        self._xreadgroup(block, recovering),
-                        writes,
-                        group=True,
-                    )
-                except Exception as exc:  # the mailbox vanished; anything else is mapped
-                    # Redis says NOGROUP; fakeredis says the key must exist.
-                    if "NOGROUP" not in str(exc) and "requires the key to exist" not in str(exc):
-                        raise
-                    self._recovering = False  # a new group has nothing pending
-                    return True, None, False
+            gone, reply, _ = _upkept_read(
+                self.mailbox, self._lane, handled, refresh, read, writes, group=True
+            )
         except (BackendUnavailable, BackendTimeout):
             self._recovering = True  # the lost reply may have delivered entries
             raise
+        except BackendError as exc:
+            # The mailbox vanished: Redis says NOGROUP; fakeredis says the key must exist.
+            if "NOGROUP" not in str(exc) and "requires the key to exist" not in str(exc):
+                raise
+            self._recovering = False  # a new group has nothing pending
+            return True, None, False
         self._recovering = False
         return gone, reply, recovering
 
