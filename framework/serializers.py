@@ -9,6 +9,8 @@ Warning:
 
 from __future__ import annotations
 
+import copyreg
+import functools
 import importlib
 import json
 import pickle
@@ -158,7 +160,10 @@ class PickleSerializer:
             return False
 
         sink = _ChunkSink()
-        pickler(sink, protocol=5, buffer_callback=keep_in_band).dump(obj)
+        dumper = pickler(sink, protocol=5, buffer_callback=keep_in_band)
+        if pickler is pickle.Pickler and (table := _array_dispatch_table()) is not None:
+            dumper.dispatch_table = table
+        dumper.dump(obj)
         return sink.chunks, buffers
 
     def deserialize(self, parts: list[memoryview]) -> Any:
@@ -264,6 +269,62 @@ def _plain_array(obj: Any) -> bool:
         return False
     flags = obj.flags
     return (flags.c_contiguous or flags.f_contiguous) and _plain_dtype(obj.dtype)
+
+
+#: Per plain dtype without metadata seen: its short string (bounded).
+_DTYPE_TEXTS: dict[Any, str | None] = {}
+
+
+def _dtype_text(dtype: Any) -> str | None:
+    """``dtype.str`` (``'<f8'``) if it rebuilds ``dtype`` (as numpy's pickle does), else None."""
+    if dtype.metadata is not None:
+        return None  # equal to the dtype without it: never a cache key; numpy pickles it
+    try:
+        return _DTYPE_TEXTS[dtype]
+    except KeyError:
+        pass
+    text = dtype.str if _plain_dtype(dtype) else None
+    if len(_DTYPE_TEXTS) >= _HEADER_CACHE_SIZE:
+        _DTYPE_TEXTS.clear()
+    _DTYPE_TEXTS[dtype] = text
+    return text
+
+
+def _reduce_array(array: Any) -> Any:
+    """Reduce an ndarray as numpy does for protocol 5, but name a plain dtype by its string.
+
+    numpy pickles the dtype as an object (a reduction of its class through Python code,
+    then its state): more than the data of a small array costs, on both ends. Its
+    ``_frombuffer`` takes the dtype's string just as well, so the stream still needs only
+    numpy to load. Arrays that numpy would not pickle by buffer (non-contiguous, objects,
+    empty items, dtypes the buffer protocol cannot describe) and dtypes that a string does
+    not name exactly get numpy's reduction.
+    """
+    flags = array.flags
+    text = _dtype_text(array.dtype)
+    if text is None or not (flags.c_contiguous or flags.f_contiguous):
+        return array.__reduce_ex__(5)
+    try:
+        buffer = pickle.PickleBuffer(array)
+    except (ValueError, TypeError, BufferError):  # e.g. datetimes: no buffer format for them
+        return array.__reduce_ex__(5)
+    order = "F" if flags.f_contiguous and not flags.c_contiguous else "C"
+    return _frombuffer(), (buffer, text, array.shape, order)
+
+
+@functools.cache
+def _frombuffer() -> Any:
+    """The reconstructor numpy names in its protocol-5 reductions (its module varies)."""
+    return sys.modules["numpy"].zeros(1).__reduce_ex__(5)[0]
+
+
+def _array_dispatch_table() -> dict[Any, Any] | None:
+    """The copyreg reducers plus :func:`_reduce_array` for exact ndarrays, if numpy is loaded."""
+    numpy = sys.modules.get("numpy")
+    if numpy is None:
+        return None
+    # Copied each time: a reducer registered with copyreg later must still apply.
+    return {**copyreg.dispatch_table, numpy.ndarray: _reduce_array}
 
 
 class NdarraySerializer:

@@ -222,3 +222,73 @@ def test_loading_an_array_without_numpy_is_a_clear_error(monkeypatch) -> None:
     with pytest.raises(DeserializationError, match="numpy is not installed"):
         loads(data)
     assert loads(dumps(b"abc").join()) == b"abc"  # numpy-free paths still work
+
+
+@pytest.mark.parametrize(
+    "array",
+    [
+        np.arange(1024, dtype=np.uint8),
+        np.arange(6, dtype=">f8").reshape(2, 3),  # big-endian
+        np.asfortranarray(np.arange(12, dtype=np.int32).reshape(3, 4)),
+        np.array(3.5),  # 0-d
+        np.zeros((0, 4), dtype=np.int16),
+        np.array(["ab", "héé"], dtype="<U3"),
+        np.array([True, False]),
+    ],
+)
+def test_arrays_inside_pickles_name_a_plain_dtype_by_its_string(
+    monkeypatch, array: np.ndarray
+) -> None:
+    monkeypatch.setattr(serializers.cloudpickle, "Pickler", _NoCloudpickle)
+    stream, *_ = PickleSerializer().serialize({"a": array, "same": array})
+    assert b"dtype" not in bytes(stream)  # numpy would pickle the dtype object
+    back = loads(dumps({"a": array}, serializer=PickleSerializer()))["a"]
+    assert back.dtype == array.dtype
+    assert back.shape == array.shape
+    assert back.flags.f_contiguous == array.flags.f_contiguous
+    np.testing.assert_array_equal(back, array)
+
+
+@pytest.mark.parametrize(
+    "array",
+    [
+        np.array(["2024-01-02T03:04:05"], dtype="datetime64[ns]"),  # no buffer format
+        np.zeros(2, dtype=np.dtype(np.float64, metadata={"unit": "m"})),
+        np.arange(10.0)[::2],  # not contiguous
+        np.zeros(2, dtype=[("a", "<i4")]),
+    ],
+)
+def test_arrays_a_dtype_string_would_not_rebuild_are_pickled_by_numpy(
+    monkeypatch, array: np.ndarray
+) -> None:
+    monkeypatch.setattr(serializers.cloudpickle, "Pickler", _NoCloudpickle)
+    stream, *_ = PickleSerializer().serialize([array])
+    assert b"dtype" in bytes(stream)
+    (back,) = loads(dumps([array], serializer=PickleSerializer()))
+    assert back.dtype == array.dtype
+    assert back.dtype.char == array.dtype.char
+    assert back.dtype.metadata == array.dtype.metadata
+    np.testing.assert_array_equal(back, array)
+
+
+def test_large_arrays_inside_pickles_stay_out_of_band_views() -> None:
+    array = np.arange(MB // 8, dtype=np.float64)
+    _, buffer = PickleSerializer().serialize({"a": array})
+    assert np.shares_memory(np.frombuffer(buffer, dtype=np.float64), array)
+    back = loads(bytearray(dumps({"a": array}, serializer=PickleSerializer()).join()))["a"]
+    assert back.flags.writeable
+    np.testing.assert_array_equal(back, array)
+
+
+class _Registered:
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+
+def test_reducers_registered_with_copyreg_later_still_apply(monkeypatch) -> None:
+    import copyreg
+
+    monkeypatch.setitem(copyreg.dispatch_table, _Registered, lambda obj: (int, (obj.value,)))
+    back = loads(dumps([_Registered(7), np.arange(3)], serializer=PickleSerializer()))
+    assert back[0] == 7
+    np.testing.assert_array_equal(back[1], np.arange(3))
