@@ -13,7 +13,7 @@ from __future__ import annotations
 import enum
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from framework.objects.shareable import ReservedHeaderKey, ReturnCode, Shareable, error_reply
@@ -66,44 +66,42 @@ class SeqTracker:
         )
 
 
-@dataclass
 class ReplySlots:
     """The replies of one object, one slot per target.
 
+    The sending thread reads replies into the slots itself; a reply that came as a byte
+    stream is filed from the cell's thread, hence the lock.
+
     Args:
         seq: The object's sequence number; replies to other numbers are ignored.
-        targets: Every target the object went to.
+        targets: Every target the object went to (no duplicates).
     """
 
-    seq: int
-    targets: list[str]
-    replies: dict[str, Shareable] = field(default_factory=dict)
-    cond: threading.Condition = field(default_factory=threading.Condition)
+    __slots__ = ("_lock", "_wanted", "replies", "seq", "targets")
+
+    def __init__(self, seq: int, targets: list[str]) -> None:
+        self.seq = seq
+        self.targets = targets
+        self.replies: dict[str, Shareable] = {}
+        self._wanted = frozenset(targets)
+        self._lock = threading.Lock()
 
     def fill(self, target: str, seq: int, reply: Shareable) -> bool:
         """Put ``reply`` in ``target``'s slot; False if unexpected or already filled."""
-        with self.cond:
-            if seq != self.seq or target not in self.targets or target in self.replies:
+        with self._lock:
+            if seq != self.seq or target not in self._wanted or target in self.replies:
                 return False
             self.replies[target] = reply
-            self.cond.notify_all()
             return True
 
     def missing(self) -> list[str]:
         """Targets without a reply yet."""
-        with self.cond:
+        with self._lock:
             return [t for t in self.targets if t not in self.replies]
 
     def complete(self) -> bool:
         """Whether every target has a reply."""
-        return not self.missing()
-
-    def wait(self, timeout: float) -> bool:
-        """Wait up to ``timeout`` seconds for the last slot; return :meth:`complete`."""
-        with self.cond:
-            if len(self.replies) < len(self.targets) and timeout > 0:
-                self.cond.wait(timeout)
-            return len(self.replies) >= len(self.targets)
+        return len(self.replies) == len(self._wanted)  # slots only ever fill
 
     def fail_missing(self, rc: str, reason: str, only: list[str] | None = None) -> None:
         """Fill the empty slots (of ``only``, if given) with an error reply."""
@@ -112,7 +110,7 @@ class ReplySlots:
 
     def result(self) -> dict[str, Shareable]:
         """The replies in target order (call once every slot is filled)."""
-        with self.cond:
+        with self._lock:
             return {t: self.replies[t] for t in self.targets if t in self.replies}
 
 
