@@ -33,9 +33,9 @@ logger = logging.getLogger(__name__)
 def envelope_of(eid: bytes, fields: dict[bytes, Any], key: str) -> Envelope | None:
     """The envelope of a mailbox entry, or None (logged) if it has none or a bad one."""
     try:
-        return decode_envelope(fields.get(ENVELOPE_FIELD), f"entry {eid!r} of {key!r}")
-    except FrameworkError as exc:
-        logger.warning("Dropping an unreadable message: %s", exc)
+        return decode_envelope(fields.get(ENVELOPE_FIELD), "mailbox entry")
+    except FrameworkError as exc:  # the entry is named here: every message comes this way
+        logger.warning("Dropping an unreadable message (entry %r of %r): %s", eid, key, exc)
         return None
 
 
