@@ -14,14 +14,17 @@ The connections keep redis-py's hiredis reply parser but pack commands with
 :class:`ZeroCopySerializer`, which sends large ``bytes``, ``memoryview`` and
 :class:`~framework.buffers.Segments` arguments without copying them. redis-py's hiredis
 packer copies every large argument twice; a 64 MB SET runs several times faster without it.
+TCP connections to a loopback address use Reno congestion control (:func:`unpaced`).
 :func:`mapped_errors` turns Redis exceptions into :mod:`framework.exceptions`.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import re
+import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -56,7 +59,9 @@ __all__ = [
     "ZeroCopySSLConnection",
     "ZeroCopySerializer",
     "ZeroCopyUnixDomainSocketConnection",
+    "is_loopback",
     "mapped_errors",
+    "unpaced",
 ]
 
 logger = logging.getLogger(__name__)
@@ -70,6 +75,8 @@ JOIN_BELOW: Final = 6000
 RETRY_BACKOFF_BASE: Final = 0.02
 #: Longest retry delay (s) of the ``client`` backoff.
 RETRY_BACKOFF_CAP: Final = 1.0
+#: Congestion control of TCP connections to a loopback address (see :func:`unpaced`).
+LOOPBACK_CONGESTION: Final = b"reno"
 
 
 class ZeroCopySerializer(rconn.PythonRespSerializer):
@@ -163,10 +170,50 @@ def _zero_copy_packer(self: Any, packer: Any) -> Any:
     return packer or ZeroCopySerializer(self._buffer_cutoff, self.encoder.encode)
 
 
+def is_loopback(sock: socket.socket) -> bool:
+    """True if ``sock`` is a TCP socket connected to a loopback address."""
+    if sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return False
+    try:
+        return ipaddress.ip_address(sock.getpeername()[0]).is_loopback
+    except (OSError, ValueError):
+        return False
+
+
+def unpaced(sock: socket.socket) -> None:
+    """Give a TCP socket connected to a loopback address Reno congestion control.
+
+    Hosts that default to BBR pace every socket's sends with kernel timers. On loopback
+    there is no network to pace for: a pipelined 16 MB write to a local Redis ran at
+    3.3-4.7 GB/s under BBR and 9.2-9.8 GB/s under Reno, and each paced send costs a timer
+    interrupt (more so in a VM). Reno is the one algorithm Linux lets every process pick.
+    Connections to other hosts keep the host's algorithm; where the option is missing or
+    refused, nothing changes.
+    """
+    if not hasattr(socket, "TCP_CONGESTION") or not is_loopback(sock):
+        return
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, LOOPBACK_CONGESTION)
+    except OSError:
+        logger.debug("Could not set the congestion control of a loopback socket.", exc_info=True)
+
+
 class ZeroCopyConnection(GatherSendMixin, rconn.Connection):
-    """TCP connection: hiredis parser, :class:`ZeroCopySerializer`, one sendmsg per command."""
+    """TCP connection: hiredis parser, :class:`ZeroCopySerializer`, one sendmsg per command.
+
+    Connections to a loopback address are :func:`unpaced`; :attr:`loopback` says whether
+    the current socket is one.
+    """
 
     _construct_command_packer = _zero_copy_packer
+    #: True while connected to a loopback address (the peer is on this host).
+    loopback = False
+
+    def _connect(self) -> socket.socket:
+        sock: socket.socket = super()._connect()  # type: ignore[no-untyped-call]
+        self.loopback = is_loopback(sock)
+        unpaced(sock)
+        return sock
 
 
 class ZeroCopySSLConnection(rconn.SSLConnection):

@@ -29,11 +29,13 @@ from redis.connection import ConnectionPool
 from framework.buffers import Segments
 from framework.connection import (
     JOIN_BELOW,
+    LOOPBACK_CONGESTION,
     MAX_BLOCK_MS,
     RedisConnection,
     ZeroCopyConnection,
     ZeroCopySerializer,
     mapped_errors,
+    unpaced,
 )
 from framework.exceptions import (
     AuthenticationFailed,
@@ -200,6 +202,50 @@ def test_three_roles_follow_the_policy(redis_url: str) -> None:
             assert isinstance(connection._command_packer, ZeroCopySerializer)
         finally:
             pools[0].release(connection)
+
+
+def _congestion(sock: socket.socket) -> bytes:
+    return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, 16).rstrip(b"\0")
+
+
+def test_loopback_connections_are_unpaced(redis_url: str) -> None:
+    with RedisConnection.from_url(redis_url) as conn:
+        for client in (conn.client, conn.once, conn.blocking):
+            connection = client.connection_pool.get_connection()
+            try:
+                assert ipaddress.ip_address(connection._sock.getpeername()[0]).is_loopback
+                assert _congestion(connection._sock) == LOOPBACK_CONGESTION
+            finally:
+                client.connection_pool.release(connection)
+
+
+class _Socket:
+    """Records setsockopt calls; connected to ``peer``."""
+
+    def __init__(self, peer: str, family: int = socket.AF_INET) -> None:
+        self.family, self.peer, self.options = family, peer, []
+
+    def getpeername(self) -> tuple[str, int]:
+        return self.peer, 6379
+
+    def setsockopt(self, *option: object) -> None:
+        self.options.append(option)
+
+
+def test_only_loopback_peers_get_another_congestion_control() -> None:
+    for peer, family, changed in [
+        ("127.0.0.1", socket.AF_INET, True),
+        ("127.8.9.10", socket.AF_INET, True),
+        ("::1", socket.AF_INET6, True),
+        ("10.1.2.3", socket.AF_INET, False),
+        ("2001:db8::1", socket.AF_INET6, False),
+    ]:
+        sock = _Socket(peer, family)
+        unpaced(sock)  # type: ignore[arg-type]
+        expected = [(socket.IPPROTO_TCP, socket.TCP_CONGESTION, LOOPBACK_CONGESTION)]
+        assert sock.options == (expected if changed else []), peer
+    with socket.socket(socket.AF_UNIX) as unix:
+        unpaced(unix)  # not TCP: left alone, no error
 
 
 def test_cluster_nodes_use_the_zero_copy_packer(cluster_conn: RedisConnection) -> None:
