@@ -92,12 +92,13 @@ class ChunkDecoder:
         """Last accepted chunk and the bytes accepted so far."""
         return Position(self.next_seq - 1, self.offset)
 
-    def accept(self, header: ChunkHeader, data: bytes) -> bytes | None:
+    def accept(self, header: ChunkHeader, data: bytes, crc: int | None = None) -> bytes | None:
         """Verify one chunk frame and return its plain bytes.
 
         Args:
             header: The chunk's header.
             data: The chunk's bytes as stored.
+            crc: CRC-32C of ``data`` if the reader computed it as the bytes arrived.
 
         Returns:
             The plain bytes, or None for a duplicate of an accepted chunk.
@@ -116,7 +117,7 @@ class ChunkDecoder:
             raise TruncatedFrameError(
                 f"The {where} holds {len(data)} bytes, its header says {header.wlen}."
             )
-        if crc32c(data) != header.crc:
+        if (crc32c(data) if crc is None else crc) != header.crc:
             raise ChecksumError(
                 f"The {where} (offset {header.off}) fails its crc32c check: the data is corrupted."
             )

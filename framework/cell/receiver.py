@@ -85,6 +85,8 @@ class RxTransfer:
         self._final: Control | None = None
         self._data_from = f"{start.seq + 1}-0"
         self._ack_from = "0-0"
+        #: Chunks per XREAD; fan-out receivers share the configured count.
+        self.read_count = config.read_count_for(len(announce.targets))
         self._last_progress = self._last_ack = time.monotonic()
 
     @property
@@ -116,7 +118,7 @@ class RxTransfer:
                 lambda: self.io.read(
                     self._data_from,
                     self._ack_from,
-                    self.config.read_count,
+                    self.read_count,
                     self._unsent,
                     place=place,
                 ),
@@ -127,7 +129,7 @@ class RxTransfer:
             out = []
             for eid, frame in frames:
                 self._data_from = eid.decode()
-                plain = self.decoder.accept(frame.header, frame.data)
+                plain = self.decoder.accept(frame.header, frame.data, frame.crc)
                 if plain is not None:
                     out.append((frame.header, plain))
             if out:

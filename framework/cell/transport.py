@@ -32,7 +32,7 @@ from framework.cell.frames import (
     decode,
     entry_id,
 )
-from framework.cell.rawread import Place, exchange
+from framework.cell.rawread import Checked, Place, exchange
 from framework.cell.window import Position
 from framework.connection import MAX_BLOCK_MS, RedisConnection
 from framework.exceptions import BackendError, FramingError, MalformedFrameError
@@ -82,6 +82,8 @@ class Frame:
     header: ChunkHeader
     #: The body: bytes, a bytearray, or a view of its place in a blob (bytes-like).
     data: Any
+    #: CRC-32C of ``data`` computed while it was read, None when it still has to be.
+    crc: int | None = None
 
 
 def stream_entries(reply: Any) -> Iterable[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]]:
@@ -339,7 +341,10 @@ class TransferIO:
         if raw is None or data is None:
             missing = "header field 'h'" if raw is None else "data field 'd'"
             raise MalformedFrameError(f"The {where} has no {missing}.")
-        return Frame(decode(ChunkHeader, raw, f"header of the {where}"), data)
+        header = decode(ChunkHeader, raw, f"header of the {where}")
+        if isinstance(data, Checked):
+            return Frame(header, data.data, data.crc)
+        return Frame(header, data)
 
     def _controls(self, reply: Any) -> list[ControlEntry]:
         out: list[ControlEntry] = []

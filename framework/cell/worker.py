@@ -166,7 +166,7 @@ def receive_blob(rx: RxTransfer, future: StreamFuture, max_size: int) -> bytearr
     while not rx.decoder.finished:
         if placer is not None:
             # Chunk bodies are read straight into the blob: room for one XREAD batch.
-            blob.reserve(rx.config.read_count * rx.announce.chunk_size)
+            blob.reserve(rx.read_count * rx.announce.chunk_size)
             placer.expect(rx.decoder.next_seq, rx.decoder.offset)
         for header, plain in rx.fetch(placer):
             blob.write(header.off, plain)

@@ -221,10 +221,17 @@ def test_callback_error_crosses_as_type_and_message(
     assert "ValueError: bad input ✗" in str(exc)
 
 
-def test_corrupted_chunk_is_detected(conn: RedisConnection, make_cell: CellFactory) -> None:
+@pytest.mark.parametrize("mode", ["blob", "stream"])
+def test_corrupted_chunk_is_detected(
+    conn: RedisConnection, make_cell: CellFactory, mode: str
+) -> None:
     config = SMALL.model_copy(update={"window": 64 * CHUNK})
     data = payload(6 * CHUNK)
-    future = make_cell(conn, "a", config).send_blob("ch", "t", "b", Message({}, data))
+    sender = make_cell(conn, "a", config)
+    if mode == "blob":
+        future = sender.send_blob("ch", "t", "b", Message({}, data))
+    else:
+        future = sender.send_stream("ch", "t", "b", Message({}, BytesStream(data)))
     io = TransferIO(conn, future.get_stream_id(), 60)
     deadline = time.monotonic() + 10
     while conn.client.xlen(io.data) < 6 and time.monotonic() < deadline:
@@ -239,13 +246,23 @@ def test_corrupted_chunk_is_detected(conn: RedisConnection, make_cell: CellFacto
         conn.client.xadd(io.data, fields, id=eid)
     receiver = make_cell(conn, "b")
     errors: list[BaseException] = []
+    received: list[bytes] = []
+
+    def on_stream(future: Any, stream: Any, resume: int) -> None:
+        while chunk := stream.read(CHUNK):
+            received.append(bytes(chunk))
+
     receiver.register_blob_cb("ch", "t", lambda f: errors.append(AssertionError("called")))
+    receiver.register_stream_cb("ch", "t", on_stream)
     exc = future.exception(timeout=20)
     assert isinstance(exc, StreamError)
     assert isinstance(exc.__cause__, ChecksumError)
     assert "crc32" in str(exc)
     assert "chunk 3" in str(exc)
     assert errors == []  # a failed blob never reaches the callback
+    got = b"".join(received)  # a stream never hands out a byte of the bad chunk or after
+    assert len(got) <= 3 * CHUNK
+    assert data.startswith(got)
 
 
 def test_a_sender_times_out_when_no_receiver_reads(

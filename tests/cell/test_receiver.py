@@ -49,3 +49,28 @@ def test_a_pending_ack_carries_the_latest_consumed_position(fake_conn: RedisConn
     rx.complete()
     assert rx.ended
     assert io.acked("b") == Position(3, 40)
+
+
+def test_the_receivers_of_a_fan_out_share_the_read_count(conn: RedisConnection) -> None:
+    data = bytes(range(80))
+    config = CellConfig(chunk_size=10, window=80, ack_interval=10, read_count=8, idle_timeout=5)
+    for targets, per_read in ((["b"], 8), (["b", "c"], 4), (["b", "c", "d", "e"], 2)):
+        ann = Announce(
+            sid=len(targets), origin="a", channel="c", topic="t", mode="stream",
+            size=len(data), targets=targets, chunk_size=10, window=80,
+        )  # fmt: skip
+        io = TransferIO(conn, ann.sid, 60)
+        _write(io, data, range(8), 10)
+        rx = RxTransfer(io, ann, "b", config, None, Position(), threading.Event())
+        seqs: list[int] = []
+        while len(seqs) < 8:
+            got = [header.seq for header, _ in rx.fetch()]
+            assert len(got) == per_read, targets
+            seqs += got
+        assert seqs == list(range(8))
+
+
+def test_read_count_for_never_drops_below_one() -> None:
+    config = CellConfig(read_count=8)
+    assert [config.read_count_for(n) for n in (0, 1, 2, 3, 4, 8, 9)] == [8, 8, 4, 2, 2, 1, 1]
+    assert CellConfig(read_count=1).read_count_for(4) == 1
