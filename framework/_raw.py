@@ -19,7 +19,8 @@ from __future__ import annotations
 import os
 import select
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import redis
@@ -100,17 +101,28 @@ class PinnedConnection:
 
     def round_trip(self, commands: Sequence[tuple[Any, ...]]) -> list[Any] | None:
         """Run ``commands`` in one round trip; see :func:`round_trip`."""
-        if not self._served:
-            return None
-        if not self._lock.acquire(blocking=False):
-            return round_trip(self._client, commands)
+        with self.held() as connection:
+            if connection is None:
+                return round_trip(self._client, commands)
+            return _exchange(connection, commands)
+
+    @contextmanager
+    def held(self) -> Iterator[Any]:
+        """The kept connection, for this thread alone until the block ends.
+
+        Yields None when the client is not served here or another thread holds the
+        connection; the caller then takes one from the pool.
+        """
+        if not self._served or not self._lock.acquire(blocking=False):
+            yield None
+            return
         try:
             if self._connection is None or self._pid != os.getpid():
                 self._connection = self._client.connection_pool.get_connection()
                 self._pid = os.getpid()
             else:
                 self._drop_if_closed()
-            return _exchange(self._connection, commands)
+            yield self._connection
         finally:
             self._lock.release()
 

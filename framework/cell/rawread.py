@@ -26,6 +26,7 @@ are redis-py's own, so the caller maps them as usual.
 
 from __future__ import annotations
 
+import re
 import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -37,9 +38,10 @@ from redis._parsers.base import BaseParser
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from framework._raw import PinnedConnection
 from framework.cell.assembler import uninitialized
 
-__all__ = ["Checked", "Place", "exchange", "round_trip"]
+__all__ = ["Checked", "Place", "ReadSession", "exchange", "round_trip"]
 
 #: ``place(fields_so_far, size)``: where a chunk body of ``size`` bytes goes (a writable
 #: memoryview of exactly that size), or None for a new bytearray.
@@ -51,8 +53,16 @@ _BUFFER = 1 << 16
 _IN_PLACE = 1 << 14
 #: Most bytes a loopback reader waits for before it is woken (``SO_RCVLOWAT``).
 _WAKE_BYTES = 1 << 20
-#: The field of a chunk entry that holds the chunk's bytes.
-_DATA = b"d"
+#: The fields of a chunk entry: its header, and the chunk's bytes.
+_HEADER, _DATA = b"h", b"d"
+#: A chunk entry as the sender writes it, up to its body: ``[id, [h, header, d, <size>``.
+#: Matched in the read buffer in one call instead of nine header lines; anything else
+#: (another layout, a value holding CR, an entry cut by the buffer's end) is parsed
+#: line by line.
+_CHUNK_ENTRY = re.compile(
+    rb"\*2\r\n\$(\d+)\r\n([^\r]*)\r\n\*4\r\n\$1\r\nh\r\n\$(\d+)\r\n([^\r]*)\r\n"
+    rb"\$1\r\nd\r\n\$(\d+)\r\n"
+)
 
 
 @dataclass(frozen=True)
@@ -65,7 +75,10 @@ class Checked:
 
 
 def round_trip(
-    client: Any, commands: Sequence[tuple[Any, ...]], place: Place | None = None
+    client: Any,
+    commands: Sequence[tuple[Any, ...]],
+    place: Place | None = None,
+    session: ReadSession | None = None,
 ) -> list[Any] | None:
     """Run ``commands`` (the last one an ``XREAD``) in one round trip.
 
@@ -73,6 +86,8 @@ def round_trip(
         client: The blocking client; only a plain ``redis.Redis`` is served.
         commands: Argument tuples; the last must be ``XREAD ... STREAMS ...``.
         place: Chooses the destination of each chunk body (field ``d``).
+        session: A connection and read buffer kept by the caller (see
+            :class:`ReadSession`); without one, a connection of the pool is used.
 
     Returns:
         The replies (errors as redis-py ``ResponseError`` objects); the ``XREAD`` reply as a list
@@ -85,32 +100,89 @@ def round_trip(
     """
     if type(client) is not redis.Redis:
         return None
+    if session is not None:
+        return session.round_trip(commands, place)
     pool = client.connection_pool
     connection: Any = pool.get_connection()
     try:
         if getattr(connection, "_sock", None) is None:
             return None
+        return _exchange(connection, _reader_for(connection), commands, place)
+    finally:
+        pool.release(connection)
+
+
+class ReadSession:
+    """One receiver's connection and read buffer, kept from one round trip to the next.
+
+    A transfer's receiver makes one round trip per chunk or two; taking a connection
+    from redis-py 8's pool and giving it back (locks, a readiness ``poll``,
+    instrumentation) and a fresh 64 KB read buffer each time cost it more than parsing
+    the reply. The connection is one of ``client``'s pool (see
+    :class:`~framework._raw.PinnedConnection`: a connection the server closed while it
+    was idle is replaced, a thread that finds it busy uses the pool). :meth:`close`
+    gives it back; it is idempotent.
+
+    Args:
+        client: The blocking client the transfer reads with.
+    """
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self._pinned = PinnedConnection(client)
+        self._reader: _Reader | None = None
+
+    def round_trip(
+        self, commands: Sequence[tuple[Any, ...]], place: Place | None = None
+    ) -> list[Any] | None:
+        """:func:`round_trip` on the kept connection."""
+        with self._pinned.held() as connection:
+            if connection is None:
+                return round_trip(self._client, commands, place)
+            if getattr(connection, "_sock", None) is None:
+                connection.connect()  # dropped by an earlier failure: start afresh
+            reader = self._reader
+            if reader is None or reader.sock is not connection._sock:
+                reader = self._reader = _reader_for(connection)
+            return _exchange(connection, reader, commands, place)
+
+    def close(self) -> None:
+        """Give the connection back to the pool (idempotent)."""
+        self._reader = None
+        self._pinned.close()
+
+
+def _reader_for(connection: Any) -> _Reader:
+    return _Reader(connection._sock, whole=getattr(connection, "loopback", False))
+
+
+def _exchange(
+    connection: Any, reader: _Reader, commands: Sequence[tuple[Any, ...]], place: Place | None
+) -> list[Any]:
+    try:
         connection.send_packed_command(connection.pack_commands(commands))
-        reader = _Reader(connection._sock, whole=getattr(connection, "loopback", False))
         replies = [reader.value() for _ in commands[:-1]]
         replies.append(reader.xread(place))
-        if reader.pending():  # never expected: do not hand out a connection in doubt
+        if reader.pending():  # never expected: do not keep a connection in doubt
             connection.disconnect()
     except BaseException:
         connection.disconnect()  # a reply may be half read: never reuse it
         raise
-    finally:
-        pool.release(connection)
     return replies
 
 
 def exchange(
-    client: Any, commands: list[tuple[Any, ...]], xread: tuple[Any, ...], place: Place | None = None
+    client: Any,
+    commands: list[tuple[Any, ...]],
+    xread: tuple[Any, ...],
+    place: Place | None = None,
+    session: ReadSession | None = None,
 ) -> tuple[list[Any], Any]:
     """Run ``commands`` then ``xread`` in one round trip.
 
-    Straight from the socket when :func:`round_trip` serves the client, else through a
-    redis-py pipeline (cluster, fakeredis).
+    Straight from the socket when :func:`round_trip` serves the client (on
+    ``session``'s connection if given), else through a redis-py pipeline (cluster,
+    fakeredis).
 
     Returns:
         The replies to ``commands`` (errors as exception objects) and the XREAD reply as
@@ -120,7 +192,7 @@ def exchange(
     Raises:
         redis.exceptions.RedisError: The XREAD failed or the connection dropped.
     """
-    replies = round_trip(client, [*commands, xread], place)
+    replies = round_trip(client, [*commands, xread], place, session)
     if replies is not None:
         streams = [
             (key, [(eid, _pairs(fields)) for eid, fields in entries])
@@ -188,6 +260,10 @@ class _Reader:
     def _entries(self, place: Place | None) -> list[tuple[bytes, list[Any]]]:
         entries = []
         for _ in range(int(self._header()[1])):
+            chunk = self._chunk_entry(place)
+            if chunk is not None:
+                entries.append(chunk)
+                continue
             self._header()  # [id, fields]
             eid = self.value()
             fields: list[Any] = []
@@ -203,6 +279,22 @@ class _Reader:
                 fields.append(self._checked_body(size, target))
             entries.append((eid, fields))
         return entries
+
+    def _chunk_entry(self, place: Place | None) -> tuple[bytes, list[Any]] | None:
+        """A chunk entry whose prefix is in the buffer in the sender's layout, else None."""
+        match = _CHUNK_ENTRY.match(self.buf, self.start, self.end)
+        if match is None:
+            return None
+        eid, header = match[2], match[4]
+        # [^\r]* stops at a CR inside a value: the declared lengths must agree.
+        if len(eid) != int(match[1]) or len(header) != int(match[3]):
+            return None
+        self.start = match.end()
+        size = int(match[5])
+        fields: list[Any] = [_HEADER, header, _DATA]
+        target = None if place is None else place(fields, size)
+        fields.append(self._checked_body(size, target))
+        return eid, fields
 
     def _simple(self, kind: int, rest: bytes) -> Any:
         if kind == b"+"[0]:

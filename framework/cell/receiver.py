@@ -23,7 +23,7 @@ from framework.cell.assembler import ChunkDecoder
 from framework.cell.config import CellConfig
 from framework.cell.crypto import ChunkCipher
 from framework.cell.frames import Announce, ChunkHeader, Control, error_from_wire
-from framework.cell.rawread import Place
+from framework.cell.rawread import Place, ReadSession
 from framework.cell.reconnect import with_reconnect
 from framework.cell.transport import ControlEntry, TransferIO
 from framework.cell.types import Stream, StreamFuture, StreamTaskSpec
@@ -85,9 +85,14 @@ class RxTransfer:
         self._final: Control | None = None
         self._data_from = f"{start.seq + 1}-0"
         self._ack_from = "0-0"
-        #: Chunks per XREAD; fan-out receivers share the configured count.
-        self.read_count = config.read_count_for(len(announce.targets))
+        #: Chunks per XREAD; fan-out receivers ask for about one MiB.
+        self.read_count = config.read_count_for(len(announce.targets), announce.chunk_size)
         self._last_progress = self._last_ack = time.monotonic()
+        self._session = ReadSession(io.conn.blocking)
+
+    def close(self) -> None:
+        """Give back the connection this transfer's reads kept (idempotent)."""
+        self._session.close()
 
     @property
     def sid(self) -> int:
@@ -121,6 +126,7 @@ class RxTransfer:
                     self.read_count,
                     self._unsent,
                     place=place,
+                    session=self._session,
                 ),
                 "reading chunks",
             )

@@ -32,7 +32,7 @@ from framework.cell.frames import (
     decode,
     entry_id,
 )
-from framework.cell.rawread import Checked, Place, exchange
+from framework.cell.rawread import Checked, Place, ReadSession, exchange
 from framework.cell.window import Position
 from framework.connection import MAX_BLOCK_MS, RedisConnection
 from framework.exceptions import BackendError, FramingError, MalformedFrameError
@@ -300,6 +300,7 @@ class TransferIO:
         ack: Control | None = None,
         block_ms: int = POLL_MS,
         place: Place | None = None,
+        session: ReadSession | None = None,
     ) -> tuple[list[tuple[bytes, Frame]], list[ControlEntry]]:
         """Block up to ``block_ms`` for chunk frames and controls, in one XREAD.
 
@@ -314,6 +315,7 @@ class TransferIO:
             ack: An acknowledgement to post in the same round trip, before reading.
             block_ms: Longest wait.
             place: Picks the destination of each chunk body (blob mode).
+            session: The receiver's kept connection for these reads.
 
         Returns:
             ``(frames, controls)``, each as ``(entry_id, item)`` lists.
@@ -323,7 +325,7 @@ class TransferIO:
         xread = ("XREAD", "COUNT", count, "BLOCK", block, "STREAMS", self.data, self.ack)
         with self.conn.mapped_errors(f"read chunks of {self.data!r}", command="XREAD"):
             replies, reply = exchange(
-                self.conn.blocking, prefix, (*xread, data_from, ack_from), place
+                self.conn.blocking, prefix, (*xread, data_from, ack_from), place, session
             )
             _raise_first(replies)
         frames: list[tuple[bytes, Frame]] = []

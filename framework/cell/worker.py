@@ -89,6 +89,7 @@ class RxWorker:
             self.rx.fail(exc)
             self.future.set_exception(StreamError(f"Receiving {self.rx.name} failed: {exc}"))
         finally:
+            self.rx.close()
             self.on_done(self)
 
     def _stream(self) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 
 from framework.cell.assembler import encode_chunk
-from framework.cell.config import CellConfig
+from framework.cell.config import DEFAULT_CHUNK_SIZE, CellConfig, MiB
 from framework.cell.frames import Announce
 from framework.cell.receiver import RxTransfer
 from framework.cell.transport import TransferIO
@@ -51,26 +51,32 @@ def test_a_pending_ack_carries_the_latest_consumed_position(fake_conn: RedisConn
     assert io.acked("b") == Position(3, 40)
 
 
-def test_the_receivers_of_a_fan_out_share_the_read_count(conn: RedisConnection) -> None:
-    data = bytes(range(80))
-    config = CellConfig(chunk_size=10, window=80, ack_interval=10, read_count=8, idle_timeout=5)
-    for targets, per_read in ((["b"], 8), (["b", "c"], 4), (["b", "c", "d", "e"], 2)):
+def test_the_receivers_of_a_fan_out_ask_for_about_a_mebibyte(conn: RedisConnection) -> None:
+    chunk = 300 * 1024
+    data = bytes(8 * chunk)
+    config = CellConfig(chunk_size=chunk, window=len(data), ack_interval=chunk, read_count=8)
+    for targets, per_read in ((["b"], 8), (["b", "c"], 3), (["b", "c", "d", "e"], 3)):
         ann = Announce(
             sid=len(targets), origin="a", channel="c", topic="t", mode="stream",
-            size=len(data), targets=targets, chunk_size=10, window=80,
+            size=len(data), targets=targets, chunk_size=chunk, window=len(data),
         )  # fmt: skip
         io = TransferIO(conn, ann.sid, 60)
-        _write(io, data, range(8), 10)
+        _write(io, data, range(8), chunk)
         rx = RxTransfer(io, ann, "b", config, None, Position(), threading.Event())
         seqs: list[int] = []
         while len(seqs) < 8:
             got = [header.seq for header, _ in rx.fetch()]
-            assert len(got) == per_read, targets
+            assert len(got) == min(per_read, 8 - len(seqs)), targets
             seqs += got
+        rx.close()
         assert seqs == list(range(8))
 
 
-def test_read_count_for_never_drops_below_one() -> None:
+def test_read_count_for_stays_within_one_and_the_configured_count() -> None:
     config = CellConfig(read_count=8)
-    assert [config.read_count_for(n) for n in (0, 1, 2, 3, 4, 8, 9)] == [8, 8, 4, 2, 2, 1, 1]
-    assert CellConfig(read_count=1).read_count_for(4) == 1
+    chunk = DEFAULT_CHUNK_SIZE
+    assert [config.read_count_for(n, chunk) for n in (0, 1, 2, 4, 9)] == [8, 8, 1, 1, 1]
+    assert config.read_count_for(4, 4 * MiB) == 1
+    assert config.read_count_for(4, 64 * 1024) == 8  # 16 would fit: capped at read_count
+    assert config.read_count_for(4, 256 * 1024) == 4
+    assert CellConfig(read_count=1).read_count_for(4, 1024) == 1
