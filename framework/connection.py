@@ -28,7 +28,7 @@ import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Final
+from typing import Any, Final, NoReturn
 
 import hiredis
 import redis
@@ -251,30 +251,36 @@ def mapped_errors(
             exhausted or the cluster is down.
         BackendError: Redis or the client reported any other error.
     """
-    head = f"Could not {what}: Redis at {url}" if url else f"Could not {what}: Redis"
     try:
         yield
-    except rex.TimeoutError as exc:
+    except (rex.RedisError, rex.RedisClusterException) as exc:
+        _raise_mapped(exc, what, url, command)
+
+
+def _raise_mapped(exc: Exception, what: str, url: str | None, command: str | None) -> NoReturn:
+    """Raise the framework exception for ``exc`` (see :func:`mapped_errors`)."""
+    # Formatted only on failure: the block around every hot-path read is entered per read.
+    head = f"Could not {what}: Redis at {url}" if url else f"Could not {what}: Redis"
+    if isinstance(exc, rex.TimeoutError):
         raise BackendTimeout(f"{head} did not answer in time ({exc}).", command=command) from exc
-    except (rex.AuthenticationError, rex.AuthenticationWrongNumberOfArgsError) as exc:
+    # Before ConnectionError: redis-py's AuthenticationError is one.
+    if isinstance(exc, rex.AuthenticationError | rex.AuthenticationWrongNumberOfArgsError):
         raise AuthenticationFailed(_auth_message(head, exc), command=command) from exc
-    except rex.NoPermissionError as exc:
+    if isinstance(exc, rex.NoPermissionError):
         denied = _denied(str(exc), command)
         raise PermissionDenied(
             f"{head} denied {denied} to this ACL user ({exc}); grant it in the user's ACL rules.",
             command=command,
         ) from exc
-    except (rex.ConnectionError, rex.ClusterDownError, rex.SlotNotCoveredError) as exc:
+    if isinstance(exc, rex.ConnectionError | rex.ClusterDownError | rex.SlotNotCoveredError):
         raise BackendUnavailable(f"{head} is unreachable ({exc}).", command=command) from exc
-    except (rex.RedisError, rex.RedisClusterException) as exc:
-        kind = type(exc).__name__
-        if _SCRIPT_DENIED in str(exc):  # a Lua script's command refused by the ACL
-            raise PermissionDenied(
-                f"{head} denied a command of a Lua script to this ACL user ({exc}); grant "
-                "the script's commands in the user's ACL rules.",
-                command=command,
-            ) from exc
-        raise BackendError(f"{head} reported {kind}: {exc}.", command=command) from exc
+    if _SCRIPT_DENIED in str(exc):  # a Lua script's command refused by the ACL
+        raise PermissionDenied(
+            f"{head} denied a command of a Lua script to this ACL user ({exc}); grant "
+            "the script's commands in the user's ACL rules.",
+            command=command,
+        ) from exc
+    raise BackendError(f"{head} reported {type(exc).__name__}: {exc}.", command=command) from exc
 
 
 # What Redis says when an ACL refuses a command that a script runs (not a NOPERM error).

@@ -111,28 +111,37 @@ class ChunkDecoder:
         """
         if header.seq < self.next_seq:
             return None
-        where = f"chunk {header.seq} of {self.name}"
-        self._check_place(header, where)
+        self._check_place(header)
         if len(data) != header.wlen:
             raise TruncatedFrameError(
-                f"The {where} holds {len(data)} bytes, its header says {header.wlen}."
+                f"The {self._where(header)} holds {len(data)} bytes, its header says {header.wlen}."
             )
         if (crc32c(data) if crc is None else crc) != header.crc:
             raise ChecksumError(
-                f"The {where} (offset {header.off}) fails its crc32c check: the data is corrupted."
+                f"The {self._where(header)} (offset {header.off}) fails its crc32c check: "
+                "the data is corrupted."
             )
-        plain = self._open(header, data, where)
+        plain = self._open(header, data)
         if len(plain) != header.len:
             raise TruncatedFrameError(
-                f"The {where} decodes to {len(plain)} bytes, its header says {header.len}."
+                f"The {self._where(header)} decodes to {len(plain)} bytes, "
+                f"its header says {header.len}."
             )
         self.next_seq += 1
         self.offset += header.len
-        self._check_size(header, where)
+        self._check_size(header)
         self.finished = header.last
         return plain
 
-    def _check_place(self, header: ChunkHeader, where: str) -> None:
+    def _where(self, header: ChunkHeader) -> str:
+        # Only formatted for an error: accept() runs once per chunk.
+        return f"chunk {header.seq} of {self.name}"
+
+    def _check_place(self, header: ChunkHeader) -> None:
+        if self.finished or header.seq > self.next_seq or header.off != self.offset:
+            self._misplaced(header, self._where(header))
+
+    def _misplaced(self, header: ChunkHeader, where: str) -> None:
         if self.finished:
             raise SequenceError(f"The {where} arrived after the last chunk.")
         if header.seq > self.next_seq:
@@ -142,7 +151,7 @@ class ChunkDecoder:
                 f"The {where} starts at offset {header.off}, expected {self.offset}."
             )
 
-    def _check_size(self, header: ChunkHeader, where: str) -> None:
+    def _check_size(self, header: ChunkHeader) -> None:
         if not self.size:
             return
         if self.offset > self.size or (header.last and self.offset != self.size):
@@ -151,11 +160,12 @@ class ChunkDecoder:
                 f"but its chunk {header.seq} ends at {self.offset}."
             )
 
-    def _open(self, header: ChunkHeader, data: bytes, where: str) -> bytes:
+    def _open(self, header: ChunkHeader, data: bytes) -> bytes:
         if self.cipher is None:
             if header.nonce is not None:
                 raise EncryptionError(
-                    f"The {where} is encrypted but the transfer was announced as plain."
+                    f"The {self._where(header)} is encrypted but the transfer was announced "
+                    "as plain."
                 )
             return data
         return self.cipher.open(data, header.nonce, self.sid, header.seq, header.off, header.last)

@@ -89,6 +89,7 @@ class RxTransfer:
         self.read_count = config.read_count_for(len(announce.targets), announce.chunk_size)
         self._last_progress = self._last_ack = time.monotonic()
         self._session = ReadSession(io.conn.blocking)
+        self._reading = f"reading chunks of {self.name}"
 
     def close(self) -> None:
         """Give back the connection this transfer's reads kept (idempotent)."""
@@ -119,7 +120,7 @@ class RxTransfer:
                 raise ClosedError(
                     f"The cell {self.me!r} closed while receiving {self.name}; it can resume later."
                 )
-            frames, controls = self._redis(
+            frames, controls = with_reconnect(
                 lambda: self.io.read(
                     self._data_from,
                     self._ack_from,
@@ -128,7 +129,9 @@ class RxTransfer:
                     place=place,
                     session=self._session,
                 ),
-                "reading chunks",
+                patience=self.config.idle_timeout,
+                stop=self.stopping,
+                what=self._reading,
             )
             self._unsent = None
             self._apply(controls)

@@ -20,6 +20,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import ValidationError
+
 from framework.cell.auth import ControlAuth
 from framework.cell.frames import (
     CONTROL_FIELD,
@@ -120,6 +122,7 @@ class TransferIO:
             keys.xfer_ack(str(sid)),
             keys.xfer_meta(str(sid)),
         )
+        self._read_what = f"read chunks of {self.data!r}"
 
     # -- sender side -------------------------------------------------------------------
 
@@ -323,7 +326,7 @@ class TransferIO:
         block = min(block_ms, MAX_BLOCK_MS)
         prefix = [] if ack is None else self._control_commands(ack)
         xread = ("XREAD", "COUNT", count, "BLOCK", block, "STREAMS", self.data, self.ack)
-        with self.conn.mapped_errors(f"read chunks of {self.data!r}", command="XREAD"):
+        with self.conn.mapped_errors(self._read_what, command="XREAD"):
             replies, reply = exchange(
                 self.conn.blocking, prefix, (*xread, data_from, ack_from), place, session
             )
@@ -338,15 +341,20 @@ class TransferIO:
         return frames, controls
 
     def _frame(self, eid: bytes, fields: dict[bytes, bytes]) -> Frame:
-        where = f"chunk entry {_text(eid)} of stream {self.sid}"
         raw, data = (fields or {}).get(HEADER_FIELD), (fields or {}).get(DATA_FIELD)
         if raw is None or data is None:
             missing = "header field 'h'" if raw is None else "data field 'd'"
-            raise MalformedFrameError(f"The {where} has no {missing}.")
-        header = decode(ChunkHeader, raw, f"header of the {where}")
+            raise MalformedFrameError(f"The {self._entry(eid)} has no {missing}.")
+        try:
+            header = ChunkHeader.model_validate_json(raw)
+        except ValidationError:  # decode() tells what is wrong (once per chunk: not before)
+            header = decode(ChunkHeader, raw, f"header of the {self._entry(eid)}")
         if isinstance(data, Checked):
             return Frame(header, data.data, data.crc)
         return Frame(header, data)
+
+    def _entry(self, eid: bytes) -> str:
+        return f"chunk entry {_text(eid)} of stream {self.sid}"
 
     def _controls(self, reply: Any) -> list[ControlEntry]:
         out: list[ControlEntry] = []
