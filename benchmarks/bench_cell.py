@@ -44,8 +44,9 @@ BASE_CHUNK = MB
 
 _NV_CELLS = itertools.count()
 
-#: (median seconds, receivers' peak RSS in MB, Redis memory peak growth in MB)
-Measured = tuple[float, float, float]
+#: (median seconds, receivers' peak RSS in MB, Redis memory peak growth in MB,
+#: Redis CPU seconds per transfer)
+Measured = tuple[float, float, float, float]
 #: (mode, payload size, receivers) -> measurement
 Results = dict[tuple[str, int, int], Measured]
 
@@ -56,12 +57,13 @@ def _payload(size: int) -> bytes:
 
 
 class RedisMemory:
-    """Samples Redis's ``used_memory`` in a thread; ``peak_mb`` is the growth over the start."""
+    """Samples Redis's ``used_memory`` in a thread, and the CPU Redis spends meanwhile."""
 
     def __init__(self, url: str) -> None:
         self._client = redis.Redis.from_url(url)
         self._base = self._used()
         self._peak = self._base
+        self._cpu = self._cpu_seconds()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="bench-redis-memory", daemon=True)
         self._thread.start()
@@ -69,15 +71,21 @@ class RedisMemory:
     def _used(self) -> int:
         return int(self._client.info("memory")["used_memory"])
 
+    def _cpu_seconds(self) -> float:
+        cpu = self._client.info("cpu")
+        return float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])
+
     def _run(self) -> None:
         while not self._stop.wait(0.005):
             self._peak = max(self._peak, self._used())
 
-    def stop(self) -> float:
+    def stop(self, transfers: int) -> tuple[float, float]:
+        """Peak growth (MB) and Redis CPU seconds per transfer since the start."""
         self._stop.set()
         self._thread.join()
+        cpu = (self._cpu_seconds() - self._cpu) / max(1, transfers)
         self._client.close()
-        return (self._peak - self._base) / MB
+        return (self._peak - self._base) / MB, cpu
 
 
 # -- receivers (child processes) -----------------------------------------------------------
@@ -216,9 +224,9 @@ def _cell_case(url: str, mode: str, size: int, receivers: int, repeat: int) -> M
                 # another receiver reports its bytes.
                 (early if item[0] == "rss" else got).append(item)
             assert all(item[2] == size for item in got), got
-    redis_mb = memory.stop()
+    redis_mb, redis_cpu = memory.stop(repeat)
     rss = [float(item[2]) for item in early]
-    return statistics.median(times), _finish(procs, results, receivers, rss), redis_mb
+    return statistics.median(times), _finish(procs, results, receivers, rss), redis_mb, redis_cpu
 
 
 def _nvflare_case(mode: str, size: int, repeat: int) -> Measured:
@@ -263,7 +271,7 @@ def _nvflare_case(mode: str, size: int, repeat: int) -> Measured:
             assert got[2] == size, got
     finally:
         cell.stop()
-    return statistics.median(times), _finish(procs, results, 1), 0.0
+    return statistics.median(times), _finish(procs, results, 1), 0.0, 0.0
 
 
 def _free_port() -> int:
@@ -285,10 +293,10 @@ def _plain_case(url: str, size: int, repeat: int) -> Measured:
         for offset in range(0, size, BASE_CHUNK):
             client.xadd(key, {b"d": data[offset : offset + BASE_CHUNK]})
         times.append(results.get(timeout=600)[2] - started)
-    redis_mb = memory.stop()
+    redis_mb, redis_cpu = memory.stop(repeat)
     client.delete(key)
     client.close()
-    return statistics.median(times), _finish(procs, results, 1), redis_mb
+    return statistics.median(times), _finish(procs, results, 1), redis_mb, redis_cpu
 
 
 def _plain_fanout(url: str, size: int, receivers: int, repeat: int) -> Measured:
@@ -312,11 +320,11 @@ def _plain_fanout(url: str, size: int, receivers: int, repeat: int) -> Measured:
         times.append(max(end for end, _ in ends) - started)
         rss = max(rss, *(mb for _, mb in ends))
         client.delete(key)
-    redis_mb = memory.stop()
+    redis_mb, redis_cpu = memory.stop(repeat)
     client.close()
     for proc in procs:
         proc.join(60)
-    return statistics.median(times), rss, redis_mb
+    return statistics.median(times), rss, redis_mb, redis_cpu
 
 
 # -- report --------------------------------------------------------------------------------
@@ -331,13 +339,15 @@ def _row(
     base: Measured | None,
     nvflare: Measured | None = None,
 ) -> list[Any]:
-    seconds, rss, redis_mb = m
+    seconds, rss, redis_mb, redis_cpu = m
     mbps = size / MB / seconds
     ratio = f"{base[0] / seconds:.2f}x" if base else "-"
     vs_nv = f"{nvflare[0] / seconds:.2f}x" if nvflare else "-"
     what = f"{label} {mode} {size // MB} MB x{n}"
     print(f"  {what}: {seconds:.2f} s, {mbps:.0f} MB/s, rss {rss:.0f} MB", flush=True)
-    return [label, mode, f"{size // MB} MB", n, seconds, mbps, ratio, vs_nv, rss, redis_mb]
+    cpu = f"{redis_cpu:.2f}" if redis_cpu else "-"
+    row = [label, mode, f"{size // MB} MB", n, seconds, mbps, ratio, vs_nv, rss, redis_mb]
+    return [*row, cpu]
 
 
 def _targets(results: Results, sizes: list[int], fan: int) -> list[list[Any]]:
@@ -352,7 +362,7 @@ def _targets(results: Results, sizes: list[int], fan: int) -> list[list[Any]]:
         rows.append(
             [f"{mode} {big // MB} MB >= {target}x NVFlare", f"{ratio:.2f}x", ratio >= target]
         )
-    worst = max(r for (m, _, _), (_, r, _) in results.items() if m in ("stream", "fanout"))
+    worst = max(r for (m, _, _), (_, r, _, _) in results.items() if m in ("stream", "fanout"))
     rows.append(
         [
             f"stream receiver RSS <= {STREAM_RSS_MB:.0f} MB",
@@ -372,7 +382,19 @@ def _targets(results: Results, sizes: list[int], fan: int) -> list[list[Any]]:
     return rows
 
 
-def _measure(url: str, sizes: list[int], fan: int, repeat: int) -> tuple[list[list[Any]], Results]:
+def _marginal(results: Results, fan: int) -> str:
+    """What each receiver beyond the first adds, in time and Redis CPU (not a target)."""
+    parts = []
+    for name, mode in (("StreamCell", "fanout"), ("the plain fan-out", "plain")):
+        one, four = results[(mode, fan, 1)], results[(mode, fan, 4)]
+        seconds, cpu = (four[0] - one[0]) / 3, (four[3] - one[3]) / 3
+        parts.append(f"{name} {seconds:.3f} s ({cpu:.3f} s of Redis CPU)")
+    return f"Each receiver beyond the first adds, per {fan // MB} MB transfer: " + "; ".join(parts)
+
+
+def _measure(
+    url: str, sizes: list[int], fan: int, repeat: int, fan_repeat: int
+) -> tuple[list[list[Any]], Results]:
     rows: list[list[Any]] = []
     results: Results = {}
     nvflare = importlib.util.find_spec("nvflare") is not None
@@ -388,10 +410,10 @@ def _measure(url: str, sizes: list[int], fan: int, repeat: int) -> tuple[list[li
             rows.append(_row("StreamCell", mode, size, 1, results[(mode, size, 1)], base, nv))
     # Both sides of each fan-out ratio are measured back to back, under the same load.
     for n in (1, 4):
-        results[("plain", fan, n)] = _plain_fanout(url, fan, n, repeat)
+        results[("plain", fan, n)] = _plain_fanout(url, fan, n, fan_repeat)
         rows.append(_row("plain fan-out", "XADD/XREAD", fan, n, results[("plain", fan, n)], None))
     for n in (1, 4):
-        results[("fanout", fan, n)] = _cell_case(url, "stream", fan, n, repeat)
+        results[("fanout", fan, n)] = _cell_case(url, "stream", fan, n, fan_repeat)
         rows.append(_row("StreamCell fan-out", "stream", fan, n, results[("fanout", fan, n)], None))
     return rows, results
 
@@ -401,20 +423,24 @@ def run(quick: bool = False) -> str:
     sizes = [16 * MB, 64 * MB] if quick else [64 * MB, 256 * MB, 1024 * MB]
     fan = sizes[1]
     repeat = 1 if quick else 3
+    # A ratio of two medians moves twice as much as either: more runs for the fan-out pairs.
+    fan_repeat = 1 if quick else 5
     with EmbeddedRedis(fake_fallback=False) as server:
-        rows, results = _measure(server.url, sizes, fan, repeat)
+        rows, results = _measure(server.url, sizes, fan, repeat, fan_repeat)
     installed = importlib.util.find_spec("nvflare") is not None
     nvflare = "measured (nvflare 2.9)" if installed else "not installed (pip install '.[bench]')"
     header = ["system", "mode", "payload", "receivers", "seconds", "MB/s", "vs plain loop",
-              "vs NVFlare", "receiver peak RSS (MB)", "Redis peak growth (MB)"]  # fmt: skip
+              "vs NVFlare", "receiver peak RSS (MB)", "Redis peak growth (MB)",
+              "Redis CPU per transfer (s)"]  # fmt: skip
     checks = [
         [name, value, "yes" if ok else "NO"] for name, value, ok in _targets(results, sizes, fan)
     ]
     return "\n\n".join(
         [
-            f"Cross-process transfers through one redis-server, median of {repeat}; "
-            f"NVFlare StreamCell: {nvflare}.",
+            f"Cross-process transfers through one redis-server, median of {repeat} "
+            f"({fan_repeat} for the fan-out rows); NVFlare StreamCell: {nvflare}.",
             table(header, rows),
             table(["target", "measured", "met"], checks),
+            _marginal(results, fan) + ".",
         ]
     )
