@@ -38,6 +38,7 @@ from framework.cell.rawread import Checked, Place, ReadSession, exchange
 from framework.cell.window import Position
 from framework.connection import MAX_BLOCK_MS, RedisConnection
 from framework.exceptions import BackendError, FramingError, MalformedFrameError
+from framework.redis_streams import stream_entries
 
 __all__ = [
     "FAILED_TTL",
@@ -46,7 +47,6 @@ __all__ = [
     "ControlEntry",
     "Frame",
     "TransferIO",
-    "stream_entries",
 ]
 
 logger = logging.getLogger(__name__)
@@ -86,15 +86,6 @@ class Frame:
     data: Any
     #: CRC-32C of ``data`` computed while it was read, None when it still has to be.
     crc: int | None = None
-
-
-def stream_entries(reply: Any) -> Iterable[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]]:
-    """Normalise an XREAD/XREADGROUP reply (RESP2 list or RESP3 map) to (key, entries)."""
-    if not reply:
-        return []
-    if isinstance(reply, dict):
-        return list(reply.items())
-    return [(key, entries) for key, entries in reply]
 
 
 class TransferIO:
