@@ -113,18 +113,35 @@ class PinnedConnection:
         Yields None when the client is not served here or another thread holds the
         connection; the caller then takes one from the pool.
         """
+        connection = self.acquire()
+        try:
+            yield connection
+        finally:
+            if connection is not None:
+                self.release()
+
+    def acquire(self) -> Any:
+        """:meth:`held` without a context manager: the connection or None.
+
+        A connection returned must be given back with :meth:`release` (hot paths that
+        run once per chunk avoid the context manager's cost).
+        """
         if not self._served or not self._lock.acquire(blocking=False):
-            yield None
-            return
+            return None
         try:
             if self._connection is None or self._pid != os.getpid():
                 self._connection = self._client.connection_pool.get_connection()
                 self._pid = os.getpid()
             else:
                 self._drop_if_closed()
-            yield self._connection
-        finally:
+        except BaseException:
             self._lock.release()
+            raise
+        return self._connection
+
+    def release(self) -> None:
+        """End the use that :meth:`acquire` began."""
+        self._lock.release()
 
     def _drop_if_closed(self) -> None:
         """Disconnect an idle connection that has something to read: its end of file.

@@ -93,8 +93,8 @@ class ZeroCopySerializer(rconn.PythonRespSerializer):
     def __init__(self, buffer_cutoff: int, encode: Any) -> None:
         super().__init__(buffer_cutoff, encode)
         encoding = getattr(getattr(encode, "__self__", None), "encoding", "utf-8")
-        # hiredis encodes text as UTF-8: its fast path only serves clients that do too.
-        self._text_is_utf8 = encoding.lower().replace("-", "").replace("_", "") == "utf8"
+        #: hiredis encodes text as UTF-8: its fast path only serves clients that do too.
+        self.text_is_utf8 = encoding.lower().replace("-", "").replace("_", "") == "utf8"
 
     def pack(self, *args: Any) -> list[Any]:
         """Pack one command into a list of buffers for ``sendall``.
@@ -111,7 +111,7 @@ class ZeroCopySerializer(rconn.PythonRespSerializer):
         elif b" " in args[0]:
             args = (*args[0].split(), *args[1:])
         cutoff = self._buffer_cutoff
-        if self._text_is_utf8 and _all_small_plain(args, cutoff):
+        if self.text_is_utf8 and _all_small_plain(args, cutoff):
             # Most commands on the hot paths are a few short words: hiredis packs them in
             # about a tenth of the time the loop below takes (1 us against 9 us).
             return [hiredis.pack_command(args)]
@@ -397,6 +397,13 @@ class RedisConnection:
     def url(self) -> str:
         """The deployment's URL, password masked; computed once (every error mapping asks)."""
         return self._url
+
+    def raise_mapped(self, exc: Exception, what: str, *, command: str | None = None) -> NoReturn:
+        """Raise the framework exception for redis-py's ``exc``, as :meth:`mapped_errors` does.
+
+        For loops that run once per chunk, where a context manager's cost shows.
+        """
+        _raise_mapped(exc, what, self.url(), command)
 
     @contextmanager
     def mapped_errors(self, what: str, *, command: str | None = None) -> Iterator[None]:

@@ -20,6 +20,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import redis.exceptions as rex
 from pydantic import ValidationError
 
 from framework.cell.auth import ControlAuth
@@ -317,11 +318,13 @@ class TransferIO:
         block = min(block_ms, MAX_BLOCK_MS)
         prefix = [] if ack is None else self._control_commands(ack)
         xread = ("XREAD", "COUNT", count, "BLOCK", block, "STREAMS", self.data, self.ack)
-        with self.conn.mapped_errors(self._read_what, command="XREAD"):
+        try:
             replies, reply = exchange(
                 self.conn.blocking, prefix, (*xread, data_from, ack_from), place, session
             )
             _raise_first(replies)
+        except (rex.RedisError, rex.RedisClusterException) as exc:  # once per read: no `with`
+            self.conn.raise_mapped(exc, self._read_what, command="XREAD")
         frames: list[tuple[bytes, Frame]] = []
         controls: list[ControlEntry] = []
         for key, entries in stream_entries(reply):
