@@ -89,8 +89,8 @@ def round_trip(
         client: The blocking client; only a plain ``redis.Redis`` is served.
         commands: Argument tuples; the last must be ``XREAD ... STREAMS ...``.
         place: Chooses the destination of each chunk body (field ``d``).
-        session: A connection and read buffer kept by the caller (see
-            :class:`ReadSession`); without one, a connection of the pool is used.
+        session: A connection kept by the caller (see :class:`ReadSession`); without
+            one, a connection of the pool is used.
 
     Returns:
         The replies (errors as redis-py ``ResponseError`` objects); the ``XREAD`` reply as a list
@@ -120,10 +120,10 @@ class ReadSession:
 
     A transfer's receiver makes one round trip per chunk or two; taking a connection
     from redis-py 8's pool and giving it back (locks, a readiness ``poll``,
-    instrumentation) costs ~10 us each time. The connection is one of ``client``'s pool (see
-    :class:`~framework._raw.PinnedConnection`: a connection the server closed while it
-    was idle is replaced, a thread that finds it busy uses the pool). :meth:`close`
-    gives it back; it is idempotent.
+    instrumentation) costs ~10 us each time. The connection is one of ``client``'s
+    pool (see :class:`~framework._raw.PinnedConnection`: a connection the server closed
+    while it was idle is replaced, a thread that finds it busy uses the pool).
+    :meth:`close` gives it back; it is idempotent.
 
     Args:
         client: The blocking client the transfer reads with.
@@ -284,14 +284,14 @@ class _Reader:
         if kind not in b"*%":
             return self._simple(kind, rest)
         out = []
+        resp2 = kind == b"*"[0]
         for _ in range(max(int(rest), 0)):  # RESP2 null is *-1
-            resp2 = kind == b"*"[0]
             head = _STREAM_HEAD.match(self.buf, self.start, self.end) if resp2 else None
             if head is not None and len(head[2]) == int(head[1]):
                 self.start = head.end()
                 out.append((head[2], self._entries(int(head[3]), place)))
                 continue
-            if kind == b"*"[0]:
+            if resp2:
                 self._header()  # each stream is a [key, entries] pair in RESP2
             key = self.value()
             out.append((key, self._entries(int(self._header()[1]), place)))
