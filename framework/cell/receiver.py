@@ -23,8 +23,9 @@ from framework.cell.assembler import ChunkDecoder
 from framework.cell.config import CellConfig
 from framework.cell.crypto import ChunkCipher
 from framework.cell.frames import Announce, ChunkHeader, Control, error_from_wire
-from framework.cell.rawread import Place, ReadSession
+from framework.cell.rawread import ReadSession
 from framework.cell.reconnect import with_reconnect
+from framework.cell.respreader import Place
 from framework.cell.transport import ControlEntry, TransferIO
 from framework.cell.types import Stream, StreamFuture, StreamTaskSpec
 from framework.cell.window import Position

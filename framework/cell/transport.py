@@ -35,7 +35,8 @@ from framework.cell.frames import (
     decode,
     entry_id,
 )
-from framework.cell.rawread import Checked, Place, ReadSession, exchange
+from framework.cell.rawread import ReadSession, exchange
+from framework.cell.respreader import Checked, Place
 from framework.cell.window import Position
 from framework.connection import MAX_BLOCK_MS, RedisConnection
 from framework.exceptions import BackendError, FramingError, MalformedFrameError
@@ -299,7 +300,7 @@ class TransferIO:
     ) -> tuple[list[tuple[bytes, Frame]], list[ControlEntry]]:
         """Block up to ``block_ms`` for chunk frames and controls, in one XREAD.
 
-        On a plain ``redis.Redis`` the reply is parsed by :mod:`framework.cell.rawread`
+        On a plain ``redis.Redis`` the reply is parsed by :mod:`framework.cell.respreader`
         (each chunk body copied once, into the place ``place`` picks); other clients go
         through redis-py.
 

@@ -13,8 +13,9 @@ import pytest
 from crc32c import crc32c
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from framework.cell import rawread
-from framework.cell.rawread import Checked, ReadSession, _Reader, round_trip
+from framework.cell import respreader
+from framework.cell.rawread import ReadSession, round_trip
+from framework.cell.respreader import Checked, RespReader
 from framework.connection import RedisConnection
 
 #: Around the in-place threshold (16 KiB) and up to a chunk that needs many reads.
@@ -108,7 +109,7 @@ def test_a_loopback_reader_is_woken_once_per_body(whole: bool) -> None:
         writer = threading.Thread(target=_dribble, args=(far, body, 20))
         writer.start()
         counting = _Counting(near)
-        reader = _Reader(counting, whole=whole)  # type: ignore[arg-type]
+        reader = RespReader(counting, whole=whole)  # type: ignore[arg-type]
         kind, size = reader._header()
         counting.reads = 0  # from here on: the body's reads, then its CRLF's
         checked = reader._checked_body(int(size), None)
@@ -146,7 +147,7 @@ def _chunk_entries(conn: RedisConnection, headers: list[bytes]) -> list[bytes]:
 
 def _parse_all(conn: RedisConnection, monkeypatch: pytest.MonkeyPatch, fast: bool) -> Any:
     if not fast:
-        monkeypatch.setattr(rawread, "_CHUNK_ENTRY", re.compile(rb"(?!)"))  # never matches
+        monkeypatch.setattr(respreader, "_CHUNK_ENTRY", re.compile(rb"(?!)"))  # never matches
     entries = _read(conn)
     monkeypatch.undo()
     return [
@@ -190,13 +191,13 @@ def test_the_one_step_match_reads_fewer_lines(
 ) -> None:
     _chunk_entries(real_conn, [b'{"v":2}'] * 4)
     lines = {"n": 0}
-    header = _Reader._header
+    header = RespReader._header
 
-    def counted(self: _Reader) -> Any:
+    def counted(self: RespReader) -> Any:
         lines["n"] += 1
         return header(self)
 
-    monkeypatch.setattr(_Reader, "_header", counted)
+    monkeypatch.setattr(RespReader, "_header", counted)
     _read(real_conn)
     # The reply's own lines (array, key, entry count) plus one line per entry.
     assert lines["n"] <= 4 + 4
