@@ -18,15 +18,17 @@ from __future__ import annotations
 
 import os
 import select
+import socket
 import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import Any
 
 import redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
-__all__ = ["PinnedConnection", "round_trip"]
+__all__ = ["PinnedConnection", "recv_into", "round_trip", "send_all"]
 
 
 def round_trip(client: Any, commands: Sequence[tuple[Any, ...]]) -> list[Any] | None:
@@ -101,30 +103,19 @@ class PinnedConnection:
 
     def round_trip(self, commands: Sequence[tuple[Any, ...]]) -> list[Any] | None:
         """Run ``commands`` in one round trip; see :func:`round_trip`."""
-        with self.held() as connection:
-            if connection is None:
-                return round_trip(self._client, commands)
-            return _exchange(connection, commands)
-
-    @contextmanager
-    def held(self) -> Iterator[Any]:
-        """The kept connection, for this thread alone until the block ends.
-
-        Yields None when the client is not served here or another thread holds the
-        connection; the caller then takes one from the pool.
-        """
         connection = self.acquire()
+        if connection is None:
+            return round_trip(self._client, commands)
         try:
-            yield connection
+            return _exchange(connection, commands)
         finally:
-            if connection is not None:
-                self.release()
+            self.release()
 
     def acquire(self) -> Any:
-        """:meth:`held` without a context manager: the connection or None.
+        """The kept connection, for this thread alone until :meth:`release`.
 
-        A connection returned must be given back with :meth:`release` (hot paths that
-        run once per chunk avoid the context manager's cost).
+        None when the client is not served here or another thread holds the
+        connection; the caller then takes one from the pool (and releases nothing).
         """
         if not self._served or not self._lock.acquire(blocking=False):
             return None
@@ -164,3 +155,36 @@ class PinnedConnection:
             connection, self._connection = self._connection, None
             if connection is not None and self._pid == os.getpid():
                 self._client.connection_pool.release(connection)
+
+
+def send_all(sock: socket.socket, data: bytes) -> None:
+    """``sock.sendall(data)``, failures raised as redis-py's exceptions (as its own I/O does).
+
+    Raises:
+        redis.exceptions.TimeoutError: The socket timed out.
+        redis.exceptions.ConnectionError: The connection failed.
+    """
+    try:
+        sock.sendall(data)
+    except TimeoutError as exc:  # socket.timeout
+        raise RedisTimeoutError("Timeout writing to socket") from exc
+    except OSError as exc:
+        raise RedisConnectionError(f"Error while writing to socket: {exc}") from exc
+
+
+def recv_into(sock: socket.socket, buffer: Any) -> int:
+    """``sock.recv_into(buffer)``: the bytes received, at least one.
+
+    Raises:
+        redis.exceptions.TimeoutError: The socket timed out.
+        redis.exceptions.ConnectionError: The connection failed or the server closed it.
+    """
+    try:
+        received = sock.recv_into(buffer)
+    except TimeoutError as exc:  # socket.timeout
+        raise RedisTimeoutError("Timeout reading from socket") from exc
+    except OSError as exc:
+        raise RedisConnectionError(f"Error while reading from socket: {exc}") from exc
+    if not received:
+        raise RedisConnectionError("Connection closed by server.")
+    return received

@@ -23,6 +23,7 @@ from framework.exceptions import BackendError
 
 __all__ = [
     "ensure_group",
+    "fields_of",
     "group_caught_up",
     "is_missing_group",
     "last_id",
@@ -71,6 +72,15 @@ def read_streams(
             reply = client.xreadgroup(*group, streams, count=count, block=block)
         return stream_entries(reply)
     return [(key, [_entry(e) for e in entries]) for key, entries in stream_entries(replies[0])]
+
+
+def fields_of(raw: Any) -> dict[bytes, Any]:
+    """An entry's fields as a dict, from a flat ``[field, value, ...]`` list, a dict or nil."""
+    if raw is None:
+        return {}  # a pending entry that was deleted: XREADGROUP gives it no fields
+    if isinstance(raw, dict):
+        return raw
+    return dict(zip(raw[::2], raw[1::2], strict=False))
 
 
 def _entry(entry: Any) -> tuple[bytes, dict[bytes, Any] | None]:

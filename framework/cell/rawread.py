@@ -19,12 +19,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import redis
-from hiredis import pack_command
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from framework._raw import PinnedConnection
+from framework._raw import PinnedConnection, send_all
 from framework.cell.respreader import Place, RespReader
+from framework.connection import pack_small
+from framework.redis_streams import fields_of
 
 __all__ = ["ReadSession", "exchange", "round_trip"]
 
@@ -88,7 +87,7 @@ class ReadSession:
     def round_trip(
         self, commands: Sequence[tuple[Any, ...]], place: Place | None = None
     ) -> list[Any] | None:
-        """:func:`round_trip` on the kept connection; ``commands`` carry no large value."""
+        """:func:`round_trip` on the kept connection."""
         connection = self._pinned.acquire()
         if connection is None:
             return round_trip(self._client, commands, place)
@@ -98,7 +97,7 @@ class ReadSession:
             # A fresh read buffer per round trip: keeping one made a single receiver's
             # CPU jump from 0.055 s to 0.075-0.095 s per 256 MB in about half of the
             # processes (0 of 8 with a fresh one).
-            return _exchange(connection, _reader_for(connection), commands, place, small=True)
+            return _exchange(connection, _reader_for(connection), commands, place)
         finally:
             self._pinned.release()
 
@@ -112,17 +111,14 @@ def _reader_for(connection: Any) -> RespReader:
 
 
 def _exchange(
-    connection: Any,
-    reader: RespReader,
-    commands: Sequence[tuple[Any, ...]],
-    place: Place | None,
-    small: bool = False,
+    connection: Any, reader: RespReader, commands: Sequence[tuple[Any, ...]], place: Place | None
 ) -> list[Any]:
     try:
-        if small:
-            _send_small(connection, commands)
-        else:
+        packed = pack_small(connection, commands)
+        if packed is None:  # a chunk body (the sender's writes): sent without a copy
             connection.send_packed_command(connection.pack_commands(commands))
+        else:
+            send_all(connection._sock, packed)
         replies = [reader.value() for _ in commands[:-1]]
         replies.append(reader.xread(place))
         if reader.pending():  # never expected: do not keep a connection in doubt
@@ -131,30 +127,6 @@ def _exchange(
         connection.disconnect()  # a reply may be half read: never reuse it
         raise
     return replies
-
-
-def _send_small(connection: Any, commands: Sequence[tuple[Any, ...]]) -> None:
-    """Send small ``commands``: packed by hiredis when the connection's text is UTF-8.
-
-    A receiver's commands are a few short words, keys and small values (ids, counts, an
-    ack's JSON), which hiredis packs exactly as redis-py's encoder would; redis-py's
-    own packing and sending cost ~10 us more per round trip. Large values must not come
-    here: hiredis would copy them.
-    """
-    if not getattr(connection._command_packer, "text_is_utf8", False):
-        connection.send_packed_command(connection.pack_commands(commands))
-        return
-    try:
-        packed = b"".join([pack_command(command) for command in commands])
-    except TypeError:  # an argument hiredis does not take: redis-py packs it
-        connection.send_packed_command(connection.pack_commands(commands))
-        return
-    try:
-        connection._sock.sendall(packed)
-    except TimeoutError as exc:  # socket.timeout
-        raise RedisTimeoutError("Timeout writing to socket") from exc
-    except OSError as exc:
-        raise RedisConnectionError(f"Error while writing to socket: {exc}") from exc
 
 
 def exchange(
@@ -181,7 +153,7 @@ def exchange(
     replies = round_trip(client, [*commands, xread], place, session)
     if replies is not None:
         streams = [
-            (key, [(eid, _pairs(fields)) for eid, fields in entries])
+            (key, [(eid, fields_of(fields)) for eid, fields in entries])
             for key, entries in replies[-1]
         ]
         return replies[:-1], streams
@@ -192,7 +164,3 @@ def exchange(
     if isinstance(replies[-1], Exception):
         raise replies[-1]
     return replies[:-1], replies[-1]
-
-
-def _pairs(fields: list[Any]) -> dict[bytes, Any]:
-    return dict(zip(fields[::2], fields[1::2], strict=False))

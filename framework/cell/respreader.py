@@ -31,8 +31,8 @@ from typing import Any
 from crc32c import crc32c
 from redis._parsers.base import BaseParser
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from framework._raw import recv_into
 from framework.cell.assembler import uninitialized
 
 __all__ = ["Checked", "Place", "RespReader"]
@@ -254,12 +254,4 @@ class RespReader:
         self.end += self._recv(self.view[self.end :])
 
     def _recv(self, into: memoryview) -> int:
-        try:
-            n = self.sock.recv_into(into)
-        except TimeoutError as exc:  # socket.timeout
-            raise RedisTimeoutError("Timeout reading from socket") from exc
-        except OSError as exc:
-            raise RedisConnectionError(f"Error while reading from socket: {exc}") from exc
-        if not n:
-            raise RedisConnectionError("Connection closed by server.")
-        return n
+        return recv_into(self.sock, into)

@@ -24,14 +24,15 @@ import hiredis
 import redis.exceptions as rex
 from redis._parsers.base import BaseParser
 
+from framework._raw import recv_into, send_all
 from framework.connection import (
     RedisConnection,
     ZeroCopyConnection,
     ZeroCopyUnixDomainSocketConnection,
-    _all_small_plain,
+    pack_small,
 )
 
-__all__ = ["Command", "Lane", "fields_of"]
+__all__ = ["Command", "Lane"]
 
 #: A Redis command and its arguments, e.g. ``("XDEL", key, eid)``.
 Command = tuple[Any, ...]
@@ -41,8 +42,6 @@ _SKIP: Command = ("CLIENT", "REPLY", "SKIP")
 _RAW = (ZeroCopyConnection, ZeroCopyUnixDomainSocketConnection)
 #: Bytes read from the socket per ``recv_into`` (redis-py's own read size).
 _READ_SIZE = 1 << 16
-#: Commands whose arguments are all short are packed by hiredis in one piece.
-_SMALL = 6000
 #: What the reader returns while a reply is incomplete (``False`` is a RESP3 reply).
 _INCOMPLETE = object()
 #: RESP3 push messages (client tracking, maintenance notices) answer no command.
@@ -110,10 +109,11 @@ class Lane:
             if self._wire is None or self._wire.sock is not connection._sock:
                 self._wire = _Wire(connection._sock)
             everything = [*sent, *commands]
-            if all(_all_small_plain(command, _SMALL) for command in everything):
-                self._wire.send(b"".join([hiredis.pack_command(c) for c in everything]))
-            else:  # a large value: the zero-copy packer, one gathered write
+            packed = pack_small(connection, everything)
+            if packed is None:  # a large value: the zero-copy packer, one gathered write
                 connection.send_packed_command(connection.pack_commands(everything))
+            else:
+                send_all(connection._sock, packed)
             return self._wire.read(len(commands))
         except BaseException:
             connection.disconnect()  # a reply may be half read: start afresh next time
@@ -132,7 +132,8 @@ class _Wire:
     """Replies read straight from a connected socket by a hiredis reader of its own.
 
     Errors are redis-py's: ``ResponseError`` (and its subclasses, as redis-py maps error
-    replies) returned in place of a reply, ``TimeoutError`` and ``ConnectionError`` raised.
+    replies) returned in place of a reply, ``TimeoutError`` and ``ConnectionError`` raised
+    (:func:`~framework._raw.recv_into`).
     """
 
     def __init__(self, sock: socket.socket) -> None:
@@ -144,35 +145,16 @@ class _Wire:
         )
         self._buffer = bytearray(_READ_SIZE)
 
-    def send(self, data: bytes) -> None:
-        try:
-            self.sock.sendall(data)
-        except TimeoutError as exc:
-            raise rex.TimeoutError("Timeout writing to socket") from exc
-        except OSError as exc:
-            raise rex.ConnectionError(f"Error while writing to socket: {exc}") from exc
-
     def read(self, count: int) -> list[Any]:
         replies: list[Any] = []
         while len(replies) < count:
             reply = self._reader.gets()
             if reply is _INCOMPLETE:
-                received = self._recv()
+                received = recv_into(self.sock, self._buffer)
                 self._reader.feed(self._buffer, 0, received)  # type: ignore[arg-type]  # a buffer
             elif not isinstance(reply, _PUSH):
                 replies.append(reply)
         return replies
-
-    def _recv(self) -> int:
-        try:
-            received = self.sock.recv_into(self._buffer)
-        except TimeoutError as exc:
-            raise rex.TimeoutError("Timeout reading from socket") from exc
-        except OSError as exc:
-            raise rex.ConnectionError(f"Error while reading from socket: {exc}") from exc
-        if not received:
-            raise rex.ConnectionError("Connection closed by server.")
-        return received
 
 
 def _reply(connection: Any) -> Any:
@@ -187,12 +169,3 @@ def _pipelined(client: Any, quiet: Sequence[Command], commands: Sequence[Command
     for command in (*quiet, *commands):
         pipe.execute_command(*command)
     return list(pipe.execute(raise_on_error=False))[len(quiet) :]  # quiet ones: unreported
-
-
-def fields_of(raw: Any) -> dict[bytes, Any]:
-    """An entry's fields as a dict, from a flat ``[field, value, ...]`` list, a dict or nil."""
-    if raw is None:
-        return {}  # a pending entry that was deleted: XREADGROUP gives it no fields
-    if isinstance(raw, dict):
-        return raw
-    return dict(zip(raw[::2], raw[1::2], strict=False))

@@ -28,8 +28,8 @@ from typing import Any, TypeVar
 from framework.cell.reconnect import with_reconnect
 from framework.connection import MAX_BLOCK_MS, RedisConnection
 from framework.exceptions import BackendError, BackendTimeout, BackendUnavailable
-from framework.objects.lane import Command, Lane, fields_of
-from framework.redis_streams import stream_entries
+from framework.objects.lane import Command, Lane
+from framework.redis_streams import fields_of, stream_entries
 
 __all__ = ["MailEntry", "Mailbox"]
 

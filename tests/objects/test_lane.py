@@ -6,7 +6,8 @@ import pytest
 
 from framework.connection import RedisConnection
 from framework.exceptions import BackendError, BackendUnavailable, ClosedError
-from framework.objects.lane import Lane, fields_of
+from framework.objects.lane import Lane
+from framework.redis_streams import fields_of
 
 # One hash tag: on a cluster every command of a round trip goes to one node.
 _STREAM, _TEXT = "fw:test:{lane}:s", "fw:test:{lane}:t"
