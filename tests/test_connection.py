@@ -35,6 +35,7 @@ from framework.connection import (
     ZeroCopyConnection,
     ZeroCopySerializer,
     mapped_errors,
+    pack_small,
     unpaced,
 )
 from framework.exceptions import (
@@ -651,3 +652,25 @@ def test_tls_with_ca_and_client_certificate(tmp_path: Path, require_redis_server
         untrusted = RedisConnection.from_url(f"rediss://127.0.0.1:{port}/0")
         with untrusted, pytest.raises(BackendUnavailable):
             untrusted.ping()
+
+
+def test_pack_small_packs_only_short_plain_commands(redis_url: str) -> None:
+    with RedisConnection.from_url(redis_url) as conn:
+        pool = conn.blocking.connection_pool
+        connection = pool.get_connection()
+        try:
+            small = [("XREAD", "COUNT", 1, "STREAMS", "k", "0-0"), ("XADD", "a", "*", b"c", b"{}")]
+            assert pack_small(connection, small) == b"".join(
+                b"".join(connection.pack_command(*command)) for command in small
+            )
+            assert pack_small(connection, [("SET", "k", bytes(JOIN_BELOW + 1))]) is None
+            assert pack_small(connection, [("SET", "k", memoryview(b"v"))]) is None
+            assert pack_small(connection, [("SET", "k", 1.5)]) is None
+        finally:
+            pool.release(connection)
+    plain = redis.Redis.from_url(redis_url, encoding="latin-1")
+    try:
+        # Not our packer, or text that hiredis would encode differently: not packed here.
+        assert pack_small(plain.connection_pool.get_connection(), [("PING",)]) is None
+    finally:
+        plain.close()
