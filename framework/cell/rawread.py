@@ -22,8 +22,8 @@ import redis
 
 from framework._raw import PinnedConnection, send_all
 from framework.cell.respreader import Place, RespReader
-from framework.connection import pack_small
 from framework.redis_streams import fields_of
+from framework.wire import pack_small
 
 __all__ = ["ReadSession", "exchange", "round_trip"]
 

@@ -25,12 +25,8 @@ import redis.exceptions as rex
 from redis._parsers.base import BaseParser
 
 from framework._raw import recv_into, send_all
-from framework.connection import (
-    RedisConnection,
-    ZeroCopyConnection,
-    ZeroCopyUnixDomainSocketConnection,
-    pack_small,
-)
+from framework.connection import RedisConnection
+from framework.wire import ZeroCopyConnection, ZeroCopyUnixDomainSocketConnection, pack_small
 
 __all__ = ["Command", "Lane"]
 
