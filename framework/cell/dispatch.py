@@ -23,7 +23,7 @@ from framework.cell.receiver import RxTransfer
 from framework.cell.transport import TransferIO
 from framework.cell.worker import Handler, RxWorker
 from framework.connection import MAX_BLOCK_MS, RedisConnection
-from framework.exceptions import EncryptionError, FrameworkError
+from framework.exceptions import EncryptionError, FrameworkError, FramingError
 
 __all__ = ["Dispatcher"]
 
@@ -151,7 +151,11 @@ class Dispatcher:
             )
             self._refuse(eid, io, refusal)
             return
-        start = io.acked(self.name)
+        try:
+            start = io.acked(self.name)
+        except FramingError as exc:  # a malformed stored position never mends: no retries
+            self._refuse(eid, io, exc)
+            return
         if start.seq >= 0:
             logger.info("Cell %r resumes stream %s at byte %d.", self.name, ann.sid, start.off)
         rx = RxTransfer(io, ann, self.name, self.config, cipher, start, self._stopping)

@@ -152,7 +152,7 @@ def decode(model: type[_M], raw: bytes | str, what: str) -> _M:
 def _version_of(raw: bytes | str) -> object:
     try:
         parsed = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than json parses
         return WIRE_VERSION
     return parsed.get("v") if isinstance(parsed, dict) else WIRE_VERSION
 

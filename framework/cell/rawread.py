@@ -152,6 +152,8 @@ def exchange(
     """
     replies = round_trip(client, [*commands, xread], place, session)
     if replies is not None:
+        if isinstance(replies[-1], Exception):  # WRONGTYPE, say: as the pipeline below
+            raise replies[-1]
         streams = [
             (key, [(eid, fields_of(fields)) for eid, fields in entries])
             for key, entries in replies[-1]

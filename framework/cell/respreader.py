@@ -38,7 +38,8 @@ from framework.cell.assembler import uninitialized
 __all__ = ["Checked", "Place", "RespReader"]
 
 #: ``place(fields_so_far, size)``: where a chunk body of ``size`` bytes goes (a writable
-#: memoryview of exactly that size), or None for a new bytearray.
+#: memoryview of exactly that size), or None for a new bytearray. Asked only for an
+#: entry's last field, so ``fields_so_far`` holds every other field of the entry.
 Place = Callable[[list[Any], int], "memoryview | None"]
 
 #: Bytes of the read buffer for everything but chunk bodies.
@@ -137,7 +138,8 @@ class RespReader:
             self._header()  # [id, fields]
             eid = self.value()
             fields: list[Any] = []
-            for i in range(max(int(self._header()[1]), 0)):
+            items = max(int(self._header()[1]), 0)
+            for i in range(items):
                 size = int(self._header()[1])
                 if size < 0:
                     fields.append(None)
@@ -145,7 +147,10 @@ class RespReader:
                 if not (i % 2 and fields[-1] == _DATA):
                     fields.append(self._body(size, None))
                     continue
-                target = None if place is None else place(fields, size)
+                # A later field (a second header, say) could change what the body is
+                # checked against after ``place`` chose its place by the fields before it.
+                last = i == items - 1
+                target = None if place is None or not last else place(fields, size)
                 fields.append(self._checked_body(size, target))
             entries.append((eid, fields))
         return entries

@@ -267,7 +267,8 @@ class TransferIO:
             raw = self.conn.client.hget(self.meta, _ack_field(target))
         if raw is None:
             return Position()
-        text = raw.decode() if isinstance(raw, bytes) else raw
+        # Anyone can store bytes here: undecodable ones fail the checks below, not decode().
+        text = raw.decode(errors="replace") if isinstance(raw, bytes) else raw
         if self.auth is not None:
             opened = self.auth.open_text(text)
             if opened is None:

@@ -183,7 +183,9 @@ class _Placer:
 
     Only the chunk that continues the blob gets a place (duplicates and anything out of
     order go to a buffer of their own and meet the decoder's checks); a placed chunk is
-    verified (length, CRC-32C) like any other before it counts.
+    verified (length, CRC-32C) like any other before it counts. Only an entry in the
+    sender's layout (header, then body, nothing else) is placed: its header is the one
+    the decoder checks, so the body is accepted for the very place it was read to.
     """
 
     def __init__(self, blob: BlobBuffer) -> None:
@@ -196,7 +198,7 @@ class _Placer:
         self.seq, self.off = seq, off
 
     def __call__(self, fields: list[Any], size: int) -> memoryview | None:
-        if len(fields) < 3 or fields[0] != HEADER_FIELD:
+        if len(fields) != 3 or fields[0] != HEADER_FIELD:
             return None
         try:
             header = ChunkHeader.model_validate_json(fields[1])

@@ -55,6 +55,8 @@ def test_decode_rejects_other_versions_and_garbage() -> None:
         decode(Control, b'{"v": 2, "kind": "nope"}', "control")
     with pytest.raises(MalformedFrameError, match="not a JSON object"):
         decode(Control, b"not json", "control")
+    with pytest.raises(MalformedFrameError, match="control is malformed"):
+        decode(Control, b"[" * 100_000, "control")  # deeper than the json module recurses
 
 
 def test_entry_ids_are_deterministic_and_never_zero() -> None:

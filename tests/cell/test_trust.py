@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 import pytest
+from crc32c import crc32c
 
 from framework.cell import (
     BlobSizeError,
@@ -20,10 +21,28 @@ from framework.cell import (
     StreamFuture,
 )
 from framework.cell.auth import ControlAuth
-from framework.cell.frames import CONTROL_FIELD, DATA_FIELD, HEADER_FIELD, MAC_FIELD, Control
+from framework.cell.frames import (
+    ANNOUNCE_FIELD,
+    CONTROL_FIELD,
+    DATA_FIELD,
+    HEADER_FIELD,
+    MAC_FIELD,
+    Announce,
+    ChunkHeader,
+    Control,
+)
+from framework.cell.inbox import Inbox, announce
+from framework.cell.receiver import RxTransfer
 from framework.cell.transport import TransferIO
+from framework.cell.window import Position
+from framework.cell.worker import receive_blob
 from framework.connection import RedisConnection
-from framework.exceptions import ConfigurationError, EncryptionError, MalformedFrameError
+from framework.exceptions import (
+    BackendError,
+    ConfigurationError,
+    EncryptionError,
+    MalformedFrameError,
+)
 from tests.cell.conftest import CellFactory
 from tests.cell.helpers import SMALL, Collector, payload
 
@@ -291,3 +310,128 @@ def test_a_late_refresh_never_extends_an_ended_transfer(
     io.write([], None, "0-0")
     for key in (io.meta, io.ack):
         assert 0 < conn.client.ttl(key) <= 60
+
+
+# -- forged entries read straight from Redis ---------------------------------------------------
+
+
+def _header(seq: int, off: int, body: bytes, last: bool = False) -> bytes:
+    crc = crc32c(body)
+    header = ChunkHeader(seq=seq, off=off, len=len(body), wlen=len(body), crc=crc, last=last)
+    return header.model_dump_json().encode()
+
+
+def _receiver(conn: RedisConnection, sid: int, mode: Any = "blob") -> RxTransfer:
+    ann = Announce(
+        sid=sid, origin="a", channel="c", topic="t", mode=mode, size=0, targets=["b"],
+        chunk_size=CHUNK, window=4 * CHUNK,
+    )  # fmt: skip
+    io = TransferIO(conn, sid, 60)
+    io.create(ann)
+    config = SMALL.model_copy(update={"idle_timeout": 3})
+    return RxTransfer(io, ann, "b", config, None, Position(), threading.Event())
+
+
+@pytest.mark.parametrize("second_header", ["after-the-body", "before-the-body"])
+def test_a_blob_holds_only_the_bytes_that_were_verified(
+    conn: RedisConnection, second_header: str
+) -> None:
+    # A body read straight into the blob was placed by the entry's first header; the
+    # entry's last header is the one it is checked against. Entry 2-0 is placed at byte
+    # 100 but dropped as a duplicate of chunk 0; entry 3-0's body is placed at byte 150
+    # but accepted as chunk 1 at byte 100, where entry 2-0's unverified bytes lie.
+    rx = _receiver(conn, 9)
+    first, dropped, accepted = b"A" * 100, b"X" * 50, b"Y" * 50
+
+    def add(eid: str, placed_by: bytes, body: bytes, checked_by: bytes) -> None:
+        if second_header == "after-the-body":
+            fields = [HEADER_FIELD, placed_by, DATA_FIELD, body, HEADER_FIELD, checked_by]
+        else:
+            fields = [HEADER_FIELD, placed_by, HEADER_FIELD, checked_by, DATA_FIELD, body]
+        conn.client.execute_command("XADD", rx.io.data, eid, *fields)
+
+    header = _header(0, 0, first)
+    conn.client.execute_command("XADD", rx.io.data, "1-0", HEADER_FIELD, header, DATA_FIELD, first)
+    add("2-0", _header(1, 100, dropped), dropped, _header(0, 0, first))
+    add("3-0", _header(2, 150, accepted), accepted, _header(1, 100, accepted, last=True))
+    try:
+        blob = receive_blob(rx, StreamFuture(9), 1 << 20)
+    finally:
+        rx.close()
+    assert bytes(blob) == first + accepted
+
+
+@pytest.mark.parametrize("where", ["ack-stream", "inbox"])
+def test_a_deeply_nested_envelope_is_skipped_like_any_unreadable_one(
+    conn: RedisConnection, where: str
+) -> None:
+    nested = b"[" * 100_000  # valid JSON up to where it is cut; deeper than any parser goes
+    if where == "ack-stream":
+        rx = _receiver(conn, 11, mode="stream")
+        try:
+            conn.client.xadd(rx.io.ack, {CONTROL_FIELD: nested})
+            body = b"chunk"
+            header = _header(0, 0, body, last=True)
+            conn.client.xadd(rx.io.data, {HEADER_FIELD: header, DATA_FIELD: body}, id="1-0")
+            assert [bytes(data) for _, data in rx.fetch()] == [body]
+            assert rx.io.ignored is not None
+            assert "is malformed" in rx.io.ignored
+        finally:
+            rx.close()
+        return
+    inbox = Inbox(conn, "b", 60)
+    inbox.ensure()
+    ann = Announce(
+        sid=12, origin="a", channel="c", topic="t", mode="blob", size=1, targets=["b"],
+        chunk_size=CHUNK, window=CHUNK,
+    )  # fmt: skip
+    conn.client.xadd(inbox.key, {ANNOUNCE_FIELD: nested})
+    announce(conn, "b", ann, 60)
+    # The announcement behind the forged one is delivered, not lost with its batch.
+    assert [a for _, a in inbox.receive()] == [None, ann]
+
+
+def test_a_stream_key_of_another_type_fails_the_read_naming_it(
+    real_conn: RedisConnection,
+) -> None:
+    # Real Redis only: fakeredis fails inside its own XREAD on a key of another type.
+    rx = _receiver(real_conn, 13, mode="stream")
+    try:
+        real_conn.client.set(rx.io.ack, b"not a stream")
+        with pytest.raises(BackendError, match=r"read chunks of 'fw:xfer:\{13\}:data'.*WRONGTYPE"):
+            rx.fetch()
+    finally:
+        rx.close()
+
+
+@pytest.mark.parametrize("secure", [False, True], ids=["plain", "secure"])
+def test_a_stored_position_that_is_not_text_is_refused(conn: RedisConnection, secure: bool) -> None:
+    auth = ControlAuth(KEY, 14) if secure else None
+    io = TransferIO(conn, 14, 60, auth)
+    conn.client.hset(io.meta, "ack:b", b"\xff\xfe 1")
+    if secure:
+        assert io.acked("b") == Position()  # not authentic: start over
+    else:
+        with pytest.raises(MalformedFrameError, match="position of 'b' in stream 14"):
+            io.acked("b")
+
+
+def test_a_transfer_whose_stored_position_is_malformed_is_refused_once(
+    conn: RedisConnection, make_cell: CellFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Announced before the receiver has a callback, so the forged position is in place
+    # when the receiver starts it: the sender learns why, and the receiver does not retry.
+    future = make_cell(conn, "a").send_blob("ch", "t", "b", Message({}, payload(CHUNK)))
+    time.sleep(0.2)
+    io = TransferIO(conn, future.get_stream_id(), 60)
+    conn.client.hset(io.meta, "ack:b", b"\xff\xfe 1")
+    receiver = make_cell(conn, "b")
+    receiver.register_blob_cb("ch", "t", Collector().blob_cb)
+    exc = future.exception(timeout=20)
+    assert isinstance(exc, StreamError)
+    assert "position of 'b' in stream" in str(exc)
+    assert "malformed" in str(exc)
+    time.sleep(1.5)  # a few inbox rounds: a retried start would log again
+    refusals = [r for r in caplog.records if "refuses stream" in r.getMessage()]
+    assert len(refusals) == 1
+    assert not [r for r in caplog.records if "Could not start" in r.getMessage()]
