@@ -229,7 +229,14 @@ class BlobBuffer:
         self.length = end
 
     def reserve(self, more: int) -> None:
-        """Make room for ``more`` further bytes (within the limits) before reading in place."""
+        """Make room for up to ``more`` further bytes before reading in place.
+
+        The room follows the data: at most as much again as the blob holds, and at least
+        :data:`_FIRST_RESERVE`. ``more`` comes from the announcement (its chunk size),
+        which nobody has verified yet: a forged one must not commit gigabytes before a
+        single byte arrived. Chunks that find no room are read aside and copied in.
+        """
+        more = min(more, max(self.length, _FIRST_RESERVE))
         end = min(self.length + more, self.size or self.max_size)
         if end > len(self.data):
             self._grow(end)
@@ -253,6 +260,9 @@ class BlobBuffer:
 
 #: Smallest growth step of a blob buffer.
 _FIRST_GROWTH = 1 << 20
+#: Room a blob buffer makes for reading in place before it holds any byte: one XREAD
+#: batch of default chunks (8 x (1 MiB - 1 KiB)).
+_FIRST_RESERVE = 8 << 20
 
 
 def _resize(buffer: bytearray, size: int) -> None:

@@ -241,6 +241,22 @@ def test_blob_buffer_grows_with_the_data_never_past_the_announced_size() -> None
     assert data == b"a" * (3 << 20)
 
 
+def test_blob_buffer_reserves_room_in_step_with_the_data() -> None:
+    # The room asked for is read_count x the announced chunk size: unverified.
+    forged = BlobBuffer(1, size=4 << 30, max_size=4 << 30)
+    forged.reserve(8 * (2 << 30))
+    allocated = len(forged.data)  # (a failing assert must not print gigabytes)
+    assert allocated <= 8 << 20
+    forged.write(0, b"a" * (3 << 20))
+    forged.reserve(8 * (2 << 30))
+    allocated = len(forged.data)
+    assert allocated <= 2 * (8 << 20)
+    assert bytes(forged.data[: 3 << 20]) == b"a" * (3 << 20)
+    default = BlobBuffer(1, size=0, max_size=1 << 30)
+    default.reserve(8 * ((1 << 20) - 1024))  # a batch of default chunks fits at once
+    assert default.slot(0, 8 * ((1 << 20) - 1024)) is not None
+
+
 def test_blob_buffer_of_unknown_size_stops_at_the_limit() -> None:
     blob = BlobBuffer(1, size=0, max_size=25)
     blob.write(0, b"x" * 10)
