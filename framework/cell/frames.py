@@ -104,7 +104,8 @@ class Control(Envelope):
     ``role`` tells the sending side (``tx``) from receivers (``rx``); ``sender`` names the
     cell. ``ack``: receiver ``sender`` consumed chunks up to ``seq`` (``off`` bytes);
     ``done`` marks its final ack, sent once its application is done with the data.
-    ``beat``: the sender is alive although its source has nothing new. ``cancel`` /
+    ``beat``: the sender is alive although its source has nothing new; ``seq`` numbers
+    its heartbeats in increasing order, and a receiver acts on each number once. ``cancel`` /
     ``close`` / ``error``: that side ended the transfer; ``etype``/``msg`` say why.
     """
 

@@ -89,6 +89,7 @@ class RxTransfer:
         #: Chunks per XREAD; fan-out receivers ask for about one MiB.
         self.read_count = config.read_count_for(len(announce.targets), announce.chunk_size)
         self._last_progress = self._last_ack = time.monotonic()
+        self._beat_seq = -1  # the sender's last heartbeat number
         self._session = ReadSession(io.conn.blocking)
         self._reading = f"reading chunks of {self.name}"
 
@@ -241,13 +242,27 @@ class RxTransfer:
                 continue
             where = f"The sender {control.sender!r} of stream {self.sid}"
             if control.kind == "beat":
-                self._last_progress = time.monotonic()
+                self._beat(control, eid)
             elif control.kind == "cancel":
                 self._remote_ended = True
                 raise StreamCancelled(f"{where} cancelled the transfer.")
             elif control.kind == "error":
                 self._remote_ended = True
                 raise error_from_wire(control.etype, control.msg, where)
+
+    def _beat(self, control: Control, eid: bytes) -> None:
+        """A sender's heartbeat: it is alive, unless this heartbeat was seen already."""
+        if 0 <= control.seq <= self._beat_seq:
+            # A copy of an earlier heartbeat (senders number them): authentic, but it
+            # says nothing about the sender now.
+            self.io.ignored = (
+                f"Heartbeat {control.seq} of stream {self.sid} (entry {eid.decode()}) was "
+                "seen before; a copy is no sign of a live sender."
+            )
+            logger.warning("Ignoring a control entry: %s", self.io.ignored)
+            return
+        self._beat_seq = max(self._beat_seq, control.seq)
+        self._last_progress = time.monotonic()
 
     def _check_idle(self) -> None:
         idle = time.monotonic() - self._last_progress

@@ -87,6 +87,7 @@ class TxTask(StreamTaskSpec):
         self._ack_from = "0-0"
         self._stop = threading.Event()
         self._last_progress = self._last_write = self._last_refresh = time.monotonic()
+        self._beat = -1  # the number of the last heartbeat posted
         self.thread = threading.Thread(
             target=self._run, name=f"fw-cell-tx-{announce.sid}", daemon=True
         )
@@ -271,7 +272,14 @@ class TxTask(StreamTaskSpec):
         )
 
     def _control(self, kind: Any, etype: str = "", msg: str = "") -> Control:
-        return Control(kind=kind, role="tx", sender=self.announce.origin, etype=etype, msg=msg)
+        seq = -1
+        if kind == "beat":
+            # Each heartbeat carries a number larger than the last (the clock in us):
+            # receivers act on each number once, so a copy of an old heartbeat written
+            # again cannot pass for a live sender, even in a resumed transfer.
+            self._beat = seq = max(self._beat + 1, time.time_ns() // 1000)
+        origin = self.announce.origin
+        return Control(kind=kind, role="tx", sender=origin, seq=seq, etype=etype, msg=msg)
 
     def _post_quietly(self, control: Control) -> None:
         try:

@@ -42,6 +42,7 @@ from framework.exceptions import (
     ConfigurationError,
     EncryptionError,
     MalformedFrameError,
+    StreamTimeout,
 )
 from tests.cell.conftest import CellFactory
 from tests.cell.helpers import SMALL, Collector, payload
@@ -435,3 +436,38 @@ def test_a_transfer_whose_stored_position_is_malformed_is_refused_once(
     refusals = [r for r in caplog.records if "refuses stream" in r.getMessage()]
     assert len(refusals) == 1
     assert not [r for r in caplog.records if "Could not start" in r.getMessage()]
+
+
+def test_a_heartbeat_written_again_does_not_keep_a_receiver_waiting(conn: RedisConnection) -> None:
+    # A secure sender's heartbeat is authentic, and so is every copy of it: a receiver
+    # acts on each heartbeat once, so copies of an old one do not hide a dead sender.
+    ann = Announce(
+        sid=15, origin="a", channel="c", topic="t", mode="stream", size=0, targets=["b"],
+        chunk_size=CHUNK, window=4 * CHUNK,
+    )  # fmt: skip
+    io = TransferIO(conn, 15, 60, ControlAuth(KEY, 15))
+    io.create(ann)
+    config = SMALL.model_copy(update={"idle_timeout": 1.5, "heartbeat": 0.5})
+    rx = RxTransfer(io, ann, "b", config, None, Position(), threading.Event())
+    io.post(Control(kind="beat", role="tx", sender="a", seq=1))
+    ((_, fields),) = conn.client.xrange(io.ack)
+    replaying = threading.Event()
+
+    def replay() -> None:
+        deadline = time.monotonic() + 8  # bounded, so the old behaviour ends too
+        while time.monotonic() < deadline and not replaying.wait(0.1):
+            conn.client.xadd(io.ack, fields)
+
+    thread = threading.Thread(target=replay)
+    thread.start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(StreamTimeout, match="neither a chunk nor a heartbeat"):
+            rx.fetch()
+        assert time.monotonic() - started < 5
+        assert rx.io.ignored is not None
+        assert "Heartbeat 1 of stream 15" in rx.io.ignored
+    finally:
+        replaying.set()
+        thread.join()
+        rx.close()
