@@ -33,6 +33,7 @@ from redis.cluster import ClusterNode, RedisCluster
 from redis.retry import Retry
 
 from framework.buffers import BytesLike, Segments, byte_view
+from framework.cluster_keys import StreamKeysParser
 from framework.exceptions import (
     AuthenticationFailed,
     BackendError,
@@ -326,12 +327,17 @@ class RedisConnection:
             # Only the url= form hands connection_class to the node pools: with host= or
             # startup_nodes= alone, redis-py 8.1 passes it to Redis(), which rejects it.
             url = f"redis://{_hostport(host, port)}"
-            return RedisCluster(url=url, startup_nodes=nodes, retry=retry, **kwargs)
+            cluster = RedisCluster(url=url, startup_nodes=nodes, retry=retry, **kwargs)
         except (rex.RedisError, rex.RedisClusterException) as exc:
             # Construction reads the slot map, so any failure here means no usable node.
             raise BackendUnavailable(
                 f"Could not connect to the Redis Cluster at {self.url()}: {exc}"
             ) from exc
+        # Routes stream reads without a COMMAND GETKEYS round trip before each one. The
+        # wrapper stands in for redis-py's parser by its get_keys and delegates the rest.
+        parser = StreamKeysParser(cluster.commands_parser)
+        cluster.commands_parser = parser  # type: ignore[assignment]
+        return cluster
 
 
 def _common_kwargs(s: RedisSettings, socket_timeout: float) -> dict[str, Any]:
