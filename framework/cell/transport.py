@@ -154,15 +154,46 @@ class TransferIO:
         xread = ("XREAD", "COUNT", _CONTROL_COUNT, "STREAMS", self.ack, ack_from)
         with conn.mapped_errors(f"write chunks to {self.data!r}", command="XADD"):
             replies, controls = exchange(conn.client, commands, xread)
-        for reply in replies[: len(frames)]:
-            if isinstance(reply, Exception) and _ALREADY_WRITTEN not in str(reply):
+        refused = []
+        for (seq, _, _), reply in zip(frames, replies, strict=False):
+            if not isinstance(reply, Exception):
+                continue
+            if _ALREADY_WRITTEN not in str(reply):
                 raise BackendError(
                     f"Could not write a chunk to {self.data!r}: {_describe(reply)}.", command="XADD"
                 )
+            refused.append(seq)
+        if refused:
+            self._check_written(refused)
         for error in replies[len(frames) :]:
             if isinstance(error, Exception):
                 raise BackendError(f"Could not update transfer {self.meta!r}: {_describe(error)}.")
         return self._controls(controls)
+
+    def _check_written(self, seqs: list[int]) -> None:
+        """After "ID equal or smaller": each chunk must be there, written by an earlier try.
+
+        A write retried after a lost reply meets its own entry. Otherwise an entry that
+        this sender did not write sits past the chunk (forged, or written by another
+        party), and no chunk id after it can be written any more.
+
+        Raises:
+            MalformedFrameError: A refused chunk is not in the data stream.
+        """
+        what = f"check chunks in {self.data!r}"
+        with self.conn.mapped_errors(what, command="XRANGE"):
+            pipe = self.conn.client.pipeline(transaction=False)
+            for seq in seqs:
+                pipe.xrange(self.data, entry_id(seq), entry_id(seq), count=1)
+            pipe.xrevrange(self.data, count=1)
+            *found, last = pipe.execute()
+        missing = [seq for seq, entries in zip(seqs, found, strict=True) if not entries]
+        if missing:
+            after = _text(last[0][0]) if last else "?"
+            raise MalformedFrameError(
+                f"Could not write chunk {missing[0]} of stream {self.sid}: the data stream "
+                f"{self.data!r} holds entry {after} after it, which this sender did not write."
+            )
 
     def wait_controls(self, ack_from: str, block_ms: int = POLL_MS) -> list[ControlEntry]:
         """Block up to ``block_ms`` for control entries after ``ack_from``."""

@@ -471,3 +471,41 @@ def test_a_heartbeat_written_again_does_not_keep_a_receiver_waiting(conn: RedisC
         replaying.set()
         thread.join()
         rx.close()
+
+
+def test_an_entry_written_past_the_chunks_fails_the_transfer_naming_it(
+    conn: RedisConnection, make_cell: CellFactory
+) -> None:
+    # A copy of chunk 0 under a high id: receivers drop it as a duplicate, and every
+    # later chunk id is refused as "equal or smaller", which alone looks like a retried
+    # write that had succeeded. The sender must not take it for one.
+    release = threading.Event()
+
+    def source() -> Any:
+        yield payload(CHUNK)
+        release.wait(10)
+        yield payload(CHUNK, seed=2)
+
+    make_cell(conn, "b").register_stream_cb("ch", "s", Collector().stream_cb)
+    future = make_cell(conn, "a").send_stream("ch", "s", "b", Message({}, IterStream(source())))
+    io = TransferIO(conn, future.get_stream_id(), 60)
+    deadline = time.monotonic() + 10
+    while not conn.client.xlen(io.data):
+        assert time.monotonic() < deadline, "the first chunk was never written"
+        time.sleep(0.01)
+    ((_, fields),) = conn.client.xrange(io.data, count=1)
+    conn.client.xadd(io.data, fields, id="999999999-0")
+    release.set()
+    exc = future.exception(timeout=20)
+    assert isinstance(exc, StreamError)
+    assert isinstance(exc.__cause__, MalformedFrameError)
+    assert "999999999-0" in str(exc)
+    assert "chunk 1 of stream" in str(exc)
+
+
+def test_a_chunk_written_again_after_a_lost_reply_counts_as_written(conn: RedisConnection) -> None:
+    io = TransferIO(conn, 16, 60)
+    frame = (0, _header(0, 0, b"chunk"), b"chunk")
+    io.write([frame], None, "0-0")
+    io.write([frame], None, "0-0")  # as a retry meets its own entry: no error, no copy
+    assert conn.client.xlen(io.data) == 1
