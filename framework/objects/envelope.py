@@ -2,9 +2,10 @@
 
 Every message of a session - an object (``data``), a target's ``reply``, the sender's
 ``end`` or ``abort`` - is an :class:`Envelope` (pydantic, JSON, versioned) plus a payload
-framed by :func:`framework.serialize.dumps`. The payload's frame ``meta`` repeats the
-envelope's identity (kind, session, sequence, origin); when a shared secret is set the
-frame is HMAC-signed, so an envelope cannot be altered or a signed payload replayed
+framed by :func:`framework.serialize.dumps`. The payload's frame ``meta`` repeats every
+field of the envelope; when a shared secret is set the frame is HMAC-signed, so an
+envelope cannot be altered (rerouted to another channel or topic, a reply marked as
+ending the session, an end given another return code) or a signed payload replayed
 under another session or sequence number. On a mailbox (a Redis stream) the envelope is
 field ``h`` and the payload field ``p``; on a byte stream the envelope is the header
 ``fw_obj`` and the payload the blob. This module does no I/O and imports no Redis code.
@@ -33,7 +34,7 @@ __all__ = [
 ]
 
 #: Version of the envelope this module writes.
-WIRE_VERSION: Final = 1
+WIRE_VERSION: Final = 2
 #: Mailbox entry fields.
 ENVELOPE_FIELD: Final = b"h"
 PAYLOAD_FIELD: Final = b"p"
@@ -61,7 +62,7 @@ class Envelope(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    v: Literal[1] = WIRE_VERSION
+    v: Literal[2] = WIRE_VERSION
     kind: Kind
     tx: str = Field(min_length=1, max_length=64, pattern=r"^[0-9a-f]+$")
     seq: int = Field(ge=0)
@@ -79,8 +80,12 @@ class Envelope(BaseModel):
         return f"{self.kind} of session {self.tx} seq {self.seq} from {self.origin!r}{where}"
 
     def binding(self) -> dict[str, Any]:
-        """The identity the payload frame repeats (and signs) in its ``meta``."""
-        return {"kind": self.kind, "tx": self.tx, "seq": self.seq, "origin": self.origin}
+        """The envelope as the payload frame repeats (and signs) it in its ``meta``.
+
+        Every field a receiver acts on is here, not just the message's identity: the
+        envelope itself travels unsigned (mailbox field ``h``, byte-stream header).
+        """
+        return self.model_dump(mode="json")
 
 
 def decode_envelope(raw: Any, what: str) -> Envelope:
@@ -117,13 +122,16 @@ def open_payload(
     """Verify and deserialize the payload of ``env``.
 
     Raises:
-        FramingError: If the frame is malformed or bound to another message.
+        FramingError: If the frame is malformed, or bound to another message or
+            envelope.
         SecurityError: If a secret is set and the MAC is missing or wrong.
         DeserializationError: If the payload cannot be deserialized.
     """
     meta, obj = loads_with_meta(data, secret=secret, allow_pickle=allow_pickle)
     if meta != env.binding():
-        # Only a forged or misrouted message gets here; with a secret, meta is signed.
+        # Only a forged, altered or misrouted message gets here; with a secret, meta is signed.
         kind = SecurityError if secret is not None else FramingError
-        raise kind(f"The payload of the {env.describe()} belongs to another message ({meta}).")
+        raise kind(
+            f"The payload of the {env.describe()} belongs to another message or envelope ({meta})."
+        )
     return obj

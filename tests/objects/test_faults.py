@@ -13,7 +13,7 @@ from framework.connection import RedisConnection
 from framework.objects import EngineConfig, FLContext, ReservedHeaderKey, ReturnCode, Shareable
 from framework.objects import engine as engine_module
 from framework.objects.engine import RedisStreamableEngine as Engine
-from framework.objects.envelope import Envelope
+from framework.objects.envelope import ENVELOPE_FIELD, Envelope
 from tests.objects.conftest import EngineFactory
 from tests.objects.helpers import ListProducer, RecordingFactory, shareable
 
@@ -284,3 +284,69 @@ def test_a_flushed_redis_is_survived_without_a_silent_loss(
     again = ListProducer([shareable(i=1)], timeout=5)
     assert server.stream_objects("c", "t", {}, ["site"], again, FLContext())[0] == "OK"
     assert rcs(again.rounds[0]) == {"site": "OK"}
+
+
+def _tampering(monkeypatch: pytest.MonkeyPatch, kind: str, **changes: Any) -> None:
+    """Rewrite the envelope of every ``kind`` message on its way into Redis.
+
+    The signed payload is left as it was: this is what anyone who may write to Redis
+    can do to a genuine entry (read it, ``XDEL`` it, ``XADD`` an altered copy).
+    """
+    original = Engine._post
+
+    def altered(self: Engine, env: Envelope, keys: list[str], fields: Any) -> list[bool]:
+        if env.kind == kind:
+            forged = env.model_copy(update=changes).model_dump_json()
+            fields = {**fields, ENVELOPE_FIELD: forged}
+        return original(self, env, keys, fields)
+
+    monkeypatch.setattr(Engine, "_post", altered)
+
+
+def test_a_signed_object_rerouted_to_another_topic_is_refused(
+    conn: RedisConnection, make_engine: EngineFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The channel and topic choose the consumer: with a secret, they must be signed too."""
+    _tampering(monkeypatch, "data", topic="other")
+    secret = b"s3cret"
+    server = make_engine(conn, "server", secret=secret)
+    meant, other = RecordingFactory(), RecordingFactory()
+    site = make_engine(conn, "site", secret=secret)
+    site.register_stream_processing("c", "t", meant)
+    site.register_stream_processing("c", "other", other)
+    producer = ListProducer([shareable(i=0)], timeout=5)
+    server.stream_objects("c", "t", {}, ["site"], producer, FLContext())
+    assert rcs(producer.rounds[0]) == {"site": "BAD_REQUEST_DATA"}
+    assert other.sessions == []
+    assert meant.sessions == []
+
+
+def test_a_signed_reply_altered_to_end_the_session_is_ignored(
+    conn: RedisConnection, make_engine: EngineFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reply's ``ended`` flag drops the target from the stream: it must be signed too."""
+    _tampering(monkeypatch, "reply", ended=True)
+    secret = b"s3cret"
+    server = make_engine(conn, "server", secret=secret)
+    factory = RecordingFactory()
+    make_engine(conn, "site", secret=secret).register_stream_processing("c", "t", factory)
+    producer = ListProducer([shareable(i=0), shareable(i=1)], timeout=0.5)
+    server.stream_objects("c", "t", {}, ["site"], producer, FLContext())
+    assert [rcs(r) for r in producer.rounds] == [{"site": "TIMEOUT"}, {"site": "TIMEOUT"}]
+    assert not any(r["site"].get_header(ReservedHeaderKey.SESSION_ENDED) for r in producer.rounds)
+
+
+def test_a_signed_end_notice_with_an_altered_return_code_is_ignored(
+    conn: RedisConnection, make_engine: EngineFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The return code of an ``end`` reaches ``finalize``: with a secret, it must be signed."""
+    _tampering(monkeypatch, "end", rc=ReturnCode.EXECUTION_EXCEPTION)
+    secret = b"s3cret"
+    server = make_engine(conn, "server", secret=secret)
+    factory = RecordingFactory()
+    site = make_engine(conn, "site", secret=secret, config=EngineConfig(idle_timeout=0.5))
+    site.register_stream_processing("c", "t", factory)
+    producer = ListProducer([shareable(i=0)], timeout=1)
+    server.stream_objects("c", "t", {}, ["site"], producer, FLContext())
+    (session,) = factory.wait_ended(1)
+    assert session.rc == ReturnCode.TIMEOUT  # the forged end was refused; the sender went

@@ -88,7 +88,7 @@ def test_envelope_round_trip_and_bad_envelopes() -> None:
     env = Envelope(kind="data", tx="ab12", seq=3, origin="sérveur", channel="c", topic="t")
     assert decode_envelope(env.model_dump_json(), "x") == env
     assert decode_envelope(env.model_dump(mode="json"), "x") == env
-    for raw in (None, b"{", b'{"v": 2}', b'{"v": 1, "kind": "data", "tx": "XY", "seq": 0}'):
+    for raw in (None, b"{", b'{"v": 1}', b'{"v": 2, "kind": "data", "tx": "XY", "seq": 0}'):
         with pytest.raises(FramingError, match="envelope"):
             decode_envelope(raw, "test entry")
 
