@@ -379,7 +379,13 @@ class NdarraySerializer:
             )
             raise DeserializationError(msg)
         array = numpy.frombuffer(parts[1], dtype=dtype)
-        return array if len(shape) == 1 else array.reshape(shape, order=order)
+        if len(shape) == 1:
+            return array
+        try:
+            return array.reshape(shape, order=order)
+        except ValueError as exc:  # e.g. a zero extent beside extents numpy cannot hold
+            msg = f"The ndarray header announces shape {list(shape)}, which numpy refuses: {exc}"
+            raise DeserializationError(msg) from exc
 
     def _learn(self, numpy: Any, raw: bytes) -> tuple[Any, tuple[int, ...], str, int]:
         """Validate a header part and cache it (bounded): streams repeat a few headers."""

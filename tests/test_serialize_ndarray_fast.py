@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pydantic_core
 import pytest
 
 import framework.serialize as S
@@ -78,3 +79,17 @@ def test_mangled_fast_frames_are_rejected(mangle) -> None:
     S.loads(data)  # warm the cache with the good frame
     with pytest.raises((FramingError, DeserializationError)):
         S.loads(mangle(data))
+
+
+@pytest.mark.parametrize(
+    "shape", [[0, 2**70], [0, 2**62, 2**62]], ids=["dimension-too-big", "array-too-big"]
+)
+def test_forged_empty_shapes_raise_a_framework_error(shape: list[int]) -> None:
+    # No data, so the size check passes, but numpy refuses the shape: as bytes (the fast
+    # path, as a store reads values) a raw ValueError escaped, which the stream consumer
+    # took for a transient failure and retried forever.
+    header = pydantic_core.to_json({"dtype": "<f8", "shape": shape, "order": "C"})
+    data = encode_frame({"ser": "ndarray"}, [header, b""]).join()
+    for source in (data, memoryview(data)):
+        with pytest.raises(DeserializationError, match="shape"):
+            S.loads(source)

@@ -17,14 +17,16 @@ from __future__ import annotations
 
 import abc
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from framework.buffers import BytesLike, Segments
 from framework.exceptions import (
     ClosedError,
     ConfigurationError,
+    FrameworkError,
     ObjectNotFoundError,
+    SerializationError,
     StoreError,
     UnknownStoreKindError,
 )
@@ -48,6 +50,30 @@ if TYPE_CHECKING:
     from typing_extensions import Self
 
 __all__ = ["SECRET_ENV_VAR", "BaseStore", "Store"]
+
+
+class Unreadable:
+    """A stored value that could not be verified or deserialized, in place of its object.
+
+    Framework-internal (not exported): :meth:`Store._get_each` returns it, so the
+    stream consumer can fail that object alone.
+
+    Attributes:
+        error: Why (a framing, security or deserialization error).
+    """
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: FrameworkError) -> None:
+        self.error = error
+
+
+def decoded(decode: Callable[[Any], Any], value: Any) -> Any:
+    """``decode(value)``, or an :class:`Unreadable` holding the framework error it raised."""
+    try:
+        return decode(value)
+    except FrameworkError as exc:
+        return Unreadable(exc)
 
 
 class Store(ProxyMethods, abc.ABC):
@@ -299,24 +325,53 @@ class Store(ProxyMethods, abc.ABC):
             DeserializationError: If an object cannot be deserialized.
             ClosedError: If the store is closed.
         """
+        objs = self._get_each(keys, evict=evict, deserializer=deserializer)
+        for i, obj in enumerate(objs):
+            if isinstance(obj, Unreadable):
+                raise obj.error
+            if obj is MISSING:
+                if default is MISSING:
+                    raise ObjectNotFoundError(keys[i], self.name)
+                objs[i] = default
+        return objs
+
+    def _get_each(
+        self, keys: Sequence[str], *, evict: bool, deserializer: Deserializer | None = None
+    ) -> list[Any]:
+        """Fetch ``keys``' objects in one round trip, each on its own (framework use only).
+
+        Returns:
+            Per key, in order: the object, ``MISSING`` if absent, or an
+            :class:`Unreadable` holding why it could not be verified or deserialized.
+            One forged or corrupt value spoils no other object of the call, which
+            matters with ``evict``: the others were deleted by this very read.
+
+        Raises:
+            ClosedError: If the store is closed.
+        """
         self._check_open()
         if not keys:
             return []
         objs = self._get_objects(list(keys), evict=evict)
         decode = deserializer or self.deserializer
-        for i, obj in enumerate(objs):
-            if obj is MISSING:
-                if default is MISSING:
-                    raise ObjectNotFoundError(keys[i], self.name)
-                objs[i] = default
-            elif decode is not None:
-                objs[i] = custom_object(decode, obj, keys[i])
+        if decode is not None:
+            for i, obj in enumerate(objs):
+                if obj is MISSING or isinstance(obj, Unreadable):
+                    continue
+                try:
+                    objs[i] = custom_object(decode, obj, keys[i])
+                except SerializationError as exc:
+                    objs[i] = Unreadable(exc)
         return objs
 
     def _get_objects(self, keys: list[str], *, evict: bool) -> list[Any]:
-        """Fetch and deserialize ``keys``' objects, ``MISSING`` for absent ones (overridable)."""
+        """Fetch and deserialize ``keys``' objects (overridable).
+
+        Returns:
+            Per key: the object, ``MISSING`` if absent, or an :class:`Unreadable`.
+        """
         decode = self._codec.decode
-        return [MISSING if v is None else decode(v) for v in self._read(keys, evict=evict)]
+        return [MISSING if v is None else decoded(decode, v) for v in self._read(keys, evict=evict)]
 
     def exists(self, key: str) -> bool:
         """Return whether an object is stored under ``key``.

@@ -37,7 +37,7 @@ from framework.settings import RedisSettings
 from framework.store._options import constructor_options
 from framework.store._redis_keys import RedisKeyMethods
 from framework.store._redis_urls import public_url, with_local_credentials
-from framework.store.base import BaseStore
+from framework.store.base import BaseStore, decoded
 from framework.store.config import StoreConfig
 from framework.store.connector import RedisConnector
 from framework.store.layout import (
@@ -289,7 +289,7 @@ class RedisStore(RedisKeyMethods, BaseStore):
             elif raw_ok and oid is not None and oid.raw:  # the object itself, no copy
                 objs.append(value if type(value) is bytes else bytes(value))
             else:
-                objs.append(decode(value))
+                objs.append(decoded(decode, value))  # a forged value spoils no other
         return objs
 
     def _read(self, keys: Sequence[str], *, evict: bool) -> list[BytesLike | None]:

@@ -24,7 +24,8 @@ from framework.exceptions import (
 )
 from framework.pubsub.protocols import DescribedSubscriber
 from framework.serialize import loads
-from framework.store import Store, get_or_create_store
+from framework.store import MISSING, Store, get_or_create_store
+from framework.store.base import Unreadable
 from framework.stream._building import approx_size
 from framework.stream.events import EventBatch, NewObjectEvent, NewObjectKeyEvent
 from framework.stream.protocols import Subscriber
@@ -82,6 +83,8 @@ class Entry:
         if self.value is _ABSENT:
             config = self.batch.store_config or {}
             raise ObjectNotFoundError(getattr(self.event, "key", ""), str(config.get("name")))
+        if isinstance(self.value, Unreadable):
+            raise self.value.error
         return self.value
 
 
@@ -199,7 +202,8 @@ def select_run(
 def fetch_run(store: Store, run: Sequence[Entry], *, evict: bool) -> int:
     """Fetch the objects of ``run`` in one round trip per evict flag; return their mean size.
 
-    Absent objects are marked, not raised, so the others of the call are kept.
+    Absent and unreadable (forged, corrupt) objects are marked, not raised, so the
+    others of the call are kept: an evicting read has deleted them already.
     """
     sizes = 0
     for flag in (True, False):
@@ -207,10 +211,10 @@ def fetch_run(store: Store, run: Sequence[Entry], *, evict: bool) -> int:
         if not group:
             continue
         keys = [e.event.key for e in group]  # type: ignore[union-attr]
-        values = store.get_batch(keys, default=_ABSENT, evict=flag)
+        values = store._get_each(keys, evict=flag)
         for entry, value in zip(group, values, strict=True):
-            entry.value = value
-            sizes += approx_size(value)
+            entry.value = _ABSENT if value is MISSING else value
+            sizes += 0 if isinstance(value, Unreadable) else approx_size(entry.value)
     return sizes // max(len(run), 1)
 
 

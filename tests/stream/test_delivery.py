@@ -95,7 +95,7 @@ def test_failed_fetch_keeps_the_entry_pending_and_delivers_it_next(
     subscriber = RedisStreamSubscriber(conn, "t", group="g", consumer="c", timeout=5)
     consumer = StreamConsumer[int](subscriber, timeout=5)
     assert consumer.next_object() == 0
-    real_get = RedisStore.get_batch
+    real_get = RedisStore._get_each  # what the consumer fetches with
     calls = {"n": 0}
 
     def failing_get(self: RedisStore, *args: Any, **kwargs: Any) -> Any:
@@ -104,7 +104,7 @@ def test_failed_fetch_keeps_the_entry_pending_and_delivers_it_next(
             raise BackendUnavailable("The store server is down.")
         return real_get(self, *args, **kwargs)
 
-    RedisStore.get_batch = failing_get  # type: ignore[method-assign]
+    RedisStore._get_each = failing_get  # type: ignore[method-assign]
     try:
         with pytest.raises(BackendUnavailable):
             consumer.next_object()
@@ -112,7 +112,7 @@ def test_failed_fetch_keeps_the_entry_pending_and_delivers_it_next(
         assert conn.client.xpending(key, "g")["pending"] >= 1  # not acknowledged
         assert list(consumer.iter_objects()) == [1, 2]
     finally:
-        RedisStore.get_batch = real_get  # type: ignore[method-assign]
+        RedisStore._get_each = real_get  # type: ignore[method-assign]
     consumer.close()
 
 

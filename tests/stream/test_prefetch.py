@@ -22,13 +22,13 @@ def test_objects_per_fetch_follow_their_size(
     conn: RedisConnection, monkeypatch: pytest.MonkeyPatch, size: int, per_fetch: list[int]
 ) -> None:
     fetched: list[int] = []
-    real_get = RedisStore.get_batch
+    real_get = RedisStore._get_each  # what the consumer fetches with
 
     def counting_get(self: RedisStore, keys: Any, *args: Any, **kwargs: Any) -> Any:
         fetched.append(len(keys))
         return real_get(self, keys, *args, **kwargs)
 
-    monkeypatch.setattr(RedisStore, "get_batch", counting_get)
+    monkeypatch.setattr(RedisStore, "_get_each", counting_get)
     payloads = [bytes([i]) * size for i in range(6)]
     with RedisStore("prefetch", connection=conn) as store:
         register_store(store)
