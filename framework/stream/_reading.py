@@ -48,7 +48,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _UNFETCHED: Any = object()
-_ABSENT: Any = object()
 
 
 @dataclass
@@ -80,7 +79,7 @@ class Entry:
         Raises:
             ObjectNotFoundError: If the store no longer had it.
         """
-        if self.value is _ABSENT:
+        if self.value is MISSING:
             config = self.batch.store_config or {}
             raise ObjectNotFoundError(getattr(self.event, "key", ""), str(config.get("name")))
         if isinstance(self.value, Unreadable):
@@ -213,8 +212,8 @@ def fetch_run(store: Store, run: Sequence[Entry], *, evict: bool) -> int:
         keys = [e.event.key for e in group]  # type: ignore[union-attr]
         values = store._get_each(keys, evict=flag)
         for entry, value in zip(group, values, strict=True):
-            entry.value = _ABSENT if value is MISSING else value
-            sizes += 0 if isinstance(value, Unreadable) else approx_size(entry.value)
+            entry.value = value
+            sizes += 0 if isinstance(value, Unreadable) else approx_size(value)
     return sizes // max(len(run), 1)
 
 
