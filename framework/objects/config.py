@@ -26,6 +26,9 @@ DEFAULT_WORKERS = 4
 DEFAULT_RESEND_AFTER = 2.0
 #: Seconds close() waits in total for consumers and threads.
 DEFAULT_CLOSE_TIMEOUT = 5.0
+#: Seconds the cells' clocks may be apart (first objects older than their timeout plus
+#: this are refused as replays).
+DEFAULT_MAX_CLOCK_SKEW = 60.0
 
 
 class EngineConfig(BaseModel):
@@ -43,6 +46,7 @@ class EngineConfig(BaseModel):
     workers: int = Field(DEFAULT_WORKERS, ge=1, le=256)
     resend_after: float = Field(DEFAULT_RESEND_AFTER, gt=0)
     close_timeout: float = Field(DEFAULT_CLOSE_TIMEOUT, gt=0)
+    max_clock_skew: float = Field(DEFAULT_MAX_CLOCK_SKEW, ge=0)
 
     def __init__(self, **data: Any) -> None:
         try:

@@ -36,6 +36,7 @@ from framework.objects.envelope import (
     ENVELOPE_FIELD,
     PAYLOAD_FIELD,
     Envelope,
+    addressed_to,
     decode_envelope,
     open_payload,
     seal_payload,
@@ -65,7 +66,8 @@ class RedisStreamableEngine(StreamableEngine):
 
     Args:
         cell: The cell whose name this engine answers to; not closed by the engine.
-        config: Inline limit, idle timeout, TTL, worker count and close timeout.
+        config: Inline limit, idle timeout, TTL, worker count, close timeout and the
+            clock skew allowed between cells.
         secret: Shared HMAC key: every payload is signed, and unsigned or mis-signed
             ones are refused before anything is unpickled.
         allow_pickle: If False, payloads whose serializer unpickles are refused.
@@ -117,6 +119,7 @@ class RedisStreamableEngine(StreamableEngine):
             self._reply,
             self.config.idle_timeout,
             abort_signal=self.fl_ctx.get_run_abort_signal(),
+            max_clock_skew=self.config.max_clock_skew,
         )
         cell.register_blob_cb(OBJECTS_CHANNEL, _TOPIC, self._on_blob)
         self._threads = [
@@ -345,6 +348,8 @@ class RedisStreamableEngine(StreamableEngine):
         self._dispatch(env, future.result())
 
     def _dispatch(self, env: Envelope, payload: Any) -> None:
+        if not addressed_to(env, self.name):
+            return
         if env.kind == "reply":  # came as a byte stream (mailbox replies are collected)
             self._replies.deliver(env, payload)
         elif env.kind == "data":
@@ -367,7 +372,14 @@ class RedisStreamableEngine(StreamableEngine):
     def _reply(self, env: Envelope, reply: Shareable, ended: bool) -> None:
         """Send ``reply`` to the sender of the object ``env`` (from a worker thread)."""
         renv = Envelope(
-            kind="reply", tx=env.tx, seq=env.seq, origin=self.name, ended=ended, secure=env.secure
+            kind="reply",
+            tx=env.tx,
+            seq=env.seq,
+            origin=self.name,
+            to=(env.origin,),
+            at=time.time(),
+            ended=ended,
+            secure=env.secure,
         )
         try:
             try:

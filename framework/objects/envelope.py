@@ -6,14 +6,19 @@ framed by :func:`framework.serialize.dumps`. The payload's frame ``meta`` repeat
 field of the envelope; when a shared secret is set the frame is HMAC-signed, so an
 envelope cannot be altered (rerouted to another channel or topic, a reply marked as
 ending the session, an end given another return code) or a signed payload replayed
-under another session or sequence number. On a mailbox (a Redis stream) the envelope is
-field ``h`` and the payload field ``p``; on a byte stream the envelope is the header
-``fw_obj`` and the payload the blob. This module does no I/O and imports no Redis code.
+under another session or sequence number. The envelope names the cells it is
+addressed to and when it was sent, so a signed message copied into another cell's
+mailbox is refused there, and a receiver can tell an old session start replayed
+after it forgot the session (:class:`~framework.objects.session.Tombstones`). On a
+mailbox (a Redis stream) the envelope is field ``h`` and the payload field ``p``; on a
+byte stream the envelope is the header ``fw_obj`` and the payload the blob. This module
+does no I/O and imports no Redis code.
 """
 
 from __future__ import annotations
 
-from typing import Any, Final, Literal
+import logging
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -28,13 +33,16 @@ __all__ = [
     "WIRE_VERSION",
     "Envelope",
     "Kind",
+    "addressed_to",
     "decode_envelope",
     "open_payload",
     "seal_payload",
 ]
 
+logger = logging.getLogger(__name__)
+
 #: Version of the envelope this module writes.
-WIRE_VERSION: Final = 2
+WIRE_VERSION: Final = 3
 #: Mailbox entry fields.
 ENVELOPE_FIELD: Final = b"h"
 PAYLOAD_FIELD: Final = b"p"
@@ -42,6 +50,8 @@ PAYLOAD_FIELD: Final = b"p"
 BLOB_HEADER: Final = "fw_obj"
 
 Kind = Literal["data", "reply", "end", "abort"]
+#: A cell name as an envelope carries it.
+CellName = Annotated[str, Field(min_length=1, max_length=512)]
 
 
 class Envelope(BaseModel):
@@ -52,6 +62,10 @@ class Envelope(BaseModel):
         tx: Session id (random, hex).
         seq: Sequence number of the object (a reply repeats its object's number).
         origin: Cell name of the engine that wrote the message (where replies go).
+        to: Cell names the message is addressed to (every target of a fan-out: the
+            payload is written once for all of them).
+        at: The sender's clock (seconds since the epoch) when the message was first
+            sent; a resend repeats it.
         channel: App channel of the session.
         topic: App topic of the session.
         rc: Return code of an ``end`` or ``abort``.
@@ -62,11 +76,13 @@ class Envelope(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    v: Literal[2] = WIRE_VERSION
+    v: Literal[3] = WIRE_VERSION
     kind: Kind
     tx: str = Field(min_length=1, max_length=64, pattern=r"^[0-9a-f]+$")
     seq: int = Field(ge=0)
-    origin: str = Field(min_length=1, max_length=512)
+    origin: CellName
+    to: tuple[CellName, ...]
+    at: float = Field(ge=0, allow_inf_nan=False)
     channel: str = Field("", max_length=512)
     topic: str = Field("", max_length=512)
     rc: str | None = Field(None, max_length=64)
@@ -86,6 +102,18 @@ class Envelope(BaseModel):
         envelope itself travels unsigned (mailbox field ``h``, byte-stream header).
         """
         return self.model_dump(mode="json")
+
+
+def addressed_to(env: Envelope, name: str) -> bool:
+    """Whether ``env`` is addressed to cell ``name`` (logged when it is not).
+
+    A message in a cell's mailbox that names other cells was copied there: with a
+    secret its envelope is signed, so it was written for those cells.
+    """
+    if name in env.to:
+        return True
+    logger.warning("Ignoring the %s: it is addressed to %s, not %r.", env.describe(), env.to, name)
+    return False
 
 
 def decode_envelope(raw: Any, what: str) -> Envelope:

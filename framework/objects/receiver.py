@@ -53,6 +53,8 @@ class _Session:
     ctx: dict[str, Any]
     fl_ctx: FLContext
     last_active: float
+    #: When the session's first object was sent (the sender's clock).
+    started: float
     consumer: ObjectConsumer | None = None
     seq: SeqTracker = field(default_factory=SeqTracker)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -71,7 +73,11 @@ class Receiver:
         reply: Sends a reply to the object's sender.
         idle_timeout: Seconds without a message after which a session is ended (TIMEOUT).
         abort_signal: The run's abort signal on this side (ends sessions with TASK_ABORTED).
+        max_clock_skew: Seconds the senders' clocks may be off from this one. A first
+            object older than its timeout plus this, or sent before this receiver
+            started less this, starts no session: it is a replay or long overdue.
         clock: Monotonic clock (injectable for tests).
+        wall: Clock comparable with the senders' (seconds since the epoch).
     """
 
     def __init__(
@@ -80,16 +86,20 @@ class Receiver:
         reply: ReplyFn,
         idle_timeout: float,
         abort_signal: Any = None,
+        max_clock_skew: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self.name = name
         self._reply = reply
         self.idle_timeout = idle_timeout
         self._abort = abort_signal
         self._clock = clock
+        self._wall = wall
+        self.max_clock_skew = max_clock_skew
         self._registry: dict[tuple[str, str], Registration] = {}
         self._sessions: dict[tuple[str, str], _Session] = {}
-        self._tombstones = Tombstones()
+        self._tombstones = Tombstones(floor=wall() - max_clock_skew)
         self._lock = threading.Lock()
 
     def register(self, channel: str, topic: str, reg: Registration) -> None:
@@ -200,11 +210,32 @@ class Receiver:
         if env.seq != 0:
             logger.warning("The %s reached no open session: its start was lost.", env.describe())
             return SeqTracker().gap_reply(env.seq)
+        late = self._late_start(env)
+        if late is not None:
+            logger.warning("Refusing the %s: %s", env.describe(), late)
+            return error_reply(ReturnCode.BAD_REQUEST_DATA, late)
         if (env.channel, env.topic) not in self._registry:
             logger.warning("The %s has no consumer factory registered.", env.describe())
             return error_reply(
                 ReturnCode.TOPIC_UNKNOWN,
                 f"Cell {self.name!r} has no consumer for {env.channel}/{env.topic}.",
+            )
+        return None
+
+    def _late_start(self, env: Envelope) -> str | None:
+        """Why a first object cannot be new (a copy of an old one), or None."""
+        age = self._wall() - env.at
+        if self._tombstones.forgotten(env.origin, env.at):
+            return (
+                f"object 0 of session {env.tx} was sent {age:.0f} s ago, before sessions "
+                f"this cell has forgotten: refused as a replayed or overdue start."
+            )
+        allowed = (env.timeout or 0.0) + self.max_clock_skew
+        if age > allowed:
+            return (
+                f"object 0 of session {env.tx} was sent {age:.0f} s ago, more than its "
+                f"timeout ({env.timeout} s) plus the allowed clock skew "
+                f"({self.max_clock_skew} s): refused as a replayed or overdue start."
             )
         return None
 
@@ -216,7 +247,7 @@ class Receiver:
             fl_ctx.set_run_abort_signal(self._abort)
         ctx = {StreamContextKey.CHANNEL: env.channel, StreamContextKey.TOPIC: env.topic}
         reg = self._registry[(env.channel, env.topic)]
-        session = _Session(key, reg, ctx, fl_ctx, self._clock())
+        session = _Session(key, reg, ctx, fl_ctx, self._clock(), started=env.at)
         self._sessions[key] = session
         return session
 
@@ -276,7 +307,9 @@ class Receiver:
             logger.exception("No consumer for the %s.", env.describe())
             self._drop(session)
             with self._lock:
-                self._tombstones.add(session.key, 0, None, ReturnCode.EXECUTION_EXCEPTION)
+                self._tombstones.add(
+                    session.key, 0, None, ReturnCode.EXECUTION_EXCEPTION, session.started
+                )
             reason = f"The consumer factory failed: {type(exc).__name__}: {exc}"
             self._reply(env, error_reply(ReturnCode.EXECUTION_EXCEPTION, reason), True)
             return False
@@ -312,7 +345,8 @@ class Receiver:
             return
         self._drop(session)
         with self._lock:
-            self._tombstones.add(session.key, session.seq.expected - 1, session.seq.last_reply, rc)
+            last = session.seq.expected - 1
+            self._tombstones.add(session.key, last, session.seq.last_reply, rc, session.started)
         consumer = session.consumer
         if consumer is None:
             return

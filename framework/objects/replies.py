@@ -19,6 +19,7 @@ from framework.objects.envelope import (
     ENVELOPE_FIELD,
     PAYLOAD_FIELD,
     Envelope,
+    addressed_to,
     decode_envelope,
 )
 from framework.objects.mailbox import WAKE_FIELD, Mailbox, MailEntry, Write
@@ -144,7 +145,9 @@ class Replies:
         for eid, fields in entries:
             if WAKE_FIELD not in fields:
                 env = envelope_of(eid, fields, box.key)
-                if env is not None and env.kind == "reply" and env.tx == tx:
+                if env is None or env.kind != "reply" or env.tx != tx:
+                    continue
+                if addressed_to(env, self.name):
                     self.file(env, fields.get(PAYLOAD_FIELD, b""))
 
     def deliver(self, env: Envelope, payload: Any) -> None:

@@ -166,6 +166,8 @@ class ObjectStream:
             tx=self.tx,
             seq=self.seq,
             origin=self.link.name,
+            to=tuple(live),
+            at=time.time(),
             channel=self.channel,
             topic=self.topic,
             timeout=timeout,
@@ -275,6 +277,8 @@ class ObjectStream:
             tx=self.tx,
             seq=self.seq + 1,  # never the number of an object
             origin=self.link.name,
+            to=tuple(notify),
+            at=time.time(),
             channel=self.channel,
             topic=self.topic,
             rc=rc,

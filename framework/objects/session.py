@@ -117,27 +117,60 @@ class ReplySlots:
 class Tombstones:
     """Recently ended sessions and their last reply, so a late retry gets the same answer.
 
+    Forgetting a session must not let a copy of its first object start it again. For
+    each sender, the latest start time (the sender's clock) among its forgotten sessions
+    is kept, and :meth:`forgotten` refuses a session start at or before it; starts sent
+    before ``floor`` (when this receiver started) are refused too.
+
     Args:
-        limit: Sessions remembered; the oldest are forgotten first.
+        limit: Sessions remembered, and senders whose forgotten starts are remembered;
+            the oldest are forgotten first (a forgotten sender's time raises ``floor``).
+        floor: Session starts sent before this time cannot be new to this receiver.
     """
 
-    def __init__(self, limit: int = 4096) -> None:
-        self._ended: OrderedDict[tuple[str, str], tuple[int, Shareable | None, str]] = OrderedDict()
+    def __init__(self, limit: int = 4096, floor: float = 0.0) -> None:
+        self._ended: OrderedDict[tuple[str, str], tuple[int, Shareable | None, str, float]] = (
+            OrderedDict()
+        )
+        self._horizon: OrderedDict[str, float] = OrderedDict()
         self._limit = limit
+        self._floor = floor
 
-    def add(self, key: tuple[str, str], last_seq: int, reply: Shareable | None, rc: str) -> None:
-        """Remember that session ``key`` ended with ``rc`` after object ``last_seq``."""
-        self._ended[key] = (last_seq, reply, rc)
+    def add(
+        self,
+        key: tuple[str, str],
+        last_seq: int,
+        reply: Shareable | None,
+        rc: str,
+        started: float,
+    ) -> None:
+        """Remember that session ``key`` (started at ``started``) ended with ``rc``.
+
+        Args:
+            key: ``(origin, session id)``.
+            last_seq: The last object applied.
+            reply: The reply to it (answered again to a retry).
+            rc: The session's return code.
+            started: When the session's first object was sent (the sender's clock).
+        """
+        self._ended[key] = (last_seq, reply, rc, started)
         self._ended.move_to_end(key)
         while len(self._ended) > self._limit:
-            self._ended.popitem(last=False)
+            (origin, _), (*_, first) = self._ended.popitem(last=False)
+            self._horizon[origin] = max(self._horizon.pop(origin, first), first)
+        while len(self._horizon) > self._limit:
+            self._floor = max(self._floor, self._horizon.popitem(last=False)[1])
+
+    def forgotten(self, origin: str, started: float) -> bool:
+        """Whether a session of ``origin`` starting at ``started`` may have been forgotten."""
+        return started < self._floor or started <= self._horizon.get(origin, -1.0)
 
     def answer(self, key: tuple[str, str], seq: int) -> Shareable | None:
         """The reply for an object of an ended session, or None if the session is unknown."""
         found = self._ended.get(key)
         if found is None:
             return None
-        last_seq, reply, rc = found
+        last_seq, reply, rc, _ = found
         if seq == last_seq and reply is not None:
             return reply
         return error_reply(

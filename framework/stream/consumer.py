@@ -35,6 +35,7 @@ from framework.exceptions import (
     FrameworkError,
     MessageLossError,
     ReceiveTimeout,
+    SecurityError,
 )
 from framework.pubsub.protocols import AckingSubscriber, PollingSubscriber
 from framework.store import Store, unregister_store
@@ -353,10 +354,21 @@ class StreamConsumer(Generic[T]):
 
     def _decode(self, data: bytes) -> tuple[EventBatch, list[memoryview]]:
         try:
-            return decode_message(data, secret=self._secret)
+            batch, parts = decode_message(data, secret=self._secret)
+            self._check_topic(batch)
         except FrameworkError:
             self._ack()  # a message that cannot be read would otherwise come back forever
             raise
+        return batch, parts
+
+    def _check_topic(self, batch: EventBatch) -> None:
+        """With a secret, a batch signed for another topic was copied here: refuse it."""
+        if self._secret is not None and self._topics and batch.topic not in self._topics:
+            raise SecurityError(
+                f"A signed batch of topic {batch.topic!r} (producer {batch.producer!r}, "
+                f"first event {batch.seq}) arrived on a subscription to "
+                f"{sorted(self._topics)}: it was copied from another topic and is refused."
+            )
 
     def _accept(self, batch: EventBatch, parts: list[memoryview]) -> None:
         topic = batch.topic

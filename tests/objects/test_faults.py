@@ -14,6 +14,7 @@ from framework.objects import EngineConfig, FLContext, ReservedHeaderKey, Return
 from framework.objects import engine as engine_module
 from framework.objects.engine import RedisStreamableEngine as Engine
 from framework.objects.envelope import ENVELOPE_FIELD, Envelope
+from framework.objects.mailbox import post
 from tests.objects.conftest import EngineFactory
 from tests.objects.helpers import ListProducer, RecordingFactory, shareable
 
@@ -350,3 +351,86 @@ def test_a_signed_end_notice_with_an_altered_return_code_is_ignored(
     server.stream_objects("c", "t", {}, ["site"], producer, FLContext())
     (session,) = factory.wait_ended(1)
     assert session.rc == ReturnCode.TIMEOUT  # the forged end was refused; the sender went
+
+
+def _wait_for_log(caplog: pytest.LogCaptureFixture, text: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not any(text in r.getMessage() for r in caplog.records):
+        assert time.monotonic() < deadline, f"no log line with {text!r}"
+        time.sleep(0.02)
+
+
+def test_a_signed_object_copied_into_another_cells_mailbox_is_ignored(
+    conn: RedisConnection,
+    make_engine: EngineFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Whoever can write to Redis copies a genuine signed object meant for ``a`` to ``b``."""
+    original = Engine._post
+
+    def copied(self: Engine, env: Envelope, keys: list[str], fields: Any) -> list[bool]:
+        if env.kind == "data":
+            assert post(conn, [conn.keys.mailbox("b")], fields) == [True]
+        return original(self, env, keys, fields)
+
+    monkeypatch.setattr(Engine, "_post", copied)
+    secret = b"s3cret"
+    server = make_engine(conn, "server", secret=secret)
+    meant, other = RecordingFactory(), RecordingFactory()
+    make_engine(conn, "a", secret=secret).register_stream_processing("c", "t", meant)
+    make_engine(conn, "b", secret=secret).register_stream_processing("c", "t", other)
+    producer = ListProducer([shareable(i=0), shareable(i=1)])
+    with caplog.at_level(logging.WARNING, logger="framework.objects"):
+        assert server.stream_objects("c", "t", {}, ["a"], producer, FLContext())[0] == "OK"
+        _wait_for_log(caplog, "is addressed to ('a',), not 'b'")
+    assert [rcs(r) for r in producer.rounds] == [{"a": "OK"}, {"a": "OK"}]
+    assert [o["i"] for o in meant.wait_ended(1)[0].consumed] == [0, 1]
+    assert other.sessions == []
+
+
+def test_a_first_object_replayed_to_a_restarted_receiver_starts_no_session(
+    conn: RedisConnection,
+    make_engine: EngineFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A receiver that restarted has forgotten the sessions it ended: a signed copy of an
+    old session's object 0 must not start that session again."""
+    captured: list[dict[bytes, Any]] = []
+    original = Engine._post
+
+    def recording(self: Engine, env: Envelope, keys: list[str], fields: Any) -> list[bool]:
+        if env.kind == "data" and env.seq == 0:
+            captured.append(dict(fields))
+        return original(self, env, keys, fields)
+
+    monkeypatch.setattr(Engine, "_post", recording)
+    secret = b"s3cret"
+    server = make_engine(conn, "server", secret=secret)
+    before = RecordingFactory()
+    site = make_engine(conn, "site", secret=secret)
+    site.register_stream_processing("c", "t", before)
+    assert (
+        server.stream_objects("c", "t", {}, ["site"], ListProducer([shareable(i=0)]), FLContext())[
+            0
+        ]
+        == "OK"
+    )
+    before.wait_ended(1)
+    site.shutdown_streamer()
+    # Clocks in step: a start sent before the new engine began is not new to it.
+    config = EngineConfig(inline_limit=64 * 1024, close_timeout=5, max_clock_skew=0)
+    after = RecordingFactory()
+    make_engine(conn, "site", secret=secret, config=config).register_stream_processing(
+        "c", "t", after
+    )
+    with caplog.at_level(logging.WARNING, logger="framework.objects"):
+        assert post(conn, [conn.keys.mailbox("site")], captured[0]) == [True]
+        _wait_for_log(caplog, "refused as a replayed or overdue start")
+    assert after.sessions == []
+    assert len(before.sessions) == 1
+    # A new session from the same sender still starts.
+    producer = ListProducer([shareable(i=1)])
+    assert server.stream_objects("c", "t", {}, ["site"], producer, FLContext())[0] == "OK"
+    assert [o["i"] for o in after.wait_ended(1)[0].consumed] == [1]

@@ -85,16 +85,25 @@ def test_signal_and_fl_context() -> None:
 
 
 def test_envelope_round_trip_and_bad_envelopes() -> None:
-    env = Envelope(kind="data", tx="ab12", seq=3, origin="sérveur", channel="c", topic="t")
+    env = Envelope(
+        kind="data",
+        tx="ab12",
+        seq=3,
+        origin="sérveur",
+        to=("a", "b"),
+        at=1.5,
+        channel="c",
+        topic="t",
+    )
     assert decode_envelope(env.model_dump_json(), "x") == env
     assert decode_envelope(env.model_dump(mode="json"), "x") == env
-    for raw in (None, b"{", b'{"v": 1}', b'{"v": 2, "kind": "data", "tx": "XY", "seq": 0}'):
+    for raw in (None, b"{", b'{"v": 1}', b'{"v": 3, "kind": "data", "tx": "XY", "seq": 0}'):
         with pytest.raises(FramingError, match="envelope"):
             decode_envelope(raw, "test entry")
 
 
 def test_payload_is_bound_to_its_envelope_and_signed() -> None:
-    env = Envelope(kind="data", tx="ab", seq=1, origin="s")
+    env = Envelope(kind="data", tx="ab", seq=1, origin="s", to=("t",), at=1.0)
     other = env.model_copy(update={"seq": 2})
     data = seal_payload(env, {"x": 1}, b"key").join()
     assert open_payload(env, data, b"key", True) == {"x": 1}
@@ -135,14 +144,80 @@ def test_reply_slots_take_the_first_matching_reply() -> None:
 def test_tombstones_answer_late_copies() -> None:
     tombs = Tombstones(limit=1)
     reply = make_reply("OK")
-    tombs.add(("s", "t1"), 4, reply, "OK")
+    tombs.add(("s", "t1"), 4, reply, "OK", 10.0)
     assert tombs.answer(("s", "t1"), 4) is reply
     late = tombs.answer(("s", "t1"), 5)
     assert late is not None
     assert late.get_return_code() == ReturnCode.EARLY_TERMINATION
-    tombs.add(("s", "t2"), 0, None, "OK")
+    tombs.add(("s", "t2"), 0, None, "OK", 20.0)
     assert ("s", "t1") not in tombs  # the oldest is forgotten
     assert tombs.answer(("s", "t9"), 0) is None
+
+
+def test_tombstones_know_which_session_starts_they_may_have_forgotten() -> None:
+    tombs = Tombstones(limit=2, floor=5.0)
+    assert tombs.forgotten("s", 4.9)  # sent before the receiver started
+    assert not tombs.forgotten("s", 5.0)
+    tombs.add(("s", "a"), 0, None, "OK", 30.0)
+    tombs.add(("s", "b"), 0, None, "OK", 10.0)
+    assert not tombs.forgotten("s", 12.0)  # remembered sessions answer for themselves
+    tombs.add(("s", "c"), 0, None, "OK", 40.0)  # forgets "a", started at 30
+    assert tombs.forgotten("s", 30.0)
+    assert tombs.forgotten("s", 12.0)
+    assert not tombs.forgotten("s", 30.5)
+    assert not tombs.forgotten("other", 12.0)  # another sender's clock: not compared
+    tombs.add(("s", "d"), 0, None, "OK", 50.0)  # forgets "b" (10): the horizon stays 30
+    assert tombs.forgotten("s", 30.0)
+    tombs.add(("o1", "e"), 0, None, "OK", 60.0)  # forgets "c": 40
+    tombs.add(("o2", "f"), 0, None, "OK", 70.0)  # forgets "d": 50
+    tombs.add(("o3", "g"), 0, None, "OK", 80.0)  # forgets "e": "o1" at 60
+    # Forgets "f": "o2" at 70, one sender too many; the oldest, "s" (50), becomes the floor.
+    tombs.add(("o4", "h"), 0, None, "OK", 90.0)
+    assert tombs.forgotten("s", 49.0)
+    assert tombs.forgotten("o4", 49.0)
+    assert not tombs.forgotten("o4", 51.0)
+    assert tombs.forgotten("o2", 70.0)
+    assert tombs.forgotten("o1", 60.0)
+
+
+def test_a_first_object_that_is_old_or_forgotten_starts_no_session() -> None:
+    wall = [1000.0]
+    replies: list[tuple[int, str, str]] = []
+
+    def reply(env: Envelope, answer: Shareable, ended: bool) -> None:
+        replies.append(
+            (env.seq, answer.get_return_code(), answer.get_header(ReservedHeaderKey.ERROR, ""))
+        )
+
+    receiver = Receiver("site", reply, idle_timeout=10, max_clock_skew=5, wall=lambda: wall[0])
+    factory = RecordingFactory()
+    receiver.register("c", "t", Registration(factory))
+
+    def first(tx: str, at: float, timeout: float | None = 10.0) -> Envelope:
+        return Envelope(
+            kind="data",
+            tx=tx,
+            seq=0,
+            origin="server",
+            to=("site",),
+            at=at,
+            channel="c",
+            topic="t",
+            timeout=timeout,
+        )
+
+    def load() -> tuple[Shareable, None]:
+        return Shareable({"i": 0}), None
+
+    receiver.on_data(first("a1", at=994.0), load)  # sent before the receiver started, less 5 s
+    wall[0] = 2000.0
+    receiver.on_data(first("a2", at=1984.0), load)  # 16 s old: timeout 10 + skew 5 passed
+    receiver.on_data(first("a3", at=1986.0), load)  # 14 s old: within
+    assert [rc for _, rc, _ in replies] == ["BAD_REQUEST_DATA", "BAD_REQUEST_DATA", "OK"]
+    assert "forgotten" in replies[0][2]
+    assert "replayed" in replies[0][2]
+    assert "more than its timeout (10.0 s) plus the allowed clock skew (5" in replies[1][2]
+    assert len(factory.sessions) == 1
 
 
 def test_receiver_idle_expiry_with_an_injected_clock() -> None:
@@ -153,10 +228,13 @@ def test_receiver_idle_expiry_with_an_injected_clock() -> None:
         lambda env, reply, ended: replies.append((env.seq, reply.get_return_code(), ended)),
         idle_timeout=10,
         clock=lambda: now[0],
+        wall=lambda: 1e9,
     )
     factory = RecordingFactory()
     receiver.register("c", "t", Registration(factory))
-    env = Envelope(kind="data", tx="ab", seq=0, origin="server", channel="c", topic="t")
+    env = Envelope(
+        kind="data", tx="ab", seq=0, origin="server", to=("site",), at=1e9, channel="c", topic="t"
+    )
     receiver.on_data(env, lambda: (Shareable({"i": 0}), {"k": 1}))
     assert replies == [(0, "OK", False)]
     now[0] = 9.0

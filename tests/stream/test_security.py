@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from framework.connection import RedisConnection
-from framework.exceptions import ConfigurationError, MissingSignatureError
+from framework.exceptions import ConfigurationError, MissingSignatureError, SecurityError
 from framework.pubsub import QueuePublisher, RedisStreamPublisher, RedisStreamSubscriber
 from framework.serialize import dumps
 from framework.store import RedisStore
@@ -115,3 +115,18 @@ def test_pickle_trust_is_announced_once(caplog: pytest.LogCaptureFixture) -> Non
     assert [r.message for r in caplog.records].count(caplog.records[0].message) == 1
     assert "run code" in caplog.records[0].message
     QueuePublisher({}).close()
+
+
+def test_a_signed_batch_copied_from_another_topic_is_refused(conn: RedisConnection) -> None:
+    """Whoever can write to Redis copies a genuine signed batch into another topic."""
+    with StreamProducer[Any](RedisStreamPublisher(conn), secret=SECRET) as out:
+        out.send("elsewhere", {"meant": "elsewhere"})
+        out.flush()
+        ((_, fields),) = conn.client.xrange(conn.keys.events("elsewhere"))
+        conn.client.xadd(conn.keys.events(TOPIC), fields)
+        out.send(TOPIC, {"meant": TOPIC})
+        out.flush()
+    with _consumer(conn) as consumer:
+        with pytest.raises(SecurityError, match=r"batch of topic 'elsewhere'.*copied from another"):
+            consumer.next_object()
+        assert consumer.next_object() == {"meant": TOPIC}  # the genuine one is not lost
