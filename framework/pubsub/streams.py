@@ -348,7 +348,7 @@ class RedisStreamSubscriber(RedisShim):
             self._take(name, entries, from_pending=streams[name] != ">")
 
     def _take(self, key: str, entries: list[Any], *, from_pending: bool) -> None:
-        trimmed = []
+        trimmed, foreign = [], []
         for entry_id, fields in entries:
             if self.group is None or from_pending:
                 self._cursor[key] = text(entry_id)
@@ -356,14 +356,24 @@ class RedisStreamSubscriber(RedisShim):
                 continue  # returned before the outage: the caller has it
             if fields and FIELD in fields:
                 self._buffer.append((key, entry_id, fields[FIELD]))
-            else:
+            elif fields:  # not a publisher's entry: no message of ours was lost
+                foreign.append(text(entry_id))
+            else:  # a pending entry whose fields are gone: trimmed
                 trimmed.append(text(entry_id))
         if from_pending and self.group is not None and not entries:
             self._cursor[key] = ">"  # own pending entries done: new ones from now on
+        if foreign:
+            logger.warning(
+                "Skipping entries %s of durable topic %r: they hold no message (field %r); "
+                "something other than a publisher wrote them.",
+                foreign,
+                self._keys[key],
+                FIELD.decode(),
+            )
+        if (trimmed or foreign) and self.group is not None:  # nothing to deliver: release
+            with self._errors(f"acknowledge undeliverable entries of {key!r}"):
+                self.connection.client.xack(key, self.group, *trimmed, *foreign)
         if trimmed:
-            if self.group is not None:  # nothing left to deliver: release them
-                with self._errors(f"acknowledge trimmed entries of {key!r}"):
-                    self.connection.client.xack(key, self.group, *trimmed)
             self._lost(key, trimmed)
 
     def _claim(self) -> None:

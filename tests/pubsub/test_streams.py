@@ -109,6 +109,24 @@ def test_trimmed_pending_entries_are_reported(conn: RedisConnection) -> None:
     again.close()
 
 
+@pytest.mark.parametrize("group", [None, "g"])
+def test_an_entry_without_a_message_is_skipped_not_reported_lost(
+    conn: RedisConnection, group: str | None, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Someone else wrote an entry into the topic's stream: nothing of ours was lost."""
+    sub = RedisStreamSubscriber(conn, "t", group=group, consumer="c" if group else None)
+    with RedisStreamPublisher(conn) as pub:
+        pub.send_message("t", b"0")
+        foreign = conn.client.xadd(conn.keys.events("t"), {b"x": b"not a message"}).decode()
+        pub.send_message("t", b"1")
+    with caplog.at_level("WARNING", logger="framework.pubsub"):
+        assert _drain(sub) == [b"0", b"1"]
+    assert f"Skipping entries ['{foreign}'] of durable topic 't'" in caplog.text
+    if group is not None:  # acknowledged: it never comes back to the group
+        assert conn.client.xpending(conn.keys.events("t"), group)["pending"] == 0
+    sub.close()
+
+
 def test_every_group_member_ends_after_the_final_message(any_conn: RedisConnection) -> None:
     members = [
         RedisStreamSubscriber(any_conn, ["t", "u"], group="g", consumer=c, timeout=5) for c in "abc"
