@@ -20,6 +20,7 @@ import functools
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Sequence
 from typing import Any, Final
 
@@ -41,7 +42,8 @@ __all__ = ["RedisPublisher", "RedisSubscriber"]
 
 logger = logging.getLogger(__name__)
 
-#: Seconds within which further resubscription confirmations belong to the same interruption.
+#: Seconds within which the confirmations of one resubscription arrive (one per channel);
+#: a confirmation after all of them, or later than this, starts another interruption.
 COALESCE_S: Final = 1.0
 #: Consecutive connection failures a subscriber rides out before raising.
 MAX_FAILURES: Final = 5
@@ -199,9 +201,12 @@ class RedisSubscriber(RedisShim):
         self._timeout = timeout
         self._sharded = connection.is_cluster if sharded is None else sharded
         self._lock = threading.Lock()
-        self._stash: bytes | None = None
+        # Data read before next_message() could return it: during the subscription's
+        # confirmations, or under a loss report.
+        self._stash: deque[bytes] = deque()
         self._interrupted = False
         self._last_confirm = float("-inf")  # the first resubscription always counts
+        self._confirms_left = 0  # confirmations still due from the current resubscription
         self._failures = 0
         self._receiving = f"receive from topic(s) {list(self.topics)!r}"
         channels = [connection.keys.topic(t) for t in self.topics]
@@ -209,7 +214,8 @@ class RedisSubscriber(RedisShim):
             self._pubsub = connection.blocking.pubsub()
             subscribe = self._pubsub.ssubscribe if self._sharded else self._pubsub.subscribe
             subscribe(*channels)
-        self._await_confirmations(len(set(channels)))
+        self._channels = len(set(channels))
+        self._await_confirmations(self._channels)
 
     @classmethod
     def from_url(
@@ -239,6 +245,9 @@ class RedisSubscriber(RedisShim):
             message = self._poll(MAX_BLOCK_MS / 1000)
             if message is not None and message["type"] in _CONFIRM:
                 count -= 1
+            elif message is not None and message["type"] in _DATA:
+                # A channel already confirmed (another cluster node) has a message: keep it.
+                self._stash.append(message["data"])
 
     def __iter__(self) -> RedisSubscriber:
         return self
@@ -269,9 +278,8 @@ class RedisSubscriber(RedisShim):
             with self._lock:
                 if self._closed:
                     raise StopIteration
-                if self._stash is not None:
-                    stashed, self._stash = self._stash, None
-                    return stashed
+                if self._stash:
+                    return self._stash.popleft()
                 left = MAX_BLOCK_MS / 1000 if deadline is None else deadline - time.monotonic()
                 message = self._poll(min(max(left, 0.0), MAX_BLOCK_MS / 1000))
                 data = self._handle(message)
@@ -290,9 +298,8 @@ class RedisSubscriber(RedisShim):
         with self._lock:
             if self._closed:
                 raise StopIteration
-            if self._stash is not None:
-                stashed, self._stash = self._stash, None
-                return stashed
+            if self._stash:
+                return self._stash.popleft()
             while True:  # skip confirmations: a data message may follow at once
                 message = self._poll(0)
                 data = self._handle(message)
@@ -303,15 +310,20 @@ class RedisSubscriber(RedisShim):
         """Return a data message's payload; note resubscriptions; raise a pending loss."""
         kind = None if message is None else message["type"]
         if kind in _CONFIRM:
+            # One resubscription confirms each channel once; anything after that, however
+            # soon, is the next interruption (a flapping connection loses each time).
             now = time.monotonic()
-            if now - self._last_confirm > COALESCE_S:
+            if self._confirms_left <= 0 or now - self._last_confirm > COALESCE_S:
                 self._interrupted = True
+                self._confirms_left = self._channels
+            self._confirms_left -= 1
             self._last_confirm = now
             return None
         data: bytes | None = message["data"] if kind in _DATA and message else None
         if self._interrupted:
             self._interrupted = False
-            self._stash = data
+            if data is not None:
+                self._stash.append(data)
             raise MessageLossError(
                 f"The subscription to topic(s) {list(self.topics)!r} was interrupted (the "
                 "connection to Redis dropped and was re-established): messages published "

@@ -89,3 +89,26 @@ def test_killed_subscription_is_reported_once(backend: str, request: pytest.Fixt
         assert sub.next_message() == b"after"
         with pytest.raises(ReceiveTimeout):  # reported once, not again
             sub.next_message(timeout=0.3)
+
+
+@pytest.mark.parametrize("backend", ["real", "cluster"])
+def test_an_interruption_right_after_another_is_reported_too(
+    backend: str, request: pytest.FixtureRequest
+) -> None:
+    """A flapping connection: the second drop comes well within a second of the first
+    resubscription, and loses messages again."""
+    conn: RedisConnection = request.getfixturevalue(f"{backend}_conn")
+    server = request.getfixturevalue("redis_server" if backend == "real" else "redis_cluster")
+    with RedisSubscriber(conn, ["t", "u"], timeout=5) as sub, RedisPublisher(conn) as pub:
+        for drop in range(2):
+            assert _kill_pubsub_clients(conn, server.ports) >= 1
+            pub.send_message("t", b"lost")  # published while nobody is subscribed
+            # Sent once the subscriber is back: the loss is reported as it arrives.
+            later = threading.Timer(0.2, pub.send_message, ("u", b"after %d" % drop))
+            later.start()
+            with pytest.raises(MessageLossError, match="interrupted"):
+                sub.next_message()
+            assert sub.next_message() == b"after %d" % drop
+            later.join()
+        with pytest.raises(ReceiveTimeout):  # each drop reported once
+            sub.next_message(timeout=0.3)
