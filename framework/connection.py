@@ -21,7 +21,7 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, Final, NoReturn
 
@@ -162,12 +162,23 @@ class RedisConnection:
             else ``RedisSettings()`` (127.0.0.1:6379). With ``client`` it only supplies the
             key prefix.
         client: An existing ``redis.Redis``, ``RedisCluster`` or fakeredis client to use.
+            It must return bytes: one built with ``decode_responses=True`` is refused.
+
+    Raises:
+        ConfigurationError: If ``client`` was built with ``decode_responses=True``.
 
     Attributes:
         settings: The settings in use; ``keys``: their :class:`KeySchema`; ``is_cluster``.
     """
 
     def __init__(self, settings: RedisSettings | None = None, *, client: Any = None) -> None:
+        if client is not None and _decodes_responses(client):
+            # Every reader compares reply fields to bytes: str replies would lose messages.
+            raise ConfigurationError(
+                f"The injected client {type(client).__name__} was built with "
+                "decode_responses=True; the framework needs bytes replies: build the client "
+                "without it."
+            )
         if settings is None:
             settings = RedisSettings.from_env() if client is None else None
         self.settings: RedisSettings = RedisSettings() if settings is None else settings
@@ -381,6 +392,25 @@ def _uses_zero_copy(client: Any) -> bool:
     else:
         cls = getattr(getattr(client, "connection_pool", None), "connection_class", None)
     return packs_without_copies(cls)
+
+
+def _decodes_responses(client: Any) -> bool:
+    """Whether an injected client decodes replies to str (``decode_responses``).
+
+    Reads the connection kwargs its pools build connections from:
+    ``connection_pool.connection_kwargs`` for ``redis.Redis`` and fakeredis, the nodes
+    manager's for ``RedisCluster``. redis-py's encoder tests the value for truth (a URL's
+    ``?decode_responses=false`` stays the string ``"false"`` and decodes), and so does this.
+    False for a client whose setting cannot be read.
+    """
+    get_kwargs = getattr(client, "get_connection_kwargs", None)
+    if not callable(get_kwargs):
+        return False
+    try:
+        kwargs = get_kwargs()
+    except Exception:  # noqa: BLE001 - a client of another kind: its setting is unknown
+        return False
+    return isinstance(kwargs, Mapping) and bool(kwargs.get("decode_responses", False))
 
 
 def _describe_client(client: Any) -> str:

@@ -10,11 +10,14 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 from urllib.parse import urlencode
 
+import fakeredis
 import numpy as np
 import pytest
 import redis
@@ -24,7 +27,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from redis.cluster import RedisCluster
-from redis.connection import ConnectionPool
+from redis.connection import BlockingConnectionPool, ConnectionPool
 
 from framework.buffers import Segments
 from framework.connection import JOIN_BELOW, MAX_BLOCK_MS, RedisConnection, mapped_errors
@@ -415,6 +418,58 @@ def test_injected_cluster_client(cluster_url: str) -> None:
         assert conn.url().startswith("redis+cluster://")
         conn.close()
         assert injected.ping()
+
+
+# Clients that return str: every reader compares reply fields to bytes, so a stream
+# subscriber would acknowledge and drop each message as foreign. None needs a server.
+_DECODING_CLIENTS = {
+    "redis": lambda: redis.Redis(decode_responses=True),
+    "redis-url": lambda: redis.Redis.from_url("redis://127.0.0.1?decode_responses=1"),
+    # redis-py keeps URL values as strings and tests them for truth: "false" decodes too.
+    "redis-url-false": lambda: redis.Redis.from_url("redis://127.0.0.1?decode_responses=false"),
+    "redis-blocking-pool": lambda: redis.Redis(
+        connection_pool=BlockingConnectionPool(decode_responses=True)
+    ),
+    "fakeredis": lambda: fakeredis.FakeRedis(decode_responses=True),
+    "fakeredis-strict": lambda: fakeredis.FakeStrictRedis(decode_responses=True),
+}
+
+
+@pytest.mark.parametrize("make", _DECODING_CLIENTS.values(), ids=_DECODING_CLIENTS.keys())
+def test_client_that_decodes_responses_is_refused(make: Callable[[], Any]) -> None:
+    injected = make()
+    try:
+        with pytest.raises(ConfigurationError, match="decode_responses=True") as caught:
+            RedisConnection(client=injected)
+        assert "needs bytes replies: build the client without it" in str(caught.value)
+    finally:
+        injected.close()
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: redis.Redis(),
+        lambda: redis.Redis(decode_responses=False),
+        lambda: fakeredis.FakeRedis(),
+        lambda: SimpleNamespace(close=lambda: None),  # the setting cannot be read
+    ],
+    ids=["redis", "redis-false", "fakeredis", "unknown"],
+)
+def test_client_returning_bytes_is_accepted(make: Callable[[], Any]) -> None:
+    injected = make()
+    try:
+        with RedisConnection(client=injected) as conn:
+            assert conn.client is injected
+    finally:
+        injected.close()
+
+
+def test_cluster_client_that_decodes_responses_is_refused(cluster_url: str) -> None:
+    host, port = RedisSettings.from_url(cluster_url).startup_nodes[0]
+    refused = pytest.raises(ConfigurationError, match="RedisCluster was built with decode_resp")
+    with RedisCluster(host=host, port=port, decode_responses=True) as injected, refused:
+        RedisConnection(client=injected)
 
 
 def test_fake_connection(fake_conn: RedisConnection) -> None:
