@@ -12,6 +12,10 @@ reads left) followed by the serialized frame.
   reader that was waiting on the lock sees "consumed" rather than a stale count.
 * **TTL** is an absolute wall-clock expiry (hosts sharing the directory need synced
   clocks); expired files are deleted when next touched, not by a background sweep.
+* **Foreign files are refused, never deleted.** Anything at a key's path this store
+  cannot have written (not a regular file, e.g. a FIFO, a directory or a symlink; or
+  shorter than the head) makes ``get`` raise :class:`InvalidObjectFileError` for that
+  object and ``exists`` return ``False``; it is opened without blocking and left in place.
 
 POSIX only (``fcntl``). Leftover ``.tmp-*``/``.claim-*`` files after a crash can be
 deleted safely. Registered as kind ``file`` through the ``framework.stores`` entry point.
@@ -21,8 +25,10 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import math
 import os
 import re
+import stat
 import struct
 import time
 import uuid
@@ -32,14 +38,60 @@ from typing import IO, Any
 
 from framework.buffers import BytesLike, Segments
 from framework.exceptions import StoreError
-from framework.store.base import BaseStore
+from framework.store.base import BaseStore, Unreadable, decoded
+from framework.store.protocols import MISSING
 
-__all__ = ["FileStore"]
+__all__ = ["FileStore", "InvalidObjectFileError"]
 
 # Expiry as Unix time (0 = never) and reads left (0 = unlimited, -1 = consumed).
 _HEAD = struct.Struct(">dq")
 _CONSUMED = -1
 _KEY = re.compile(r"^[0-9a-f]{32}$")
+
+
+class InvalidObjectFileError(StoreError):
+    """The file at a key's path is not an object file this store wrote.
+
+    It is not a regular file (a FIFO, a directory, a symbolic link, a socket or a
+    device), or its head is truncated or invalid. The store writes objects atomically,
+    so such a file was planted or damaged by something else: the store neither reads
+    nor deletes it (not even with ``evict=True``); ``evict(key)`` unlinks it, unless it
+    is a directory.
+
+    Args:
+        key: The key that was read.
+        store: Name of the store.
+        path: The file at the key's path.
+        reason: What is wrong with the file, e.g. ``"a FIFO, not a regular file"``.
+
+    Attributes:
+        key: The key that was read.
+        store: Name of the store.
+        path: The file at the key's path.
+        reason: What is wrong with the file.
+    """
+
+    def __init__(self, key: str, store: str, path: str | os.PathLike[str], reason: str) -> None:
+        super().__init__(
+            f"Object {key!r} of file store {store!r} is not a valid object file: {path} "
+            f"is {reason}. The store did not write it and left it in place."
+        )
+        self.key = key
+        self.store = store
+        self.path = os.fspath(path)
+        self.reason = reason
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled (e.g. from a worker process) by its fields, not by the message.
+        return type(self), (self.key, self.store, self.path, self.reason)
+
+
+class _InvalidFile(Exception):
+    """Internal: the file is not an object file; ``reason`` says why (key-less)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 class FileStore(BaseStore):
@@ -93,33 +145,73 @@ class FileStore(BaseStore):
             keys.append(key)
         return keys
 
+    def _get_objects(self, keys: list[str], *, evict: bool) -> list[Any]:
+        # As the base class, but an invalid file spoils only its own object, as a forged
+        # value does: with ``evict`` the other objects of the call are deleted already.
+        decode = self._codec.decode
+        objs: list[Any] = []
+        for key in keys:
+            try:
+                value = self._read_one(key, evict)
+            except InvalidObjectFileError as exc:
+                objs.append(Unreadable(exc))
+            else:
+                objs.append(MISSING if value is None else decoded(decode, value))
+        return objs
+
     def _read(self, keys: Sequence[str], *, evict: bool) -> list[BytesLike | None]:
+        # Raises InvalidObjectFileError at the first invalid file (``_get_objects`` does not).
         return [self._read_one(key, evict) for key in keys]
 
     def _read_one(self, key: str, evict: bool) -> bytes | None:
+        """Read (and with ``evict`` delete) the object of ``key``; ``None`` if absent.
+
+        Raises:
+            InvalidObjectFileError: If the file at the key's path is not an object file;
+                it is left in place, also with ``evict``.
+            StoreError: If the file cannot be read, claimed or deleted.
+        """
         path = self._path(key)
         if path is None:
             return None
-        with _os_errors(f"read object {key!r} from file store {self.name!r}"):
-            if evict:
+        try:
+            with _os_errors(f"read object {key!r} from file store {self.name!r}"):
+                if not evict:
+                    return self._open_and_read(path, claim=False)
                 claimed = self.directory / f".claim-{uuid.uuid4().hex}"
                 try:
                     os.rename(path, claimed)
                 except FileNotFoundError:
                     return None  # absent, or another reader claimed it first
+                foreign = False
                 try:
                     return self._open_and_read(claimed, claim=True)
+                except _InvalidFile:
+                    foreign = True
+                    raise
                 finally:
-                    claimed.unlink(missing_ok=True)
-            return self._open_and_read(path, claim=False)
+                    if foreign:
+                        # Not an object: put it back rather than delete a file the store
+                        # did not write (keys are never reused, so the name is free).
+                        os.rename(claimed, path)
+                    else:
+                        claimed.unlink(missing_ok=True)
+        except _InvalidFile as exc:
+            raise InvalidObjectFileError(key, self.name, path, exc.reason) from None
 
     def _open_and_read(self, path: Path, *, claim: bool) -> bytes | None:
-        try:
-            file = path.open("r+b", buffering=0)  # unbuffered: re-reads see the disk
-        except FileNotFoundError:
+        """Read the object file at ``path``, counting and consuming it as its head says.
+
+        Raises:
+            _InvalidFile: If ``path`` is not a regular file or its head is invalid; the
+                file is then neither changed nor deleted.
+            OSError: If the file cannot be read.
+        """
+        fd = _open_regular(path, os.O_RDWR)
+        if fd is None:
             return None
-        with file:
-            expires, left = _HEAD.unpack(file.read(_HEAD.size))
+        with open(fd, "r+b", buffering=0) as file:  # unbuffered: re-reads see the disk
+            expires, left = _read_head(file)
             if left != 0 or claim:
                 # Counted or claimed: re-read the head under the lock that writers of it hold.
                 fcntl.flock(file, fcntl.LOCK_EX)
@@ -141,11 +233,15 @@ class FileStore(BaseStore):
         path = self._path(key)
         if path is None:
             return False
-        try:
-            with path.open("rb") as file:
-                expires, left = _HEAD.unpack(file.read(_HEAD.size))
-        except (FileNotFoundError, struct.error):
-            return False
+        with _os_errors(f"check object {key!r} in file store {self.name!r}"):
+            try:
+                fd = _open_regular(path, os.O_RDONLY)
+                if fd is None:
+                    return False
+                with open(fd, "rb", buffering=0) as file:
+                    expires, left = _read_head(file)
+            except _InvalidFile:
+                return False  # not an object (get() refuses it), so none is stored here
         return left != _CONSUMED and not (expires and time.time() >= expires)
 
     def _delete(self, key: str) -> None:
@@ -160,9 +256,80 @@ class FileStore(BaseStore):
         return self.directory / key if isinstance(key, str) and _KEY.fullmatch(key) else None
 
 
+def _open_regular(path: Path, flags: int) -> int | None:
+    """Open ``path`` with ``flags`` if it is a regular file, without ever blocking.
+
+    Args:
+        path: The file to open.
+        flags: ``os.O_RDONLY`` or ``os.O_RDWR``.
+
+    Returns:
+        A blocking file descriptor the caller must close, or ``None`` if ``path`` is absent.
+
+    Raises:
+        _InvalidFile: If ``path`` is not a regular file (nothing is read from it).
+        OSError: If a regular file cannot be opened.
+    """
+    try:
+        # O_NONBLOCK: opening a FIFO for reading would wait for a writer forever.
+        # O_NOFOLLOW: the store makes no symlinks, and one could point at any file, which a
+        # counted read would rewrite.
+        fd = os.open(path, flags | os.O_NONBLOCK | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return None
+    except OSError:
+        # A symlink (ELOOP), a socket (ENXIO) or a directory opened for writing (EISDIR)
+        # fails to open: tell those from a regular file this process may not open.
+        try:
+            mode = os.lstat(path).st_mode
+        except FileNotFoundError:
+            return None  # gone meanwhile: claimed or consumed by another reader
+        if not stat.S_ISREG(mode):
+            raise _InvalidFile(_not_regular(mode)) from None
+        raise
+    try:
+        mode = os.fstat(fd).st_mode  # of what was opened, so nothing can swap it in between
+        if not stat.S_ISREG(mode):
+            raise _InvalidFile(_not_regular(mode))
+        os.set_blocking(fd, True)  # O_NONBLOCK was for the open only
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _not_regular(mode: int) -> str:
+    """Describe a file that is not a regular file, by its ``st_mode``."""
+    kinds = [
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISLNK, "a symbolic link"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+    ]
+    kind = next((name for test, name in kinds if test(mode)), "a special file")
+    return f"{kind}, not a regular file"
+
+
 def _read_head(file: IO[bytes]) -> tuple[float, int]:
+    """Read and check the head at the start of ``file``.
+
+    Returns:
+        The expiry (Unix time, 0 = never) and the reads left (0 = unlimited, -1 = consumed).
+
+    Raises:
+        _InvalidFile: If the file is shorter than the head or the head is out of range.
+    """
     file.seek(0)
-    expires, left = _HEAD.unpack(file.read(_HEAD.size))
+    data = file.read(_HEAD.size)
+    if len(data) < _HEAD.size:
+        raise _InvalidFile(f"{len(data)} bytes long, shorter than the {_HEAD.size}-byte head")
+    expires, left = _HEAD.unpack(data)
+    # _write never stores these: a NaN expiry would never expire, a count below
+    # "consumed" would be read forever.
+    if not math.isfinite(expires) or expires < 0 or left < _CONSUMED:
+        raise _InvalidFile(f"a file with an invalid head (expiry {expires!r}, reads left {left})")
     return float(expires), int(left)
 
 

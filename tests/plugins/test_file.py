@@ -1,16 +1,25 @@
 from __future__ import annotations
 
+import contextlib
+import math
 import multiprocessing
 import os
 import pickle
-from collections.abc import Iterator
+import re
+import stat
+import struct
+import threading
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
-from framework_plugins.file import FileStore
+from framework_plugins.file import FileStore, InvalidObjectFileError
 
 from framework.exceptions import StoreError
 from framework.store import get_factory, store_kinds
+from framework.store.base import Unreadable
 from framework.testing import StoreContractTests
 from framework.testing.processes import resolve_pickled_proxy
 
@@ -68,3 +77,152 @@ def test_proxy_resolves_in_another_process(tmp_path: Path) -> None:
                 "across": "processes"
             }
         assert not store.exists(key)
+
+
+# -- files the store did not write -----------------------------------------------------------
+
+T = TypeVar("T")
+
+_HEAD = struct.Struct(">dq")  # the object head: expiry (Unix time), reads left
+
+
+def _without_hanging(call: Callable[[], T], directory: Path, timeout: float = 10.0) -> T:
+    """Return ``call()`` run in a thread; fail the test instead of hanging the suite."""
+    outcome: list[tuple[bool, Any]] = []
+
+    def run() -> None:
+        try:
+            outcome.append((True, call()))
+        except BaseException as exc:
+            outcome.append((False, exc))
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        # Let an open() that waits for a writer return, so the thread can end; a read on a
+        # FIFO opened read-write cannot be woken and is left to the daemon thread.
+        for path in directory.iterdir():
+            if stat.S_ISFIFO(path.lstat().st_mode):
+                with contextlib.suppress(OSError):  # ENXIO: nobody waits on this one
+                    os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+        pytest.fail(f"blocked for {timeout} s")
+    ok, value = outcome[0]
+    if not ok:
+        raise value
+    return value  # type: ignore[no-any-return]
+
+
+def _snapshot(directory: Path) -> dict[str, int]:
+    """Names and file types in ``directory``, to show nothing was renamed or deleted."""
+    return {path.name: stat.S_IFMT(path.lstat().st_mode) for path in directory.iterdir()}
+
+
+@pytest.mark.parametrize("evict", [False, True])
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        pytest.param(b"", "0 bytes long, shorter than the 16-byte head", id="empty"),
+        pytest.param(b"\x00\x01\x02", "3 bytes long, shorter than the 16-byte head", id="3B"),
+        pytest.param(
+            _HEAD.pack(0.0, 0)[:15], "15 bytes long, shorter than the 16-byte head", id="15B"
+        ),
+        pytest.param(
+            _HEAD.pack(math.nan, 0) + b"x", "invalid head (expiry nan, reads left 0)", id="nan"
+        ),
+        pytest.param(
+            _HEAD.pack(-1.0, 0) + b"x", "invalid head (expiry -1.0, reads left 0)", id="neg-ttl"
+        ),
+        pytest.param(
+            _HEAD.pack(0.0, -2) + b"x", "invalid head (expiry 0.0, reads left -2)", id="neg-reads"
+        ),
+    ],
+)
+def test_a_truncated_or_forged_file_is_refused_and_kept(
+    tmp_path: Path, content: bytes, reason: str, evict: bool
+) -> None:
+    with FileStore("files", directory=tmp_path) as store:
+        key = uuid.uuid4().hex
+        (tmp_path / key).write_bytes(content)
+        assert not store.exists(key)
+        # Not absent: a default does not hide it.
+        with pytest.raises(InvalidObjectFileError, match=re.escape(reason)) as caught:
+            store.get(key, default=None, evict=evict)
+        assert (caught.value.key, caught.value.store) == (key, "files")
+        assert caught.value.path == str(tmp_path / key)
+        assert key in str(caught.value)
+        assert isinstance(caught.value, StoreError)
+        assert os.listdir(tmp_path) == [key]  # neither deleted nor left as a .claim-*
+        assert (tmp_path / key).read_bytes() == content
+        store.evict(key)  # the way to get rid of it
+        assert os.listdir(tmp_path) == []
+
+
+def _make_fifo(path: Path, tmp_path: Path) -> None:
+    os.mkfifo(path)
+
+
+def _make_directory(path: Path, tmp_path: Path) -> None:
+    path.mkdir()
+
+
+def _make_symlink_to_an_object(path: Path, tmp_path: Path) -> None:
+    # A valid counted object elsewhere: following the link would read and rewrite it.
+    with FileStore(directory=tmp_path / "elsewhere") as other:
+        key = other.put("elsewhere", readers=2)
+    path.symlink_to(tmp_path / "elsewhere" / key)
+
+
+@pytest.mark.parametrize("op", ["get", "get_evict", "exists"])
+@pytest.mark.parametrize(
+    ("make", "kind"),
+    [
+        (_make_fifo, "a FIFO (named pipe)"),
+        (_make_directory, "a directory"),
+        (_make_symlink_to_an_object, "a symbolic link"),
+    ],
+)
+def test_anything_but_a_regular_file_is_refused_without_blocking(
+    tmp_path: Path, make: Callable[[Path, Path], None], kind: str, op: str
+) -> None:
+    directory = tmp_path / "objects"
+    with FileStore("files", directory=directory) as store:
+        key = uuid.uuid4().hex
+        make(directory / key, tmp_path)
+        before = _snapshot(directory)
+        elsewhere = {p: p.read_bytes() for p in (tmp_path / "elsewhere").glob("*")}
+        if op == "exists":
+            assert _without_hanging(lambda: store.exists(key), directory) is False
+        else:
+            evict = op == "get_evict"
+            with pytest.raises(InvalidObjectFileError, match=re.escape(f"{kind}, not a regular")):
+                _without_hanging(lambda: store.get(key, default=None, evict=evict), directory)
+        assert _snapshot(directory) == before  # nothing renamed, deleted or left behind
+        assert {p: p.read_bytes() for p in elsewhere} == elsewhere  # the target untouched
+
+
+def test_an_invalid_file_spoils_no_other_object_of_an_evicting_read(tmp_path: Path) -> None:
+    with FileStore(directory=tmp_path) as store:
+        first, last = store.put_batch(["first", "last"])
+        fifo = uuid.uuid4().hex
+        os.mkfifo(tmp_path / fifo)
+        # What the stream consumer reads through: the good objects survive the bad one.
+        objs = _without_hanging(lambda: store._get_each([first, fifo, last], evict=True), tmp_path)
+        assert objs[0] == "first"
+        assert isinstance(objs[1], Unreadable)
+        assert isinstance(objs[1].error, InvalidObjectFileError)
+        assert objs[2] == "last"
+        assert os.listdir(tmp_path) == [fifo]
+
+
+def test_invalid_object_file_error_pickles(tmp_path: Path) -> None:
+    error = InvalidObjectFileError("k" * 32, "files", tmp_path / "k", "a directory, not a file")
+    copy = pickle.loads(pickle.dumps(error))
+    assert type(copy) is InvalidObjectFileError
+    assert (copy.key, copy.store, copy.path, copy.reason) == (
+        error.key,
+        error.store,
+        error.path,
+        error.reason,
+    )
+    assert str(copy) == str(error)
