@@ -29,6 +29,7 @@ __all__ = [
     "last_id",
     "read_streams",
     "stream_entries",
+    "stream_id",
     "text",
 ]
 
@@ -93,6 +94,16 @@ def _entry(entry: Any) -> tuple[bytes, dict[bytes, Any] | None]:
 def text(value: Any) -> str:
     """A reply value (bytes or str) as ``str``."""
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def stream_id(value: str) -> tuple[int, int]:
+    """A stream entry id (``"<ms>-<seq>"``, or ``"<ms>"``) as a pair that orders like Redis.
+
+    Raises:
+        ValueError: If it is not an entry id.
+    """
+    ms, _, seq = value.partition("-")
+    return int(ms), int(seq or 0)
 
 
 def last_id(conn: RedisConnection, key: str) -> str:

@@ -7,6 +7,8 @@ producer in it has ended (a member sees only its share of the events). A
 producer's first message on a topic whose previous run has finished (every
 producer ended, every group caught up, nothing pending) empties the old run's
 entries first, so a topic name can be used again: its groups stay and read on.
+The emptied run leaves one entry, field ``r`` holding the id of its last entry,
+so a group-less reader still inside that run learns that the rest of it is gone.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from framework.exceptions import BackendError, ConfigurationError
 from framework.pubsub._atomic import run_atomic
 from framework.pubsub._shim import RedisShim
 
-__all__ = ["DEFAULT_MAXLEN", "DEFAULT_TTL", "FIELD", "RedisStreamPublisher"]
+__all__ = ["DEFAULT_MAXLEN", "DEFAULT_TTL", "FIELD", "RESET_FIELD", "RedisStreamPublisher"]
 
 #: Entries a durable topic keeps (approximately); older ones are trimmed.
 DEFAULT_MAXLEN: Final = 100_000
@@ -32,13 +34,16 @@ DEFAULT_MAXLEN: Final = 100_000
 DEFAULT_TTL: Final = 7 * 24 * 3600.0
 #: Field of a stream entry holding the message.
 FIELD: Final = b"m"
+#: Field of the entry that replaces an emptied run: the id of the run's last entry.
+RESET_FIELD: Final = b"r"
 #: Longest time (s) between two TTL refreshes of a topic a publisher writes to: a
 #: stream that Redis lost and XADD created again (a restart without persistence that
 #: the publisher did not notice) is without TTL for at most this long.
 REFRESH_EVERY: Final = 10.0
 
 # KEYS[1]: stream, KEYS[2]: producers hash; ARGV: producer, its state, TTL (ms, 0: none).
-# Empties a finished run (all producers ended, every group caught up, nothing pending).
+# Empties a finished run (all producers ended, every group caught up, nothing pending),
+# leaving an entry that names the run's last entry (group-less readers cannot be seen).
 _REGISTER = """
 local states = redis.call('HVALS', KEYS[2])
 local finished = #states > 0
@@ -60,7 +65,11 @@ if finished and redis.call('EXISTS', KEYS[1]) == 1 then
 end
 if finished then
   redis.call('DEL', KEYS[2])
-  redis.call('XTRIM', KEYS[1], 'MAXLEN', 0)
+  if redis.call('EXISTS', KEYS[1]) == 1 then
+    local top = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+    redis.call('XTRIM', KEYS[1], 'MAXLEN', 0)
+    if #top > 0 then redis.call('XADD', KEYS[1], '*', 'r', top[1][1]) end
+  end
 end
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 if tonumber(ARGV[3]) > 0 then redis.call('PEXPIRE', KEYS[2], ARGV[3]) end

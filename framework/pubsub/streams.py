@@ -54,6 +54,7 @@ from framework.pubsub._stream_publisher import (
     DEFAULT_MAXLEN,
     DEFAULT_TTL,
     FIELD,
+    RESET_FIELD,
     RedisStreamPublisher,
 )
 from framework.pubsub.protocols import UNSET, Unset
@@ -64,6 +65,7 @@ from framework.redis_streams import (
     last_id,
     read_streams,
     stream_entries,
+    stream_id,
     text,
 )
 
@@ -148,6 +150,8 @@ class RedisStreamSubscriber(RedisShim):
         self._current: tuple[str, bytes] | None = None
         self._ended: set[str] = set()
         self._finished_runs: dict[str, dict[bytes, bytes]] = {}
+        # Group-less: the last entry read per stream, to see whether it is still there.
+        self._last_read: dict[str, str] = {}
         self._next_claim = 0.0
         self._down_since: float | None = None
         self._lock = threading.Lock()
@@ -315,6 +319,8 @@ class RedisStreamSubscriber(RedisShim):
             self._read(live, block_ms)
         if not self._buffer and self.group is not None:
             self._check_ended(live)
+        elif not self._buffer and block_ms > 0:
+            self._check_vanished(live)
 
     def _recreate_groups(self) -> None:
         """The group vanished (Redis restarted or the stream expired): create it again."""
@@ -348,7 +354,7 @@ class RedisStreamSubscriber(RedisShim):
             self._take(name, entries, from_pending=streams[name] != ">")
 
     def _take(self, key: str, entries: list[Any], *, from_pending: bool) -> None:
-        trimmed, foreign = [], []
+        trimmed, foreign, resets = [], [], []
         for entry_id, fields in entries:
             if self.group is None or from_pending:
                 self._cursor[key] = text(entry_id)
@@ -356,6 +362,9 @@ class RedisStreamSubscriber(RedisShim):
                 continue  # returned before the outage: the caller has it
             if fields and FIELD in fields:
                 self._buffer.append((key, entry_id, fields[FIELD]))
+            elif fields and (last := _reset_of(fields)) is not None:
+                resets.append(text(entry_id))
+                self._run_emptied(key, last)
             elif fields:  # not a publisher's entry: no message of ours was lost
                 foreign.append(text(entry_id))
             else:  # a pending entry whose fields are gone: trimmed
@@ -370,11 +379,59 @@ class RedisStreamSubscriber(RedisShim):
                 self._keys[key],
                 FIELD.decode(),
             )
-        if (trimmed or foreign) and self.group is not None:  # nothing to deliver: release
+        if (trimmed or foreign or resets) and self.group is not None:  # nothing to deliver
             with self._errors(f"acknowledge undeliverable entries of {key!r}"):
-                self.connection.client.xack(key, self.group, *trimmed, *foreign)
+                self.connection.client.xack(key, self.group, *trimmed, *foreign, *resets)
         if trimmed:
             self._lost(key, trimmed)
+        if self.group is None and entries:
+            self._last_read[key] = text(entries[-1][0])
+
+    def _run_emptied(self, key: str, last: tuple[int, int]) -> None:
+        """A new run emptied the finished one; a group-less reader inside it lost the rest.
+
+        Groups are never inside it: a run is emptied only once every group consumed it.
+        """
+        seen = self._last_read.get(key)
+        if self.group is not None or seen is None or stream_id(seen) >= last:
+            return
+        topic = self._keys[key]
+        self._losses.append(
+            MessageLossError(
+                f"Durable topic {topic!r}: a new run started and emptied the finished one "
+                f"while this subscriber was reading it; its entries after {seen} up to "
+                f"{last[0]}-{last[1]} were lost.",
+                topic=topic,
+                possible=True,
+            )
+        )
+
+    def _check_vanished(self, keys: list[str]) -> None:
+        """Nothing new: is the entry a group-less reader read last still there?
+
+        It is the newest of its stream, so trimming keeps it; if it is gone, the stream
+        was lost (Redis restarted without persistence) or deleted, with whatever this
+        reader had not read yet. Asked only after a blocking read found nothing.
+        """
+        for key in keys:
+            seen = self._last_read.get(key)
+            if seen is None:
+                continue
+            with self._errors(f"look for entry {seen} of {key!r}"):
+                still = self.connection.client.xrange(key, seen, seen, count=1)
+            if still:
+                continue
+            del self._last_read[key]  # reported once
+            topic = self._keys[key]
+            self._losses.append(
+                MessageLossError(
+                    f"Durable topic {topic!r} no longer holds entry {seen}, the last one "
+                    "this subscriber read (Redis restarted without persistence, or the "
+                    "stream expired or was deleted): entries after it were possibly lost.",
+                    topic=topic,
+                    possible=True,
+                )
+            )
 
     def _claim(self) -> None:
         """Take over entries other members left pending longer than ``claim_idle``."""
@@ -431,3 +488,11 @@ class RedisStreamSubscriber(RedisShim):
         with self._lock:
             self._buffer.clear()
             self._pinned.close()
+
+
+def _reset_of(fields: dict[bytes, Any]) -> tuple[int, int] | None:
+    """The last entry id of the run a reset entry replaced; None if it is not one."""
+    try:
+        return stream_id(text(fields[RESET_FIELD]))
+    except (KeyError, ValueError):  # not a reset entry, or a forged one: foreign
+        return None

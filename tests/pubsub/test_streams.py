@@ -170,3 +170,25 @@ def test_subscriber_rides_out_a_killed_read_connection(real_conn: RedisConnectio
         pub.send_message("killed", b"after")
         assert sub.next_message() == b"after"
         sub.close()
+
+
+def test_a_reader_inside_a_finished_run_hears_that_a_new_run_emptied_it(
+    any_conn: RedisConnection,
+) -> None:
+    with RedisStreamPublisher(any_conn) as first:
+        for i in range(10):
+            first.publish("t", b"a%d" % i, source="A", final=i == 9)
+    inside = RedisStreamSubscriber(any_conn, "t", count=2, timeout=2)
+    assert [inside.next_message() for _ in range(3)] == [b"a0", b"a1", b"a2"]
+    between = RedisStreamSubscriber(any_conn, "t", start="$", timeout=2)
+    with RedisStreamPublisher(any_conn) as second:  # the next run empties the finished one
+        second.publish("t", b"b0", source="B")
+    late = RedisStreamSubscriber(any_conn, "t", timeout=2)
+    with pytest.raises(MessageLossError, match=r"new run started and emptied") as info:
+        _drain(inside)
+    assert info.value.possible
+    assert _drain(inside) == [b"b0"]
+    assert _drain(between) == [b"b0"]  # it had read the whole run: nothing lost
+    assert _drain(late) == [b"b0"]  # opened after the new run began: reads only that
+    for sub in (inside, between, late):
+        sub.close()

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from framework.connection import RedisConnection
-from framework.exceptions import BackendError
+from framework.exceptions import BackendError, MessageLossError
 from framework.pubsub import (
     RedisPublisher,
     RedisStreamPublisher,
@@ -197,3 +197,25 @@ def test_store_server_unreachable_for_seconds_loses_nothing(
     store_conn.close()
     conn.close()
     store_server.close()
+
+
+def test_a_restart_without_persistence_under_a_groupless_reader_is_reported(
+    server: RedisProcess,
+) -> None:
+    """The producer finished; the reader had read one object when Redis lost everything."""
+    with RedisConnection.from_url(server.url) as conn:
+        with StreamProducer[int](RedisStreamPublisher(conn)) as producer:
+            for i in range(5):
+                producer.send("t", i)
+                producer.flush()
+            producer.close_topics("t")
+        subscriber = RedisStreamSubscriber(conn, "t", count=1)
+        consumer = StreamConsumer[int](subscriber, timeout=10, loss_grace=0.5)
+        with consumer:
+            assert consumer.next_object() == 0
+            server.restart()  # no persistence: the stream and the end-of-stream are gone
+            with pytest.raises(MessageLossError, match="producer") as info:
+                consumer.next_object()  # the silent producer is reported and counted ended
+            assert info.value.possible
+            with pytest.raises(StopIteration):
+                consumer.next_object()
