@@ -102,6 +102,10 @@ class KeySchema:
         """Hash of a durable topic's producers, open or ended (hash tag of :meth:`events`)."""
         return f"{self.events(topic)}:end"
 
+    def events_lost(self, topic: str) -> str:
+        """Hash of a durable topic's groups: entries each lost to trimming, as reported."""
+        return f"{self.events(topic)}:lost"
+
     def inbox(self, cell: str) -> str:
         """Durable inbox stream of a cell (byte-stream announcements)."""
         return f"{self.prefix}:cell:{{{_checked('cell name', cell)}}}:inbox"

@@ -117,8 +117,54 @@ def last_id(conn: RedisConnection, key: str) -> str:
     return text(last[0][0]) if last else "0"
 
 
+# KEYS[1]: stream, KEYS[2]: hash of the groups' trusted read counters; ARGV: group,
+# start ('0', '$' or an id), TTL (ms) for keys without one. Creates the group (and the
+# stream) with a valid read counter (ENTRIESREAD), and records it with the server's run
+# id: Redis then counts the entries trimmed before the group got them in the group's
+# lag. Returns 1 if created, 0 if the group existed.
+_CREATE_COUNTED = """
+local read = 0
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  local info = redis.call('XINFO', 'STREAM', KEYS[1])
+  local added, length = 0, 0
+  for i = 1, #info, 2 do
+    if info[i] == 'entries-added' then added = info[i + 1] end
+    if info[i] == 'length' then length = info[i + 1] end
+  end
+  if ARGV[2] == '$' then read = added elseif ARGV[2] == '0' then read = added - length
+  else read = false end
+end
+local args = {'XGROUP', 'CREATE', KEYS[1], ARGV[1], ARGV[2], 'MKSTREAM'}
+if read then
+  args[#args + 1] = 'ENTRIESREAD'
+  args[#args + 1] = read
+end
+local created = redis.pcall(unpack(args))
+if type(created) == 'table' and created.err then
+  if string.find(tostring(created.err), 'BUSYGROUP', 1, true) then return 0 end
+  return created
+end
+local server = redis.pcall('INFO', 'server')
+if read and type(server) == 'string' then
+  local run = string.match(server, 'run_id:(%x+)')
+  redis.call('HSET', KEYS[2], ARGV[1], read, ARGV[1] .. ':run', run)
+  if tonumber(ARGV[3]) > 0 then redis.call('PEXPIRE', KEYS[2], ARGV[3]) end
+end
+if tonumber(ARGV[3]) > 0 and redis.call('PTTL', KEYS[1]) == -1 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+end
+return 1
+"""
+
+
 def ensure_group(
-    conn: RedisConnection, key: str, group: str, *, start: str, ttl_ms: int | None
+    conn: RedisConnection,
+    key: str,
+    group: str,
+    *,
+    start: str,
+    ttl_ms: int | None,
+    counted: str | None = None,
 ) -> bool:
     """Create ``group`` on stream ``key`` at ``start`` (and the stream) unless it exists.
 
@@ -128,6 +174,9 @@ def ensure_group(
         group: The consumer group.
         start: First entry id the group delivers after (``"0"``: all, ``"$"``: new).
         ttl_ms: TTL given to the stream if it has none (a stream this call created).
+        counted: A hash key (same hash tag as ``key``): give the group a valid read
+            counter (Redis 7 ``ENTRIESREAD``) and record it there, so the group's
+            ``lag`` counts the entries trimmed before it got them.
 
     Returns:
         True if the group was created, False if it existed.
@@ -136,6 +185,9 @@ def ensure_group(
         BackendError: If Redis failed.
     """
     with conn.mapped_errors(f"create group {group!r} of {key!r}", command="XGROUP"):
+        if counted is not None:
+            args = (group, start, ttl_ms or 0)
+            return bool(conn.client.eval(_CREATE_COUNTED, 2, key, counted, *args))
         try:
             conn.client.xgroup_create(key, group, id=start, mkstream=True)
         except ResponseError as exc:

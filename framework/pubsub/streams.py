@@ -88,6 +88,49 @@ RETRY_PAUSE_S: Final = 0.2
 REMEMBERED: Final = 10_000
 
 
+# KEYS[1]: stream, KEYS[2]: the groups' trusted read counters (hash); ARGV[1]: group,
+# ARGV[2]: TTL (ms). Once the group has caught up, its lag (entries added minus entries
+# delivered, Redis 7) counts the entries trimmed before it got them: returns that many
+# and resets the counter (XGROUP SETID ... ENTRIESREAD), so each is reported once. The
+# counter is trusted only on the server (run id) that recorded it: a reload from disk
+# restores an older one. An untrusted counter is reset without a report. 0 when Redis
+# cannot tell.
+_TRIMMED = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local server = redis.pcall('INFO', 'server')
+if type(server) ~= 'string' then return 0 end
+local run = string.match(server, 'run_id:(%x+)')
+local info = redis.call('XINFO', 'STREAM', KEYS[1])
+local added
+for i = 1, #info, 2 do
+  if info[i] == 'entries-added' then added = info[i + 1] end
+end
+local read, last = false, false
+for _, group in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
+  local name, r, id
+  for i = 1, #group, 2 do
+    if group[i] == 'name' then name = group[i + 1]
+    elseif group[i] == 'entries-read' then r = group[i + 1]
+    elseif group[i] == 'last-delivered-id' then id = group[i + 1] end
+  end
+  if name == ARGV[1] then read, last = r, id end
+end
+if not read or not last or not added then return 0 end
+if #redis.call('XRANGE', KEYS[1], '(' .. last, '+', 'COUNT', 1) > 0 then return 0 end
+local trusted = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '-1')
+local same = redis.call('HGET', KEYS[2], ARGV[1] .. ':run') == run
+local lost = 0
+if trusted >= 0 and same and read >= trusted then lost = added - read end
+if read ~= added then
+  local set = redis.pcall('XGROUP', 'SETID', KEYS[1], ARGV[1], last, 'ENTRIESREAD', added)
+  if type(set) == 'table' and set.err then return 0 end
+end
+redis.call('HSET', KEYS[2], ARGV[1], added, ARGV[1] .. ':run', run)
+if tonumber(ARGV[2]) > 0 then redis.call('PEXPIRE', KEYS[2], ARGV[2]) end
+return lost
+"""
+
+
 class RedisStreamSubscriber(RedisShim):
     """Read durable topics, alone (replay) or as a member of a consumer group.
 
@@ -167,7 +210,11 @@ class RedisStreamSubscriber(RedisShim):
             return
         self._cursor[key] = "0"  # this member's own pending entries first
         ttl_ms = round(DEFAULT_TTL * 1000)
-        if ensure_group(self.connection, key, self.group, start=start, ttl_ms=ttl_ms):
+        lost_key = self.connection.keys.events_lost(self._keys[key])
+        created = ensure_group(
+            self.connection, key, self.group, start=start, ttl_ms=ttl_ms, counted=lost_key
+        )
+        if created:
             return
         producers = self._producers(key)
         finished = bool(producers) and all(v.startswith(b"end:") for v in producers.values())
@@ -318,6 +365,8 @@ class RedisStreamSubscriber(RedisShim):
         else:
             self._read(live, block_ms)
         if not self._buffer and self.group is not None:
+            if block_ms > 0:
+                self._check_trimmed(live)
             self._check_ended(live)
         elif not self._buffer and block_ms > 0:
             self._check_vanished(live)
@@ -327,7 +376,10 @@ class RedisStreamSubscriber(RedisShim):
         assert self.group is not None
         for key, topic in self._keys.items():
             ttl_ms = round(DEFAULT_TTL * 1000)
-            if ensure_group(self.connection, key, self.group, start="0", ttl_ms=ttl_ms):
+            lost_key = self.connection.keys.events_lost(topic)
+            if ensure_group(
+                self.connection, key, self.group, start="0", ttl_ms=ttl_ms, counted=lost_key
+            ):
                 self._cursor[key] = "0"
                 self._losses.append(
                     MessageLossError(
@@ -386,6 +438,34 @@ class RedisStreamSubscriber(RedisShim):
             self._lost(key, trimmed)
         if self.group is None and entries:
             self._last_read[key] = text(entries[-1][0])
+
+    def _check_trimmed(self, keys: list[str]) -> None:
+        """Nothing new for the group: were entries trimmed before it got them?
+
+        Redis 7 counts the entries a group was delivered; once the group has caught up,
+        its ``lag`` (entries added minus entries delivered) is what trimming took before
+        delivery. One member reports them (the script then resets the counter), before
+        the group can end. After a restart the counter is reset without a report.
+        """
+        assert self.group is not None
+        for key in keys:
+            topic = self._keys[key]
+            lost_key = self.connection.keys.events_lost(topic)
+            ttl_ms = round(DEFAULT_TTL * 1000)
+            with self._errors(f"check group {self.group!r} of {key!r} for trimmed entries"):
+                lost = int(
+                    self.connection.client.eval(_TRIMMED, 2, key, lost_key, self.group, ttl_ms)
+                )
+            if lost > 0:
+                self._losses.append(
+                    MessageLossError(
+                        f"Lost {lost} entr{'y' if lost == 1 else 'ies'} of durable topic "
+                        f"{topic!r}: trimmed before consumer group {self.group!r} got them "
+                        "(the topic's maxlen was reached); raise maxlen.",
+                        topic=topic,
+                        count=lost,
+                    )
+                )
 
     def _run_emptied(self, key: str, last: tuple[int, int]) -> None:
         """A new run emptied the finished one; a group-less reader inside it lost the rest.

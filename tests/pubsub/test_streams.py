@@ -192,3 +192,34 @@ def test_a_reader_inside_a_finished_run_hears_that_a_new_run_emptied_it(
     assert _drain(late) == [b"b0"]  # opened after the new run began: reads only that
     for sub in (inside, between, late):
         sub.close()
+
+
+@pytest.mark.parametrize("backend", ["real", "cluster"])  # fakeredis keeps no read counter
+def test_entries_trimmed_before_a_group_got_them_are_reported_once(
+    backend: str, request: pytest.FixtureRequest
+) -> None:
+    any_conn: RedisConnection = request.getfixturevalue(f"{backend}_conn")
+    members = [
+        RedisStreamSubscriber(any_conn, "t", group="g", consumer=c, timeout=0.5) for c in "ab"
+    ]
+    with RedisStreamPublisher(any_conn, maxlen=10) as pub:
+        for i in range(300):
+            pub.send_message("t", b"%d" % i)
+    got: list[bytes] = []
+    losses: list[MessageLossError] = []
+    for member in members:
+        while True:
+            try:
+                got.append(member.next_message())
+                member.ack_message()
+            except MessageLossError as exc:
+                losses.append(exc)
+            except ReceiveTimeout:
+                break
+    assert 0 < len(got) < 300  # trimming overtook the group
+    assert got[-1] == b"299"
+    (loss,) = losses  # one member reports it, once
+    assert loss.count == 300 - len(got)
+    assert f"Lost {loss.count} entries of durable topic 't': trimmed before" in str(loss)
+    for member in members:
+        member.close()
