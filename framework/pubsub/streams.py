@@ -50,11 +50,16 @@ from framework.exceptions import (
     ReceiveTimeout,
 )
 from framework.pubsub._shim import RedisShim
+from framework.pubsub._stream_losses import (
+    reset_of,
+    run_emptied,
+    trimmed_before_delivery,
+    vanished,
+)
 from framework.pubsub._stream_publisher import (
     DEFAULT_MAXLEN,
     DEFAULT_TTL,
     FIELD,
-    RESET_FIELD,
     RedisStreamPublisher,
 )
 from framework.pubsub.protocols import UNSET, Unset
@@ -65,7 +70,6 @@ from framework.redis_streams import (
     last_id,
     read_streams,
     stream_entries,
-    stream_id,
     text,
 )
 
@@ -86,49 +90,6 @@ RETRY_PAUSE_S: Final = 0.2
 
 #: Entry ids a group member remembers having returned (skipped when re-read after an outage).
 REMEMBERED: Final = 10_000
-
-
-# KEYS[1]: stream, KEYS[2]: the groups' trusted read counters (hash); ARGV[1]: group,
-# ARGV[2]: TTL (ms). Once the group has caught up, its lag (entries added minus entries
-# delivered, Redis 7) counts the entries trimmed before it got them: returns that many
-# and resets the counter (XGROUP SETID ... ENTRIESREAD), so each is reported once. The
-# counter is trusted only on the server (run id) that recorded it: a reload from disk
-# restores an older one. An untrusted counter is reset without a report. 0 when Redis
-# cannot tell.
-_TRIMMED = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-local server = redis.pcall('INFO', 'server')
-if type(server) ~= 'string' then return 0 end
-local run = string.match(server, 'run_id:(%x+)')
-local info = redis.call('XINFO', 'STREAM', KEYS[1])
-local added
-for i = 1, #info, 2 do
-  if info[i] == 'entries-added' then added = info[i + 1] end
-end
-local read, last = false, false
-for _, group in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
-  local name, r, id
-  for i = 1, #group, 2 do
-    if group[i] == 'name' then name = group[i + 1]
-    elseif group[i] == 'entries-read' then r = group[i + 1]
-    elseif group[i] == 'last-delivered-id' then id = group[i + 1] end
-  end
-  if name == ARGV[1] then read, last = r, id end
-end
-if not read or not last or not added then return 0 end
-if #redis.call('XRANGE', KEYS[1], '(' .. last, '+', 'COUNT', 1) > 0 then return 0 end
-local trusted = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '-1')
-local same = redis.call('HGET', KEYS[2], ARGV[1] .. ':run') == run
-local lost = 0
-if trusted >= 0 and same and read >= trusted then lost = added - read end
-if read ~= added then
-  local set = redis.pcall('XGROUP', 'SETID', KEYS[1], ARGV[1], last, 'ENTRIESREAD', added)
-  if type(set) == 'table' and set.err then return 0 end
-end
-redis.call('HSET', KEYS[2], ARGV[1], added, ARGV[1] .. ':run', run)
-if tonumber(ARGV[2]) > 0 then redis.call('PEXPIRE', KEYS[2], ARGV[2]) end
-return lost
-"""
 
 
 class RedisStreamSubscriber(RedisShim):
@@ -414,7 +375,7 @@ class RedisStreamSubscriber(RedisShim):
                 continue  # returned before the outage: the caller has it
             if fields and FIELD in fields:
                 self._buffer.append((key, entry_id, fields[FIELD]))
-            elif fields and (last := _reset_of(fields)) is not None:
+            elif fields and (last := reset_of(fields)) is not None:
                 resets.append(text(entry_id))
                 self._run_emptied(key, last)
             elif fields:  # not a publisher's entry: no message of ours was lost
@@ -440,78 +401,27 @@ class RedisStreamSubscriber(RedisShim):
             self._last_read[key] = text(entries[-1][0])
 
     def _check_trimmed(self, keys: list[str]) -> None:
-        """Nothing new for the group: were entries trimmed before it got them?
-
-        Redis 7 counts the entries a group was delivered; once the group has caught up,
-        its ``lag`` (entries added minus entries delivered) is what trimming took before
-        delivery. One member reports them (the script then resets the counter), before
-        the group can end. After a restart the counter is reset without a report.
-        """
+        """Nothing new for the group: were entries trimmed before it got them?"""
         assert self.group is not None
         for key in keys:
-            topic = self._keys[key]
-            lost_key = self.connection.keys.events_lost(topic)
-            ttl_ms = round(DEFAULT_TTL * 1000)
-            with self._errors(f"check group {self.group!r} of {key!r} for trimmed entries"):
-                lost = int(
-                    self.connection.client.eval(_TRIMMED, 2, key, lost_key, self.group, ttl_ms)
-                )
-            if lost > 0:
-                self._losses.append(
-                    MessageLossError(
-                        f"Lost {lost} entr{'y' if lost == 1 else 'ies'} of durable topic "
-                        f"{topic!r}: trimmed before consumer group {self.group!r} got them "
-                        "(the topic's maxlen was reached); raise maxlen.",
-                        topic=topic,
-                        count=lost,
-                    )
-                )
+            loss = trimmed_before_delivery(self.connection, key, self._keys[key], self.group)
+            if loss is not None:
+                self._losses.append(loss)
 
     def _run_emptied(self, key: str, last: tuple[int, int]) -> None:
-        """A new run emptied the finished one; a group-less reader inside it lost the rest.
-
-        Groups are never inside it: a run is emptied only once every group consumed it.
-        """
-        seen = self._last_read.get(key)
-        if self.group is not None or seen is None or stream_id(seen) >= last:
-            return
-        topic = self._keys[key]
-        self._losses.append(
-            MessageLossError(
-                f"Durable topic {topic!r}: a new run started and emptied the finished one "
-                f"while this subscriber was reading it; its entries after {seen} up to "
-                f"{last[0]}-{last[1]} were lost.",
-                topic=topic,
-                possible=True,
-            )
-        )
+        """A new run emptied the one ending at ``last``: was this group-less reader in it?"""
+        seen = self._last_read.get(key) if self.group is None else None
+        if seen is not None and (loss := run_emptied(self._keys[key], seen, last)):
+            self._losses.append(loss)
 
     def _check_vanished(self, keys: list[str]) -> None:
-        """Nothing new: is the entry a group-less reader read last still there?
-
-        It is the newest of its stream, so trimming keeps it; if it is gone, the stream
-        was lost (Redis restarted without persistence) or deleted, with whatever this
-        reader had not read yet. Asked only after a blocking read found nothing.
-        """
+        """Nothing new for a group-less reader: is the entry it read last still there?"""
         for key in keys:
             seen = self._last_read.get(key)
-            if seen is None:
-                continue
-            with self._errors(f"look for entry {seen} of {key!r}"):
-                still = self.connection.client.xrange(key, seen, seen, count=1)
-            if still:
-                continue
-            del self._last_read[key]  # reported once
-            topic = self._keys[key]
-            self._losses.append(
-                MessageLossError(
-                    f"Durable topic {topic!r} no longer holds entry {seen}, the last one "
-                    "this subscriber read (Redis restarted without persistence, or the "
-                    "stream expired or was deleted): entries after it were possibly lost.",
-                    topic=topic,
-                    possible=True,
-                )
-            )
+            loss = None if seen is None else vanished(self.connection, key, self._keys[key], seen)
+            if loss is not None:
+                del self._last_read[key]  # reported once
+                self._losses.append(loss)
 
     def _claim(self) -> None:
         """Take over entries other members left pending longer than ``claim_idle``."""
@@ -568,11 +478,3 @@ class RedisStreamSubscriber(RedisShim):
         with self._lock:
             self._buffer.clear()
             self._pinned.close()
-
-
-def _reset_of(fields: dict[bytes, Any]) -> tuple[int, int] | None:
-    """The last entry id of the run a reset entry replaced; None if it is not one."""
-    try:
-        return stream_id(text(fields[RESET_FIELD]))
-    except (KeyError, ValueError):  # not a reset entry, or a forged one: foreign
-        return None
