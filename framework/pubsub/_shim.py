@@ -31,9 +31,11 @@ class RedisShim:
         if self._closed:
             return
         self._closed = True
-        self._release()
-        if self._owns_connection:
-            self.connection.close()
+        try:
+            self._release()
+        finally:  # a failed release must not leak the connection this shim owns
+            if self._owns_connection:
+                self.connection.close()
 
     def _release(self) -> None:
         """Free what the shim holds besides the connection (nothing by default)."""

@@ -3,6 +3,7 @@ from __future__ import annotations
 import threading
 import time
 
+import fakeredis
 import pytest
 import redis
 
@@ -112,3 +113,19 @@ def test_an_interruption_right_after_another_is_reported_too(
             later.join()
         with pytest.raises(ReceiveTimeout):  # each drop reported once
             sub.next_message(timeout=0.3)
+
+
+def test_a_failing_release_still_closes_the_connection_the_shim_owns() -> None:
+    from framework.pubsub._shim import RedisShim
+
+    class Failing(RedisShim):
+        def _release(self) -> None:
+            raise RuntimeError("release failed")
+
+    shim = Failing()
+    shim.connection = RedisConnection(client=fakeredis.FakeRedis())
+    shim._owns_connection = True
+    with pytest.raises(RuntimeError, match="release failed"):
+        shim.close()
+    assert shim.connection._closed
+    shim.close()  # idempotent: nothing is released twice
