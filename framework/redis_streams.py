@@ -117,11 +117,11 @@ def last_id(conn: RedisConnection, key: str) -> str:
     return text(last[0][0]) if last else "0"
 
 
-# KEYS[1]: stream, KEYS[2]: hash of the groups' trusted read counters; ARGV: group,
-# start ('0', '$' or an id), TTL (ms) for keys without one. Creates the group (and the
-# stream) with a valid read counter (ENTRIESREAD), and records it with the server's run
-# id: Redis then counts the entries trimmed before the group got them in the group's
-# lag. Returns 1 if created, 0 if the group existed.
+# KEYS[1]: stream, KEYS[2]: hash of the groups' trusted read counters (read:<group>,
+# run:<group>); ARGV: group, start ('0', '$' or an id), TTL (ms) for keys without one.
+# Creates the group (and the stream) with a valid read counter (ENTRIESREAD), and
+# records it with the server's run id: Redis then counts the entries trimmed before the
+# group got them in the group's lag. Returns 1 if created, 0 if the group existed.
 _CREATE_COUNTED = """
 local read = 0
 if redis.call('EXISTS', KEYS[1]) == 1 then
@@ -147,7 +147,7 @@ end
 local server = redis.pcall('INFO', 'server')
 if read and type(server) == 'string' then
   local run = string.match(server, 'run_id:(%x+)')
-  redis.call('HSET', KEYS[2], ARGV[1], read, ARGV[1] .. ':run', run)
+  redis.call('HSET', KEYS[2], 'read:' .. ARGV[1], read, 'run:' .. ARGV[1], run)
   if tonumber(ARGV[3]) > 0 then redis.call('PEXPIRE', KEYS[2], ARGV[3]) end
 end
 if tonumber(ARGV[3]) > 0 and redis.call('PTTL', KEYS[1]) == -1 then

@@ -22,13 +22,13 @@ from framework.redis_streams import stream_id, text
 
 __all__ = ["reset_of", "run_emptied", "trimmed_before_delivery", "vanished"]
 
-# KEYS[1]: stream, KEYS[2]: the groups' trusted read counters (hash); ARGV[1]: group,
-# ARGV[2]: TTL (ms). Once the group has caught up, its lag (entries added minus entries
-# delivered, Redis 7) counts the entries trimmed before it got them: returns that many
-# and resets the counter (XGROUP SETID ... ENTRIESREAD), so each is reported once. The
-# counter is trusted only on the server (run id) that recorded it: a reload from disk
-# restores an older one. An untrusted counter is reset without a report. 0 when Redis
-# cannot tell.
+# KEYS[1]: stream, KEYS[2]: the groups' trusted read counters (hash: read:<group>, and
+# run:<group> the run id of the server that counted); ARGV[1]: group, ARGV[2]: TTL (ms).
+# Once the group has caught up, its lag (entries added minus entries delivered, Redis 7)
+# counts the entries trimmed before it got them: returns that many and resets the
+# counter (XGROUP SETID ... ENTRIESREAD), so each is reported once. The counter is
+# trusted only on the server run that recorded it: a reload from disk restores an older
+# one. An untrusted counter is reset without a report. 0 when Redis cannot tell.
 _TRIMMED = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local server = redis.pcall('INFO', 'server')
@@ -51,15 +51,15 @@ for _, group in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
 end
 if not read or not last or not added then return 0 end
 if #redis.call('XRANGE', KEYS[1], '(' .. last, '+', 'COUNT', 1) > 0 then return 0 end
-local trusted = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '-1')
-local same = redis.call('HGET', KEYS[2], ARGV[1] .. ':run') == run
+local trusted = tonumber(redis.call('HGET', KEYS[2], 'read:' .. ARGV[1]) or '-1')
+local same = redis.call('HGET', KEYS[2], 'run:' .. ARGV[1]) == run
 local lost = 0
 if trusted >= 0 and same and read >= trusted then lost = added - read end
 if read ~= added then
   local set = redis.pcall('XGROUP', 'SETID', KEYS[1], ARGV[1], last, 'ENTRIESREAD', added)
   if type(set) == 'table' and set.err then return 0 end
 end
-redis.call('HSET', KEYS[2], ARGV[1], added, ARGV[1] .. ':run', run)
+redis.call('HSET', KEYS[2], 'read:' .. ARGV[1], added, 'run:' .. ARGV[1], run)
 if tonumber(ARGV[2]) > 0 then redis.call('PEXPIRE', KEYS[2], ARGV[2]) end
 return lost
 """

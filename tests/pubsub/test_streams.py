@@ -223,3 +223,29 @@ def test_entries_trimmed_before_a_group_got_them_are_reported_once(
     assert f"Lost {loss.count} entries of durable topic 't': trimmed before" in str(loss)
     for member in members:
         member.close()
+
+
+@pytest.mark.parametrize("backend", ["real", "cluster"])
+def test_groups_whose_names_extend_each_other_count_their_losses_apart(
+    backend: str, request: pytest.FixtureRequest
+) -> None:
+    conn: RedisConnection = request.getfixturevalue(f"{backend}_conn")
+    groups = {
+        name: RedisStreamSubscriber(conn, "t", group=name, timeout=0.5) for name in ("g", "g:run")
+    }
+    with RedisStreamPublisher(conn, maxlen=10) as pub:
+        for i in range(300):
+            pub.send_message("t", b"%d" % i)
+    for sub in groups.values():
+        got, losses = 0, []
+        while True:
+            try:
+                sub.next_message()
+                sub.ack_message()
+                got += 1
+            except MessageLossError as exc:
+                losses.append(exc.count)
+            except ReceiveTimeout:
+                break
+        assert losses == [300 - got]
+        sub.close()
