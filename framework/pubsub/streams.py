@@ -432,11 +432,11 @@ class RedisStreamSubscriber(RedisShim):
                     key, self.group, self.consumer, self._claim_idle_ms, "0-0", count=self._count
                 )
             entries, deleted = reply[1], reply[2] if len(reply) > 2 else []
+            if deleted:  # first: XAUTOCLAIM has dropped them already, nothing reports them again
+                self._lost(key, [text(d) for d in deleted])
             if entries:
                 logger.info("Claimed %d pending entries of %s", len(entries), key)
             self._take(key, entries, from_pending=False)
-            if deleted:
-                self._lost(key, [text(d) for d in deleted])
 
     def _check_ended(self, keys: list[str]) -> None:
         """End idle topics whose producers have all ended, fully delivered, none pending."""

@@ -3,6 +3,7 @@ from __future__ import annotations
 import time
 
 import pytest
+import redis
 
 from framework.buffers import Segments
 from framework.connection import RedisConnection
@@ -249,3 +250,36 @@ def test_groups_whose_names_extend_each_other_count_their_losses_apart(
                 break
         assert losses == [300 - got]
         sub.close()
+
+
+def test_entries_a_claim_finds_trimmed_are_reported_even_if_the_claim_then_fails(
+    real_conn: RedisConnection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A member died with entries pending; two were trimmed, one is not a message."""
+    key = real_conn.keys.events("t")
+    with RedisStreamPublisher(real_conn, maxlen=None) as pub:
+        pub.send_message("t", b"0")
+        real_conn.client.xgroup_create(key, "g", id="0")
+        pub.send_message("t", b"1")
+    real_conn.client.xadd(key, {b"x": b"not a message"})
+    real_conn.client.xreadgroup("g", "dead", {key: ">"})  # all three pending for "dead"
+    real_conn.client.xtrim(key, maxlen=1, approximate=False)  # the two messages are gone
+    member = RedisStreamSubscriber(real_conn, "t", group="g", claim_idle=0.001, timeout=1)
+    failing = {"left": 1}
+    original = real_conn.client.xack
+
+    def xack(*args: object) -> object:
+        if failing["left"]:
+            failing["left"] -= 1
+            raise redis.ConnectionError("connection dropped")
+        return original(*args)
+
+    monkeypatch.setattr(real_conn.client, "xack", xack)
+    time.sleep(0.01)
+    # Acknowledging the foreign entry fails (the member rides that out and claims again,
+    # but Redis dropped the trimmed ids from the pending list with the first claim).
+    with pytest.raises(MessageLossError, match="trimmed before delivery") as info:
+        member.next_message()
+    assert info.value.count == 2
+    assert failing["left"] == 0
+    member.close()
