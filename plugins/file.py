@@ -38,8 +38,7 @@ from typing import IO, Any
 
 from framework.buffers import BytesLike, Segments
 from framework.exceptions import StoreError
-from framework.store.base import BaseStore, Unreadable, decoded
-from framework.store.protocols import MISSING
+from framework.store.base import BaseStore
 
 __all__ = ["FileStore", "InvalidObjectFileError"]
 
@@ -145,30 +144,20 @@ class FileStore(BaseStore):
             keys.append(key)
         return keys
 
-    def _get_objects(self, keys: list[str], *, evict: bool) -> list[Any]:
-        # As the base class, but an invalid file spoils only its own object, as a forged
-        # value does: with ``evict`` the other objects of the call are deleted already.
-        decode = self._codec.decode
-        objs: list[Any] = []
-        for key in keys:
-            try:
-                value = self._read_one(key, evict)
-            except InvalidObjectFileError as exc:
-                objs.append(Unreadable(exc))
-            else:
-                objs.append(MISSING if value is None else decoded(decode, value))
-        return objs
-
-    def _read(self, keys: Sequence[str], *, evict: bool) -> list[BytesLike | None]:
-        # Raises InvalidObjectFileError at the first invalid file (``_get_objects`` does not).
+    def _read(self, keys: Sequence[str], *, evict: bool) -> list[BytesLike | StoreError | None]:
+        # An invalid file fails its own object only: with ``evict`` the others of the
+        # call are deleted already.
         return [self._read_one(key, evict) for key in keys]
 
-    def _read_one(self, key: str, evict: bool) -> bytes | None:
+    def _read_one(self, key: str, evict: bool) -> bytes | InvalidObjectFileError | None:
         """Read (and with ``evict`` delete) the object of ``key``; ``None`` if absent.
 
+        Returns:
+            The object file's frame; ``None`` if absent; an :class:`InvalidObjectFileError`
+            if the file at the key's path is not an object file (it is left in place,
+            also with ``evict``).
+
         Raises:
-            InvalidObjectFileError: If the file at the key's path is not an object file;
-                it is left in place, also with ``evict``.
             StoreError: If the file cannot be read, claimed or deleted.
         """
         path = self._path(key)
@@ -197,7 +186,7 @@ class FileStore(BaseStore):
                     else:
                         claimed.unlink(missing_ok=True)
         except _InvalidFile as exc:
-            raise InvalidObjectFileError(key, self.name, path, exc.reason) from None
+            return InvalidObjectFileError(key, self.name, path, exc.reason)
 
     def _open_and_read(self, path: Path, *, claim: bool) -> bytes | None:
         """Read the object file at ``path``, counting and consuming it as its head says.

@@ -76,6 +76,15 @@ def decoded(decode: Callable[[Any], Any], value: Any) -> Any:
         return Unreadable(exc)
 
 
+def _fetched(decode: Callable[[Any], Any], value: Any) -> Any:
+    """One value of :meth:`BaseStore._read`: ``MISSING``, an :class:`Unreadable` or the object."""
+    if value is None:
+        return MISSING
+    if isinstance(value, StoreError):
+        return Unreadable(value)
+    return decoded(decode, value)
+
+
 class Store(ProxyMethods, abc.ABC):
     """Base class of every built-in store, and ProxyStore's ``Store(name, connector)``.
 
@@ -182,12 +191,14 @@ class Store(ProxyMethods, abc.ABC):
         """
 
     @abc.abstractmethod
-    def _read(self, keys: Sequence[str], *, evict: bool) -> Sequence[BytesLike | None]:
+    def _read(self, keys: Sequence[str], *, evict: bool) -> Sequence[BytesLike | StoreError | None]:
         """Fetch serialized objects; ``None`` for absent (or unknown, malformed) keys.
 
         Each read of a ``readers=N`` object counts, and the N-th deletes it atomically.
         With ``evict`` each object is deleted in the same atomic step as its read, so
-        concurrent readers never both receive it.
+        concurrent readers never both receive it. A :class:`StoreError` in place of a
+        value fails that object alone (something unusable sits at its key); raising
+        fails the whole call.
         """
 
     @abc.abstractmethod
@@ -371,7 +382,7 @@ class Store(ProxyMethods, abc.ABC):
             Per key: the object, ``MISSING`` if absent, or an :class:`Unreadable`.
         """
         decode = self._codec.decode
-        return [MISSING if v is None else decoded(decode, v) for v in self._read(keys, evict=evict)]
+        return [_fetched(decode, v) for v in self._read(keys, evict=evict)]
 
     def exists(self, key: str) -> bool:
         """Return whether an object is stored under ``key``.
