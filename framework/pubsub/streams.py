@@ -157,6 +157,8 @@ class RedisStreamSubscriber(RedisShim):
         # Group-less: the last entry read per stream, to see whether it is still there.
         self._last_read: dict[str, str] = {}
         self._next_claim = 0.0
+        # Where the next claim goes on in each pending list (XAUTOCLAIM's cursor).
+        self._claim_from: dict[str, str] = {}
         self._down_since: float | None = None
         self._lock = threading.Lock()
         # A read per few messages: a connection of its own skips the pool's cost.
@@ -427,10 +429,15 @@ class RedisStreamSubscriber(RedisShim):
         """Take over entries other members left pending longer than ``claim_idle``."""
         assert self.group is not None
         for key in self._keys:
+            # XAUTOCLAIM looks at no more than 10 x count pending entries per call: going
+            # on from its cursor reaches every entry, not just the first ones, which
+            # entries other members still work on could otherwise fill for good.
+            start = self._claim_from.get(key, "0-0")
             with self._errors(f"claim pending entries of {key!r}"):
                 reply = self.connection.once.xautoclaim(
-                    key, self.group, self.consumer, self._claim_idle_ms, "0-0", count=self._count
+                    key, self.group, self.consumer, self._claim_idle_ms, start, count=self._count
                 )
+            self._claim_from[key] = text(reply[0])  # "0-0" once the whole list was seen
             entries, deleted = reply[1], reply[2] if len(reply) > 2 else []
             if deleted:  # first: XAUTOCLAIM has dropped them already, nothing reports them again
                 self._lost(key, [text(d) for d in deleted])

@@ -83,6 +83,38 @@ def test_dead_members_pending_entries_are_claimed(any_conn: RedisConnection) -> 
     live.close()
 
 
+@pytest.mark.parametrize("backend", ["real", "cluster"])  # fakeredis claims past 10 x count
+def test_a_dead_members_entry_is_claimed_behind_many_that_others_still_work_on(
+    backend: str, request: pytest.FixtureRequest
+) -> None:
+    conn: RedisConnection = request.getfixturevalue(f"{backend}_conn")
+    key = conn.keys.events("t")
+    with RedisStreamPublisher(conn) as pub:
+        for i in range(13):
+            pub.send_message("t", b"%d" % i)
+    busy = RedisStreamSubscriber(conn, "t", group="g", consumer="busy", count=12)
+    assert busy.next_message() == b"0"  # holds 0-11
+    dead = RedisStreamSubscriber(conn, "t", group="g", consumer="dead", count=1)
+    assert dead.next_message() == b"12"
+    dead.close()
+    time.sleep(1.1)
+    # "busy" is still at work on its twelve entries: they are not idle, "12" is.
+    held = [e["message_id"] for e in conn.client.xpending_range(key, "g", "-", "+", 20, "busy")]
+    conn.client.xclaim(key, "g", "busy", 0, held, justid=True)
+    # One claim looks at 10 x count = 10 pending entries, all of them "busy"'s: the next
+    # one has to go on from there, not start over (which would find "12" only once the
+    # first of "busy"'s entries had been idle for claim_idle).
+    live = RedisStreamSubscriber(conn, "t", group="g", consumer="live", count=1, claim_idle=1.0)
+    deadline = time.monotonic() + 0.9
+    got = None
+    while got is None and time.monotonic() < deadline:
+        got = live.poll_message()
+        time.sleep(0.05)
+    assert got == b"12"
+    live.close()
+    busy.close()
+
+
 def test_restarted_member_gets_its_own_pending_entries_first(conn: RedisConnection) -> None:
     with RedisStreamPublisher(conn) as pub:
         pub.send_message("t", b"0")
