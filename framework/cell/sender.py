@@ -179,7 +179,11 @@ class TxTask(StreamTaskSpec):
         for data, last in chunks:
             while self.window.room() <= 0:
                 self._flush()
-                self._await_controls()
+                # The write reads the acks posted meanwhile: wait only if they left the
+                # window full (waiting anyway stalled the transfer for a whole poll
+                # whenever the receiver, caught up, had no ack due yet).
+                if self.window.room() <= 0:
+                    self._await_controls()
             seq, off = self.window.sent.seq + 1, self.window.sent.off
             header, wire = encode_chunk(sid, seq, off, data, last, self.cipher)
             self._batch.append((seq, header, wire))

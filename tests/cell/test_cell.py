@@ -20,6 +20,7 @@ from framework.cell import (
     StreamTimeout,
 )
 from framework.cell.frames import DATA_FIELD
+from framework.cell.sender import TxTask
 from framework.cell.transport import TransferIO
 from framework.connection import RedisConnection
 from framework.exceptions import ChecksumError, ClosedError, EncryptionError
@@ -203,6 +204,35 @@ def test_the_window_bounds_what_waits_in_redis(
     assert conn.client.xlen(io.data) == full
     assert future.get_progress() == full * CHUNK
     future.cancel()
+
+
+def test_a_sender_waits_for_acks_only_while_its_window_is_full(
+    conn: RedisConnection, make_cell: CellFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The default proportions, scaled down: a receiver reads 8 chunks at a time and,
+    # caught up, has no ack due; the ack that reopened the window came with a write.
+    config = CellConfig(
+        chunk_size=1023, window=16 * 1024, ack_interval=8 * 1024, batch_bytes=16 * 1024
+    )
+    waits: list[int] = []
+    await_controls = TxTask._await_controls
+
+    def spy(task: TxTask) -> None:
+        if task._final is None:  # still sending (waiting for the final acks is fine)
+            waits.append(task.window.room())
+        await_controls(task)
+
+    monkeypatch.setattr(TxTask, "_await_controls", spy)
+    got = Collector()
+    make_cell(conn, "b").register_stream_cb("ch", "s", got.stream_cb, 1 << 20)
+    data = payload(256 * 1023)
+    future = make_cell(conn, "a", config).send_stream(
+        "ch", "s", "b", Message({}, BytesStream(data))
+    )
+    assert future.result(timeout=60) == len(data)
+    assert bytes(got.wait(future.get_stream_id()).data) == data
+    assert waits  # the window did fill
+    assert max(waits) <= 0, f"waited for acks with room for {max(waits)} bytes"
 
 
 def test_callback_error_crosses_as_type_and_message(
