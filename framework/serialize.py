@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import struct
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from framework.buffers import BytesLike, Segments
@@ -291,7 +291,11 @@ def loads(
 
 
 def loads_with_meta(
-    data: BytesLike | Segments, *, secret: bytes | None = None, allow_pickle: bool = True
+    data: BytesLike | Segments,
+    *,
+    secret: bytes | None = None,
+    allow_pickle: bool = True,
+    check_meta: Callable[[dict[str, Any]], None] | None = None,
 ) -> tuple[dict[str, Any], Any]:
     """Verify (when ``secret`` is set), then deserialize a :func:`dumps` frame.
 
@@ -303,6 +307,8 @@ def loads_with_meta(
         secret: Shared HMAC key: unsigned or mis-signed frames are refused.
         allow_pickle: If false, frames of a serializer that unpickles are refused
             before any deserialization.
+        check_meta: Called with the (verified) ``meta`` before anything is
+            deserialized; raises to refuse the frame, e.g. one bound to another message.
 
     Returns:
         The ``meta`` given to :func:`dumps` (``{}`` if none) and the object.
@@ -319,6 +325,8 @@ def loads_with_meta(
     name, meta = header.get("ser"), header.get("meta", {})
     if type(name) is not str or type(meta) is not dict or len(header) != 1 + ("meta" in header):
         raise FramingError("The frame header is not a dumps() header ('ser' and 'meta').")
+    if check_meta is not None:
+        check_meta(meta)
     serializer = _registry.get(name)
     if serializer is None:
         raise DeserializationError(f"The frame needs serializer {name!r}: not registered here.")

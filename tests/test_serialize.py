@@ -623,3 +623,29 @@ def test_fast_path_security() -> None:
         loads(signed, secret="text")  # type: ignore[arg-type]
     with pytest.raises(DeserializationError, match="UTF-8"):
         loads(encode_frame({"ser": "raw"}, [b"s", b"\xff"], secret=SECRET).join(), secret=SECRET)
+
+
+_UNPICKLED: list[int] = []
+
+
+class _Recorded:
+    """Records that it was unpickled."""
+
+    def __init__(self) -> None:
+        self.state = 1
+
+    def __setstate__(self, state: Any) -> None:
+        _UNPICKLED.append(1)
+
+
+def test_a_frame_whose_meta_is_refused_is_never_deserialized() -> None:
+    frame = dumps(_Recorded(), meta={"for": "another message"}, secret=b"k")
+
+    def refuse(meta: dict[str, Any]) -> None:
+        raise FramingError(f"bound to {meta}")
+
+    with pytest.raises(FramingError, match="another message"):
+        loads_with_meta(frame, secret=b"k", check_meta=refuse)
+    assert _UNPICKLED == []
+    loads_with_meta(frame, secret=b"k", check_meta=lambda meta: None)
+    assert _UNPICKLED == [1]

@@ -26,6 +26,8 @@ from framework.exceptions import (
     ClosedError,
     ConfigurationError,
     FrameworkError,
+    FramingError,
+    SecurityError,
     SerializationError,
 )
 from framework.objects.api import ConsumerFactory, ObjectProducer, StreamableEngine
@@ -42,7 +44,7 @@ from framework.objects.envelope import (
     seal_payload,
 )
 from framework.objects.mailbox import WAKE_FIELD, Mailbox, Write, exist, post
-from framework.objects.receiver import Receiver, Registration
+from framework.objects.receiver import LoadFn, Receiver, Registration
 from framework.objects.replies import Replies, envelope_of
 from framework.objects.sending import ObjectStream
 from framework.objects.session import ReplySlots
@@ -353,10 +355,31 @@ class RedisStreamableEngine(StreamableEngine):
         if env.kind == "reply":  # came as a byte stream (mailbox replies are collected)
             self._replies.deliver(env, payload)
         elif env.kind == "data":
-            load = partial(open_payload, env, payload, self._secret, self._allow_pickle)
-            self._receiver.on_data(env, load)
+            load = self._loader(env, payload)
+            if load is not None:
+                self._receiver.on_data(env, load)
         elif self._verified(env, payload):
             self._receiver.on_end(env)
+
+    def _loader(self, env: Envelope, payload: Any) -> LoadFn | None:
+        """How the receiver gets the object of ``env``; None to ignore the message.
+
+        Without a secret nothing can be authenticated: the payload is opened when its
+        turn comes, and one that fails gets a BAD_REQUEST_DATA reply. With a secret it
+        is verified first: a message that is not signed by a holder of the secret gets
+        no reply and touches no session, because any reply, however genuine, would fill
+        its sender's slot for that sequence number before the real object's reply.
+        """
+        if self._secret is None:
+            return partial(open_payload, env, payload, None, self._allow_pickle)
+        try:
+            obj = open_payload(env, payload, self._secret, self._allow_pickle)
+        except (SecurityError, FramingError) as exc:
+            logger.warning("Ignoring the %s: %s", env.describe(), exc)
+            return None
+        except FrameworkError as exc:  # signed, so sent by a peer: it hears why
+            return partial(_raise, exc)
+        return lambda: obj
 
     def _open_payload(self, env: Envelope, payload: Any) -> Any:
         return open_payload(env, payload, self._secret, self._allow_pickle)
@@ -419,3 +442,7 @@ class RedisStreamableEngine(StreamableEngine):
     def __repr__(self) -> str:
         state = " shut down" if self._stop.is_set() else ""
         return f"<RedisStreamableEngine {self.name!r}{state}>"
+
+
+def _raise(exc: BaseException) -> Any:
+    raise exc

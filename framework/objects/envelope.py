@@ -155,11 +155,16 @@ def open_payload(
         SecurityError: If a secret is set and the MAC is missing or wrong.
         DeserializationError: If the payload cannot be deserialized.
     """
-    meta, obj = loads_with_meta(data, secret=secret, allow_pickle=allow_pickle)
-    if meta != env.binding():
-        # Only a forged, altered or misrouted message gets here; with a secret, meta is signed.
-        kind = SecurityError if secret is not None else FramingError
-        raise kind(
-            f"The payload of the {env.describe()} belongs to another message or envelope ({meta})."
-        )
-    return obj
+    binding = env.binding()
+
+    def check(meta: dict[str, Any]) -> None:
+        # Checked before anything is deserialized (unpickled): only a forged, altered or
+        # misrouted message gets here; with a secret, meta is signed.
+        if meta != binding:
+            kind = SecurityError if secret is not None else FramingError
+            raise kind(
+                f"The payload of the {env.describe()} belongs to another message or "
+                f"envelope ({meta})."
+            )
+
+    return loads_with_meta(data, secret=secret, allow_pickle=allow_pickle, check_meta=check)[1]
