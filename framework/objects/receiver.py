@@ -101,6 +101,8 @@ class Receiver:
         self._sessions: dict[tuple[str, str], _Session] = {}
         self._tombstones = Tombstones(floor=wall() - max_clock_skew)
         self._lock = threading.Lock()
+        # Set by close(): a session still consuming then is finalized when consume returns.
+        self._closing = False
 
     def register(self, channel: str, topic: str, reg: Registration) -> None:
         """Route new sessions on ``channel``/``topic`` to ``reg``."""
@@ -135,6 +137,8 @@ class Receiver:
             session.lock.acquire()  # outside the table lock: consume may take long
         try:
             self._apply(session, env, load)
+            if self._closing:  # close() gave up waiting for this consume: finish its job
+                self._end(session, ReturnCode.TASK_ABORTED)
         finally:
             session.lock.release()
 
@@ -187,9 +191,14 @@ class Receiver:
             )
 
     def close(self, timeout: float) -> None:
-        """End every open session with TASK_ABORTED, waiting up to ``timeout`` for busy ones."""
+        """End every open session with TASK_ABORTED, waiting up to ``timeout`` for busy ones.
+
+        A session still consuming after ``timeout`` is ended (finalized, its
+        ``stream_done_cb`` and ``return_consumer`` called) as soon as its consume returns.
+        """
         deadline = self._clock() + timeout
         with self._lock:
+            self._closing = True
             sessions = list(self._sessions.values())
         for session in sessions:
             if session.lock.acquire(timeout=max(0.0, deadline - self._clock())):
@@ -198,7 +207,10 @@ class Receiver:
                 finally:
                     session.lock.release()
             else:
-                logger.warning("Closing with %s still consuming.", session.name())
+                logger.warning(
+                    "Closing with %s still consuming; it is finalized when consume returns.",
+                    session.name(),
+                )
 
     # -- internals ---------------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import numpy as np
@@ -314,6 +315,31 @@ def test_shutdown_finalizes_open_sessions_is_idempotent_and_refuses_new_work(
     with pytest.raises(ClosedError):
         site.stream_objects("c", "t", {}, ["server"], ListProducer([]), FLContext())
     assert not conn.client.exists(conn.keys.mailbox("site"))
+
+
+def test_a_session_still_consuming_at_shutdown_is_finalized_when_consume_returns(
+    conn: RedisConnection, make_engine: EngineFactory
+) -> None:
+    server = make_engine(conn, "server")
+    gate = threading.Event()
+    factory = RecordingFactory(gate=gate)
+    site = make_engine(conn, "site", config=EngineConfig(inline_limit=64 * 1024, close_timeout=0.3))
+    site.register_stream_processing("c", "t", factory, stream_done_cb=factory.done_cb, tag="x")
+    producer = ListProducer([shareable(i=0, sleep=1)], timeout=2)
+    thread = threading.Thread(
+        target=server.stream_objects, args=("c", "t", {}, ["site"], producer, FLContext())
+    )
+    thread.start()
+    factory.new_session.wait(10)
+    (session,) = factory.sessions
+    while "consume" not in session.events:
+        time.sleep(0.01)
+    site.shutdown_streamer()  # gives up waiting for the consume after 0.3 s
+    gate.set()  # consume returns
+    factory.wait_ended(1, timeout=10)
+    assert session.rc == ReturnCode.TASK_ABORTED
+    assert session.events == ["consume", "finalize", "done:x", "return"]
+    thread.join(20)
 
 
 def test_bad_arguments_are_named(conn: RedisConnection, make_engine: EngineFactory) -> None:
