@@ -39,6 +39,7 @@ from framework.objects.envelope import (
     PAYLOAD_FIELD,
     Envelope,
     addressed_to,
+    check_route,
     decode_envelope,
     open_payload,
     seal_payload,
@@ -160,8 +161,10 @@ class RedisStreamableEngine(StreamableEngine):
 
         Raises:
             ClosedError: If the engine is shut down.
-            ConfigurationError: If ``targets`` is empty, or ``produce`` returned
-                something other than a Shareable or a non-positive timeout.
+            ConfigurationError: If ``targets`` is empty or names no valid cell, the
+                channel or topic is not a string of at most 512 characters, an argument
+                has the wrong type (checked before ``produce`` is called), or ``produce``
+                returned something other than a ``(Shareable, positive timeout)`` pair.
             SerializationError: If an object cannot be serialized.
         """
         self._check_open()
@@ -181,10 +184,12 @@ class RedisStreamableEngine(StreamableEngine):
 
         Raises:
             ClosedError: If the engine is shut down.
-            ConfigurationError: If ``factory`` is not a ConsumerFactory or the callback
-                is not callable.
+            ConfigurationError: If the channel or topic is not a string of at most 512
+                characters, ``factory`` is not a ConsumerFactory or the callback is not
+                callable.
         """
         self._check_open()
+        check_route(channel, topic)
         if not isinstance(factory, ConsumerFactory):
             raise ConfigurationError(f"factory must be a ConsumerFactory, not {factory!r}.")
         if stream_done_cb is not None and not callable(stream_done_cb):

@@ -23,17 +23,19 @@ from typing import Annotated, Any, Final, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from framework.buffers import BytesLike, Segments
-from framework.exceptions import FramingError, SecurityError
+from framework.exceptions import ConfigurationError, FramingError, SecurityError
 from framework.serialize import dumps, loads_with_meta
 
 __all__ = [
     "BLOB_HEADER",
     "ENVELOPE_FIELD",
+    "MAX_NAME",
     "PAYLOAD_FIELD",
     "WIRE_VERSION",
     "Envelope",
     "Kind",
     "addressed_to",
+    "check_route",
     "decode_envelope",
     "open_payload",
     "seal_payload",
@@ -51,7 +53,10 @@ BLOB_HEADER: Final = "fw_obj"
 
 Kind = Literal["data", "reply", "end", "abort"]
 #: A cell name as an envelope carries it.
-CellName = Annotated[str, Field(min_length=1, max_length=512)]
+#: Longest cell name, channel or topic an envelope carries.
+MAX_NAME: Final = 512
+
+CellName = Annotated[str, Field(min_length=1, max_length=MAX_NAME)]
 
 
 class Envelope(BaseModel):
@@ -83,8 +88,8 @@ class Envelope(BaseModel):
     origin: CellName
     to: tuple[CellName, ...]
     at: float = Field(ge=0, allow_inf_nan=False)
-    channel: str = Field("", max_length=512)
-    topic: str = Field("", max_length=512)
+    channel: str = Field("", max_length=MAX_NAME)
+    topic: str = Field("", max_length=MAX_NAME)
     rc: str | None = Field(None, max_length=64)
     timeout: float | None = Field(None, gt=0)
     ended: bool = False
@@ -114,6 +119,24 @@ def addressed_to(env: Envelope, name: str) -> bool:
         return True
     logger.warning("Ignoring the %s: it is addressed to %s, not %r.", env.describe(), env.to, name)
     return False
+
+
+def check_route(channel: Any, topic: Any, targets: Any = ()) -> None:
+    """Refuse a channel, topic or target that no envelope could carry.
+
+    Raises:
+        ConfigurationError: Naming the argument and what is wrong with it.
+    """
+    for what, value in (("channel", channel), ("topic", topic)):
+        if not isinstance(value, str) or len(value) > MAX_NAME:
+            raise ConfigurationError(
+                f"The {what} must be a string of at most {MAX_NAME} characters, not {value!r:.80}."
+            )
+    for target in targets:
+        if not isinstance(target, str) or not 0 < len(target) <= MAX_NAME:
+            raise ConfigurationError(
+                f"A target must be a cell name of 1 to {MAX_NAME} characters, not {target!r:.80}."
+            )
 
 
 def decode_envelope(raw: Any, what: str) -> Envelope:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
+import numbers
 import secrets
 import time
 from collections.abc import Callable
@@ -23,7 +24,7 @@ from framework.cell.types import StreamFuture
 from framework.exceptions import BackendError, ConfigurationError, FrameworkError, StreamError
 from framework.objects.api import ObjectProducer
 from framework.objects.context import FLContext, StreamContextKey
-from framework.objects.envelope import Envelope
+from framework.objects.envelope import Envelope, check_route
 from framework.objects.session import ReplySlots
 from framework.objects.shareable import ReservedHeaderKey, ReturnCode, Shareable, error_reply
 
@@ -95,6 +96,14 @@ class ObjectStream:
     ) -> None:
         if isinstance(targets, str) or not targets or not all(isinstance(t, str) for t in targets):
             raise ConfigurationError(f"stream_objects needs a list of cell names, not {targets!r}.")
+        # Checked before produce() is first called: nothing is made that cannot be sent.
+        check_route(channel, topic, targets)
+        if not isinstance(producer, ObjectProducer):
+            raise ConfigurationError(f"producer must be an ObjectProducer, not {producer!r}.")
+        if not isinstance(fl_ctx, FLContext):
+            raise ConfigurationError(f"fl_ctx must be an FLContext, not {fl_ctx!r}.")
+        if not isinstance(stream_ctx, dict):
+            raise ConfigurationError(f"stream_ctx must be a dict, not {stream_ctx!r}.")
         self.link = link
         self.channel, self.topic = channel, topic
         self.ctx = stream_ctx
@@ -125,7 +134,7 @@ class ObjectStream:
 
     def _loop(self) -> tuple[str, Any]:
         while not self._aborted():
-            obj, timeout = self.producer.produce(self.ctx, self.fl_ctx)
+            obj, timeout = self._produce()
             if obj is None:
                 return ReturnCode.OK, None
             self._check(obj, timeout)
@@ -142,13 +151,23 @@ class ObjectStream:
         )
         return ReturnCode.TASK_ABORTED, None
 
+    def _produce(self) -> tuple[Any, Any]:
+        made = self.producer.produce(self.ctx, self.fl_ctx)
+        if not isinstance(made, tuple) or len(made) != 2:
+            raise ConfigurationError(
+                f"{type(self.producer).__name__}.produce returned {made!r:.80}; it must "
+                "return a (Shareable, timeout) pair, or (None, timeout) to end the stream."
+            )
+        return made
+
     def _check(self, obj: Any, timeout: Any) -> None:
         name = type(self.producer).__name__
         if not isinstance(obj, Shareable):
             raise ConfigurationError(
                 f"{name}.produce returned a {type(obj).__name__}, not a Shareable."
             )
-        number = isinstance(timeout, int | float) and not isinstance(timeout, bool)
+        # numbers.Real: numpy's integers and floats are numbers of seconds too.
+        number = isinstance(timeout, numbers.Real) and not isinstance(timeout, bool)
         if not number or not math.isfinite(timeout) or timeout <= 0:
             raise ConfigurationError(
                 f"{name}.produce returned timeout {timeout!r}; "

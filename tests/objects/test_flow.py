@@ -354,3 +354,82 @@ def test_bad_arguments_are_named(conn: RedisConnection, make_engine: EngineFacto
         server.stream_objects("c", "t", {}, ["x"], ListProducer([{"a": 1}]), FLContext())  # type: ignore[list-item]
     with pytest.raises(ConfigurationError, match="inline_limit"):
         EngineConfig(inline_limit=-1)
+
+
+class _Makes(ListProducer):
+    """``produce`` returns ``made`` (and records that it was called)."""
+
+    def __init__(self, made: Any) -> None:
+        super().__init__([])
+        self.made = made
+        self.calls = 0
+
+    def produce(self, stream_ctx: dict[str, Any], fl_ctx: FLContext) -> tuple[Any, float]:
+        self.calls += 1
+        return self.made  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ({"channel": None}, "The channel must be a string"),
+        ({"channel": 5}, "The channel must be a string"),
+        ({"topic": "x" * 600}, "The topic must be a string of at most 512"),
+        ({"targets": [""]}, "A target must be a cell name of 1 to 512"),
+        ({"targets": ["x" * 600]}, "A target must be a cell name of 1 to 512"),
+        ({"fl_ctx": None}, "fl_ctx must be an FLContext"),
+        ({"stream_ctx": [1]}, "stream_ctx must be a dict"),
+    ],
+    ids=[
+        "channel-None",
+        "channel-int",
+        "long-topic",
+        "empty-target",
+        "long-target",
+        "fl_ctx",
+        "ctx",
+    ],
+)
+def test_bad_arguments_fail_at_the_call_before_anything_is_produced(
+    conn: RedisConnection, make_engine: EngineFactory, args: dict[str, Any], message: str
+) -> None:
+    server = make_engine(conn, "server")
+    producer = _Makes((shareable(i=0), 1))
+    call: dict[str, Any] = {
+        "channel": "c",
+        "topic": "t",
+        "stream_ctx": {},
+        "targets": ["site"],
+        "producer": producer,
+        "fl_ctx": FLContext(),
+    }
+    with pytest.raises(ConfigurationError, match=message):
+        server.stream_objects(**{**call, **args})
+    assert producer.calls == 0
+    with pytest.raises(ConfigurationError, match="producer must be an ObjectProducer"):
+        server.stream_objects(**{**call, "producer": None})
+    with pytest.raises(ConfigurationError, match="The channel must be a string"):
+        server.register_stream_processing(None, None, RecordingFactory())  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "made", [None, shareable(i=0), (shareable(i=0), 1, 2)], ids=["None", "bare", "triple"]
+)
+def test_produce_returning_no_pair_is_named(
+    conn: RedisConnection, make_engine: EngineFactory, made: Any
+) -> None:
+    server = make_engine(conn, "server")
+    with pytest.raises(
+        ConfigurationError, match=r"_Makes.produce returned .*\(Shareable, timeout\) pair"
+    ):
+        server.stream_objects("c", "t", {}, ["site"], _Makes(made), FLContext())
+
+
+def test_a_numpy_timeout_is_a_number_of_seconds(
+    conn: RedisConnection, make_engine: EngineFactory
+) -> None:
+    server = make_engine(conn, "server")
+    make_engine(conn, "site").register_stream_processing("c", "t", RecordingFactory())
+    producer = ListProducer([shareable(i=0)], timeout=np.int64(5))  # type: ignore[arg-type]
+    assert server.stream_objects("c", "t", {}, ["site"], producer, FLContext())[0] == "OK"
+    assert rcs(producer.rounds[0]) == {"site": "OK"}
