@@ -15,7 +15,7 @@ from __future__ import annotations
 from framework.cell.cell import StreamCell
 from framework.cell.config import CellConfig
 from framework.cell.streams import BlobStream, BytesStream, FileStream, IterStream
-from framework.cell.types import Message, Stream, StreamFuture, StreamTaskSpec
+from framework.cell.types import Message, MessageHeaderKey, Stream, StreamFuture, StreamTaskSpec
 from framework.exceptions import BlobSizeError, StreamCancelled, StreamError, StreamTimeout
 
 __all__ = [
@@ -26,6 +26,7 @@ __all__ = [
     "FileStream",
     "IterStream",
     "Message",
+    "MessageHeaderKey",
     "Stream",
     "StreamCancelled",
     "StreamCell",

@@ -2,8 +2,10 @@
 
 A thread named ``fw-cell-inbox-<cell>`` first re-reads the announcements this cell name
 took but never finished (a restarted cell resumes them from the position its
-predecessor acknowledged), then waits for new ones. An announcement whose channel and
-topic have no callback yet waits until one is registered. Each transfer runs in its own
+predecessor acknowledged), then waits for new ones. Callbacks are found as NVFlare finds
+them: the channel and topic, else the channel and topic ``"*"``, else ``"*"``/``"*"``. An
+announcement with no callback waits :data:`CALLBACK_GRACE` seconds for one to be
+registered, then its sender is told there is none. Each transfer runs in its own
 :class:`~framework.cell.worker.RxWorker`.
 """
 
@@ -23,7 +25,7 @@ from framework.cell.receiver import RxTransfer
 from framework.cell.transport import TransferIO
 from framework.cell.worker import Handler, RxWorker
 from framework.connection import MAX_BLOCK_MS, RedisConnection
-from framework.exceptions import EncryptionError, FrameworkError, FramingError
+from framework.exceptions import EncryptionError, FrameworkError, FramingError, StreamError
 
 __all__ = ["Dispatcher"]
 
@@ -31,6 +33,14 @@ logger = logging.getLogger(__name__)
 
 #: Longest pause (s) between refreshes of the inbox's TTL and consumer group.
 _REFRESH_EVERY = 60.0
+
+#: Seconds an announcement waits for a callback of its channel and topic before its
+#: sender hears that there is none. NVFlare refuses at once; the grace covers callbacks
+#: registered one after another while a cell starts.
+CALLBACK_GRACE = 2.0
+
+#: The topic (and channel) of a callback that takes what no other callback takes.
+WILDCARD = "*"
 
 #: Builds the cipher and the control authenticator of a transfer from (secure, sid);
 #: raises EncryptionError when the transfer is secure and the cell has no key.
@@ -63,7 +73,8 @@ class Dispatcher:
         self._security = security
         self._stopping = stopping
         self._handlers: dict[tuple[str, str], Handler] = {}
-        self._waiting: dict[int, tuple[bytes, Announce]] = {}
+        #: sid -> (announcement entry, announcement, when it was read)
+        self._waiting: dict[int, tuple[bytes, Announce, float]] = {}
         self._rx: dict[int, RxWorker] = {}
         self._ending: list[threading.Thread] = []  # threads of finished workers, until they end
         self._lock = threading.RLock()
@@ -113,25 +124,52 @@ class Dispatcher:
         if ann is None or ann.sid in self._rx or ann.sid in self._waiting:
             self.inbox.done(eid)  # unreadable, or a duplicate announcement
             return
-        self._waiting[ann.sid] = (eid, ann)
-        if (ann.channel, ann.topic) not in self._handlers:
+        self._waiting[ann.sid] = (eid, ann, time.monotonic())
+        if self._handler_for(ann) is None:
             logger.debug(
                 "Stream %s on %s/%s waits for a callback.", ann.sid, ann.channel, ann.topic
             )
 
+    def _handler_for(self, ann: Announce) -> Handler | None:
+        """The callback of the transfer's channel and topic, or of a wildcard (NVFlare's)."""
+        for key in ((ann.channel, ann.topic), (ann.channel, WILDCARD), (WILDCARD, WILDCARD)):
+            handler = self._handlers.get(key)
+            if handler is not None:
+                return handler
+        return None
+
     def _start_waiting(self) -> None:
-        """Start every waiting transfer that now has a callback."""
-        for sid, (eid, ann) in list(self._waiting.items()):
-            handler = self._handlers.get((ann.channel, ann.topic))
-            if handler is None or self._stopping.is_set():
-                continue
+        """Start every waiting transfer that now has a callback; refuse those left without."""
+        for sid, (eid, ann, since) in list(self._waiting.items()):
+            if self._stopping.is_set():
+                return
+            handler = self._handler_for(ann)
             try:
-                self._start(eid, ann, handler)
+                if handler is not None:
+                    self._start(eid, ann, handler)
+                elif time.monotonic() - since > CALLBACK_GRACE:
+                    self._refuse(eid, self._io_for(ann), self._no_callback(ann))
+                else:
+                    continue
             except FrameworkError:
                 # Stays waiting; the inbox loop retries after its next read.
                 logger.warning("Could not start receiving stream %s.", sid, exc_info=True)
                 continue
             del self._waiting[sid]
+
+    def _no_callback(self, ann: Announce) -> StreamError:
+        return StreamError(
+            f"Cell {self.name!r} has no callback registered for {ann.channel}/{ann.topic} "
+            f"(waited {CALLBACK_GRACE:g} s for one)."
+        )
+
+    def _io_for(self, ann: Announce) -> TransferIO:
+        """The transfer's keys, with its control authenticator when this cell can make it."""
+        try:
+            _, auth = self._security(ann.secure, ann.sid)
+        except EncryptionError:  # secure, but no key here: the sender's checks tell it so
+            auth = None
+        return TransferIO(self.conn, ann.sid, self.config.ttl, auth)
 
     def _start(self, eid: bytes, ann: Announce, handler: Handler) -> None:
         try:

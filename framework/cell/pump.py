@@ -195,6 +195,8 @@ def make_pump(source: Stream, read_size: int, name: str) -> DirectPump | SourceP
 
 
 def _checked(data: Any, size: int) -> Any:
+    if data is None:  # NVFlare takes any empty value for the end of a stream
+        return b""
     if len(data) > size:
         raise StreamError(
             f"A stream returned {len(data)} bytes when at most {size} were asked for."

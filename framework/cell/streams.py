@@ -199,7 +199,8 @@ def as_stream(payload: Any) -> Stream:
     """Wrap a blob payload (bytes-like or a sequence of them) in a :class:`BytesStream`.
 
     Args:
-        payload: A :class:`Stream` (returned as is), a bytes-like object or a sequence of them.
+        payload: A :class:`Stream` (returned as is), a bytes-like object or a sequence of
+            them; None is an empty blob.
 
     Returns:
         A stream over the payload.
@@ -209,6 +210,8 @@ def as_stream(payload: Any) -> Stream:
     """
     if isinstance(payload, Stream):
         return payload
+    if payload is None:  # a message without a payload: an empty blob, as in NVFlare
+        return BytesStream(b"")
     try:
         return BytesStream(payload)
     except (TypeError, ValueError) as exc:

@@ -20,12 +20,33 @@ from typing import Any
 
 from framework.exceptions import StreamCancelled, StreamError
 
-__all__ = ["Message", "Stream", "StreamCancelled", "StreamError", "StreamFuture", "StreamTaskSpec"]
+__all__ = [
+    "Message",
+    "MessageHeaderKey",
+    "Stream",
+    "StreamCancelled",
+    "StreamError",
+    "StreamFuture",
+    "StreamTaskSpec",
+]
 
 logger = logging.getLogger(__name__)
 
 #: What :meth:`Stream.read` may return (NVFlare also allows a list of buffers).
 ReadResult = bytes | bytearray | memoryview
+
+
+class MessageHeaderKey:
+    """The headers of NVFlare's ``MessageHeaderKey`` that a receiver's future carries.
+
+    NVFlare code reads the sender of a transfer as
+    ``future.headers.get(MessageHeaderKey.ORIGIN)``; the receiving cell sets these
+    three from the announcement (the names are NVFlare's).
+    """
+
+    ORIGIN = "cn__origin"
+    CHANNEL = "cn__channel"
+    TOPIC = "cn__topic"
 
 
 class Message:
@@ -57,8 +78,12 @@ class Message:
         self.headers.pop(key, None)
 
     def set_prop(self, key: str, value: Any) -> None:
-        """Alias of :meth:`set_header` kept for NVFlare call sites."""
-        self.set_header(key, value)
+        """Set a local property: an attribute, as NVFlare's; it never leaves this process."""
+        setattr(self, key, value)
+
+    def get_prop(self, key: str, default: Any = None) -> Any:
+        """Return local property ``key`` (see :meth:`set_prop`) or ``default``."""
+        return getattr(self, key, default)
 
     def __repr__(self) -> str:
         return f"Message(headers={self.headers!r}, payload={type(self.payload).__name__})"
@@ -197,8 +222,8 @@ class StreamFuture:
         return True
 
     def cancelled(self) -> bool:
-        """Return True if :meth:`cancel` stopped the transfer."""
-        return self._cancelled
+        """Return True if the transfer was cancelled, here or by the other side (NVFlare's)."""
+        return self._cancelled or isinstance(self._exception, StreamCancelled)
 
     def done(self) -> bool:
         """Return True if the transfer finished, failed or was cancelled."""

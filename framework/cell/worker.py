@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from framework.cell.assembler import BlobBuffer
 from framework.cell.frames import HEADER_FIELD, ChunkHeader
 from framework.cell.receiver import RxHandle, RxStream, RxTransfer
-from framework.cell.types import StreamFuture
+from framework.cell.types import MessageHeaderKey, StreamFuture
 from framework.cell.window import Position
 from framework.exceptions import ConfigurationError, StreamError
 
@@ -69,7 +69,13 @@ class RxWorker:
         self.max_blob_size = max_blob_size
         self.on_done = on_done
         ann = rx.announce
-        self.future = StreamFuture(ann.sid, dict(ann.headers), RxHandle())
+        headers = {
+            **ann.headers,
+            MessageHeaderKey.ORIGIN: ann.origin,
+            MessageHeaderKey.CHANNEL: ann.channel,
+            MessageHeaderKey.TOPIC: ann.topic,
+        }
+        self.future = StreamFuture(ann.sid, headers, RxHandle())
         self.future.set_size(ann.size)
         self.future.set_progress(rx.decoder.offset)
         self.thread = threading.Thread(target=self._run, name=f"fw-cell-rx-{ann.sid}", daemon=True)

@@ -54,7 +54,9 @@ def test_round_trip_sizes(
     item = got.wait(future.get_stream_id())
     assert bytes(item.data) == data
     assert item.future is not None
-    assert item.future.get_headers() == headers
+    topic = "s" if mode == "stream" else "b"
+    nvflare = {"cn__origin": "a", "cn__channel": "ch", "cn__topic": topic}
+    assert item.future.get_headers() == {**headers, **nvflare}
     assert item.future.result(timeout=5) == (size if mode == "stream" else data)
     assert future.get_progress() == size
     assert item.future.get_progress() == size

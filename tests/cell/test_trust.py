@@ -16,6 +16,9 @@ from framework.cell import (
     CellConfig,
     IterStream,
     Message,
+    MessageHeaderKey,
+    Stream,
+    StreamCancelled,
     StreamCell,
     StreamError,
     StreamFuture,
@@ -277,9 +280,92 @@ def test_nvflare_call_forms(conn: RedisConnection, make_cell: CellFactory) -> No
     exc = sender.send_blob("ch", "veto", "b", Message({"k": 1}, data)).exception(timeout=20)
     assert isinstance(exc, StreamError)
     assert "preflight check of cell 'b' rejected blob" in str(exc)
-    assert seen == [({"k": 1}, len(data))]
+    assert seen == [({"k": 1, **_ROUTE, "cn__topic": "veto"}, len(data))]
     exc = sender.send_blob("ch", "boom", "b", Message({}, data)).exception(timeout=20)
     assert "PermissionError: not from this site" in str(exc)
+
+
+_ROUTE = {"cn__origin": "a", "cn__channel": "ch"}
+
+
+def test_nvflare_wildcard_topics_find_a_callback(
+    conn: RedisConnection, make_cell: CellFactory
+) -> None:
+    receiver, sender = make_cell(conn, "b"), make_cell(conn, "a")
+    exact, channel, anything = Collector(), Collector(), Collector()
+    receiver.register_blob_cb("ch", "t", exact.blob_cb)
+    receiver.register_blob_cb("ch", "*", channel.blob_cb)
+    receiver.register_blob_cb("*", "*", anything.blob_cb)
+    sent = {
+        (c, t): sender.send_blob(c, t, "b", Message({}, b"%s/%s" % (c.encode(), t.encode())))
+        for c, t in (("ch", "t"), ("ch", "other"), ("x", "y"))
+    }
+    for future in sent.values():
+        assert future.result(timeout=20) > 0
+    assert exact.wait(sent[("ch", "t")].get_stream_id()).data == b"ch/t"
+    assert channel.wait(sent[("ch", "other")].get_stream_id()).data == b"ch/other"
+    item = anything.wait(sent[("x", "y")].get_stream_id())
+    assert item.data == b"x/y"
+    assert item.future is not None
+    assert item.future.headers[MessageHeaderKey.ORIGIN] == "a"  # how NVFlare code reads it
+    assert item.future.headers[MessageHeaderKey.TOPIC] == "y"
+    assert len(exact.items) == len(channel.items) == len(anything.items) == 1
+
+
+def test_a_transfer_nobody_registered_for_fails_the_sender_saying_so(
+    conn: RedisConnection, make_cell: CellFactory
+) -> None:
+    make_cell(conn, "b").register_blob_cb("ch", "t", Collector().blob_cb)
+    started = time.monotonic()
+    future = make_cell(conn, "a").send_blob("ch", "nope", "b", Message({}, b"x"))
+    exc = future.exception(timeout=20)
+    assert isinstance(exc, StreamError)
+    assert "Cell 'b' has no callback registered for ch/nope" in str(exc)
+    # NVFlare fails at once; here after the grace for callbacks still being registered,
+    # not after the sender's idle timeout (20 s in these tests).
+    assert time.monotonic() - started < SMALL.idle_timeout / 2
+
+
+def test_nvflare_payload_and_future_forms(conn: RedisConnection, make_cell: CellFactory) -> None:
+    got = Collector()
+    receiver, sender = make_cell(conn, "b"), make_cell(conn, "a")
+    receiver.register_blob_cb("ch", "t", got.blob_cb)
+    receiver.register_stream_cb("ch", "s", got.stream_cb)
+    # A message without a payload is an empty blob.
+    assert sender.send_blob("ch", "t", "b", Message({"k": 1})).result(timeout=20) == 0
+
+    class EndsWithNone(Stream):
+        def __init__(self) -> None:
+            super().__init__(0)
+            self.parts = [b"abc"]
+
+        def read(self, chunk_size: int) -> bytes | None:  # type: ignore[override]
+            return self.parts.pop() if self.parts else None  # NVFlare: None ends it
+
+    ended = sender.send_stream("ch", "s", "b", Message({}, EndsWithNone()))
+    assert ended.result(timeout=20) == 3
+    assert got.wait(ended.get_stream_id()).data == b"abc"
+    # Properties stay with the message object; they are not headers.
+    message = Message({"k": 1}, b"x")
+    message.set_prop("local", object())
+    assert message.get_prop("local") is not None
+    assert message.get_prop("missing", 7) == 7
+    assert sender.send_blob("ch", "t", "b", message).result(timeout=20) == 1
+
+
+def test_a_future_whose_transfer_the_other_side_cancelled_says_cancelled(
+    conn: RedisConnection, make_cell: CellFactory
+) -> None:
+    def closes(future: StreamFuture, stream: Any, resume: int) -> None:
+        stream.read(10)
+        stream.close()
+
+    make_cell(conn, "b").register_stream_cb("ch", "s", closes)
+    future = make_cell(conn, "a").send_stream(
+        "ch", "s", "b", Message({}, BytesStream(payload(8 * CHUNK)))
+    )
+    assert isinstance(future.exception(timeout=20), StreamCancelled)
+    assert future.cancelled()  # NVFlare's: set for any StreamCancelled, not only cancel()
 
 
 def test_unusable_callbacks_fail_at_registration(fake_conn: RedisConnection) -> None:
