@@ -110,6 +110,10 @@ class KeySchema:
         """Durable inbox stream of a cell (byte-stream announcements)."""
         return f"{self.prefix}:cell:{{{_checked('cell name', cell)}}}:inbox"
 
+    def receiver(self, cell: str) -> str:
+        """Lease of the live cell receiving under a name (string, short TTL)."""
+        return f"{self.prefix}:cell:{{{_checked('cell name', cell)}}}:receiver"
+
     def mailbox(self, cell: str) -> str:
         """Stream of a cell's object-protocol messages (objects, replies, end notices)."""
         return f"{self.prefix}:cell:{{{_checked('cell name', cell)}}}:objects"

@@ -21,6 +21,7 @@ from framework.cell.config import CellConfig
 from framework.cell.crypto import ChunkCipher
 from framework.cell.frames import Announce, Control
 from framework.cell.inbox import Inbox
+from framework.cell.lease import ReceiverLease
 from framework.cell.receiver import RxTransfer
 from framework.cell.transport import TransferIO
 from framework.cell.worker import Handler, RxWorker
@@ -70,6 +71,7 @@ class Dispatcher:
         self.name = name
         self.config = config
         self.inbox = Inbox(conn, name, config.inbox_ttl)
+        self._lease = ReceiverLease(conn, name)
         self._security = security
         self._stopping = stopping
         self._handlers: dict[tuple[str, str], Handler] = {}
@@ -81,8 +83,15 @@ class Dispatcher:
         self.thread: threading.Thread | None = None
 
     def register(self, channel: str, topic: str, handler: Handler) -> None:
-        """Route ``channel``/``topic`` to ``handler``; starts reading the inbox."""
+        """Route ``channel``/``topic`` to ``handler``; starts reading the inbox.
+
+        Raises:
+            ConfigurationError: If another live cell with this name receives already
+                (see :mod:`framework.cell.lease`).
+        """
         with self._lock:
+            if self.thread is None:
+                self._lease.acquire()
             self._handlers[(channel, topic)] = handler
             self._start_waiting()
             if self.thread is None:
@@ -98,10 +107,20 @@ class Dispatcher:
         return found + ([self.thread] if self.thread is not None else [])
 
     def _loop(self) -> None:
+        try:
+            self._read_inbox()
+        finally:
+            try:
+                self._lease.release()
+            except FrameworkError as exc:  # it lapses on its own within seconds
+                logger.warning("Cell %r could not release its lease: %s", self.name, exc)
+
+    def _read_inbox(self) -> None:
         first = True
         refreshed = 0.0
         while not self._stopping.is_set():
             try:
+                self._lease.refresh()
                 if time.monotonic() - refreshed > min(_REFRESH_EVERY, self.config.inbox_ttl / 4):
                     self.inbox.ensure()
                     refreshed = time.monotonic()

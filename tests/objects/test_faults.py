@@ -471,6 +471,7 @@ def test_a_first_object_replayed_to_a_restarted_receiver_starts_no_session(
     )
     before.wait_ended(1)
     site.shutdown_streamer()
+    site.cell.close()  # the receiver is gone (a live cell of that name would still receive)
     # Clocks in step: a start sent before the new engine began is not new to it.
     config = EngineConfig(inline_limit=64 * 1024, close_timeout=5, max_clock_skew=0)
     after = RecordingFactory()

@@ -1,0 +1,41 @@
+"""One live receiving cell per name (``framework.cell.lease``)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from framework.cell import Message, StreamCell
+from framework.cell.lease import LEASE_S
+from framework.connection import RedisConnection
+from framework.exceptions import ConfigurationError
+from tests.cell.conftest import CellFactory
+from tests.cell.helpers import SMALL, Collector
+
+
+def test_a_second_live_cell_of_a_name_cannot_receive(
+    conn: RedisConnection, make_cell: CellFactory
+) -> None:
+    first = make_cell(conn, "b")
+    got = Collector()
+    first.register_blob_cb("ch", "t", got.blob_cb)
+    assert 0 < conn.client.pttl(conn.keys.receiver("b")) <= LEASE_S * 1000
+    started = time.monotonic()
+    # Two readers of one inbox would split the transfers between them.
+    refused = pytest.raises(ConfigurationError, match="Another cell named 'b' is receiving")
+    with StreamCell(conn, "b", config=SMALL) as twin, refused:
+        twin.register_blob_cb("ch", "t", Collector().blob_cb)
+    assert time.monotonic() - started > LEASE_S  # it waited for the lease to lapse first
+    future = make_cell(conn, "a").send_blob("ch", "t", "b", Message({}, b"x"))
+    assert future.result(timeout=20) == 1
+    assert got.wait(future.get_stream_id()).data == b"x"
+
+
+def test_a_closed_cells_name_is_free_at_once(conn: RedisConnection, make_cell: CellFactory) -> None:
+    with StreamCell(conn, "b", config=SMALL) as first:
+        first.register_blob_cb("ch", "t", Collector().blob_cb)
+    assert not conn.client.exists(conn.keys.receiver("b"))
+    started = time.monotonic()
+    make_cell(conn, "b").register_blob_cb("ch", "t", Collector().blob_cb)
+    assert time.monotonic() - started < LEASE_S
