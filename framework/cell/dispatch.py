@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from framework._failures import RepeatedFailure
 from framework.cell.auth import ControlAuth
 from framework.cell.config import CellConfig
 from framework.cell.crypto import ChunkCipher
@@ -118,6 +119,7 @@ class Dispatcher:
     def _read_inbox(self) -> None:
         first = True
         refreshed = 0.0
+        failures = RepeatedFailure(logger, f"Reading the inbox of cell {self.name!r}")
         while not self._stopping.is_set():
             try:
                 self._lease.refresh()
@@ -127,12 +129,13 @@ class Dispatcher:
                 # After a restart, first take back what this cell name left unfinished.
                 entries = self.inbox.pending() if first else self.inbox.receive()
                 first = False
+                failures.succeeded()
                 with self._lock:
                     for eid, ann in entries:
                         self._dispatch(eid, ann)
                     self._start_waiting()
-            except Exception:  # thread boundary: log, pause, retry; never die silently
-                logger.warning("Reading the inbox of cell %r failed.", self.name, exc_info=True)
+            except Exception as exc:  # noqa: BLE001 - thread boundary: logged (RepeatedFailure), retried
+                failures.failed(exc)
                 self._stopping.wait(MAX_BLOCK_MS / 1000)
             with self._lock:
                 for sid in [s for s, w in self._rx.items() if not w.thread.is_alive()]:

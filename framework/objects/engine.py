@@ -21,6 +21,7 @@ from functools import partial
 from types import TracebackType
 from typing import Any
 
+from framework._failures import RepeatedFailure
 from framework.cell import Message, StreamCell, StreamFuture
 from framework.exceptions import (
     ClosedError,
@@ -297,6 +298,8 @@ class RedisStreamableEngine(StreamableEngine):
     def _work(self, index: int) -> None:
         """A worker: reads the mailbox and runs what it reads (consumers included)."""
         reader = self._mailbox.reader(f"{self.name}-{index}")
+        # One traceback per kind of failure, not one per turn.
+        failures = RepeatedFailure(logger, f"Worker {index} reading the mailbox of {self.name!r}")
         # Replies to what this worker read go out with its next read: one round trip.
         outbox: list[Write] | None = [] if not self.conn.is_cluster else None
         self._local.outbox = outbox
@@ -305,10 +308,12 @@ class RedisStreamableEngine(StreamableEngine):
             try:
                 if outbox:
                     outbox.clear()
-                for eid, fields in reader.read(writes=writes):
+                entries = reader.read(writes=writes)
+                failures.succeeded()
+                for eid, fields in entries:
                     self._on_entry(eid, fields)
-            except Exception:  # thread boundary: log, pause, retry; never die silently
-                logger.warning("Reading the mailbox of %r failed.", self.name, exc_info=True)
+            except Exception as exc:  # noqa: BLE001 - thread boundary: logged (RepeatedFailure), retried
+                failures.failed(exc)
                 if outbox is not None:
                     outbox[:0] = writes  # again with the next read (a copy is harmless)
                 self._stop.wait(0.5)

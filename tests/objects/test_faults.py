@@ -487,3 +487,25 @@ def test_a_first_object_replayed_to_a_restarted_receiver_starts_no_session(
     producer = ListProducer([shareable(i=1)])
     assert server.stream_objects("c", "t", {}, ["site"], producer, FLContext())[0] == "OK"
     assert [o["i"] for o in after.wait_ended(1)[0].consumed] == [1]
+
+
+def test_a_mailbox_overwritten_by_another_type_is_logged_once_and_recovered(
+    conn: RedisConnection, make_engine: EngineFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = make_engine(conn, "server")
+    factory = RecordingFactory()
+    make_engine(conn, "site").register_stream_processing("c", "t", factory)
+    key = conn.keys.mailbox("site")
+    with caplog.at_level(logging.WARNING, logger="framework.objects"):
+        conn.client.delete(key)
+        conn.client.set(key, b"not a stream")
+        time.sleep(2.0)  # four workers retrying every 0.5 s
+        failed = [r for r in caplog.records if "mailbox of 'site' failed" in r.getMessage()]
+        # One traceback per worker (4) and kind of error (creating or reading the
+        # mailbox), not one per worker and turn (~16 here).
+        assert 1 <= len(failed) <= 8
+        conn.client.delete(key)  # whoever wrote it is stopped; the engine carries on
+        _wait_for_log(caplog, "reading the mailbox of 'site' works again")
+    producer = ListProducer([shareable(i=0)])
+    assert server.stream_objects("c", "t", {}, ["site"], producer, FLContext())[0] == "OK"
+    assert rcs(producer.rounds[0]) == {"site": "OK"}
