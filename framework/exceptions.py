@@ -27,6 +27,7 @@ FrameworkError
 ├── StoreError                    object store failures
 │   ├── ObjectNotFoundError       the key is absent (evicted, expired or never written)
 │   ├── ProxyResolveError         a proxy could not produce its target
+│   │   └── ProxyResolveMissingKeyError  its object is not in the store (ProxyStore's name)
 │   └── UnknownStoreKindError     a config names a store kind that is not registered
 ├── ObjectStreamError             object streams (producer/consumer)
 │   ├── TopicClosedError          send() on a topic that close_topics() ended
@@ -67,6 +68,7 @@ __all__ = [
     "ObjectStreamError",
     "PermissionDenied",
     "ProxyResolveError",
+    "ProxyResolveMissingKeyError",
     "ProxyStoreFactoryError",
     "ReceiveTimeout",
     "SecurityError",
@@ -229,6 +231,13 @@ class ProxyResolveError(StoreError):
     def __reduce__(self) -> tuple[Any, ...]:
         # Pickled (e.g. from a worker process) with its cause when the cause pickles.
         return type(self), (str(self), self.cause)
+
+
+class ProxyResolveMissingKeyError(ProxyResolveError):
+    """A proxy's object is not in its store: evicted, expired or never written.
+
+    ProxyStore's name; ``cause`` is the :class:`ObjectNotFoundError`.
+    """
 
 
 class UnknownStoreKindError(StoreError):

@@ -14,7 +14,7 @@ This module does no I/O and imports no Redis code.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, Union
 
 import lazy_object_proxy
 
@@ -22,6 +22,7 @@ from framework.exceptions import ProxyResolveError
 
 __all__ = [
     "Proxy",
+    "ProxyOr",
     "ProxyResolveError",
     "extract",
     "get_factory",
@@ -100,6 +101,10 @@ class Proxy(lazy_object_proxy.Proxy, Generic[T], metaclass=_ProxyType):  # type:
 def _rebuild(factory: Callable[[], Any]) -> Proxy[Any]:
     """Unpickle a proxy: a new, unresolved proxy of the same factory."""
     return Proxy(factory)
+
+
+#: A proxy of a ``T`` or a ``T`` itself (ProxyStore's ``ProxyOr``).
+ProxyOr = Union[Proxy[T], T]
 
 
 def extract(proxy: Proxy[T]) -> T:

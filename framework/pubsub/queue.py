@@ -19,10 +19,26 @@ from framework.buffers import Segments
 from framework.exceptions import BackendTimeout, ClosedError, ConfigurationError, ReceiveTimeout
 from framework.pubsub.protocols import UNSET, Unset
 
-__all__ = ["QueuePublisher", "QueueSubscriber"]
+__all__ = ["QueueEmptyTimeout", "QueueFullTimeout", "QueuePublisher", "QueueSubscriber"]
 
 #: Longest single wait (s) on a queue before the closed flag is checked again.
 POLL_INTERVAL = 0.25
+
+
+class QueueEmptyTimeout(ReceiveTimeout, queue.Empty):
+    """No message arrived in time.
+
+    A ``ReceiveTimeout`` that is also the ``queue.Empty`` ProxyStore's queue subscriber
+    raises, so either ``except`` catches it.
+    """
+
+
+class QueueFullTimeout(BackendTimeout, queue.Full):
+    """A bounded queue stayed full.
+
+    A ``BackendTimeout`` that is also the ``queue.Full`` ProxyStore's queue publisher
+    raises.
+    """
 
 
 class QueuePublisher:
@@ -66,7 +82,8 @@ class QueuePublisher:
         Raises:
             ClosedError: If the publisher was closed.
             ConfigurationError: If no queue is mapped to ``topic``.
-            BackendTimeout: If a bounded queue stayed full for ``timeout`` seconds.
+            QueueFullTimeout: If a bounded queue stayed full for ``timeout`` seconds (a
+                ``BackendTimeout`` and a ``queue.Full``).
         """
         if self._closed:
             raise ClosedError(f"Cannot publish to topic {topic!r}: the publisher is closed.")
@@ -78,7 +95,7 @@ class QueuePublisher:
         try:
             target.put(data, block=self._block, timeout=self._timeout)
         except queue.Full:
-            raise BackendTimeout(f"The queue of topic {topic!r} stayed full.") from None
+            raise QueueFullTimeout(f"The queue of topic {topic!r} stayed full.") from None
 
 
 class QueueSubscriber:
@@ -150,7 +167,8 @@ class QueueSubscriber:
 
         Raises:
             StopIteration: If the subscriber is (or gets) closed.
-            ReceiveTimeout: If no message arrived in time (or at once, when not blocking).
+            QueueEmptyTimeout: If no message arrived in time (or at once, when not
+                blocking); a ``ReceiveTimeout`` and a ``queue.Empty``.
         """
         limit = self._timeout if isinstance(timeout, Unset) else timeout
         deadline = None if limit is None else time.monotonic() + limit
@@ -162,5 +180,5 @@ class QueueSubscriber:
                 return self._queue.get(timeout=min(left, POLL_INTERVAL))
             except queue.Empty:
                 if not self._block or (deadline is not None and time.monotonic() >= deadline):
-                    raise ReceiveTimeout(f"No message arrived within {limit} s.") from None
+                    raise QueueEmptyTimeout(f"No message arrived within {limit} s.") from None
         raise StopIteration

@@ -56,8 +56,6 @@ class ProxyMethods:
         With ``skip_nonproxiable``, ``None`` and booleans are returned as they are
         (ProxyStore cannot proxy them; this store can, so it does so by default).
         """
-        if skip_nonproxiable and isinstance(obj, _NOT_PROXIED):
-            return cast("Proxy[Any]", obj)  # ProxyStore's overloads type it the same way
         return self.proxy_batch(
             [obj],
             evict=evict,
@@ -66,6 +64,7 @@ class ProxyMethods:
             serializer=serializer,
             deserializer=deserializer,
             populate_target=populate_target,
+            skip_nonproxiable=skip_nonproxiable,
         )[0]
 
     def proxy_batch(
@@ -78,6 +77,7 @@ class ProxyMethods:
         serializer: Serializer | None = None,
         deserializer: Deserializer | None = None,
         populate_target: bool | None = None,
+        skip_nonproxiable: bool = False,
     ) -> list[Proxy[Any]]:
         """Store several objects in one round trip and return a lazy proxy of each.
 
@@ -91,6 +91,8 @@ class ProxyMethods:
             deserializer: Custom deserializer function the proxies resolve with.
             populate_target: Return proxies that already hold their objects (copies
                 made by pickling still fetch them); ``None`` uses the store's default.
+            skip_nonproxiable: Return ``None`` and booleans as they are, in their places
+                (ProxyStore cannot proxy them), and store only the other objects.
 
         Returns:
             Proxies that fetch their objects on first use; they pickle as key plus config.
@@ -100,11 +102,16 @@ class ProxyMethods:
         """
         if evict and lifetime is not None:
             raise ConfigurationError("evict and lifetime are mutually exclusive: give only one.")
-        keys = self.put_batch(objs, ttl=ttl, lifetime=lifetime, serializer=serializer)
+        skipped = [skip_nonproxiable and isinstance(obj, _NOT_PROXIED) for obj in objs]
+        stored = [obj for obj, skip in zip(objs, skipped, strict=True) if not skip]
+        keys = iter(self.put_batch(stored, ttl=ttl, lifetime=lifetime, serializer=serializer))
         populate = self.populate_target if populate_target is None else populate_target
-        proxies = []
-        for key, obj in zip(keys, objs, strict=True):
-            factory = self._factory(key, evict, deserializer)
+        proxies: list[Proxy[Any]] = []
+        for obj, skip in zip(objs, skipped, strict=True):
+            if skip:  # ProxyStore's overloads type it the same way
+                proxies.append(cast("Proxy[Any]", obj))
+                continue
+            factory = self._factory(next(keys), evict, deserializer)
             proxies.append(Proxy(factory, target=obj) if populate else Proxy(factory))
         return proxies
 

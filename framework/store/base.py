@@ -120,6 +120,8 @@ class Store(ProxyMethods, abc.ABC):
 
     #: Registry kind (``StoreConfig.kind``) of the subclass.
     kind: ClassVar[str] = ""
+    #: ProxyStore's metrics of a store built with ``metrics=False``: there are none.
+    metrics: ClassVar[None] = None
 
     def __class_getitem__(cls, item: Any) -> type[Store]:
         """``Store[ConnectorT]`` (ProxyStore's generic form) is ``Store``."""

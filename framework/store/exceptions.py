@@ -1,9 +1,8 @@
 """The store's exceptions under ProxyStore's module name (``proxystore.store.exceptions``).
 
-They are defined in :mod:`framework.exceptions`; ProxyStore's
-``ProxyResolveMissingKeyError`` is :class:`~framework.exceptions.ObjectNotFoundError`
-here (the ``cause`` of the :class:`~framework.exceptions.ProxyResolveError` a proxy
-of a missing object raises).
+They are defined in :mod:`framework.exceptions`. A proxy of a missing object raises
+:class:`~framework.exceptions.ProxyResolveMissingKeyError` (a ``ProxyResolveError``),
+whose ``cause`` is the :class:`~framework.exceptions.ObjectNotFoundError`.
 """
 
 from __future__ import annotations
@@ -11,6 +10,7 @@ from __future__ import annotations
 from framework.exceptions import (
     ObjectNotFoundError,
     ProxyResolveError,
+    ProxyResolveMissingKeyError,
     ProxyStoreFactoryError,
     StoreError,
     StoreExistsError,
@@ -19,6 +19,7 @@ from framework.exceptions import (
 __all__ = [
     "ObjectNotFoundError",
     "ProxyResolveError",
+    "ProxyResolveMissingKeyError",
     "ProxyStoreFactoryError",
     "StoreError",
     "StoreExistsError",

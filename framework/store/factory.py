@@ -27,6 +27,7 @@ from framework.exceptions import (
     ConfigurationError,
     ObjectNotFoundError,
     ProxyResolveError,
+    ProxyResolveMissingKeyError,
     StoreError,
 )
 from framework.store.config import StoreConfig
@@ -97,6 +98,10 @@ class StoreFactory:
                 self._done = True
             return self._target
 
+    def resolve(self) -> Any:
+        """Same as calling the factory (ProxyStore's name)."""
+        return self()
+
     def get_store(self) -> Store:
         """Return an open store holding the object: the one given, else a registered or new one.
 
@@ -128,7 +133,7 @@ class StoreFactory:
             hint = (
                 " It was created with evict=True, so it resolves only once." if self.evict else ""
             )
-            raise ProxyResolveError(
+            raise ProxyResolveMissingKeyError(
                 f"Cannot resolve the proxy of object {self.key!r}: it is not in store "
                 f"{config.name!r} (kind {config.kind!r}); it was evicted, expired or never "
                 f"written.{hint}",

@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from framework.exceptions import ProxyStoreFactoryError
-from framework.proxy import Proxy, get_factory
+from framework.proxy import Proxy, get_factory, is_resolved
 from framework.store.factory import StoreFactory
 
-__all__ = ["get_key"]
+# is_resolved is re-exported where ProxyStore has it too.
+__all__ = ["get_key", "is_resolved"]
 
 
 def get_key(proxy: Proxy[Any]) -> str:

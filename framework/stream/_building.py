@@ -6,13 +6,12 @@ and message layout is tested on its own.
 
 from __future__ import annotations
 
+import math
 import sys
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Optional
-
-import pydantic_core
 
 from framework.buffers import Segments
 from framework.exceptions import SerializationError
@@ -147,10 +146,14 @@ class BatchBuilder:
             raise SerializationError(f"Metadata for topic {topic!r} must be a dict.")
         if not metadata:
             return  # the usual case: an empty dict is JSON
-        try:
-            pydantic_core.to_json(metadata)
-        except (pydantic_core.PydanticSerializationError, TypeError, ValueError) as exc:
-            raise SerializationError(f"Metadata for topic {topic!r} is not JSON: {exc}") from exc
+        problem = _json_problem(metadata, "metadata")
+        if problem is not None:
+            # Converting it (a tuple to a list, 3 to "3", a date to a string) would hand
+            # consumers something other than what was sent, without a word.
+            raise SerializationError(
+                f"Metadata for topic {topic!r} must be JSON data that arrives unchanged "
+                f"(dicts with str keys, lists, str, finite numbers, bools, None): {problem}."
+            )
 
     def build(
         self, topic: str, items: Sequence[Item], *, store: Store | None, eos: bool, seq: int
@@ -278,3 +281,23 @@ def approx_size(obj: Any) -> int:
 
 def _key_event(key: str, item: Item) -> dict[str, Any]:
     return {"type": "key", "key": key, "evict": item.evict, "metadata": item.metadata}
+
+
+def _json_problem(value: Any, path: str) -> str | None:
+    """What in ``value`` would not arrive unchanged through JSON, or None."""
+    if value is None or type(value) in (str, bool, int):
+        return None
+    if type(value) is float:
+        return None if math.isfinite(value) else f"{path} is {value}"
+    if type(value) is list:
+        found = (_json_problem(item, f"{path}[{i}]") for i, item in enumerate(value))
+        return next((p for p in found if p is not None), None)
+    if type(value) is dict:
+        for key, item in value.items():
+            if type(key) is not str:
+                return f"{path} has the key {key!r}, not a str"
+            problem = _json_problem(item, f"{path}[{key!r}]")
+            if problem is not None:
+                return problem
+        return None
+    return f"{path} is a {type(value).__name__}"

@@ -11,12 +11,12 @@ This module does no I/O and imports no Redis code.
 
 from __future__ import annotations
 
-from typing import Protocol, Union, runtime_checkable
+from typing import Any, Protocol, Union, runtime_checkable
 
 from framework.pubsub.protocols import MessagePublisher, MessageSubscriber
 from framework.stream.events import EventBatch
 
-__all__ = ["EventPublisher", "EventSubscriber", "Publisher", "Subscriber"]
+__all__ = ["EventPublisher", "EventSubscriber", "Filter", "Publisher", "Subscriber"]
 
 
 @runtime_checkable
@@ -57,6 +57,14 @@ class EventSubscriber(Protocol):
         Raises:
             StopIteration: When the subscription has ended or was closed.
         """
+        ...
+
+
+class Filter(Protocol):
+    """A stream filter (ProxyStore's protocol): True drops the object with this metadata."""
+
+    def __call__(self, metadata: dict[str, Any]) -> bool:
+        """Whether to drop the object whose event carries ``metadata``."""
         ...
 
 

@@ -8,8 +8,10 @@ import pickle
 import pytest
 
 from framework.connectors.redis import RedisConnector
+from framework.exceptions import ObjectNotFoundError
 from framework.proxy import (
     Proxy,
+    ProxyOr,
     ProxyResolveError,
     extract,
     get_factory,
@@ -17,8 +19,10 @@ from framework.proxy import (
     resolve,
 )
 from framework.store import Store, StoreFactory
-from framework.store.exceptions import ProxyStoreFactoryError
+from framework.store.exceptions import ProxyResolveMissingKeyError, ProxyStoreFactoryError
 from framework.store.utils import get_key
+from framework.store.utils import is_resolved as is_resolved_in_utils
+from framework.stream.protocols import Filter
 
 
 class Annotated:
@@ -112,6 +116,38 @@ def test_skip_nonproxiable_returns_none_and_bools(redis_address: tuple[str, int]
     with Store("plain", RedisConnector(host, port)) as store:
         assert store.proxy(None, skip_nonproxiable=True) is None
         assert store.proxy(True, skip_nonproxiable=True) is True
+        none, proxy, false = store.proxy_batch([None, "x", False], skip_nonproxiable=True)
+        assert none is None
+        assert false is False
+        assert isinstance(proxy, Proxy)
+        assert proxy == "x"
+        assert store.proxy_batch([None], skip_nonproxiable=True) == [None]
+
+
+def test_proxystore_names_for_missing_objects_factories_and_filters(
+    redis_address: tuple[str, int],
+) -> None:
+    host, port = redis_address
+    with Store("names", RedisConnector(host, port)) as store:
+        assert store.metrics is None
+        proxy = store.proxy([1], evict=True)
+        factory = get_factory(proxy)
+        assert isinstance(factory, StoreFactory)
+        assert not is_resolved_in_utils(proxy)
+        assert factory.resolve() == [1]  # ProxyStore's name for calling the factory
+        gone = Proxy(StoreFactory(get_key(proxy), store.config(), store=store))
+        with pytest.raises(ProxyResolveMissingKeyError) as caught:
+            resolve(gone)
+        assert isinstance(caught.value, ProxyResolveError)
+        assert isinstance(caught.value.cause, ObjectNotFoundError)
+    value: ProxyOr[int] = 3
+    assert value == 3
+
+    def drop_odd(metadata: dict[str, int]) -> bool:
+        return metadata["i"] % 2 == 1
+
+    keep: Filter = drop_odd
+    assert keep({"i": 1})
 
 
 def test_a_proxy_whose_store_was_closed_rebuilds_it(redis_address: tuple[str, int]) -> None:

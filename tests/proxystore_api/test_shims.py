@@ -127,3 +127,23 @@ def test_closing_a_queue_subscriber_ends_a_blocked_read(redis_address: tuple[str
     assert not reader.is_alive()
     assert len(outcome) == 1
     assert isinstance(outcome[0], StopIteration)
+
+
+def test_the_queue_shims_raise_what_proxystore_users_catch() -> None:
+    """ProxyStore's queue shims raise ``queue.Empty`` and ``queue.Full``."""
+    import queue as queue_module
+
+    from framework.stream import StreamConsumer
+    from framework.stream.shims.queue import QueuePublisher, QueueSubscriber
+
+    with (
+        pytest.raises(queue_module.Empty),
+        QueueSubscriber(queue_module.Queue(), timeout=0.1) as sub,
+    ):
+        StreamConsumer[int](sub).next()
+    with pytest.raises(TimeoutError):  # and still this project's ReceiveTimeout
+        QueueSubscriber(queue_module.Queue(), block=False).next_message()
+    publisher = QueuePublisher({"a": queue_module.Queue(maxsize=1)}, block=False)
+    publisher.send_message("a", b"x")
+    with pytest.raises(queue_module.Full):
+        publisher.send_message("a", b"y")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import queue
 import threading
 import time
@@ -240,6 +241,27 @@ def test_metadata_must_be_json(queue_pair: Pair) -> None:
     producer = StreamProducer[int](queue_pair[0])
     with pytest.raises(SerializationError, match="'a'"):
         producer.send("a", 1, metadata={"bad": object()})
+    producer.close()
+
+
+@pytest.mark.parametrize(
+    ("metadata", "problem"),
+    [
+        ({"t": (1, 2)}, r"metadata\['t'\] is a tuple"),
+        ({3: "x"}, "metadata has the key 3, not a str"),
+        ({"d": [datetime.date(2020, 1, 1)]}, r"metadata\['d'\]\[0\] is a date"),
+        ({"n": {"x": float("nan")}}, r"metadata\['n'\]\['x'\] is nan"),
+    ],
+    ids=["tuple", "int-key", "date", "nan"],
+)
+def test_metadata_that_json_would_change_is_refused_not_changed(
+    queue_pair: Pair, metadata: dict[Any, Any], problem: str
+) -> None:
+    """A tuple would arrive as a list, 3 as "3": refused at the call instead."""
+    producer = StreamProducer[int](queue_pair[0])
+    with pytest.raises(SerializationError, match=problem):
+        producer.send("a", 1, metadata=metadata)
+    producer.send("a", 2, metadata={"ok": [1, 2.5, "x", None, True, {"k": []}]})
     producer.close()
 
 
