@@ -35,8 +35,9 @@ test: $(DEV)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The Redis: FRAMEWORK_REDIS_URL, or DEMO_ARGS="--url redis://...", else an embedded one.
+# Not echoed: DEMO_ARGS may hold a password (the demo prints the URL masked itself).
 demo: $(RUN)
-	$(BIN)/framework demo $(DEMO_ARGS)
+	@$(BIN)/framework demo $(DEMO_ARGS)
 
 bench: $(BENCHES)
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)

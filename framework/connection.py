@@ -145,7 +145,10 @@ def _auth_message(head: str, exc: Exception) -> str:
     # client already authenticated"; a refused password says "invalid ..." instead.
     text = str(exc).lower()
     if "required" in text or "already authenticated" in text:
-        return f"{head} requires a password and none was given: put user:password in the URL."
+        return (
+            f"{head} requires a password and none was given: put user:password in the URL "
+            "(or pass password=... to RedisConnector or RedisSettings)."
+        )
     return f"{head} refused the credentials ({exc})."
 
 
@@ -273,6 +276,7 @@ class RedisConnection:
             AuthenticationFailed: Redis refused the credentials, or needs some.
             PermissionDenied: The ACL user may not run PING.
             BackendUnavailable: Redis is unreachable, timed out or answered with an error.
+            ConfigurationError: The URL names a database this Redis does not have.
             ClosedError: The connection was closed.
         """
         try:
@@ -281,6 +285,11 @@ class RedisConnection:
         except BackendError as exc:
             if isinstance(exc, (BackendUnavailable, AuthenticationFailed, PermissionDenied)):
                 raise
+            if "DB index is out of range" in str(exc):  # SELECT, as the connection opened
+                raise ConfigurationError(
+                    f"Redis at {self.url()} has no database {self.settings.db} (its "
+                    "'databases' setting allows fewer); use a number it has, e.g. /0."
+                ) from exc
             raise BackendUnavailable(f"Redis at {self.url()} did not answer PING: {exc}") from exc
 
     def close(self) -> None:

@@ -164,7 +164,8 @@ class RedisSettings(BaseModel):
 
         Raises:
             ConfigurationError: If the URL is malformed, uses an unknown scheme or option,
-                or the resulting settings are invalid. The message never shows the password.
+                an override is not a setting, or the resulting settings are invalid. The
+                message never shows the password.
         """
         if not isinstance(url, str) or not url.strip():
             raise ConfigurationError(f"A Redis URL must be a non-empty string, got {url!r}.")
@@ -178,6 +179,12 @@ class RedisSettings(BaseModel):
             raise ConfigurationError(
                 f"The Redis URL {url!r} carries the masked password {MASK!r}: pass the real one, "
                 "e.g. RedisSettings.from_url(url, password=...)."
+            )
+        unknown = sorted(set(overrides) - set(cls.model_fields))
+        if unknown:
+            raise ConfigurationError(
+                f"Unknown Redis setting(s) {', '.join(map(repr, unknown))}; the settings "
+                f"are: {', '.join(sorted(cls.model_fields))}."
             )
         fields.update(overrides)
         try:
@@ -322,6 +329,9 @@ def _parse_hostport(item: str) -> tuple[str, int]:
         raise ValueError(f"{item!r} does not end in a port number in 1..65535.") from None
     if not parsed.hostname:
         raise ValueError(f"{item!r} names no host.")
+    if port is None and item.endswith(":"):
+        # "host:" is what an empty $PORT in "host:$PORT" leaves: never a silent 6379.
+        raise ValueError(f"{item!r} has a ':' but no port number after it.")
     return parsed.hostname, DEFAULT_PORT if port is None else port
 
 

@@ -605,3 +605,13 @@ def test_tls_with_ca_and_client_certificate(tmp_path: Path, require_redis_server
         untrusted = RedisConnection.from_url(f"rediss://127.0.0.1:{port}/0")
         with untrusted, pytest.raises(BackendUnavailable):
             untrusted.ping()
+
+
+def test_a_database_the_server_does_not_have_is_a_configuration_error(redis_url: str) -> None:
+    # redis-server has 16 databases unless told otherwise
+    settings = RedisSettings.from_url(redis_url).model_copy(update={"db": 99})
+    with (
+        RedisConnection(settings) as conn,
+        pytest.raises(ConfigurationError, match="has no database 99"),
+    ):
+        conn.ping()

@@ -262,3 +262,15 @@ def test_from_env_reads_os_environ(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_settings_round_trip_through_json() -> None:
     settings = RedisSettings.from_url("redis+cluster://a:1,b:2?prefix=x")
     assert RedisSettings.model_validate_json(settings.model_dump_json()) == settings
+
+
+@pytest.mark.parametrize("url", ["redis://127.0.0.1:/0", "redis+cluster://a:7000,b:/"])
+def test_a_colon_without_a_port_is_refused_not_taken_for_6379(url: str) -> None:
+    """What "host:$PORT" becomes when $PORT is empty."""
+    with pytest.raises(ConfigurationError, match="has a ':' but no port number after it"):
+        RedisSettings.from_url(url)
+
+
+def test_an_unknown_override_names_itself_and_the_settings() -> None:
+    with pytest.raises(ConfigurationError, match=r"Unknown Redis setting\(s\) 'pasword'.*password"):
+        RedisSettings.from_url("redis://h/0", pasword="x")

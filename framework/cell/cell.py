@@ -119,6 +119,7 @@ class StreamCell:
             ClosedError: If the cell is closed.
             BackendError: If Redis fails while announcing.
         """
+        _check_message("send_stream", message)
         if not isinstance(message.payload, Stream):
             raise StreamError(
                 f"send_stream needs a Stream payload, not {type(message.payload).__name__}."
@@ -160,6 +161,7 @@ class StreamCell:
             ClosedError: If the cell is closed.
             BackendError: If Redis fails while announcing.
         """
+        _check_message("send_blob", message)
         return self._send(
             "blob", channel, topic, target, message, as_stream(message.payload), secure, optional
         )
@@ -381,3 +383,10 @@ class StreamCell:
     def __repr__(self) -> str:
         state = " closed" if self._stopping.is_set() else ""
         return f"<StreamCell {self.name!r} on {self.conn.url()}{state}>"
+
+
+def _check_message(method: str, message: Any) -> None:
+    if not isinstance(message, Message):
+        raise StreamError(
+            f"{method} takes a Message(headers, payload), not a {type(message).__name__}."
+        )

@@ -76,6 +76,15 @@ def decoded(decode: Callable[[Any], Any], value: Any) -> Any:
         return Unreadable(exc)
 
 
+def _not_text(method: str, what: str, value: Any) -> None:
+    """A str or bytes given for a sequence of items is a mistake, not items of one char."""
+    if isinstance(value, str | bytes):
+        raise TypeError(
+            f"{method} takes a list of {what}, not a {type(value).__name__} "
+            f"({value!r:.40}); wrap a single one in a list."
+        )
+
+
 def _fetched(decode: Callable[[Any], Any], value: Any) -> Any:
     """One value of :meth:`BaseStore._read`: ``MISSING``, an :class:`Unreadable` or the object."""
     if value is None:
@@ -271,7 +280,9 @@ class Store(ProxyMethods, abc.ABC):
             SerializationError: If an object cannot be serialized.
             ClosedError: If the store is closed.
             RuntimeError: If ``lifetime`` has ended.
+            TypeError: If ``objs`` is a str or bytes (a list of objects is expected).
         """
+        _not_text("put_batch", "objects", objs)
         if isinstance(lifetime, LeaseLifetime):
             ttl = lifetime.remaining() if ttl is None else min(ttl, lifetime.remaining())
         ttl = self._checked_put(ttl, readers)
@@ -338,6 +349,7 @@ class Store(ProxyMethods, abc.ABC):
             DeserializationError: If an object cannot be deserialized.
             ClosedError: If the store is closed.
         """
+        _not_text("get_batch", "keys", keys)
         objs = self._get_each(keys, evict=evict, deserializer=deserializer)
         for i, obj in enumerate(objs):
             if isinstance(obj, Unreadable):
@@ -410,6 +422,7 @@ class Store(ProxyMethods, abc.ABC):
         Raises:
             ClosedError: If the store is closed.
         """
+        _not_text("evict_batch", "keys", keys)
         self._check_open()
         self._delete_batch(keys)
 

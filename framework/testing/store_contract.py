@@ -205,6 +205,14 @@ class StoreContractTests:
         assert store.put_batch([]) == []
         assert store.get_batch([]) == []
 
+    def test_a_str_for_a_batch_is_refused_not_split(self, store: Store) -> None:
+        """A str or bytes where a list belongs is a mistake, not items of one char each."""
+        key = store.put("abc")
+        for call in (store.put_batch, store.get_batch, store.evict_batch):
+            with pytest.raises(TypeError, match="takes a list of"):
+                call(key)
+        assert store.get(key) == "abc"  # evict_batch(key) did not delete a thing
+
     def test_get_batch_with_missing_keys(self, store: Store) -> None:
         """Absent keys in a batch get the default, or raise without one."""
         keys = store.put_batch(["a", "b"])

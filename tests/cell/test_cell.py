@@ -364,6 +364,9 @@ def test_bad_arguments(conn: RedisConnection, make_cell: CellFactory) -> None:
         cell.send_stream("ch", "t", "b", Message({}, b"bytes"))
     with pytest.raises(StreamError, match="JSON"):
         cell.send_blob("ch", "t", "b", Message({"x": object()}, b"1"))
+    for send in (cell.send_blob, cell.send_stream):
+        with pytest.raises(StreamError, match=r"takes a Message\(headers, payload\), not a bytes"):
+            send("ch", "t", "b", b"xx")  # type: ignore[arg-type]
     assert cell.get_chunk_size() == CHUNK
     cell.close()
     cell.close()

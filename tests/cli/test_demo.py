@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -16,7 +17,7 @@ from framework._keyspace import primaries, scan_keys
 from framework.connection import RedisConnection
 from framework.demo import DemoPlan, run_demo
 from framework.embedded import EmbeddedRedis
-from tests.cli.helpers import PASSWORD, cli_env, finish, run_cli, start_cli
+from tests.cli.helpers import PASSWORD, ROOT, RUN_TIMEOUT, cli_env, finish, run_cli, start_cli
 from tests.deployment.test_tls_acl import readme_acl_rules
 
 SMALL = ["--records", "200", "--arrays", "2", "--array-mb", "1", "--blob-mb", "4"]
@@ -142,4 +143,25 @@ def test_as_an_acl_user_with_the_readme_rules_under_its_prefix(
         admin.acl_deluser("fw-demo")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "Warning" not in done.stdout
+    assert admin.dbsize() == 0
+
+
+def test_make_demo_does_not_echo_a_password_given_in_demo_args(
+    tmp_path: Path, user_url: str, admin: redis.Redis
+) -> None:
+    """make echoes each recipe line before running it; the demo's must not be echoed."""
+    env = {**cli_env(tmp_path), "MAKEFLAGS": ""}
+    args = " ".join(["--url", f"'{user_url}'", *SMALL])
+    done = subprocess.run(
+        ["make", "--no-print-directory", "demo", f"DEMO_ARGS={args}"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    _assert_ok(done.stdout)
+    assert PASSWORD not in done.stdout + done.stderr
     assert admin.dbsize() == 0
