@@ -101,7 +101,12 @@ def _raise_mapped(exc: Exception, what: str, url: str | None, command: str | Non
     # Formatted only on failure: the block around every hot-path read is entered per read.
     head = f"Could not {what}: Redis at {url}" if url else f"Could not {what}: Redis"
     if isinstance(exc, rex.TimeoutError):
-        raise BackendTimeout(f"{head} did not answer in time ({exc}).", command=command) from exc
+        # A TLS handshake with a server that speaks plain TCP waits until it times out.
+        tls = url is not None and url.startswith("rediss") and "connecting" in str(exc).lower()
+        hint = " Is TLS enabled on that port (rediss://)?" if tls else ""
+        raise BackendTimeout(
+            f"{head} did not answer in time ({exc}).{hint}", command=command
+        ) from exc
     # Before ConnectionError: redis-py's AuthenticationError is one.
     if isinstance(exc, rex.AuthenticationError | rex.AuthenticationWrongNumberOfArgsError):
         raise AuthenticationFailed(_auth_message(head, exc), command=command) from exc
@@ -113,6 +118,13 @@ def _raise_mapped(exc: Exception, what: str, url: str | None, command: str | Non
         ) from exc
     if isinstance(exc, rex.ConnectionError | rex.ClusterDownError | rex.SlotNotCoveredError):
         raise BackendUnavailable(f"{head} is unreachable ({exc}).", command=command) from exc
+    if isinstance(exc, rex.InvalidResponse):  # bytes that are not RESP
+        raise BackendUnavailable(
+            f"{head} answered with something that is not the Redis protocol ({exc}): is "
+            "the URL's host and port a Redis server, and TLS (rediss://) used exactly "
+            "when the server expects it?",
+            command=command,
+        ) from exc
     if _SCRIPT_DENIED in str(exc):  # a Lua script's command refused by the ACL
         raise PermissionDenied(
             f"{head} denied a command of a Lua script to this ACL user ({exc}); grant "
@@ -290,7 +302,8 @@ class RedisConnection:
                     f"Redis at {self.url()} has no database {self.settings.db} (its "
                     "'databases' setting allows fewer); use a number it has, e.g. /0."
                 ) from exc
-            raise BackendUnavailable(f"Redis at {self.url()} did not answer PING: {exc}") from exc
+            # The mapped message already says "Could not ping Redis: Redis at <url> ...".
+            raise BackendUnavailable(str(exc), command="PING") from exc
 
     def close(self) -> None:
         """Disconnect every pool this connection built; safe to call more than once.

@@ -313,7 +313,8 @@ def _redis(url: str | None, echo: Callable[[str], None]) -> Iterator[tuple[str, 
         return
     with EmbeddedRedis() as server:
         kind = "fakeredis TCP server" if server.is_fake else "redis-server"
-        echo(f"No Redis configured: started an embedded {kind} at {server.url}")
+        hint = RedisSettings.no_url_hint()
+        echo(f"No Redis configured ({hint}): started an embedded {kind} at {server.url}")
         yield server.url, server.is_fake
 
 

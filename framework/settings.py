@@ -192,6 +192,16 @@ class RedisSettings(BaseModel):
         except ConfigurationError as exc:
             raise ConfigurationError(f"Invalid Redis URL {redact_url(url)!r}: {exc}") from exc
 
+    @staticmethod
+    def no_url_hint(environ: Mapping[str, str] = os.environ) -> str:
+        """Why no URL was found, for a message: the variable to set, or a near miss."""
+        near = sorted(
+            name for name in environ if name.startswith("FRAMEWORK_REDIS") and name != ENV_VAR
+        )
+        if near:
+            return f"{', '.join(near)} is not read; did you mean {ENV_VAR}?"
+        return f"set {ENV_VAR} or pass --url to use your own"
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> RedisSettings | None:
         """Read settings from the ``FRAMEWORK_REDIS_URL`` environment variable.

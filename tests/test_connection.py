@@ -273,6 +273,7 @@ def test_once_never_retries_a_write_whose_reply_was_lost(
         (rex.ResponseError("WRONGTYPE"), BackendError),
         (rex.DataError("bad type"), BackendError),
         (rex.RedisClusterException("keys in several slots"), BackendError),
+        (rex.InvalidResponse('Protocol error, got "<" as reply type byte'), BackendUnavailable),
     ],
 )
 def test_mapped_errors(raised: Exception, expected: type[BackendError]) -> None:
@@ -286,7 +287,19 @@ def test_mapped_errors(raised: Exception, expected: type[BackendError]) -> None:
     assert info.value.command == "GET"
     message = str(info.value)
     assert message.startswith("Could not read key 'k': Redis at redis://h:1/0 ")
-    assert message.endswith(".")
+    assert message.endswith((".", "?"))
+
+
+def test_errors_that_a_wrong_server_or_tls_setting_causes_say_so() -> None:
+    not_redis = pytest.raises(BackendUnavailable, match=r"not the Redis protocol.*a Redis server")
+    with not_redis, mapped_errors("ping Redis", url="redis://h:80/0"):
+        raise rex.InvalidResponse('Protocol error, got "H" as reply type byte')
+    tls = pytest.raises(BackendTimeout, match=r"Is TLS enabled on that port \(rediss://\)\?")
+    with tls, mapped_errors("ping Redis", url="rediss://h:6379/0"):
+        raise rex.TimeoutError("Timeout connecting to server")
+    with pytest.raises(BackendTimeout) as info, mapped_errors("ping Redis", url="redis://h/0"):
+        raise rex.TimeoutError("Timeout connecting to server")
+    assert "TLS" not in str(info.value)
 
 
 def test_mapped_errors_lets_other_exceptions_through() -> None:

@@ -274,3 +274,9 @@ def test_a_colon_without_a_port_is_refused_not_taken_for_6379(url: str) -> None:
 def test_an_unknown_override_names_itself_and_the_settings() -> None:
     with pytest.raises(ConfigurationError, match=r"Unknown Redis setting\(s\) 'pasword'.*password"):
         RedisSettings.from_url("redis://h/0", pasword="x")
+
+
+def test_without_a_url_the_hint_names_the_variable_or_a_near_miss() -> None:
+    assert RedisSettings.no_url_hint({}) == f"set {ENV_VAR} or pass --url to use your own"
+    hint = RedisSettings.no_url_hint({"FRAMEWORK_REDIS_URI": "redis://h/0"})
+    assert hint == f"FRAMEWORK_REDIS_URI is not read; did you mean {ENV_VAR}?"

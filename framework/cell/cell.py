@@ -55,8 +55,8 @@ class StreamCell:
             authenticates their control messages (acks, cancel, close, error).
 
     Raises:
-        ConfigurationError: If the name cannot be used in a key, or ``require_secure``
-            is set without a key.
+        ConfigurationError: If the name cannot be used in a key, the key is not 16, 24 or
+            32 bytes, or ``require_secure`` is set without a key.
     """
 
     def __init__(
@@ -73,6 +73,12 @@ class StreamCell:
         if self.config.require_secure and key is None:
             raise ConfigurationError(
                 f"Cell {name!r} has require_secure=True but no key: pass key=<16, 24 or 32 bytes>."
+            )
+        if key is not None and (not isinstance(key, bytes) or len(key) not in (16, 24, 32)):
+            # Said now, not at the first secure send or receive.
+            size = f"{len(key)} bytes" if isinstance(key, bytes) else f"a {type(key).__name__}"
+            raise ConfigurationError(
+                f"Cell {name!r}: key must be an AES key of 16, 24 or 32 bytes, not {size}."
             )
         self._key = key
         self._tx: dict[int, TxTask] = {}

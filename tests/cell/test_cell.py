@@ -23,7 +23,7 @@ from framework.cell.frames import DATA_FIELD
 from framework.cell.sender import TxTask
 from framework.cell.transport import TransferIO
 from framework.connection import RedisConnection
-from framework.exceptions import ChecksumError, ClosedError, EncryptionError
+from framework.exceptions import ChecksumError, ClosedError, ConfigurationError, EncryptionError
 from tests.cell.conftest import CellFactory
 from tests.cell.helpers import SMALL, Collector, payload
 
@@ -364,6 +364,8 @@ def test_bad_arguments(conn: RedisConnection, make_cell: CellFactory) -> None:
         cell.send_stream("ch", "t", "b", Message({}, b"bytes"))
     with pytest.raises(StreamError, match="JSON"):
         cell.send_blob("ch", "t", "b", Message({"x": object()}, b"1"))
+    with pytest.raises(ConfigurationError, match="key must be an AES key of 16, 24 or 32 bytes"):
+        StreamCell(conn, "short-key", key=b"short")
     for send in (cell.send_blob, cell.send_stream):
         with pytest.raises(StreamError, match=r"takes a Message\(headers, payload\), not a bytes"):
             send("ch", "t", "b", b"xx")  # type: ignore[arg-type]
