@@ -13,12 +13,17 @@ reported as a :class:`~framework.exceptions.MessageLossError`:
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+import redis.exceptions as rex
+
 from framework.connection import RedisConnection
-from framework.exceptions import MessageLossError
+from framework.exceptions import BackendError, MessageLossError
 from framework.pubsub._stream_publisher import DEFAULT_TTL, RESET_FIELD
 from framework.redis_streams import stream_id, text
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["reset_of", "run_emptied", "trimmed_before_delivery", "vanished"]
 
@@ -78,8 +83,17 @@ def trimmed_before_delivery(
     """
     lost_key = conn.keys.events_lost(topic)
     ttl_ms = round(DEFAULT_TTL * 1000)
-    with conn.mapped_errors(f"check group {group!r} of {key!r} for trimmed entries"):
-        lost = int(conn.client.eval(_TRIMMED, 2, key, lost_key, group, ttl_ms))
+    try:
+        with conn.mapped_errors(f"check group {group!r} of {key!r} for trimmed entries"):
+            lost = int(conn.client.eval(_TRIMMED, 2, key, lost_key, group, ttl_ms))
+    except BackendError as exc:
+        if not isinstance(exc.__cause__, rex.OutOfMemoryError):
+            raise
+        # Redis refuses scripts that may write while it is full; the group's consumers
+        # must go on reading (and evicting) so memory frees up. The count stays, so the
+        # check reports it on a later read.
+        logger.debug("Skipped the trimmed-entries check of %s: Redis is full.", key)
+        return None
     if lost <= 0:
         return None
     return MessageLossError(

@@ -277,16 +277,27 @@ class RedisStreamSubscriber(RedisShim):
     def ack_message(self) -> None:
         """Acknowledge the entry last returned (groups only; idempotent).
 
+        Rides out an unreachable Redis for ``max_outage`` seconds, as reads do (an
+        ``XACK`` sent twice is harmless).
+
         Raises:
-            BackendError: If Redis failed; the entry stays current, so calling this
-                again acknowledges it.
+            BackendError: If Redis failed, or stayed unreachable for ``max_outage``; the
+                entry stays current, so calling this again acknowledges it.
         """
         current = self._current
         if current is None or self.group is None:
             return
         key, entry_id = current
-        with self._errors(f"acknowledge entry {entry_id!r} of {key!r}"):
-            self.connection.client.xack(key, self.group, entry_id)
+        deadline = time.monotonic() + self._max_outage
+        while True:
+            try:
+                with self._errors(f"acknowledge entry {entry_id!r} of {key!r}"):
+                    self.connection.client.xack(key, self.group, entry_id)
+                break
+            except BackendUnavailable:
+                if time.monotonic() >= deadline or self._closed:
+                    raise
+                time.sleep(RETRY_PAUSE_S)
         self._current = None
 
     # -- reading -----------------------------------------------------------------------------

@@ -315,3 +315,27 @@ def test_entries_a_claim_finds_trimmed_are_reported_even_if_the_claim_then_fails
     assert info.value.count == 2
     assert failing["left"] == 0
     member.close()
+
+
+def test_a_group_member_reads_on_while_redis_is_full(real_conn: RedisConnection) -> None:
+    """Redis refuses scripts that may write when it is out of memory; the loss check is one.
+
+    The member must go on reading (its consumer evicts what it reads, which frees memory).
+    """
+    with RedisStreamPublisher(real_conn) as pub:
+        for i in range(3):
+            pub.send_message("t", b"%d" % i)
+    member = RedisStreamSubscriber(real_conn, "t", group="g", timeout=0.5)
+    assert _drain(member) == [b"0", b"1", b"2"]
+    admin = real_conn.client
+    admin.config_set("maxmemory-policy", "noeviction")
+    admin.config_set("maxmemory", 1)
+    try:
+        with pytest.raises(ReceiveTimeout):  # before: BackendError ... OutOfMemoryError
+            member.next_message()
+    finally:
+        admin.config_set("maxmemory", 0)
+    with RedisStreamPublisher(real_conn) as pub:
+        pub.send_message("t", b"3")
+    assert _drain(member) == [b"3"]
+    member.close()

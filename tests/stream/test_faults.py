@@ -148,3 +148,23 @@ def test_restart_with_aof_loses_nothing(aof_server: RedisProcess, mode: str) -> 
     _check(mode, collector, 40)
     assert collector.losses == []
     assert aof_server.keys_without_ttl() == []
+
+
+def test_a_group_members_ack_rides_out_a_redis_restart(aof_server: RedisProcess) -> None:
+    """A slow consumer acknowledges while Redis is down: it waits, as its reads do."""
+    import threading
+
+    with RedisConnection.from_url(aof_server.url) as conn:
+        with RedisStreamPublisher(conn) as pub:
+            pub.send_message("t", b"0")
+        member = RedisStreamSubscriber(conn, "t", group="g", timeout=5, max_outage=30)
+        assert member.next_message() == b"0"
+        aof_server.kill()
+        restart = threading.Timer(1.0, aof_server.start)  # back in a second
+        restart.start()
+        try:
+            member.ack_message()  # before: BackendUnavailable ... Connection refused
+        finally:
+            restart.join(30)
+        assert conn.client.xpending("fw:events:{t}", "g")["pending"] == 0
+        member.close()
