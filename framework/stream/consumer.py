@@ -18,7 +18,9 @@ ProxyStore's ``StreamConsumer`` API, with these fixes:
   last item has been handed over and the caller comes back for the next one (so
   an item being processed when the consumer dies is delivered again), and
   evictions wait for that acknowledgement: a consumer that dies mid-batch leaves
-  every object in place for the group member that takes its messages over.
+  every object in place for the group member that takes its messages over. An
+  evicting proxy it handed out evicts its object once it has resolved here *and* its
+  message was acknowledged, in either order (:mod:`framework.stream._late`).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from framework.exceptions import (
 )
 from framework.pubsub.protocols import AckingSubscriber, PollingSubscriber
 from framework.store import Store, unregister_store
+from framework.stream._late import LateEvictions
 from framework.stream._reading import (
     Entry,
     LossPolicy,
@@ -153,6 +156,7 @@ class StreamConsumer(Generic[T]):
         self._loss_grace = loss_grace
         self._exhausted = False
         self._ack_due = False
+        self._late = LateEvictions()
         self._window = 1
         self._closed = False
         # An acknowledging subscriber acknowledges its latest message: read one at a time.
@@ -200,7 +204,11 @@ class StreamConsumer(Generic[T]):
                 value = entry.result()
             else:
                 store = self._store(entry.batch)
-                value = store.proxy_from_key(entry.event.key, evict=entry.event.evict)
+                if self._acking and entry.event.evict:
+                    # Evicted once resolved here and acknowledged, not before the ack.
+                    value = self._late.proxy(store, entry.event.key)
+                else:
+                    value = store.proxy_from_key(entry.event.key, evict=entry.event.evict)
         return entry.event.metadata, value
 
     def next_object(self) -> T:
@@ -405,6 +413,7 @@ class StreamConsumer(Generic[T]):
         """
         if self._acking:
             cast(AckingSubscriber, self.subscriber).ack_message()
+            self._late.acknowledged()
         while self._deferred and (evict or not self._queue):
             store = self._deferred[0][0]
             keys = [key for owner, key in self._deferred if owner is store]

@@ -3,8 +3,10 @@ topic reuse, restarted producers, object TTLs (fakeredis and real Redis)."""
 
 from __future__ import annotations
 
+import pickle
 import queue
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,6 +14,7 @@ import pytest
 
 from framework.connection import RedisConnection
 from framework.exceptions import BackendUnavailable, BacklogFullError, ReceiveTimeout
+from framework.proxy import get_factory
 from framework.pubsub import (
     QueuePublisher,
     QueueSubscriber,
@@ -21,6 +24,7 @@ from framework.pubsub import (
     RedisSubscriber,
 )
 from framework.store import RedisStore, register_store, unregister_store
+from framework.store.utils import get_key
 from framework.stream import BacklogBound, StreamConsumer, StreamProducer
 
 MODES = ["pubsub", "durable", "group"]
@@ -204,3 +208,57 @@ def test_a_resent_message_that_had_arrived_is_not_appended_again(conn: RedisConn
     publisher.publish("t", b"m2", source="p", retry=True)  # this one had not
     entries = conn.client.xrange(conn.keys.events("t"))
     assert [fields[b"m"] for _, fields in entries] == [b"m1", b"m2"]
+
+
+def test_a_members_evicting_proxies_wait_for_its_ack_so_a_successor_finds_them(
+    conn: RedisConnection, store: RedisStore
+) -> None:
+    """A member resolves evicting proxies, then dies before acknowledging their message."""
+    with StreamProducer[int](
+        RedisStreamPublisher(conn), default_store=store, batch_size=3
+    ) as producer:
+        for i in range(6):
+            producer.send("t", i, evict=True)
+        producer.close_topics("t")
+    doomed = StreamConsumer[int](
+        RedisStreamSubscriber(conn, "t", group="g", consumer="a", timeout=5), timeout=5
+    )
+    first = [doomed.next() for _ in range(3)]  # one message of three proxies
+    assert [p + 0 for p in first[:2]] == [0, 1]  # two resolved; no ack yet: nothing evicted
+    assert all(store.exists(get_key(p)) for p in first)
+    # "a" dies here. Its message goes to "b" once it has been pending for claim_idle.
+    successor = StreamConsumer[int](
+        RedisStreamSubscriber(conn, "t", group="g", consumer="b", timeout=5, claim_idle=0.2),
+        timeout=5,
+    )
+    time.sleep(0.3)
+    got = [proxy + 0 for proxy in successor]  # before: the first two were gone
+    assert got == [0, 1, 2, 3, 4, 5]
+    assert not any(store.exists(get_key(p)) for p in first)  # acked by "b", then evicted
+    successor.close()
+
+
+def test_an_evicting_proxy_of_a_group_goes_once_resolved_and_acknowledged(
+    conn: RedisConnection, store: RedisStore
+) -> None:
+    with StreamProducer[int](RedisStreamPublisher(conn), default_store=store) as producer:
+        for i in range(3):
+            producer.send("t", i, evict=True)
+        producer.close_topics("t")
+    consumer = StreamConsumer[int](
+        RedisStreamSubscriber(conn, "t", group="g", consumer="a", timeout=5), timeout=5
+    )
+    early, late, never = consumer.next(), consumer.next(), consumer.next()
+    assert early + 0 == 0  # resolved before the ack: evicted with it
+    with pytest.raises(StopIteration):
+        consumer.next()  # acknowledges the message
+    assert not store.exists(get_key(early))
+    assert store.exists(get_key(late))
+    assert late + 0 == 1  # resolved after the ack: evicted at once
+    assert not store.exists(get_key(late))
+    assert store.exists(get_key(never))  # never resolved: left to its TTL
+    elsewhere = pickle.loads(pickle.dumps(never))  # another process: ProxyStore's proxy
+    assert get_factory(elsewhere).evict  # type: ignore[attr-defined]
+    assert elsewhere + 0 == 2
+    assert not store.exists(get_key(never))
+    consumer.close()
