@@ -23,7 +23,12 @@ from typing import Any, Final
 
 from framework.buffers import Segments
 from framework.connection import MAX_BLOCK_MS, RedisConnection
-from framework.exceptions import BackendUnavailable, ReceiveTimeout
+from framework.exceptions import (
+    BackendError,
+    BackendUnavailable,
+    MessageLossError,
+    ReceiveTimeout,
+)
 from framework.pubsub._shim import RedisShim, connect
 from framework.pubsub.protocols import UNSET, Unset
 
@@ -35,6 +40,8 @@ logger = logging.getLogger(__name__)
 MAX_FAILURES: Final = 5
 #: Pause (s) between attempts while the connection is down.
 RETRY_PAUSE_S: Final = 0.2
+#: Seconds between checks, while the list is empty, of whether Redis restarted.
+RESTART_CHECK_S: Final = 1.0
 
 
 class RedisQueuePublisher(RedisShim):
@@ -104,6 +111,10 @@ class RedisQueueSubscriber(RedisShim):
         self._timeout = timeout
         self._lock = threading.Lock()
         self._failures = 0
+        # The server's run: a restart without an append-only file empties the list. redis-py
+        # reconnects on its own, so it is checked whenever a pop finds nothing.
+        self._run = self._server_run()
+        self._next_check = 0.0
 
     def __iter__(self) -> RedisQueueSubscriber:
         return self
@@ -120,6 +131,8 @@ class RedisQueueSubscriber(RedisShim):
         Raises:
             StopIteration: If the subscriber is (or gets) closed.
             ReceiveTimeout: If nothing arrived in time (a ``TimeoutError``, as ProxyStore's).
+            MessageLossError: If Redis restarted without an append-only file since the
+                last pop (``possible``: the list may have held messages).
             BackendError: If Redis failed.
         """
         limit = self._timeout if isinstance(timeout, Unset) else timeout
@@ -153,6 +166,38 @@ class RedisQueueSubscriber(RedisShim):
         with self._lock:
             pass
 
+    def _server_run(self) -> tuple[str, bool] | None:
+        """The server's run id and whether it keeps an append-only file, if it can tell.
+
+        None on a cluster (a run per node), without the ``INFO`` permission, or while
+        Redis is unreachable.
+        """
+        if self.connection.is_cluster:
+            return None
+        try:
+            with self.connection.mapped_errors("read the server's run id", command="INFO"):
+                server = self.connection.once.info("server")
+                persistence = self.connection.once.info("persistence")
+        except BackendError:
+            return None
+        return str(server.get("run_id", "")), int(persistence.get("aof_enabled", 0)) == 1
+
+    def _check_restart(self) -> None:
+        """Nothing to pop: did Redis restart, and lose what the list held, meanwhile?"""
+        run = self._server_run()
+        if run is None:
+            return  # unreachable (the next pop says so), or it cannot tell
+        before, self._run = self._run, run
+        if before is None or run[0] == before[0] or run[1]:
+            return
+        raise MessageLossError(
+            f"Redis restarted (its run id changed) while reading list topic "
+            f"{self.topics[0]!r}, and it keeps no append-only file: messages that were "
+            "waiting in the list may be lost.",
+            topic=self.topics[0],
+            possible=True,
+        )
+
     def _pop(self, wait: float) -> bytes | None:
         """One bounded ``BLPOP``; rides out a few connection failures."""
         try:
@@ -172,4 +217,7 @@ class RedisQueueSubscriber(RedisShim):
             time.sleep(RETRY_PAUSE_S)
             return None
         self._failures = 0
+        if reply is None and time.monotonic() >= self._next_check:
+            self._next_check = time.monotonic() + RESTART_CHECK_S
+            self._check_restart()
         return None if reply is None else bytes(reply[1])

@@ -168,3 +168,34 @@ def test_a_group_members_ack_rides_out_a_redis_restart(aof_server: RedisProcess)
             restart.join(30)
         assert conn.client.xpending("fw:events:{t}", "g")["pending"] == 0
         member.close()
+
+
+@pytest.mark.parametrize("aof", [False, True], ids=["no-aof", "aof"])
+def test_a_list_subscriber_hears_that_a_restart_may_have_emptied_its_list(
+    tmp_path: Path, aof: bool
+) -> None:
+    """Lists are a competing transport (no sequence checks): the restart itself is the clue."""
+    from framework.exceptions import MessageLossError
+    from framework.pubsub import RedisQueuePublisher, RedisQueueSubscriber
+
+    server = RedisProcess(tmp_path, aof=aof).start()
+    try:
+        with RedisConnection.from_url(server.url) as conn:
+            with RedisQueuePublisher(conn) as pub:
+                for i in range(3):
+                    pub.send_message("t", b"%d" % i)
+            sub = RedisQueueSubscriber(conn, "t", timeout=10)
+            assert sub.next_message() == b"0"
+            server.restart()  # the subscriber's connection drops with it
+            if aof:  # the list survived: nothing to report
+                assert [sub.next_message(), sub.next_message()] == [b"1", b"2"]
+            else:
+                with pytest.raises(MessageLossError, match="may be lost") as info:
+                    sub.next_message()  # before: waited, as if nothing had been queued
+                assert info.value.possible
+            with RedisQueuePublisher(conn) as pub:
+                pub.send_message("t", b"3")
+            assert sub.next_message() == b"3"
+            sub.close()
+    finally:
+        server.close()
