@@ -23,7 +23,7 @@ from pydantic_core import PydanticSerializationError
 
 from framework.cell.auth import ControlAuth
 from framework.cell.config import CellConfig
-from framework.cell.crypto import ChunkCipher
+from framework.cell.crypto import AES_KEY_SIZES, ChunkCipher
 from framework.cell.dispatch import Dispatcher
 from framework.cell.frames import Announce
 from framework.cell.inbox import announce
@@ -74,7 +74,7 @@ class StreamCell:
             raise ConfigurationError(
                 f"Cell {name!r} has require_secure=True but no key: pass key=<16, 24 or 32 bytes>."
             )
-        if key is not None and (not isinstance(key, bytes) or len(key) not in (16, 24, 32)):
+        if key is not None and (not isinstance(key, bytes) or len(key) not in AES_KEY_SIZES):
             # Said now, not at the first secure send or receive.
             size = f"{len(key)} bytes" if isinstance(key, bytes) else f"a {type(key).__name__}"
             raise ConfigurationError(

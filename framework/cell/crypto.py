@@ -11,12 +11,14 @@ what is missing. This module does no Redis I/O.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Final
 
 from framework.exceptions import EncryptionError
 
-__all__ = ["NONCE_BYTES", "TAG_BYTES", "ChunkCipher"]
+__all__ = ["AES_KEY_SIZES", "NONCE_BYTES", "TAG_BYTES", "ChunkCipher"]
 
+#: Byte lengths of an AES key (AES-128, -192, -256).
+AES_KEY_SIZES: Final = (16, 24, 32)
 #: AES-GCM nonce length.
 NONCE_BYTES = 12
 #: AES-GCM authentication tag length appended to every sealed chunk.
@@ -40,7 +42,7 @@ class ChunkCipher:
                 "secure=True needs a shared key: pass key=<16, 24 or 32 bytes> "
                 "to StreamCell on both sides."
             )
-        if len(key) not in (16, 24, 32):
+        if len(key) not in AES_KEY_SIZES:
             raise EncryptionError(f"An AES key has 16, 24 or 32 bytes, not {len(key)}.")
         self._aead = _aesgcm()(bytes(key))
 

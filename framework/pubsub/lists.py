@@ -176,11 +176,10 @@ class RedisQueueSubscriber(RedisShim):
             return None
         try:
             with self.connection.mapped_errors("read the server's run id", command="INFO"):
-                server = self.connection.once.info("server")
-                persistence = self.connection.once.info("persistence")
+                info = self.connection.once.info("server", "persistence")  # one round trip
         except BackendError:
             return None
-        return str(server.get("run_id", "")), int(persistence.get("aof_enabled", 0)) == 1
+        return str(info.get("run_id", "")), int(info.get("aof_enabled", 0)) == 1
 
     def _check_restart(self) -> None:
         """Nothing to pop: did Redis restart, and lose what the list held, meanwhile?"""

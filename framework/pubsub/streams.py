@@ -172,18 +172,22 @@ class RedisStreamSubscriber(RedisShim):
             self._cursor[key] = last_id(self.connection, key) if start == "$" else start
             return
         self._cursor[key] = "0"  # this member's own pending entries first
-        ttl_ms = round(DEFAULT_TTL * 1000)
-        lost_key = self.connection.keys.events_lost(self._keys[key])
-        created = ensure_group(
-            self.connection, key, self.group, start=start, ttl_ms=ttl_ms, counted=lost_key
-        )
-        if created:
+        if self._ensure_group(key, start):
             return
         producers = self._producers(key)
         finished = bool(producers) and all(v.startswith(b"end:") for v in producers.values())
         if finished and group_caught_up(self.connection, key, self.group):
             # The group consumed this run already: its end says nothing about the next.
             self._finished_runs[key] = producers
+
+    def _ensure_group(self, key: str, start: str) -> bool:
+        """Create this subscriber's group on ``key`` (counting trimmed entries) if missing."""
+        assert self.group is not None
+        lost_key = self.connection.keys.events_lost(self._keys[key])
+        ttl_ms = round(DEFAULT_TTL * 1000)
+        return ensure_group(
+            self.connection, key, self.group, start=start, ttl_ms=ttl_ms, counted=lost_key
+        )
 
     def _producers(self, key: str) -> dict[bytes, bytes]:
         producers = self.connection.keys.events_end(self._keys[key])
@@ -349,11 +353,7 @@ class RedisStreamSubscriber(RedisShim):
         """The group vanished (Redis restarted or the stream expired): create it again."""
         assert self.group is not None
         for key, topic in self._keys.items():
-            ttl_ms = round(DEFAULT_TTL * 1000)
-            lost_key = self.connection.keys.events_lost(topic)
-            if ensure_group(
-                self.connection, key, self.group, start="0", ttl_ms=ttl_ms, counted=lost_key
-            ):
+            if self._ensure_group(key, "0"):
                 self._cursor[key] = "0"
                 self._losses.append(
                     MessageLossError(
