@@ -34,7 +34,7 @@ DEFAULT_BATCH_BYTES = 16 * MiB
 #: (:meth:`CellConfig.read_count_for`).
 DEFAULT_READ_COUNT = 8
 #: Bytes of chunks a receiver of a fan-out asks for per XREAD (at least one chunk).
-FANOUT_REPLY_BYTES = MiB
+FANOUT_REPLY_BYTES = 2 * MiB
 #: Seconds without progress after which either side gives up.
 DEFAULT_IDLE_TIMEOUT = 60.0
 #: Longest time (s) a byte read from a live source waits before it is written.
@@ -93,11 +93,16 @@ class CellConfig(BaseModel):
         Redis builds each reply whole before sending it, and copies every chunk once per
         receiver. With one receiver, large replies mean few round trips. With several,
         Redis is the bottleneck, and a reply that stays in its CPU cache while it is
-        built and written costs it much less: each receiver asks for about
-        :data:`FANOUT_REPLY_BYTES` (one default chunk). Fan-out of 256 MB to 4
-        receivers, Redis CPU per transfer: 0.21-0.23 s with 1 chunk per XREAD,
-        0.24-0.26 s with 2, 0.32-0.34 s with 8 (transfer 0.33-0.35 s, 0.35-0.37 s,
-        0.38-0.44 s); 512 KiB chunks 2 or 4 per XREAD: 0.21 s and 0.33 s.
+        built and written costs it much less; but each round trip also costs a receiver
+        0.1-0.3 ms of Python. Each receiver asks for about :data:`FANOUT_REPLY_BYTES`
+        (two default chunks). Fan-out of 256 MB to 4 receivers, on one 2-core host:
+        Redis CPU per transfer 0.21-0.23 s with 1 chunk per XREAD, 0.24-0.26 s with 2,
+        0.32-0.34 s with 8 (transfer 0.33-0.35 s, 0.35-0.37 s, 0.38-0.44 s); 512 KiB
+        chunks 2 or 4 per XREAD: 0.21 s and 0.33 s. On another (2-core EPYC, 1 MiB of
+        L2 per core), in interleaved runs, Redis CPU was the same with 1 and 2 chunks
+        (0.47-0.53 s), each receiver's CPU 0.15-0.17 s against 0.12-0.14 s, and the
+        transfer 0.71-0.87 s against 0.64-0.80 s; set against the plain redis-py
+        fan-out in the same run, 0.80-0.84x its time with 1 chunk, 0.60-0.78x with 2.
 
         Args:
             receivers: Targets of the transfer.

@@ -86,7 +86,7 @@ class RxTransfer:
         self._final: Control | None = None
         self._data_from = f"{start.seq + 1}-0"
         self._ack_from = "0-0"
-        #: Chunks per XREAD; fan-out receivers ask for about one MiB.
+        #: Chunks per XREAD; fan-out receivers ask for about two MiB.
         self.read_count = config.read_count_for(len(announce.targets), announce.chunk_size)
         self._last_progress = self._last_ack = time.monotonic()
         self._beat_seq = -1  # the sender's last heartbeat number

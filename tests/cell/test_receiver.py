@@ -51,11 +51,11 @@ def test_a_pending_ack_carries_the_latest_consumed_position(fake_conn: RedisConn
     assert io.acked("b") == Position(3, 40)
 
 
-def test_the_receivers_of_a_fan_out_ask_for_about_a_mebibyte(conn: RedisConnection) -> None:
+def test_the_receivers_of_a_fan_out_ask_for_about_two_mebibytes(conn: RedisConnection) -> None:
     chunk = 300 * 1024
     data = bytes(8 * chunk)
     config = CellConfig(chunk_size=chunk, window=len(data), ack_interval=chunk, read_count=8)
-    for targets, per_read in ((["b"], 8), (["b", "c"], 3), (["b", "c", "d", "e"], 3)):
+    for targets, per_read in ((["b"], 8), (["b", "c"], 6), (["b", "c", "d", "e"], 6)):
         ann = Announce(
             sid=len(targets), origin="a", channel="c", topic="t", mode="stream",
             size=len(data), targets=targets, chunk_size=chunk, window=len(data),
@@ -75,8 +75,9 @@ def test_the_receivers_of_a_fan_out_ask_for_about_a_mebibyte(conn: RedisConnecti
 def test_read_count_for_stays_within_one_and_the_configured_count() -> None:
     config = CellConfig(read_count=8)
     chunk = DEFAULT_CHUNK_SIZE
-    assert [config.read_count_for(n, chunk) for n in (0, 1, 2, 4, 9)] == [8, 8, 1, 1, 1]
+    # Fan-out receivers ask for about two MiB: two default chunks.
+    assert [config.read_count_for(n, chunk) for n in (0, 1, 2, 4, 9)] == [8, 8, 2, 2, 2]
     assert config.read_count_for(4, 4 * MiB) == 1
-    assert config.read_count_for(4, 64 * 1024) == 8  # 16 would fit: capped at read_count
-    assert config.read_count_for(4, 256 * 1024) == 4
+    assert config.read_count_for(4, 64 * 1024) == 8  # 32 would fit: capped at read_count
+    assert config.read_count_for(4, 512 * 1024) == 4
     assert CellConfig(read_count=1).read_count_for(4, 1024) == 1
