@@ -72,9 +72,13 @@ class RedisPublisher(RedisShim):
 
     Attributes:
         connection: The connection in use.
+        heartbeats: True: a :class:`~framework.stream.StreamProducer` sends heartbeats
+            on its open topics, since a subscriber hears nothing else from a producer
+            that was killed.
     """
 
     accepts_segments: Final = True
+    heartbeats: Final = True
 
     def __init__(
         self,

@@ -6,6 +6,8 @@ and message layout is tested on its own.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 import sys
 import uuid
@@ -26,7 +28,16 @@ from framework.stream.events import (
     encode_envelope,
 )
 
-__all__ = ["BatchBuilder", "Fuse", "Outgoing"]
+__all__ = ["MESSAGE_BYTES", "BatchBuilder", "Fuse", "Outgoing"]
+
+#: Largest message a batch is published as (about; an object bigger than this goes alone).
+#: A bigger batch is published as several messages with consecutive sequence numbers:
+#: Redis disconnects a pub/sub subscriber as soon as one message takes its output
+#: buffer past the hard limit (32 MB by default), and that loss could go unreported
+#: when the message was the producer's first.
+MESSAGE_BYTES = 1 << 20
+#: Bytes an event's JSON takes in its message, not counting its metadata (an estimate).
+_EVENT_BYTES = 96
 
 
 @dataclass
@@ -91,6 +102,7 @@ class TopicState:
     pending: list[Outgoing] = field(default_factory=list)
     next_seq: int = 0
     backlog: Backlog = field(default_factory=Backlog)
+    published: float | None = None  # monotonic time of its last message sent
 
 
 class BatchBuilder:
@@ -110,6 +122,8 @@ class BatchBuilder:
             event-level publishers, which serialize themselves); no message is built.
         fuse: Stages store writes that the publisher sends with the message.
         ttl: Lifetime (s) of objects put in a store that has no default lifetime.
+        beat: The producer's heartbeat interval (s), announced in every message; None
+            when it sends no heartbeats.
     """
 
     def __init__(
@@ -123,8 +137,10 @@ class BatchBuilder:
         inline_objects: bool,
         fuse: Fuse | None = None,
         ttl: float | None = None,
+        beat: float | None = None,
     ) -> None:
         self.producer = producer
+        self.beat = beat
         self.epoch = uuid.uuid4().hex[:12]  # this run's id (see EventBatch.epoch)
         self.inline_limit = inline_limit
         self.spill_store = spill_store
@@ -157,8 +173,12 @@ class BatchBuilder:
 
     def build(
         self, topic: str, items: Sequence[Item], *, store: Store | None, eos: bool, seq: int
-    ) -> Outgoing:
-        """Store or serialize ``items``; build the numbered batch and its message.
+    ) -> list[Outgoing]:
+        """Store or serialize ``items``; build the numbered batch and its messages.
+
+        A batch is one message, unless it is bigger than :data:`MESSAGE_BYTES`: it is
+        then split into several, in order, numbered one after the other. The store
+        writes and the backlog ride with the first, the end of the topic with the last.
 
         Args:
             topic: The batch's topic.
@@ -172,7 +192,7 @@ class BatchBuilder:
             BackendError: If the store failed.
         """
         if self._inline_objects:
-            return self._build_events(topic, items, store=store, eos=eos, seq=seq)
+            return [self._build_events(topic, items, store=store, eos=eos, seq=seq)]
         events: list[dict[str, Any]] = []
         parts: list[Segments] = []
         config: dict[str, Any] | None = None
@@ -188,10 +208,41 @@ class BatchBuilder:
             stored = []
         if eos:
             events.append({"type": "eos"})
-        header = {"topic": topic, "producer": self.producer, "epoch": self.epoch, "seq": seq}
+        header = self._header(topic, seq)
         header.update(store_config=config, events=events)
         message = encode_envelope(header, parts, secret=self._secret)
-        return Outgoing(seq + len(events), eos, message, None, staged.commands, stored)
+        if message.nbytes <= MESSAGE_BYTES or len(events) < 2:
+            return [Outgoing(seq + len(events), eos, message, None, staged.commands, stored)]
+        outs = []
+        for group, group_parts in _split(events, parts):
+            header.update(seq=seq, events=group)
+            message = encode_envelope(header, group_parts, secret=self._secret)
+            seq += len(group)
+            outs.append(Outgoing(seq, False, message, None))
+        outs[0] = dataclasses.replace(outs[0], commands=staged.commands, stored=stored)
+        outs[-1] = dataclasses.replace(outs[-1], final=eos)
+        return outs
+
+    def heartbeat(self, topic: str, seq: int, *, closing: bool = False) -> Outgoing:
+        """A batch without events: the producer is alive (or, ``closing``, stops beating).
+
+        Args:
+            topic: The topic, not ended.
+            seq: The topic's next sequence number, so a lost last batch shows as a gap.
+            closing: The producer closes without ending the topic: consumers stop
+                expecting heartbeats from it (it announces an interval of 0).
+        """
+        header = self._header(topic, seq)
+        if closing:
+            header["beat"] = 0
+        header["events"] = []
+        return Outgoing(seq, False, encode_envelope(header, secret=self._secret))
+
+    def _header(self, topic: str, seq: int) -> dict[str, Any]:
+        header = {"topic": topic, "producer": self.producer, "epoch": self.epoch, "seq": seq}
+        if self.beat is not None:
+            header["beat"] = self.beat
+        return header
 
     def _store(self, store: Store, objs: list[Any]) -> StagedBatch:
         """Stage the writes of ``objs`` for the publisher, or put them in ``store`` right away."""
@@ -260,6 +311,34 @@ class BatchBuilder:
 
 
 _NOTHING = StagedBatch([], [], None)
+
+
+def _split(
+    events: list[dict[str, Any]], parts: list[Segments]
+) -> list[tuple[list[dict[str, Any]], list[Segments]]]:
+    """``events`` in consecutive groups of about :data:`MESSAGE_BYTES` or less, with their parts.
+
+    An inline event's ``part`` is renumbered to index its group's parts.
+    """
+    groups: list[tuple[list[dict[str, Any]], list[Segments]]] = []
+    group: list[dict[str, Any]] = []
+    group_parts: list[Segments] = []
+    size = 0
+    for event in events:
+        part = parts[event["part"]] if "part" in event else None
+        grows = _EVENT_BYTES + (part.nbytes if part is not None else len(event.get("key", "")))
+        if event.get("metadata"):
+            grows += len(json.dumps(event["metadata"]))
+        if group and size + grows > MESSAGE_BYTES:
+            groups.append((group, group_parts))
+            group, group_parts, size = [], [], 0
+        if part is not None:
+            event = {**event, "part": len(group_parts)}
+            group_parts.append(part)
+        group.append(event)
+        size += grows
+    groups.append((group, group_parts))
+    return groups
 
 
 def _stored(

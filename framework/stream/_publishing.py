@@ -6,6 +6,7 @@ send function per publisher at construction instead of per batch.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable, Sequence
 from typing import Any, cast
 
@@ -21,16 +22,34 @@ from framework.stream._building import Fuse, Outgoing
 from framework.stream._proxystore_events import with_event_fields
 from framework.stream.protocols import EventPublisher, Publisher
 
-__all__ = ["check_args", "check_signed", "default_bound", "fuser", "sender"]
+__all__ = ["beats", "check_args", "check_signed", "default_bound", "fuser", "sender"]
 
 
-def check_args(batch_size: int, linger: float | None, inline_limit: int) -> None:
+def check_args(
+    batch_size: int, linger: float | None, inline_limit: int, heartbeat: float | None = None
+) -> None:
     if type(batch_size) is not int or batch_size < 1:
         raise ConfigurationError(f"batch_size must be a positive int, got {batch_size!r}.")
-    if linger is not None and not linger > 0:
-        raise ConfigurationError(f"linger must be a positive number of seconds, got {linger!r}.")
+    for name, value in (("linger", linger), ("heartbeat", heartbeat)):
+        number = isinstance(value, numbers.Real) and not isinstance(value, bool)
+        if value is not None and not (number and value > 0):
+            raise ConfigurationError(
+                f"{name} must be a positive number of seconds or None, got {value!r}."
+            )
     if type(inline_limit) is not int or inline_limit < 0:
         raise ConfigurationError(f"inline_limit must be a non-negative int, got {inline_limit!r}.")
+
+
+def beats(publisher: Publisher) -> bool:
+    """Whether a producer sends heartbeats through ``publisher``.
+
+    Only where every consumer sees every message, and a message does not stay: Redis
+    pub/sub (``heartbeats = True``). A durable stream would keep them all, and of a
+    list or a consumer group each consumer would get only some.
+    """
+    return getattr(publisher, "heartbeats", False) is True and not isinstance(
+        publisher, EventPublisher
+    )
 
 
 def default_bound(publisher: Publisher) -> BacklogBound | None:

@@ -8,20 +8,26 @@ end-of-stream event. After an interrupted subscription the producers seen so far
 are *suspect*: the next batch of each shows by its numbers whether anything was
 lost; a suspect that stays silent for the grace period is reported as possibly
 lost (its end may have been among the lost events) and counted as ended, so a
-consumer never waits forever for an end that will not come.
+consumer never waits forever for an end that will not come. A producer that
+promised heartbeats (``EventBatch.beat``) and fell silent for :data:`SILENT_BEATS`
+of them was killed or cut off: it is reported and counted as ended the same way.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 
 from framework.exceptions import MessageLossError
 from framework.stream.events import EndOfStreamEvent, Event, EventBatch
 
-__all__ = ["Sequencer"]
+__all__ = ["SILENT_BEATS", "Sequencer"]
 
 logger = logging.getLogger(__name__)
+
+#: Heartbeat intervals of silence after which a beating producer counts as gone.
+SILENT_BEATS = 3
 
 
 @dataclass
@@ -30,6 +36,14 @@ class _Producer:
     expected: int = 0
     ended: bool = False
     suspect_since: float | None = None  # monotonic time of an unverified interruption
+    heard: float = 0.0  # monotonic time of its last batch
+    beat: float | None = None  # its promised heartbeat interval (s), if any
+
+    def silent_after(self) -> float | None:
+        """When this producer counts as gone if nothing more arrives, or None."""
+        if self.ended or not self.beat:
+            return None
+        return self.heard + SILENT_BEATS * self.beat
 
 
 class Sequencer:
@@ -45,8 +59,15 @@ class Sequencer:
         self.complete = complete
         self._producers: dict[tuple[str, str], _Producer] = {}
 
-    def admit(self, batch: EventBatch) -> tuple[list[Event], MessageLossError | None]:
-        """Return the batch's new events and the loss its numbering reveals, if any."""
+    def admit(
+        self, batch: EventBatch, now: float | None = None
+    ) -> tuple[list[Event], MessageLossError | None]:
+        """Return the batch's new events and the loss its numbering reveals, if any.
+
+        Args:
+            batch: The batch, as read.
+            now: Monotonic time it was read (default: now).
+        """
         events = list(batch.events)
         if not batch.producer:  # unnumbered (a foreign event shim): only its end counts
             self._note_ends(self._producers.setdefault((batch.topic, ""), _Producer("")), events)
@@ -54,7 +75,10 @@ class Sequencer:
         key = (batch.topic, batch.producer)
         state = self._producers.get(key)
         if state is None or state.epoch != batch.epoch:
-            return self._first(key, batch, restarted=state is not None)
+            admitted = self._first(key, batch, restarted=state is not None)
+            self._heard(self._producers[key], batch, now)
+            return admitted
+        self._heard(state, batch, now)
         if not self.complete:
             self._note_ends(state, events)
             return events, None
@@ -86,6 +110,13 @@ class Sequencer:
         loss = MessageLossError.gap(key[0], batch.producer, 0, batch.seq, possible=not restarted)
         return events, loss
 
+    def _heard(self, state: _Producer, batch: EventBatch, now: float | None) -> None:
+        # Only a subscriber that sees every message sees every heartbeat: a consumer
+        # group member gets some of them, and must not take the gaps for silence.
+        if self.complete:
+            state.heard = time.monotonic() if now is None else now
+            state.beat = batch.beat
+
     @staticmethod
     def _note_ends(state: _Producer, events: list[Event]) -> None:
         if any(isinstance(event, EndOfStreamEvent) for event in events):
@@ -102,29 +133,54 @@ class Sequencer:
             if not state.ended and state.suspect_since is None:
                 state.suspect_since = now
 
-    def next_check(self) -> float | None:
-        """Monotonic time of the oldest suspicion, or ``None`` if nothing is suspect."""
-        times = [s.suspect_since for s in self._producers.values() if s.suspect_since is not None]
+    def next_check(self, grace: float) -> float | None:
+        """Monotonic time at which :meth:`overdue` may have something to report, or None.
+
+        Args:
+            grace: Seconds a suspect producer has to show by its next batch that nothing
+                was lost.
+        """
+        states = self._producers.values()
+        times = [s.suspect_since + grace for s in states if s.suspect_since is not None]
+        times += [t for t in (s.silent_after() for s in states) if t is not None]
         return min(times) if times else None
 
     def overdue(self, now: float, grace: float) -> list[MessageLossError]:
-        """Give up on suspects silent for ``grace`` seconds: report them, count them ended."""
+        """Give up on silent producers: report them, count them ended.
+
+        A suspect producer is given up after ``grace`` seconds without a batch; a
+        producer that promised heartbeats, after :data:`SILENT_BEATS` of them.
+        """
         losses = []
         for (topic, producer), state in self._producers.items():
-            since = state.suspect_since
-            if since is None or now - since < grace:
-                continue
-            state.suspect_since, state.ended = None, True
-            losses.append(
-                MessageLossError(
-                    f"Possibly lost events on topic {topic!r} from producer {producer!r}: "
-                    f"the subscription was interrupted and nothing arrived from it within "
-                    f"{grace} s; events from sequence {state.expected} on, its end included, "
-                    "may be lost. The producer counts as ended.",
-                    topic=topic,
-                    producer=producer,
-                    expected=state.expected,
-                    possible=True,
-                )
-            )
+            loss = self._silent(topic, producer, state, now, grace)
+            if loss is not None:
+                state.suspect_since, state.ended = None, True
+                losses.append(loss)
         return losses
+
+    @staticmethod
+    def _silent(
+        topic: str, producer: str, state: _Producer, now: float, grace: float
+    ) -> MessageLossError | None:
+        since = state.suspect_since
+        if since is not None and now - since >= grace:
+            why = f"the subscription was interrupted and nothing arrived from it within {grace} s"
+        else:
+            silent = state.silent_after()
+            if silent is None or now < silent:
+                return None
+            why = (
+                f"nothing, not even a heartbeat, arrived from it for {now - state.heard:.0f} s "
+                f"(it promised one every {state.beat} s): it was stopped without ending "
+                "the topic, or cut off from Redis"
+            )
+        return MessageLossError(
+            f"Possibly lost events on topic {topic!r} from producer {producer!r}: {why}; "
+            f"events from sequence {state.expected} on, its end included, may be lost. "
+            "The producer counts as ended.",
+            topic=topic,
+            producer=producer,
+            expected=state.expected,
+            possible=True,
+        )

@@ -323,8 +323,7 @@ class StreamConsumer(Generic[T]):
 
     def _receive(self, deadline: float | None) -> None:
         """Wait for one message, then queue it and whatever else is already waiting."""
-        suspect = self._sequencer.next_check()
-        due = None if suspect is None else suspect + self._loss_grace
+        due = self._sequencer.next_check(self._loss_grace)
         try:
             self._accept(
                 *self._read(due if deadline is None or (due and due < deadline) else deadline)

@@ -124,6 +124,11 @@ class EventBatch(BatchAPI):
             JSON object of a :class:`~framework.store.StoreConfig` (validated by
             :meth:`config`, once per distinct config by the consumer).
         events: The events, in order.
+        beat: Seconds between the producer's heartbeats (batches without events, sent
+            while it is open and the topic has not ended, when it has published nothing
+            else for that long); 0 when it closed without ending the topic; None when
+            it sends none. A consumer that sees every message counts a producer silent
+            for a few of them as gone.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -135,6 +140,7 @@ class EventBatch(BatchAPI):
     seq: int = Field(default=0, ge=0)
     store_config: dict[str, Any] | None = None
     events: list[Event] = Field(default_factory=list)
+    beat: float | None = Field(default=None, ge=0)
 
     @property
     def next_seq(self) -> int:

@@ -7,7 +7,8 @@ ProxyStore's ``StreamProducer`` API, with these fixes:
   sequence numbers, by the next flush (consumers drop the duplicate if the first
   attempt did arrive);
 * ``close()`` and ``__exit__`` flush; a topic's end-of-stream event is sent once;
-* an optional ``linger`` flushes partial batches after a delay (thread ``fw-stream-linger``);
+* an optional ``linger`` flushes partial batches after a delay (thread ``fw-stream-ticker``,
+  which also sends heartbeats on pub/sub topics);
 * ``send`` is thread-safe;
 * inline objects over ``inline_limit`` are spilled to a store automatically.
 """
@@ -23,6 +24,7 @@ from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any, Generic, Optional, TypeVar, cast
 
+from framework._failures import RepeatedFailure
 from framework.exceptions import (
     BacklogFullError,
     ClosedError,
@@ -34,7 +36,14 @@ from framework.serialize import Serializer
 from framework.store import Store, unregister_store
 from framework.stream._backlog import BacklogBound
 from framework.stream._building import BatchBuilder, Item, TopicState, aggregate, approx_size
-from framework.stream._publishing import check_args, check_signed, default_bound, fuser, sender
+from framework.stream._publishing import (
+    beats,
+    check_args,
+    check_signed,
+    default_bound,
+    fuser,
+    sender,
+)
 from framework.stream._spill import default_spill_store
 from framework.stream.filters import Filter, NullFilter
 from framework.stream.protocols import EventPublisher, Publisher
@@ -51,8 +60,10 @@ INLINE_LIMIT = 64 * 1024
 DEFAULT_OBJECT_TTL = 24 * 3600.0
 #: Seconds close() waits for the linger thread to stop.
 JOIN_TIMEOUT = 5.0
-#: Longest sleep (s) of an idle linger thread between checks of its stop flag.
+#: Longest sleep (s) of an idle ticker thread between checks of its stop flag.
 IDLE_WAIT = 1.0
+#: Seconds between heartbeats on a pub/sub topic that has nothing else to publish.
+HEARTBEAT = 10.0
 
 
 class StreamProducer(Generic[T]):
@@ -90,10 +101,17 @@ class StreamProducer(Generic[T]):
             store signs with it too; a given store must sign its objects (be built
             with a secret), since consumers with the secret refuse unsigned objects.
         producer_id: Unique id put in every batch (default: random).
+        heartbeat: On publishers that carry heartbeats (Redis pub/sub): seconds after
+            which a topic that has had nothing else to publish gets a batch without
+            events, until the topic ends or the producer closes. Consumers that heard
+            nothing from a producer for three of them report it as gone (a possible
+            loss) and count it as ended, instead of waiting forever for a producer
+            that was killed. ``None``: no heartbeats.
 
     Raises:
-        ConfigurationError: If ``batch_size``, ``linger`` or ``inline_limit`` is invalid,
-            or ``secret`` is set and a given store does not sign its objects.
+        ConfigurationError: If ``batch_size``, ``linger``, ``heartbeat`` or
+            ``inline_limit`` is invalid, or ``secret`` is set and a given store does
+            not sign its objects.
     """
 
     def __init__(
@@ -114,8 +132,9 @@ class StreamProducer(Generic[T]):
         producer_id: str | None = None,
         ttl: float | None = DEFAULT_OBJECT_TTL,
         backlog: BacklogBound | Unset | None = UNSET,
+        heartbeat: float | None = HEARTBEAT,
     ) -> None:
-        check_args(batch_size, linger, inline_limit)
+        check_args(batch_size, linger, inline_limit, heartbeat)
         check_signed(secret, [default_store, spill_store, *(stores or {}).values()])
         self.publisher = publisher
         self._aggregator, self._batch_size, self._linger = aggregator, batch_size, linger
@@ -135,8 +154,10 @@ class StreamProducer(Generic[T]):
             inline_objects=isinstance(publisher, EventPublisher),
             fuse=fuser(publisher),
             ttl=ttl,
+            beat=heartbeat if beats(publisher) else None,
         )
         self._send = sender(publisher, self.producer_id)
+        self._beat_failures = RepeatedFailure(logger, "Sending heartbeats")
         self._bound = default_bound(publisher) if isinstance(backlog, Unset) else backlog
         self._topics: dict[str, TopicState] = {}
         self._lock = threading.RLock()
@@ -190,7 +211,7 @@ class StreamProducer(Generic[T]):
                     raise
             elif self._linger is not None and state.since is None:
                 state.since = time.monotonic()
-                self._start_linger()
+                self._start_ticker()
                 self._wake.notify()
 
     def _open_topic(self, topic: str) -> TopicState:
@@ -264,7 +285,7 @@ class StreamProducer(Generic[T]):
             nbytes = sum(approx_size(item.obj) for item in items if item.evict)
             state.backlog.wait_for_room(topic, self._bound, len(items), nbytes)
         try:
-            out = self._builder.build(
+            outs = self._builder.build(
                 topic,
                 items,
                 store=self._store_for(topic),
@@ -276,11 +297,12 @@ class StreamProducer(Generic[T]):
             state.items, state.since = [], None
             raise
         state.items, state.since = [], None
-        state.next_seq = out.next_seq
+        state.next_seq = outs[-1].next_seq
         state.ended = state.ended or eos
         if self._bound is not None:
-            state.backlog.add(out.stored)
-        state.pending.append(out)
+            for out in outs:
+                state.backlog.add(out.stored)
+        state.pending += outs
         self._publish_pending(topic, state)
 
     def _store_for(self, topic: str) -> Store | None:
@@ -297,30 +319,45 @@ class StreamProducer(Generic[T]):
                 state.pending[0] = dataclasses.replace(out, retry=True)
                 raise
             state.pending.pop(0)
+            state.published = time.monotonic()
+            if self._builder.beat is not None and not state.ended:
+                self._start_ticker()
 
-    # -- linger thread -----------------------------------------------------------------------
+    # -- ticker thread: linger flushes and heartbeats ------------------------------------------
 
-    def _start_linger(self) -> None:
-        if self._thread is None:
+    def _start_ticker(self) -> None:
+        if self._thread is None and not self._stopping:
             self._thread = threading.Thread(
-                target=self._linger_loop, name="fw-stream-linger", daemon=True
+                target=self._tick_loop, name="fw-stream-ticker", daemon=True
             )
             self._thread.start()
 
-    def _linger_loop(self) -> None:
-        assert self._linger is not None
+    def _tick_loop(self) -> None:
         with self._lock:
             while not self._stopping:
-                now = time.monotonic()
-                due = [(s.since, t) for t, s in self._topics.items() if s.since is not None]
-                if not due:
+                due = self._next_due()
+                if due is None:
                     self._wake.wait(IDLE_WAIT)
                     continue
-                since, topic = min(due)
-                if now < since + self._linger:
-                    self._wake.wait(since + self._linger - now)
-                    continue
-                self._linger_flush(topic)
+                when, topic, linger = due
+                now = time.monotonic()
+                if now < when:
+                    self._wake.wait(when - now)
+                elif linger:
+                    self._linger_flush(topic)
+                else:
+                    self._heartbeat(topic, self._topics[topic])
+
+    def _next_due(self) -> tuple[float, str, bool] | None:
+        """The next ``(when, topic, is_linger)``: a partial batch's flush or a heartbeat."""
+        due: list[tuple[float, str, bool]] = []
+        for topic, state in self._topics.items():
+            if self._linger is not None and state.since is not None:
+                due.append((state.since + self._linger, topic, True))
+            beat = self._builder.beat
+            if beat is not None and state.published is not None and not state.ended:
+                due.append((state.published + beat, topic, False))
+        return min(due) if due else None
 
     def _linger_flush(self, topic: str) -> None:
         state = self._topics[topic]
@@ -331,7 +368,20 @@ class StreamProducer(Generic[T]):
             if state.items:
                 state.since = time.monotonic()
 
-    def _stop_linger(self) -> None:
+    def _heartbeat(self, topic: str, state: TopicState, *, closing: bool = False) -> None:
+        """Show consumers this producer is alive: resend what is pending, else a heartbeat."""
+        try:
+            if state.pending:
+                self._publish_pending(topic, state)
+            else:
+                self._send(topic, self._builder.heartbeat(topic, state.next_seq, closing=closing))
+        except Exception as exc:  # noqa: BLE001 - thread boundary: logged, the next beat retries
+            self._beat_failures.failed(exc)
+        else:
+            self._beat_failures.succeeded()
+        state.published = time.monotonic()
+
+    def _stop_ticker(self) -> None:
         with self._lock:
             self._stopping = True
             self._wake.notify_all()
@@ -366,14 +416,26 @@ class StreamProducer(Generic[T]):
             if self._released:
                 return
             self._closed = True
-        self._stop_linger()
+        self._stop_ticker()
         self.close_topics(*topics)
         self.flush()
         with self._lock:
             if self._released:
                 return
             self._released = True
+            self._stop_beating()
         self._release(publisher=publisher, stores=stores)
+
+    def _stop_beating(self) -> None:
+        """Tell consumers of topics left open that no more heartbeats come (best effort).
+
+        Without it, they would take the silence for a killed producer.
+        """
+        if self._builder.beat is None:
+            return
+        for topic, state in self._topics.items():
+            if state.published is not None and not state.ended:
+                self._heartbeat(topic, state, closing=True)
 
     def _release(self, *, publisher: bool, stores: bool) -> None:
         spill = self._builder.spill_store

@@ -87,3 +87,16 @@ def produce_run(url: str, mode: str, topic: str, first: int, last: int, end: boo
             return
         producer.flush()
         os.kill(os.getpid(), signal.SIGKILL)  # no close, no end of stream
+
+
+def produce_then_die(url: str, topic: str, count: int, heartbeat: float) -> None:
+    """Send ``count`` objects as producer ``P`` on pub/sub, then die by SIGKILL."""
+    import os
+    import signal
+
+    conn = RedisConnection.from_url(url)
+    producer = StreamProducer[bytes](RedisPublisher(conn), producer_id="P", heartbeat=heartbeat)
+    for index in range(count):
+        producer.send(topic, payload(index, 16))
+    time.sleep(3 * heartbeat)  # heartbeats go out meanwhile
+    os.kill(os.getpid(), signal.SIGKILL)

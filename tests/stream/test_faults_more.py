@@ -118,6 +118,36 @@ def test_slow_pubsub_consumer_cut_off_by_the_output_buffer_limit(server: RedisPr
     conn.close()
 
 
+def test_a_batch_past_the_output_buffer_limit_is_never_lost_silently(
+    server: RedisProcess,
+) -> None:
+    # Redis cuts a subscriber off as soon as one message takes its output buffer past
+    # the hard limit (32 MB by default). Sent as one message, this 34 MB batch (with its
+    # end of stream) vanished before the consumer had met its producer: nothing could be
+    # reported. In messages of about 1 MB, the first ones introduce the producer, so a
+    # consumer that falls 32 MB behind is told what it missed.
+    with server.admin() as admin:
+        admin.config_set("client-output-buffer-limit", "pubsub 32mb 8mb 60")
+    conn = RedisConnection.from_url(server.url)
+    consumer = StreamConsumer[bytes](RedisSubscriber(conn, "t"), timeout=30, loss_grace=3)
+    collector = Collector(consumer)
+    wait_for(lambda: _subscribed(server), what="subscribe")
+    count = 17_000
+    producer = StreamProducer[bytes](RedisPublisher(conn), producer_id="p", batch_size=count)
+    with producer:
+        send_all(producer, "t", [payload(i, 2048) for i in range(count)], lambda i: None)
+        producer.close_topics("t")
+    got = indexes(collector.result())
+    assert got == sorted(set(got))
+    if len(got) < count:  # this consumer fell behind: the loss is named
+        assert collector.losses, f"{count - len(got)} objects missing, no loss reported"
+        assert {loss.producer for loss in collector.losses} == {"p"}
+    else:
+        assert collector.losses == []
+    consumer.close()
+    conn.close()
+
+
 @pytest.mark.parametrize("mode", ["pubsub", "durable"])
 def test_maxmemory_noeviction_never_publishes_an_unstored_object(
     server: RedisProcess, mode: str

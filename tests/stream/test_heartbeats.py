@@ -1,0 +1,148 @@
+"""Producer heartbeats: a consumer is told of a producer killed mid-stream, never left waiting."""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+from typing import Any
+
+import pytest
+
+from framework.connection import RedisConnection
+from framework.exceptions import ConfigurationError, ReceiveTimeout
+from framework.pubsub import (
+    QueuePublisher,
+    RedisPublisher,
+    RedisStreamPublisher,
+    RedisSubscriber,
+)
+from framework.stream import StreamConsumer, StreamProducer
+from framework.stream._sequencing import SILENT_BEATS, Sequencer
+from framework.stream.events import EventBatch, NewObjectEvent
+from tests.stream import _children
+from tests.stream.faults import Collector, indexes, payload, wait_for
+
+SPAWN = multiprocessing.get_context("spawn")
+
+
+def _batch(seq: int, count: int, beat: float | None, producer: str = "p") -> EventBatch:
+    events = [NewObjectEvent(part=0) for _ in range(count)]
+    return EventBatch(topic="t", producer=producer, epoch="e", seq=seq, events=events, beat=beat)
+
+
+# -- the consumer's bookkeeping (no Redis) ------------------------------------------------
+
+
+def test_a_beating_producer_silent_for_a_few_beats_is_reported_and_ended() -> None:
+    seq = Sequencer(complete=True)
+    seq.admit(_batch(0, 3, beat=2.0), now=100.0)
+    assert seq.next_check(grace=30) == 100.0 + SILENT_BEATS * 2.0
+    assert seq.overdue(100.0 + SILENT_BEATS * 2.0 - 0.1, grace=30) == []
+    seq.admit(_batch(3, 0, beat=2.0), now=104.0)  # a heartbeat: alive
+    assert seq.overdue(107.0, grace=30) == []
+    [loss] = seq.overdue(104.0 + SILENT_BEATS * 2.0, grace=30)
+    assert (loss.topic, loss.producer, loss.expected, loss.possible) == ("t", "p", 3, True)
+    assert "not even a heartbeat" in str(loss)
+    assert "every 2.0 s" in str(loss)
+    assert seq.ended("t")
+    assert seq.next_check(grace=30) is None
+
+
+def test_a_heartbeat_reveals_a_lost_last_batch() -> None:
+    seq = Sequencer(complete=True)
+    seq.admit(_batch(0, 3, beat=2.0), now=0.0)
+    events, loss = seq.admit(_batch(5, 0, beat=2.0), now=1.0)  # batch 3..4 never arrived
+    assert events == []
+    assert loss is not None
+    assert (loss.first, loss.last, loss.possible) == (3, 4, False)
+
+
+@pytest.mark.parametrize("beat", [None, 0])
+def test_no_promise_or_a_goodbye_means_no_deadline(beat: float | None) -> None:
+    seq = Sequencer(complete=True)
+    seq.admit(_batch(0, 1, beat=2.0), now=0.0)
+    seq.admit(_batch(1, 0, beat=beat), now=1.0)  # 0: closed without ending the topic
+    assert seq.next_check(grace=30) is None
+    assert seq.overdue(1e6, grace=30) == []
+    assert not seq.ended("t")
+
+
+def test_a_group_member_never_takes_missing_heartbeats_for_silence() -> None:
+    seq = Sequencer(complete=False)  # members get some of the messages only
+    seq.admit(_batch(0, 1, beat=1.0), now=0.0)
+    assert seq.next_check(grace=30) is None
+    assert seq.overdue(1e6, grace=30) == []
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, "10", float("nan"), True])
+def test_heartbeat_must_be_a_positive_number(bad: Any) -> None:
+    with pytest.raises(ConfigurationError, match="heartbeat must be a positive number"):
+        StreamProducer[bytes](QueuePublisher({}), heartbeat=bad)
+
+
+def test_only_pub_sub_publishers_carry_heartbeats() -> None:
+    assert RedisPublisher.heartbeats is True
+    assert getattr(RedisStreamPublisher, "heartbeats", False) is False
+
+
+# -- on a real redis-server ---------------------------------------------------------------
+
+
+@pytest.fixture
+def conn(redis_url: str) -> Any:
+    connection = RedisConnection.from_url(redis_url)
+    yield connection
+    connection.close()
+
+
+def _subscribed(conn: RedisConnection, topic: str) -> bool:
+    channel = conn.keys.topic(topic)
+    return bool(conn.client.pubsub_numsub(channel)[0][1])
+
+
+def test_a_producer_killed_mid_stream_is_reported_instead_of_awaited(
+    redis_url: str, conn: RedisConnection
+) -> None:
+    # The consumer waits without a timeout, as ProxyStore's do: before heartbeats it
+    # waited forever for the end of a producer that no longer existed.
+    collector = Collector(StreamConsumer[bytes](RedisSubscriber(conn, "hb-kill")))
+    wait_for(lambda: _subscribed(conn, "hb-kill"), what="subscribe")
+    child = SPAWN.Process(target=_children.produce_then_die, args=(redis_url, "hb-kill", 5, 0.5))
+    started = time.monotonic()
+    child.start()
+    child.join(60)
+    assert child.exitcode == -9
+    assert indexes(collector.result()) == list(range(5))
+    [loss] = collector.losses
+    assert (loss.producer, loss.expected, loss.possible) == ("P", 5, True)
+    assert time.monotonic() - started < 20
+    collector.consumer.close()
+
+
+def test_a_live_idle_producer_is_never_taken_for_dead(conn: RedisConnection) -> None:
+    collector = Collector(StreamConsumer[bytes](RedisSubscriber(conn, "hb-idle")))
+    wait_for(lambda: _subscribed(conn, "hb-idle"), what="subscribe")
+    with StreamProducer[bytes](RedisPublisher(conn), heartbeat=0.2) as producer:
+        producer.send("hb-idle", payload(0))
+        time.sleep(6 * SILENT_BEATS * 0.2)  # idle far longer than the consumer's patience
+        producer.send("hb-idle", payload(1))
+        producer.close_topics("hb-idle")
+    assert indexes(collector.result()) == [0, 1]
+    assert collector.losses == []
+    collector.consumer.close()
+
+
+def test_a_producer_closed_without_ending_the_topic_is_not_reported(
+    conn: RedisConnection,
+) -> None:
+    consumer = StreamConsumer[bytes](
+        RedisSubscriber(conn, "hb-close"), timeout=3 * SILENT_BEATS * 0.2
+    )
+    wait_for(lambda: _subscribed(conn, "hb-close"), what="subscribe")
+    with StreamProducer[bytes](RedisPublisher(conn), heartbeat=0.2) as producer:
+        producer.send("hb-close", payload(0))
+    assert indexes([consumer.next_object()]) == [0]
+    # Closed, not killed: it said it stops beating, so its silence is no loss.
+    with pytest.raises(ReceiveTimeout):
+        consumer.next_object()
+    consumer.close()
