@@ -102,7 +102,6 @@ class TopicState:
     pending: list[Outgoing] = field(default_factory=list)
     next_seq: int = 0
     backlog: Backlog = field(default_factory=Backlog)
-    published: float | None = None  # monotonic time of its last message sent
 
 
 class BatchBuilder:

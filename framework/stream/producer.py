@@ -7,8 +7,9 @@ ProxyStore's ``StreamProducer`` API, with these fixes:
   sequence numbers, by the next flush (consumers drop the duplicate if the first
   attempt did arrive);
 * ``close()`` and ``__exit__`` flush; a topic's end-of-stream event is sent once;
-* an optional ``linger`` flushes partial batches after a delay (thread ``fw-stream-ticker``,
-  which also sends heartbeats on pub/sub topics);
+* an optional ``linger`` flushes partial batches after a delay (thread ``fw-stream-linger``);
+* on pub/sub topics, heartbeats tell consumers the producer is alive (thread
+  ``fw-stream-heartbeat``), so a killed producer is reported, not awaited;
 * ``send`` is thread-safe;
 * inline objects over ``inline_limit`` are spilled to a store automatically.
 """
@@ -24,7 +25,6 @@ from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any, Generic, Optional, TypeVar, cast
 
-from framework._failures import RepeatedFailure
 from framework.exceptions import (
     BacklogFullError,
     ClosedError,
@@ -36,6 +36,7 @@ from framework.serialize import Serializer
 from framework.store import Store, unregister_store
 from framework.stream._backlog import BacklogBound
 from framework.stream._building import BatchBuilder, Item, TopicState, aggregate, approx_size
+from framework.stream._heartbeats import Heartbeats
 from framework.stream._publishing import (
     beats,
     check_args,
@@ -60,7 +61,7 @@ INLINE_LIMIT = 64 * 1024
 DEFAULT_OBJECT_TTL = 24 * 3600.0
 #: Seconds close() waits for the linger thread to stop.
 JOIN_TIMEOUT = 5.0
-#: Longest sleep (s) of an idle ticker thread between checks of its stop flag.
+#: Longest sleep (s) of an idle linger thread between checks of its stop flag.
 IDLE_WAIT = 1.0
 #: Seconds between heartbeats on a pub/sub topic that has nothing else to publish.
 HEARTBEAT = 10.0
@@ -145,6 +146,7 @@ class StreamProducer(Generic[T]):
         spill = (
             default_spill_store(publisher, spill_ttl, secret) if self._own_spill else spill_store
         )
+        beat = heartbeat if heartbeat is not None and beats(publisher) else None
         self._builder = BatchBuilder(
             self.producer_id,
             inline_limit=inline_limit,
@@ -154,10 +156,10 @@ class StreamProducer(Generic[T]):
             inline_objects=isinstance(publisher, EventPublisher),
             fuse=fuser(publisher),
             ttl=ttl,
-            beat=heartbeat if beats(publisher) else None,
+            beat=beat,
         )
         self._send = sender(publisher, self.producer_id)
-        self._beat_failures = RepeatedFailure(logger, "Sending heartbeats")
+        self._beats = None if beat is None else Heartbeats(beat, self._heartbeat)
         self._bound = default_bound(publisher) if isinstance(backlog, Unset) else backlog
         self._topics: dict[str, TopicState] = {}
         self._lock = threading.RLock()
@@ -211,7 +213,7 @@ class StreamProducer(Generic[T]):
                     raise
             elif self._linger is not None and state.since is None:
                 state.since = time.monotonic()
-                self._start_ticker()
+                self._start_linger()
                 self._wake.notify()
 
     def _open_topic(self, topic: str) -> TopicState:
@@ -319,45 +321,32 @@ class StreamProducer(Generic[T]):
                 state.pending[0] = dataclasses.replace(out, retry=True)
                 raise
             state.pending.pop(0)
-            state.published = time.monotonic()
-            if self._builder.beat is not None and not state.ended:
-                self._start_ticker()
+            if self._beats is not None:
+                self._beats.sent(topic, out.next_seq, out.final)
 
-    # -- ticker thread: linger flushes and heartbeats ------------------------------------------
+    # -- linger thread -----------------------------------------------------------------------
 
-    def _start_ticker(self) -> None:
-        if self._thread is None and not self._stopping:
+    def _start_linger(self) -> None:
+        if self._thread is None:
             self._thread = threading.Thread(
-                target=self._tick_loop, name="fw-stream-ticker", daemon=True
+                target=self._linger_loop, name="fw-stream-linger", daemon=True
             )
             self._thread.start()
 
-    def _tick_loop(self) -> None:
+    def _linger_loop(self) -> None:
+        assert self._linger is not None
         with self._lock:
             while not self._stopping:
-                due = self._next_due()
-                if due is None:
+                now = time.monotonic()
+                due = [(s.since, t) for t, s in self._topics.items() if s.since is not None]
+                if not due:
                     self._wake.wait(IDLE_WAIT)
                     continue
-                when, topic, linger = due
-                now = time.monotonic()
-                if now < when:
-                    self._wake.wait(when - now)
-                elif linger:
-                    self._linger_flush(topic)
-                else:
-                    self._heartbeat(topic, self._topics[topic])
-
-    def _next_due(self) -> tuple[float, str, bool] | None:
-        """The next ``(when, topic, is_linger)``: a partial batch's flush or a heartbeat."""
-        due: list[tuple[float, str, bool]] = []
-        for topic, state in self._topics.items():
-            if self._linger is not None and state.since is not None:
-                due.append((state.since + self._linger, topic, True))
-            beat = self._builder.beat
-            if beat is not None and state.published is not None and not state.ended:
-                due.append((state.published + beat, topic, False))
-        return min(due) if due else None
+                since, topic = min(due)
+                if now < since + self._linger:
+                    self._wake.wait(since + self._linger - now)
+                    continue
+                self._linger_flush(topic)
 
     def _linger_flush(self, topic: str) -> None:
         state = self._topics[topic]
@@ -368,25 +357,15 @@ class StreamProducer(Generic[T]):
             if state.items:
                 state.since = time.monotonic()
 
-    def _heartbeat(self, topic: str, state: TopicState, *, closing: bool = False) -> None:
-        """Show consumers this producer is alive: resend what is pending, else a heartbeat."""
-        try:
-            if state.pending:
-                self._publish_pending(topic, state)
-            else:
-                self._send(topic, self._builder.heartbeat(topic, state.next_seq, closing=closing))
-        except Exception as exc:  # noqa: BLE001 - thread boundary: logged, the next beat retries
-            self._beat_failures.failed(exc)
-        else:
-            self._beat_failures.succeeded()
-        state.published = time.monotonic()
-
-    def _stop_ticker(self) -> None:
+    def _stop_linger(self) -> None:
         with self._lock:
             self._stopping = True
             self._wake.notify_all()
         if self._thread is not None:
             self._thread.join(JOIN_TIMEOUT)
+
+    def _heartbeat(self, topic: str, next_seq: int, closing: bool) -> None:
+        self._send(topic, self._builder.heartbeat(topic, next_seq, closing=closing))
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -416,28 +395,18 @@ class StreamProducer(Generic[T]):
             if self._released:
                 return
             self._closed = True
-        self._stop_ticker()
+        self._stop_linger()
         self.close_topics(*topics)
         self.flush()
         with self._lock:
             if self._released:
                 return
             self._released = True
-            self._stop_beating()
         self._release(publisher=publisher, stores=stores)
 
-    def _stop_beating(self) -> None:
-        """Tell consumers of topics left open that no more heartbeats come (best effort).
-
-        Without it, they would take the silence for a killed producer.
-        """
-        if self._builder.beat is None:
-            return
-        for topic, state in self._topics.items():
-            if state.published is not None and not state.ended:
-                self._heartbeat(topic, state, closing=True)
-
     def _release(self, *, publisher: bool, stores: bool) -> None:
+        if self._beats is not None:
+            self._beats.close()  # before the publisher: it says goodbye through it
         spill = self._builder.spill_store
         if spill is not None and self._own_spill:
             # Unregistered, not closed: a consumer in this process may still read from it

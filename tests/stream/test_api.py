@@ -182,8 +182,8 @@ def test_linger_flushes_partial_batches(queue_pair: Pair) -> None:
         with StreamConsumer[int](sub, timeout=5) as consumer:
             assert consumer.next_object() == 1
         assert time.monotonic() - started < 2
-        assert any(t.name == "fw-stream-ticker" for t in threading.enumerate())
-    assert not any(t.name == "fw-stream-ticker" for t in threading.enumerate())
+        assert any(t.name == "fw-stream-linger" for t in threading.enumerate())
+    assert not any(t.name == "fw-stream-linger" for t in threading.enumerate())
 
 
 def test_send_is_thread_safe(queue_pair: Pair) -> None:

@@ -16,9 +16,11 @@ from framework.pubsub import (
     RedisStreamPublisher,
     RedisSubscriber,
 )
+from framework.store import register_store, unregister_store
 from framework.stream import StreamConsumer, StreamProducer
 from framework.stream._sequencing import SILENT_BEATS, Sequencer
 from framework.stream.events import EventBatch, NewObjectEvent
+from plugins.memory import MemoryStore
 from tests.stream import _children
 from tests.stream.faults import Collector, indexes, payload, wait_for
 
@@ -146,3 +148,36 @@ def test_a_producer_closed_without_ending_the_topic_is_not_reported(
     with pytest.raises(ReceiveTimeout):
         consumer.next_object()
     consumer.close()
+
+
+class _SlowStore(MemoryStore):
+    """A store whose writes take ``delay`` seconds once ``slow`` is set."""
+
+    slow = False
+    delay = 0.0
+
+    def put_batch(self, objs: Any, **kwargs: Any) -> Any:
+        if self.slow:
+            time.sleep(self.delay)
+        return super().put_batch(objs, **kwargs)
+
+
+def test_a_producer_storing_a_slow_batch_keeps_beating(conn: RedisConnection) -> None:
+    # Storing a large batch can hold the producer's lock for minutes: heartbeats do
+    # not wait for it, so its consumers do not take the producer for dead meanwhile.
+    store = _SlowStore("hb-slow")
+    register_store(store)  # the consumer finds it by name
+    collector = Collector(StreamConsumer[bytes](RedisSubscriber(conn, "hb-slow")))
+    wait_for(lambda: _subscribed(conn, "hb-slow"), what="subscribe")
+    with StreamProducer[bytes](
+        RedisPublisher(conn), default_store=store, heartbeat=0.2
+    ) as producer:
+        producer.send("hb-slow", payload(0))
+        store.slow, store.delay = True, 8 * SILENT_BEATS * 0.2
+        producer.send("hb-slow", payload(1))
+        producer.close_topics("hb-slow")
+    assert indexes(collector.result()) == [0, 1]
+    assert collector.losses == []
+    collector.consumer.close()
+    unregister_store(store)
+    store.close()
