@@ -180,21 +180,24 @@ class ObjectNotFoundError(StoreError, KeyError):
     Attributes:
         key: The missing key.
         store: Name of the store that was asked.
+        hint: What else may explain it, where the caller knows (or empty).
     """
 
-    def __init__(self, key: str, store: str) -> None:
+    def __init__(self, key: str, store: str, hint: str = "") -> None:
         super().__init__(
-            f"Object {key!r} is not in store {store!r}: it was evicted, expired or never written."
+            f"Object {key!r} is not in store {store!r}: it was evicted, expired or never "
+            f"written.{' ' + hint if hint else ''}"
         )
         self.key = key
         self.store = store
+        self.hint = hint
 
     def __str__(self) -> str:
         # KeyError.__str__ would repr() the message; keep it a sentence.
         return str(self.args[0])
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return type(self), (self.key, self.store)
+        return type(self), (self.key, self.store, self.hint)
 
 
 class StoreExistsError(StoreError):

@@ -73,15 +73,19 @@ class Entry:
         """Whether the object was fetched ahead (by a batched read)."""
         return self.value is not _UNFETCHED
 
-    def result(self) -> Any:
+    def result(self, missing_hint: str = "") -> Any:
         """Return the fetched object.
+
+        Args:
+            missing_hint: Added to the error if the object is missing.
 
         Raises:
             ObjectNotFoundError: If the store no longer had it.
         """
         if self.value is MISSING:
             config = self.batch.store_config or {}
-            raise ObjectNotFoundError(getattr(self.event, "key", ""), str(config.get("name")))
+            key = getattr(self.event, "key", "")
+            raise ObjectNotFoundError(key, str(config.get("name")), missing_hint)
         if isinstance(self.value, Unreadable):
             raise self.value.error
         return self.value

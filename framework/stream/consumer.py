@@ -144,6 +144,14 @@ class StreamConsumer(Generic[T]):
         self._allow_pickle = allow_pickle
         self._prefetch_bytes = prefetch_bytes
         self._acking = isinstance(subscriber, AckingSubscriber) and bool(subscriber.acks)
+        group = getattr(subscriber, "group", None)
+        #: Why a group member may find an object gone: another member took its entry.
+        self._missing_hint = (
+            f"In consumer group {group!r}, another member may have claimed this entry "
+            "after it stayed pending here for claim_idle, and consumed and evicted the object."
+            if self._acking and isinstance(group, str)
+            else ""
+        )
         # Durable topics evict an object only once it reached the caller: a destructive
         # read whose reply is lost (a connection cut) would lose the object for good.
         self._evict_late = self._acking or getattr(subscriber, "durable", False) is True
@@ -201,7 +209,7 @@ class StreamConsumer(Generic[T]):
             if isinstance(entry.event, NewObjectEvent):
                 value = resolve_inline(entry, self._allow_pickle)
             elif entry.fetched:
-                value = entry.result()
+                value = entry.result(self._missing_hint)
             else:
                 store = self._store(entry.batch)
                 if self._acking and entry.event.evict:
@@ -241,7 +249,7 @@ class StreamConsumer(Generic[T]):
             else:
                 if not entry.fetched:
                     self._prefetch(entry)
-                value = entry.result()
+                value = entry.result(self._missing_hint)
         return entry.event.metadata, cast(T, value)
 
     def iter_with_metadata(self) -> Generator[tuple[dict[str, Any], Any], None, None]:

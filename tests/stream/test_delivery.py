@@ -13,7 +13,12 @@ from typing import Any
 import pytest
 
 from framework.connection import RedisConnection
-from framework.exceptions import BackendUnavailable, BacklogFullError, ReceiveTimeout
+from framework.exceptions import (
+    BackendUnavailable,
+    BacklogFullError,
+    ObjectNotFoundError,
+    ReceiveTimeout,
+)
 from framework.proxy import get_factory
 from framework.pubsub import (
     QueuePublisher,
@@ -262,3 +267,28 @@ def test_an_evicting_proxy_of_a_group_goes_once_resolved_and_acknowledged(
     assert elsewhere + 0 == 2
     assert not store.exists(get_key(never))
     consumer.close()
+
+
+def test_a_slow_group_member_is_told_another_member_may_have_taken_its_object(
+    conn: RedisConnection, store: RedisStore
+) -> None:
+    with StreamProducer[int](RedisStreamPublisher(conn), default_store=store) as producer:
+        for i in range(4):
+            producer.send("t", i, evict=True)
+        producer.close_topics("t")
+    slow = StreamConsumer[int](
+        RedisStreamSubscriber(conn, "t", group="g", consumer="a", count=8, timeout=5),
+        timeout=5,
+        prefetch_bytes=1,  # fetch one object at a time
+    )
+    assert slow.next_object() == 0  # every entry is now pending here, objects unread
+    time.sleep(0.3)
+    fast = StreamConsumer[int](
+        RedisStreamSubscriber(conn, "t", group="g", consumer="b", timeout=5, claim_idle=0.2),
+        timeout=5,
+    )
+    assert sorted(fast.iter_objects()) == [0, 1, 2, 3]  # claimed, consumed and evicted
+    with pytest.raises(ObjectNotFoundError, match="In consumer group 'g', another member"):
+        slow.next_object()
+    fast.close()
+    slow.close()
