@@ -220,6 +220,17 @@ class RedisSubscriber(RedisShim):
             subscribe(*channels)
         self._channels = len(set(channels))
         self._await_confirmations(self._channels)
+        self._listening_since: float | None = time.monotonic()
+
+    @property
+    def listening_since(self) -> float | None:
+        """Monotonic time since which the subscription has been up; None while it is down.
+
+        Down from a failed read until the server confirms the resubscription: messages
+        published meanwhile are lost, heartbeats included, so a consumer does not count
+        that time as a producer's silence.
+        """
+        return self._listening_since
 
     @classmethod
     def from_url(
@@ -322,6 +333,7 @@ class RedisSubscriber(RedisShim):
                 self._confirms_left = self._channels
             self._confirms_left -= 1
             self._last_confirm = now
+            self._listening_since = now
             return None
         data: bytes | None = message["data"] if kind in _DATA and message else None
         if self._interrupted:
@@ -351,6 +363,7 @@ class RedisSubscriber(RedisShim):
             # redis-py reconnects and resubscribes on the next read; the server's
             # confirmation then reports the interruption (see _handle).
             self._failures += 1
+            self._listening_since = None
             if self._failures >= MAX_FAILURES:
                 self._failures = 0
                 raise

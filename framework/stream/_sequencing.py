@@ -28,6 +28,8 @@ logger = logging.getLogger(__name__)
 
 #: Heartbeat intervals of silence after which a beating producer counts as gone.
 SILENT_BEATS = 3
+#: ``listening`` of a subscription that has always been up.
+ALWAYS = float("-inf")
 
 
 @dataclass
@@ -39,11 +41,17 @@ class _Producer:
     heard: float = 0.0  # monotonic time of its last batch
     beat: float | None = None  # its promised heartbeat interval (s), if any
 
-    def silent_after(self) -> float | None:
-        """When this producer counts as gone if nothing more arrives, or None."""
-        if self.ended or not self.beat:
+    def silent_after(self, listening: float | None) -> float | None:
+        """When this producer counts as gone if nothing more arrives, or None.
+
+        Args:
+            listening: Since when the subscription has been up (None: it is down now).
+                Heartbeats sent while it was down never arrive: only the silence
+                since then counts.
+        """
+        if self.ended or not self.beat or listening is None:
             return None
-        return self.heard + SILENT_BEATS * self.beat
+        return max(self.heard, listening) + SILENT_BEATS * self.beat
 
 
 class Sequencer:
@@ -133,27 +141,31 @@ class Sequencer:
             if not state.ended and state.suspect_since is None:
                 state.suspect_since = now
 
-    def next_check(self, grace: float) -> float | None:
+    def next_check(self, grace: float, listening: float | None = ALWAYS) -> float | None:
         """Monotonic time at which :meth:`overdue` may have something to report, or None.
 
         Args:
             grace: Seconds a suspect producer has to show by its next batch that nothing
                 was lost.
+            listening: Since when the subscription has been up (None: down now).
         """
         states = self._producers.values()
         times = [s.suspect_since + grace for s in states if s.suspect_since is not None]
-        times += [t for t in (s.silent_after() for s in states) if t is not None]
+        times += [t for t in (s.silent_after(listening) for s in states) if t is not None]
         return min(times) if times else None
 
-    def overdue(self, now: float, grace: float) -> list[MessageLossError]:
+    def overdue(
+        self, now: float, grace: float, listening: float | None = ALWAYS
+    ) -> list[MessageLossError]:
         """Give up on silent producers: report them, count them ended.
 
         A suspect producer is given up after ``grace`` seconds without a batch; a
-        producer that promised heartbeats, after :data:`SILENT_BEATS` of them.
+        producer that promised heartbeats, after :data:`SILENT_BEATS` of them (counted
+        while the subscription was up: ``listening`` as in :meth:`next_check`).
         """
         losses = []
         for (topic, producer), state in self._producers.items():
-            loss = self._silent(topic, producer, state, now, grace)
+            loss = self._silent(topic, producer, state, now, grace, listening)
             if loss is not None:
                 state.suspect_since, state.ended = None, True
                 losses.append(loss)
@@ -161,17 +173,23 @@ class Sequencer:
 
     @staticmethod
     def _silent(
-        topic: str, producer: str, state: _Producer, now: float, grace: float
+        topic: str,
+        producer: str,
+        state: _Producer,
+        now: float,
+        grace: float,
+        listening: float | None,
     ) -> MessageLossError | None:
         since = state.suspect_since
         if since is not None and now - since >= grace:
             why = f"the subscription was interrupted and nothing arrived from it within {grace} s"
         else:
-            silent = state.silent_after()
+            silent = state.silent_after(listening)
             if silent is None or now < silent:
                 return None
+            quiet = now - max(state.heard, listening or now)
             why = (
-                f"nothing, not even a heartbeat, arrived from it for {now - state.heard:.0f} s "
+                f"nothing, not even a heartbeat, arrived from it for {quiet:.0f} s "
                 f"(it promised one every {state.beat} s): it was stopped without ending "
                 "the topic, or cut off from Redis"
             )

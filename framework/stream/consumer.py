@@ -56,7 +56,7 @@ from framework.stream._reading import (
     until_stop,
     warn_pickle_trust,
 )
-from framework.stream._sequencing import Sequencer
+from framework.stream._sequencing import ALWAYS, Sequencer
 from framework.stream.events import (
     EndOfStreamEvent,
     EventBatch,
@@ -331,7 +331,7 @@ class StreamConsumer(Generic[T]):
 
     def _receive(self, deadline: float | None) -> None:
         """Wait for one message, then queue it and whatever else is already waiting."""
-        due = self._sequencer.next_check(self._loss_grace)
+        due = self._sequencer.next_check(self._loss_grace, self._listening())
         try:
             self._accept(
                 *self._read(due if deadline is None or (due and due < deadline) else deadline)
@@ -349,7 +349,13 @@ class StreamConsumer(Generic[T]):
         except ReceiveTimeout:
             if due is None or time.monotonic() < due:
                 raise
-            self._queue.extend(self._sequencer.overdue(time.monotonic(), self._loss_grace))
+            overdue = self._sequencer.overdue(time.monotonic(), self._loss_grace, self._listening())
+            self._queue.extend(overdue)
+
+    def _listening(self) -> float | None:
+        """Since when the subscription has been up; None while it is down (reconnecting)."""
+        since: float | None = getattr(self.subscriber, "listening_since", ALWAYS)
+        return since
 
     def _interrupted(self, err: MessageLossError) -> None:
         """An interrupted subscription: check the producers' next numbers, or report it."""

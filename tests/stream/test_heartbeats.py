@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,7 +23,7 @@ from framework.stream._sequencing import SILENT_BEATS, Sequencer
 from framework.stream.events import EventBatch, NewObjectEvent
 from plugins.memory import MemoryStore
 from tests.stream import _children
-from tests.stream.faults import Collector, indexes, payload
+from tests.stream.faults import Collector, RedisProcess, indexes, payload
 
 SPAWN = multiprocessing.get_context("spawn")
 
@@ -48,6 +49,19 @@ def test_a_beating_producer_silent_for_a_few_beats_is_reported_and_ended() -> No
     assert "every 2.0 s" in str(loss)
     assert seq.ended("t")
     assert seq.next_check(grace=30) is None
+
+
+def test_silence_counts_only_while_the_subscription_is_up() -> None:
+    seq = Sequencer(complete=True)
+    seq.admit(_batch(0, 1, beat=1.0), now=0.0)
+    # The subscription is down (reconnecting): heartbeats cannot arrive, no verdict.
+    assert seq.next_check(grace=30, listening=None) is None
+    assert seq.overdue(100.0, grace=30, listening=None) == []
+    # Up again since t=50: the producer has three beats from then on.
+    assert seq.next_check(grace=30, listening=50.0) == 50.0 + SILENT_BEATS
+    assert seq.overdue(50.0 + SILENT_BEATS - 0.1, grace=30, listening=50.0) == []
+    [loss] = seq.overdue(50.0 + SILENT_BEATS, grace=30, listening=50.0)
+    assert loss.producer == "p"
 
 
 def test_a_heartbeat_reveals_a_lost_last_batch() -> None:
@@ -168,3 +182,28 @@ def test_a_producer_storing_a_slow_batch_keeps_beating(any_conn: RedisConnection
     collector.consumer.close()
     unregister_store(store)
     store.close()
+
+
+def test_after_a_restart_a_heartbeat_shows_nothing_was_lost(tmp_path: Path) -> None:
+    # Redis restarts while the producer is idle. The consumer resubscribes and suspects
+    # the producer; without heartbeats only a later batch, or loss_grace, settled it.
+    # The producer's next heartbeat carries its next number: nothing lost, nothing said.
+    server = RedisProcess(tmp_path).start()
+    conn = RedisConnection.from_url(server.url)
+    try:
+        consumer = StreamConsumer[bytes](RedisSubscriber(conn, "hb-restart"), loss_grace=30)
+        collector = Collector(consumer)
+        with StreamProducer[bytes](RedisPublisher(conn), heartbeat=0.2) as producer:
+            producer.send("hb-restart", payload(0))
+            collector.wait_count(1)
+            server.restart(0.5)  # heartbeats fail meanwhile: logged, retried
+            time.sleep(2.0)  # the consumer resubscribes; heartbeats resume
+            assert collector.losses == []
+            producer.send("hb-restart", payload(1))
+            producer.close_topics("hb-restart")
+        assert indexes(collector.result()) == [0, 1]
+        assert collector.losses == []
+        consumer.close()
+    finally:
+        conn.close()
+        server.close()
