@@ -100,9 +100,10 @@ class CellConfig(BaseModel):
         0.32-0.34 s with 8 (transfer 0.33-0.35 s, 0.35-0.37 s, 0.38-0.44 s); 512 KiB
         chunks 2 or 4 per XREAD: 0.21 s and 0.33 s. On another (2-core EPYC, 1 MiB of
         L2 per core), in interleaved runs, Redis CPU was the same with 1 and 2 chunks
-        (0.47-0.53 s), each receiver's CPU 0.15-0.17 s against 0.12-0.14 s, and the
-        transfer 0.71-0.87 s against 0.64-0.80 s; set against the plain redis-py
-        fan-out in the same run, 0.80-0.84x its time with 1 chunk, 0.60-0.78x with 2.
+        (0.47-0.53 s), each receiver's CPU 0.15-0.16 s against 0.13-0.14 s, and the
+        transfer 0.71-0.78 s against 0.64-0.73 s; set against the plain redis-py
+        fan-out in the same run, 0.80-0.84x its time with 1 chunk (3 runs), 0.60-0.83x
+        with 2 (7 runs, median 0.69x).
 
         Args:
             receivers: Targets of the transfer.

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from framework.exceptions import MessageLossError
 from framework.stream.events import EndOfStreamEvent, Event, EventBatch
 
-__all__ = ["SILENT_BEATS", "Sequencer"]
+__all__ = ["ALWAYS", "SILENT_BEATS", "Sequencer"]
 
 logger = logging.getLogger(__name__)
 
