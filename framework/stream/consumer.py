@@ -8,7 +8,8 @@ ProxyStore's ``StreamConsumer`` API, with these fixes:
   (a producer's resend) are dropped, a restarted producer (new epoch) is not;
 * a topic ends once every producer seen on it has ended, and a consumer of several
   topics once every topic has; after an interruption it never waits forever
-  for an end that may have been lost (``loss_grace``);
+  for an end that may have been lost (``loss_grace``), nor for a producer that
+  promised heartbeats and fell silent for three of them (killed, or cut off);
 * an item counts as consumed only once it reached the caller: a failed fetch
   leaves it queued (and, on a durable topic, pending) for the next call;
 * ``next_object`` returns a stored ``None`` (stores tell ``None`` from missing) and
@@ -114,6 +115,9 @@ class StreamConsumer(Generic[T]):
             shows whether events were lost; a producer silent for this long (s) is
             reported as possibly lost (its end-of-stream may have been among the
             lost events) and counts as ended, so the consumer never waits forever.
+            A producer that sends heartbeats (on pub/sub, see ``StreamProducer``'s
+            ``heartbeat``) and stays silent for three of them while the subscription
+            is up is reported and counted as ended the same way.
 
     Raises:
         ConfigurationError: If ``on_loss`` or ``timeout`` is invalid, or ``secret`` is
