@@ -130,6 +130,11 @@ def test_a_live_idle_producer_is_never_taken_for_dead(any_conn: RedisConnection)
         time.sleep(6 * SILENT_BEATS * 0.2)  # idle far longer than the consumer's patience
         producer.send("hb-idle", payload(1))
         producer.close_topics("hb-idle")
+        thread = producer._beats._thread if producer._beats is not None else None
+        assert thread is not None
+        assert thread.name == "fw-stream-heartbeat"
+        assert thread.is_alive()
+    assert not thread.is_alive()  # close() stopped and joined it
     assert indexes(collector.result()) == [0, 1]
     assert collector.losses == []
     collector.consumer.close()
