@@ -312,9 +312,7 @@ def _redis(url: str | None, echo: Callable[[str], None]) -> Iterator[tuple[str, 
         yield url, False
         return
     with EmbeddedRedis() as server:
-        kind = "fakeredis TCP server" if server.is_fake else "redis-server"
-        hint = RedisSettings.no_url_hint()
-        echo(f"No Redis configured ({hint}): started an embedded {kind} at {server.url}")
+        echo(server.notice())
         yield server.url, server.is_fake
 
 

@@ -36,6 +36,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from framework.exceptions import BackendUnavailable, ClosedError, ConfigurationError
+from framework.settings import RedisSettings
 
 if TYPE_CHECKING:
     from framework.connection import RedisConnection
@@ -313,6 +314,14 @@ class EmbeddedRedis:
         if self._state != "running" or self._url is None:
             raise ClosedError(f"EmbeddedRedis is {self._state}; it has a URL only while running.")
         return self._url
+
+    def notice(self) -> str:
+        """The line a tool prints when it started this server because none was configured."""
+        kind = "fakeredis TCP server" if self.is_fake else "redis-server"
+        return (
+            f"No Redis configured ({RedisSettings.no_url_hint()}): started an embedded "
+            f"{kind} at {self.url}"
+        )
 
     @property
     def ports(self) -> tuple[int, ...]:

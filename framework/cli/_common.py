@@ -23,7 +23,7 @@ from rich.console import Console
 from framework.connection import RedisConnection
 from framework.embedded import EmbeddedRedis
 from framework.exceptions import FrameworkError
-from framework.settings import ENV_VAR, MASK, RedisSettings
+from framework.settings import ENV_VAR, MASK
 
 __all__ = ["FrameworkGroup", "connect", "console", "require_url", "scrub", "url_option"]
 
@@ -122,11 +122,7 @@ def connect(url: str | None, *, embedded_ok: bool = False) -> Iterator[RedisConn
     with ExitStack() as stack:
         if not url and embedded_ok:
             server = stack.enter_context(EmbeddedRedis())
-            kind = "fakeredis TCP server" if server.is_fake else "redis-server"
-            console.print(
-                f"No Redis configured ({RedisSettings.no_url_hint()}): started an embedded "
-                f"{kind} at {server.url}"
-            )
+            console.print(server.notice())
             url = server.url
         conn = stack.enter_context(RedisConnection.from_url(url or ""))
         conn.ping()

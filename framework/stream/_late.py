@@ -39,13 +39,11 @@ class _ResolvedHere(StoreFactory):
 
     def __init__(self, key: str, store: Store, on_resolved: Callable[[str], None]) -> None:
         super().__init__(key, store.config(), evict=False, store=store)
-        self._on_resolved: Callable[[str], None] | None = on_resolved
+        self._on_resolved = on_resolved
 
     def _fetch(self) -> Any:
         target = super()._fetch()
-        report = self._on_resolved
-        if report is not None:
-            report(self.key)
+        self._on_resolved(self.key)
         return target
 
     def __reduce__(self) -> tuple[Any, ...]:
