@@ -11,6 +11,8 @@ stored object              ``fw:obj:{<id>}``
 part n of a large object   ``fw:obj:{<id>}:<n>``
 object read counter        ``fw:obj:{<id>}:readers``
 topic, pub/sub channel     ``fw:topic:{<topic>}``
+topic, Redis list          ``fw:queue:{<topic>}``
+messages a subscriber took ``fw:queue:{<topic>}:taken:<owner>:<gen>``
 topic, durable stream      ``fw:events:{<topic>}``
 its producers (open/ended) ``fw:events:{<topic>}:end``
 cell inbox                 ``fw:cell:{<name>}:inbox``
@@ -93,6 +95,13 @@ class KeySchema:
     def queue(self, topic: str) -> str:
         """Redis list carrying the messages of a topic (``RedisQueuePublisher``)."""
         return f"{self.prefix}:queue:{{{_checked('topic', topic)}}}"
+
+    def queue_taken(self, topic: str, owner: str, gen: int) -> str:
+        """List of the messages list subscriber ``owner`` took from a topic (generation ``gen``).
+
+        It shares the hash tag of :meth:`queue`, so ``LMOVE`` between them works on a cluster.
+        """
+        return f"{self.queue(topic)}:taken:{_checked('subscriber id', owner)}:{gen}"
 
     def events(self, topic: str) -> str:
         """Redis stream holding the durable events of a topic."""

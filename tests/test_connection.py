@@ -5,10 +5,8 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import logging
-import selectors
 import socket
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -42,6 +40,7 @@ from framework.exceptions import (
 )
 from framework.settings import ENV_VAR, RedisSettings
 from framework.wire import ZeroCopyConnection, ZeroCopySerializer
+from tests.proxies import ReplyDropper
 
 SECRET = "hunter2-secret"
 
@@ -182,61 +181,16 @@ def test_blocking_client_survives_a_max_block_read_on_the_cluster(cluster_url: s
         assert conn.blocking.xread({stream: "$"}, block=MAX_BLOCK_MS) in ([], {})
 
 
-class _ReplyDropper:
-    """TCP proxy to Redis that forwards everything but drops the reply to a marked command."""
-
-    def __init__(self, upstream: tuple[str, int], marker: bytes) -> None:
-        self.marker = marker
-        self.upstream = upstream
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port: int = self.listener.getsockname()[1]
-        self.threads: list[threading.Thread] = []
-        self.stopping = threading.Event()
-        self.threads.append(threading.Thread(target=self._accept, name="test-proxy"))
-        self.threads[0].start()
-
-    def _accept(self) -> None:
-        self.listener.settimeout(0.05)
-        while not self.stopping.is_set():
-            try:
-                client, _ = self.listener.accept()
-            except TimeoutError:
-                continue
-            thread = threading.Thread(target=self._pump, args=(client,), name="test-proxy-pump")
-            self.threads.append(thread)
-            thread.start()
-
-    def _pump(self, client: socket.socket) -> None:
-        server = socket.create_connection(self.upstream)
-        drop = False
-        with client, server, selectors.DefaultSelector() as sel:
-            sel.register(client, selectors.EVENT_READ, server)
-            sel.register(server, selectors.EVENT_READ, client)
-            while not self.stopping.is_set():
-                for key, _ in sel.select(0.05):
-                    data = key.fileobj.recv(65536)  # type: ignore[union-attr]
-                    if not data or (drop and key.fileobj is server):
-                        return  # the client sees the connection drop instead of a reply
-                    drop = drop or self.marker in data
-                    key.data.sendall(data)
-
-    def close(self) -> None:
-        self.stopping.set()
-        for thread in self.threads:
-            thread.join(5)
-        self.listener.close()
-
-
 @pytest.fixture
-def dropper(redis_url: str) -> Iterator[_ReplyDropper]:
+def dropper(redis_url: str) -> Iterator[ReplyDropper]:
     upstream = RedisSettings.from_url(redis_url)
-    proxy = _ReplyDropper((upstream.host, upstream.port), b"dropped-reply")
+    proxy = ReplyDropper((upstream.host, upstream.port), b"dropped-reply")
     yield proxy
     proxy.close()
 
 
 def test_once_never_retries_a_write_whose_reply_was_lost(
-    redis_url: str, dropper: _ReplyDropper
+    redis_url: str, dropper: ReplyDropper
 ) -> None:
     with RedisConnection.from_url(redis_url) as direct:
         direct.client.delete("dropped-reply")

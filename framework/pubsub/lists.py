@@ -1,13 +1,18 @@
 """Redis list publisher and subscriber (ProxyStore's ``RedisQueuePublisher``/``Subscriber``).
 
 A topic is the list ``<prefix>:queue:{<topic>}``: :class:`RedisQueuePublisher` appends
-each message (``RPUSH``) and :class:`RedisQueueSubscriber` pops from the head
-(``BLPOP``), so messages wait in Redis until a subscriber takes them, and several
-subscribers of one topic compete: each message goes to exactly one of them (so does
-an end-of-stream event). A pop is destructive: a subscriber that dies after popping
-loses that message, and so does one whose connection drops while the pop's reply is
-on its way (a dropped connection is otherwise ridden out: the pop is sent again and a
-warning logged). Use :mod:`framework.pubsub.streams` for acknowledged delivery.
+each message (``RPUSH``) and :class:`RedisQueueSubscriber` takes from the head, so
+messages wait in Redis until a subscriber takes them, and several subscribers of one
+topic compete: each message goes to exactly one of them (so does an end-of-stream
+event).
+
+A pop is not destructive, unlike ProxyStore's ``BLPOP``: it moves the message into a
+list of the subscriber's own (``BLMOVE``, see :mod:`framework.pubsub._taking`). A
+connection that drops while a pop's reply is on its way therefore loses nothing: the
+subscriber reconnects and reads the message back. A subscriber closed with such a
+message still unread puts it back at the head of the topic's list. A subscriber process
+that dies after a message was handed to it loses that message, as any consumer of a
+queue does; use :mod:`framework.pubsub.streams` for acknowledged delivery.
 
 Waits are sliced into ``MAX_BLOCK_MS`` pops, so :meth:`RedisQueueSubscriber.close`
 from another thread ends a blocked :meth:`~RedisQueueSubscriber.next_message` within
@@ -26,10 +31,12 @@ from framework.connection import MAX_BLOCK_MS, RedisConnection
 from framework.exceptions import (
     BackendError,
     BackendUnavailable,
+    FrameworkError,
     MessageLossError,
     ReceiveTimeout,
 )
 from framework.pubsub._shim import RedisShim, connect
+from framework.pubsub._taker import TAKEN_TTL_S, Taker
 from framework.pubsub.protocols import UNSET, Unset
 
 __all__ = ["RedisQueuePublisher", "RedisQueueSubscriber"]
@@ -42,6 +49,9 @@ MAX_FAILURES: Final = 5
 RETRY_PAUSE_S: Final = 0.2
 #: Seconds between checks, while the list is empty, of whether Redis restarted.
 RESTART_CHECK_S: Final = 1.0
+#: Seconds after a lost pop's reply during which the server may still fill its key: the
+#: longest block, plus the server's own lag in timing out a blocked client.
+SETTLE_S: Final = MAX_BLOCK_MS / 1000 + 1.0
 
 
 class RedisQueuePublisher(RedisShim):
@@ -115,6 +125,8 @@ class RedisQueueSubscriber(RedisShim):
         # reconnects on its own, so it is checked whenever a pop finds nothing.
         self._run = self._server_run()
         self._next_check = 0.0
+        # Pops move messages into keys of this subscriber's own (see module docstring).
+        self._taker = Taker(self.connection, topic, SETTLE_S)
 
     def __iter__(self) -> RedisQueueSubscriber:
         return self
@@ -149,22 +161,32 @@ class RedisQueueSubscriber(RedisShim):
                 raise ReceiveTimeout(f"No message on topic {self.topics[0]!r} within {limit} s.")
 
     def poll_message(self) -> bytes | None:
-        """Pop the next message if one is waiting, else ``None``.
+        """Take the next message if one is waiting, else ``None``.
 
         Raises:
             StopIteration: If the subscriber is closed.
+            BackendError: If Redis failed (a message the failed call took is handed
+                over by the next call).
         """
         with self._lock:
             if self._closed:
                 raise StopIteration
-            with self.connection.mapped_errors(f"pop from topic {self.topics[0]!r}"):
-                message: bytes | None = self.connection.once.lpop(self._key)
-            return message
+            return self._taker.take(None)
 
     def _release(self) -> None:
-        # Wait for a pop in progress (at most MAX_BLOCK_MS) before the connection closes.
+        # Waits for a pop in progress (at most MAX_BLOCK_MS) before the connection closes.
         with self._lock:
-            pass
+            try:
+                self._taker.close()
+            except FrameworkError as exc:
+                logger.warning(
+                    "A message taken from topic %r but not handed over may be left in %s "
+                    "(kept %d s): %s",
+                    self.topics[0],
+                    " or ".join(self._taker.unread()) or "no key",
+                    TAKEN_TTL_S,
+                    exc,
+                )
 
     def _server_run(self) -> tuple[str, bool] | None:
         """The server's run id and whether it keeps an append-only file, if it can tell.
@@ -198,25 +220,23 @@ class RedisQueueSubscriber(RedisShim):
         )
 
     def _pop(self, wait: float) -> bytes | None:
-        """One bounded ``BLPOP``; rides out a few connection failures."""
+        """One bounded take; rides out a few connection failures."""
         try:
-            # BLPOP's timeout 0 means forever: wait at least a millisecond instead.
-            with self.connection.mapped_errors(f"pop from topic {self.topics[0]!r}"):
-                reply = self.connection.blocking.blpop([self._key], timeout=max(wait, 0.001))
+            message = self._taker.take(wait)
         except BackendUnavailable:
             self._failures += 1
             if self._failures >= MAX_FAILURES:
                 self._failures = 0
                 raise
             logger.warning(
-                "Connection dropped while popping from topic %r; popping again (a message "
-                "whose reply was on its way is lost)",
+                "Connection dropped while popping from topic %r; reconnecting (a message "
+                "the pop took is read back)",
                 self.topics[0],
             )
             time.sleep(RETRY_PAUSE_S)
             return None
         self._failures = 0
-        if reply is None and time.monotonic() >= self._next_check:
+        if message is None and time.monotonic() >= self._next_check:
             self._next_check = time.monotonic() + RESTART_CHECK_S
             self._check_restart()
-        return None if reply is None else bytes(reply[1])
+        return message

@@ -35,6 +35,7 @@ from types import TracebackType
 from typing import Any, Generic, TypeVar, cast
 
 from framework.exceptions import (
+    BackendUnavailable,
     FrameworkError,
     MessageLossError,
     ReceiveTimeout,
@@ -342,7 +343,7 @@ class StreamConsumer(Generic[T]):
             )
             # Queue messages already here: their objects are then fetched together.
             while self._drain is not None and len(self._queue) < DRAIN_LIMIT:
-                data = self._drain()
+                data = self._drained()
                 if data is None:
                     return
                 self._accept(*self._decode(data))
@@ -355,6 +356,19 @@ class StreamConsumer(Generic[T]):
                 raise
             overdue = self._sequencer.overdue(time.monotonic(), self._loss_grace, self._listening())
             self._queue.extend(overdue)
+
+    def _drained(self) -> bytes | None:
+        """The next message if one is already waiting, else None.
+
+        Draining only saves reads: a dropped connection ends it, and the next blocking
+        read, which rides such drops out, takes over.
+        """
+        assert self._drain is not None
+        try:
+            return self._drain()
+        except BackendUnavailable as exc:
+            logger.info("Stopped draining topic messages (%s); reading on.", exc)
+            return None
 
     def _listening(self) -> float | None:
         """Since when the subscription has been up; None while it is down (reconnecting)."""

@@ -1,0 +1,148 @@
+"""A list subscriber's pops through a taken key of its own (see :mod:`._taking`)."""
+
+from __future__ import annotations
+
+import math
+import secrets
+import time
+from collections import deque
+from typing import Any, Final
+
+from framework.connection import RedisConnection
+from framework.exceptions import BackendError, MessageLossError
+from framework.pubsub._taking import Pop, Taking
+
+__all__ = ["Taker"]
+
+#: Seconds a taken key lives: a message a subscriber could neither hand over nor put
+#: back (Redis unreachable when it closed) can be found there by hand meanwhile.
+TAKEN_TTL_S: Final = 86400
+
+
+class Taker:
+    """Moves messages from a topic's list into keys of one subscriber's own, and back.
+
+    Not thread-safe: its subscriber serialises the calls.
+
+    Args:
+        connection: The subscriber's connection.
+        topic: The topic.
+        settle: Seconds after a lost pop during which the server may still fill its key.
+    """
+
+    def __init__(self, connection: RedisConnection, topic: str, settle: float) -> None:
+        self._conn = connection
+        self._topic = topic
+        self._queue = connection.keys.queue(topic)
+        self.owner = secrets.token_hex(8)
+        self._taking = Taking(settle=settle, ttl=TAKEN_TTL_S)
+        self._ready: deque[tuple[int, bytes]] = deque()  # read back, not handed over yet
+        self._current = (0, self._conn.keys.queue_taken(topic, self.owner, 0))
+
+    def key(self, gen: int) -> str:
+        """Taken key of generation ``gen``."""
+        if gen != self._current[0]:  # a pop costs no key building, but after a lost one
+            self._current = (gen, self._conn.keys.queue_taken(self._topic, self.owner, gen))
+        return self._current[1]
+
+    def take(self, wait: float | None) -> bytes | None:
+        """Hand over the next message: one read back after a lost reply, or the list's head.
+
+        Args:
+            wait: Seconds to block for a message (at least a millisecond); None: do not.
+
+        Raises:
+            BackendError: If Redis failed (a message the failed call took is handed over
+                by a later call).
+            MessageLossError: If something else changed a taken key whose pop's reply
+                was lost, so the message that pop took may be lost.
+        """
+        if self._taking.unsure and not self._ready:
+            self._read_back(time.monotonic())
+        if self._ready:
+            gen, message = self._ready.popleft()
+            self._taking.hand_over(gen)
+            return message
+        return self._move(wait)
+
+    def _move(self, wait: float | None) -> bytes | None:
+        pop = self._taking.plan(time.monotonic())
+        try:
+            with self._conn.mapped_errors(f"pop from topic {self._topic!r}"):
+                message = self._send(pop, wait)
+        except BackendError:
+            self._taking.lost(pop, time.monotonic())
+            raise
+        self._taking.popped(pop, message is not None, time.monotonic())
+        return None if message is None else bytes(message)
+
+    def _send(self, pop: Pop, wait: float | None) -> Any:
+        """One round trip: usually the move alone, else a pipeline around it."""
+        client = self._conn.once if wait is None else self._conn.blocking
+        if not (pop.trim or pop.expire or pop.drop):
+            return self._move_on(client, pop.gen, wait)
+        key = self.key(pop.gen)
+        pipe = client.pipeline(transaction=False)
+        if pop.drop:
+            pipe.delete(*(self.key(gen) for gen in pop.drop))
+        if pop.trim:
+            pipe.ltrim(key, -1, -1)  # the newest message stays, so the key and its TTL do
+        self._move_on(pipe, pop.gen, wait)
+        if pop.expire:
+            pipe.expire(key, TAKEN_TTL_S)
+        return pipe.execute()[-2 if pop.expire else -1]
+
+    def _move_on(self, client: Any, gen: int, wait: float | None) -> Any:
+        if wait is None:
+            return client.lmove(self._queue, self.key(gen), "LEFT", "RIGHT")
+        # BLMOVE's timeout 0 means forever: wait at least a millisecond instead.
+        return client.blmove(self._queue, self.key(gen), max(wait, 0.001), "LEFT", "RIGHT")
+
+    def _read_back(self, now: float) -> None:
+        """Read the keys of lost pops; queue the messages they took."""
+        gens = sorted(self._taking.unsure)
+        pipe = self._conn.once.pipeline(transaction=False)
+        for gen in gens:
+            pipe.llen(self.key(gen))
+            pipe.lindex(self.key(gen), -1)
+        what = f"pop from topic {self._topic!r} (reading back a pop whose reply was lost)"
+        with self._conn.mapped_errors(what):
+            replies = pipe.execute()
+        for gen, length, last in zip(gens, replies[::2], replies[1::2], strict=True):
+            try:
+                if self._taking.checked(gen, int(length), now):
+                    self._ready.append((gen, bytes(last)))
+            except ValueError as exc:
+                self._taking.forget(gen)
+                raise MessageLossError(
+                    f"Taken key {self.key(gen)!r} of topic {self._topic!r} {exc}: something "
+                    "else changed it, so the message a pop whose reply was lost took may be "
+                    "lost.",
+                    topic=self._topic,
+                    possible=True,
+                ) from None
+
+    def unread(self) -> list[str]:
+        """Keys that hold, or may hold, a message not handed over."""
+        gens = {gen for gen, _ in self._ready} | set(self._taking.unsure)
+        return [self.key(gen) for gen in sorted(gens)]
+
+    def close(self) -> None:
+        """Put back at the list's head what was taken but not handed over; delete the keys.
+
+        Raises:
+            BackendError: If Redis failed; what is left stays in its key for its TTL.
+            MessageLossError: See :meth:`take`.
+        """
+        if self._taking.unsure:
+            self._read_back(math.inf)  # no later pop will look again
+        gens = {self._taking.gen, *self._taking.drop}
+        pipe = self._conn.once.pipeline(transaction=False)
+        for gen, _ in reversed(self._ready):  # the newest first: each goes to the head
+            pipe.lmove(self.key(gen), self._queue, "RIGHT", "LEFT")
+            gens.add(gen)
+        pipe.delete(*(self.key(gen) for gen in sorted(gens)))
+        with self._conn.mapped_errors(f"put back messages of topic {self._topic!r}"):
+            pipe.execute()
+        self._ready.clear()
+        self._taking.drop.clear()
