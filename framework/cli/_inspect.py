@@ -79,6 +79,18 @@ def _topics(conn: RedisConnection, names: dict[str, set[str]], now: int) -> list
     return rows
 
 
+def _list_topics(conn: RedisConnection, names: dict[str, set[str]]) -> list[dict[str, Any]]:
+    """List topics: messages waiting, and subscribers holding taken keys."""
+    rows = []
+    for topic in sorted(names):
+        key = conn.keys.queue(topic)
+        taken = {k.rsplit(":", 2)[-2] for k in names[topic] if k != key}  # owner ids
+        with conn.mapped_errors(f"measure list topic {key!r}", command="LLEN"):
+            waiting = int(conn.client.llen(key))
+        rows.append({"topic": topic, "kind": "list", "entries": waiting, "subscribers": len(taken)})
+    return rows
+
+
 def _pubsub_topics(conn: RedisConnection) -> list[dict[str, Any]]:
     pattern = conn.keys.topic("*")  # braces are literal in a Redis glob
     with conn.mapped_errors("list pub/sub topics", command="PUBSUB CHANNELS"):
@@ -178,7 +190,9 @@ def collect(conn: RedisConnection) -> dict[str, Any]:
     return {
         "redis": conn.url(),
         "prefix": conn.keys.prefix,
-        "topics": _topics(conn, found.get("events", {}), now) + _pubsub_topics(conn),
+        "topics": _topics(conn, found.get("events", {}), now)
+        + _list_topics(conn, found.get("queue", {}))
+        + _pubsub_topics(conn),
         "transfers": _transfers(conn, found, now),
         "cells": _cells(conn, found.get("cell", {})),
         "stored_objects": _objects(conn, found.get("obj", {})),

@@ -11,20 +11,23 @@ import redis
 
 from framework.cell import Message, StreamCell
 from framework.connection import RedisConnection
-from framework.pubsub import RedisStreamPublisher
+from framework.pubsub import RedisQueuePublisher, RedisQueueSubscriber, RedisStreamPublisher
 from framework.store import RedisStore
 from tests.cli.conftest import acl_user
 from tests.cli.helpers import run_cli
 
 
 def _populate(conn: RedisConnection) -> int:
-    """A topic with a group and a pending entry, objects, and an unfinished transfer."""
+    """A topic with a group and a pending entry, a list topic, objects, and a transfer."""
     with RedisStreamPublisher(conn) as publisher:
         for i in range(3):
             publisher.send_message("metrics", b"event %d" % i)
     key = conn.keys.events("metrics")
     conn.client.xgroup_create(key, "workers", id="0")
     conn.client.xreadgroup("workers", "w1", {key: ">"}, count=1)  # one delivered, unacked
+    with RedisQueuePublisher(conn) as queue:
+        for i in range(3):
+            queue.send_message("jobs", b"job %d" % i)
     with RedisStore("inspect", connection=conn) as store:
         store.put(b"x" * 1000)
         store.put(b"y" * 10, ttl=600)
@@ -53,10 +56,12 @@ def test_inspect_shows_everything_and_writes_nothing(
     tmp_path: Path, real_conn: RedisConnection, redis_url: str, admin: redis.Redis
 ) -> None:
     sid = _populate(real_conn)
-    admin.config_resetstat()
-    done = run_cli("inspect", "--json", tmp_path=tmp_path, url=redis_url)
-    assert done.returncode == 0, done.stderr
-    _read_only_commands_only(admin)
+    with RedisQueueSubscriber(real_conn, "jobs") as taker:
+        assert taker.poll_message() == b"job 0"  # held in the taker's own key
+        admin.config_resetstat()
+        done = run_cli("inspect", "--json", tmp_path=tmp_path, url=redis_url)
+        assert done.returncode == 0, done.stderr
+        _read_only_commands_only(admin)
     data = json.loads(done.stdout)
     (topic,) = [t for t in data["topics"] if t["topic"] == "metrics"]
     assert (topic["kind"], topic["entries"], topic["groups"], topic["pending"]) == (
@@ -66,6 +71,8 @@ def test_inspect_shows_everything_and_writes_nothing(
         1,
     )
     assert topic["lag"] == 2
+    (jobs,) = [t for t in data["topics"] if t["topic"] == "jobs"]
+    assert (jobs["kind"], jobs["entries"], jobs["subscribers"]) == ("list", 2, 1)
     (transfer,) = data["transfers"]
     assert transfer["stream_id"] == sid
     assert (transfer["sender"], transfer["targets"], transfer["size"]) == (
