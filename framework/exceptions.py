@@ -271,6 +271,8 @@ class MessageLossError(ObjectStreamError):
         count: How many events were lost, when known.
         possible: True when the events *may* have been lost (an interruption, a late
             start, a vanished group) and nothing can tell; False when they were.
+        gone: True when ``producer`` stopped without ending ``topic`` (its heartbeats
+            stopped): consumers count it as ended.
     """
 
     def __init__(
@@ -283,6 +285,7 @@ class MessageLossError(ObjectStreamError):
         received: int | None = None,
         count: int | None = None,
         possible: bool = False,
+        gone: bool = False,
     ) -> None:
         super().__init__(message)
         self.topic = topic
@@ -295,6 +298,7 @@ class MessageLossError(ObjectStreamError):
             count = received - expected
         self.count = count
         self.possible = possible
+        self.gone = gone
 
     @classmethod
     def gap(

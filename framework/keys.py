@@ -15,6 +15,7 @@ topic, Redis list          ``fw:queue:{<topic>}``
 messages a subscriber took ``fw:queue:{<topic>}:taken:<owner>:<gen>``
 topic, durable stream      ``fw:events:{<topic>}``
 its producers (open/ended) ``fw:events:{<topic>}:end``
+a producer's heartbeat     ``fw:events:{<topic>}:alive:<producer>``
 cell inbox                 ``fw:cell:{<name>}:inbox``
 object-protocol mailbox    ``fw:cell:{<name>}:objects``
 replies to one session     ``fw:cell:{<name>}:replies:<tx>``
@@ -110,6 +111,10 @@ class KeySchema:
     def events_end(self, topic: str) -> str:
         """Hash of a durable topic's producers, open or ended (hash tag of :meth:`events`)."""
         return f"{self.events(topic)}:end"
+
+    def events_alive(self, topic: str, producer: str) -> str:
+        """Key that lives while ``producer`` beats on a durable topic (tag of :meth:`events`)."""
+        return f"{self.events(topic)}:alive:{_checked('producer id', producer)}"
 
     def events_lost(self, topic: str) -> str:
         """Hash of a durable topic's groups: entries each lost to trimming, as reported."""

@@ -9,6 +9,11 @@ producer ended, every group caught up, nothing pending) empties the old run's
 entries first, so a topic name can be used again: its groups stay and read on.
 The emptied run leaves one entry, field ``r`` holding the id of its last entry,
 so a group-less reader still inside that run learns that the rest of it is gone.
+
+A producer that sends heartbeats (:meth:`RedisStreamPublisher.watch`) registers as
+``open:<run>:live`` and keeps a key of its own alive (``<stream key>:alive:<producer>``,
+renewed with each message and each heartbeat, deleted with its last message): once that
+key has expired, consumers know the producer stopped without ending the topic.
 """
 
 from __future__ import annotations
@@ -26,7 +31,14 @@ from framework.exceptions import BackendError, ConfigurationError
 from framework.pubsub._atomic import run_atomic
 from framework.pubsub._shim import RedisShim
 
-__all__ = ["DEFAULT_MAXLEN", "DEFAULT_TTL", "FIELD", "RESET_FIELD", "RedisStreamPublisher"]
+__all__ = [
+    "DEFAULT_MAXLEN",
+    "DEFAULT_TTL",
+    "FIELD",
+    "LIVE_SUFFIX",
+    "RESET_FIELD",
+    "RedisStreamPublisher",
+]
 
 #: Entries a durable topic keeps (approximately); older ones are trimmed.
 DEFAULT_MAXLEN: Final = 100_000
@@ -36,6 +48,8 @@ DEFAULT_TTL: Final = 7 * 24 * 3600.0
 FIELD: Final = b"m"
 #: Field of the entry that replaces an emptied run: the id of the run's last entry.
 RESET_FIELD: Final = b"r"
+#: Suffix of the ``open:<run>`` state of a producer that keeps an alive key.
+LIVE_SUFFIX: Final = ":live"
 #: Longest time (s) between two TTL refreshes of a topic a publisher writes to: a
 #: stream that Redis lost and XADD created again (a restart without persistence that
 #: the publisher did not notice) is without TTL for at most this long.
@@ -113,10 +127,12 @@ class RedisStreamPublisher(RedisShim):
     Attributes:
         connection: The connection in use.
         durable: True: messages stay until trimmed (producers bound the backlog).
+        liveness: True: a producer's heartbeats keep a key alive (see :meth:`watch`).
     """
 
     accepts_segments: Final = True
     durable: Final = True
+    liveness: Final = True
 
     def __init__(
         self,
@@ -136,6 +152,7 @@ class RedisStreamPublisher(RedisShim):
         self._registered: set[tuple[str, str]] = set()
         self._refresh_at: dict[str, float] = {}
         self._names: dict[str, tuple[str, str]] = {}
+        self._alive_ms: dict[str, int] = {}  # producer -> its alive key's TTL
         # One round trip per message: a connection of its own skips the pool's cost.
         self._pinned = PinnedConnection(connection.once)
 
@@ -184,9 +201,13 @@ class RedisStreamPublisher(RedisShim):
         key, producers = names
         tail: list[tuple[Any, ...]] = []
         register = bool(source) and (topic, source) not in self._registered
+        alive_ms = self._alive_ms.get(source) if source else None
         if register:
-            state = f"open:{self._run}"
+            state = f"open:{self._run}{LIVE_SUFFIX if alive_ms else ''}"
             tail.append(("EVAL", _REGISTER, 2, key, producers, source, state, self._ttl_ms))
+        if alive_ms:
+            alive = self.connection.keys.events_alive(topic, source)
+            tail.append(("DEL", alive) if final else ("SET", alive, self._run, "PX", alive_ms))
         value = self.connection.bulk(message)
         if retry:  # the failed attempt may have arrived: append only if it did not
             tail.append(("EVAL", _APPEND_ONCE, 1, key, value, *self._trim))
@@ -213,6 +234,39 @@ class RedisStreamPublisher(RedisShim):
             self._registered.add((topic, source))
         if refresh:
             self._refresh_at[topic] = now + min(REFRESH_EVERY, self._ttl_ms / 4000)
+
+    def watch(self, source: str, ttl: float) -> None:
+        """Have consumers watch producer ``source``: it beats at least every ``ttl`` s.
+
+        From its next first message on a topic, each of its messages and each
+        :meth:`keep_alive` keeps its alive key for ``ttl`` seconds.
+        """
+        self._alive_ms[source] = max(1, round(ttl * 1000))
+
+    def keep_alive(self, topic: str, source: str, *, closing: bool = False) -> None:
+        """One heartbeat of watched producer ``source`` on ``topic``.
+
+        Args:
+            topic: A topic ``source`` has published to and not ended.
+            source: The producer, as passed to :meth:`watch`.
+            closing: The producer stops beating without ending the topic: consumers
+                stop watching it, and wait for its end as for any producer.
+
+        Raises:
+            BackendError: If Redis failed.
+        """
+        keys = self.connection.keys
+        alive = keys.events_alive(topic, source)
+        with self._errors(f"send a heartbeat of {source!r} on topic {topic!r}", command="SET"):
+            if not closing:
+                self.connection.once.set(alive, self._run, px=self._alive_ms[source])
+                return
+            pipe = self.connection.once.pipeline(transaction=True)
+            pipe.hset(keys.events_end(topic), source, f"open:{self._run}")
+            if self._ttl_ms:  # the hash may have expired: HSET would leave it without one
+                pipe.pexpire(keys.events_end(topic), self._ttl_ms)
+            pipe.delete(alive)
+            pipe.execute()
 
     def _release(self) -> None:
         self._pinned.close()

@@ -21,6 +21,10 @@ End of stream in a group: the end-of-stream event reaches one member only, so an
 idle member ends a topic once every producer recorded in the run has ended,
 nothing is left to deliver and nothing is pending in the group.
 
+A producer that sends heartbeats and stops without ending a topic (killed, or cut off)
+is reported by each idle subscriber as gone once its alive key expired, and counts as
+ended (:mod:`._stream_liveness`).
+
 Faults: a connection failure is ridden out for ``max_outage`` seconds (Redis
 restarting); a group that vanished (Redis restarted without persistence) is
 created again and the gap is reported as a possible loss; pending entries that
@@ -50,6 +54,7 @@ from framework.exceptions import (
     ReceiveTimeout,
 )
 from framework.pubsub._shim import RedisShim
+from framework.pubsub._stream_liveness import Liveness
 from framework.pubsub._stream_losses import (
     reset_of,
     run_emptied,
@@ -154,6 +159,7 @@ class RedisStreamSubscriber(RedisShim):
         self._current: tuple[str, bytes] | None = None
         self._ended: set[str] = set()
         self._finished_runs: dict[str, dict[bytes, bytes]] = {}
+        self._liveness = Liveness(connection)
         # Group-less: the last entry read per stream, to see whether it is still there.
         self._last_read: dict[str, str] = {}
         self._next_claim = 0.0
@@ -342,12 +348,19 @@ class RedisStreamSubscriber(RedisShim):
                 self._read([key], block_ms // len(live))
         else:
             self._read(live, block_ms)
+        if not self._buffer and block_ms > 0 and self._liveness.due():
+            self._check_gone(live)
         if not self._buffer and self.group is not None:
             if block_ms > 0:
                 self._check_trimmed(live)
             self._check_ended(live)
         elif not self._buffer and block_ms > 0:
             self._check_vanished(live)
+
+    def _check_gone(self, keys: list[str]) -> None:
+        """Report producers that stopped beating without ending a topic (see module doc)."""
+        for key in keys:
+            self._losses.extend(self._liveness.check(self._keys[key], self._producers(key)))
 
     def _recreate_groups(self) -> None:
         """The group vanished (Redis restarted or the stream expired): create it again."""
@@ -464,7 +477,8 @@ class RedisStreamSubscriber(RedisShim):
             producers = self._producers(key)
             if not producers or producers == self._finished_runs.get(key):
                 continue  # nothing recorded yet, or the finished run this subscriber skipped
-            if not all(state.startswith(b"end:") for state in producers.values()):
+            gone = self._liveness.gone
+            if not all(s.startswith(b"end:") or gone(topic, p, s) for p, s in producers.items()):
                 continue
             with self._errors(f"check whether topic {topic!r} ended"):
                 # Not the retrying client: a resent XREADGROUP > would skip entries.

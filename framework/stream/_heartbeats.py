@@ -1,10 +1,11 @@
-"""A producer's heartbeats on its open pub/sub topics, sent by a thread of its own.
+"""A producer's heartbeats on its open topics, sent by a thread of its own.
 
-A pub/sub consumer hears nothing else from a producer that was killed: without
-heartbeats it would wait forever for the end of its topic. A topic that has had nothing
-published for ``interval`` seconds gets a heartbeat carrying the sequence number that
+A consumer hears nothing else from a producer that was killed: without heartbeats it
+would wait forever for the end of its topic. A topic that has had nothing published for
+``interval`` seconds gets a heartbeat. On pub/sub it carries the sequence number that
 follows the last message *sent*, so a heartbeat that overtakes a batch being published
-is a duplicate to consumers, never a gap.
+is a duplicate to consumers, never a gap; on a durable topic it renews the producer's
+alive key (see :mod:`framework.pubsub._stream_publisher`).
 
 The thread does not take the producer's lock: a flush that stores a large batch may hold
 it for minutes, and consumers must not take that for a dead producer.

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Callable, Sequence
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from framework.exceptions import ConfigurationError
 from framework.pubsub.protocols import AtomicPublisher, SegmentsPublisher
@@ -22,7 +22,26 @@ from framework.stream._building import Fuse, Outgoing
 from framework.stream._proxystore_events import with_event_fields
 from framework.stream.protocols import EventPublisher, Publisher
 
-__all__ = ["beats", "check_args", "check_signed", "default_bound", "fuser", "sender"]
+__all__ = [
+    "Watching",
+    "beats",
+    "check_args",
+    "check_signed",
+    "default_bound",
+    "fuser",
+    "sender",
+    "watching",
+]
+
+
+class Watching(Protocol):
+    """A durable publisher on which heartbeats renew a producer's alive key."""
+
+    def watch(self, source: str, ttl: float) -> None:
+        """Keep ``source``'s alive key ``ttl`` s past each of its messages and beats."""
+
+    def keep_alive(self, topic: str, source: str, *, closing: bool = False) -> None:
+        """One heartbeat; ``closing``: no more come, and the topic stays open."""
 
 
 def check_args(
@@ -50,6 +69,11 @@ def beats(publisher: Publisher) -> bool:
     return getattr(publisher, "heartbeats", False) is True and not isinstance(
         publisher, EventPublisher
     )
+
+
+def watching(publisher: Publisher) -> Watching | None:
+    """``publisher`` if heartbeats renew alive keys on it (``RedisStreamPublisher``)."""
+    return cast(Watching, publisher) if getattr(publisher, "liveness", False) is True else None
 
 
 def default_bound(publisher: Publisher) -> BacklogBound | None:

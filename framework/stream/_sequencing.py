@@ -135,6 +135,12 @@ class Sequencer:
         states = [s for (t, _), s in self._producers.items() if t == topic]
         return bool(states) and all(s.ended for s in states)
 
+    def stop(self, topic: str, producer: str) -> None:
+        """``producer`` stopped without ending ``topic`` (its subscriber found it gone)."""
+        state = self._producers.get((topic, producer))
+        if state is not None:
+            state.ended, state.suspect_since = True, None
+
     def interrupt(self, now: float) -> None:
         """The subscription dropped: every producer not yet ended becomes suspect."""
         for state in self._producers.values():
@@ -201,4 +207,5 @@ class Sequencer:
             producer=producer,
             expected=state.expected,
             possible=True,
+            gone=True,
         )

@@ -376,7 +376,12 @@ class StreamConsumer(Generic[T]):
         return since
 
     def _interrupted(self, err: MessageLossError) -> None:
-        """An interrupted subscription: check the producers' next numbers, or report it."""
+        """An interrupted subscription: check the producers' next numbers, or report it.
+
+        A producer the subscriber found gone counts as ended.
+        """
+        if err.gone and err.producer is not None:
+            self._sequencer.stop(err.topic, err.producer)
         if err.possible and err.producer is None and self._sequencer.complete:
             logger.warning("%s Checking each producer's sequence numbers.", err)
             self._sequencer.interrupt(time.monotonic())

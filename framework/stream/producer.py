@@ -8,8 +8,8 @@ ProxyStore's ``StreamProducer`` API, with these fixes:
   attempt did arrive);
 * ``close()`` and ``__exit__`` flush; a topic's end-of-stream event is sent once;
 * an optional ``linger`` flushes partial batches after a delay (thread ``fw-stream-linger``);
-* on pub/sub topics, heartbeats tell consumers the producer is alive (thread
-  ``fw-stream-heartbeat``), so a killed producer is reported, not awaited;
+* on pub/sub and durable topics, heartbeats tell consumers the producer is alive
+  (thread ``fw-stream-heartbeat``), so a killed producer is reported, not awaited;
 * ``send`` is thread-safe;
 * inline objects over ``inline_limit`` are spilled to a store automatically.
 """
@@ -44,7 +44,9 @@ from framework.stream._publishing import (
     default_bound,
     fuser,
     sender,
+    watching,
 )
+from framework.stream._sequencing import SILENT_BEATS
 from framework.stream._spill import default_spill_store
 from framework.stream.filters import Filter, NullFilter
 from framework.stream.protocols import EventPublisher, Publisher
@@ -107,7 +109,9 @@ class StreamProducer(Generic[T]):
             events, until the topic ends or the producer closes. Consumers that heard
             nothing from a producer for three of them report it as gone (a possible
             loss) and count it as ended, instead of waiting forever for a producer
-            that was killed. ``None``: no heartbeats.
+            that was killed. On durable topics (``RedisStreamPublisher``) a heartbeat
+            renews a key that lives three of them instead, and consumers report the
+            producer once that key has expired. ``None``: no heartbeats.
 
     Raises:
         ConfigurationError: If ``batch_size``, ``linger``, ``heartbeat`` or
@@ -160,6 +164,10 @@ class StreamProducer(Generic[T]):
         )
         self._send = sender(publisher, self.producer_id)
         self._beats = None if beat is None else Heartbeats(beat, self._heartbeat)
+        self._watching = watching(publisher) if heartbeat is not None else None
+        if self._watching is not None and heartbeat is not None:
+            self._watching.watch(self.producer_id, SILENT_BEATS * heartbeat)
+            self._beats = Heartbeats(heartbeat, self._keep_alive)
         self._bound = default_bound(publisher) if isinstance(backlog, Unset) else backlog
         self._topics: dict[str, TopicState] = {}
         self._lock = threading.RLock()
@@ -366,6 +374,10 @@ class StreamProducer(Generic[T]):
 
     def _heartbeat(self, topic: str, next_seq: int, closing: bool) -> None:
         self._send(topic, self._builder.heartbeat(topic, next_seq, closing=closing))
+
+    def _keep_alive(self, topic: str, next_seq: int, closing: bool) -> None:
+        assert self._watching is not None
+        self._watching.keep_alive(topic, self.producer_id, closing=closing)
 
     # -- lifecycle ---------------------------------------------------------------------------
 

@@ -89,14 +89,40 @@ def produce_run(url: str, mode: str, topic: str, first: int, last: int, end: boo
         os.kill(os.getpid(), signal.SIGKILL)  # no close, no end of stream
 
 
-def produce_then_die(url: str, topic: str, count: int, heartbeat: float) -> None:
-    """Send ``count`` objects as producer ``P`` on pub/sub, then die by SIGKILL."""
+def produce_then_die(
+    url: str, topic: str, count: int, heartbeat: float, durable: bool = False
+) -> None:
+    """Send ``count`` objects as producer ``P`` (pub/sub or durable), then die by SIGKILL."""
     import os
     import signal
 
     conn = RedisConnection.from_url(url)
-    producer = StreamProducer[bytes](RedisPublisher(conn), producer_id="P", heartbeat=heartbeat)
+    publisher = RedisStreamPublisher(conn) if durable else RedisPublisher(conn)
+    producer = StreamProducer[bytes](publisher, producer_id="P", heartbeat=heartbeat)
     for index in range(count):
         producer.send(topic, payload(index, 16))
     time.sleep(3 * heartbeat)  # heartbeats go out meanwhile
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+def kill_a_producer(url: str, topic: str, collector: Any, *, durable: bool = False) -> Any:
+    """Run :func:`produce_then_die` (5 objects, 0.5 s heartbeats) in a child process.
+
+    Returns the one loss ``collector`` got once its consumer ended, after checking that
+    it got all 5 objects, within 20 s of the child's start.
+    """
+    import multiprocessing
+
+    from tests.stream.faults import indexes
+
+    child = multiprocessing.get_context("spawn").Process(
+        target=produce_then_die, args=(url, topic, 5, 0.5, durable)
+    )
+    started = time.monotonic()
+    child.start()
+    child.join(60)
+    assert child.exitcode == -9
+    assert indexes(collector.result()) == list(range(5))
+    [loss] = collector.losses
+    assert time.monotonic() - started < 20
+    return loss

@@ -1,0 +1,70 @@
+"""Heartbeats on durable topics: a producer killed mid-stream is reported, never awaited.
+
+A durable producer's heartbeats renew a key of its own; consumers (group-less, and every
+member of a group) report a producer whose key expired before it ended its topic.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from framework.connection import RedisConnection
+from framework.exceptions import ReceiveTimeout
+from framework.pubsub import RedisStreamPublisher, RedisStreamSubscriber
+from framework.stream import StreamConsumer, StreamProducer
+from framework.stream._sequencing import SILENT_BEATS
+from tests.stream import _children
+from tests.stream.faults import Collector, indexes, payload
+
+
+def _consumer(conn: RedisConnection, topic: str, group: str | None, **kwargs: float) -> Collector:
+    subscriber = RedisStreamSubscriber(conn, topic, group=group, consumer="c1")
+    return Collector(StreamConsumer[bytes](subscriber, **kwargs))
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("group", [None, "g"])
+def test_a_durable_producer_killed_mid_stream_is_reported_instead_of_awaited(
+    redis_url: str, group: str | None
+) -> None:
+    # No timeout, as ProxyStore's consumers: before, they waited forever for its end.
+    conn = RedisConnection.from_url(redis_url)
+    collector = _consumer(conn, "dur-kill", group)
+    loss = _children.kill_a_producer(redis_url, "dur-kill", collector, durable=True)
+    assert (loss.topic, loss.producer, loss.possible, loss.gone) == ("dur-kill", "P", True, True)
+    assert "stopped without ending it" in str(loss)
+    collector.consumer.close()
+    conn.close()
+
+
+@pytest.mark.parametrize("group", [None, "g"])
+def test_a_live_idle_durable_producer_is_never_taken_for_dead(
+    any_conn: RedisConnection, group: str | None
+) -> None:
+    collector = _consumer(any_conn, "dur-idle", group)
+    with StreamProducer[bytes](RedisStreamPublisher(any_conn), heartbeat=0.2) as producer:
+        producer.send("dur-idle", payload(0))
+        time.sleep(4 * SILENT_BEATS * 0.2)  # idle far longer than its key lives
+        producer.send("dur-idle", payload(1))
+        producer.close_topics("dur-idle")
+    assert indexes(collector.result()) == [0, 1]
+    assert collector.losses == []
+    # Ended: its alive key went with its last message.
+    assert any_conn.client.keys(any_conn.keys.events("dur-idle") + ":alive:*") == []
+    collector.consumer.close()
+
+
+@pytest.mark.parametrize("heartbeat", [0.2, None])
+def test_a_producer_closed_without_ending_its_topic_is_awaited_not_reported(
+    conn: RedisConnection, heartbeat: float | None
+) -> None:
+    collector = _consumer(conn, "dur-left", None, timeout=4 * SILENT_BEATS * 0.2)
+    with StreamProducer[bytes](RedisStreamPublisher(conn), heartbeat=heartbeat) as producer:
+        producer.send("dur-left", payload(0))
+    with pytest.raises(ReceiveTimeout):
+        collector.result()
+    assert indexes(collector.objects) == [0]
+    assert collector.losses == []
+    collector.consumer.close()
