@@ -117,7 +117,6 @@ class RedisQueueSubscriber(RedisShim):
             raise TypeError("A queue subscriber needs one topic (a str).")
         self.connection, self._owns_connection = connect(connection, port, kwargs)
         self.topics: tuple[str, ...] = (topic,)
-        self._key = self.connection.keys.queue(topic)
         self._timeout = timeout
         self._lock = threading.Lock()
         self._failures = 0
