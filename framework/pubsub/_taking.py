@@ -4,9 +4,9 @@ A bare ``BLPOP`` removes the message from Redis before the reply leaves the serv
 the connection drops meanwhile, the message is gone. Instead, each pop *moves* the head
 of the topic's list to the tail of a list of the subscriber's own, its *taken* key
 (``BLMOVE``). Every message in that key but the newest has been handed over, so a pop
-is usually that one command, as cheap as ``BLPOP``. Now and then the same round trip
-trims the key to its newest message (``LTRIM``) and renews its TTL; the key is never
-emptied, so Redis never deletes it and it keeps that TTL.
+is usually that one command in one round trip, as with ``BLPOP``. Now and then the same
+round trip trims the key to its newest message (``LTRIM``) and renews its TTL; the key
+is never emptied, so Redis never deletes it and it keeps that TTL.
 
 A pop whose reply never arrived leaves the key *unsure*: the subscriber knows how long
 the key was, so its length tells whether the pop took a message (then the key's last
