@@ -30,7 +30,9 @@ SMALL = CellConfig(
 def blocked_in(admin: Any, victim: RedisConnection, command: str) -> list[str]:
     """Addresses of ``victim``'s connections that Redis shows blocked in ``command``."""
     ports = set()
-    for client in victim._clients.values():  # test-only peek at the pools' sockets
+    # A test-only peek at the pools' sockets. The copy is taken in one step: the victim's
+    # threads may build a client meanwhile.
+    for client in list(victim._clients.values()):
         pool = client.connection_pool
         for connection in [*pool._available_connections, *pool._in_use_connections]:
             if connection._sock is not None:
