@@ -1,8 +1,9 @@
 """Tuning knobs of a :class:`~framework.cell.StreamCell`, validated and serialisable.
 
-The defaults follow ``REDIS_FACTS.md`` section 2: chunks just under a power of two (an
-exact power of two costs Redis 25% more memory), pipelined writes in ~16 MB batches,
-``XREAD COUNT`` of 8 chunks and a window of a few dozen chunks. Secrets (the
+Chunks are just under a power of two (``REDIS_FACTS.md`` section 2: an exact power of
+two costs Redis 25% more memory). Writes and reads move a few chunks per round trip
+(4 MiB, less than the ~16 MB that section suggests, see :data:`DEFAULT_BATCH_BYTES`) and
+the window holds a few dozen chunks. Secrets (the
 encryption key) are never part of this model. This module does no I/O.
 """
 
@@ -25,14 +26,17 @@ DEFAULT_CHUNK_SIZE = MiB - 1024
 DEFAULT_WINDOW = 64 * MiB
 #: A receiver acknowledges after consuming this many bytes (and at the end).
 DEFAULT_ACK_INTERVAL = 8 * MiB
-#: Bytes of chunk frames the sender writes per pipelined round trip.
-DEFAULT_BATCH_BYTES = 16 * MiB
-#: Chunk frames a receiver asks for per XREAD. Fewer than the ~16 MB REDIS_FACTS suggests:
-#: Redis builds each reply in memory before sending it, and an 8 MB reply stays in cache
-#: (measured: 256 MB read back in 35-56 ms with COUNT 4-8, 65 ms with 16, 100 ms with 32).
-#: Still few round trips per GB. The receivers of a fan-out ask for less
+#: Bytes of chunk frames the sender writes per pipelined round trip. Redis copies each
+#: chunk into the stream and each reply into fresh buffers, so the less of it in flight,
+#: the more stays in cache: 1 GB streamed in 0.88-0.91 s with 4 MiB batches and COUNT 4,
+#: 0.99-1.17 s with 16 MiB and COUNT 8 (Redis CPU 0.68 s against 0.76-0.85 s; same run,
+#: 2-core Xeon); 2 MiB batches cost the receiver more round trips (0.95-0.96 s).
+DEFAULT_BATCH_BYTES = 4 * MiB
+#: Chunk frames a receiver asks for per XREAD: one batch. Redis builds each reply in
+#: memory before sending it (256 MB read back in 35-56 ms with COUNT 4-8, 65 ms with 16,
+#: 100 ms with 32). The receivers of a fan-out ask for less
 #: (:meth:`CellConfig.read_count_for`).
-DEFAULT_READ_COUNT = 8
+DEFAULT_READ_COUNT = 4
 #: Bytes of chunks a receiver of a fan-out asks for per XREAD (at least one chunk).
 FANOUT_REPLY_BYTES = 2 * MiB
 #: Seconds without progress after which either side gives up.
