@@ -348,19 +348,26 @@ class RedisStreamSubscriber(RedisShim):
                 self._read([key], block_ms // len(live))
         else:
             self._read(live, block_ms)
+        producers: dict[str, dict[bytes, bytes]] = {}  # read once per pass, by key
         if not self._buffer and block_ms > 0 and self._liveness.due():
-            self._check_gone(live)
+            producers = self._check_gone(live)
         if not self._buffer and self.group is not None:
             if block_ms > 0:
                 self._check_trimmed(live)
-            self._check_ended(live)
+            self._check_ended(live, producers)
         elif not self._buffer and block_ms > 0:
             self._check_vanished(live)
 
-    def _check_gone(self, keys: list[str]) -> None:
-        """Report producers that stopped beating without ending a topic (see module doc)."""
+    def _check_gone(self, keys: list[str]) -> dict[str, dict[bytes, bytes]]:
+        """Report producers that stopped beating without ending a topic (see module doc).
+
+        Returns:
+            The producers hash of each key, as read.
+        """
+        producers = {key: self._producers(key) for key in keys}
         for key in keys:
-            self._losses.extend(self._liveness.check(self._keys[key], self._producers(key)))
+            self._losses.extend(self._liveness.check(self._keys[key], producers[key]))
+        return producers
 
     def _recreate_groups(self) -> None:
         """The group vanished (Redis restarted or the stream expired): create it again."""
@@ -469,12 +476,17 @@ class RedisStreamSubscriber(RedisShim):
                 logger.info("Claimed %d pending entries of %s", len(entries), key)
             self._take(key, entries, from_pending=False)
 
-    def _check_ended(self, keys: list[str]) -> None:
-        """End idle topics whose producers have all ended, fully delivered, none pending."""
+    def _check_ended(self, keys: list[str], read: dict[str, dict[bytes, bytes]]) -> None:
+        """End idle topics whose producers have all ended, fully delivered, none pending.
+
+        Args:
+            keys: The topics' stream keys.
+            read: Producers hashes already read in this pass, by key.
+        """
         client = self.connection.client
         for key in keys:
             topic = self._keys[key]
-            producers = self._producers(key)
+            producers = read[key] if key in read else self._producers(key)
             if not producers or producers == self._finished_runs.get(key):
                 continue  # nothing recorded yet, or the finished run this subscriber skipped
             gone = self._liveness.gone

@@ -13,6 +13,7 @@ import pytest
 from framework.connection import RedisConnection
 from framework.exceptions import ReceiveTimeout
 from framework.pubsub import RedisStreamPublisher, RedisStreamSubscriber
+from framework.pubsub._stream_liveness import CHECK_EVERY_S
 from framework.stream import StreamConsumer, StreamProducer
 from framework.stream._sequencing import SILENT_BEATS
 from tests.stream import _children
@@ -30,10 +31,12 @@ def test_a_durable_producer_killed_mid_stream_is_reported_instead_of_awaited(
     redis_url: str, group: str | None
 ) -> None:
     # No timeout, as ProxyStore's consumers: before, they waited forever for its end.
+    # One topic per case: the server is shared, and a durable topic outlives its test.
+    topic = f"dur-kill-{group}"
     conn = RedisConnection.from_url(redis_url)
-    collector = _consumer(conn, "dur-kill", group)
-    loss = _children.kill_a_producer(redis_url, "dur-kill", collector, durable=True)
-    assert (loss.topic, loss.producer, loss.possible, loss.gone) == ("dur-kill", "P", True, True)
+    collector = _consumer(conn, topic, group)
+    loss = _children.kill_a_producer(redis_url, topic, collector, durable=True)
+    assert (loss.topic, loss.producer, loss.possible, loss.gone) == (topic, "P", True, True)
     assert "stopped without ending it" in str(loss)
     collector.consumer.close()
     conn.close()
@@ -68,3 +71,26 @@ def test_a_producer_closed_without_ending_its_topic_is_awaited_not_reported(
     assert indexes(collector.objects) == [0]
     assert collector.losses == []
     collector.consumer.close()
+
+
+def test_an_idle_group_member_reads_the_producers_once_per_pass(
+    any_conn: RedisConnection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with StreamProducer[bytes](RedisStreamPublisher(any_conn), heartbeat=0.2) as producer:
+        producer.send("dur-once", payload(0))
+        subscriber = RedisStreamSubscriber(any_conn, "dur-once", group="g", consumer="c1")
+        assert subscriber.next_message(timeout=5) is not None
+        passes, reads = [], []
+        fill, producers = subscriber._fill_once, subscriber._producers
+        monkeypatch.setattr(subscriber, "_fill_once", lambda ms: (passes.append(ms), fill(ms)))
+        monkeypatch.setattr(
+            subscriber, "_producers", lambda key: (reads.append(key), producers(key))[1]
+        )
+        time.sleep(CHECK_EVERY_S)  # the next idle pass looks at the producers' liveness
+        with pytest.raises(ReceiveTimeout):
+            subscriber.next_message(timeout=0.3)
+        # Both the liveness look and the end check need the hash; one read serves both.
+        assert passes
+        assert len(reads) == len(passes)
+        producer.close_topics("dur-once")
+        subscriber.close()
