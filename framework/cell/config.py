@@ -2,9 +2,9 @@
 
 Chunks are just under a power of two (``REDIS_FACTS.md`` section 2: an exact power of
 two costs Redis 25% more memory). Writes and reads move a few chunks per round trip
-(4 MiB, less than the ~16 MB that section suggests, see :data:`DEFAULT_BATCH_BYTES`) and
-the window holds a few dozen chunks. Secrets (the
-encryption key) are never part of this model. This module does no I/O.
+(4 MiB, less than the ~16 MB that section suggests; see :data:`DEFAULT_BATCH_BYTES`),
+and the window holds a few dozen chunks. Secrets (the encryption key) are never part of
+this model. This module does no I/O.
 """
 
 from __future__ import annotations
