@@ -15,6 +15,13 @@ For fan-out, a plain reference shows what the machine allows: one writer pipelin
 ``XADD`` calls of ~1 MiB chunks into one stream and 1 or 4 reader processes each
 ``XREAD``-ing all of it (``COUNT 16``, no checksums, no flow control).
 
+The configurations of a ratio take turns: each payload size runs one transfer of the
+plain loop, NVFlare's and our stream mode, NVFlare's and our blob mode, then again, and
+the fan-out cases likewise, their receivers waiting in their processes in between. A
+host whose speed drifts during the run (a shared machine does) then moves both sides
+of each ratio alike; measured one block after the other, the stream ratio of one build
+moved from 0.70x to 0.95x between two runs on one host.
+
 Targets (same-run ratios): stream mode 1 GB >= 0.8x NVFlare; blob mode 1 GB >= 1.0x
 NVFlare; receiver peak RSS <= 100 MB in stream mode; fan-out to 4 receivers relative to
 one receiver no worse than the plain redis-py fan-out's ratio.
@@ -57,12 +64,16 @@ def _payload(size: int) -> bytes:
 
 
 class RedisMemory:
-    """Samples Redis's ``used_memory`` in a thread, and the CPU Redis spends meanwhile."""
+    """Redis's peak ``used_memory`` growth and its CPU during each transfer.
+
+    A thread samples the memory every 5 ms; :meth:`begin` and :meth:`end` bracket one
+    transfer.
+    """
 
     def __init__(self, url: str) -> None:
         self._client = redis.Redis.from_url(url)
-        self._base = self._used()
-        self._peak = self._base
+        self._lock = threading.Lock()
+        self._base = self._peak = self._used()
         self._cpu = self._cpu_seconds()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="bench-redis-memory", daemon=True)
@@ -77,15 +88,28 @@ class RedisMemory:
 
     def _run(self) -> None:
         while not self._stop.wait(0.005):
-            self._peak = max(self._peak, self._used())
+            used = self._used()
+            with self._lock:
+                self._peak = max(self._peak, used)
 
-    def stop(self, transfers: int) -> tuple[float, float]:
-        """Peak growth (MB) and Redis CPU seconds per transfer since the start."""
+    def begin(self) -> None:
+        """A transfer starts: measure from here."""
+        used, cpu = self._used(), self._cpu_seconds()
+        with self._lock:
+            self._base = self._peak = used
+        self._cpu = cpu
+
+    def end(self) -> tuple[float, float]:
+        """Peak memory growth (MB) and Redis CPU seconds since :meth:`begin`."""
+        cpu = self._cpu_seconds() - self._cpu
+        with self._lock:
+            return (max(self._peak, self._used()) - self._base) / MB, cpu
+
+    def close(self) -> None:
+        """Stop sampling (idempotent)."""
         self._stop.set()
         self._thread.join()
-        cpu = (self._cpu_seconds() - self._cpu) / max(1, transfers)
         self._client.close()
-        return (self._peak - self._base) / MB, cpu
 
 
 # -- receivers (child processes) -----------------------------------------------------------
@@ -198,45 +222,116 @@ def _finish(procs: list[Any], results: Any, n: int, early: list[float] | None = 
     return max(rss)
 
 
-def _cell_case(url: str, mode: str, size: int, receivers: int, repeat: int) -> Measured:
-    """Median seconds per transfer, the receivers' peak RSS and Redis's peak growth (MB)."""
-    names = [f"r{i}" for i in range(receivers)]
-    procs, results = _spawn(_cell_receiver, lambda i: (url, names[i], repeat), receivers)
-    early: list[Any] = []
-    data = _payload(size)
-    times = []
-    from framework.connection import RedisConnection
+class Runner:
+    """One configuration: its receivers wait in their processes between transfers.
 
-    memory = RedisMemory(url)
-    with RedisConnection.from_url(url) as conn, StreamCell(conn, "bench-sender") as cell:
-        for _ in range(repeat):
-            started = time.perf_counter()
-            if mode == "stream":
-                future = cell.send_stream("bench", "stream", names, Message({}, BytesStream(data)))
+    The configurations whose times form a ratio run their transfers in turn
+    (:func:`_interleaved`), so a machine that slows down or speeds up during the run
+    moves both sides of the ratio alike.
+    """
+
+    #: Whether the transfer goes through Redis (its CPU and memory are measured).
+    via_redis = True
+
+    def once(self) -> float:
+        """One transfer; its wall time in seconds."""
+        raise NotImplementedError
+
+    def close(self) -> float:
+        """Stop the receivers; their peak RSS in MB."""
+        raise NotImplementedError
+
+
+class CellRunner(Runner):
+    """Our StreamCell: a sender cell here, ``receivers`` receiving cells in children."""
+
+    def __init__(self, url: str, mode: str, data: bytes, receivers: int, repeat: int) -> None:
+        from framework.connection import RedisConnection
+
+        self.mode, self.data = mode, data
+        # Unique names: the runners of one run share the server, and a name is an inbox.
+        self.names = [f"{mode}{receivers}-r{i}" for i in range(receivers)]
+        self.procs, self.results = _spawn(
+            _cell_receiver, lambda i: (url, self.names[i], repeat), receivers
+        )
+        self.early: list[float] = []
+        self.conn = RedisConnection.from_url(url)
+        self.cell = StreamCell(self.conn, f"bench-sender-{mode}{receivers}")
+
+    def once(self) -> float:
+        size, names = len(self.data), self.names
+        started = time.perf_counter()
+        if self.mode == "stream":
+            message = Message({}, BytesStream(self.data))
+            future = self.cell.send_stream("bench", "stream", names, message)
+        else:
+            future = self.cell.send_blob("bench", "blob", names, Message({}, self.data))
+        assert future.result(timeout=600) == size
+        seconds = time.perf_counter() - started
+        got: list[Any] = []
+        while len(got) < len(names):
+            item = self.results.get(timeout=120)
+            # A receiver done with its last transfer reports its RSS, maybe before
+            # another receiver reports its bytes.
+            if item[0] == "rss":
+                self.early.append(float(item[2]))
             else:
-                future = cell.send_blob("bench", "blob", names, Message({}, data))
-            assert future.result(timeout=600) == size
-            times.append(time.perf_counter() - started)
-            got: list[Any] = []
-            while len(got) < len(names):
-                item = results.get(timeout=120)
-                # A receiver done with its last transfer reports its RSS, maybe before
-                # another receiver reports its bytes.
-                (early if item[0] == "rss" else got).append(item)
-            assert all(item[2] == size for item in got), got
-    redis_mb, redis_cpu = memory.stop(repeat)
-    rss = [float(item[2]) for item in early]
-    return statistics.median(times), _finish(procs, results, receivers, rss), redis_mb, redis_cpu
+                got.append(item)
+        assert all(item[2] == size for item in got), got
+        return seconds
+
+    def close(self) -> float:
+        self.cell.close()
+        self.conn.close()
+        return _finish(self.procs, self.results, len(self.names), self.early)
 
 
-def _nvflare_case(mode: str, size: int, repeat: int) -> Measured:
+class NvflareRunner(Runner):
     """NVFlare's StreamCell: sender here, the listening receiver in a spawned process."""
-    from nvflare.fuel.f3.cellnet.cell import Cell
-    from nvflare.fuel.f3.message import Message as NvMessage
+
+    via_redis = False
+
+    def __init__(self, mode: str, data: bytes, repeat: int) -> None:
+        from nvflare.fuel.f3.cellnet.cell import Cell
+
+        self.mode, self.data = mode, data
+        url = f"tcp://127.0.0.1:{_free_port()}"
+        self.procs, self.results = _spawn(_nvflare_receiver, lambda i: (url, repeat), 1)
+        # NVFlare keeps a process-wide registry of cell names: one fresh name per runner.
+        name = f"sender{next(_NV_CELLS)}"
+        self.cell = Cell(fqcn=name, root_url=url, secure=False, credentials={})
+        self.cell.start()
+        deadline = time.monotonic() + 60
+        while not self.cell.is_cell_connected("server"):
+            assert time.monotonic() < deadline, "NVFlare cells did not connect"
+            time.sleep(0.05)
+
+    def once(self) -> float:
+        from nvflare.fuel.f3.message import Message as NvMessage
+
+        started = time.perf_counter()
+        if self.mode == "stream":
+            source = _nvflare_source(self.data)
+            future = self.cell.send_stream("bench", "stream", "server", NvMessage(None, source))
+        else:
+            future = self.cell.send_blob("bench", "blob", "server", NvMessage(None, self.data))
+        got = self.results.get(timeout=600)
+        seconds = time.perf_counter() - started
+        future.result(timeout=60)
+        assert got[2] == len(self.data), got
+        return seconds
+
+    def close(self) -> float:
+        self.cell.stop()
+        return _finish(self.procs, self.results, 1)
+
+
+def _nvflare_source(data: bytes) -> Any:
+    """NVFlare's ``Stream`` over ``data``, handing out views (no copies)."""
     from nvflare.fuel.f3.streaming.stream_types import Stream as NvStream
 
     class Source(NvStream):  # type: ignore[misc]
-        def __init__(self, data: bytes) -> None:
+        def __init__(self) -> None:
             super().__init__(len(data))
             self.view = memoryview(data)
 
@@ -245,33 +340,7 @@ def _nvflare_case(mode: str, size: int, repeat: int) -> Measured:
             self.pos += len(out)
             return out
 
-    url = f"tcp://127.0.0.1:{_free_port()}"
-    procs, results = _spawn(_nvflare_receiver, lambda i: (url, repeat), 1)
-    data = _payload(size)
-    # NVFlare keeps a process-wide registry of cell names: one fresh name per case.
-    cell = Cell(fqcn=f"sender{next(_NV_CELLS)}", root_url=url, secure=False, credentials={})
-    cell.start()
-    deadline = time.monotonic() + 60
-    while not cell.is_cell_connected("server"):
-        assert time.monotonic() < deadline, "NVFlare cells did not connect"
-        time.sleep(0.05)
-    times = []
-    try:
-        for _ in range(repeat):
-            started = time.perf_counter()
-            if mode == "stream":
-                future = cell.send_stream(
-                    "bench", "stream", "server", NvMessage(None, Source(data))
-                )
-            else:
-                future = cell.send_blob("bench", "blob", "server", NvMessage(None, data))
-            got = results.get(timeout=600)
-            times.append(time.perf_counter() - started)
-            future.result(timeout=60)
-            assert got[2] == size, got
-    finally:
-        cell.stop()
-    return statistics.median(times), _finish(procs, results, 1), 0.0, 0.0
+    return Source()
 
 
 def _free_port() -> int:
@@ -281,50 +350,91 @@ def _free_port() -> int:
         return port
 
 
-def _plain_case(url: str, size: int, repeat: int) -> Measured:
-    key = "bench:plain"
-    procs, results = _spawn(_plain_receiver, lambda i: (url, key, size, repeat), 1)
-    data = memoryview(_payload(size))
-    client = redis.Redis.from_url(url)
-    times = []
-    memory = RedisMemory(url)
-    for _ in range(repeat):
+class PlainRunner(Runner):
+    """The loop most people write first: one XADD per chunk, the reader XREADs and XDELs."""
+
+    def __init__(self, url: str, data: bytes, repeat: int) -> None:
+        self.key, self.data = "bench:plain", memoryview(data)
+        args = (url, self.key, len(data), repeat)
+        self.procs, self.results = _spawn(_plain_receiver, lambda i: args, 1)
+        self.client = redis.Redis.from_url(url)
+
+    def once(self) -> float:
         started = time.time()
-        for offset in range(0, size, BASE_CHUNK):
-            client.xadd(key, {b"d": data[offset : offset + BASE_CHUNK]})
-        times.append(results.get(timeout=600)[2] - started)
-    redis_mb, redis_cpu = memory.stop(repeat)
-    client.delete(key)
-    client.close()
-    return statistics.median(times), _finish(procs, results, 1), redis_mb, redis_cpu
+        for offset in range(0, len(self.data), BASE_CHUNK):
+            self.client.xadd(self.key, {b"d": self.data[offset : offset + BASE_CHUNK]})
+        return float(self.results.get(timeout=600)[2]) - started
+
+    def close(self) -> float:
+        self.client.delete(self.key)
+        self.client.close()
+        return _finish(self.procs, self.results, 1)
 
 
-def _plain_fanout(url: str, size: int, receivers: int, repeat: int) -> Measured:
+class PlainFanoutRunner(Runner):
     """The hardware's fan-out: one pipelined writer, ``receivers`` processes XREADing it all."""
-    prefix = f"bench:fan{receivers}"
-    args = (url, prefix, size, repeat)
-    procs, results = _spawn(_fanout_reader, lambda i: args, receivers)
-    data = memoryview(_payload(size))
-    client = redis.Redis.from_url(url)
-    times, rss, memory = [], 0.0, RedisMemory(url)
-    chunk, batch = MB - 1024, 16
-    for rep in range(repeat):
-        key = f"{prefix}:{rep}"
+
+    def __init__(self, url: str, data: bytes, receivers: int, repeat: int) -> None:
+        self.prefix, self.receivers = f"bench:fan{receivers}", receivers
+        self.data = memoryview(data)
+        args = (url, self.prefix, len(data), repeat)
+        self.procs, self.results = _spawn(_fanout_reader, lambda i: args, receivers)
+        self.client = redis.Redis.from_url(url)
+        self.rep, self.rss = 0, 0.0
+
+    def once(self) -> float:
+        key, size = f"{self.prefix}:{self.rep}", len(self.data)
+        chunk, batch = MB - 1024, 16
         started = time.time()
         for first in range(0, size, chunk * batch):
-            pipe = client.pipeline(transaction=False)
+            pipe = self.client.pipeline(transaction=False)
             for offset in range(first, min(first + chunk * batch, size), chunk):
-                pipe.xadd(key, {b"d": data[offset : offset + chunk]})
+                pipe.xadd(key, {b"d": self.data[offset : offset + chunk]})
             pipe.execute()
-        ends = [results.get(timeout=600) for _ in range(receivers)]
-        times.append(max(end for end, _ in ends) - started)
-        rss = max(rss, *(mb for _, mb in ends))
-        client.delete(key)
-    redis_mb, redis_cpu = memory.stop(repeat)
-    client.close()
-    for proc in procs:
-        proc.join(60)
-    return statistics.median(times), rss, redis_mb, redis_cpu
+        ends: list[tuple[float, float]] = [
+            self.results.get(timeout=600) for _ in range(self.receivers)
+        ]
+        self.rss = max(self.rss, *(mb for _, mb in ends))
+        self.client.delete(key)
+        self.rep += 1
+        return max(end for end, _ in ends) - started
+
+    def close(self) -> float:
+        self.client.close()
+        for proc in self.procs:
+            proc.join(60)
+        return self.rss
+
+
+def _interleaved(url: str, runners: dict[tuple[str, int, int], Runner], repeat: int) -> Results:
+    """Run one transfer of each runner in turn, ``repeat`` times; close them all."""
+    samples: dict[tuple[str, int, int], list[tuple[float, float, float]]] = {k: [] for k in runners}
+    rss: dict[tuple[str, int, int], float] = {}
+    meter = RedisMemory(url)
+    try:
+        for rep in range(repeat):
+            for key, runner in runners.items():
+                if runner.via_redis:
+                    meter.begin()
+                    seconds = runner.once()
+                    samples[key].append((seconds, *meter.end()))
+                else:
+                    samples[key].append((runner.once(), 0.0, 0.0))
+                if rep == repeat - 1:
+                    # At once: its receivers exit after their last transfer, and NVFlare's
+                    # sender would keep trying to reconnect to its receiver meanwhile.
+                    rss[key] = runner.close()
+    finally:
+        meter.close()
+    return {
+        key: (
+            statistics.median(s for s, _, _ in runs),
+            rss[key],
+            max(mb for _, mb, _ in runs),
+            statistics.median(cpu for _, _, cpu in runs),
+        )
+        for key, runs in samples.items()
+    }
 
 
 # -- report --------------------------------------------------------------------------------
@@ -399,21 +509,31 @@ def _measure(
     results: Results = {}
     nvflare = importlib.util.find_spec("nvflare") is not None
     for size in sizes:
-        base = _plain_case(url, size, repeat)
+        data = _payload(size)
+        runners: dict[tuple[str, int, int], Runner] = {}
+        runners[("loop", size, 1)] = PlainRunner(url, data, repeat)
+        for mode in ("stream", "blob"):
+            if nvflare:
+                runners[(f"nvflare-{mode}", size, 1)] = NvflareRunner(mode, data, repeat)
+            runners[(mode, size, 1)] = CellRunner(url, mode, data, 1, repeat)
+        results.update(_interleaved(url, runners, repeat))
+        base = results[("loop", size, 1)]
         rows.append(_row("plain redis-py loop", "XADD/XREAD", size, 1, base, None))
         for mode in ("stream", "blob"):
-            nv = _nvflare_case(mode, size, repeat) if nvflare else None
+            nv = results.get((f"nvflare-{mode}", size, 1))
             if nv is not None:
-                results[(f"nvflare-{mode}", size, 1)] = nv
                 rows.append(_row("NVFlare 2.9 StreamCell (TCP)", mode, size, 1, nv, base))
-            results[(mode, size, 1)] = _cell_case(url, mode, size, 1, repeat)
             rows.append(_row("StreamCell", mode, size, 1, results[(mode, size, 1)], base, nv))
-    # Both sides of each fan-out ratio are measured back to back, under the same load.
+        del runners, data
+    data = _payload(fan)
+    fanout: dict[tuple[str, int, int], Runner] = {}
     for n in (1, 4):
-        results[("plain", fan, n)] = _plain_fanout(url, fan, n, fan_repeat)
+        fanout[("plain", fan, n)] = PlainFanoutRunner(url, data, n, fan_repeat)
+        fanout[("fanout", fan, n)] = CellRunner(url, "stream", data, n, fan_repeat)
+    results.update(_interleaved(url, fanout, fan_repeat))
+    for n in (1, 4):
         rows.append(_row("plain fan-out", "XADD/XREAD", fan, n, results[("plain", fan, n)], None))
     for n in (1, 4):
-        results[("fanout", fan, n)] = _cell_case(url, "stream", fan, n, fan_repeat)
         rows.append(_row("StreamCell fan-out", "stream", fan, n, results[("fanout", fan, n)], None))
     return rows, results
 
