@@ -542,9 +542,9 @@ def run(quick: bool = False) -> str:
     """Run every configuration against one redis-server; return the markdown report."""
     sizes = [16 * MB, 64 * MB] if quick else [64 * MB, 256 * MB, 1024 * MB]
     fan = sizes[1]
-    repeat = 1 if quick else 3
+    repeat = 1 if quick else 5
     # A ratio of two medians moves twice as much as either: more runs for the fan-out pairs.
-    fan_repeat = 1 if quick else 5
+    fan_repeat = 1 if quick else 9
     with EmbeddedRedis(fake_fallback=False) as server:
         rows, results = _measure(server.url, sizes, fan, repeat, fan_repeat)
     installed = importlib.util.find_spec("nvflare") is not None
