@@ -29,6 +29,7 @@ one receiver no worse than the plain redis-py fan-out's ratio.
 
 from __future__ import annotations
 
+import abc
 import importlib.util
 import itertools
 import os
@@ -222,7 +223,7 @@ def _finish(procs: list[Any], results: Any, n: int, early: list[float] | None = 
     return max(rss)
 
 
-class Runner:
+class Runner(abc.ABC):
     """One configuration: its receivers wait in their processes between transfers.
 
     The configurations whose times form a ratio run their transfers in turn
@@ -233,13 +234,13 @@ class Runner:
     #: Whether the transfer goes through Redis (its CPU and memory are measured).
     via_redis = True
 
+    @abc.abstractmethod
     def once(self) -> float:
         """One transfer; its wall time in seconds."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def close(self) -> float:
         """Stop the receivers; their peak RSS in MB."""
-        raise NotImplementedError
 
 
 class CellRunner(Runner):
