@@ -32,6 +32,7 @@ FrameworkError
 ├── ObjectStreamError             object streams (producer/consumer)
 │   ├── TopicClosedError          send() on a topic that close_topics() ended
 │   ├── MessageLossError          events were (possibly) lost: a gap, a dropped subscription
+│   │   └── HeartbeatLapsedError  a producer was silent so long that consumers may count it gone
 │   ├── BacklogFullError          a topic's unconsumed backlog stayed at its bound
 │   └── ReceiveTimeout            nothing arrived within the wait timeout (also a TimeoutError)
 ├── StreamError                   byte streams (the NVFlare name and meaning)
@@ -61,6 +62,7 @@ __all__ = [
     "EncryptionError",
     "FrameworkError",
     "FramingError",
+    "HeartbeatLapsedError",
     "MalformedFrameError",
     "MessageLossError",
     "MissingSignatureError",
@@ -316,6 +318,37 @@ class MessageLossError(ObjectStreamError):
             received=received,
             possible=possible,
         )
+
+
+class HeartbeatLapsedError(MessageLossError):
+    """A producer said nothing on a topic for longer than its consumers wait for it.
+
+    Raised by the producer itself, at its next call on that topic (or at ``close()``):
+    its process was stopped or starved (a long call holding the GIL, swapping) and its
+    heartbeats did not go out. Consumers that were listening meanwhile have reported
+    it gone and counted it as ended, so they may not read what it sends from
+    ``expected`` on. Each silence is reported once.
+
+    Attributes:
+        silent: Seconds the producer said nothing on ``topic``.
+        patience: Seconds of silence after which consumers count a producer gone.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        topic: str,
+        producer: str,
+        expected: int,
+        silent: float,
+        patience: float,
+    ) -> None:
+        super().__init__(
+            message, topic=topic, producer=producer, expected=expected, possible=True, gone=True
+        )
+        self.silent = silent
+        self.patience = patience
 
 
 class BacklogFullError(ObjectStreamError, TimeoutError):

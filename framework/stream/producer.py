@@ -10,6 +10,8 @@ ProxyStore's ``StreamProducer`` API, with these fixes:
 * an optional ``linger`` flushes partial batches after a delay (thread ``fw-stream-linger``);
 * on pub/sub and durable topics, heartbeats tell consumers the producer is alive
   (thread ``fw-stream-heartbeat``), so a killed producer is reported, not awaited;
+  a producer whose process stalled so long that its consumers may have counted it gone
+  says so too (``HeartbeatLapsedError``), at its next call on the topic;
 * ``send`` is thread-safe;
 * inline objects over ``inline_limit`` are spilled to a store automatically.
 """
@@ -28,6 +30,7 @@ from typing import Any, Generic, Optional, TypeVar, cast
 from framework.exceptions import (
     BacklogFullError,
     ClosedError,
+    HeartbeatLapsedError,
     SerializationError,
     TopicClosedError,
 )
@@ -36,7 +39,7 @@ from framework.serialize import Serializer
 from framework.store import Store, unregister_store
 from framework.stream._backlog import BacklogBound
 from framework.stream._building import BatchBuilder, Item, TopicState, aggregate, approx_size
-from framework.stream._heartbeats import Heartbeats
+from framework.stream._heartbeats import Heartbeats, Lapse
 from framework.stream._publishing import (
     beats,
     check_args,
@@ -67,6 +70,29 @@ JOIN_TIMEOUT = 5.0
 IDLE_WAIT = 1.0
 #: Seconds between heartbeats on a pub/sub topic that has nothing else to publish.
 HEARTBEAT = 10.0
+#: What a call that raised HeartbeatLapsedError before flushing did.
+_NOTHING_FLUSHED = "Nothing was flushed; call it again to go on."
+
+
+def _lapsed(
+    producer: str, lapses: list[Lapse], patience: float, outcome: str
+) -> HeartbeatLapsedError:
+    """The error reporting ``lapses`` (the first in full, the others by topic)."""
+    first = lapses[0]
+    others = [lapse.topic for lapse in lapses[1:]]
+    also = f" The same holds for topic(s) {', '.join(map(repr, others))}." if others else ""
+    return HeartbeatLapsedError(
+        f"Producer {producer!r} said nothing on topic {first.topic!r} for {first.silent:.1f} s "
+        f"(its process was stopped or starved, and its heartbeats did not go out), while "
+        f"consumers count a producer gone after {patience:g} s: they may have stopped "
+        f"reading it, and events from sequence {first.next_seq} on may never be read.{also} "
+        f"{outcome}",
+        topic=first.topic,
+        producer=producer,
+        expected=first.next_seq,
+        silent=first.silent,
+        patience=patience,
+    )
 
 
 class StreamProducer(Generic[T]):
@@ -111,7 +137,9 @@ class StreamProducer(Generic[T]):
             loss) and count it as ended, instead of waiting forever for a producer
             that was killed. On durable topics (``RedisStreamPublisher``) a heartbeat
             renews a key that lives three of them instead, and consumers report the
-            producer once that key has expired. ``None``: no heartbeats.
+            producer once that key has expired. A producer that was itself silent that
+            long (its process stopped or starved) raises ``HeartbeatLapsedError`` at
+            its next call on the topic. ``None``: no heartbeats.
 
     Raises:
         ConfigurationError: If ``batch_size``, ``linger``, ``heartbeat`` or
@@ -163,11 +191,13 @@ class StreamProducer(Generic[T]):
             beat=beat,
         )
         self._send = sender(publisher, self.producer_id)
-        self._beats = None if beat is None else Heartbeats(beat, self._heartbeat)
+        self._beats = (
+            None if beat is None else Heartbeats(beat, self._heartbeat, SILENT_BEATS * beat)
+        )
         self._watching = watching(publisher) if heartbeat is not None else None
         if self._watching is not None and heartbeat is not None:
             self._watching.watch(self.producer_id, SILENT_BEATS * heartbeat)
-            self._beats = Heartbeats(heartbeat, self._keep_alive)
+            self._beats = Heartbeats(heartbeat, self._keep_alive, SILENT_BEATS * heartbeat)
         self._bound = default_bound(publisher) if isinstance(backlog, Unset) else backlog
         self._topics: dict[str, TopicState] = {}
         self._lock = threading.RLock()
@@ -205,10 +235,14 @@ class StreamProducer(Generic[T]):
             BackendError: If flushing a full batch failed (the batch stays buffered).
             BacklogFullError: If the topic's backlog stayed at its bound (``backlog``)
                 for the whole timeout; ``obj`` was not accepted, send it again later.
+            HeartbeatLapsedError: If this producer was silent on ``topic`` so long that
+                its consumers may have counted it gone (reported once); ``obj`` was not
+                accepted.
         """
         metadata = {} if metadata is None else metadata
         with self._lock:
             state = self._open_topic(topic)
+            self._raise_lapses([topic], "The object was not accepted; send it again to go on.")
             if self._filter(metadata):
                 return
             self._builder.check_metadata(topic, metadata)
@@ -240,7 +274,13 @@ class StreamProducer(Generic[T]):
 
         Raises:
             BackendError: If storing or publishing failed; unsent batches stay buffered.
+            HeartbeatLapsedError: As :meth:`send` (nothing was flushed).
         """
+        with self._lock:
+            self._raise_lapses(None, _NOTHING_FLUSHED)
+            self._flush_all()
+
+    def _flush_all(self) -> None:
         with self._lock:
             for topic, state in list(self._topics.items()):
                 self._flush_locked(topic, state)
@@ -259,8 +299,10 @@ class StreamProducer(Generic[T]):
         Raises:
             BackendError: If storing or publishing failed.
             SerializationError: If an object cannot be serialized (its batch is dropped).
+            HeartbeatLapsedError: As :meth:`send` (nothing was flushed).
         """
         with self._lock:
+            self._raise_lapses([topic], _NOTHING_FLUSHED)
             state = self._topics.get(topic)
             if state is not None:
                 self._flush_locked(topic, state)
@@ -276,7 +318,13 @@ class StreamProducer(Generic[T]):
 
         Raises:
             BackendError: If publishing failed (the event is resent by the next flush).
+            HeartbeatLapsedError: As :meth:`send` (no topic was ended).
         """
+        with self._lock:
+            self._raise_lapses(topics, "No topic was ended; call close_topics() again to end them.")
+            self._close_topics(topics)
+
+    def _close_topics(self, topics: Iterable[str]) -> None:
         with self._lock:
             for topic in topics:
                 state = self._topics.setdefault(topic, TopicState())
@@ -402,19 +450,30 @@ class StreamProducer(Generic[T]):
 
         Raises:
             BackendError: If the final flush failed (retry by calling ``close()`` again).
+            HeartbeatLapsedError: If this producer was silent on a topic so long that its
+                consumers may have counted it gone, and that was not reported yet; the
+                producer is closed nonetheless.
         """
         with self._lock:
             if self._released:
                 return
             self._closed = True
         self._stop_linger()
-        self.close_topics(*topics)
-        self.flush()
+        self._close_topics(list(topics))
+        self._flush_all()
         with self._lock:
             if self._released:
                 return
             self._released = True
         self._release(publisher=publisher, stores=stores)
+        self._raise_lapses(None, "The producer is closed all the same.")
+
+    def _raise_lapses(self, topics: Iterable[str] | None, outcome: str) -> None:
+        """Raise :class:`HeartbeatLapsedError` for lapses of ``topics`` not reported yet."""
+        beats = self._beats
+        lapses = [] if beats is None else beats.lapses(topics)
+        if beats is not None and lapses:
+            raise _lapsed(self.producer_id, lapses, beats.patience, outcome)
 
     def _release(self, *, publisher: bool, stores: bool) -> None:
         if self._beats is not None:

@@ -126,3 +126,31 @@ def kill_a_producer(url: str, topic: str, collector: Any, *, durable: bool = Fal
     [loss] = collector.losses
     assert time.monotonic() - started < 20
     return loss
+
+
+def produce_across_a_stall(
+    url: str, topic: str, durable: bool, ready: Any, go: Any, results: Any
+) -> None:
+    """Producer ``P`` (0.2 s heartbeats): send 0, wait for ``go``, send 1 twice, end.
+
+    The test stops this process between ``ready`` and ``go``. What each later call did
+    goes to ``results``: the error's fields, then ``"sent"`` and ``"closed"``.
+    """
+    from framework.exceptions import HeartbeatLapsedError
+
+    with RedisConnection.from_url(url) as conn:
+        publisher: Any = RedisStreamPublisher(conn) if durable else RedisPublisher(conn)
+        producer = StreamProducer[bytes](publisher, producer_id="P", heartbeat=0.2)
+        producer.send(topic, payload(0, 16))
+        ready.set()
+        assert go.wait(120)
+        try:
+            producer.send(topic, payload(1, 16))
+        except HeartbeatLapsedError as exc:
+            results.put((exc.topic, exc.producer, exc.expected, exc.silent, exc.patience, str(exc)))
+        else:
+            results.put(None)
+        producer.send(topic, payload(1, 16))  # reported once: this one goes
+        results.put("sent")
+        producer.close(topics=[topic])
+        results.put("closed")
