@@ -10,7 +10,6 @@ import dataclasses
 import json
 import math
 import sys
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -26,6 +25,7 @@ from framework.stream.events import (
     NewObjectEvent,
     NewObjectKeyEvent,
     encode_envelope,
+    new_epoch,
 )
 
 __all__ = ["MESSAGE_BYTES", "BatchBuilder", "Fuse", "Outgoing"]
@@ -140,7 +140,7 @@ class BatchBuilder:
     ) -> None:
         self.producer = producer
         self.beat = beat
-        self.epoch = uuid.uuid4().hex[:12]  # this run's id (see EventBatch.epoch)
+        self.epoch = new_epoch()  # this run's id (see EventBatch.epoch)
         self.inline_limit = inline_limit
         self.spill_store = spill_store
         self._serializer = serializer

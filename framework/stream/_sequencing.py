@@ -3,7 +3,9 @@
 Each producer numbers the events of a topic from 0 in every run (``epoch``), so a
 consumer that sees every event of a topic in order (a ``complete`` subscriber)
 tells a duplicate (a resend) from a gap (a loss) and a restarted producer (a new
-epoch) from a replay. A topic ends once every producer seen on it has sent its
+epoch) from a replay. A batch of a run that started before the one being followed is
+ignored and logged, never taken for a restart: it can only be a replay (an old signed
+message written into the topic again). A topic ends once every producer seen on it has sent its
 end-of-stream event. After an interrupted subscription the producers seen so far
 are *suspect*: the next batch of each shows by its numbers whether anything was
 lost; a suspect that stays silent for the grace period is reported as possibly
@@ -20,7 +22,7 @@ import time
 from dataclasses import dataclass
 
 from framework.exceptions import MessageLossError
-from framework.stream.events import EndOfStreamEvent, Event, EventBatch
+from framework.stream.events import EndOfStreamEvent, Event, EventBatch, epoch_started
 
 __all__ = ["ALWAYS", "SILENT_BEATS", "Sequencer"]
 
@@ -54,6 +56,12 @@ class _Producer:
         return max(self.heard, listening) + SILENT_BEATS * self.beat
 
 
+def _earlier_run(epoch: str, than: str) -> bool:
+    """Whether run ``epoch`` started before run ``than`` (False if either does not say)."""
+    started, current = epoch_started(epoch), epoch_started(than)
+    return started is not None and current is not None and started < current
+
+
 class Sequencer:
     """Checks each producer's sequence numbers per topic and tracks when topics end.
 
@@ -83,6 +91,16 @@ class Sequencer:
         key = (batch.topic, batch.producer)
         state = self._producers.get(key)
         if state is None or state.epoch != batch.epoch:
+            if state is not None and _earlier_run(batch.epoch, state.epoch):
+                logger.warning(
+                    "Ignoring a batch of producer %r on topic %r: it belongs to run %s, "
+                    "which started before run %s (a replayed message?).",
+                    batch.producer,
+                    key[0],
+                    batch.epoch,
+                    state.epoch,
+                )
+                return [], None
             admitted = self._first(key, batch, restarted=state is not None)
             self._heard(self._producers[key], batch, now)
             return admitted

@@ -22,6 +22,8 @@ This module does no I/O and imports no Redis code.
 
 from __future__ import annotations
 
+import secrets
+import time
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal, Union
 
@@ -117,8 +119,10 @@ class EventBatch(BatchAPI):
         v: Envelope version.
         topic: The topic of every event in the batch.
         producer: Unique id of the producer that made the batch.
-        epoch: Id of the producer's run: numbering restarts at 0 in a new run, so a
-            restarted producer that keeps its ``producer`` id is told from a replay.
+        epoch: Id of the producer's run (:func:`new_epoch`): numbering restarts at 0 in
+            a new run, so a restarted producer that keeps its ``producer`` id is told from
+            a replay, and a run that started before the one a consumer follows is not
+            taken for a restart.
         seq: Sequence number of the first event; event ``i`` has ``seq + i``.
         store_config: Config of the store holding the batch's keyed objects, as the
             JSON object of a :class:`~framework.store.StoreConfig` (validated by
@@ -154,6 +158,25 @@ class EventBatch(BatchAPI):
             ConfigurationError: If the config is invalid (or carries a secret).
         """
         return None if self.store_config is None else StoreConfig(**self.store_config)
+
+
+def new_epoch() -> str:
+    """A new run's id: when it started (ms since the Unix epoch, hex), ``-``, 8 random hex."""
+    return f"{time.time_ns() // 1_000_000:x}-{secrets.token_hex(4)}"
+
+
+def epoch_started(epoch: str) -> int | None:
+    """When run ``epoch`` started (ms since the Unix epoch), or None if it does not say.
+
+    Producers of earlier versions named a run by random hex alone.
+    """
+    head, dash, _ = epoch.partition("-")
+    if not dash or not head:
+        return None
+    try:
+        return int(head, 16)
+    except ValueError:
+        return None
 
 
 def encode_message(
