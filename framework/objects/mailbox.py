@@ -9,6 +9,11 @@ read refreshes its TTL, so a crashed reader's mailbox expires. The reader delete
 it has handled in the same round trip as its next ``XREAD BLOCK``. A retried ``XADD`` can
 duplicate an entry; the protocol makes that harmless (sequence numbers, first reply wins).
 
+A mailbox key that something else overwrote (``SET`` on it, say: Redis then answers
+``WRONGTYPE``) is deleted and created again by its reader, with a warning: the entries it
+held were lost when it was overwritten, and their senders resend or time out as for any
+lost message. Before, the engine retried the read forever and heard nothing more.
+
 Readers ride out dropped connections (``CLIENT KILL``, a restart): a read whose connection
 fails is made again on a fresh one, with a short backoff, until the mailbox's patience (the
 session idle timeout) runs out. Every read is safe to repeat: an ``XREAD`` resumes after the
@@ -43,6 +48,13 @@ WAKE_FIELD = b"wake"
 _REFRESH_EVERY = 5.0
 #: Consumer group that only exists so ``XGROUP CREATE ... MKSTREAM`` can make an empty stream.
 _GROUP = "engine"
+#: Deletes KEYS[1] unless it is a stream; returns its type. Checked and deleted at once:
+#: another reader of the mailbox may have created it again meanwhile.
+_DROP_FOREIGN = """
+local kind = redis.call('TYPE', KEYS[1]).ok
+if kind ~= 'stream' and kind ~= 'none' then redis.call('DEL', KEYS[1]) end
+return kind
+"""
 
 _T = TypeVar("_T")
 
@@ -252,6 +264,23 @@ class Mailbox:
         self._handled = []
         self.create()
 
+    def drop_foreign(self) -> None:
+        """Delete the mailbox key if it holds something other than a stream (then recreate it).
+
+        Raises:
+            BackendError: If Redis fails.
+        """
+        with self.conn.mapped_errors(f"replace mailbox {self.key!r}", command="EVAL"):
+            kind = self.conn.client.eval(_DROP_FOREIGN, 1, self.key)
+        kind = kind.decode(errors="replace") if isinstance(kind, bytes) else str(kind)
+        if kind not in ("stream", "none"):
+            logger.warning(
+                "Mailbox %s held a %s, not a stream: something else overwrote it, and the "
+                "messages it held are lost (their senders resend or time out). Deleted.",
+                self.key,
+                kind,
+            )
+
     def reader(self, consumer: str) -> GroupReader:
         """A reader that shares this mailbox's entries with the other readers (one each)."""
         return GroupReader(self, consumer)
@@ -366,6 +395,10 @@ class GroupReader:
             self._recovering = True  # the lost reply may have delivered entries
             raise
         except BackendError as exc:
+            if "WRONGTYPE" in str(exc):  # overwritten: replaced, then read as a vanished one
+                self.mailbox.drop_foreign()
+                self._recovering = False
+                return True, None, False
             # The mailbox vanished: Redis says NOGROUP; fakeredis says the key must exist.
             if "NOGROUP" not in str(exc) and "requires the key to exist" not in str(exc):
                 raise
