@@ -96,7 +96,9 @@ def mapped_errors(
         _raise_mapped(exc, what, url, command)
 
 
-def _raise_mapped(exc: Exception, what: str, url: str | None, command: str | None) -> NoReturn:
+def _raise_mapped(
+    exc: Exception, what: str, url: str | None, command: str | None, auth_hint: str | None = None
+) -> NoReturn:
     """Raise the framework exception for ``exc`` (see :func:`mapped_errors`)."""
     # Formatted only on failure: the block around every hot-path read is entered per read.
     head = f"Could not {what}: Redis at {url}" if url else f"Could not {what}: Redis"
@@ -109,7 +111,7 @@ def _raise_mapped(exc: Exception, what: str, url: str | None, command: str | Non
         ) from exc
     # Before ConnectionError: redis-py's AuthenticationError is one.
     if isinstance(exc, rex.AuthenticationError | rex.AuthenticationWrongNumberOfArgsError):
-        raise AuthenticationFailed(_auth_message(head, exc), command=command) from exc
+        raise AuthenticationFailed(_auth_message(head, exc, auth_hint), command=command) from exc
     if isinstance(exc, rex.NoPermissionError):
         denied = _denied(str(exc), command)
         raise PermissionDenied(
@@ -151,16 +153,17 @@ def _denied(text: str, command: str | None) -> str:
     return command or "the command"
 
 
-def _auth_message(head: str, exc: Exception) -> str:
+def _auth_message(head: str, exc: Exception, hint: str | None = None) -> str:
     """Tell a missing password from a refused one: they need different fixes."""
     # NOAUTH: "Authentication required", or under RESP3 "HELLO must be called with the
     # client already authenticated"; a refused password says "invalid ..." instead.
     text = str(exc).lower()
     if "required" in text or "already authenticated" in text:
-        return (
-            f"{head} requires a password and none was given: put user:password in the URL "
-            "(or pass password=... to RedisConnector or RedisSettings)."
+        fix = hint or (
+            "put user:password in the URL (or pass password=... to RedisConnector or "
+            "RedisSettings)."
         )
+        return f"{head} requires a password and none was given: {fix}"
     return f"{head} refused the credentials ({exc})."
 
 
@@ -200,6 +203,9 @@ class RedisConnection:
         self.keys = KeySchema(self.settings.prefix)
         self._injected = client
         self._url = self.settings.url() if client is None else _describe_client(client)
+        #: How to give this connection the credentials it lacks, when the usual advice
+        #: (a password in the URL) does not apply: said when Redis asks for a password.
+        self.auth_hint: str | None = None
         self.is_cluster: bool = (
             isinstance(client, RedisCluster) if client is not None else self.settings.cluster
         )
@@ -268,7 +274,7 @@ class RedisConnection:
 
         For loops that run once per chunk, where a context manager's cost shows.
         """
-        _raise_mapped(exc, what, self.url(), command)
+        _raise_mapped(exc, what, self.url(), command, self.auth_hint)
 
     @contextmanager
     def mapped_errors(self, what: str, *, command: str | None = None) -> Iterator[None]:
@@ -278,8 +284,10 @@ class RedisConnection:
             what: The operation, as a verb phrase naming its key or topic.
             command: The Redis command, stored on the exception.
         """
-        with mapped_errors(what, url=self.url(), command=command):
+        try:
             yield
+        except (rex.RedisError, rex.RedisClusterException) as exc:
+            _raise_mapped(exc, what, self.url(), command, self.auth_hint)
 
     def ping(self) -> None:
         """Check that Redis answers, without retrying.

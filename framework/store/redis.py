@@ -149,7 +149,14 @@ class RedisStore(RedisKeyMethods, BaseStore):
             raise ConfigurationError(
                 f"Cannot rebuild Redis store {config.name!r} from its config: {exc}"
             ) from exc
-        connection = RedisConnection(with_local_credentials(settings))
+        local = with_local_credentials(settings)
+        connection = RedisConnection(local)
+        if local.password is None:
+            connection.auth_hint = (
+                f"store {config.name!r} was rebuilt from its config, which never carries "
+                "credentials. Give this process a FRAMEWORK_REDIS_URL naming this deployment "
+                "with them, or register_store() a store built with them under that name."
+            )
         try:
             store = cls(config.name, connection=connection, **options)
         except BaseException as exc:

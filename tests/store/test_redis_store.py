@@ -11,6 +11,7 @@ import redis
 
 from framework.connection import RedisConnection
 from framework.exceptions import (
+    AuthenticationFailed,
     BackendUnavailable,
     BadSignatureError,
     ClosedError,
@@ -189,6 +190,41 @@ def test_rebuilt_store_takes_credentials_from_its_own_environment(
         password = store.connection.settings.password
         assert (password.get_secret_value() if password else None) == expected
         assert store.connection.settings.db == 1  # the db is the producer's, not ours
+
+
+def test_a_rebuilt_store_without_credentials_says_how_to_give_them(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A consumer rebuilding the producer's store from its config, on a Redis that needs
+    # a password: "put user:password in the URL" does not help, the URL came from Redis.
+    monkeypatch.delenv("FRAMEWORK_REDIS_URL", raising=False)
+    admin = redis.Redis.from_url(redis_url)
+    admin.config_set("requirepass", "pw/of?consumer")
+    try:
+        with RedisConnection.from_url(redis_url, password="pw/of?consumer") as conn:
+            store = RedisStore("shared", connection=conn)
+            key = store.put(b"payload")
+            with (
+                RedisStore.from_config(store.config()) as rebuilt,
+                pytest.raises(AuthenticationFailed) as info,
+            ):
+                rebuilt.get(key)
+            message = str(info.value)
+            assert "requires a password and none was given" in message
+            assert "store 'shared' was rebuilt from its config" in message
+            assert "FRAMEWORK_REDIS_URL" in message
+            assert "register_store()" in message
+            assert "pw/of?consumer" not in message
+            # The first way it names works.
+            own = redis_url.replace("redis://", "redis://:pw%2Fof%3Fconsumer@")
+            monkeypatch.setenv("FRAMEWORK_REDIS_URL", own)
+            with RedisStore.from_config(store.config()) as rebuilt:
+                assert rebuilt.get(key) == b"payload"
+            store.close()
+    finally:
+        admin.execute_command("AUTH", "pw/of?consumer")
+        admin.config_set("requirepass", "")
+        admin.close()
 
 
 def test_store_on_an_injected_client_cannot_be_rebuilt(fake_conn: RedisConnection) -> None:
