@@ -265,12 +265,14 @@ class Mailbox:
         self.create()
 
     def drop_foreign(self) -> None:
-        """Delete the mailbox key if it holds something other than a stream (then recreate it).
+        """Delete the mailbox key if it holds something other than a stream.
+
+        The reader that met ``WRONGTYPE`` then recreates the mailbox, as a vanished one.
 
         Raises:
             BackendError: If Redis fails.
         """
-        with self.conn.mapped_errors(f"replace mailbox {self.key!r}", command="EVAL"):
+        with self.conn.mapped_errors(f"check the type of mailbox {self.key!r}", command="EVAL"):
             kind = self.conn.client.eval(_DROP_FOREIGN, 1, self.key)
         kind = kind.decode(errors="replace") if isinstance(kind, bytes) else str(kind)
         if kind not in ("stream", "none"):
