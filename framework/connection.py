@@ -69,7 +69,7 @@ RETRY_BACKOFF_CAP: Final = 1.0
 
 @contextmanager
 def mapped_errors(
-    what: str, *, url: str | None = None, command: str | None = None
+    what: str, *, url: str | None = None, command: str | None = None, auth_hint: str | None = None
 ) -> Iterator[None]:
     """Turn redis-py exceptions raised in the block into framework exceptions.
 
@@ -78,6 +78,8 @@ def mapped_errors(
             ``"read object 'fw:obj:{1}'"``; it becomes part of the message.
         url: The redacted URL of the server, for the message.
         command: The Redis command, stored on the exception.
+        auth_hint: How to give credentials, when Redis asks for a password (default: put
+            one in the URL).
 
     Yields:
         Nothing; the block runs inside the mapping.
@@ -93,7 +95,7 @@ def mapped_errors(
     try:
         yield
     except (rex.RedisError, rex.RedisClusterException) as exc:
-        _raise_mapped(exc, what, url, command)
+        _raise_mapped(exc, what, url, command, auth_hint)
 
 
 def _raise_mapped(
@@ -284,10 +286,8 @@ class RedisConnection:
             what: The operation, as a verb phrase naming its key or topic.
             command: The Redis command, stored on the exception.
         """
-        try:
+        with mapped_errors(what, url=self.url(), command=command, auth_hint=self.auth_hint):
             yield
-        except (rex.RedisError, rex.RedisClusterException) as exc:
-            _raise_mapped(exc, what, self.url(), command, self.auth_hint)
 
     def ping(self) -> None:
         """Check that Redis answers, without retrying.

@@ -397,12 +397,10 @@ class GroupReader:
             self._recovering = True  # the lost reply may have delivered entries
             raise
         except BackendError as exc:
-            if "WRONGTYPE" in str(exc):  # overwritten: replaced, then read as a vanished one
+            if "WRONGTYPE" in str(exc):  # overwritten: dropped, then recreated as a vanished one
                 self.mailbox.drop_foreign()
-                self._recovering = False
-                return True, None, False
             # The mailbox vanished: Redis says NOGROUP; fakeredis says the key must exist.
-            if "NOGROUP" not in str(exc) and "requires the key to exist" not in str(exc):
+            elif "NOGROUP" not in str(exc) and "requires the key to exist" not in str(exc):
                 raise
             self._recovering = False  # a new group has nothing pending
             return True, None, False
