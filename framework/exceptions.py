@@ -37,7 +37,7 @@ FrameworkError
 │   └── ReceiveTimeout            nothing arrived within the wait timeout (also a TimeoutError)
 ├── StreamError                   byte streams (the NVFlare name and meaning)
 │   ├── StreamCancelled           the other side cancelled or closed the transfer
-│   ├── StreamTimeout             no progress within the idle timeout (also a TimeoutError)
+│   ├── StreamTimeout             no progress within the idle timeout
 │   └── BlobSizeError             a blob is larger than the receiver accepts
 └── ClosedError                   use of an object after close()
 ```
@@ -379,8 +379,14 @@ class StreamCancelled(StreamError):
     """The transfer was cancelled by the sender or closed by the receiver."""
 
 
-class StreamTimeout(StreamError, TimeoutError):
-    """A transfer made no progress within its idle timeout."""
+class StreamTimeout(StreamError):
+    """A transfer made no progress within its idle timeout.
+
+    Not a ``TimeoutError``: ``StreamFuture.result(timeout)`` raises ``TimeoutError`` while
+    the transfer is still running, and a loop waiting on that must not take a transfer
+    that failed for one still running (NVFlare's failed transfers are no
+    ``TimeoutError`` either).
+    """
 
 
 class BlobSizeError(StreamError):

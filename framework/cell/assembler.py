@@ -145,7 +145,10 @@ class ChunkDecoder:
         if self.finished:
             raise SequenceError(f"The {where} arrived after the last chunk.")
         if header.seq > self.next_seq:
-            raise SequenceError(f"The {where} arrived but chunk {self.next_seq} is missing.")
+            raise SequenceError(
+                f"The {where} arrived but chunk {self.next_seq} is missing: Redis lost it "
+                "(a restart without persistence, a flush, eviction) or another party deleted it."
+            )
         if header.off != self.offset:
             raise SequenceError(
                 f"The {where} starts at offset {header.off}, expected {self.offset}."

@@ -14,7 +14,7 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
 from typing import Any, Literal
 
@@ -215,9 +215,7 @@ class StreamCell:
         optional: bool,
     ) -> StreamFuture:
         self._check_open()
-        targets = [target] if isinstance(target, str) else list(dict.fromkeys(target))
-        if not targets:
-            raise ConfigurationError(f"send_{mode} needs at least one target.")
+        targets = self._targets(target, mode)
         if self.config.require_secure and not secure:
             raise EncryptionError(
                 f"Cell {self.name!r} sends only encrypted transfers (require_secure=True): "
@@ -232,6 +230,27 @@ class StreamCell:
             announce(self.conn, name, ann, self.config.inbox_ttl)
         return self._start_tx(io, ann, source, cipher)
 
+    def _targets(self, target: Any, mode: str) -> list[str]:
+        """The distinct target names, each checked before anything is written.
+
+        A name refused after others were announced would leave them a transfer whose
+        sender never starts (they would wait out their idle timeout).
+        """
+        if isinstance(target, str):
+            targets = [target]
+        elif isinstance(target, Iterable) and not isinstance(target, (bytes, bytearray)):
+            targets = list(dict.fromkeys(target))
+        else:
+            raise ConfigurationError(
+                f"send_{mode}: target must be a cell name or a list of them, "
+                f"not {type(target).__name__}."
+            )
+        if not targets:
+            raise ConfigurationError(f"send_{mode} needs at least one target.")
+        for name in targets:
+            self.conn.keys.inbox(name)  # raises ConfigurationError for an unusable name
+        return targets
+
     def _announcement(
         self,
         fields: dict[str, Any],
@@ -245,7 +264,7 @@ class StreamCell:
             ann = Announce(
                 sid=secrets.randbits(62) + 1,
                 origin=self.name,
-                size=source.get_size(),
+                size=_stream_size(source, fields["mode"]),
                 headers=headers,
                 targets=targets,
                 chunk_size=self.config.chunk_size,
@@ -396,3 +415,16 @@ def _check_message(method: str, message: Any) -> None:
         raise StreamError(
             f"{method} takes a Message(headers, payload), not a {type(message).__name__}."
         )
+
+
+def _stream_size(source: Stream, mode: str) -> int:
+    """``source.get_size()``, checked: bytes, 0 (or None) when unknown."""
+    size = source.get_size()
+    if size is None:
+        return 0
+    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+        raise StreamError(
+            f"Cannot send_{mode}: {type(source).__name__}.get_size() returned {size!r}; "
+            "it must be the size in bytes, or 0 if unknown."
+        )
+    return size

@@ -167,7 +167,7 @@ class SourcePump:
     def _run(self) -> None:
         try:
             while not self._stop.is_set():
-                data = _checked(self.source.read(self.read_size), self.read_size)
+                data = _owned(_checked(self.source.read(self.read_size), self.read_size))
                 if not self._put(("data", data) if len(data) else ("data", EOF)):
                     return
                 if not len(data):
@@ -195,13 +195,41 @@ def make_pump(source: Stream, read_size: int, name: str) -> DirectPump | SourceP
 
 
 def _checked(data: Any, size: int) -> Any:
+    """A read as bytes or a flat byte view, at most ``size`` bytes long."""
     if data is None:  # NVFlare takes any empty value for the end of a stream
         return b""
-    if len(data) > size:
+    try:
+        # NVFlare's BytesAlike also allows a list (of byte values).
+        view = data if isinstance(data, bytes) else byte_view(_listed(data))
+    except (TypeError, ValueError) as exc:
         raise StreamError(
-            f"A stream returned {len(data)} bytes when at most {size} were asked for."
+            f"A stream's read() returned a {type(data).__name__}; it must return bytes-like "
+            f"data ({exc})."
+        ) from exc
+    if len(view) > size:
+        raise StreamError(
+            f"A stream returned {len(view)} bytes when at most {size} were asked for."
         )
-    return data
+    return view
+
+
+def _listed(data: Any) -> Any:
+    return bytes(data) if isinstance(data, list) else data
+
+
+def _owned(data: Any) -> Any:
+    """``data``, or a copy when the source could change it after ``read()`` returned.
+
+    A read stays in use long after the next ``read()`` call: queued ahead here, in the
+    chunk being filled, in the window until acknowledged. A source that refills one
+    buffer (``readinto``) is a legitimate source, so only immutable bytes are kept
+    as they are.
+    """
+    if isinstance(data, bytes):
+        return data
+    if isinstance(data, memoryview) and isinstance(data.obj, bytes):
+        return data
+    return bytes(data)
 
 
 def _close(source: Stream) -> None:

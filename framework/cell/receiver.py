@@ -299,14 +299,20 @@ class RxStream(Stream):
         """Return up to ``size`` bytes; empty at the end of the stream.
 
         Raises:
+            ValueError: If ``size`` is below 1 (an empty read means the end).
             StreamError: The transfer failed, was cancelled by the sender or closed here.
             ClosedError: The owning cell is closing.
         """
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ValueError(
+                f"read() of {self.rx.name} needs a size of at least 1 byte, not {size!r}: "
+                "an empty read means the end of the stream."
+            )
         with self._lock:
             self._check_failed()
             if not self._fill():
                 return b""
-            return self._take(max(size, 1))
+            return self._take(size)
 
     def close(self) -> None:
         """Stop reading; before the end this cancels the transfer for the sender too."""

@@ -218,10 +218,44 @@ class TxTask(StreamTaskSpec):
                 + ignored
             )
         self._apply(self._redis(lambda: self.io.wait_controls(self._ack_from), "reading acks"))
+        if time.monotonic() - self._last_write >= self.config.heartbeat:
+            # Waiting on receivers is no silence: a receiver that has read everything
+            # must not count this sender gone. The write also meets a Redis that refuses
+            # writes (out of memory) while the receivers cannot post their acks.
+            self._check_frames_kept()
+            self._redis(lambda: self.io.post(self._control("beat")), "posting a heartbeat")
+            self._last_write = time.monotonic()
         if time.monotonic() - self._last_refresh > self.io.ttl / 4:
             trim = self.window.trim_point()
             self._redis(lambda: self.io.write([], trim, self._ack_from), "refreshing the TTL")
             self._last_refresh = time.monotonic()
+
+    def _check_frames_kept(self) -> None:
+        """Frames a receiver has not acknowledged must still be in Redis.
+
+        A Redis restarted without persistence, flushed or evicting loses them; the
+        receivers then wait for chunks and this sender for acks, until both time out
+        blaming the other. Receivers ack at least once per heartbeat while they
+        consume, so after two heartbeats without progress they have no such frame
+        left in memory either.
+
+        Raises:
+            StreamError: The unacknowledged frames are no longer in Redis.
+        """
+        slowest, sent = self.window.slowest(), self.window.sent
+        if sent.seq <= slowest.seq:
+            return
+        if time.monotonic() - self._last_progress < 2 * self.config.heartbeat:
+            return
+        last = self._redis(self.io.last_frame, "checking the chunks in Redis")
+        if last is not None and last.seq >= sent.seq:
+            return
+        raise StreamError(
+            f"Stream {self.announce.sid}: Redis no longer holds chunks {slowest.seq + 1} to "
+            f"{sent.seq} (bytes {slowest.off} to {sent.off}), which {self._laggards()} had "
+            "not acknowledged: it restarted without persistence, was flushed, or evicted "
+            "them. Those bytes are lost to those receivers."
+        )
 
     def _apply(self, controls: list[ControlEntry]) -> None:
         for eid, control in controls:

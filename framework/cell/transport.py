@@ -23,6 +23,7 @@ from typing import Any
 import redis.exceptions as rex
 from pydantic import ValidationError
 
+from framework.buffers import byte_view
 from framework.cell.auth import ControlAuth
 from framework.cell.frames import (
     CONTROL_FIELD,
@@ -40,7 +41,7 @@ from framework.cell.respreader import Checked, Place
 from framework.cell.window import Position
 from framework.connection import MAX_BLOCK_MS, RedisConnection
 from framework.exceptions import BackendError, FramingError, MalformedFrameError
-from framework.redis_streams import stream_entries
+from framework.redis_streams import fields_of, stream_entries
 
 __all__ = [
     "FAILED_TTL",
@@ -155,14 +156,14 @@ class TransferIO:
         with conn.mapped_errors(f"write chunks to {self.data!r}", command="XADD"):
             replies, controls = exchange(conn.client, commands, xread)
         refused = []
-        for (seq, _, _), reply in zip(frames, replies, strict=False):
+        for frame, reply in zip(frames, replies, strict=False):
             if not isinstance(reply, Exception):
                 continue
             if _ALREADY_WRITTEN not in str(reply):
                 raise BackendError(
                     f"Could not write a chunk to {self.data!r}: {_describe(reply)}.", command="XADD"
                 )
-            refused.append(seq)
+            refused.append(frame)
         if refused:
             self._check_written(refused)
         for error in replies[len(frames) :]:
@@ -170,30 +171,38 @@ class TransferIO:
                 raise BackendError(f"Could not update transfer {self.meta!r}: {_describe(error)}.")
         return self._controls(controls)
 
-    def _check_written(self, seqs: list[int]) -> None:
-        """After "ID equal or smaller": each chunk must be there, written by an earlier try.
+    def _check_written(self, frames: Sequence[tuple[int, bytes, Any]]) -> None:
+        """After "ID equal or smaller": each chunk must be there, as this sender wrote it.
 
-        A write retried after a lost reply meets its own entry. Otherwise an entry that
-        this sender did not write sits past the chunk (forged, or written by another
-        party), and no chunk id after it can be written any more.
+        A write retried after a lost reply meets its own entry, byte for byte. Anything
+        else at a chunk's id, or past it, was written by another party (forged, or a
+        second sender of the same stream id): receivers would read it as the chunk.
 
         Raises:
-            MalformedFrameError: A refused chunk is not in the data stream.
+            MalformedFrameError: A refused chunk is not in the data stream, or another
+                entry stands at its id.
         """
         what = f"check chunks in {self.data!r}"
         with self.conn.mapped_errors(what, command="XRANGE"):
             pipe = self.conn.client.pipeline(transaction=False)
-            for seq in seqs:
+            for seq, _, _ in frames:
                 pipe.xrange(self.data, entry_id(seq), entry_id(seq), count=1)
             pipe.xrevrange(self.data, count=1)
             *found, last = pipe.execute()
-        missing = [seq for seq, entries in zip(seqs, found, strict=True) if not entries]
-        if missing:
-            after = _text(last[0][0]) if last else "?"
-            raise MalformedFrameError(
-                f"Could not write chunk {missing[0]} of stream {self.sid}: the data stream "
-                f"{self.data!r} holds entry {after} after it, which this sender did not write."
-            )
+        for (seq, header, wire), entries in zip(frames, found, strict=True):
+            if not entries:
+                after = _text(last[0][0]) if last else "?"
+                raise MalformedFrameError(
+                    f"Could not write chunk {seq} of stream {self.sid}: the data stream "
+                    f"{self.data!r} holds entry {after} after it, which this sender did not write."
+                )
+            if not _same_frame(entries[0][1], header, wire):
+                raise MalformedFrameError(
+                    f"Chunk {seq} of stream {self.sid} was not written: the data stream "
+                    f"{self.data!r} already holds another entry at its id, which this sender "
+                    "did not write (forged, or written by another party). Receivers may have "
+                    "read it instead of the chunk."
+                )
 
     def wait_controls(self, ack_from: str, block_ms: int = POLL_MS) -> list[ControlEntry]:
         """Block up to ``block_ms`` for control entries after ``ack_from``."""
@@ -252,8 +261,10 @@ class TransferIO:
             if control.kind in _PROGRESS or "maxmemory" not in str(exc):
                 raise
             logger.warning("Redis is out of memory; dropping the frames of stream %s.", self.sid)
-            with self.conn.mapped_errors(f"free {self.data!r}", command="UNLINK"):
-                self.conn.client.unlink(self.data)
+            # DEL, not UNLINK: a lazily freed stream still counts against maxmemory
+            # when the notice is retried right after.
+            with self.conn.mapped_errors(f"free {self.data!r}", command="DEL"):
+                self.conn.client.delete(self.data)
             self._post(control, what)
 
     def _post(self, control: Control, what: str) -> None:
@@ -435,6 +446,13 @@ _PROGRESS = ("ack", "beat")
 
 class BadControlError(MalformedFrameError):
     """A control entry of a secure transfer carries no valid MAC (forged or foreign)."""
+
+
+def _same_frame(fields: Any, header: bytes, wire: Any) -> bool:
+    """Whether a stored entry's fields are exactly ``header`` and ``wire``."""
+    stored = fields_of(fields)
+    data = stored.get(DATA_FIELD)
+    return bool(stored.get(HEADER_FIELD) == header and data is not None and byte_view(wire) == data)
 
 
 def _describe(error: Exception) -> str:

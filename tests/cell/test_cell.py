@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import threading
 import time
 from typing import Any
@@ -13,6 +14,7 @@ from framework.cell import (
     CellConfig,
     IterStream,
     Message,
+    Stream,
     StreamCancelled,
     StreamCell,
     StreamError,
@@ -100,6 +102,51 @@ def test_iterator_source_of_unknown_size(conn: RedisConnection, make_cell: CellF
     future = sender.send_stream("ch", "s", "b", Message({}, IterStream(pieces)))
     assert future.result(timeout=30) == sum(map(len, pieces))
     assert got.wait(future.get_stream_id()).data == b"".join(pieces)
+
+
+class _RefillingSource(Stream):
+    """Reads into one buffer it refills on every call, as a ``readinto`` loop does."""
+
+    def __init__(self, data: bytes, piece: int, as_list: bool = False) -> None:
+        super().__init__(len(data))
+        self.file, self.piece, self.as_list = io.BytesIO(data), piece, as_list
+        self.buf = bytearray(piece)
+
+    def read(self, size: int) -> Any:
+        n = self.file.readinto(memoryview(self.buf)[: min(size, self.piece)])
+        self.pos += n
+        return list(self.buf[:n]) if self.as_list else memoryview(self.buf)[:n]
+
+
+@pytest.mark.parametrize("piece", [4096, CHUNK], ids=["small-reads", "chunk-reads"])
+@pytest.mark.parametrize("mode", ["stream", "blob"])
+def test_a_source_that_refills_its_buffer_arrives_intact(
+    conn: RedisConnection, make_cell: CellFactory, mode: str, piece: int
+) -> None:
+    # The sender holds reads (queued ahead, in the chunk being filled, in the window)
+    # after the next read() refilled the buffer they point into.
+    data = payload(6 * CHUNK + 5)
+    sender, receiver = make_cell(conn, "a"), make_cell(conn, "b")
+    got = Collector()
+    receiver.register_stream_cb("ch", "s", got.stream_cb)
+    receiver.register_blob_cb("ch", "b", got.blob_cb)
+    send = sender.send_stream if mode == "stream" else sender.send_blob
+    future = send("ch", mode[0], "b", Message({}, _RefillingSource(data, piece)))
+    assert future.result(timeout=30) == len(data)
+    assert bytes(got.wait(future.get_stream_id()).data) == data
+
+
+def test_a_source_may_return_lists_of_byte_values(
+    conn: RedisConnection, make_cell: CellFactory
+) -> None:
+    data = payload(CHUNK + 3)
+    sender, receiver = make_cell(conn, "a"), make_cell(conn, "b")
+    got = Collector()
+    receiver.register_stream_cb("ch", "s", got.stream_cb)
+    source = _RefillingSource(data, 1000, as_list=True)
+    future = sender.send_stream("ch", "s", "b", Message({}, source))
+    assert future.result(timeout=30) == len(data)
+    assert bytes(got.wait(future.get_stream_id()).data) == data
 
 
 def test_fan_out_writes_once_and_every_target_gets_a_copy(
@@ -369,11 +416,60 @@ def test_bad_arguments(conn: RedisConnection, make_cell: CellFactory) -> None:
     for send in (cell.send_blob, cell.send_stream):
         with pytest.raises(StreamError, match=r"takes a Message\(headers, payload\), not a bytes"):
             send("ch", "t", "b", b"xx")  # type: ignore[arg-type]
+    for target in (None, 3, b"b"):
+        with pytest.raises(ConfigurationError, match="target must be a cell name or a list"):
+            cell.send_stream("ch", "t", target, Message({}, BytesStream(b"x")))  # type: ignore[arg-type]
+    for size in (-1, "10", 1.5):
+        source = BytesStream(b"x")
+        source.size = size  # type: ignore[assignment]
+        with pytest.raises(StreamError, match=r"BytesStream.get_size\(\) returned"):
+            cell.send_stream("ch", "t", "b", Message({}, source))
     assert cell.get_chunk_size() == CHUNK
     cell.close()
     cell.close()
     with pytest.raises(ClosedError):
         cell.send_blob("ch", "t", "b", Message({}, b"1"))
+
+
+def test_a_target_that_cannot_be_named_announces_nothing_to_the_others(
+    conn: RedisConnection, make_cell: CellFactory
+) -> None:
+    # Checked before anything is written: "good" would otherwise wait for a sender that
+    # never starts, until its idle timeout.
+    sender = make_cell(conn, "a")
+    with pytest.raises(ConfigurationError, match=r"bad\{name"):
+        sender.send_stream("ch", "t", ["good", "bad{name"], Message({}, BytesStream(b"x")))
+    assert not conn.client.exists(conn.keys.inbox("good"))
+    assert xfer_keys(conn) == []
+
+
+def test_a_read_of_no_bytes_is_refused(conn: RedisConnection, make_cell: CellFactory) -> None:
+    sender, receiver = make_cell(conn, "a"), make_cell(conn, "b")
+    errors: list[BaseException] = []
+
+    def callback(future: StreamFuture, stream: Any, resume: int) -> None:
+        for size in (0, -1):
+            try:
+                stream.read(size)
+            except ValueError as exc:
+                errors.append(exc)
+        while stream.read(1 << 20):
+            pass
+
+    receiver.register_stream_cb("ch", "s", callback)
+    future = sender.send_stream("ch", "s", "b", Message({}, BytesStream(b"abc")))
+    assert future.result(timeout=30) == 3
+    assert [str(e).split(":")[0] for e in errors] == [
+        f"read() of stream {future.get_stream_id()} from 'a' needs a size of at least 1 byte, "
+        f"not {n}"
+        for n in (0, -1)
+    ]
+
+
+def test_a_stream_timeout_is_not_a_timeout_error() -> None:
+    # result(timeout) raises TimeoutError while a transfer runs; a loop waiting on that
+    # must not spin forever on a transfer that failed.
+    assert not issubclass(StreamTimeout, TimeoutError)
 
 
 def test_closing_a_cell_cancels_its_sends(conn: RedisConnection) -> None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,6 +20,7 @@ from framework.connection import RedisConnection
 from framework.embedded import EmbeddedRedis
 from tests.cell.conftest import CellFactory
 from tests.cell.helpers import SMALL, Collector, blocked_in, payload
+from tests.stream.faults import RedisProcess
 
 CHUNK = SMALL.chunk_size
 #: Short idle timeouts keep these tests fast; heartbeats must keep a live sender inside them.
@@ -169,3 +171,81 @@ def test_out_of_memory_reaches_both_sides_with_its_cause(
     assert item.error is not None
     assert "OutOfMemoryError" in str(item.error)
     assert "maxmemory" in str(item.error)
+
+
+def _fault_while_the_receiver_lags(
+    tmp_path: Path, make_cell: CellFactory, fault: Callable[[RedisProcess], None]
+) -> tuple[BaseException | None, BaseException]:
+    """Inject ``fault`` while the sender waits on a full window and its receiver reads
+    nothing; the errors both sides end with (the receiver's once it reads again)."""
+    hold, seen = threading.Event(), []
+
+    def held_reader(future: StreamFuture, stream: Any, resume: int) -> None:
+        try:
+            hold.wait(20)
+            while stream.read(1 << 20):
+                pass
+        except BaseException as exc:
+            seen.append(exc)
+            raise
+
+    server = RedisProcess(tmp_path).start()
+    conn = RedisConnection.from_url(server.url)
+    try:
+        make_cell(conn, "b", QUICK).register_stream_cb("ch", "s", held_reader)
+        future = make_cell(conn, "a", QUICK).send_stream(
+            "ch", "s", "b", Message({}, IterStream([payload(16 * CHUNK)]))
+        )
+        deadline = time.monotonic() + 20
+        while future.get_progress() < QUICK.window:
+            assert time.monotonic() < deadline, "the sender never filled its window"
+            time.sleep(0.01)
+        fault(server)
+        hold.set()
+        exc = future.exception(timeout=20)
+        deadline = time.monotonic() + 20
+        while not seen:
+            assert time.monotonic() < deadline, "the receiver was never told"
+            time.sleep(0.01)
+    finally:
+        hold.set()
+        conn.close()
+        server.close()
+    return exc, seen[0]
+
+
+def _fill_memory(server: RedisProcess) -> None:
+    with server.admin() as admin:
+        # Full now; dropping the transfer's frames (over 300 KB) makes room for the
+        # sender's notice to the receiver.
+        used = int(admin.info("memory")["used_memory"])
+        admin.config_set("maxmemory-policy", "noeviction")
+        admin.config_set("maxmemory", used - 200_000)
+
+
+@pytest.mark.integration
+def test_out_of_memory_while_the_receiver_lags_reaches_both_sides_with_its_cause(
+    tmp_path: Path, make_cell: CellFactory
+) -> None:
+    # The receiver cannot post its acks: the waiting sender's heartbeat meets the
+    # refusal, instead of both sides timing out blaming each other.
+    exc, seen = _fault_while_the_receiver_lags(tmp_path, make_cell, _fill_memory)
+    assert isinstance(exc, StreamError)
+    assert "maxmemory" in str(exc), exc
+    assert "maxmemory" in str(seen), seen
+
+
+@pytest.mark.integration
+def test_a_restart_that_loses_unread_chunks_fails_both_sides_naming_them(
+    tmp_path: Path, make_cell: CellFactory
+) -> None:
+    # Without persistence the frames the receiver had not read are gone. Before, the
+    # receiver timed out saying the sender was gone, and the sender said it back.
+    exc, seen = _fault_while_the_receiver_lags(
+        tmp_path, make_cell, lambda server: server.restart(0.2)
+    )
+    sent = -(-QUICK.window // CHUNK)  # chunks written until the window was full
+    lost = f"Redis no longer holds chunks 0 to {sent - 1} (bytes 0 to {sent * CHUNK})"
+    assert isinstance(exc, StreamError)
+    assert lost in str(exc), exc
+    assert lost in str(seen), seen

@@ -559,12 +559,10 @@ def test_a_heartbeat_written_again_does_not_keep_a_receiver_waiting(conn: RedisC
         rx.close()
 
 
-def test_an_entry_written_past_the_chunks_fails_the_transfer_naming_it(
+def _paused_after_one_chunk(
     conn: RedisConnection, make_cell: CellFactory
-) -> None:
-    # A copy of chunk 0 under a high id: receivers drop it as a duplicate, and every
-    # later chunk id is refused as "equal or smaller", which alone looks like a retried
-    # write that had succeeded. The sender must not take it for one.
+) -> tuple[StreamFuture, TransferIO, threading.Event]:
+    """A transfer whose source waits after its first chunk (in Redis) until released."""
     release = threading.Event()
 
     def source() -> Any:
@@ -575,10 +573,17 @@ def test_an_entry_written_past_the_chunks_fails_the_transfer_naming_it(
     make_cell(conn, "b").register_stream_cb("ch", "s", Collector().stream_cb)
     future = make_cell(conn, "a").send_stream("ch", "s", "b", Message({}, IterStream(source())))
     io = TransferIO(conn, future.get_stream_id(), 60)
-    deadline = time.monotonic() + 10
-    while not conn.client.xlen(io.data):
-        assert time.monotonic() < deadline, "the first chunk was never written"
-        time.sleep(0.01)
+    _wait_for(lambda: conn.client.xlen(io.data), timeout=10)
+    return future, io, release
+
+
+def test_an_entry_written_past_the_chunks_fails_the_transfer_naming_it(
+    conn: RedisConnection, make_cell: CellFactory
+) -> None:
+    # A copy of chunk 0 under a high id: receivers drop it as a duplicate, and every
+    # later chunk id is refused as "equal or smaller", which alone looks like a retried
+    # write that had succeeded. The sender must not take it for one.
+    future, io, release = _paused_after_one_chunk(conn, make_cell)
     ((_, fields),) = conn.client.xrange(io.data, count=1)
     conn.client.xadd(io.data, fields, id="999999999-0")
     release.set()
@@ -595,3 +600,29 @@ def test_a_chunk_written_again_after_a_lost_reply_counts_as_written(conn: RedisC
     io.write([frame], None, "0-0")
     io.write([frame], None, "0-0")  # as a retry meets its own entry: no error, no copy
     assert conn.client.xlen(io.data) == 1
+
+
+def test_another_entry_at_a_chunks_id_fails_the_sender(conn: RedisConnection) -> None:
+    # Written ahead of the sender at the id of its next chunk, with a valid header and
+    # checksum: receivers would read it as the chunk. Only a byte-for-byte copy of what
+    # this sender wrote is its own earlier write.
+    io = TransferIO(conn, 17, 60)
+    forged = b"X" * 5
+    conn.client.xadd(io.data, {HEADER_FIELD: _header(0, 0, forged), DATA_FIELD: forged}, id="1-0")
+    with pytest.raises(MalformedFrameError, match="already holds another entry at its id"):
+        io.write([(0, _header(0, 0, b"chunk"), b"chunk")], None, "0-0")
+
+
+@pytest.mark.integration
+def test_a_forged_next_chunk_fails_the_transfer_instead_of_replacing_it(
+    real_conn: RedisConnection, make_cell: CellFactory
+) -> None:
+    future, io, release = _paused_after_one_chunk(real_conn, make_cell)
+    forged = b"X" * CHUNK
+    header = _header(1, CHUNK, forged)
+    real_conn.client.xadd(io.data, {HEADER_FIELD: header, DATA_FIELD: forged}, id="2-0")
+    release.set()
+    exc = future.exception(timeout=20)
+    assert isinstance(exc, StreamError)
+    assert isinstance(exc.__cause__, MalformedFrameError)
+    assert "Chunk 1 of stream" in str(exc)
