@@ -79,7 +79,9 @@ class RedisStreamableEngine(StreamableEngine):
             sessions here with TASK_ABORTED.
 
     Raises:
-        BackendError: If Redis fails while the mailbox is created.
+        BackendError: If Redis fails while the mailbox is created (nothing is left
+            behind).
+        ClosedError: If the cell or its connection is closed (nothing is created).
     """
 
     def __init__(
@@ -117,7 +119,6 @@ class RedisStreamableEngine(StreamableEngine):
             patience=patience,
             stop=self._stop,
         )
-        self._mailbox.create()
         self._receiver = Receiver(
             self.name,
             self._reply,
@@ -125,15 +126,22 @@ class RedisStreamableEngine(StreamableEngine):
             abort_signal=self.fl_ctx.get_run_abort_signal(),
             max_clock_skew=self.config.max_clock_skew,
         )
-        cell.register_blob_cb(OBJECTS_CHANNEL, _TOPIC, self._on_blob)
         self._threads = [
             threading.Thread(
                 target=self._work, args=(i,), name=f"fw-obj-{self.name}-{i}", daemon=True
             )
             for i in range(self.config.workers)
         ]
-        for thread in self._threads:
-            thread.start()
+        # First, so a closed cell is refused before the mailbox exists: a mailbox
+        # without a reader would make senders wait out their timeouts.
+        cell.register_blob_cb(OBJECTS_CHANNEL, _TOPIC, self._on_blob)
+        try:
+            self._mailbox.create()
+            for thread in self._threads:
+                thread.start()
+        except BaseException:
+            self._abandon()
+            raise
 
     # -- the StreamableEngine API --------------------------------------------------------
 
@@ -167,10 +175,14 @@ class RedisStreamableEngine(StreamableEngine):
                 has the wrong type (checked before ``produce`` is called), or ``produce``
                 returned something other than a ``(Shareable, positive timeout)`` pair.
             SerializationError: If an object cannot be serialized.
+            EncryptionError: If ``secure`` is True and the cell has no key (raised when
+                the first object is sent).
         """
         self._check_open()
         ctx = stream_ctx if stream_ctx is not None else {}
         run = ObjectStream(self, channel, topic, ctx, targets, producer, fl_ctx, optional, secure)
+        for target in run.targets:  # the key schema's own check, before anything is produced
+            self.conn.keys.mailbox(target)
         return run.run()
 
     def register_stream_processing(
@@ -200,26 +212,48 @@ class RedisStreamableEngine(StreamableEngine):
     def shutdown_streamer(self) -> None:
         """Stop: abort running sends, finalize open sessions (TASK_ABORTED), join threads.
 
-        Idempotent. Deletes this engine's mailbox; the cell and connection stay open.
+        Idempotent, and it never raises: every step runs whatever the state of Redis or
+        the connection (closed first, say), so every open session is finalized exactly
+        once. Deletes this engine's mailbox (if Redis can still be reached); the cell and
+        connection stay open.
         """
-        if self._stop.is_set():
-            return
-        self._stop.set()
-        deadline = time.monotonic() + self.config.close_timeout
-        for _ in self._threads:  # one wake-up entry per reading thread
-            self._mailbox.wake()
-        for thread in self._threads:
-            if thread is not threading.current_thread():
-                thread.join(max(0.0, deadline - time.monotonic()))
-        self._receiver.close(max(0.0, deadline - time.monotonic()))
         with self._lock:
-            pending, self._outgoing = self._outgoing, []
-        for future in pending:
-            future.cancel()
-        self._mailbox.delete()
+            if self._stop.is_set():
+                return
+            self._stop.set()
+        deadline = time.monotonic() + self.config.close_timeout
+        try:
+            self._join_workers(deadline)
+        finally:
+            # Sessions are finalized even if joining failed: they are promised it.
+            self._receiver.close(max(0.0, deadline - time.monotonic()))
+            self._release()
         alive = [t.name for t in self._threads if t.is_alive()]
         if alive:
             logger.warning("Engine %r closed but threads %s are still running.", self.name, alive)
+
+    def _join_workers(self, deadline: float) -> None:
+        for _ in self._threads:  # one wake-up entry per reading thread (never raises)
+            self._mailbox.wake()
+        for thread in self._threads:
+            if thread.is_alive() and thread is not threading.current_thread():
+                thread.join(max(0.0, deadline - time.monotonic()))
+
+    def _release(self) -> None:
+        """Cancel outgoing byte streams and delete the mailbox; never raises."""
+        with self._lock:
+            pending, self._outgoing = self._outgoing, []
+        for future in pending:
+            try:
+                future.cancel()
+            except FrameworkError as exc:  # the connection may be closed already
+                logger.warning("Engine %r could not cancel a reply stream: %s", self.name, exc)
+        self._mailbox.delete()
+
+    def _abandon(self) -> None:
+        """Undo a constructor that failed after registering: stop, and leave no mailbox."""
+        self._stop.set()  # the blob callback registered with the cell now ignores all
+        self._mailbox.delete()
 
     def close(self) -> None:
         """Same as :meth:`shutdown_streamer`."""

@@ -44,7 +44,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: Version of the envelope this module writes.
-WIRE_VERSION: Final = 3
+WIRE_VERSION: Final = 4
 #: Mailbox entry fields.
 ENVELOPE_FIELD: Final = b"h"
 PAYLOAD_FIELD: Final = b"p"
@@ -65,7 +65,8 @@ class Envelope(BaseModel):
     Attributes:
         kind: ``data`` (an object), ``reply``, ``end`` (normal end) or ``abort``.
         tx: Session id (random, hex).
-        seq: Sequence number of the object (a reply repeats its object's number).
+        seq: Sequence number of the object (a reply repeats its object's number); on
+            an ``end`` or ``abort``, the number of objects sent.
         origin: Cell name of the engine that wrote the message (where replies go).
         to: Cell names the message is addressed to (every target of a fan-out: the
             payload is written once for all of them).
@@ -81,7 +82,7 @@ class Envelope(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    v: Literal[3] = WIRE_VERSION
+    v: Literal[4] = WIRE_VERSION
     kind: Kind
     tx: str = Field(min_length=1, max_length=64, pattern=r"^[0-9a-f]+$")
     seq: int = Field(ge=0)

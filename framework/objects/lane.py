@@ -76,19 +76,27 @@ class Lane:
             BackendTimeout: Redis did not answer within the socket timeout.
             ClosedError: The connection was closed.
         """
+        failed = commands[-1]  # a dropped connection is the round trip's, named by its read
         try:
             client = self._conn.blocking  # raises ClosedError once the connection is closed
             if self._conn.is_cluster:
                 replies = _pipelined(client, quiet, commands)
             else:
                 replies = self._exchange(client, [c for q in quiet for c in (_SKIP, q)], commands)
-            for reply in replies:
+            for command, reply in zip(commands, replies, strict=True):
                 if isinstance(reply, rex.ResponseError):
+                    failed = command
                     raise reply
             return replies
         except (rex.RedisError, rex.RedisClusterException):
-            with self._conn.mapped_errors(self._what, command=str(commands[-1][0])):
+            with self._conn.mapped_errors(self._describe(failed), command=str(failed[0])):
                 raise
+
+    def _describe(self, command: Command) -> str:
+        """What ``command`` did, for an error: a write to another key is not the read."""
+        if str(command[0]).upper() == "XADD":
+            return f"post to mailbox {_text(command[1])!r}"
+        return self._what
 
     def _exchange(self, client: Any, sent: list[Command], commands: Sequence[Command]) -> list[Any]:
         if self._held is None:
@@ -151,6 +159,10 @@ class _Wire:
             elif not isinstance(reply, _PUSH):
                 replies.append(reply)
         return replies
+
+
+def _text(value: Any) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
 
 def _reply(connection: Any) -> Any:

@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 
 from framework.cell.reconnect import with_reconnect
 from framework.connection import MAX_BLOCK_MS, RedisConnection
-from framework.exceptions import BackendError, BackendTimeout, BackendUnavailable
+from framework.exceptions import BackendError, BackendTimeout, BackendUnavailable, FrameworkError
 from framework.objects.lane import Command, Lane
 from framework.redis_streams import fields_of, stream_entries
 
@@ -288,24 +288,30 @@ class Mailbox:
         return GroupReader(self, consumer)
 
     def wake(self) -> None:
-        """Append a wake-up entry so a reader blocked on this mailbox returns now."""
+        """Append a wake-up entry so a reader blocked on this mailbox returns now.
+
+        Never raises: a reader that is not woken returns within its bounded block.
+        """
         try:
             with self.conn.mapped_errors(f"wake mailbox {self.key!r}", command="XADD"):
                 self.conn.client.xadd(self.key, {WAKE_FIELD: b""}, nomkstream=True)
-        except BackendError:
-            logger.debug("Could not wake the reader of %s; it wakes within 1 s.", self.key)
+        except FrameworkError as exc:  # Redis failing, or the connection closed (ClosedError)
+            logger.debug(
+                "Could not wake the reader of %s (%s); it wakes within 1 s.", self.key, exc
+            )
 
     def delete(self) -> None:
         """Delete the mailbox (on close); unread messages go with it.
 
-        The connection its reads held goes back to the pool.
+        The connection its reads held goes back to the pool. Never raises: a mailbox
+        that cannot be deleted (Redis failing, the connection closed) expires.
         """
         self._lane.close()
         try:
             with self.conn.mapped_errors(f"delete mailbox {self.key!r}", command="DEL"):
                 self.conn.client.delete(self.key)
-        except BackendError:
-            logger.warning("Could not delete mailbox %s; its TTL removes it.", self.key)
+        except FrameworkError as exc:
+            logger.warning("Could not delete mailbox %s (%s); its TTL removes it.", self.key, exc)
 
 
 class GroupReader:

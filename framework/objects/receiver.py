@@ -35,6 +35,8 @@ logger = logging.getLogger(__name__)
 ReplyFn = Callable[[Envelope, Shareable, bool], None]
 #: Returns the verified, deserialized payload of an object (raises FrameworkError).
 LoadFn = Callable[[], Any]
+#: Seconds between looks at whether a session's lock is held by running user code.
+_LOOK_EVERY = 0.01
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,10 @@ class _Session:
     lock: threading.Lock = field(default_factory=threading.Lock)
     busy: bool = False
     ended: bool = False
+    #: Objects found missing (a sequence gap), for the error the session ends with.
+    lost: str | None = None
+    #: An end or abort that came while consume ran (applied when it returns).
+    pending_end: Envelope | None = None
 
     def name(self) -> str:
         return f"session {self.key[1]} from {self.key[0]!r}"
@@ -116,7 +122,14 @@ class Receiver:
     # -- messages ----------------------------------------------------------------------
 
     def on_data(self, env: Envelope, load: LoadFn) -> None:
-        """Handle one object: start or find its session, apply it once, reply."""
+        """Handle one object: start or find its session, apply it once, reply.
+
+        A message for a session whose consumer is running (or finalizing) is dropped
+        rather than waited for: waiting would hold this worker for as long as the user
+        code runs, and the sender's resends would soon hold every worker, starving
+        other sessions. The sender sends it again, and it is answered once the
+        session is free.
+        """
         key = (env.origin, env.tx)
         early: Shareable | None = None
         with self._lock:
@@ -129,32 +142,89 @@ class Receiver:
         if session is None:
             self._reply(env, early or make_reply(ReturnCode.ERROR), True)
             return
-        if not fresh and not session.lock.acquire(blocking=False):
-            if session.busy and env.seq == session.seq.expected:
-                # A resend of the object being consumed: its reply is on the way.
-                logger.debug("The %s is being consumed already.", env.describe())
-                return
-            session.lock.acquire()  # outside the table lock: consume may take long
+        if not fresh and not self._take(session, env):
+            return
         try:
             self._apply(session, env, load)
-            if self._closing:  # close() gave up waiting for this consume: finish its job
-                self._end(session, ReturnCode.TASK_ABORTED)
+            self._finish_pending(session)
         finally:
             session.lock.release()
+            self._settle(session)
+
+    def _take(self, session: _Session, env: Envelope) -> bool:
+        """Take the session's lock unless user code holds it; False if it was not taken."""
+        # Held for bookkeeping only (microseconds), it is worth the wait, not a resend; the
+        # holder may go on to run user code (object 0's consume), hence the looks.
+        while not session.lock.acquire(timeout=_LOOK_EVERY):
+            if session.busy or session.ended:
+                logger.debug("The %s came while its session is busy: dropped.", env.describe())
+                return False
+        return True
+
+    def _settle(self, session: _Session) -> None:
+        """Apply an end that came while the lock was held, if no one else does.
+
+        Its sender sets ``pending_end`` then calls this; the lock's holder calls it
+        after releasing: whichever comes last finds the other's doing.
+        """
+        if session.pending_end is None or session.ended:
+            return
+        if session.lock.acquire(blocking=False):
+            try:
+                self._finish_pending(session)
+            finally:
+                session.lock.release()
+
+    def _finish_pending(self, session: _Session) -> None:
+        """End a session whose end, abort or close came while consume ran (under its lock)."""
+        if self._closing:  # close() gave up waiting for this consume: finish its job
+            self._end(session, ReturnCode.TASK_ABORTED)
+        elif session.pending_end is not None:  # checked now: the last object is applied
+            self._end(session, self._checked_rc(session, session.pending_end)[0])
 
     def on_end(self, env: Envelope) -> None:
-        """The sender ended (``end``) or aborted (``abort``) a session."""
+        """The sender ended (``end``) or aborted (``abort``) a session.
+
+        An ``end`` whose session lost objects (a sequence gap, or fewer objects applied
+        than the ``end`` says were sent) ends it with BAD_REQUEST_DATA, never OK. One
+        that comes while consume runs is applied when consume returns, without holding
+        a worker; an ``end`` is then answered when the sender sends it again.
+        """
         key = (env.origin, env.tx)
         with self._lock:
             session = self._sessions.get(key)
-        rc = env.rc or (ReturnCode.OK if env.kind == "end" else ReturnCode.TASK_ABORTED)
+            ended_rc = self._tombstones.rc_of(key)
+        reply = make_reply(ended_rc or _rc_of(env))
         if session is None:
             logger.debug("The %s names no open session.", env.describe())
+        elif not self._take(session, env):
+            session.pending_end = env
+            self._settle(session)  # consume may have returned meanwhile
+            return
         else:
-            with session.lock:
+            try:
+                rc, why = self._checked_rc(session, env)
+                reply = make_reply(rc) if why is None else error_reply(rc, why)
                 self._end(session, rc)
+            finally:
+                session.lock.release()
         if env.kind == "end":  # the sender waits until every target has finalized
-            self._reply(env, make_reply(rc), True)
+            self._reply(env, reply, True)
+
+    def _checked_rc(self, session: _Session, env: Envelope) -> tuple[str, str | None]:
+        """The return code ``env`` (an end or abort) ends ``session`` with, and why not OK."""
+        rc = _rc_of(env)
+        if env.kind != "end" or rc != ReturnCode.OK:
+            return rc, None
+        expected = session.seq.expected
+        lost = session.lost
+        if env.seq > expected:  # an end's seq is the number of objects sent
+            lost = f"objects {expected}..{env.seq - 1} of the {env.seq} sent were not applied"
+        if lost is None:
+            return rc, None
+        why = f"The stream ended but {lost}; {session.name()} lost objects."
+        logger.warning("Ending %s with %s: %s", session.name(), ReturnCode.BAD_REQUEST_DATA, why)
+        return ReturnCode.BAD_REQUEST_DATA, why
 
     def expire_idle(self) -> int:
         """End every session idle for longer than ``idle_timeout``; return how many."""
@@ -278,6 +348,8 @@ class Receiver:
         elif verdict is not Verdict.APPLY:
             logger.warning("The %s is out of sequence (%s).", env.describe(), verdict.value)
             gap = verdict is Verdict.GAP
+            if gap and session.lost is None:
+                session.lost = f"objects {session.seq.expected}..{env.seq - 1} never arrived"
             answer = session.seq.gap_reply(env.seq) if gap else session.seq.stale_reply(env.seq)
             self._reply(env, answer, False)
         else:
@@ -372,6 +444,11 @@ class Receiver:
             "return_consumer", session, lambda: reg.factory.return_consumer(consumer, ctx, fl_ctx)
         )
         logger.debug("Finalized %s with %s.", session.name(), rc)
+
+
+def _rc_of(env: Envelope) -> str:
+    """The return code an end or abort notice carries."""
+    return env.rc or (ReturnCode.OK if env.kind == "end" else ReturnCode.TASK_ABORTED)
 
 
 def _object_of(payload: Any, first: bool) -> Any:

@@ -115,6 +115,7 @@ class ObjectStream:
         self.optional, self.secure = optional, secure
         self.tx = secrets.token_hex(16)
         self.seq = 0
+        self.sent = 0  # objects sent: the seq of the end notice, so receivers can count
         self.timeout = 5.0  # the last object's timeout; bounds the wait for end notices
         self.reached: set[str] = set()  # targets that were sent an object
         self.ended: dict[str, str] = {}  # target -> why it takes no more objects
@@ -193,6 +194,7 @@ class ObjectStream:
             secure=self.secure,
         )
         payload = (obj, self.ctx if self.seq == 0 else None)
+        self.sent = self.seq + 1
         self.link.expect(self.tx, slots)
         try:
             future = self._send(env, payload, live, slots)
@@ -219,12 +221,16 @@ class ObjectStream:
             slots.fail_missing(ReturnCode.COMMUNICATION_ERROR, f"Sending failed: {exc}", live)
             return None
         self.reached.update(t for t, ok in reached.items() if ok)
+        self._fail_absent(reached, slots)
+        return future
+
+    def _fail_absent(self, reached: dict[str, bool], slots: ReplySlots) -> None:
+        """Fill the slots of targets without a mailbox: no engine listens, none will answer."""
         absent = [t for t, ok in reached.items() if not ok]
         if absent:
             self._log("Targets %s of stream %s have no engine listening.", absent, self.tx)
             why = "No object-protocol engine listens under this cell name (no mailbox)."
             slots.fail_missing(ReturnCode.COMMUNICATION_ERROR, why, absent)
-        return future
 
     def _wait(
         self,
@@ -267,9 +273,12 @@ class ObjectStream:
         missing = slots.missing()
         logger.info("Sending object %d of stream %s again to %s.", env.seq, env.tx, missing)
         try:
-            self.link.send(env, payload, missing, self.secure, self.optional)
+            reached, _ = self.link.send(env, payload, missing, self.secure, self.optional)
         except (BackendError, StreamError) as exc:  # the next attempt, or the timeout, follows
             self._log("Sending object %d of stream %s again failed: %s", env.seq, env.tx, exc)
+            return
+        # A mailbox gone since the first send: its engine shut down and will never answer.
+        self._fail_absent(reached, slots)
 
     def _note_ended(self, replies: dict[str, Shareable]) -> None:
         for target, reply in replies.items():
@@ -294,7 +303,9 @@ class ObjectStream:
         env = Envelope(
             kind=kind,
             tx=self.tx,
-            seq=self.seq + 1,  # never the number of an object
+            # The number of objects sent (never one of their numbers): a receiver that
+            # applied fewer knows that it lost objects and does not finalize with OK.
+            seq=self.sent,
             origin=self.link.name,
             to=tuple(notify),
             at=time.time(),
@@ -305,13 +316,23 @@ class ObjectStream:
         slots = ReplySlots(env.seq, notify)
         self.link.expect(self.tx, slots)
         try:
-            self.link.send(env, None, notify, False, self.optional)
+            reached, _ = self.link.send(env, None, notify, False, self.optional)
+            self._fail_absent(reached, slots)  # no wait for targets whose engine is gone
             if kind == "end":
                 self._wait(slots, None, self.timeout, partial(self._resend, env, None, slots))
+                self._log_failed_ends(slots)
         except FrameworkError as exc:  # the receivers' idle expiry finalizes them instead
             self._log("Could not send %s of stream %s to %s: %s", kind, self.tx, notify, exc)
         finally:
             self.link.expect(self.tx, None)
+
+    def _log_failed_ends(self, slots: ReplySlots) -> None:
+        """Warn of targets that finalized with an error (e.g. they lost objects)."""
+        for target, reply in slots.result().items():
+            rc = reply.get_return_code()
+            if rc not in (ReturnCode.OK, ReturnCode.COMMUNICATION_ERROR, ReturnCode.TIMEOUT):
+                why = reply.get_header(ReservedHeaderKey.ERROR)
+                self._log("Target %s finalized stream %s with %s: %s", target, self.tx, rc, why)
 
     def _log(self, msg: str, *args: Any) -> None:
         logger.log(logging.DEBUG if self.optional else logging.WARNING, msg, *args)

@@ -179,5 +179,10 @@ class Tombstones:
             **{ReservedHeaderKey.SESSION_ENDED: True},
         )
 
+    def rc_of(self, key: tuple[str, str]) -> str | None:
+        """The return code session ``key`` ended with, or None if it is unknown."""
+        found = self._ended.get(key)
+        return None if found is None else found[2]
+
     def __contains__(self, key: Any) -> bool:
         return key in self._ended
