@@ -25,7 +25,8 @@ FrameworkError
 │   ├── BadSignatureError         the MAC does not match (tampered or wrong secret)
 │   └── EncryptionError           encryption unavailable, key missing, or decryption failed
 ├── StoreError                    object store failures
-│   ├── ObjectNotFoundError       the key is absent (evicted, expired or never written)
+│   ├── ObjectNotFoundError       the key is absent (evicted, expired or never written; also a
+│   │                             KeyError and, as ProxyStore's next_object raises, a ValueError)
 │   ├── ProxyResolveError         a proxy could not produce its target
 │   │   └── ProxyResolveMissingKeyError  its object is not in the store (ProxyStore's name)
 │   └── UnknownStoreKindError     a config names a store kind that is not registered
@@ -34,6 +35,7 @@ FrameworkError
 │   ├── MessageLossError          events were (possibly) lost: a gap, a dropped subscription
 │   │   └── HeartbeatLapsedError  a producer was silent so long that consumers may count it gone
 │   ├── BacklogFullError          a topic's unconsumed backlog stayed at its bound
+│   ├── AggregationError          a producer's aggregator failed on a batch, which was not sent
 │   └── ReceiveTimeout            nothing arrived within the wait timeout (also a TimeoutError)
 ├── StreamError                   byte streams (the NVFlare name and meaning)
 │   ├── StreamCancelled           the other side cancelled or closed the transfer
@@ -48,6 +50,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "AggregationError",
     "AuthenticationFailed",
     "BackendError",
     "BackendTimeout",
@@ -176,8 +179,12 @@ class StoreError(FrameworkError):
     """An object store operation failed."""
 
 
-class ObjectNotFoundError(StoreError, KeyError):
+class ObjectNotFoundError(StoreError, KeyError, ValueError):
     """The key is absent: evicted, expired or never written.
+
+    A :class:`KeyError` (a missing key) and a :class:`ValueError`: ProxyStore's
+    ``StreamConsumer.next_object`` raises ``ValueError`` when the store does not return
+    an object, and ported ``except ValueError`` handlers must keep working.
 
     Attributes:
         key: The missing key.
@@ -255,6 +262,36 @@ class ObjectStreamError(FrameworkError):
 
 class TopicClosedError(ObjectStreamError):
     """An object was sent to a topic that has been closed."""
+
+
+class AggregationError(ObjectStreamError):
+    """A producer's aggregator raised on a batch, or its result could not be serialized.
+
+    The batch was taken out of the buffer and not published (keeping it would fail
+    every later flush of the topic); its objects are here, to send again or keep. The
+    aggregator's exception is the ``__cause__``.
+
+    Attributes:
+        topic: The batch's topic.
+        aggregator: Name of the aggregator.
+        objects: The batch's objects, in the order they were sent.
+        metadata: Their metadata, in the same order.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        topic: str,
+        aggregator: str,
+        objects: list[Any],
+        metadata: list[dict[str, Any]],
+    ) -> None:
+        super().__init__(message)
+        self.topic = topic
+        self.aggregator = aggregator
+        self.objects = objects
+        self.metadata = metadata
 
 
 class MessageLossError(ObjectStreamError):

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, TypeVar
 
 from framework.connection import RedisConnection
 from framework.exceptions import ConfigurationError
 from framework.settings import RedisSettings
 
-__all__ = ["RedisShim", "connect", "split_topic_args"]
+__all__ = ["RedisShim", "connect", "split_topic_args", "topic_tuple"]
 
 _S = TypeVar("_S", bound="RedisShim")
 
@@ -100,3 +100,27 @@ def split_topic_args(
             "A subscriber takes (connection, topic) or ProxyStore's (hostname, port, topic)."
         )
     return port, found
+
+
+def topic_tuple(topic: Any) -> tuple[str, ...]:
+    """A subscriber's ``topic`` argument (one topic or a sequence of them) as a tuple.
+
+    Raises:
+        ConfigurationError: If ``topic`` is neither a str nor a non-empty iterable of
+            non-empty str (an int, say, would fail later with a puzzling ``TypeError``).
+    """
+    if isinstance(topic, str):
+        topics: tuple[Any, ...] = (topic,)
+    elif isinstance(topic, Iterable) and not isinstance(topic, bytes | bytearray):
+        topics = tuple(topic)
+    else:
+        raise ConfigurationError(
+            f"topic must be a topic name (str) or an iterable of them, got {topic!r} "
+            f"({type(topic).__name__})."
+        )
+    if not topics:
+        raise ConfigurationError("A subscriber needs at least one topic.")
+    bad = [t for t in topics if not isinstance(t, str) or not t]
+    if bad:
+        raise ConfigurationError(f"Every topic must be a non-empty str, got {bad[0]!r}.")
+    return topics

@@ -30,12 +30,11 @@ from framework.connection import MAX_BLOCK_MS, RedisConnection, mapped_errors
 from framework.exceptions import (
     BackendTimeout,
     BackendUnavailable,
-    ConfigurationError,
     MessageLossError,
     ReceiveTimeout,
 )
 from framework.pubsub._atomic import run_atomic
-from framework.pubsub._shim import RedisShim, connect, split_topic_args
+from framework.pubsub._shim import RedisShim, connect, split_topic_args, topic_tuple
 from framework.pubsub.protocols import UNSET, Unset
 
 __all__ = ["RedisPublisher", "RedisSubscriber"]
@@ -180,7 +179,8 @@ class RedisSubscriber(RedisShim):
             (unless interrupted, which it reports).
 
     Raises:
-        ConfigurationError: If no topic is given.
+        ConfigurationError: If no topic is given, or ``topic`` is not a str or an
+            iterable of non-empty str.
         BackendError: If subscribing failed.
     """
 
@@ -195,9 +195,7 @@ class RedisSubscriber(RedisShim):
         **kwargs: Any,
     ) -> None:
         port, topic = split_topic_args(connection, args, kwargs)
-        self.topics: tuple[str, ...] = (topic,) if isinstance(topic, str) else tuple(topic)
-        if not self.topics:
-            raise ConfigurationError("A subscriber needs at least one topic.")
+        self.topics = topic_tuple(topic)
         connection, self._owns_connection = connect(connection, port, kwargs)
         self.connection = connection
         # The URL is computed once: mapped_errors() needs it only for messages.

@@ -49,11 +49,10 @@ from framework.connection import MAX_BLOCK_MS, RedisConnection, mapped_errors
 from framework.exceptions import (
     BackendError,
     BackendUnavailable,
-    ConfigurationError,
     MessageLossError,
     ReceiveTimeout,
 )
-from framework.pubsub._shim import RedisShim
+from framework.pubsub._shim import RedisShim, topic_tuple
 from framework.pubsub._stream_liveness import Liveness
 from framework.pubsub._stream_losses import (
     reset_of,
@@ -136,9 +135,7 @@ class RedisStreamSubscriber(RedisShim):
         claim_idle: float = 30.0,
         max_outage: float = MAX_OUTAGE,
     ) -> None:
-        self.topics: tuple[str, ...] = (topic,) if isinstance(topic, str) else tuple(topic)
-        if not self.topics:
-            raise ConfigurationError("A subscriber needs at least one topic.")
+        self.topics = topic_tuple(topic)
         self.connection = connection
         # The URL is computed once: mapped_errors() needs it only for messages.
         self._errors = functools.partial(mapped_errors, url=connection.url())

@@ -26,7 +26,7 @@ from framework.store.base import SECRET_ENV_VAR, BaseStore, Store
 from framework.store.config import StoreConfig
 from framework.store.connector import RedisConnector
 from framework.store.factory import StoreFactory
-from framework.store.layout import MAX_VALUE_BYTES, PART_BYTES
+from framework.store.layout import MAX_VALUE_BYTES, PART_BYTES, Encoded
 from framework.store.lifetimes import ContextLifetime, LeaseLifetime, Lifetime, StaticLifetime
 from framework.store.protocols import (
     MISSING,
@@ -58,6 +58,7 @@ __all__ = [
     "BaseStore",
     "ContextLifetime",
     "Deserializer",
+    "Encoded",
     "LeaseLifetime",
     "Lifetime",
     "Proxy",

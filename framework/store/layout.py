@@ -30,6 +30,7 @@ __all__ = [
     "MAX_PARTS",
     "MAX_VALUE_BYTES",
     "PART_BYTES",
+    "Encoded",
     "ObjectId",
     "StagedBatch",
     "join_parts",
@@ -149,6 +150,27 @@ def join_parts(values: list[bytes]) -> bytearray:
         view[offset : offset + len(value)] = value
         offset += len(value)
     return joined
+
+
+class Encoded(NamedTuple):
+    """One object serialized by a store (:meth:`~framework.store.Store.encode`), not stored yet.
+
+    Serializing first and storing later lets a caller refuse an object that cannot be
+    serialized before it commits to storing anything (the stream producer does so in
+    ``send``, so one bad object never takes the objects buffered before it down).
+
+    Attributes:
+        value: The value to store: a frame, or the object itself when ``raw``.
+        raw: The value is an exact ``bytes`` object kept unframed (see ``-b`` above).
+    """
+
+    value: Segments | bytes
+    raw: bool = False
+
+    @property
+    def nbytes(self) -> int:
+        """Size of the value in bytes."""
+        return len(self.value) if isinstance(self.value, bytes) else self.value.nbytes
 
 
 class StagedBatch(NamedTuple):

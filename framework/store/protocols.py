@@ -176,3 +176,18 @@ class StagingStore(Protocol):
             The keys and the writes (``StagedBatch.commands`` are opaque Redis commands).
         """
         ...
+
+    def stage_encoded(
+        self, values: Sequence[Any], *, ttl: float | None = None, readers: int | None = None
+    ) -> StagedBatch:
+        """:meth:`stage_batch` for objects this store serialized beforehand (``encode``).
+
+        Args:
+            values: The store's ``encode`` output (:class:`~framework.store.Encoded`).
+            ttl: Lifetime in seconds; ``None`` uses the store's default.
+            readers: Delete each object atomically after this many reads (fan-out).
+
+        Returns:
+            The keys and the writes.
+        """
+        ...

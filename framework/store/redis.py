@@ -25,23 +25,26 @@ atomic step.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from framework._raw import round_trip
 from framework.buffers import BytesLike, Segments
 from framework.connection import RedisConnection
-from framework.exceptions import ConfigurationError
+from framework.exceptions import BackendError, ConfigurationError
 from framework.keys import DEFAULT_PREFIX
 from framework.settings import RedisSettings
+from framework.store._custom import custom_bytes
 from framework.store._options import constructor_options
 from framework.store._redis_keys import RedisKeyMethods
 from framework.store._redis_urls import public_url, with_local_credentials
-from framework.store.base import BaseStore, decoded
+from framework.store.base import BaseStore, Unreadable, decoded
 from framework.store.config import StoreConfig
 from framework.store.connector import RedisConnector
 from framework.store.layout import (
     PART_BYTES,
+    Encoded,
     ObjectId,
     StagedBatch,
     join_parts,
@@ -53,6 +56,8 @@ from framework.store.registry import register_store_kind
 
 __all__ = ["RedisStore", "StagedBatch"]
 
+logger = logging.getLogger(__name__)
+
 # KEYS[1]: the remaining-reads counter; KEYS[2..]: every value of the object.
 # A missing counter (object already gone) decrements to -1 and is deleted again.
 _COUNTED_READ = """
@@ -60,6 +65,10 @@ local left = redis.call('DECR', KEYS[1])
 if left <= 0 then redis.call('DEL', unpack(KEYS)) end
 return left
 """
+
+#: Lifetime (ms) of a value that an evicting read took but could not decode, written back
+#: so that it can be inspected: long enough for that, short enough not to pile up.
+KEEP_UNREADABLE_MS = 24 * 3600 * 1000
 
 #: Values up to this size are joined into one ``bytes`` before sending: for small values
 #: one packer item is cheaper than several views (measured: 1 KB batches ~2x faster).
@@ -210,6 +219,42 @@ class RedisStore(RedisKeyMethods, BaseStore):
         ttl = self._checked_put(ttl, readers)
         return self._stage(map(self._encode, objs), ttl, readers)
 
+    def stage_encoded(
+        self, values: Sequence[Encoded], *, ttl: float | None = None, readers: int | None = None
+    ) -> StagedBatch:
+        """The writes that store objects serialized by :meth:`encode`, unsent.
+
+        :meth:`stage_batch` for objects serialized beforehand (see :meth:`encode`).
+
+        Args:
+            values: This store's :meth:`encode` output, one per object.
+            ttl: Lifetime in seconds; ``None`` uses the store's default ``ttl``.
+            readers: Delete each object atomically after this many reads (fan-out).
+
+        Returns:
+            The keys, the ``SET`` writes and their lifetime.
+
+        Raises:
+            ConfigurationError: If ``ttl`` or ``readers`` is invalid.
+            ClosedError: If the store is closed.
+        """
+        ttl = self._checked_put(ttl, readers)
+        return self._stage(values, ttl, readers)
+
+    def encode(self, obj: Any) -> Encoded:
+        """Serialize ``obj`` as :meth:`put_batch` would (see :meth:`Store.encode`).
+
+        Raises:
+            SerializationError: If ``obj`` cannot be serialized.
+            TypeError: If a custom serializer function returns something other than bytes.
+        """
+        return self._encode(obj if self.serializer is None else custom_bytes(self.serializer, obj))
+
+    def _write_encoded(
+        self, values: Sequence[Encoded], *, ttl: float | None, readers: int | None
+    ) -> list[str]:
+        return self._send(self._stage(values, ttl, readers))
+
     def _put_objects(
         self, objs: Sequence[Any], *, ttl: float | None, readers: int | None
     ) -> list[str]:
@@ -220,11 +265,11 @@ class RedisStore(RedisKeyMethods, BaseStore):
     ) -> list[str]:
         return self._send(self._stage(((frame, False) for frame in frames), ttl, readers))
 
-    def _encode(self, obj: Any) -> tuple[Segments | bytes, bool]:
+    def _encode(self, obj: Any) -> Encoded:
         """``obj`` as a stored value, and whether that is ``obj`` itself (raw, unframed)."""
         if type(obj) is bytes and self._raw_bytes:
-            return obj, True
-        return self._codec.encode(obj), False
+            return Encoded(obj, True)
+        return Encoded(self._codec.encode(obj), False)
 
     def _stage(
         self,
@@ -297,7 +342,40 @@ class RedisStore(RedisKeyMethods, BaseStore):
                 objs.append(value if type(value) is bytes else bytes(value))
             else:
                 objs.append(decoded(decode, value))  # a forged value spoils no other
+        if evict:
+            self._keep_unreadable(keys, oids, values, objs)
         return objs
+
+    def _keep_unreadable(
+        self,
+        keys: Sequence[str],
+        oids: Sequence[ObjectId | None],
+        values: Sequence[BytesLike | None],
+        objs: Sequence[Any],
+    ) -> None:
+        """Write back the values an evicting read took but could not decode.
+
+        A corrupt or forged object is evidence: deleting it on a failed read would leave
+        nothing to inspect. Only single-value objects are written back (a split or
+        counted one would need its layout rebuilt); ``NX``, so a newer value wins.
+        """
+        kept = [
+            (key, value)
+            for key, oid, value, obj in zip(keys, oids, values, objs, strict=True)
+            if isinstance(obj, Unreadable) and _is_simple(oid) and value is not None
+        ]
+        if not kept:
+            return
+        try:
+            with self.connection.mapped_errors(f"keep {_count_keys([k for k, _ in kept])}"):
+                pipe = self.connection.client.pipeline(transaction=False)
+                for key, value in kept:
+                    pipe.set(key, value, nx=True, px=KEEP_UNREADABLE_MS)
+                pipe.execute()
+        except BackendError:  # the read itself succeeded: its other objects must not be lost
+            logger.warning(
+                "Could not write back unreadable object(s) %s.", kept[0][0], exc_info=True
+            )
 
     def _read(self, keys: Sequence[str], *, evict: bool) -> list[BytesLike | None]:
         return self._read_values(keys, [self._parse(key) for key in keys], evict)

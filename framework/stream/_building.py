@@ -17,7 +17,7 @@ from typing import Any, Optional
 from framework.buffers import Segments
 from framework.exceptions import SerializationError
 from framework.serialize import Serializer, dumps
-from framework.store import StagedBatch, Store
+from framework.store import Encoded, StagedBatch, Store
 from framework.stream._backlog import Backlog
 from framework.stream.events import (
     EndOfStreamEvent,
@@ -28,7 +28,7 @@ from framework.stream.events import (
     new_epoch,
 )
 
-__all__ = ["MESSAGE_BYTES", "BatchBuilder", "Fuse", "Outgoing"]
+__all__ = ["MESSAGE_BYTES", "BatchBuilder", "FailedBatch", "Fuse", "Outgoing"]
 
 #: Largest message a batch is published as (about; an object bigger than this goes alone).
 #: A bigger batch is published as several messages with consecutive sequence numbers:
@@ -42,11 +42,17 @@ _EVENT_BYTES = 96
 
 @dataclass
 class Item:
-    """One buffered object: the object, its evict flag and its metadata."""
+    """One buffered object: the object, its evict flag and its metadata.
+
+    ``frame`` (an inline object) or ``value`` (an object for a store, spilled ones
+    included) is set by :meth:`BatchBuilder.encode`, when the object is sent.
+    """
 
     obj: Any
     evict: bool
     metadata: dict[str, Any]
+    frame: Segments | None = None
+    value: Encoded | None = None
 
 
 def aggregate(aggregator: Callable[[list[Any]], Any] | None, items: list[Item]) -> list[Item]:
@@ -63,8 +69,9 @@ def aggregate(aggregator: Callable[[list[Any]], Any] | None, items: list[Item]) 
 _EMPTY = Segments(())
 
 
-#: Stages a batch's store writes (objects, ttl) for the publisher; ``None`` when it cannot.
-Fuse = Callable[[Store, Sequence[Any], Optional[float]], Optional[StagedBatch]]
+#: Stages a batch's store writes (encoded objects, ttl) for the publisher; ``None`` when
+#: it cannot.
+Fuse = Callable[[Store, Sequence[Encoded], Optional[float]], Optional[StagedBatch]]
 
 
 @dataclass(frozen=True)
@@ -91,6 +98,14 @@ class Outgoing:
     retry: bool = False
 
 
+@dataclass(frozen=True)
+class FailedBatch:
+    """A batch the aggregator failed on: taken out of the buffer, to report to a caller."""
+
+    items: list[Item]
+    cause: Exception
+
+
 @dataclass
 class TopicState:
     """A producer's state of one topic."""
@@ -98,6 +113,7 @@ class TopicState:
     items: list[Item] = field(default_factory=list)
     since: float | None = None  # monotonic time of the oldest buffered item (linger)
     closed: bool = False  # close_topics() was called
+    failed: list[FailedBatch] = field(default_factory=list)  # not reported to a caller yet
     ended: bool = False  # the end-of-stream event is built (pending or published)
     pending: list[Outgoing] = field(default_factory=list)
     next_seq: int = 0
@@ -170,6 +186,30 @@ class BatchBuilder:
                 f"(dicts with str keys, lists, str, finite numbers, bools, None): {problem}."
             )
 
+    def encode(self, item: Item, store: Store | None) -> None:
+        """Serialize ``item`` as :meth:`build` will store or carry it.
+
+        Called when the object is sent, so that an object that cannot be serialized
+        fails its own ``send`` and never a flush of the objects sent before it.
+
+        Args:
+            item: The object; its ``frame`` or ``value`` is set.
+            store: The topic's store; ``None`` carries the object inline.
+
+        Raises:
+            SerializationError: If the object cannot be serialized.
+            TypeError: If a store's custom serializer function returns no bytes.
+        """
+        if store is not None:
+            item.value = store.encode(item.obj)
+        elif not self._inline_objects:  # event-level publishers serialize inline objects
+            frame = dumps(item.obj, serializer=self._serializer)
+            spill = self.spill_store
+            if spill is not None and frame.nbytes > self.inline_limit:
+                item.value = spill.encode(item.obj)
+            else:
+                item.frame = frame
+
     def build(
         self, topic: str, items: Sequence[Item], *, store: Store | None, eos: bool, seq: int
     ) -> list[Outgoing]:
@@ -187,9 +227,13 @@ class BatchBuilder:
             seq: Sequence number of the batch's first event.
 
         Raises:
-            SerializationError: If an object cannot be serialized.
+            SerializationError: If an object not encoded yet (an aggregate) cannot be
+                serialized.
             BackendError: If the store failed.
         """
+        for item in items:
+            if item.frame is None and item.value is None:
+                self.encode(item, store)
         if self._inline_objects:
             return [self._build_events(topic, items, store=store, eos=eos, seq=seq)]
         events: list[dict[str, Any]] = []
@@ -197,7 +241,7 @@ class BatchBuilder:
         config: dict[str, Any] | None = None
         staged = _NOTHING
         if items and store is not None:
-            staged = self._store(store, [item.obj for item in items])
+            staged = self._store(store, _values(items))
             config = self._config(store)
             events = [_key_event(key, item) for key, item in zip(staged.keys, items, strict=True)]
             stored = _stored(store, staged.keys, items, [approx_size(i.obj) for i in items])
@@ -243,13 +287,13 @@ class BatchBuilder:
             header["beat"] = self.beat
         return header
 
-    def _store(self, store: Store, objs: list[Any]) -> StagedBatch:
-        """Stage the writes of ``objs`` for the publisher, or put them in ``store`` right away."""
+    def _store(self, store: Store, values: list[Encoded]) -> StagedBatch:
+        """Stage the writes of ``values`` for the publisher, or put them in ``store`` now."""
         ttl = None if getattr(store, "default_ttl", None) else self._ttl
-        staged = self._fuse(store, objs, ttl) if self._fuse is not None else None
-        return (
-            staged if staged is not None else StagedBatch(store.put_batch(objs, ttl=ttl), [], None)
-        )
+        staged = self._fuse(store, values, ttl) if self._fuse is not None else None
+        if staged is not None:
+            return staged
+        return StagedBatch(store.put_encoded(values, ttl=ttl), [], None)
 
     def _build_events(
         self, topic: str, items: Sequence[Item], *, store: Store | None, eos: bool, seq: int
@@ -258,7 +302,7 @@ class BatchBuilder:
         events: list[Any] = []
         config = None
         if items and store is not None:
-            keys = self._store(store, [item.obj for item in items]).keys
+            keys = self._store(store, _values(items)).keys
             config = self._config(store)
             events = [
                 NewObjectKeyEvent(key=key, evict=item.evict, metadata=item.metadata)
@@ -287,24 +331,24 @@ class BatchBuilder:
 
     def _inline(self, items: Sequence[Item]) -> tuple[list[Any], list[Segments], Any, Any, Any]:
         """Inline events (spilling oversized objects), parts, config, staged spill, stored."""
-        frames = [dumps(item.obj, serializer=self._serializer) for item in items]
         spill = self.spill_store
-        big = [i for i, frame in enumerate(frames) if frame.nbytes > self.inline_limit]
+        big = [i for i, item in enumerate(items) if item.value is not None]
         staged = _NOTHING
         stored: list[tuple[Store, str, int]] = []
         if spill is not None and big:
-            staged = self._store(spill, [items[i].obj for i in big])
-            sizes = [frames[i].nbytes for i in big]
-            stored = _stored(spill, staged.keys, [items[i] for i in big], sizes)
+            spilled = [items[i] for i in big]
+            staged = self._store(spill, _values(spilled))
+            stored = _stored(spill, staged.keys, spilled, [v.nbytes for v in _values(spilled)])
         keys = dict(zip(big, staged.keys, strict=True)) if staged.keys else {}
         events: list[dict[str, Any]] = []
         parts: list[Segments] = []
-        for index, (item, frame) in enumerate(zip(items, frames, strict=True)):
+        for index, item in enumerate(items):
             if index in keys:
                 events.append(_key_event(keys[index], item))
             else:
                 events.append({"type": "obj", "metadata": item.metadata, "part": len(parts)})
-                parts.append(frame)
+                assert item.frame is not None  # encode() sets one of frame and value
+                parts.append(item.frame)
         config = self._config(spill) if spill is not None and keys else None
         return events, parts, config, staged, stored
 
@@ -355,6 +399,12 @@ def approx_size(obj: Any) -> int:
         return memoryview(obj).nbytes
     except TypeError:
         return sys.getsizeof(obj)
+
+
+def _values(items: Sequence[Item]) -> list[Encoded]:
+    """The encoded values of ``items`` bound for a store (set by :meth:`BatchBuilder.encode`)."""
+    # build() encodes every item first, so no value is None here (not checked: hot path).
+    return [item.value for item in items]  # type: ignore[misc]
 
 
 def _key_event(key: str, item: Item) -> dict[str, Any]:

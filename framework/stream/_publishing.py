@@ -7,12 +7,12 @@ send function per publisher at construction instead of per batch.
 from __future__ import annotations
 
 import numbers
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol, cast
 
 from framework.exceptions import ConfigurationError
-from framework.pubsub.protocols import AtomicPublisher, SegmentsPublisher
-from framework.store import StagedBatch, StagingStore, Store
+from framework.pubsub.protocols import AtomicPublisher, SegmentsPublisher, Unset
+from framework.store import Encoded, StagedBatch, StagingStore, Store
 from framework.stream._backlog import (
     DEFAULT_BACKLOG_BYTES,
     DEFAULT_BACKLOG_OBJECTS,
@@ -26,7 +26,9 @@ __all__ = [
     "Watching",
     "beats",
     "check_args",
+    "check_filter",
     "check_signed",
+    "checked_stores",
     "default_bound",
     "fuser",
     "sender",
@@ -57,6 +59,47 @@ def check_args(
             )
     if type(inline_limit) is not int or inline_limit < 0:
         raise ConfigurationError(f"inline_limit must be a non-negative int, got {inline_limit!r}.")
+
+
+def checked_stores(stores: Any, default_store: Any, spill_store: Any) -> dict[str, Store | None]:
+    """The producer's ``stores`` as a dict, every store argument checked.
+
+    Raises:
+        ConfigurationError: If ``stores`` is not a mapping of str topics to stores (or
+            None), or ``default_store`` or ``spill_store`` is not a store (or None).
+    """
+    if stores is None:
+        stores = {}
+    if not isinstance(stores, Mapping):
+        raise ConfigurationError(
+            f"stores must be a mapping of topic to Store (or None), got {stores!r:.80} "
+            f"({type(stores).__name__})."
+        )
+    for topic, store in stores.items():
+        if not isinstance(topic, str):
+            raise ConfigurationError(f"stores must be keyed by topic (str), got {topic!r}.")
+        _check_store(f"stores[{topic!r}]", store)
+    _check_store("default_store", default_store)
+    if not isinstance(spill_store, Unset):
+        _check_store("spill_store", spill_store)
+    return dict(stores)
+
+
+def _check_store(name: str, store: Any) -> None:
+    if store is not None and not isinstance(store, Store):
+        raise ConfigurationError(
+            f"{name} must be a Store (e.g. RedisStore) or None, got {store!r:.80} "
+            f"({type(store).__name__})."
+        )
+
+
+def check_filter(filter_: Any) -> None:
+    """Raise :class:`ConfigurationError` if ``filter_`` is neither None nor callable."""
+    if filter_ is not None and not callable(filter_):
+        raise ConfigurationError(
+            f"filter_ must be a callable taking an object's metadata (True drops it) or "
+            f"None, got {filter_!r:.80} ({type(filter_).__name__})."
+        )
 
 
 def beats(publisher: Publisher) -> bool:
@@ -136,20 +179,20 @@ def fuser(publisher: Publisher) -> Fuse | None:
     """Stage store writes for the publisher when it can run them with the message.
 
     A :class:`~framework.store.StagingStore` on the publisher's own connection hands
-    its writes to the publisher (:meth:`~framework.store.RedisStore.stage_batch`),
+    its writes to the publisher (:meth:`~framework.store.RedisStore.stage_encoded`),
     which runs them before the message that names the keys, atomically; other stores
-    are written by ``put_batch`` before the message is built.
+    are written by ``put_encoded`` before the message is built.
     """
     if not isinstance(publisher, AtomicPublisher):
         return None
     connection = publisher.connection
     known: dict[int, tuple[Store, bool]] = {}  # a protocol isinstance costs ~10 us
 
-    def fuse(store: Store, objs: Sequence[Any], ttl: float | None) -> StagedBatch | None:
+    def fuse(store: Store, values: Sequence[Encoded], ttl: float | None) -> StagedBatch | None:
         seen = known.get(id(store))
         if seen is None or seen[0] is not store:
             stages = isinstance(store, StagingStore) and store.connection is connection
             seen = known[id(store)] = (store, stages)
-        return cast(StagingStore, store).stage_batch(objs, ttl=ttl) if seen[1] else None
+        return cast(StagingStore, store).stage_encoded(values, ttl=ttl) if seen[1] else None
 
     return fuse

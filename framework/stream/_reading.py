@@ -81,14 +81,31 @@ class Entry:
 
         Raises:
             ObjectNotFoundError: If the store no longer had it.
+            FramingError: If the stored value is not a frame (corrupt or overwritten);
+                the message names the key, the topic and the store.
+            SecurityError: If the stored value failed verification (named as above).
+            SerializationError: If it could not be deserialized (named as above).
         """
+        config = self.batch.store_config or {}
+        key = getattr(self.event, "key", "")
         if self.value is MISSING:
-            config = self.batch.store_config or {}
-            key = getattr(self.event, "key", "")
             raise ObjectNotFoundError(key, str(config.get("name")), missing_hint)
         if isinstance(self.value, Unreadable):
-            raise self.value.error
+            error = self.value.error
+            raise _located(error, key, self.batch.topic, str(config.get("name"))) from error
         return self.value
+
+
+def _located(error: FrameworkError, key: str, topic: str, store: str) -> FrameworkError:
+    """``error`` (of a stored object that cannot be read) again, naming what it is about.
+
+    The store's own error knows only the bytes; the reader needs the key to inspect it.
+    """
+    message = f"Object {key!r} of topic {topic!r} in store {store!r} cannot be read: {error}"
+    try:
+        return type(error)(message)
+    except TypeError:  # an error type whose constructor takes more: keep it as it is
+        return error
 
 
 @contextlib.contextmanager

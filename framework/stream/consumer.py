@@ -43,6 +43,7 @@ from framework.exceptions import (
 )
 from framework.pubsub.protocols import AckingSubscriber, PollingSubscriber
 from framework.store import Store, unregister_store
+from framework.store.base import Unreadable
 from framework.stream._late import LateEvictions
 from framework.stream._reading import (
     Entry,
@@ -63,6 +64,7 @@ from framework.stream.events import (
     EndOfStreamEvent,
     EventBatch,
     NewObjectEvent,
+    check_origin,
     decode_message,
 )
 from framework.stream.filters import Filter, NullFilter
@@ -399,6 +401,7 @@ class StreamConsumer(Generic[T]):
     def _decode(self, data: bytes) -> tuple[EventBatch, list[memoryview]]:
         try:
             batch, parts = decode_message(data, secret=self._secret)
+            check_origin(batch)
             self._check_topic(batch)
         except FrameworkError:
             self._ack()  # a message that cannot be read would otherwise come back forever
@@ -469,7 +472,12 @@ class StreamConsumer(Generic[T]):
         evicting = not self._evict_late  # durable: evict once handed over (and acked)
         average = fetch_run(store, run, evict=evicting)
         if not evicting:
-            self._deferred += [(store, e.event.key) for e in run if e.event.evict]  # type: ignore[union-attr]
+            # A value that cannot be read is left in the store, for someone to inspect.
+            self._deferred += [
+                (store, e.event.key)  # type: ignore[union-attr]
+                for e in run
+                if e.event.evict and not isinstance(e.value, Unreadable)  # type: ignore[union-attr]
+            ]
         if average >= SINGLE_FETCH:
             self._window = 1
         else:

@@ -30,7 +30,12 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import ConfigDict, Field, ValidationError
 
 from framework.buffers import BytesLike, Segments
-from framework.exceptions import FramingError, SerializationError, UnsupportedVersionError
+from framework.exceptions import (
+    FramingError,
+    MalformedFrameError,
+    SerializationError,
+    UnsupportedVersionError,
+)
 from framework.serialize import Serializer, decode_frame, dumps, encode_frame, loads
 from framework.store.config import StoreConfig
 from framework.stream._proxystore_events import (
@@ -51,6 +56,7 @@ __all__ = [
     "NewObjectEvent",
     "NewObjectKeyEvent",
     "bytes_to_event",
+    "check_origin",
     "decode_message",
     "dict_to_event",
     "encode_envelope",
@@ -251,6 +257,31 @@ def decode_message(
             msg = f"An inline object of topic {batch.topic!r} points at missing part {event.part}."
             raise FramingError(msg)
     return batch, parts
+
+
+#: Fields of a batch that say where it comes from: a consumer orders and ends a topic
+#: per producer run by them, so a message without them is not a producer's.
+_ORIGIN = ("producer", "epoch", "seq")
+
+
+def check_origin(batch: EventBatch) -> None:
+    """Refuse a decoded message that does not name its producer, run and sequence number.
+
+    The model's defaults (``producer=""``, ``epoch=""``, ``seq=0``) let ProxyStore-style
+    code build a batch from a topic and events alone; a consumer must not take such a
+    message off the wire for one, or it would wait forever for a producer that never was.
+
+    Raises:
+        MalformedFrameError: If ``producer``, ``epoch`` or ``seq`` is missing, or
+            ``producer`` or ``epoch`` is empty.
+    """
+    given = batch.model_fields_set
+    missing = [name for name in _ORIGIN if name not in given or getattr(batch, name) == ""]
+    if missing:
+        raise MalformedFrameError(
+            f"A message of topic {batch.topic!r} is not a producer's event batch: it has no "
+            f"{', '.join(missing)}. It was skipped."
+        )
 
 
 def event_to_bytes(

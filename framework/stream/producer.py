@@ -28,6 +28,7 @@ from types import TracebackType
 from typing import Any, Generic, Optional, TypeVar, cast
 
 from framework.exceptions import (
+    AggregationError,
     BacklogFullError,
     ClosedError,
     HeartbeatLapsedError,
@@ -38,12 +39,21 @@ from framework.pubsub.protocols import UNSET, Unset
 from framework.serialize import Serializer
 from framework.store import Store, unregister_store
 from framework.stream._backlog import BacklogBound
-from framework.stream._building import BatchBuilder, Item, TopicState, aggregate, approx_size
+from framework.stream._building import (
+    BatchBuilder,
+    FailedBatch,
+    Item,
+    TopicState,
+    aggregate,
+    approx_size,
+)
 from framework.stream._heartbeats import Heartbeats, Lapse
 from framework.stream._publishing import (
     beats,
     check_args,
+    check_filter,
     check_signed,
+    checked_stores,
     default_bound,
     fuser,
     sender,
@@ -72,6 +82,8 @@ IDLE_WAIT = 1.0
 HEARTBEAT = 10.0
 #: What a call that raised HeartbeatLapsedError before flushing did.
 _NOTHING_FLUSHED = "Nothing was flushed; call it again to go on."
+#: What a flush that raised AggregationError did with the other batches.
+_OTHERS_FLUSHED = "Every other batch was flushed."
 
 
 def _lapsed(
@@ -92,6 +104,32 @@ def _lapsed(
         expected=first.next_seq,
         silent=first.silent,
         patience=patience,
+    )
+
+
+def _type_name(obj: Any) -> str:
+    kind = type(obj)
+    return (
+        kind.__qualname__
+        if kind.__module__ == "builtins"
+        else f"{kind.__module__}.{kind.__qualname__}"
+    )
+
+
+def _aggregation_error(
+    topic: str, aggregator: Any, failed: FailedBatch, outcome: str
+) -> AggregationError:
+    """The error reporting ``failed``, a batch the aggregator of ``topic`` failed on."""
+    name = getattr(aggregator, "__qualname__", None) or repr(aggregator)
+    count = len(failed.items)
+    return AggregationError(
+        f"The aggregator {name} failed on a batch of {count} object(s) of topic {topic!r} "
+        f"({type(failed.cause).__name__}: {failed.cause}): the batch was not published and "
+        f"is no longer buffered; its objects are this error's .objects. {outcome}",
+        topic=topic,
+        aggregator=name,
+        objects=[item.obj for item in failed.items],
+        metadata=[item.metadata for item in failed.items],
     )
 
 
@@ -143,8 +181,10 @@ class StreamProducer(Generic[T]):
 
     Raises:
         ConfigurationError: If ``batch_size``, ``linger``, ``heartbeat`` or
-            ``inline_limit`` is invalid, or ``secret`` is set and a given store does
-            not sign its objects.
+            ``inline_limit`` is invalid; ``stores`` is not a mapping of topics to
+            stores, or ``default_store``/``spill_store`` is not a store; ``filter_`` is
+            not callable; or ``secret`` is set and a given store does not sign its
+            objects.
     """
 
     def __init__(
@@ -168,10 +208,12 @@ class StreamProducer(Generic[T]):
         heartbeat: float | None = HEARTBEAT,
     ) -> None:
         check_args(batch_size, linger, inline_limit, heartbeat)
-        check_signed(secret, [default_store, spill_store, *(stores or {}).values()])
+        check_filter(filter_)
+        topic_stores = checked_stores(stores, default_store, spill_store)
+        check_signed(secret, [default_store, spill_store, *topic_stores.values()])
         self.publisher = publisher
         self._aggregator, self._batch_size, self._linger = aggregator, batch_size, linger
-        self._default_store, self._stores = default_store, dict(stores or {})
+        self._default_store, self._stores = default_store, topic_stores
         self._filter: Filter = filter_ if filter_ is not None else NullFilter()
         self.producer_id = producer_id or uuid.uuid4().hex
         self._own_spill = isinstance(spill_store, Unset)
@@ -231,8 +273,14 @@ class StreamProducer(Generic[T]):
         Raises:
             TopicClosedError: If ``topic`` was closed with :meth:`close_topics`.
             ClosedError: If the producer was closed.
-            SerializationError: If the metadata is not JSON-serialisable.
+            SerializationError: If ``obj`` cannot be serialized (without an
+                ``aggregator``, objects are serialized here, as they are sent) or the
+                metadata is not JSON-serialisable; ``obj`` was not accepted, and the
+                objects sent before it stay buffered.
             BackendError: If flushing a full batch failed (the batch stays buffered).
+            AggregationError: If the ``aggregator`` failed on the batch this object
+                completed (the error holds the batch's objects, not published), or on
+                an earlier batch flushed by ``linger`` (``obj`` was not accepted).
             BacklogFullError: If the topic's backlog stayed at its bound (``backlog``)
                 for the whole timeout; ``obj`` was not accepted, send it again later.
             HeartbeatLapsedError: If this producer was silent on ``topic`` so long that
@@ -243,20 +291,42 @@ class StreamProducer(Generic[T]):
         with self._lock:
             state = self._open_topic(topic)
             self._raise_lapses([topic], "The object was not accepted; send it again to go on.")
+            self._raise_failed([topic], "The object just sent was not accepted; send it again.")
             if self._filter(metadata):
                 return
             self._builder.check_metadata(topic, metadata)
-            state.items.append(Item(obj, evict, metadata))
+            state.items.append(self._item(topic, obj, evict, metadata))
             if len(state.items) >= self._batch_size:
                 try:
                     self._flush_locked(topic, state)
                 except BacklogFullError:
                     state.items.pop()
                     raise
+                self._raise_failed([topic], "The object just sent was one of them.")
             elif self._linger is not None and state.since is None:
                 state.since = time.monotonic()
                 self._start_linger()
                 self._wake.notify()
+
+    def _item(self, topic: str, obj: T, evict: bool, metadata: dict[str, Any]) -> Item:
+        """``obj`` as a buffered item, serialized now unless an aggregator will combine it.
+
+        Serializing at send makes an object that cannot be serialized fail its own
+        ``send``: found at the flush, it would take the objects buffered with it down.
+        """
+        item = Item(obj, evict, metadata)
+        if self._aggregator is not None:
+            return item
+        try:
+            self._builder.encode(item, self._store_for(topic))
+        except (SerializationError, TypeError) as exc:
+            buffered = len(self._topics[topic].items)
+            raise SerializationError(
+                f"Cannot send an object of type {_type_name(obj)} to topic {topic!r}: "
+                f"{str(exc).rstrip('.')}. It was not accepted; the {buffered} object(s) "
+                "buffered before it are kept."
+            ) from exc
+        return item
 
     def _open_topic(self, topic: str) -> TopicState:
         """The buffer of ``topic``, which must still accept objects."""
@@ -274,11 +344,14 @@ class StreamProducer(Generic[T]):
 
         Raises:
             BackendError: If storing or publishing failed; unsent batches stay buffered.
+            AggregationError: If the ``aggregator`` failed on a batch (now or in an
+                earlier ``linger`` flush); every other batch was published.
             HeartbeatLapsedError: As :meth:`send` (nothing was flushed).
         """
         with self._lock:
             self._raise_lapses(None, _NOTHING_FLUSHED)
             self._flush_all()
+            self._raise_failed(None, _OTHERS_FLUSHED)
 
     def _flush_all(self) -> None:
         with self._lock:
@@ -298,7 +371,7 @@ class StreamProducer(Generic[T]):
 
         Raises:
             BackendError: If storing or publishing failed.
-            SerializationError: If an object cannot be serialized (its batch is dropped).
+            AggregationError: As :meth:`flush`.
             HeartbeatLapsedError: As :meth:`send` (nothing was flushed).
         """
         with self._lock:
@@ -306,6 +379,7 @@ class StreamProducer(Generic[T]):
             state = self._topics.get(topic)
             if state is not None:
                 self._flush_locked(topic, state)
+            self._raise_failed([topic], _OTHERS_FLUSHED)
 
     def close_topics(self, *topics: str) -> None:
         """Flush each topic and send its end-of-stream event, once.
@@ -318,11 +392,13 @@ class StreamProducer(Generic[T]):
 
         Raises:
             BackendError: If publishing failed (the event is resent by the next flush).
+            AggregationError: As :meth:`flush`; the topics were ended all the same.
             HeartbeatLapsedError: As :meth:`send` (no topic was ended).
         """
         with self._lock:
             self._raise_lapses(topics, "No topic was ended; call close_topics() again to end them.")
             self._close_topics(topics)
+            self._raise_failed(topics, "The topic(s) were ended all the same.")
 
     def _close_topics(self, topics: Iterable[str]) -> None:
         with self._lock:
@@ -338,22 +414,15 @@ class StreamProducer(Generic[T]):
         eos = state.closed and not state.ended
         if not state.items and not eos:
             return
-        items = aggregate(self._aggregator, state.items)
+        items = self._aggregated(topic, state)
+        if not items and not eos:
+            return
         if self._bound is not None and items:
             nbytes = sum(approx_size(item.obj) for item in items if item.evict)
             state.backlog.wait_for_room(topic, self._bound, len(items), nbytes)
-        try:
-            outs = self._builder.build(
-                topic,
-                items,
-                store=self._store_for(topic),
-                eos=eos,
-                seq=state.next_seq,
-            )
-        except SerializationError:
-            # Permanent: keeping the batch would fail every later flush of the topic.
-            state.items, state.since = [], None
-            raise
+        outs = self._builder.build(
+            topic, items, store=self._store_for(topic), eos=eos, seq=state.next_seq
+        )
         state.items, state.since = [], None
         state.next_seq = outs[-1].next_seq
         state.ended = state.ended or eos
@@ -362,6 +431,40 @@ class StreamProducer(Generic[T]):
                 state.backlog.add(out.stored)
         state.pending += outs
         self._publish_pending(topic, state)
+
+    def _aggregated(self, topic: str, state: TopicState) -> list[Item]:
+        """The topic's buffered items, as the aggregator combines them (serialized).
+
+        When the aggregator raises, or its result cannot be serialized, the batch is
+        taken out of the buffer and kept in ``state.failed`` for the next call on the
+        topic to report: retrying would fail the same way at every later flush, and the
+        topic would never publish or close again.
+        """
+        if self._aggregator is None or not state.items:
+            return state.items
+        try:
+            items = aggregate(self._aggregator, state.items)
+            for item in items:
+                self._builder.encode(item, self._store_for(topic))
+        except Exception as exc:  # noqa: BLE001 - user code; reported by _raise_failed
+            state.failed.append(FailedBatch(state.items, exc))
+            state.items, state.since = [], None
+            return []
+        return items
+
+    def _raise_failed(self, topics: Iterable[str] | None, outcome: str) -> None:
+        """Raise :class:`AggregationError` for the oldest failed batch not reported yet.
+
+        Each failed batch is reported once, to one caller; the producer stays usable.
+        """
+        states = self._topics.items() if topics is None else self._states(topics)
+        for topic, state in states:
+            if state.failed:
+                failed = state.failed.pop(0)
+                raise _aggregation_error(topic, self._aggregator, failed, outcome) from failed.cause
+
+    def _states(self, topics: Iterable[str]) -> list[tuple[str, TopicState]]:
+        return [(topic, self._topics[topic]) for topic in topics if topic in self._topics]
 
     def _store_for(self, topic: str) -> Store | None:
         if topic in self._stores:
@@ -412,6 +515,13 @@ class StreamProducer(Generic[T]):
             logger.exception("Linger flush of topic %r failed; retrying after the linger", topic)
             if state.items:
                 state.since = time.monotonic()
+        if state.failed:  # no caller here: the next call on the topic raises it
+            logger.error(
+                "The aggregator failed on a batch of %d object(s) of topic %r, which was not "
+                "published; the next call on the topic raises AggregationError with them.",
+                len(state.failed[-1].items),
+                topic,
+            )
 
     def _stop_linger(self) -> None:
         with self._lock:
@@ -450,6 +560,8 @@ class StreamProducer(Generic[T]):
 
         Raises:
             BackendError: If the final flush failed (retry by calling ``close()`` again).
+            AggregationError: If the ``aggregator`` failed on a batch that was not reported
+                yet (further ones are logged); the producer is closed all the same.
             HeartbeatLapsedError: If this producer was silent on a topic so long that its
                 consumers may have counted it gone, and that was not reported yet; the
                 producer is closed nonetheless.
@@ -466,7 +578,16 @@ class StreamProducer(Generic[T]):
                 return
             self._released = True
         self._release(publisher=publisher, stores=stores)
+        self._log_failed_but_first()
+        self._raise_failed(None, "The producer is closed all the same.")
         self._raise_lapses(None, "The producer is closed all the same.")
+
+    def _log_failed_but_first(self) -> None:
+        """Log every failed batch but the one ``close()`` raises: no later call reports them."""
+        failed = [(t, f) for t, s in self._topics.items() for f in s.failed]
+        for topic, batch in failed[1:]:
+            error = _aggregation_error(topic, self._aggregator, batch, "The producer is closed.")
+            logger.error("%s", error, exc_info=batch.cause)
 
     def _raise_lapses(self, topics: Iterable[str] | None, outcome: str) -> None:
         """Raise :class:`HeartbeatLapsedError` for lapses of ``topics`` not reported yet."""

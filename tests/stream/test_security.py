@@ -64,6 +64,7 @@ def test_unsigned_topic_store_is_refused(conn: RedisConnection, tmp_path: Path) 
     batch = EventBatch(
         topic=TOPIC,
         producer="p",
+        epoch="e",  # a consumer skips a message that names no producer run
         store_config=store.config().model_dump(mode="json"),
         events=[NewObjectKeyEvent(key=key)],
     )
