@@ -18,36 +18,20 @@ ProxyStore's ``StreamProducer`` API, with these fixes:
 
 from __future__ import annotations
 
-import dataclasses
-import logging
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
-from typing import Any, Generic, Optional, TypeVar, cast
+from typing import Any, Optional, TypeVar, cast
 
-from framework.exceptions import (
-    AggregationError,
-    BacklogFullError,
-    ClosedError,
-    HeartbeatLapsedError,
-    SerializationError,
-    TopicClosedError,
-)
+from framework.exceptions import BacklogFullError
 from framework.pubsub.protocols import UNSET, Unset
 from framework.serialize import Serializer
 from framework.store import Store, unregister_store
 from framework.stream._backlog import BacklogBound
-from framework.stream._building import (
-    BatchBuilder,
-    FailedBatch,
-    Item,
-    TopicState,
-    aggregate,
-    approx_size,
-)
-from framework.stream._heartbeats import Heartbeats, Lapse
+from framework.stream._building import BatchBuilder, TopicState
+from framework.stream._heartbeats import Heartbeats
 from framework.stream._publishing import (
     beats,
     check_args,
@@ -61,12 +45,11 @@ from framework.stream._publishing import (
 )
 from framework.stream._sequencing import SILENT_BEATS
 from framework.stream._spill import default_spill_store
+from framework.stream._topic_buffers import TopicBuffers
 from framework.stream.filters import Filter, NullFilter
 from framework.stream.protocols import EventPublisher, Publisher
 
 __all__ = ["DEFAULT_OBJECT_TTL", "INLINE_LIMIT", "StreamProducer"]
-
-logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -74,10 +57,6 @@ T = TypeVar("T")
 INLINE_LIMIT = 64 * 1024
 #: Default lifetime (s) of stored objects when their store sets none (a safety net).
 DEFAULT_OBJECT_TTL = 24 * 3600.0
-#: Seconds close() waits for the linger thread to stop.
-JOIN_TIMEOUT = 5.0
-#: Longest sleep (s) of an idle linger thread between checks of its stop flag.
-IDLE_WAIT = 1.0
 #: Seconds between heartbeats on a pub/sub topic that has nothing else to publish.
 HEARTBEAT = 10.0
 #: What a call that raised HeartbeatLapsedError before flushing did.
@@ -86,54 +65,7 @@ _NOTHING_FLUSHED = "Nothing was flushed; call it again to go on."
 _OTHERS_FLUSHED = "Every other batch was flushed."
 
 
-def _lapsed(
-    producer: str, lapses: list[Lapse], patience: float, outcome: str
-) -> HeartbeatLapsedError:
-    """The error reporting ``lapses`` (the first in full, the others by topic)."""
-    first = lapses[0]
-    others = [lapse.topic for lapse in lapses[1:]]
-    also = f" The same holds for topic(s) {', '.join(map(repr, others))}." if others else ""
-    return HeartbeatLapsedError(
-        f"Producer {producer!r} said nothing on topic {first.topic!r} for {first.silent:.1f} s "
-        f"(its process was stopped or starved, and its heartbeats did not go out), while "
-        f"consumers count a producer gone after {patience:g} s: they may have stopped "
-        f"reading it, and events from sequence {first.next_seq} on may never be read.{also} "
-        f"{outcome}",
-        topic=first.topic,
-        producer=producer,
-        expected=first.next_seq,
-        silent=first.silent,
-        patience=patience,
-    )
-
-
-def _type_name(obj: Any) -> str:
-    kind = type(obj)
-    return (
-        kind.__qualname__
-        if kind.__module__ == "builtins"
-        else f"{kind.__module__}.{kind.__qualname__}"
-    )
-
-
-def _aggregation_error(
-    topic: str, aggregator: Any, failed: FailedBatch, outcome: str
-) -> AggregationError:
-    """The error reporting ``failed``, a batch the aggregator of ``topic`` failed on."""
-    name = getattr(aggregator, "__qualname__", None) or repr(aggregator)
-    count = len(failed.items)
-    return AggregationError(
-        f"The aggregator {name} failed on a batch of {count} object(s) of topic {topic!r} "
-        f"({type(failed.cause).__name__}: {failed.cause}): the batch was not published and "
-        f"is no longer buffered; its objects are this error's .objects. {outcome}",
-        topic=topic,
-        aggregator=name,
-        objects=[item.obj for item in failed.items],
-        metadata=[item.metadata for item in failed.items],
-    )
-
-
-class StreamProducer(Generic[T]):
+class StreamProducer(TopicBuffers[T]):
     """Stream producer: buffers objects per topic and publishes them in batches.
 
     Topics with a :class:`~framework.store.Store` put objects there and publish
@@ -308,37 +240,6 @@ class StreamProducer(Generic[T]):
                 self._start_linger()
                 self._wake.notify()
 
-    def _item(self, topic: str, obj: T, evict: bool, metadata: dict[str, Any]) -> Item:
-        """``obj`` as a buffered item, serialized now unless an aggregator will combine it.
-
-        Serializing at send makes an object that cannot be serialized fail its own
-        ``send``: found at the flush, it would take the objects buffered with it down.
-        """
-        item = Item(obj, evict, metadata)
-        if self._aggregator is not None:
-            return item
-        try:
-            self._builder.encode(item, self._store_for(topic))
-        except (SerializationError, TypeError) as exc:
-            buffered = len(self._topics[topic].items)
-            raise SerializationError(
-                f"Cannot send an object of type {_type_name(obj)} to topic {topic!r}: "
-                f"{str(exc).rstrip('.')}. It was not accepted; the {buffered} object(s) "
-                "buffered before it are kept."
-            ) from exc
-        return item
-
-    def _open_topic(self, topic: str) -> TopicState:
-        """The buffer of ``topic``, which must still accept objects."""
-        if self._closed:
-            raise ClosedError(f"Cannot send to topic {topic!r}: the producer is closed.")
-        state = self._topics.get(topic)
-        if state is None:
-            state = self._topics[topic] = TopicState()
-        if state.closed:
-            raise TopicClosedError(f"Topic {topic!r} has been closed.")
-        return state
-
     def flush(self) -> None:
         """Flush the batch buffers (and resend pending messages) of every topic.
 
@@ -352,11 +253,6 @@ class StreamProducer(Generic[T]):
             self._raise_lapses(None, _NOTHING_FLUSHED)
             self._flush_all()
             self._raise_failed(None, _OTHERS_FLUSHED)
-
-    def _flush_all(self) -> None:
-        with self._lock:
-            for topic, state in list(self._topics.items()):
-                self._flush_locked(topic, state)
 
     def flush_topic(self, topic: str) -> None:
         """Flush the batch buffer of one topic.
@@ -399,136 +295,6 @@ class StreamProducer(Generic[T]):
             self._raise_lapses(topics, "No topic was ended; call close_topics() again to end them.")
             self._close_topics(topics)
             self._raise_failed(topics, "The topic(s) were ended all the same.")
-
-    def _close_topics(self, topics: Iterable[str]) -> None:
-        with self._lock:
-            for topic in topics:
-                state = self._topics.setdefault(topic, TopicState())
-                state.closed = True
-                self._flush_locked(topic, state)
-
-    # -- internals ---------------------------------------------------------------------------
-
-    def _flush_locked(self, topic: str, state: TopicState) -> None:
-        self._publish_pending(topic, state)
-        eos = state.closed and not state.ended
-        if not state.items and not eos:
-            return
-        items = self._aggregated(topic, state)
-        if not items and not eos:
-            return
-        if self._bound is not None and items:
-            nbytes = sum(approx_size(item.obj) for item in items if item.evict)
-            state.backlog.wait_for_room(topic, self._bound, len(items), nbytes)
-        outs = self._builder.build(
-            topic, items, store=self._store_for(topic), eos=eos, seq=state.next_seq
-        )
-        state.items, state.since = [], None
-        state.next_seq = outs[-1].next_seq
-        state.ended = state.ended or eos
-        if self._bound is not None:
-            for out in outs:
-                state.backlog.add(out.stored)
-        state.pending += outs
-        self._publish_pending(topic, state)
-
-    def _aggregated(self, topic: str, state: TopicState) -> list[Item]:
-        """The topic's buffered items, as the aggregator combines them (serialized).
-
-        When the aggregator raises, or its result cannot be serialized, the batch is
-        taken out of the buffer and kept in ``state.failed`` for the next call on the
-        topic to report: retrying would fail the same way at every later flush, and the
-        topic would never publish or close again.
-        """
-        if self._aggregator is None or not state.items:
-            return state.items
-        try:
-            items = aggregate(self._aggregator, state.items)
-            for item in items:
-                self._builder.encode(item, self._store_for(topic))
-        except Exception as exc:  # noqa: BLE001 - user code; reported by _raise_failed
-            state.failed.append(FailedBatch(state.items, exc))
-            state.items, state.since = [], None
-            return []
-        return items
-
-    def _raise_failed(self, topics: Iterable[str] | None, outcome: str) -> None:
-        """Raise :class:`AggregationError` for the oldest failed batch not reported yet.
-
-        Each failed batch is reported once, to one caller; the producer stays usable.
-        """
-        states = self._topics.items() if topics is None else self._states(topics)
-        for topic, state in states:
-            if state.failed:
-                failed = state.failed.pop(0)
-                raise _aggregation_error(topic, self._aggregator, failed, outcome) from failed.cause
-
-    def _states(self, topics: Iterable[str]) -> list[tuple[str, TopicState]]:
-        return [(topic, self._topics[topic]) for topic in topics if topic in self._topics]
-
-    def _store_for(self, topic: str) -> Store | None:
-        if topic in self._stores:
-            return self._stores[topic]
-        return self._default_store
-
-    def _publish_pending(self, topic: str, state: TopicState) -> None:
-        while state.pending:
-            out = state.pending[0]
-            try:
-                self._send(topic, out)
-            except BaseException:
-                state.pending[0] = dataclasses.replace(out, retry=True)
-                raise
-            state.pending.pop(0)
-            if self._beats is not None:
-                self._beats.sent(topic, out.next_seq, out.final)
-
-    # -- linger thread -----------------------------------------------------------------------
-
-    def _start_linger(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(
-                target=self._linger_loop, name="fw-stream-linger", daemon=True
-            )
-            self._thread.start()
-
-    def _linger_loop(self) -> None:
-        assert self._linger is not None
-        with self._lock:
-            while not self._stopping:
-                now = time.monotonic()
-                due = [(s.since, t) for t, s in self._topics.items() if s.since is not None]
-                if not due:
-                    self._wake.wait(IDLE_WAIT)
-                    continue
-                since, topic = min(due)
-                if now < since + self._linger:
-                    self._wake.wait(since + self._linger - now)
-                    continue
-                self._linger_flush(topic)
-
-    def _linger_flush(self, topic: str) -> None:
-        state = self._topics[topic]
-        try:
-            self._flush_locked(topic, state)
-        except Exception:  # isolation boundary: the thread must survive a failed flush
-            logger.exception("Linger flush of topic %r failed; retrying after the linger", topic)
-            if state.items:
-                state.since = time.monotonic()
-        if state.failed:  # no caller here: the next call on the topic raises it
-            logger.error(
-                "The aggregator failed on a batch of %d object(s) of topic %r, which was not "
-                "published; the next call on the topic raises AggregationError with them.",
-                len(state.failed[-1].items),
-                topic,
-            )
-
-    def _stop_linger(self) -> None:
-        with self._lock:
-            self._stopping = True
-            self._wake.notify_all()
-        if self._thread is not None:
-            self._thread.join(JOIN_TIMEOUT)
 
     def _heartbeat(self, topic: str, next_seq: int, closing: bool) -> None:
         self._send(topic, self._builder.heartbeat(topic, next_seq, closing=closing))
@@ -581,20 +347,6 @@ class StreamProducer(Generic[T]):
         self._log_failed_but_first()
         self._raise_failed(None, "The producer is closed all the same.")
         self._raise_lapses(None, "The producer is closed all the same.")
-
-    def _log_failed_but_first(self) -> None:
-        """Log every failed batch but the one ``close()`` raises: no later call reports them."""
-        failed = [(t, f) for t, s in self._topics.items() for f in s.failed]
-        for topic, batch in failed[1:]:
-            error = _aggregation_error(topic, self._aggregator, batch, "The producer is closed.")
-            logger.error("%s", error, exc_info=batch.cause)
-
-    def _raise_lapses(self, topics: Iterable[str] | None, outcome: str) -> None:
-        """Raise :class:`HeartbeatLapsedError` for lapses of ``topics`` not reported yet."""
-        beats = self._beats
-        lapses = [] if beats is None else beats.lapses(topics)
-        if beats is not None and lapses:
-            raise _lapsed(self.producer_id, lapses, beats.patience, outcome)
 
     def _release(self, *, publisher: bool, stores: bool) -> None:
         if self._beats is not None:
