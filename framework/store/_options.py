@@ -1,4 +1,4 @@
-"""Store options: TTL checks, and configs turned back into constructor arguments (pure)."""
+"""Store options: TTL and argument checks, configs turned back into constructor arguments (pure)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ __all__ = [
     "checked_ttl",
     "construct",
     "constructor_options",
+    "not_text",
 ]
 
 #: Environment variable holding the shared HMAC secret (UTF-8) used by ``from_config``
@@ -65,3 +66,12 @@ def constructor_options(config: StoreConfig) -> dict[str, Any]:
             )
         options["secret"] = secret.encode()
     return options
+
+
+def not_text(method: str, what: str, value: Any) -> None:
+    """A str or bytes given for a sequence of items is a mistake, not items of one char."""
+    if isinstance(value, str | bytes):
+        raise TypeError(
+            f"{method} takes a list of {what}, not a {type(value).__name__} "
+            f"({value!r:.40}); wrap a single one in a list."
+        )

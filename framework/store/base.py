@@ -5,7 +5,9 @@ Subclasses implement five byte-level hooks (:meth:`Store._write`, :meth:`~Store.
 adds serialization (framed, optionally HMAC-signed, see :mod:`framework.serialize`),
 ProxyStore's custom ``serializer``/``deserializer`` functions, argument checks,
 ``MISSING``/default handling, proxies, lifetimes, registration, ``config()``/
-``from_config()`` and an idempotent ``close()`` that unregisters the store.
+``from_config()`` and an idempotent ``close()`` that unregisters the store. The put and
+get methods are mixins (:mod:`framework.store._putting`, :mod:`framework.store._getting`),
+as the proxy methods are (:mod:`framework.store._proxying`).
 
 ProxyStore's construction ``Store(name, connector, ...)`` builds the store class that
 the connector names (``RedisConnector`` builds a :class:`~framework.store.RedisStore`);
@@ -17,32 +19,32 @@ from __future__ import annotations
 
 import abc
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from framework.buffers import BytesLike, Segments
 from framework.exceptions import (
     ClosedError,
     ConfigurationError,
-    FrameworkError,
-    ObjectNotFoundError,
-    SerializationError,
     StoreError,
     UnknownStoreKindError,
 )
-from framework.store._custom import custom_bytes, custom_functions, custom_object
+from framework.store._custom import custom_functions
+from framework.store._getting import GetMethods
+from framework.store._getting import Unreadable as Unreadable  # framework-internal users
+from framework.store._getting import decoded as decoded
 from framework.store._options import (
     CUSTOM_SERIALIZER,
     SECRET_ENV_VAR,
     checked_ttl,
     construct,
+    not_text,
 )
 from framework.store._proxying import ProxyMethods
+from framework.store._putting import PutMethods
 from framework.store.codec import FrameCodec
 from framework.store.config import StoreConfig
-from framework.store.layout import Encoded
-from framework.store.lifetimes import LeaseLifetime, Lifetime
-from framework.store.protocols import MISSING, Deserializer, Serializer
+from framework.store.protocols import Deserializer, Serializer
 from framework.store.registry import register_store, store_kind, unregister_store
 
 if TYPE_CHECKING:
@@ -53,49 +55,7 @@ if TYPE_CHECKING:
 __all__ = ["SECRET_ENV_VAR", "BaseStore", "Store"]
 
 
-class Unreadable:
-    """A stored value that could not be verified or deserialized, in place of its object.
-
-    Framework-internal (not exported): :meth:`Store._get_each` returns it, so the
-    stream consumer can fail that object alone.
-
-    Attributes:
-        error: Why (a framing, security or deserialization error).
-    """
-
-    __slots__ = ("error",)
-
-    def __init__(self, error: FrameworkError) -> None:
-        self.error = error
-
-
-def decoded(decode: Callable[[Any], Any], value: Any) -> Any:
-    """``decode(value)``, or an :class:`Unreadable` holding the framework error it raised."""
-    try:
-        return decode(value)
-    except FrameworkError as exc:
-        return Unreadable(exc)
-
-
-def _not_text(method: str, what: str, value: Any) -> None:
-    """A str or bytes given for a sequence of items is a mistake, not items of one char."""
-    if isinstance(value, str | bytes):
-        raise TypeError(
-            f"{method} takes a list of {what}, not a {type(value).__name__} "
-            f"({value!r:.40}); wrap a single one in a list."
-        )
-
-
-def _fetched(decode: Callable[[Any], Any], value: Any) -> Any:
-    """One value of :meth:`BaseStore._read`: ``MISSING``, an :class:`Unreadable` or the object."""
-    if value is None:
-        return MISSING
-    if isinstance(value, StoreError):
-        return Unreadable(value)
-    return decoded(decode, value)
-
-
-class Store(ProxyMethods, abc.ABC):
+class Store(PutMethods, GetMethods, ProxyMethods, abc.ABC):
     """Base class of every built-in store, and ProxyStore's ``Store(name, connector)``.
 
     ``Store(name, connector, ...)`` builds the store class the connector names, e.g.
@@ -239,214 +199,6 @@ class Store(ProxyMethods, abc.ABC):
 
     # -- objects -------------------------------------------------------------------------
 
-    def put(
-        self,
-        obj: Any,
-        *,
-        ttl: float | None = None,
-        readers: int | None = None,
-        lifetime: Lifetime | None = None,
-        serializer: Serializer | None = None,
-    ) -> str:
-        """Serialize and store one object (see :meth:`put_batch`)."""
-        return self.put_batch(
-            [obj], ttl=ttl, readers=readers, lifetime=lifetime, serializer=serializer
-        )[0]
-
-    def put_batch(
-        self,
-        objs: Sequence[Any],
-        *,
-        ttl: float | None = None,
-        readers: int | None = None,
-        lifetime: Lifetime | None = None,
-        serializer: Serializer | None = None,
-    ) -> list[str]:
-        """Serialize and store several objects in one backend round trip.
-
-        Args:
-            objs: The objects; ``None`` is stored like any other value.
-            ttl: Lifetime in seconds; ``None`` uses the store's default ``ttl``.
-            readers: Delete each object atomically after this many reads (fan-out).
-            lifetime: Evict the objects when this lifetime ends (a lease also sets
-                their TTL to the time it has left).
-            serializer: A function turning each object into ``bytes``, stored as
-                they are (read them back with a matching ``deserializer``).
-
-        Returns:
-            One key per object, in order.
-
-        Raises:
-            ConfigurationError: If ``ttl`` or ``readers`` is invalid.
-            SerializationError: If an object cannot be serialized.
-            ClosedError: If the store is closed.
-            RuntimeError: If ``lifetime`` has ended.
-            TypeError: If ``objs`` is a str or bytes (a list of objects is expected).
-        """
-        _not_text("put_batch", "objects", objs)
-        if isinstance(lifetime, LeaseLifetime):
-            ttl = lifetime.remaining() if ttl is None else min(ttl, lifetime.remaining())
-        ttl = self._checked_put(ttl, readers)
-        if lifetime is not None and lifetime.done():
-            raise RuntimeError(f"Lifetime {lifetime!r} has ended; it takes no more objects.")
-        if not objs:
-            return []
-        encode = serializer or self.serializer
-        if encode is not None:
-            objs = [custom_bytes(encode, obj) for obj in objs]
-        keys = self._put_objects(objs, ttl=ttl, readers=readers)
-        if lifetime is not None:
-            lifetime.add_key(*keys, store=self)
-        return keys
-
-    def encode(self, obj: Any) -> Encoded:
-        """Serialize ``obj`` as :meth:`put_batch` would, without storing it.
-
-        With :meth:`put_encoded` this splits a put in two, so that a caller can refuse
-        an object that cannot be serialized before it commits to storing anything.
-
-        Args:
-            obj: The object (the store's custom ``serializer`` function applies).
-
-        Returns:
-            The stored form; only this store's :meth:`put_encoded` may store it.
-
-        Raises:
-            SerializationError: If ``obj`` cannot be serialized.
-            TypeError: If a custom serializer function returns something other than bytes.
-        """
-        value = obj if self.serializer is None else custom_bytes(self.serializer, obj)
-        return Encoded(self._codec.encode(value))
-
-    def put_encoded(
-        self, values: Sequence[Encoded], *, ttl: float | None = None, readers: int | None = None
-    ) -> list[str]:
-        """Store objects serialized by :meth:`encode`, in one backend round trip.
-
-        Args:
-            values: This store's :meth:`encode` output, one per object.
-            ttl: Lifetime in seconds; ``None`` uses the store's default ``ttl``.
-            readers: Delete each object atomically after this many reads (fan-out).
-
-        Returns:
-            One key per object, in order.
-
-        Raises:
-            ConfigurationError: If ``ttl`` or ``readers`` is invalid.
-            ClosedError: If the store is closed.
-        """
-        ttl = self._checked_put(ttl, readers)
-        if not values:
-            return []
-        return self._write_encoded(values, ttl=ttl, readers=readers)
-
-    def _write_encoded(
-        self, values: Sequence[Encoded], *, ttl: float | None, readers: int | None
-    ) -> list[str]:
-        """Store checked, non-empty :meth:`encode` output; override with :meth:`encode`."""
-        frames = [v.value if isinstance(v.value, Segments) else Segments([v.value]) for v in values]
-        return self._write(frames, ttl=ttl, readers=readers)
-
-    def _checked_put(self, ttl: float | None, readers: int | None) -> float | None:
-        """Check a put's state and arguments; return the effective ``ttl``."""
-        self._check_open()
-        if readers is not None and (type(readers) is not int or readers < 1):
-            raise ConfigurationError(f"readers must be a positive int or None, got {readers!r}.")
-        return self.default_ttl if ttl is None else checked_ttl(ttl)
-
-    def _put_objects(
-        self, objs: Sequence[Any], *, ttl: float | None, readers: int | None
-    ) -> list[str]:
-        """Serialize and store checked, non-empty ``objs``; override to lay out objects."""
-        return self._write([self._codec.encode(obj) for obj in objs], ttl=ttl, readers=readers)
-
-    def get(
-        self,
-        key: str,
-        *,
-        default: Any = MISSING,
-        evict: bool = False,
-        deserializer: Deserializer | None = None,
-    ) -> Any:
-        """Return one object (see :meth:`get_batch`)."""
-        return self.get_batch([key], default=default, evict=evict, deserializer=deserializer)[0]
-
-    def get_batch(
-        self,
-        keys: Sequence[str],
-        *,
-        default: Any = MISSING,
-        evict: bool = False,
-        deserializer: Deserializer | None = None,
-    ) -> list[Any]:
-        """Return several objects, fetched in one backend round trip.
-
-        Args:
-            keys: Keys returned by :meth:`put`.
-            default: Returned for absent keys; when not given, an absent key raises.
-            evict: Delete each object atomically with its read (get-and-delete).
-            deserializer: A function turning the stored bytes of objects put with a
-                custom serializer back into objects; ``None`` uses the store's own.
-
-        Returns:
-            The objects (or ``default``), in order. A stored ``None`` comes back as ``None``.
-
-        Raises:
-            ObjectNotFoundError: If a key is absent and no default was given. With
-                ``evict`` the other objects of the call are consumed all the same.
-            SecurityError: If the store has a secret and an object is unsigned or altered.
-            DeserializationError: If an object cannot be deserialized.
-            ClosedError: If the store is closed.
-        """
-        _not_text("get_batch", "keys", keys)
-        objs = self._get_each(keys, evict=evict, deserializer=deserializer)
-        for i, obj in enumerate(objs):
-            if isinstance(obj, Unreadable):
-                raise obj.error
-            if obj is MISSING:
-                if default is MISSING:
-                    raise ObjectNotFoundError(keys[i], self.name)
-                objs[i] = default
-        return objs
-
-    def _get_each(
-        self, keys: Sequence[str], *, evict: bool, deserializer: Deserializer | None = None
-    ) -> list[Any]:
-        """Fetch ``keys``' objects in one round trip, each on its own (framework use only).
-
-        Returns:
-            Per key, in order: the object, ``MISSING`` if absent, or an
-            :class:`Unreadable` holding why it could not be verified or deserialized.
-            One forged or corrupt value spoils no other object of the call, which
-            matters with ``evict``: the others were deleted by this very read.
-
-        Raises:
-            ClosedError: If the store is closed.
-        """
-        self._check_open()
-        if not keys:
-            return []
-        objs = self._get_objects(list(keys), evict=evict)
-        decode = deserializer or self.deserializer
-        if decode is not None:
-            for i, obj in enumerate(objs):
-                if obj is MISSING or isinstance(obj, Unreadable):
-                    continue
-                try:
-                    objs[i] = custom_object(decode, obj, keys[i])
-                except SerializationError as exc:
-                    objs[i] = Unreadable(exc)
-        return objs
-
-    def _get_objects(self, keys: list[str], *, evict: bool) -> list[Any]:
-        """Fetch and deserialize ``keys``' objects (overridable).
-
-        Returns:
-            Per key: the object, ``MISSING`` if absent, or an :class:`Unreadable`.
-        """
-        decode = self._codec.decode
-        return [_fetched(decode, v) for v in self._read(keys, evict=evict)]
-
     def exists(self, key: str) -> bool:
         """Return whether an object is stored under ``key``.
 
@@ -471,7 +223,7 @@ class Store(ProxyMethods, abc.ABC):
         Raises:
             ClosedError: If the store is closed.
         """
-        _not_text("evict_batch", "keys", keys)
+        not_text("evict_batch", "keys", keys)
         self._check_open()
         self._delete_batch(keys)
 

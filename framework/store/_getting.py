@@ -1,0 +1,165 @@
+"""The read side of :class:`~framework.store.Store`: fetch, decode, and fail one object alone.
+
+A batch read with ``evict`` deletes every object it returns, so a value that cannot be
+verified or deserialized must not cost the caller the other objects of the call:
+each one is decoded on its own, and a failure travels as an :class:`Unreadable` in its
+place. ``get_batch`` raises it; the stream consumer (through ``_get_each``) fails that
+object alone. A mixin over the store's ``_read`` hook; no I/O of its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from framework.exceptions import (
+    FrameworkError,
+    ObjectNotFoundError,
+    SerializationError,
+    StoreError,
+)
+from framework.store._custom import custom_object
+from framework.store._options import not_text
+from framework.store.protocols import MISSING, Deserializer
+
+if TYPE_CHECKING:
+    from framework.buffers import BytesLike
+    from framework.store.codec import FrameCodec
+
+__all__ = ["GetMethods", "Unreadable", "decoded"]
+
+
+class Unreadable:
+    """A stored value that could not be verified or deserialized, in place of its object.
+
+    Framework-internal (not exported): :meth:`Store._get_each` returns it, so the
+    stream consumer can fail that object alone.
+
+    Attributes:
+        error: Why (a framing, security or deserialization error).
+    """
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: FrameworkError) -> None:
+        self.error = error
+
+
+def decoded(decode: Callable[[Any], Any], value: Any) -> Any:
+    """``decode(value)``, or an :class:`Unreadable` holding the framework error it raised."""
+    try:
+        return decode(value)
+    except FrameworkError as exc:
+        return Unreadable(exc)
+
+
+def _fetched(decode: Callable[[Any], Any], value: Any) -> Any:
+    """One value of :meth:`BaseStore._read`: ``MISSING``, an :class:`Unreadable` or the object."""
+    if value is None:
+        return MISSING
+    if isinstance(value, StoreError):
+        return Unreadable(value)
+    return decoded(decode, value)
+
+
+class GetMethods:
+    """``get``, ``get_batch`` and the per-object reads the framework builds on."""
+
+    name: str
+    deserializer: Deserializer | None
+    _codec: FrameCodec
+
+    if TYPE_CHECKING:  # provided by the store this mixin is part of
+
+        def _read(
+            self, keys: Sequence[str], *, evict: bool
+        ) -> Sequence[BytesLike | StoreError | None]: ...
+
+        def _check_open(self) -> None: ...
+
+    def get(
+        self,
+        key: str,
+        *,
+        default: Any = MISSING,
+        evict: bool = False,
+        deserializer: Deserializer | None = None,
+    ) -> Any:
+        """Return one object (see :meth:`get_batch`)."""
+        return self.get_batch([key], default=default, evict=evict, deserializer=deserializer)[0]
+
+    def get_batch(
+        self,
+        keys: Sequence[str],
+        *,
+        default: Any = MISSING,
+        evict: bool = False,
+        deserializer: Deserializer | None = None,
+    ) -> list[Any]:
+        """Return several objects, fetched in one backend round trip.
+
+        Args:
+            keys: Keys returned by :meth:`put`.
+            default: Returned for absent keys; when not given, an absent key raises.
+            evict: Delete each object atomically with its read (get-and-delete).
+            deserializer: A function turning the stored bytes of objects put with a
+                custom serializer back into objects; ``None`` uses the store's own.
+
+        Returns:
+            The objects (or ``default``), in order. A stored ``None`` comes back as ``None``.
+
+        Raises:
+            ObjectNotFoundError: If a key is absent and no default was given. With
+                ``evict`` the other objects of the call are consumed all the same.
+            SecurityError: If the store has a secret and an object is unsigned or altered.
+            DeserializationError: If an object cannot be deserialized.
+            ClosedError: If the store is closed.
+        """
+        not_text("get_batch", "keys", keys)
+        objs = self._get_each(keys, evict=evict, deserializer=deserializer)
+        for i, obj in enumerate(objs):
+            if isinstance(obj, Unreadable):
+                raise obj.error
+            if obj is MISSING:
+                if default is MISSING:
+                    raise ObjectNotFoundError(keys[i], self.name)
+                objs[i] = default
+        return objs
+
+    def _get_each(
+        self, keys: Sequence[str], *, evict: bool, deserializer: Deserializer | None = None
+    ) -> list[Any]:
+        """Fetch ``keys``' objects in one round trip, each on its own (framework use only).
+
+        Returns:
+            Per key, in order: the object, ``MISSING`` if absent, or an
+            :class:`Unreadable` holding why it could not be verified or deserialized.
+            One forged or corrupt value spoils no other object of the call, which
+            matters with ``evict``: the others were deleted by this very read.
+
+        Raises:
+            ClosedError: If the store is closed.
+        """
+        self._check_open()
+        if not keys:
+            return []
+        objs = self._get_objects(list(keys), evict=evict)
+        decode = deserializer or self.deserializer
+        if decode is not None:
+            for i, obj in enumerate(objs):
+                if obj is MISSING or isinstance(obj, Unreadable):
+                    continue
+                try:
+                    objs[i] = custom_object(decode, obj, keys[i])
+                except SerializationError as exc:
+                    objs[i] = Unreadable(exc)
+        return objs
+
+    def _get_objects(self, keys: list[str], *, evict: bool) -> list[Any]:
+        """Fetch and deserialize ``keys``' objects (overridable).
+
+        Returns:
+            Per key: the object, ``MISSING`` if absent, or an :class:`Unreadable`.
+        """
+        decode = self._codec.decode
+        return [_fetched(decode, v) for v in self._read(keys, evict=evict)]
