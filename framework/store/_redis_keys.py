@@ -1,7 +1,8 @@
 """The single-key methods of :class:`~framework.store.RedisStore` (a mixin).
 
 Existence, deletion, TTL changes (leases) and clearing, by object key; each object's
-keys share one hash tag, so every command here stays in one cluster slot.
+keys share one hash tag, so every command here stays in one cluster slot. Also how
+error messages name the keys of a batch (:func:`count_keys`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from framework.exceptions import ConfigurationError
 from framework.keys import KeySchema
 from framework.store.layout import ObjectId
 
-__all__ = ["RedisKeyMethods"]
+__all__ = ["RedisKeyMethods", "count_keys"]
 
 
 class RedisKeyMethods:
@@ -101,3 +102,10 @@ class RedisKeyMethods:
                 for value_key in doomed:
                     pipe.pexpire(value_key, px)
             pipe.execute()
+
+
+def count_keys(keys: Sequence[str]) -> str:
+    """``"1 object(s) ('fw:obj:{a}')"``: error messages name a key (ACL denials need it)."""
+    first = f"{keys[0]!r}" if keys else "none"
+    more = f" and {len(keys) - 1} more" if len(keys) > 1 else ""
+    return f"{len(keys)} object(s) ({first}{more})"

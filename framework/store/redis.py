@@ -20,26 +20,26 @@ Atomicity: ``evict=True`` reads with ``GETDEL`` (inside ``MULTI`` for split obje
 so two concurrent readers never both get an object. A counted read is
 ``MULTI; GET...; EVAL <decrement, delete at zero>; EXEC``: the value never passes
 through Lua (no copy), and the N-th read deletes every key of the object in the same
-atomic step.
+atomic step. The reads are :mod:`framework.store._redis_reads`; single-key commands
+(exists, evict, expire) are :mod:`framework.store._redis_keys`.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from framework._raw import round_trip
-from framework.buffers import BytesLike, Segments
+from framework.buffers import Segments
 from framework.connection import RedisConnection
-from framework.exceptions import BackendError, ConfigurationError
+from framework.exceptions import ConfigurationError
 from framework.keys import DEFAULT_PREFIX
 from framework.settings import RedisSettings
 from framework.store._custom import custom_bytes
 from framework.store._options import constructor_options
-from framework.store._redis_keys import RedisKeyMethods
+from framework.store._redis_keys import RedisKeyMethods, count_keys
+from framework.store._redis_reads import RedisReadMethods
 from framework.store._redis_urls import public_url, with_local_credentials
-from framework.store.base import BaseStore, Unreadable, decoded
+from framework.store.base import BaseStore
 from framework.store.config import StoreConfig
 from framework.store.connector import RedisConnector
 from framework.store.layout import (
@@ -47,35 +47,19 @@ from framework.store.layout import (
     Encoded,
     ObjectId,
     StagedBatch,
-    join_parts,
     new_uid,
     split_frame,
 )
-from framework.store.protocols import MISSING
 from framework.store.registry import register_store_kind
 
 __all__ = ["RedisStore", "StagedBatch"]
-
-logger = logging.getLogger(__name__)
-
-# KEYS[1]: the remaining-reads counter; KEYS[2..]: every value of the object.
-# A missing counter (object already gone) decrements to -1 and is deleted again.
-_COUNTED_READ = """
-local left = redis.call('DECR', KEYS[1])
-if left <= 0 then redis.call('DEL', unpack(KEYS)) end
-return left
-"""
-
-#: Lifetime (ms) of a value that an evicting read took but could not decode, written back
-#: so that it can be inspected: long enough for that, short enough not to pile up.
-KEEP_UNREADABLE_MS = 24 * 3600 * 1000
 
 #: Values up to this size are joined into one ``bytes`` before sending: for small values
 #: one packer item is cheaper than several views (measured: 1 KB batches ~2x faster).
 JOIN_BELOW = 64 * 1024
 
 
-class RedisStore(RedisKeyMethods, BaseStore):
+class RedisStore(RedisKeyMethods, RedisReadMethods, BaseStore):
     """Object store on Redis (standalone or cluster) with the framework's key schema.
 
     Built either the project's way, ``RedisStore(name, connection=conn)``, or
@@ -285,7 +269,7 @@ class RedisStore(RedisKeyMethods, BaseStore):
     def _send(self, staged: StagedBatch) -> list[str]:
         """Send a staged batch: one ``SET`` or ``MSET``, or one pipeline of ``SET ... PX``."""
         writes, px = staged.writes, staged.px
-        what = f"store {_count_keys(staged.keys)} in {self.name!r}"
+        what = f"store {count_keys(staged.keys)} in {self.name!r}"
         with self.connection.mapped_errors(what):
             # SET of a fresh key is idempotent, so the retrying client is safe here.
             if len(writes) == 1:
@@ -328,145 +312,6 @@ class RedisStore(RedisKeyMethods, BaseStore):
             return value.join()
         return self.connection.bulk(value)
 
-    # -- reads ---------------------------------------------------------------------------
-
-    def _get_objects(self, keys: list[str], *, evict: bool) -> list[Any]:
-        oids = [self._parse(key) for key in keys]
-        values = self._read_values(keys, oids, evict)
-        decode, raw_ok = self._codec.decode, not self._signed  # signed: every value is a frame
-        objs: list[Any] = []
-        for oid, value in zip(oids, values, strict=True):
-            if value is None:
-                objs.append(MISSING)
-            elif raw_ok and oid is not None and oid.raw:  # the object itself, no copy
-                objs.append(value if type(value) is bytes else bytes(value))
-            else:
-                objs.append(decoded(decode, value))  # a forged value spoils no other
-        if evict:
-            self._keep_unreadable(keys, oids, values, objs)
-        return objs
-
-    def _keep_unreadable(
-        self,
-        keys: Sequence[str],
-        oids: Sequence[ObjectId | None],
-        values: Sequence[BytesLike | None],
-        objs: Sequence[Any],
-    ) -> None:
-        """Write back the values an evicting read took but could not decode.
-
-        A corrupt or forged object is evidence: deleting it on a failed read would leave
-        nothing to inspect. Only single-value objects are written back (a split or
-        counted one would need its layout rebuilt); ``NX``, so a newer value wins.
-        """
-        kept = [
-            (key, value)
-            for key, oid, value, obj in zip(keys, oids, values, objs, strict=True)
-            if isinstance(obj, Unreadable) and _is_simple(oid) and value is not None
-        ]
-        if not kept:
-            return
-        try:
-            with self.connection.mapped_errors(f"keep {_count_keys([k for k, _ in kept])}"):
-                pipe = self.connection.client.pipeline(transaction=False)
-                for key, value in kept:
-                    pipe.set(key, value, nx=True, px=KEEP_UNREADABLE_MS)
-                pipe.execute()
-        except BackendError:  # the read itself succeeded: its other objects must not be lost
-            logger.warning(
-                "Could not write back unreadable object(s) %s.", kept[0][0], exc_info=True
-            )
-
-    def _read(self, keys: Sequence[str], *, evict: bool) -> list[BytesLike | None]:
-        return self._read_values(keys, [self._parse(key) for key in keys], evict)
-
-    def _read_values(
-        self, keys: Sequence[str], oids: list[ObjectId | None], evict: bool
-    ) -> list[BytesLike | None]:
-        results: list[BytesLike | None] = [None] * len(keys)
-        with self.connection.mapped_errors(f"read {_count_keys(keys)} from {self.name!r}"):
-            if len(keys) == 1 and _is_simple(oids[0]):
-                return [self._read_one(keys[0], evict)]  # no pipeline for one value
-            if not self.connection.is_cluster and all(map(_is_simple, oids)):
-                # The common case in one MGET or GETDELs: a simple object's key is its only
-                # value key.
-                simple_values = self._read_simple(keys, evict)
-                if simple_values is not None:
-                    return simple_values
-            found = [(i, oid) for i, oid in enumerate(oids) if oid is not None]
-            simple = [(i, oid) for i, oid in found if _is_simple(oid)]
-            if self.connection.is_cluster:
-                self._read_cluster(found, simple, evict, results)
-            elif found:
-                self._run(found, evict, results, transaction=len(simple) < len(found))
-        return results
-
-    def _read_simple(self, keys: Sequence[str], evict: bool) -> list[BytesLike | None] | None:
-        """Simple objects' values in one round trip; ``None`` if the client needs a pipeline."""
-        if not evict:
-            return list(self.connection.client.mget(keys))
-        # round_trip skips the ~14 us of pipeline overhead per batch (None: unsupported client).
-        return round_trip(self.connection.once, [("GETDEL", key) for key in keys])
-
-    def _read_one(self, key: str, evict: bool) -> BytesLike | None:
-        if not evict:
-            return self.connection.client.get(key)  # type: ignore[no-any-return]
-        replies = round_trip(self.connection.once, [("GETDEL", key)])
-        return self.connection.once.getdel(key) if replies is None else replies[0]  # type: ignore[no-any-return]
-
-    def _read_cluster(
-        self,
-        found: list[tuple[int, ObjectId]],
-        simple: list[tuple[int, ObjectId]],
-        evict: bool,
-        results: list[BytesLike | None],
-    ) -> None:
-        """Simple objects in one cross-slot pipeline; the others in one transaction each."""
-        if simple:
-            self._run(simple, evict, results, transaction=False)
-        for item in found:
-            if not _is_simple(item[1]):
-                self._run([item], evict, results, transaction=True)
-
-    def _run(
-        self,
-        items: list[tuple[int, ObjectId]],
-        evict: bool,
-        results: list[BytesLike | None],
-        *,
-        transaction: bool,
-    ) -> None:
-        """Queue the reads of ``items`` in one pipeline, execute it, fill ``results``."""
-        mutates = evict or any(oid.counted for _, oid in items)
-        client = self.connection.once if mutates else self.connection.client
-        pipe = client.pipeline(transaction=transaction)
-        for _, oid in items:
-            self._queue_read(pipe, oid, evict)
-        replies = iter(pipe.execute())
-        for i, oid in items:
-            values = [next(replies) for _ in range(oid.parts)]
-            if oid.counted:
-                next(replies)  # the counter's reply: the values already tell presence
-            if all(v is not None for v in values):
-                results[i] = values[0] if oid.parts == 1 else join_parts(values)
-
-    def _queue_read(self, pipe: Any, oid: ObjectId, evict: bool) -> None:
-        value_keys = self._value_keys(oid)
-        for key in value_keys:
-            if evict:
-                pipe.getdel(key)
-            else:
-                pipe.get(key)
-        if oid.counted:
-            counter = self._keys.obj_readers(str(oid))
-            if evict:
-                pipe.delete(counter)
-            else:
-                # execute_command: RedisCluster pipelines do not implement eval().
-                pipe.execute_command(
-                    "EVAL", _COUNTED_READ, 1 + len(value_keys), counter, *value_keys
-                )
-
 
 def _connection_of(
     connector: RedisConnector | None, connection: RedisConnection | None
@@ -479,18 +324,6 @@ def _connection_of(
             "A Redis store needs either connection= or a RedisConnector, and not both."
         )
     return connection, False
-
-
-def _is_simple(oid: ObjectId | None) -> bool:
-    """Whether ``oid`` is one plain value: neither split nor counted."""
-    return oid is not None and oid.parts == 1 and not oid.counted
-
-
-def _count_keys(keys: Sequence[str]) -> str:
-    """``"1 object(s) ('fw:obj:{a}')"``: error messages name a key (ACL denials need it)."""
-    first = f"{keys[0]!r}" if keys else "none"
-    more = f" and {len(keys) - 1} more" if len(keys) > 1 else ""
-    return f"{len(keys)} object(s) ({first}{more})"
 
 
 register_store_kind("redis", RedisStore, exist_ok=True)

@@ -1,0 +1,203 @@
+"""The read side of :class:`~framework.store.RedisStore` (a mixin): fewest round trips.
+
+Reads are where the layout's choices pay off or cost: the common batch of simple
+objects (one value each, not counted) is one ``MGET`` or one round of ``GETDEL``;
+split and counted objects need a transaction each, and on a cluster, where a
+transaction cannot span slots, one round trip each. An evicting read that takes a
+value it cannot decode writes it back, so a forged or corrupt object is left to inspect.
+See :mod:`framework.store.redis` for the layout and the atomicity of counted reads.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from framework._raw import round_trip
+from framework.buffers import BytesLike
+from framework.connection import RedisConnection
+from framework.exceptions import BackendError
+from framework.keys import KeySchema
+from framework.store._redis_keys import count_keys
+from framework.store.base import Unreadable, decoded
+from framework.store.layout import ObjectId, join_parts
+from framework.store.protocols import MISSING
+
+if TYPE_CHECKING:
+    from framework.store.codec import FrameCodec
+
+__all__ = ["RedisReadMethods"]
+
+# The store's logger: its records keep the name users configure and filter on.
+logger = logging.getLogger("framework.store.redis")
+
+# KEYS[1]: the remaining-reads counter; KEYS[2..]: every value of the object.
+# A missing counter (object already gone) decrements to -1 and is deleted again.
+_COUNTED_READ = """
+local left = redis.call('DECR', KEYS[1])
+if left <= 0 then redis.call('DEL', unpack(KEYS)) end
+return left
+"""
+
+#: Lifetime (ms) of a value that an evicting read took but could not decode, written back
+#: so that it can be inspected: long enough for that, short enough not to pile up.
+KEEP_UNREADABLE_MS = 24 * 3600 * 1000
+
+
+class RedisReadMethods:
+    """Methods of a Redis store that fetch objects' values, in as few round trips as it can."""
+
+    connection: RedisConnection
+    name: str
+    _keys: KeySchema
+    _codec: FrameCodec
+    _signed: bool
+
+    if TYPE_CHECKING:  # provided by RedisKeyMethods, part of the same store
+
+        def _parse(self, key: str) -> ObjectId | None: ...
+
+        def _value_keys(self, oid: ObjectId) -> list[str]: ...
+
+    def _get_objects(self, keys: list[str], *, evict: bool) -> list[Any]:
+        oids = [self._parse(key) for key in keys]
+        values = self._read_values(keys, oids, evict)
+        decode, raw_ok = self._codec.decode, not self._signed  # signed: every value is a frame
+        objs: list[Any] = []
+        for oid, value in zip(oids, values, strict=True):
+            if value is None:
+                objs.append(MISSING)
+            elif raw_ok and oid is not None and oid.raw:  # the object itself, no copy
+                objs.append(value if type(value) is bytes else bytes(value))
+            else:
+                objs.append(decoded(decode, value))  # a forged value spoils no other
+        if evict:
+            self._keep_unreadable(keys, oids, values, objs)
+        return objs
+
+    def _keep_unreadable(
+        self,
+        keys: Sequence[str],
+        oids: Sequence[ObjectId | None],
+        values: Sequence[BytesLike | None],
+        objs: Sequence[Any],
+    ) -> None:
+        """Write back the values an evicting read took but could not decode.
+
+        A corrupt or forged object is evidence: deleting it on a failed read would leave
+        nothing to inspect. Only single-value objects are written back (a split or
+        counted one would need its layout rebuilt); ``NX``, so a newer value wins.
+        """
+        kept = [
+            (key, value)
+            for key, oid, value, obj in zip(keys, oids, values, objs, strict=True)
+            if isinstance(obj, Unreadable) and _is_simple(oid) and value is not None
+        ]
+        if not kept:
+            return
+        try:
+            with self.connection.mapped_errors(f"keep {count_keys([k for k, _ in kept])}"):
+                pipe = self.connection.client.pipeline(transaction=False)
+                for key, value in kept:
+                    pipe.set(key, value, nx=True, px=KEEP_UNREADABLE_MS)
+                pipe.execute()
+        except BackendError:  # the read itself succeeded: its other objects must not be lost
+            logger.warning(
+                "Could not write back unreadable object(s) %s.", kept[0][0], exc_info=True
+            )
+
+    def _read(self, keys: Sequence[str], *, evict: bool) -> list[BytesLike | None]:
+        return self._read_values(keys, [self._parse(key) for key in keys], evict)
+
+    def _read_values(
+        self, keys: Sequence[str], oids: list[ObjectId | None], evict: bool
+    ) -> list[BytesLike | None]:
+        results: list[BytesLike | None] = [None] * len(keys)
+        with self.connection.mapped_errors(f"read {count_keys(keys)} from {self.name!r}"):
+            if len(keys) == 1 and _is_simple(oids[0]):
+                return [self._read_one(keys[0], evict)]  # no pipeline for one value
+            if not self.connection.is_cluster and all(map(_is_simple, oids)):
+                # The common case in one MGET or GETDELs: a simple object's key is its only
+                # value key.
+                simple_values = self._read_simple(keys, evict)
+                if simple_values is not None:
+                    return simple_values
+            found = [(i, oid) for i, oid in enumerate(oids) if oid is not None]
+            simple = [(i, oid) for i, oid in found if _is_simple(oid)]
+            if self.connection.is_cluster:
+                self._read_cluster(found, simple, evict, results)
+            elif found:
+                self._run(found, evict, results, transaction=len(simple) < len(found))
+        return results
+
+    def _read_simple(self, keys: Sequence[str], evict: bool) -> list[BytesLike | None] | None:
+        """Simple objects' values in one round trip; ``None`` if the client needs a pipeline."""
+        if not evict:
+            return list(self.connection.client.mget(keys))
+        # round_trip skips the ~14 us of pipeline overhead per batch (None: unsupported client).
+        return round_trip(self.connection.once, [("GETDEL", key) for key in keys])
+
+    def _read_one(self, key: str, evict: bool) -> BytesLike | None:
+        if not evict:
+            return self.connection.client.get(key)  # type: ignore[no-any-return]
+        replies = round_trip(self.connection.once, [("GETDEL", key)])
+        return self.connection.once.getdel(key) if replies is None else replies[0]  # type: ignore[no-any-return]
+
+    def _read_cluster(
+        self,
+        found: list[tuple[int, ObjectId]],
+        simple: list[tuple[int, ObjectId]],
+        evict: bool,
+        results: list[BytesLike | None],
+    ) -> None:
+        """Simple objects in one cross-slot pipeline; the others in one transaction each."""
+        if simple:
+            self._run(simple, evict, results, transaction=False)
+        for item in found:
+            if not _is_simple(item[1]):
+                self._run([item], evict, results, transaction=True)
+
+    def _run(
+        self,
+        items: list[tuple[int, ObjectId]],
+        evict: bool,
+        results: list[BytesLike | None],
+        *,
+        transaction: bool,
+    ) -> None:
+        """Queue the reads of ``items`` in one pipeline, execute it, fill ``results``."""
+        mutates = evict or any(oid.counted for _, oid in items)
+        client = self.connection.once if mutates else self.connection.client
+        pipe = client.pipeline(transaction=transaction)
+        for _, oid in items:
+            self._queue_read(pipe, oid, evict)
+        replies = iter(pipe.execute())
+        for i, oid in items:
+            values = [next(replies) for _ in range(oid.parts)]
+            if oid.counted:
+                next(replies)  # the counter's reply: the values already tell presence
+            if all(v is not None for v in values):
+                results[i] = values[0] if oid.parts == 1 else join_parts(values)
+
+    def _queue_read(self, pipe: Any, oid: ObjectId, evict: bool) -> None:
+        value_keys = self._value_keys(oid)
+        for key in value_keys:
+            if evict:
+                pipe.getdel(key)
+            else:
+                pipe.get(key)
+        if oid.counted:
+            counter = self._keys.obj_readers(str(oid))
+            if evict:
+                pipe.delete(counter)
+            else:
+                # execute_command: RedisCluster pipelines do not implement eval().
+                pipe.execute_command(
+                    "EVAL", _COUNTED_READ, 1 + len(value_keys), counter, *value_keys
+                )
+
+
+def _is_simple(oid: ObjectId | None) -> bool:
+    """Whether ``oid`` is one plain value: neither split nor counted."""
+    return oid is not None and oid.parts == 1 and not oid.counted
