@@ -9,7 +9,8 @@ buffers (numpy arrays are not copied into a pickle). Worker threads named
 of what they read, so no message is handed between threads; objects that arrived as byte
 streams are consumed in the cell's receiving thread. A ``stream_objects`` call reads its
 own replies (mailbox ``fw:cell:{<cell>}:replies:<tx>``) in the caller's thread. The
-engine does not own the cell or its connection.
+engine does not own the cell or its connection. The receiving side (workers, dispatch,
+replies) is :mod:`framework.objects._engine_receiving`.
 """
 
 from __future__ import annotations
@@ -17,20 +18,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from functools import partial
 from types import TracebackType
 from typing import Any
 
-from framework._failures import RepeatedFailure
 from framework.cell import Message, StreamCell, StreamFuture
-from framework.exceptions import (
-    ClosedError,
-    ConfigurationError,
-    FrameworkError,
-    FramingError,
-    SecurityError,
-    SerializationError,
-)
+from framework.exceptions import ClosedError, ConfigurationError, FrameworkError
+from framework.objects._engine_receiving import EngineReceiving
 from framework.objects.api import ConsumerFactory, ObjectProducer, StreamableEngine
 from framework.objects.config import EngineConfig
 from framework.objects.context import FLContext, FLContextKey
@@ -39,18 +32,14 @@ from framework.objects.envelope import (
     ENVELOPE_FIELD,
     PAYLOAD_FIELD,
     Envelope,
-    addressed_to,
     check_route,
-    decode_envelope,
-    open_payload,
     seal_payload,
 )
-from framework.objects.mailbox import WAKE_FIELD, Mailbox, Write, exist, post
-from framework.objects.receiver import LoadFn, Receiver, Registration
-from framework.objects.replies import Replies, envelope_of
+from framework.objects.mailbox import Mailbox, exist, post
+from framework.objects.receiver import Receiver, Registration
+from framework.objects.replies import Replies
 from framework.objects.sending import ObjectStream
 from framework.objects.session import ReplySlots
-from framework.objects.shareable import ReturnCode, Shareable, error_reply
 
 __all__ = ["OBJECTS_CHANNEL", "RedisStreamableEngine"]
 
@@ -61,11 +50,9 @@ OBJECTS_CHANNEL = "fw.objects"
 _TOPIC = "msg"
 #: Seconds the read sent along with an object waits for its replies (the wait goes on).
 _FIRST_WAIT = 0.05
-#: Seconds between looks for idle receiving sessions.
-_EXPIRE_EVERY = 0.5
 
 
-class RedisStreamableEngine(StreamableEngine):
+class RedisStreamableEngine(EngineReceiving, StreamableEngine):
     """Streams objects between cells; both the sending and the receiving side.
 
     Args:
@@ -327,145 +314,6 @@ class RedisStreamableEngine(StreamableEngine):
         keys = self.conn.keys
         return keys.replies(target, env.tx) if env.kind == "reply" else keys.mailbox(target)
 
-    # -- receiving ---------------------------------------------------------------------
-
-    def _work(self, index: int) -> None:
-        """A worker: reads the mailbox and runs what it reads (consumers included)."""
-        reader = self._mailbox.reader(f"{self.name}-{index}")
-        # One traceback per kind of failure, not one per turn.
-        failures = RepeatedFailure(logger, f"Worker {index} reading the mailbox of {self.name!r}")
-        # Replies to what this worker read go out with its next read: one round trip.
-        outbox: list[Write] | None = [] if not self.conn.is_cluster else None
-        self._local.outbox = outbox
-        while not self._stop.is_set():
-            writes = list(outbox or [])
-            try:
-                if outbox:
-                    outbox.clear()
-                entries = reader.read(writes=writes)
-                failures.succeeded()
-                for eid, fields in entries:
-                    self._on_entry(eid, fields)
-            except Exception as exc:  # noqa: BLE001 - thread boundary: logged (RepeatedFailure), retried
-                failures.failed(exc)
-                if outbox is not None:
-                    outbox[:0] = writes  # again with the next read (a copy is harmless)
-                self._stop.wait(0.5)
-            self._maybe_expire()
-        reader.close()
-        self._flush(outbox)
-
-    def _flush(self, outbox: list[Write] | None) -> None:
-        """Send the replies a stopping worker still holds."""
-        if outbox:
-            try:
-                for key, fields in outbox:
-                    post(self.conn, [key], fields)
-            except FrameworkError as exc:
-                logger.warning("Engine %r could not send its last replies: %s", self.name, exc)
-
-    def _maybe_expire(self) -> None:
-        """End idle sessions; whichever worker comes by first does it (a busy one can't)."""
-        now = time.monotonic()
-        with self._lock:
-            if now < self._next_expiry:
-                return
-            self._next_expiry = now + _EXPIRE_EVERY
-        self._receiver.expire_idle()
-
-    def _on_entry(self, eid: bytes, fields: dict[bytes, Any]) -> None:
-        if WAKE_FIELD in fields:
-            return
-        env = envelope_of(eid, fields, self._mailbox.key)
-        if env is not None:
-            self._dispatch(env, fields.get(PAYLOAD_FIELD, b""))
-
-    def _on_blob(self, future: StreamFuture) -> None:
-        what = f"byte stream {future.get_stream_id()}"
-        if self._stop.is_set():
-            logger.warning("Engine %r is shut down: ignoring %s.", self.name, what)
-            return
-        try:
-            env = decode_envelope((future.get_headers() or {}).get(BLOB_HEADER), what)
-        except FrameworkError as exc:
-            logger.warning("Dropping an unreadable message: %s", exc)
-            return
-        # Consumed right here, in the cell's thread for this transfer.
-        self._dispatch(env, future.result())
-
-    def _dispatch(self, env: Envelope, payload: Any) -> None:
-        if not addressed_to(env, self.name):
-            return
-        if env.kind == "reply":  # came as a byte stream (mailbox replies are collected)
-            self._replies.deliver(env, payload)
-        elif env.kind == "data":
-            load = self._loader(env, payload)
-            if load is not None:
-                self._receiver.on_data(env, load)
-        elif self._verified(env, payload):
-            self._receiver.on_end(env)
-
-    def _loader(self, env: Envelope, payload: Any) -> LoadFn | None:
-        """How the receiver gets the object of ``env``; None to ignore the message.
-
-        Without a secret nothing can be authenticated: the payload is opened when its
-        turn comes, and one that fails gets a BAD_REQUEST_DATA reply. With a secret it
-        is verified first: a message that is not signed by a holder of the secret gets
-        no reply and touches no session, because any reply, however genuine, would fill
-        its sender's slot for that sequence number before the real object's reply.
-        """
-        if self._secret is None:
-            return partial(open_payload, env, payload, None, self._allow_pickle)
-        try:
-            obj = open_payload(env, payload, self._secret, self._allow_pickle)
-        except (SecurityError, FramingError) as exc:
-            logger.warning("Ignoring the %s: %s", env.describe(), exc)
-            return None
-        except FrameworkError as exc:  # signed, so sent by a peer: it hears why
-            return partial(_raise, exc)
-        return lambda: obj
-
-    def _open_payload(self, env: Envelope, payload: Any) -> Any:
-        return open_payload(env, payload, self._secret, self._allow_pickle)
-
-    def _verified(self, env: Envelope, payload: Any) -> bool:
-        try:
-            open_payload(env, payload, self._secret, self._allow_pickle)
-        except FrameworkError as exc:
-            logger.warning("Ignoring the %s: %s", env.describe(), exc)
-            return False
-        return True
-
-    def _reply(self, env: Envelope, reply: Shareable, ended: bool) -> None:
-        """Send ``reply`` to the sender of the object ``env`` (from a worker thread)."""
-        renv = Envelope(
-            kind="reply",
-            tx=env.tx,
-            seq=env.seq,
-            origin=self.name,
-            to=(env.origin,),
-            at=time.time(),
-            ended=ended,
-            secure=env.secure,
-        )
-        try:
-            try:
-                reached, future = self.send(renv, reply, [env.origin], env.secure, False)
-            except SerializationError as exc:
-                logger.warning("The reply to the %s cannot be serialized: %s", env.describe(), exc)
-                fallback = error_reply(
-                    ReturnCode.EXECUTION_EXCEPTION, f"Unserializable reply: {exc}"
-                )
-                reached, future = self.send(renv, fallback, [env.origin], env.secure, False)
-        except FrameworkError as exc:
-            logger.warning("Could not reply to the %s: %s", env.describe(), exc)
-            return
-        if not reached.get(env.origin):
-            logger.warning("Could not reply to the %s: its sender is gone.", env.describe())
-        if future is not None:
-            with self._lock:
-                self._outgoing = [f for f in self._outgoing if not f.done()] + [future]
-
     # -- lifecycle ---------------------------------------------------------------------
 
     def _check_open(self) -> None:
@@ -486,7 +334,3 @@ class RedisStreamableEngine(StreamableEngine):
     def __repr__(self) -> str:
         state = " shut down" if self._stop.is_set() else ""
         return f"<RedisStreamableEngine {self.name!r}{state}>"
-
-
-def _raise(exc: BaseException) -> Any:
-    raise exc
