@@ -8,7 +8,8 @@ sender's ``end``/``abort``, after ``idle_timeout`` seconds without a message (th
 vanished), or when the engine shuts down; then ``finalize``, ``stream_done_cb`` and
 ``return_consumer`` run exactly once each, with ``stream_ctx[StreamContextKey.RC]`` set.
 Replies leave through the ``reply`` callable the engine provides. This module does no
-I/O: it is called from the engine's worker threads.
+I/O: it is called from the engine's worker threads. What runs inside a session (its
+objects applied, its consumer called, its end) is :mod:`framework.objects._consuming`.
 """
 
 from __future__ import annotations
@@ -20,11 +21,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from framework.exceptions import DeserializationError, FrameworkError
-from framework.objects.api import ConsumerFactory, ObjectConsumer
+from framework.objects._consuming import Consuming, Session
+from framework.objects.api import ConsumerFactory
 from framework.objects.context import FLContext, FLContextKey, StreamContextKey
 from framework.objects.envelope import Envelope
-from framework.objects.session import SeqTracker, Tombstones, Verdict
+from framework.objects.session import SeqTracker, Tombstones
 from framework.objects.shareable import ReturnCode, Shareable, error_reply, make_reply
 
 __all__ = ["Receiver", "Registration"]
@@ -48,30 +49,7 @@ class Registration:
     cb_kwargs: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass(eq=False)
-class _Session:
-    key: tuple[str, str]
-    reg: Registration
-    ctx: dict[str, Any]
-    fl_ctx: FLContext
-    last_active: float
-    #: When the session's first object was sent (the sender's clock).
-    started: float
-    consumer: ObjectConsumer | None = None
-    seq: SeqTracker = field(default_factory=SeqTracker)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    busy: bool = False
-    ended: bool = False
-    #: Objects found missing (a sequence gap), for the error the session ends with.
-    lost: str | None = None
-    #: An end or abort that came while consume ran (applied when it returns).
-    pending_end: Envelope | None = None
-
-    def name(self) -> str:
-        return f"session {self.key[1]} from {self.key[0]!r}"
-
-
-class Receiver:
+class Receiver(Consuming):
     """Sessions of the streams that reach one engine.
 
     Args:
@@ -104,7 +82,7 @@ class Receiver:
         self._wall = wall
         self.max_clock_skew = max_clock_skew
         self._registry: dict[tuple[str, str], Registration] = {}
-        self._sessions: dict[tuple[str, str], _Session] = {}
+        self._sessions: dict[tuple[str, str], Session] = {}
         self._tombstones = Tombstones(floor=wall() - max_clock_skew)
         self._lock = threading.Lock()
         # Set by close(): a session still consuming then is finalized when consume returns.
@@ -151,7 +129,7 @@ class Receiver:
             session.lock.release()
             self._settle(session)
 
-    def _take(self, session: _Session, env: Envelope) -> bool:
+    def _take(self, session: Session, env: Envelope) -> bool:
         """Take the session's lock unless user code holds it; False if it was not taken."""
         # Held for bookkeeping only (microseconds), it is worth the wait, not a resend; the
         # holder may go on to run user code (object 0's consume), hence the looks.
@@ -161,7 +139,7 @@ class Receiver:
                 return False
         return True
 
-    def _settle(self, session: _Session) -> None:
+    def _settle(self, session: Session) -> None:
         """Apply an end that came while the lock was held, if no one else does.
 
         Its sender sets ``pending_end`` then calls this; the lock's holder calls it
@@ -175,7 +153,7 @@ class Receiver:
             finally:
                 session.lock.release()
 
-    def _finish_pending(self, session: _Session) -> None:
+    def _finish_pending(self, session: Session) -> None:
         """End a session whose end, abort or close came while consume ran (under its lock)."""
         if self._closing:  # close() gave up waiting for this consume: finish its job
             self._end(session, ReturnCode.TASK_ABORTED)
@@ -211,7 +189,7 @@ class Receiver:
         if env.kind == "end":  # the sender waits until every target has finalized
             self._reply(env, reply, True)
 
-    def _checked_rc(self, session: _Session, env: Envelope) -> tuple[str, str | None]:
+    def _checked_rc(self, session: Session, env: Envelope) -> tuple[str, str | None]:
         """The return code ``env`` (an end or abort) ends ``session`` with, and why not OK."""
         rc = _rc_of(env)
         if env.kind != "end" or rc != ReturnCode.OK:
@@ -321,7 +299,7 @@ class Receiver:
             )
         return None
 
-    def _new_session(self, env: Envelope, key: tuple[str, str]) -> _Session:
+    def _new_session(self, env: Envelope, key: tuple[str, str]) -> Session:
         fl_ctx = FLContext()
         fl_ctx.set_prop(FLContextKey.IDENTITY_NAME, self.name, private=False)
         fl_ctx.set_prop(FLContextKey.PEER_NAME, env.origin, private=False)
@@ -329,144 +307,11 @@ class Receiver:
             fl_ctx.set_run_abort_signal(self._abort)
         ctx = {StreamContextKey.CHANNEL: env.channel, StreamContextKey.TOPIC: env.topic}
         reg = self._registry[(env.channel, env.topic)]
-        session = _Session(key, reg, ctx, fl_ctx, self._clock(), started=env.at)
+        session = Session(key, reg, ctx, fl_ctx, self._clock(), started=env.at)
         self._sessions[key] = session
         return session
-
-    def _apply(self, session: _Session, env: Envelope, load: LoadFn) -> None:
-        if session.ended:  # it ended (or never started) while this object waited for it
-            with self._lock:
-                answer = self._tombstones.answer(session.key, env.seq)
-            self._reply(env, answer or session.seq.gap_reply(env.seq), answer is not None)
-            return
-        session.last_active = self._clock()
-        verdict = session.seq.verdict(env.seq)
-        if verdict is Verdict.RETRY:
-            logger.info("The %s is a retry: answered again, not applied.", env.describe())
-            assert session.seq.last_reply is not None
-            self._reply(env, session.seq.last_reply, False)
-        elif verdict is not Verdict.APPLY:
-            logger.warning("The %s is out of sequence (%s).", env.describe(), verdict.value)
-            gap = verdict is Verdict.GAP
-            if gap and session.lost is None:
-                session.lost = f"objects {session.seq.expected}..{env.seq - 1} never arrived"
-            answer = session.seq.gap_reply(env.seq) if gap else session.seq.stale_reply(env.seq)
-            self._reply(env, answer, False)
-        else:
-            session.busy = True
-            try:
-                self._consume(session, env, load)
-            finally:
-                session.busy = False
-                session.last_active = self._clock()
-
-    def _consume(self, session: _Session, env: Envelope, load: LoadFn) -> None:
-        try:
-            obj = _object_of(load(), first=env.seq == 0)
-        except FrameworkError as exc:
-            logger.warning("Refusing the %s: %s", env.describe(), exc)
-            if session.consumer is None:
-                self._drop(session)  # nothing was started: the sender may send object 0 again
-            self._reply(env, error_reply(ReturnCode.BAD_REQUEST_DATA, str(exc)), False)
-            return
-        if isinstance(obj, tuple):
-            obj, ctx = obj
-            session.ctx.update(ctx or {})
-            session.ctx[StreamContextKey.CHANNEL] = env.channel
-            session.ctx[StreamContextKey.TOPIC] = env.topic
-        if session.consumer is None and not self._start(session, env):
-            return
-        go_on, reply = self._call_consume(session, env, obj)
-        session.seq.applied(reply)
-        if not go_on:
-            self._end(session, reply.get_return_code())
-        self._reply(env, reply, not go_on)
-
-    def _start(self, session: _Session, env: Envelope) -> bool:
-        try:
-            consumer = session.reg.factory.get_consumer(session.ctx, session.fl_ctx)
-            if not isinstance(consumer, ObjectConsumer):
-                raise TypeError(f"get_consumer returned {type(consumer).__name__}")
-        except Exception as exc:  # user code: the sender hears why
-            logger.exception("No consumer for the %s.", env.describe())
-            self._drop(session)
-            with self._lock:
-                self._tombstones.add(
-                    session.key, 0, None, ReturnCode.EXECUTION_EXCEPTION, session.started
-                )
-            reason = f"The consumer factory failed: {type(exc).__name__}: {exc}"
-            self._reply(env, error_reply(ReturnCode.EXECUTION_EXCEPTION, reason), True)
-            return False
-        session.consumer = consumer
-        return True
-
-    def _call_consume(self, session: _Session, env: Envelope, obj: Shareable) -> tuple[bool, Any]:
-        if self._abort is not None and self._abort.triggered:
-            return False, error_reply(ReturnCode.TASK_ABORTED, f"Cell {self.name!r} is aborting.")
-        assert session.consumer is not None
-        try:
-            go_on, reply = session.consumer.consume(obj, session.ctx, session.fl_ctx)
-        except Exception as exc:  # user code: the sender gets EXECUTION_EXCEPTION
-            logger.exception("consume raised on the %s.", env.describe())
-            reason = f"consume raised {type(exc).__name__}: {exc}"
-            return False, error_reply(ReturnCode.EXECUTION_EXCEPTION, reason)
-        if reply is None:
-            reply = make_reply(ReturnCode.OK)
-        elif not isinstance(reply, Shareable):
-            reason = f"consume returned a {type(reply).__name__}, not a Shareable"
-            return False, error_reply(ReturnCode.EXECUTION_EXCEPTION, reason)
-        return bool(go_on), reply
-
-    def _drop(self, session: _Session) -> None:
-        session.ended = True
-        with self._lock:
-            if self._sessions.get(session.key) is session:
-                del self._sessions[session.key]
-
-    def _end(self, session: _Session, rc: str) -> None:
-        """Finalize once: finalize, stream_done_cb, return_consumer (call under its lock)."""
-        if session.ended:
-            return
-        self._drop(session)
-        with self._lock:
-            last = session.seq.expected - 1
-            self._tombstones.add(session.key, last, session.seq.last_reply, rc, session.started)
-        consumer = session.consumer
-        if consumer is None:
-            return
-        session.ctx[StreamContextKey.RC] = rc
-        reg, ctx, fl_ctx = session.reg, session.ctx, session.fl_ctx
-        _guarded("finalize", session, lambda: consumer.finalize(ctx, fl_ctx))
-        if reg.done_cb is not None:
-            done_cb = reg.done_cb
-            _guarded("stream_done_cb", session, lambda: done_cb(ctx, fl_ctx, **reg.cb_kwargs))
-        _guarded(
-            "return_consumer", session, lambda: reg.factory.return_consumer(consumer, ctx, fl_ctx)
-        )
-        logger.debug("Finalized %s with %s.", session.name(), rc)
 
 
 def _rc_of(env: Envelope) -> str:
     """The return code an end or abort notice carries."""
     return env.rc or (ReturnCode.OK if env.kind == "end" else ReturnCode.TASK_ABORTED)
-
-
-def _object_of(payload: Any, first: bool) -> Any:
-    """Check the payload's shape: ``(Shareable, ctx-or-None)``; the ctx only on object 0."""
-    if (
-        not isinstance(payload, tuple)
-        or len(payload) != 2
-        or not isinstance(payload[0], Shareable)
-        or not isinstance(payload[1], dict | None)
-    ):
-        kind = type(payload).__name__
-        raise DeserializationError(f"The payload is a {kind}, not (Shareable, context).")
-    return payload if first else payload[0]
-
-
-def _guarded(what: str, session: _Session, call: Callable[[], Any]) -> None:
-    # Each step runs even if the one before raised: all three are promised exactly once.
-    try:
-        call()
-    except Exception:
-        logger.exception("%s raised for %s.", what, session.name())
