@@ -10,20 +10,25 @@ client with ``BLOCK <= MAX_BLOCK_MS``. Redis errors are mapped at this boundary.
 TTLs are refreshed by a small script that does nothing once the meta hash holds an
 ``end`` field: a transfer that failed or was cancelled keeps its short TTL, however late
 another party's refresh arrives. Controls of a secure transfer carry a MAC (field ``m``,
-see :mod:`framework.cell.auth`); unauthenticated ones are logged and skipped.
+see :mod:`framework.cell.auth`); unauthenticated ones are logged and skipped. Reading
+and decoding entries is :mod:`framework.cell._transfer_reading`.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
-import redis.exceptions as rex
-from pydantic import ValidationError
-
 from framework.buffers import byte_view
+from framework.cell._transfer_reading import (
+    POLL_MS,
+    BadControlError,
+    ControlEntry,
+    Frame,
+    TransferReading,
+    raise_first,
+)
 from framework.cell.auth import ControlAuth
 from framework.cell.frames import (
     CONTROL_FIELD,
@@ -36,12 +41,11 @@ from framework.cell.frames import (
     decode,
     entry_id,
 )
-from framework.cell.rawread import ReadSession, exchange
-from framework.cell.respreader import Checked, Place
+from framework.cell.rawread import exchange
 from framework.cell.window import Position
 from framework.connection import MAX_BLOCK_MS, RedisConnection
-from framework.exceptions import BackendError, FramingError, MalformedFrameError
-from framework.redis_streams import fields_of, stream_entries
+from framework.exceptions import BackendError, MalformedFrameError
+from framework.redis_streams import fields_of
 
 __all__ = [
     "FAILED_TTL",
@@ -54,9 +58,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: BLOCK (ms) of every wait: short enough that close() joins quickly; data and controls
-#: wake a waiting reader at once, so this only bounds idle polling.
-POLL_MS = min(250, MAX_BLOCK_MS)
 #: Seconds the keys of a failed or cancelled transfer stay, so the other side reads why.
 FAILED_TTL = 60
 #: Meta-hash field holding the announcement.
@@ -75,23 +76,7 @@ return 1
 """
 
 
-#: An ack-stream entry: its id and the control, or None when it was ignored (the id
-#: still moves the reader's cursor past it).
-ControlEntry = tuple[bytes, "Control | None"]
-
-
-@dataclass(frozen=True)
-class Frame:
-    """A chunk frame as read from the data stream."""
-
-    header: ChunkHeader
-    #: The body: bytes, a bytearray, or a view of its place in a blob (bytes-like).
-    data: Any
-    #: CRC-32C of ``data`` computed while it was read, None when it still has to be.
-    crc: int | None = None
-
-
-class TransferIO:
+class TransferIO(TransferReading):
     """The Redis side of one transfer, shared by its sender and receivers.
 
     Args:
@@ -237,7 +222,7 @@ class TransferIO:
             pipe.hset(self.meta, _END, reason)
             self._expire_all(pipe, seconds)
             # The end mark is refused when Redis is out of memory; the EXPIREs still count.
-            _raise_first(pipe.execute(raise_on_error=False)[1:])
+            raise_first(pipe.execute(raise_on_error=False)[1:])
 
     def _expire_all(self, pipe: Any, seconds: float) -> None:
         for key in (self.data, self.ack, self.meta):
@@ -329,123 +314,12 @@ class TransferIO:
                 f"The acknowledged position of {target!r} in stream {self.sid} is malformed."
             ) from exc
 
-    # -- receiver side -----------------------------------------------------------------
-
-    def read(
-        self,
-        data_from: str,
-        ack_from: str,
-        count: int,
-        ack: Control | None = None,
-        block_ms: int = POLL_MS,
-        place: Place | None = None,
-        session: ReadSession | None = None,
-    ) -> tuple[list[tuple[bytes, Frame]], list[ControlEntry]]:
-        """Block up to ``block_ms`` for chunk frames and controls, in one XREAD.
-
-        On a plain ``redis.Redis`` the reply is parsed by :mod:`framework.cell.respreader`
-        (each chunk body copied once, into the place ``place`` picks); other clients go
-        through redis-py.
-
-        Args:
-            data_from: Data-stream id after which to read.
-            ack_from: Ack-stream id after which to read.
-            count: Most entries per stream.
-            ack: An acknowledgement to post in the same round trip, before reading.
-            block_ms: Longest wait.
-            place: Picks the destination of each chunk body (blob mode).
-            session: The receiver's kept connection for these reads.
-
-        Returns:
-            ``(frames, controls)``, each as ``(entry_id, item)`` lists.
-        """
-        block = min(block_ms, MAX_BLOCK_MS)
-        prefix = [] if ack is None else self._control_commands(ack)
-        xread = ("XREAD", "COUNT", count, "BLOCK", block, "STREAMS", self.data, self.ack)
-        try:
-            replies, reply = exchange(
-                self.conn.blocking, prefix, (*xread, data_from, ack_from), place, session
-            )
-            _raise_first(replies)
-        except (rex.RedisError, rex.RedisClusterException) as exc:  # once per read: no `with`
-            self.conn.raise_mapped(exc, self._read_what, command="XREAD")
-        frames: list[tuple[bytes, Frame]] = []
-        controls: list[ControlEntry] = []
-        for key, entries in stream_entries(reply):
-            if _text(key) == self.data:
-                frames += [(eid, self._frame(eid, fields)) for eid, fields in entries]
-            else:
-                controls += self._parse_controls(entries)
-        return frames, controls
-
-    def _frame(self, eid: bytes, fields: dict[bytes, bytes]) -> Frame:
-        raw, data = (fields or {}).get(HEADER_FIELD), (fields or {}).get(DATA_FIELD)
-        if raw is None or data is None:
-            missing = "header field 'h'" if raw is None else "data field 'd'"
-            raise MalformedFrameError(f"The {self._entry(eid)} has no {missing}.")
-        try:
-            header = ChunkHeader.model_validate_json(raw)
-        except ValidationError:  # decode() tells what is wrong (once per chunk: not before)
-            header = decode(ChunkHeader, raw, f"header of the {self._entry(eid)}")
-        if isinstance(data, Checked):
-            return Frame(header, data.data, data.crc)
-        return Frame(header, data)
-
-    def _entry(self, eid: bytes) -> str:
-        return f"chunk entry {_text(eid)} of stream {self.sid}"
-
-    def _controls(self, reply: Any) -> list[ControlEntry]:
-        out: list[ControlEntry] = []
-        for _, entries in stream_entries(reply):
-            out += self._parse_controls(entries)
-        return out
-
-    def _parse_controls(
-        self, entries: Iterable[tuple[bytes, dict[bytes, bytes]]]
-    ) -> list[ControlEntry]:
-        out: list[ControlEntry] = []
-        for eid, fields in entries:
-            try:
-                out.append((eid, self.control(eid, fields)))
-            except FramingError as exc:
-                # Whoever can write to Redis can append here: a forged, foreign or newer
-                # entry is never acted on, and must not end the transfer either.
-                logger.warning("Ignoring a control entry: %s", exc)
-                self.ignored = str(exc)
-                out.append((eid, None))
-        return out
-
-    def control(self, eid: bytes, fields: dict[bytes, bytes]) -> Control:
-        """Decode and authenticate one control entry.
-
-        Raises:
-            MalformedFrameError: The entry has no control field or is not a control.
-            UnsupportedVersionError: The control has another wire version.
-            BadControlError: The transfer is secure and the entry's MAC is missing or wrong.
-        """
-        where = f"control entry {_text(eid)} of stream {self.sid}"
-        raw = (fields or {}).get(CONTROL_FIELD)
-        if raw is None:
-            raise MalformedFrameError(f"The {where} has no control field 'c'.")
-        control = decode(Control, raw, where)
-        if self.auth is not None and not self.auth.verify(raw, fields.get(MAC_FIELD)):
-            claim = f"{control.kind} from {control.role} {control.sender!r}"
-            raise BadControlError(
-                f"The {where} ({claim}{': ' + control.msg if control.msg else ''}) "
-                "is not authenticated with the transfer's key."
-            )
-        return control
-
     def _refresh_command(self) -> tuple[Any, ...]:
         return ("EVAL", _REFRESH, 3, self.data, self.ack, self.meta, self.ttl)
 
 
 #: Control kinds that keep a transfer alive (the others end it).
 _PROGRESS = ("ack", "beat")
-
-
-class BadControlError(MalformedFrameError):
-    """A control entry of a secure transfer carries no valid MAC (forged or foreign)."""
 
 
 def _same_frame(fields: Any, header: bytes, wire: Any) -> bool:
@@ -458,12 +332,6 @@ def _same_frame(fields: Any, header: bytes, wire: Any) -> bool:
 def _describe(error: Exception) -> str:
     """``Type: message``: redis-py drops the error code (``OOM``) from the message."""
     return f"Redis reported {type(error).__name__}: {error}"
-
-
-def _raise_first(replies: list[Any]) -> None:
-    for reply in replies:
-        if isinstance(reply, Exception):
-            raise reply
 
 
 def _ack_field(target: str) -> str:
