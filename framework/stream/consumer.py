@@ -22,25 +22,19 @@ ProxyStore's ``StreamConsumer`` API, with these fixes:
   every object in place for the group member that takes its messages over. An
   evicting proxy it handed out evicts its object once it has resolved here *and* its
   message was acknowledged, in either order (:mod:`framework.stream._late`).
+
+Reading messages into the queue is :mod:`framework.stream._receiving`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
-import time
 from collections import deque
 from collections.abc import Callable, Generator
 from types import TracebackType
 from typing import Any, Generic, TypeVar, cast
 
-from framework.exceptions import (
-    BackendUnavailable,
-    FrameworkError,
-    MessageLossError,
-    ReceiveTimeout,
-    SecurityError,
-)
+from framework.exceptions import MessageLossError
 from framework.pubsub.protocols import AckingSubscriber, PollingSubscriber
 from framework.store import Store, unregister_store
 from framework.store.base import Unreadable
@@ -59,25 +53,16 @@ from framework.stream._reading import (
     until_stop,
     warn_pickle_trust,
 )
-from framework.stream._sequencing import ALWAYS, Sequencer
-from framework.stream.events import (
-    EndOfStreamEvent,
-    EventBatch,
-    NewObjectEvent,
-    check_origin,
-    decode_message,
-)
+from framework.stream._receiving import Receiving
+from framework.stream._sequencing import Sequencer
+from framework.stream.events import EventBatch, NewObjectEvent
 from framework.stream.filters import Filter, NullFilter
 from framework.stream.protocols import EventSubscriber, Subscriber
 
 __all__ = ["LOSS_GRACE", "LossPolicy", "StreamConsumer"]
 
-logger = logging.getLogger(__name__)
-
 T = TypeVar("T")
 
-#: Most items queued by draining the messages that are already waiting.
-DRAIN_LIMIT = 1024
 #: Most objects fetched in one round trip.
 MAX_WINDOW = 1024
 #: Objects at least this large (bytes, on average) are fetched one per round trip: the
@@ -89,7 +74,7 @@ SINGLE_FETCH = 512 * 1024
 LOSS_GRACE = 30.0
 
 
-class StreamConsumer(Generic[T]):
+class StreamConsumer(Receiving, Generic[T]):
     """Stream consumer: an iterator over the objects of a stream.
 
     ``next()`` yields a lazy :class:`~framework.store.Proxy` for objects kept in
@@ -305,138 +290,7 @@ class StreamConsumer(Generic[T]):
     ) -> None:
         self.close()
 
-    # -- receiving ---------------------------------------------------------------------------
-
-    @property
-    def _finished(self) -> bool:
-        """Whether every topic has ended (topics are the subscriber's, else those seen).
-
-        In a consumer group the end-of-stream event reaches one member, possibly before
-        other members' pending messages are done: there the subscriber ends each member
-        once the group has drained, so the events are only hints.
-        """
-        if self._exhausted:
-            return True
-        target = self._topics or self._seen
-        ended = self._sequencer.ended
-        return not self._acking and bool(target) and all(ended(t) for t in target)
-
-    def _take(self) -> Entry:
-        if self._ack_due:  # the caller is back for more: it is done with the last message
-            self._ack()  # if this fails, the next call acknowledges again
-            self._ack_due = False
-        deadline = None if self._timeout is None else time.monotonic() + self._timeout
-        while True:
-            while not self._queue:
-                if self._finished:
-                    raise StopIteration
-                self._receive(deadline)
-            item = self._queue.popleft()
-            if isinstance(item, Entry):
-                return item
-            self._report(item)  # a loss, reported where it happened in the stream
-
-    def _receive(self, deadline: float | None) -> None:
-        """Wait for one message, then queue it and whatever else is already waiting."""
-        due = self._sequencer.next_check(self._loss_grace, self._listening())
-        try:
-            self._accept(
-                *self._read(due if deadline is None or (due and due < deadline) else deadline)
-            )
-            # Queue messages already here: their objects are then fetched together.
-            while self._drain is not None and len(self._queue) < DRAIN_LIMIT:
-                data = self._drained()
-                if data is None:
-                    return
-                self._accept(*self._decode(data))
-        except StopIteration:
-            self._exhausted = True
-        except MessageLossError as err:  # the subscription was interrupted
-            self._interrupted(err)
-        except ReceiveTimeout:
-            if due is None or time.monotonic() < due:
-                raise
-            overdue = self._sequencer.overdue(time.monotonic(), self._loss_grace, self._listening())
-            self._queue.extend(overdue)
-
-    def _drained(self) -> bytes | None:
-        """The next message if one is already waiting, else None.
-
-        Draining only saves reads: a dropped connection ends it, and the next blocking
-        read, which rides such drops out, takes over.
-        """
-        assert self._drain is not None
-        try:
-            return self._drain()
-        except BackendUnavailable as exc:
-            logger.info("Stopped draining topic messages (%s); reading on.", exc)
-            return None
-
-    def _listening(self) -> float | None:
-        """Since when the subscription has been up; None while it is down (reconnecting)."""
-        since: float | None = getattr(self.subscriber, "listening_since", ALWAYS)
-        return since
-
-    def _interrupted(self, err: MessageLossError) -> None:
-        """An interrupted subscription: check the producers' next numbers, or report it.
-
-        A producer the subscriber found gone counts as ended.
-        """
-        if err.gone and err.producer is not None:
-            self._sequencer.stop(err.topic, err.producer)
-        if err.possible and err.producer is None and self._sequencer.complete:
-            logger.warning("%s Checking each producer's sequence numbers.", err)
-            self._sequencer.interrupt(time.monotonic())
-        else:
-            self._queue.append(err)
-
-    def _read(self, deadline: float | None) -> tuple[EventBatch, list[memoryview]]:
-        kwargs: dict[str, Any] = {}
-        if deadline is not None:
-            kwargs["timeout"] = max(0.0, deadline - time.monotonic())
-        if self._events:
-            return cast(EventSubscriber, self.subscriber).next_events(**kwargs), []
-        return self._decode(self.subscriber.next_message(**kwargs))  # type: ignore[union-attr]
-
-    def _decode(self, data: bytes) -> tuple[EventBatch, list[memoryview]]:
-        try:
-            batch, parts = decode_message(data, secret=self._secret)
-            check_origin(batch)
-            self._check_topic(batch)
-        except FrameworkError:
-            self._ack()  # a message that cannot be read would otherwise come back forever
-            raise
-        return batch, parts
-
-    def _check_topic(self, batch: EventBatch) -> None:
-        """With a secret, a batch signed for another topic was copied here: refuse it."""
-        if self._secret is not None and self._topics and batch.topic not in self._topics:
-            raise SecurityError(
-                f"A signed batch of topic {batch.topic!r} (producer {batch.producer!r}, "
-                f"first event {batch.seq}) arrived on a subscription to "
-                f"{sorted(self._topics)}: it was copied from another topic and is refused."
-            )
-
-    def _accept(self, batch: EventBatch, parts: list[memoryview]) -> None:
-        topic = batch.topic
-        self._seen.add(topic)
-        events, loss = self._sequencer.admit(batch)
-        if loss is not None:
-            self._queue.append(loss)  # reported once the items before the gap are out
-        entries: list[Entry] = []
-        for event in events:
-            if isinstance(event, EndOfStreamEvent):
-                continue  # the sequencer counts the producer as ended
-            if self._filter(event.metadata):
-                if not isinstance(event, NewObjectEvent) and event.evict:
-                    self._deferred.append((self._store(batch), event.key))
-            else:
-                entries.append(Entry(event, batch, parts))
-        if entries:
-            entries[-1].ack = True
-            self._queue.extend(entries)
-        else:
-            self._ack()
+    # -- handing over ------------------------------------------------------------------------
 
     def _handing(self, entry: Entry) -> contextlib.AbstractContextManager[None]:
         return handing(entry, self._queue, self._handed)
