@@ -337,8 +337,9 @@ class BatchBuilder:
         stored: list[tuple[Store, str, int]] = []
         if spill is not None and big:
             spilled = [items[i] for i in big]
-            staged = self._store(spill, _values(spilled))
-            stored = _stored(spill, staged.keys, spilled, [v.nbytes for v in _values(spilled)])
+            values = _values(spilled)
+            staged = self._store(spill, values)
+            stored = _stored(spill, staged.keys, spilled, [v.nbytes for v in values])
         keys = dict(zip(big, staged.keys, strict=True)) if staged.keys else {}
         events: list[dict[str, Any]] = []
         parts: list[Segments] = []
