@@ -201,7 +201,8 @@ class RedisStore(RedisKeyMethods, RedisReadMethods, BaseStore):
             ClosedError: If the store is closed.
         """
         ttl = self._checked_put(ttl, readers)
-        return self._stage(map(self._encode, objs), ttl, readers)
+        # Through encode(): the store's custom serializer applies, as in put_batch.
+        return self._stage(map(self.encode, objs), ttl, readers)
 
     def stage_encoded(
         self, values: Sequence[Encoded], *, ttl: float | None = None, readers: int | None = None

@@ -118,3 +118,19 @@ def test_redis_store_is_a_staging_store(fake_conn: RedisConnection) -> None:
     with RedisStore(connection=fake_conn) as store:
         assert isinstance(store, StagingStore)
         assert store.connection is fake_conn
+
+
+def test_stage_batch_applies_the_stores_serializer(any_conn: RedisConnection) -> None:
+    def serialize(obj: object) -> bytes:
+        return b"custom:" + repr(obj).encode()
+
+    def deserialize(data: bytes) -> object:
+        assert data.startswith(b"custom:"), data
+        return ("read", data[len(b"custom:") :].decode())
+
+    with RedisStore(connection=any_conn, serializer=serialize, deserializer=deserialize) as store:
+        staged = store.stage_batch([{"a": 1}, 7])
+        for command in staged.commands:
+            any_conn.client.execute_command(*command)
+        assert store.get_batch(staged.keys) == store.get_batch(store.put_batch([{"a": 1}, 7]))
+        assert store.get_batch(staged.keys) == [("read", "{'a': 1}"), ("read", "7")]
