@@ -153,7 +153,10 @@ class RedisStreamableEngine(EngineReceiving, StreamableEngine):
 
         Returns:
             ``(rc, result)``: ``(OK, result)``, ``(OK, None)`` after ``produce`` returned
-            None, or ``(TASK_ABORTED, None)``.
+            None, or ``(TASK_ABORTED, None)``. After a normal end, ``rc`` is OK only if
+            every target that was sent an object confirmed that it finalized with OK;
+            otherwise it is the first failing target's code (``BAD_REQUEST_DATA`` for
+            lost objects, ``TIMEOUT``, ``COMMUNICATION_ERROR``, ...), with the result.
 
         Raises:
             ClosedError: If the engine is shut down.

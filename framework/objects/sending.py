@@ -122,16 +122,16 @@ class ObjectStream:
 
     def run(self) -> tuple[str, Any]:
         """Loop until the producer ends the stream, a result is found or abort; see the API."""
-        rc = ReturnCode.TASK_ABORTED
+        rc, result = ReturnCode.TASK_ABORTED, None
         self.link.open_replies(self.tx)
         try:
             rc, result = self._loop()
-            return rc, result
         finally:
             try:
-                self._close(rc)
+                rc = self._close(rc)
             finally:
                 self.link.close_replies(self.tx)
+        return rc, result
 
     def _loop(self) -> tuple[str, Any]:
         while not self._aborted():
@@ -290,15 +290,21 @@ class ObjectStream:
         signal = self.fl_ctx.get_run_abort_signal()
         return self.link.stopping() or (signal is not None and signal.triggered)
 
-    def _close(self, rc: str) -> None:
+    def _close(self, rc: str) -> str:
         """Tell every target still in the session that it ended (OK) or was aborted.
 
         After a normal end, wait (up to the last object's timeout) until each target
         has finalized, so the consumers are done when ``stream_objects`` returns.
+
+        Returns:
+            ``rc``, unless the end was normal and a target did not confirm that it
+            finalized with OK (it lost objects, failed, is gone or did not answer):
+            then the first such target's return code, so an unconfirmed end is never
+            reported as OK.
         """
         notify = [t for t in self.targets if t in self.reached and t not in self.ended]
         if not notify:
-            return
+            return rc
         kind = "end" if rc == ReturnCode.OK else "abort"
         env = Envelope(
             kind=kind,
@@ -320,19 +326,24 @@ class ObjectStream:
             self._fail_absent(reached, slots)  # no wait for targets whose engine is gone
             if kind == "end":
                 self._wait(slots, None, self.timeout, partial(self._resend, env, None, slots))
-                self._log_failed_ends(slots)
+                return self._failed_end(slots) or rc
         except FrameworkError as exc:  # the receivers' idle expiry finalizes them instead
             self._log("Could not send %s of stream %s to %s: %s", kind, self.tx, notify, exc)
+            return ReturnCode.COMMUNICATION_ERROR if kind == "end" else rc
         finally:
             self.link.expect(self.tx, None)
+        return rc
 
-    def _log_failed_ends(self, slots: ReplySlots) -> None:
-        """Warn of targets that finalized with an error (e.g. they lost objects)."""
+    def _failed_end(self, slots: ReplySlots) -> str | None:
+        """Log each target that did not finalize with OK; the first one's return code."""
+        failed: str | None = None
         for target, reply in slots.result().items():
             rc = reply.get_return_code()
-            if rc not in (ReturnCode.OK, ReturnCode.COMMUNICATION_ERROR, ReturnCode.TIMEOUT):
+            if rc != ReturnCode.OK:
                 why = reply.get_header(ReservedHeaderKey.ERROR)
                 self._log("Target %s finalized stream %s with %s: %s", target, self.tx, rc, why)
+                failed = failed or rc
+        return failed
 
     def _log(self, msg: str, *args: Any) -> None:
         logger.log(logging.DEBUG if self.optional else logging.WARNING, msg, *args)

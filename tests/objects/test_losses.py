@@ -81,7 +81,9 @@ def test_a_session_with_a_gap_finalizes_with_an_error_not_ok(
     site = make_engine(conn, "site")
     site.register_stream_processing("c", "t", factory, lambda ctx, fl: done.append(ctx["__RC__"]))
     producer = ListProducer([shareable(i=i) for i in range(5)], timeout=0.5)
-    assert server.stream_objects("c", "t", {}, ["site"], producer, FLContext())[0] == "OK"
+    # The sender learns it too: its end is not confirmed as OK.
+    rc = server.stream_objects("c", "t", {}, ["site"], producer, FLContext())[0]
+    assert rc == ReturnCode.BAD_REQUEST_DATA
     assert rcs(producer.rounds[4]) == {"site": ReturnCode.BAD_REQUEST_DATA}
     (session,) = factory.wait_ended(1)
     assert [o["i"] for o in session.consumed] == [0, 1]
@@ -362,3 +364,25 @@ def test_a_target_name_the_key_schema_refuses_fails_before_produce(
 
 def _logged(caplog: pytest.LogCaptureFixture, text: str) -> bool:
     return any(text in r.getMessage() for r in caplog.records)
+
+
+def test_an_unconfirmed_end_is_not_reported_as_ok(
+    conn: RedisConnection, make_engine: EngineFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every end notice is lost: stream_objects returns TIMEOUT (with the result), not OK."""
+    original = Engine._post
+
+    def losing_ends(self: Engine, env: Envelope, keys: list[str], fields: Any) -> list[bool]:
+        if env.kind == "end":
+            return [True] * len(keys)
+        return original(self, env, keys, fields)
+
+    monkeypatch.setattr(Engine, "_post", losing_ends)
+    server = make_engine(conn, "server", config=EngineConfig(resend_after=0.1))
+    factory = RecordingFactory()
+    site = make_engine(conn, "site")
+    site.register_stream_processing("c", "t", factory)
+    producer = ListProducer([shareable(i=i) for i in range(3)], timeout=0.5)
+    rc, result = server.stream_objects("c", "t", {}, ["site"], producer, FLContext())
+    assert (rc, result) == (ReturnCode.TIMEOUT, None)
+    assert [rcs(r) for r in producer.rounds] == [{"site": ReturnCode.OK}] * 3
