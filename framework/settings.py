@@ -73,6 +73,57 @@ _QUERY_FIELDS = (
 _SSL_FILES = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
 # Everything between "scheme://" and the last "@" may hold a password.
 _CREDENTIALS = re.compile(r"^([^:/]+://[^:@/]*:).*@", re.DOTALL)
+# A well-formed URL: its credentials are "user:password" up to the last "@".
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+# What a mistyped scheme leaves in front of the credentials: "redis:/", "redis:", "redis//".
+_SLOPPY_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*(?::/*|/+)")
+#: Largest socket or connect timeout (s): larger ones overflow the platform's time type
+#: deep inside the socket layer, and no Redis call needs to wait a day.
+MAX_TIMEOUT = 86400.0
+
+
+def password_candidates(url: str) -> set[str]:
+    """Everything in ``url`` that may be a password, in every form a message may show it.
+
+    A well-formed URL (``scheme://user:password@host``) yields its password. A URL with
+    a mistyped scheme (``redis:/:pw@host``, ``redis//u:pw@host``, ``pw@host``) yields
+    everything before its last ``@`` as well: which part was meant as the password
+    cannot be known, and masking a user name too costs nothing. A URL without ``@``
+    whose "port" is not a number (``redis://user:pw``, the host forgotten) yields that
+    "port".
+
+    Args:
+        url: The URL as given, valid or not.
+
+    Returns:
+        The raw, percent-decoded, percent-encoded and ``repr()``-escaped forms.
+    """
+    head, at, _ = url.rpartition("@")
+    found: set[str] = set()
+    if at:
+        well_formed = _SCHEME.match(head)
+        userinfo = head[well_formed.end() :] if well_formed else _SLOPPY_SCHEME.sub("", head, 1)
+        found.add(userinfo.partition(":")[2])
+        if not well_formed:
+            found.add(userinfo)
+    else:
+        authority = re.split(r"[/?#]", _SCHEME.sub("", url), maxsplit=1)[0]
+        port = authority.partition(":")[2]
+        if not authority.startswith("[") and not all(p.isdigit() for p in port.split(",")):
+            found.add(port)  # "host:port,host:port" lists (clusters) hold only digits
+    forms: set[str] = set()
+    for raw in filter(None, found):
+        for text in {raw, unquote(raw)}:
+            forms |= {text, quote(text, safe=""), quote(text), repr(text)[1:-1]}
+    return forms
+
+
+def mask_passwords(text: str, url: str) -> str:
+    """``text`` with every :func:`password_candidates` form of ``url`` replaced by ``***``."""
+    # Longest first: a password that contains another must be masked whole.
+    for secret in sorted(password_candidates(url), key=len, reverse=True):
+        text = text.replace(secret, MASK)
+    return text
 
 
 def redact_url(url: str) -> str:
@@ -82,9 +133,12 @@ def redact_url(url: str) -> str:
         url: A URL that may carry credentials, valid or not.
 
     Returns:
-        The URL with everything between ``user:`` and the last ``@`` masked.
+        The URL with everything between ``user:`` and the last ``@`` masked; a URL too
+        malformed for that (``redis:/:pw@host``) with everything that may be a password
+        masked.
     """
-    return _CREDENTIALS.sub(lambda m: f"{m.group(1)}{MASK}@", url)
+    masked = _CREDENTIALS.sub(lambda m: f"{m.group(1)}{MASK}@", url)
+    return masked if _SCHEME.match(url) and "@" in url else mask_passwords(masked, url)
 
 
 class RedisSettings(BaseModel):
@@ -113,8 +167,10 @@ class RedisSettings(BaseModel):
     cluster: bool = False
     #: Cluster startup nodes; empty means ``[(host, port)]``.
     nodes: list[tuple[str, int]] = Field(default_factory=list)
-    socket_timeout: float = Field(DEFAULT_SOCKET_TIMEOUT, gt=0)
-    connect_timeout: float = Field(DEFAULT_CONNECT_TIMEOUT, gt=0)
+    socket_timeout: float = Field(DEFAULT_SOCKET_TIMEOUT, gt=0, le=MAX_TIMEOUT, allow_inf_nan=False)
+    connect_timeout: float = Field(
+        DEFAULT_CONNECT_TIMEOUT, gt=0, le=MAX_TIMEOUT, allow_inf_nan=False
+    )
     retries: int = Field(DEFAULT_RETRIES, ge=0)
     max_connections: int = Field(DEFAULT_MAX_CONNECTIONS, ge=1)
     prefix: str = DEFAULT_PREFIX
@@ -172,7 +228,9 @@ class RedisSettings(BaseModel):
         try:
             fields = _parse_url(url.strip())
         except ValueError as exc:  # includes ConfigurationError
-            raise ConfigurationError(f"Invalid Redis URL {redact_url(url)!r}: {exc}") from exc
+            # The reason may quote a piece of a malformed URL: mask the whole message.
+            why = mask_passwords(f"Invalid Redis URL {redact_url(url)!r}: {exc}", url)
+            raise ConfigurationError(why) from exc
         masked = fields.get("password") == SecretStr(MASK)
         if masked and "password" not in overrides:
             # A URL copied from url() or a log: connecting would fail with a confusing AUTH error.
@@ -190,7 +248,8 @@ class RedisSettings(BaseModel):
         try:
             return cls(**fields)
         except ConfigurationError as exc:
-            raise ConfigurationError(f"Invalid Redis URL {redact_url(url)!r}: {exc}") from exc
+            why = mask_passwords(f"Invalid Redis URL {redact_url(url)!r}: {exc}", url)
+            raise ConfigurationError(why) from exc
 
     @staticmethod
     def no_url_hint(environ: Mapping[str, str] = os.environ) -> str:

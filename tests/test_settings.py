@@ -280,3 +280,36 @@ def test_without_a_url_the_hint_names_the_variable_or_a_near_miss() -> None:
     assert RedisSettings.no_url_hint({}) == f"set {ENV_VAR} or pass --url to use your own"
     hint = RedisSettings.no_url_hint({"FRAMEWORK_REDIS_URI": "redis://h/0"})
     assert hint == f"FRAMEWORK_REDIS_URI is not read; did you mean {ENV_VAR}?"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis:/:Zq8-secret@127.0.0.1:6379/0",
+        "redis:Zq8-secret@127.0.0.1:6379/0",
+        "redis//u:Zq8-secret@h:6379/0",
+        "Zq8-secret@h:6379",
+        "redis://u:Zq8-secret",
+        "redis:/u:Zq8%2Dsecret@h/0?socket_timeout=inf",
+    ],
+)
+def test_a_mistyped_url_never_shows_its_password(url: str) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        RedisSettings.from_url(url)
+    assert "Zq8" not in str(caught.value), str(caught.value)
+    assert "Zq8" not in redact_url(url)
+
+
+@pytest.mark.parametrize(
+    ("query", "why"),
+    [
+        ("socket_timeout=inf", "socket_timeout: Input should be a finite number"),
+        ("connect_timeout=nan", "connect_timeout: Input should be a finite number"),
+        ("socket_timeout=1e10", "socket_timeout: Input should be less than or equal to 86400"),
+    ],
+)
+def test_timeouts_must_be_finite_and_at_most_a_day(query: str, why: str) -> None:
+    # An infinite or huge timeout overflowed deep in the socket layer (OverflowError).
+    with pytest.raises(ConfigurationError, match=why):
+        RedisSettings.from_url(f"redis://127.0.0.1:6379/0?{query}")
+    assert RedisSettings(socket_timeout=86400).socket_timeout == 86400

@@ -11,6 +11,7 @@ import click
 from rich.table import Table
 
 from framework.cli._common import connect, console, url_option
+from framework.cli._text import shown
 from framework.connection import RedisConnection
 from framework.serialize import dumps, loads
 
@@ -87,7 +88,7 @@ def check(url: str | None, size_mb: float) -> None:
     started = time.perf_counter()
     obj = check_object(int(size_mb * MB))
     with connect(url, embedded_ok=True) as conn:
-        console.print(f"Redis: {conn.url()}")
+        console.print(f"Redis: {shown(conn.url())}")
         rows = _round_trip(conn, obj)
     table = Table("step", "ms", "MB", "MB/s", title=f"Round trip of a {size_mb:g} MB object")
     for step, seconds, nbytes in rows:

@@ -3,29 +3,51 @@
 Errors: a framework error, an OS error (a missing file, say) or anything unexpected ends
 the command with exit status 1 and a single ``Error: ...`` line on stderr, never a
 traceback (``-vv`` logs the traceback of an unexpected error). Ctrl-C exits with 130
-once the command's context managers have cleaned up what it created. Every message
-passes through :func:`scrub`, which masks any password given on the command line or in
-``FRAMEWORK_REDIS_URL``, encoded or not.
+once the command's context managers have cleaned up what it created. Every error
+message and every log line passes through :class:`Secrets`, which masks anything in the
+``--url`` (or ``FRAMEWORK_REDIS_URL``) that may be a password, encoded or not, also in a
+URL too malformed to parse; control characters in messages are made visible.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from typing import Any, TypeVar
-from urllib.parse import quote, unquote
 
 import click
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 
+from framework.cli._text import shown, visible
 from framework.connection import RedisConnection
 from framework.embedded import EmbeddedRedis
 from framework.exceptions import FrameworkError
-from framework.settings import ENV_VAR, MASK
+from framework.settings import ENV_VAR, MASK, RedisSettings, password_candidates
 
-__all__ = ["FrameworkGroup", "connect", "console", "require_url", "scrub", "url_option"]
+__all__ = [
+    "FrameworkGroup",
+    "ScrubbingFormatter",
+    "Secrets",
+    "cli_settings",
+    "connect",
+    "console",
+    "echo_problem",
+    "require_url",
+    "run_secrets",
+    "scrub",
+    "secrets_of",
+    "transfer_bars",
+    "url_option",
+]
 
 logger = logging.getLogger("framework.cli")
 
@@ -33,23 +55,64 @@ logger = logging.getLogger("framework.cli")
 EXIT_INTERRUPTED = 130
 
 #: Tables and progress go to stdout; ``Error:`` lines go to stderr (through click).
-console = Console(highlight=False)
+#: No emoji codes: a file named ``:fire:.bin`` is printed as it is called.
+console = Console(highlight=False, emoji=False)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 _SECRETS_KEY = "framework.secrets"
-# The password runs from the first ":" after the user name to the last "@".
-_PASSWORD = re.compile(r"^[^:/]+://[^:@/]*:(.*)@", re.DOTALL)
+
+
+def secrets_of(url: str) -> set[str]:
+    """Everything in ``url`` that may be a password, in every form a message may show it.
+
+    :func:`~framework.settings.password_candidates`, plus each form as :func:`visible`
+    prints it (a password with control characters in it).
+    """
+    return {form for raw in password_candidates(url) for form in (raw, visible(raw))}
+
+
+class Secrets:
+    """The passwords this run was given, and the masking of them in any text."""
+
+    def __init__(self) -> None:
+        self._known: list[str] = []
+
+    def add(self, url: str) -> None:
+        """Remember every password form in ``url`` (see :func:`secrets_of`)."""
+        # Longest first: a password that contains another must be masked whole.
+        self._known = sorted(set(self._known) | secrets_of(url), key=len, reverse=True)
+
+    def mask(self, text: str) -> str:
+        """``text`` with every remembered password replaced by ``***``."""
+        for secret in self._known:
+            text = text.replace(secret, MASK)
+        return text
+
+
+class ScrubbingFormatter(logging.Formatter):
+    """Log lines (tracebacks included) with passwords masked and control characters shown."""
+
+    def __init__(self, secrets: Secrets, fmt: str) -> None:
+        super().__init__(fmt)
+        self.secrets = secrets
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Format ``record`` as usual, then clean every line of it."""
+        text = self.secrets.mask(super().format(record))
+        return "\n".join(visible(line) for line in text.split("\n"))
+
+
+def run_secrets(ctx: click.Context) -> Secrets:
+    """The :class:`Secrets` of this command line (one per run, kept by the root context)."""
+    found: Secrets = ctx.find_root().meta.setdefault(_SECRETS_KEY, Secrets())
+    return found
 
 
 def _remember_password(ctx: click.Context, _: click.Parameter, value: str | None) -> str | None:
     """Option callback: note the URL's password so that :func:`scrub` can mask it."""
-    match = _PASSWORD.match(value or "")
-    if match and match.group(1):
-        raw = match.group(1)
-        ctx.find_root().meta.setdefault(_SECRETS_KEY, set()).update(
-            {raw, unquote(raw), quote(unquote(raw), safe="")}
-        )
+    if value:
+        run_secrets(ctx).add(value)
     return value
 
 
@@ -66,11 +129,15 @@ def url_option(command: F) -> F:
 
 
 def scrub(ctx: click.Context | None, message: str) -> str:
-    """``message`` on one line, with every known password replaced by ``***``."""
-    secrets = ctx.find_root().meta.get(_SECRETS_KEY, set()) if ctx else set()
-    for secret in sorted(secrets, key=len, reverse=True):
-        message = message.replace(secret, MASK)
-    return " ".join(message.split())
+    """``message`` on one line, passwords masked and control characters made visible."""
+    if ctx is not None:
+        message = run_secrets(ctx).mask(message)
+    return visible(" ".join(message.split()))
+
+
+def echo_problem(text: str) -> None:
+    """Print ``text`` on stderr as an error line is printed: scrubbed, on one line."""
+    click.echo(scrub(click.get_current_context(silent=True), text), err=True)
 
 
 class FrameworkGroup(click.Group):
@@ -80,7 +147,13 @@ class FrameworkGroup(click.Group):
         """Run the command; turn errors into ``Error: ...`` and Ctrl-C into exit 130."""
         try:
             return super().invoke(ctx)
-        except (click.exceptions.Exit, click.ClickException, click.Abort):
+        except click.ClickException as exc:
+            # Usage errors quote what was typed, and the commands' own errors quote names.
+            # click marks `message` Final for readers; rewriting it is the one way to
+            # clean the text of every ClickException subclass, however it formats it.
+            exc.message = scrub(ctx, exc.message)  # type: ignore[misc]
+            raise
+        except (click.exceptions.Exit, click.Abort):
             raise
         except KeyboardInterrupt:
             click.echo("Interrupted: stopped and cleaned up.", err=True)
@@ -110,6 +183,20 @@ def require_url(url: str | None, command: str) -> str:
     return url
 
 
+def cli_settings(url: str) -> RedisSettings:
+    """Parse ``url``.
+
+    ``socket_timeout=inf`` is refused (by :class:`RedisSettings`) rather than read as
+    "wait forever": every command relies on a bounded wait to notice a Redis that
+    stopped answering.
+
+    Raises:
+        ConfigurationError: If the URL is invalid or a timeout is not a finite number of
+            seconds up to :data:`~framework.settings.MAX_TIMEOUT`; the message names it.
+    """
+    return RedisSettings.from_url(url)
+
+
 @contextmanager
 def connect(url: str | None, *, embedded_ok: bool = False) -> Iterator[RedisConnection]:
     """A connection that answered PING; with ``embedded_ok`` and no URL, a throw-away server.
@@ -122,8 +209,20 @@ def connect(url: str | None, *, embedded_ok: bool = False) -> Iterator[RedisConn
     with ExitStack() as stack:
         if not url and embedded_ok:
             server = stack.enter_context(EmbeddedRedis())
-            console.print(server.notice())
+            console.print(shown(server.notice()))
             url = server.url
-        conn = stack.enter_context(RedisConnection.from_url(url or ""))
+        conn = stack.enter_context(RedisConnection(cli_settings(url or "")))
         conn.ping()
         yield conn
+
+
+def transfer_bars() -> Progress:
+    """Progress bars of ``send`` and ``recv``; descriptions are plain text, never markup."""
+    return Progress(
+        TextColumn("{task.description}", markup=False),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    )

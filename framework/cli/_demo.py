@@ -10,7 +10,8 @@ import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 from rich.table import Table
 
-from framework.cli._common import console, url_option
+from framework.cli._common import cli_settings, console, url_option
+from framework.cli._text import shown
 from framework.demo import FAKEREDIS_PLAN, DemoPlan, StepResult, run_demo
 
 __all__ = ["demo"]
@@ -60,10 +61,16 @@ def demo(url: str | None, **sizes: int | None) -> None:
     Without a URL, an embedded Redis is started; with one, the run's keys are deleted
     at the end.
     """
+    if url:
+        cli_settings(url)  # its errors before any child process starts
     given = {name: value for name, value in sizes.items() if value is not None}
     plan = dataclasses.replace(DemoPlan(), **given) if given else None
     tasks: dict[str, TaskID] = {}
-    columns = (TextColumn("{task.description:<34}"), BarColumn(), MofNCompleteColumn())
+    columns = (
+        TextColumn("{task.description:<34}", markup=False),
+        BarColumn(),
+        MofNCompleteColumn(),
+    )
     with Progress(*columns, console=console) as bars:
 
         def progress(step: str, completed: int, total: int) -> None:
@@ -71,7 +78,9 @@ def demo(url: str | None, **sizes: int | None) -> None:
                 tasks[step] = bars.add_task(step, total=total)
             bars.update(tasks[step], completed=completed, total=total)
 
-        results = run_demo(url, plan=plan, progress=progress, echo=console.print)
+        results = run_demo(
+            url, plan=plan, progress=progress, echo=lambda text: console.print(shown(text))
+        )
         for task in tasks.values():  # a step can end between two progress reports
             bars.update(task, completed=bars.tasks[task].total)
     console.print(_summary(results))

@@ -19,6 +19,7 @@ from framework._keyspace import primaries, scan_keys
 from framework.cell.frames import ANNOUNCE_FIELD
 from framework.cell.transport import TransferIO
 from framework.cli._common import connect, console, require_url, url_option
+from framework.cli._text import shown
 from framework.connection import RedisConnection
 
 __all__ = ["collect", "inspect_command"]
@@ -203,7 +204,8 @@ def collect(conn: RedisConnection) -> dict[str, Any]:
 def _table(title: str, rows: list[dict[str, Any]], columns: list[str]) -> Table:
     table = Table(*columns, title=title)
     for row in rows:
-        table.add_row(*(_cell(column, row.get(column)) for column in columns))
+        # Names in Redis are chosen by whoever wrote there: never markup, never escapes.
+        table.add_row(*(shown(_cell(column, row.get(column))) for column in columns))
     if not rows:
         table.add_row(*(["-"] * len(columns)))
     return table
@@ -234,7 +236,7 @@ def inspect_command(url: str | None, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return
-    console.print(f"Redis: {data['redis']} (prefix {data['prefix']!r})")
+    console.print(f"Redis: {shown(data['redis'])} (prefix {shown(repr(data['prefix']))})")
     topic_columns = ["topic", "kind", "entries", "groups", "pending", "lag", "age_s"]
     console.print(_table("Topics", data["topics"], [*topic_columns, "subscribers"]))
     transfer_columns = ["stream_id", "sender", "targets", "size", "progress", "age_s"]

@@ -1,17 +1,16 @@
-"""Files over byte streams: what ``framework send`` and ``framework recv`` do, without UI.
+"""Files over byte streams: the protocol and what ``framework send`` does, without UI.
 
 A file travels as one :class:`~framework.cell.StreamCell` stream on channel
 :data:`CHANNEL`, topic :data:`TOPIC`, to one or several cells (the data goes into
-Redis once). Its headers carry the file's name, size and SHA-256.
+Redis once). Its headers carry the file's name, size and SHA-256. The receiving side
+is :mod:`framework.cli._receiving`.
 
 * **Resume.** The sender remembers the stream id of every unfinished send in a small
   state file (keyed by Redis location, path, size, modification time and targets); run
   the same command again and it continues the transfer after the last frame in Redis
-  (:meth:`StreamCell.resume_send`). A receiver restarted under the same cell name
-  continues every unfinished stream from its last acknowledged offset.
-* **Atomic writes.** The receiver writes ``.<name>.<stream id>.part`` in the output
-  directory, checks the SHA-256 of the whole file, fsyncs it and only then renames it
-  to ``<name>``; a file with the final name is always complete and verified.
+  (:meth:`StreamCell.resume_send`). A transfer that was cancelled or failed is never
+  resumed: the same command then starts it afresh. A receiver restarted under the same
+  cell name continues every unfinished stream from its last acknowledged offset.
 """
 
 from __future__ import annotations
@@ -19,21 +18,21 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from framework.cell import FileStream, Message, Stream, StreamCell, StreamFuture
-from framework.exceptions import ChecksumError, StreamError
+from framework.cell.transport import TransferIO
+from framework.exceptions import StreamError
 
 __all__ = [
     "CHANNEL",
+    "READ_SIZE",
     "TOPIC",
     "FileOffer",
-    "FileReceiver",
     "RateLimited",
     "SendState",
     "start_send",
@@ -43,6 +42,9 @@ __all__ = [
 CHANNEL, TOPIC = "framework.files", "file"
 #: Bytes read per call, from a file or from a stream.
 READ_SIZE = 1 << 20
+#: The meta-hash field by which :class:`TransferIO` marks a transfer that was cancelled
+#: or failed (see :mod:`framework.cell.transport`); such a transfer cannot resume.
+_ENDED_FIELD = "end"
 
 
 @dataclass(frozen=True)
@@ -181,6 +183,10 @@ def start_send(
         BackendError: If Redis fails.
     """
     sid = state.load(key)
+    if sid is not None and _ended(cell, sid):
+        # Cancelled (Ctrl-C) or failed: resuming would only fail with "already ended".
+        state.forget(key)
+        sid = None
     if sid is not None:
         try:
             return cell.resume_send(sid, Message({}, _source(offer, rate))), True
@@ -192,96 +198,8 @@ def start_send(
     return future, False
 
 
-def safe_name(name: object) -> str:
-    """The last path component of a received name; refuses names that escape the directory.
-
-    Raises:
-        StreamError: If nothing usable remains.
-    """
-    base = PurePosixPath(str(name)).name if isinstance(name, str) else ""
-    if base in ("", ".", "..") or "\x00" in base or "\\" in base:
-        raise StreamError(f"Refusing to write a file named {name!r}.")
-    return base
-
-
-#: ``on_event(kind, name, done, total)`` with kind "start", "progress", "done" or "error".
-Events = Callable[[str, str, int, int], None]
-
-
-class FileReceiver:
-    """The ``stream_cb`` of ``framework recv``: writes, verifies and renames each file.
-
-    Args:
-        out_dir: Where files land.
-        on_event: Progress and outcome reports (called from receiver threads).
-    """
-
-    def __init__(self, out_dir: Path, on_event: Events) -> None:
-        self.out_dir = out_dir
-        self.on_event = on_event
-        self.finished = 0
-        self.failed = 0
-        self.changed = threading.Condition()
-
-    def __call__(self, future: StreamFuture, stream: Stream, resume_offset: int) -> None:
-        """Receive one file (runs in the stream's own thread); errors reach the sender."""
-        headers = future.get_headers() or {}
-        name = str(headers.get("name"))
-        try:
-            final = self._receive(future.get_stream_id(), headers, stream, resume_offset)
-        except BaseException as exc:
-            self.on_event("error", f"{name}: {type(exc).__name__}: {exc}", 0, 0)
-            self._count(failed=True)
-            raise
-        self.on_event("done", str(final), 0, 0)
-        self._count(failed=False)
-
-    def _count(self, *, failed: bool) -> None:
-        with self.changed:
-            self.failed += failed
-            self.finished += not failed
-            self.changed.notify_all()
-
-    def _receive(
-        self, sid: int, headers: dict[str, Any], stream: Stream, resume_offset: int
-    ) -> Path:
-        name, size = safe_name(headers.get("name")), int(headers.get("size", -1))
-        part = self.out_dir / f".{name}.{sid}.part"
-        hasher = hashlib.sha256()
-        with part.open("r+b" if resume_offset else "wb") as file:
-            if resume_offset:
-                _rehash(file, hasher, resume_offset, part)
-            self.on_event("start", name, resume_offset, size)
-            done = resume_offset
-            while chunk := stream.read(READ_SIZE):
-                file.write(chunk)
-                hasher.update(chunk)
-                done += len(chunk)
-                self.on_event("progress", name, done, size)
-            file.flush()
-            os.fsync(file.fileno())
-        if hasher.hexdigest() != headers.get("sha256"):
-            part.unlink(missing_ok=True)
-            raise ChecksumError(
-                f"{name}: the received bytes' SHA-256 differs from the sender's; "
-                "the partial file was removed."
-            )
-        final = self.out_dir / name
-        os.replace(part, final)
-        return final
-
-
-def _rehash(file: Any, hasher: Any, upto: int, part: Path) -> None:
-    """Hash the first ``upto`` bytes already on disk and cut the file there."""
-    remaining = upto
-    while remaining:
-        block = file.read(min(READ_SIZE, remaining))
-        if not block:
-            raise StreamError(
-                f"{part} holds fewer bytes than were acknowledged ({upto}); delete it and "
-                "send the file again."
-            )
-        hasher.update(block)
-        remaining -= len(block)
-    file.truncate(upto)
-    file.seek(upto)
+def _ended(cell: StreamCell, sid: int) -> bool:
+    """Whether transfer ``sid`` was cancelled or failed (its keys linger for a minute)."""
+    io = TransferIO(cell.conn, sid, cell.config.ttl)
+    with cell.conn.mapped_errors(f"read transfer {io.meta!r}", command="HEXISTS"):
+        return bool(cell.conn.client.hexists(io.meta, _ENDED_FIELD))

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+import os
+import signal
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 
 import pytest
 import redis
 
 from framework.embedded import EmbeddedRedis
-from tests.cli.helpers import PASSWORD
+from tests.cli.helpers import PASSWORD, Running
 
 
 @pytest.fixture
@@ -41,3 +43,34 @@ def user_url(admin: redis.Redis, redis_server: EmbeddedRedis) -> Iterator[str]:
     """URL of an ACL user with every permission and a password that URLs reserve chars of."""
     with acl_user(admin, redis_server.ports[0], "fw-cli", "+@all") as url:
         yield url
+
+
+@pytest.fixture
+def reap() -> Iterator[Callable[[Running], Running]]:
+    """Registers background CLI runs; whichever still runs at teardown is killed."""
+    runs: list[Running] = []
+
+    def register(run: Running) -> Running:
+        runs.append(run)
+        return run
+
+    yield register
+    for run in runs:
+        if run.proc.poll() is None:
+            run.proc.kill()
+        run.proc.wait()
+
+
+@pytest.fixture
+def own_redis(require_redis_server: None) -> Iterator[EmbeddedRedis]:
+    """A redis-server of this test's own (on a free loopback port), for SIGSTOP.
+
+    Teardown continues a stopped server before stopping it for good.
+    """
+    with EmbeddedRedis(fake_fallback=False) as server:
+        try:
+            yield server
+        finally:
+            for pid in server.pids:
+                with suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import pty
+import select
 import subprocess
 import sys
 import time
@@ -17,6 +19,22 @@ PASSWORD = "pa/ss?w0rd#1"
 ROOT = Path(__file__).resolve().parents[2]
 #: Seconds any one CLI run in these tests may take before the test fails.
 RUN_TIMEOUT = 120
+MiB = 1 << 20
+
+
+def random_file(path: Path, size: int) -> Path:
+    """``path`` filled with ``size`` random bytes."""
+    path.write_bytes(os.urandom(size))
+    return path
+
+
+def partial_size(out: Path) -> int:
+    """Size of the (first) partial ``.NAME.ID.part`` file in ``out``, 0 if none."""
+    parts = list(out.glob(".*.part"))
+    try:
+        return parts[0].stat().st_size if parts else 0
+    except FileNotFoundError:  # renamed into place (or removed) meanwhile
+        return 0
 
 
 def cli_env(tmp_path: Path, url: str | None = None) -> dict[str, str]:
@@ -91,3 +109,44 @@ def finish(proc: subprocess.Popen[str], sig: int | None = None) -> int:
         proc.kill()
         proc.wait()
         pytest.fail(f"{proc.args} did not exit after signal {sig}.")
+
+
+def run_in_terminal(
+    *args: str, tmp_path: Path, url: str | None = None
+) -> subprocess.CompletedProcess[bytes]:
+    """Run ``python -m framework ARGS`` with a pseudo-terminal as stdout and stderr.
+
+    Only a terminal shows what a user sees: writing to a pipe, click strips escape
+    sequences and rich draws no live progress. Both outputs arrive interleaved in
+    ``stdout``.
+    """
+    primary, secondary = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "framework", *args],
+        stdin=subprocess.DEVNULL,
+        stdout=secondary,
+        stderr=secondary,
+        env=cli_env(tmp_path, url),
+        cwd=ROOT,
+    )
+    os.close(secondary)  # the child holds the only copy: reading ends when it exits
+    output = bytearray()
+    deadline = time.monotonic() + RUN_TIMEOUT
+    try:
+        while time.monotonic() < deadline:
+            if not select.select([primary], [], [], 0.1)[0]:
+                continue
+            try:
+                chunk = os.read(primary, 1 << 16)
+            except OSError:  # EIO: the terminal's last writer is gone
+                break
+            if not chunk:
+                break
+            output += chunk
+    finally:
+        os.close(primary)
+    if proc.poll() is None and time.monotonic() >= deadline:
+        proc.kill()
+        proc.wait()
+        pytest.fail(f"{proc.args} did not finish within {RUN_TIMEOUT} s.")
+    return subprocess.CompletedProcess(proc.args, proc.wait(RUN_TIMEOUT), bytes(output), b"")

@@ -1,0 +1,136 @@
+"""``framework recv``: receive the files sent to a cell, verified, never replacing a file.
+
+See :mod:`framework.cli._receiving` for atomic writes, resuming and the free names a
+file gets when its name is taken.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import click
+from rich.progress import Progress, TaskID
+
+from framework.cell import StreamCell
+from framework.cli._common import (
+    connect,
+    console,
+    echo_problem,
+    require_url,
+    transfer_bars,
+    url_option,
+)
+from framework.cli._receiving import FileEvent, FileReceiver
+from framework.cli._text import shown, visible
+from framework.cli._transfer import CHANNEL, TOPIC
+
+__all__ = ["recv"]
+
+
+class _RecvView:
+    """Progress bars and status lines for ``recv`` (events come from receiver threads).
+
+    Every name and message here comes from a sender: it is printed escaped.
+    """
+
+    def __init__(self, bars: Progress) -> None:
+        self.bars = bars
+        self.tasks: dict[int, TaskID] = {}
+        self.last_activity = time.monotonic()
+        self._lock = threading.Lock()
+
+    def __call__(self, event: FileEvent) -> None:
+        self.last_activity = time.monotonic()
+        with self._lock:
+            if event.kind == "start":
+                task = self.bars.add_task(visible(event.name), total=event.total)
+                self.tasks[event.sid] = task
+                self.bars.update(task, completed=event.done)
+            elif event.kind == "progress" and event.sid in self.tasks:
+                self.bars.update(self.tasks[event.sid], completed=event.done)
+            elif event.kind == "done":
+                console.print(_arrival(event))
+            elif event.kind == "cancelled":
+                console.print(
+                    f"Cancelled by the sender: {shown(event.name)} (the partial file was removed)"
+                )
+            elif event.kind == "paused":
+                console.print(
+                    f"Stopped {shown(event.name)} after {event.done:,} bytes; run the same "
+                    "`recv` again to continue it."
+                )
+            elif event.kind == "error":
+                echo_problem(f"Failed: {visible(event.name)}: {event.detail}")
+
+
+def _arrival(event: FileEvent) -> str:
+    """The line for a file in place, saying where it went when that is not its name."""
+    path, name = shown(event.path), shown(repr(event.name))
+    if event.detail == "renamed":
+        return f"Received {name} as {path} (SHA-256 verified; the name was taken)"
+    if event.detail == "identical":
+        return f"Received {name} (SHA-256 verified): already there as {path}, kept once"
+    return f"Received {path} (SHA-256 verified)"
+
+
+def _wait_files(
+    receiver: FileReceiver, view: _RecvView, count: int | None, timeout: float | None
+) -> None:
+    with receiver.changed:
+        while count is None or receiver.finished + receiver.failed < count:
+            receiver.changed.wait(0.5)
+            if timeout is not None and time.monotonic() - view.last_activity > timeout:
+                raise click.ClickException(f"No file arrived or progressed for {timeout:g} s.")
+
+
+@click.command()
+@url_option
+@click.option("--as", "cell_name", required=True, help="This receiver's cell name.")
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Directory for the files.",
+)
+@click.option(
+    "--count",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Exit after this many files, delivered or failed (default: run until Ctrl-C).",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0.1),
+    default=None,
+    help="Exit with status 1 after this many seconds without any arrival or progress.",
+)
+def recv(
+    url: str | None, cell_name: str, out_dir: Path, count: int | None, timeout: float | None
+) -> None:
+    """Receive files sent to CELL into DIR, verified, each renamed into place when complete.
+
+    A partial file is named `.NAME.ID.part` until its SHA-256 matches. Stopped or
+    killed, run the same command again: unfinished files continue where they were. A
+    file the sender cancels is dropped with its partial file.
+
+    A file never replaces another: if NAME is taken in DIR (from before, or by an
+    earlier file of the same name), the file is saved as `NAME (1).EXT` (or the next
+    free number) and the line saying it arrived names the file it went to; if the file
+    there has the same content, the new copy is dropped instead.
+    """
+    url = require_url(url, "recv")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with connect(url) as conn, transfer_bars() as bars:
+        view = _RecvView(bars)
+        receiver = FileReceiver(out_dir, view)
+        with StreamCell(conn, cell_name) as cell:
+            cell.register_stream_cb(CHANNEL, TOPIC, receiver)
+            console.print(
+                f"Receiving as cell {shown(repr(cell_name))} into {shown(out_dir)} (Ctrl-C stops)."
+            )
+            _wait_files(receiver, view, count, timeout)
+    if receiver.failed:
+        raise click.ClickException(f"{receiver.failed} file(s) failed; see above.")

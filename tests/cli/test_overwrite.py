@@ -1,0 +1,45 @@
+"""``framework recv`` never replaces a file: neither one already in its directory nor one
+that arrived earlier under the same name; a copy with the same content is kept once."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from tests.cli.helpers import Running, finish, run_cli, start_cli
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+def test_files_with_one_name_and_a_file_from_before_all_survive(
+    tmp_path: Path, redis_url: str, reap: Callable[[Running], Running]
+) -> None:
+    out = tmp_path / "incoming"
+    before = _write(out / "report.bin", b"was here before")
+    first = _write(tmp_path / "a" / "report.bin", b"report from a" * 1000)
+    second = _write(tmp_path / "b" / "report.bin", b"report from b" * 1000)
+    recv = reap(start_cli(
+        "recv", "--as", "site", "--out", str(out), "--count", "3", "--timeout", "60",
+        tmp_path=tmp_path, url=redis_url,
+    ))  # fmt: skip
+    both = run_cli(
+        "send", str(first), str(second), "--to", "site", tmp_path=tmp_path, url=redis_url
+    )
+    assert both.returncode == 0, both.stdout + both.stderr
+    again = run_cli("send", str(first), "--to", "site", tmp_path=tmp_path, url=redis_url)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert finish(recv.proc) == 0, recv.output()
+
+    assert before.read_bytes() == b"was here before"
+    arrived = {p.name: p.read_bytes() for p in out.iterdir() if p.name != "report.bin"}
+    assert sorted(arrived.values()) == sorted([first.read_bytes(), second.read_bytes()])
+    assert set(arrived) == {"report (1).bin", "report (2).bin"}  # the resend added nothing
+    output = recv.output()
+    assert "as " + str(out / "report (1).bin") in output
+    assert "as " + str(out / "report (2).bin") in output
+    assert "already there as" in output
+    assert "'report (1).bin'" in both.stdout  # the sender is told up front
