@@ -1,4 +1,4 @@
-"""Redis pub/sub publisher and subscriber (sharded pub/sub on a cluster).
+"""Redis pub/sub publisher and subscriber (sharded on a cluster, following slot owners).
 
 Pub/sub is at-most-once: a message published while a subscriber is disconnected
 is gone. What this module adds is that such a loss is never silent. redis-py
@@ -34,6 +34,7 @@ from framework.exceptions import (
     ReceiveTimeout,
 )
 from framework.pubsub._atomic import run_atomic
+from framework.pubsub._sharded import ShardedSubscription
 from framework.pubsub._shim import RedisShim, connect, split_topic_args, topic_tuple
 from framework.pubsub.protocols import UNSET, Unset
 
@@ -213,9 +214,14 @@ class RedisSubscriber(RedisShim):
         self._receiving = f"receive from topic(s) {list(self.topics)!r}"
         channels = [connection.keys.topic(t) for t in self.topics]
         with self._errors(f"subscribe to topic(s) {list(self.topics)!r}"):
-            self._pubsub = connection.blocking.pubsub()
-            subscribe = self._pubsub.ssubscribe if self._sharded else self._pubsub.subscribe
-            subscribe(*channels)
+            if self._sharded and connection.is_cluster:  # channels follow their slots' owners
+                self._follower: ShardedSubscription | None = ShardedSubscription.start(
+                    connection, self.topics, errors=self._errors, max_failures=MAX_FAILURES
+                )
+            else:
+                self._follower, self._pubsub = None, connection.blocking.pubsub()
+                subscribe = self._pubsub.ssubscribe if self._sharded else self._pubsub.subscribe
+                subscribe(*channels)
         self._channels = len(set(channels))
         self._await_confirmations(self._channels)
         self._listening_since: float | None = time.monotonic()
@@ -228,7 +234,7 @@ class RedisSubscriber(RedisShim):
         published meanwhile are lost, heartbeats included, so a consumer does not count
         that time as a producer's silence.
         """
-        return self._listening_since
+        return self._listening_since if self._follower is None else self._follower.listening_since
 
     @classmethod
     def from_url(
@@ -334,11 +340,12 @@ class RedisSubscriber(RedisShim):
             self._listening_since = now
             return None
         data: bytes | None = message["data"] if kind in _DATA and message else None
-        if self._interrupted:
+        loss = None if self._follower is None else self._follower.take_loss()
+        if self._interrupted or loss is not None:
             self._interrupted = False
             if data is not None:
                 self._stash.append(data)
-            raise MessageLossError(
+            raise loss or MessageLossError(
                 f"The subscription to topic(s) {list(self.topics)!r} was interrupted (the "
                 "connection to Redis dropped and was re-established): messages published "
                 "meanwhile were possibly lost.",
@@ -349,6 +356,8 @@ class RedisSubscriber(RedisShim):
 
     def _poll(self, wait: float) -> dict[str, Any] | None:
         """One bounded wait for a message; rides out a few connection failures."""
+        if self._follower is not None:  # it follows dropped channels, within its own budget
+            return self._follower.poll(wait)
         try:
             with self._errors(self._receiving):
                 if self._sharded:
@@ -378,7 +387,7 @@ class RedisSubscriber(RedisShim):
         ``MAX_BLOCK_MS`` by raising ``StopIteration``.
         """
         with self._lock:
-            pubsub = getattr(self, "_pubsub", None)
+            pubsub = getattr(self, "_follower", None) or getattr(self, "_pubsub", None)
             if pubsub is not None:
                 try:
                     with self._errors("close a subscription"):
