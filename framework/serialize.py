@@ -23,6 +23,7 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from framework._ndarrays import plain_array
 from framework.buffers import BytesLike, Segments
 from framework.exceptions import (
     ConfigurationError,
@@ -50,7 +51,6 @@ from framework.serializers import (
     PickleSerializer,
     RawSerializer,
     Serializer,
-    _plain_array,
     _type_name,
 )
 
@@ -144,7 +144,7 @@ class _ArrayFrames:
         key = (obj.dtype, obj.shape, order)
         cached = self._heads.get(key)
         if cached is None:
-            if not order or not _plain_array(obj):
+            if not order or not plain_array(obj):
                 return None
             part = self._serializer.serialize(obj)[0]
             head = _encode_header({"ser": self._serializer.name}, [len(part), obj.nbytes], False)
