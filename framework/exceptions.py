@@ -3,6 +3,9 @@
 Catch :class:`FrameworkError` to handle anything raised here; catch a branch to
 handle one layer. Redis client exceptions never escape: backend modules map them
 to the :class:`BackendError` branch (see :func:`framework.connection.mapped_errors`).
+The root and the branches of the bottom layers (configuration, backend, serialization,
+framing, security) are defined in :mod:`framework._core_errors` and re-exported here,
+under this module's name.
 
 ```
 FrameworkError
@@ -49,6 +52,28 @@ from __future__ import annotations
 
 from typing import Any
 
+from framework._core_errors import (
+    AuthenticationFailed,
+    BackendError,
+    BackendTimeout,
+    BackendUnavailable,
+    BadSignatureError,
+    ChecksumError,
+    ConfigurationError,
+    DeserializationError,
+    EncryptionError,
+    FrameworkError,
+    FramingError,
+    MalformedFrameError,
+    MissingSignatureError,
+    PermissionDenied,
+    SecurityError,
+    SequenceError,
+    SerializationError,
+    TruncatedFrameError,
+    UnsupportedVersionError,
+)
+
 __all__ = [
     "AggregationError",
     "AuthenticationFailed",
@@ -89,90 +114,6 @@ __all__ = [
     "UnknownStoreKindError",
     "UnsupportedVersionError",
 ]
-
-
-class FrameworkError(Exception):
-    """Root of every exception raised by the framework."""
-
-
-class ConfigurationError(FrameworkError, ValueError):
-    """Settings, a URL or an argument combination is invalid."""
-
-
-class BackendError(FrameworkError):
-    """Redis returned an error or the client failed.
-
-    Attributes:
-        command: The Redis command that failed, when known.
-    """
-
-    def __init__(self, message: str, *, command: str | None = None) -> None:
-        super().__init__(message)
-        self.command = command
-
-
-class BackendUnavailable(BackendError):
-    """Redis cannot be reached or the connection dropped."""
-
-
-class BackendTimeout(BackendError):
-    """Redis did not answer within the socket timeout."""
-
-
-class AuthenticationFailed(BackendError):
-    """Redis refused the user name or password, or needs credentials and got none."""
-
-
-class PermissionDenied(BackendError):
-    """The ACL user may not run a command, or may not touch one of its keys or channels."""
-
-
-class SerializationError(FrameworkError):
-    """An object could not be serialized."""
-
-
-class DeserializationError(SerializationError):
-    """Bytes could not be turned back into an object."""
-
-
-class FramingError(FrameworkError):
-    """A frame or chunk is malformed."""
-
-
-class TruncatedFrameError(FramingError):
-    """A frame holds fewer bytes than its header announces."""
-
-
-class UnsupportedVersionError(FramingError):
-    """A frame carries a wire version this build does not understand."""
-
-
-class ChecksumError(FramingError):
-    """A chunk's checksum does not match its bytes."""
-
-
-class SequenceError(FramingError):
-    """A chunk is missing, duplicated or out of order."""
-
-
-class MalformedFrameError(FramingError):
-    """A frame or control entry lacks a required field or does not parse."""
-
-
-class SecurityError(FrameworkError):
-    """A payload failed authentication or cannot be protected."""
-
-
-class MissingSignatureError(SecurityError):
-    """Unsigned data reached a receiver configured with a shared secret."""
-
-
-class BadSignatureError(SecurityError):
-    """A payload's MAC does not match: it was altered or signed with another secret."""
-
-
-class EncryptionError(SecurityError):
-    """Encryption is unavailable, its key is missing, or decryption failed."""
 
 
 class StoreError(FrameworkError):
