@@ -23,15 +23,8 @@ from typing import Any, Generic, TypeVar
 from framework.exceptions import ClosedError, SerializationError, TopicClosedError
 from framework.store import Store
 from framework.stream._backlog import BacklogBound
-from framework.stream._building import (
-    BatchBuilder,
-    FailedBatch,
-    Item,
-    Outgoing,
-    TopicState,
-    aggregate,
-    approx_size,
-)
+from framework.stream._batches import FailedBatch, Item, Outgoing, TopicState, aggregate
+from framework.stream._building import BatchBuilder, approx_size
 from framework.stream._heartbeats import Heartbeats
 from framework.stream._producer_errors import aggregation_error, lapsed, type_name
 

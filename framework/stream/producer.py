@@ -30,7 +30,8 @@ from framework.pubsub.protocols import UNSET, Unset
 from framework.serialize import Serializer
 from framework.store import Store, unregister_store
 from framework.stream._backlog import BacklogBound
-from framework.stream._building import BatchBuilder, TopicState
+from framework.stream._batches import TopicState
+from framework.stream._building import BatchBuilder
 from framework.stream._heartbeats import Heartbeats
 from framework.stream._publishing import (
     beats,
