@@ -20,6 +20,7 @@ from framework._failures import RepeatedFailure
 from framework.cell import StreamFuture
 from framework.connection import RedisConnection
 from framework.exceptions import FrameworkError, FramingError, SecurityError, SerializationError
+from framework.objects._mail_upkeep import Write
 from framework.objects.envelope import (
     BLOB_HEADER,
     PAYLOAD_FIELD,
@@ -28,7 +29,7 @@ from framework.objects.envelope import (
     decode_envelope,
     open_payload,
 )
-from framework.objects.mailbox import WAKE_FIELD, Mailbox, Write, post
+from framework.objects.mailbox import WAKE_FIELD, Mailbox, post
 from framework.objects.receiver import LoadFn, Receiver
 from framework.objects.replies import Replies, envelope_of
 from framework.objects.shareable import ReturnCode, Shareable, error_reply

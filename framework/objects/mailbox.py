@@ -6,8 +6,9 @@ for its replies, so the waiting thread reads them itself. A mailbox is created e
 its reader (so a writer can tell a listening reader from none: ``XADD NOMKSTREAM`` to a
 missing stream writes nothing and reports it) and deleted when the reader is done; every
 read refreshes its TTL, so a crashed reader's mailbox expires. The reader deletes what
-it has handled in the same round trip as its next ``XREAD BLOCK``. A retried ``XADD`` can
-duplicate an entry; the protocol makes that harmless (sequence numbers, first reply wins).
+it has handled in the same round trip as its next ``XREAD BLOCK`` (built by
+:mod:`framework.objects._mail_upkeep`). A retried ``XADD`` can duplicate an entry; the
+protocol makes that harmless (sequence numbers, first reply wins).
 
 A mailbox key that something else overwrote (``SET`` on it, say: Redis then answers
 ``WRONGTYPE``) is deleted and created again by its reader, with a warning: the entries it
@@ -33,21 +34,17 @@ from typing import Any, TypeVar
 from framework.cell.reconnect import with_reconnect
 from framework.connection import MAX_BLOCK_MS, RedisConnection
 from framework.exceptions import BackendError, BackendTimeout, BackendUnavailable, FrameworkError
+from framework.objects._mail_upkeep import GROUP, MailEntry, Write, mail_entries, upkept_read
 from framework.objects.lane import Command, Lane
-from framework.redis_streams import fields_of, stream_entries
 
 __all__ = ["MailEntry", "Mailbox"]
 
 logger = logging.getLogger(__name__)
 
-#: An entry of a mailbox: its id and its fields.
-MailEntry = tuple[bytes, dict[bytes, Any]]
 #: Field of the entry :meth:`Mailbox.wake` appends.
 WAKE_FIELD = b"wake"
 #: Longest pause (s) between TTL refreshes (and checks that the mailbox still exists).
 _REFRESH_EVERY = 5.0
-#: Consumer group that only exists so ``XGROUP CREATE ... MKSTREAM`` can make an empty stream.
-_GROUP = "engine"
 #: Deletes KEYS[1] unless it is a stream; returns its type. Checked and deleted at once:
 #: another reader of the mailbox may have created it again meanwhile.
 _DROP_FOREIGN = """
@@ -88,54 +85,6 @@ def exist(conn: RedisConnection, keys: list[str]) -> list[bool]:
         for key in keys:
             pipe.exists(key)
         return [bool(n) for n in pipe.execute()]
-
-
-#: A deferred write: a mailbox key and the fields to append to it.
-Write = tuple[str, dict[bytes, Any]]
-
-
-def _upkept_read(
-    box: Mailbox,
-    lane: Lane,
-    delete: list[bytes],
-    refresh: bool,
-    read: Command,
-    writes: list[Write] | None = None,
-    group: bool = False,
-) -> tuple[bool, Any, list[bool]]:
-    """Run ``read`` (an ``XREAD``/``XREADGROUP``) with upkeep, all in one round trip.
-
-    ``writes`` are appended first (``XADD NOMKSTREAM``), then handled entries deleted (and
-    first acknowledged in the group if ``group``) and the TTL refreshed, then the read.
-    Deletes go unanswered (see :meth:`Lane.round_trip`), and so do the writes of a
-    ``group`` reader: its replies, whose sender either reads them or is gone.
-
-    Returns:
-        Whether the refresh found the mailbox gone, the read's reply, and per write
-        whether its mailbox existed (nothing for a ``group`` reader's writes).
-    """
-    posts = [_xadd(key, fields) for key, fields in writes or []]
-    quiet: list[Command] = posts if group else []
-    commands: list[Command] = [] if group else [*posts]
-    if delete and group:
-        quiet.append(("XACK", box.key, _GROUP, *delete))
-    if delete:
-        quiet.append(("XDEL", box.key, *delete))
-    if refresh:
-        commands.append(("PEXPIRE", box.key, box.ttl_ms))
-    commands.append(read)
-    *done, reply = lane.round_trip(commands, quiet)
-    written = [] if group else [eid is not None for eid in done[: len(posts)]]
-    return refresh and not done[-1], reply, written
-
-
-def _xadd(key: str, fields: dict[bytes, Any]) -> Command:
-    return ("XADD", key, "NOMKSTREAM", "*", *[x for pair in fields.items() for x in pair])
-
-
-def _entries(reply: Any) -> list[MailEntry]:
-    """The entries of an ``XREAD``/``XREADGROUP`` reply, in order, fields as dicts."""
-    return [(eid, fields_of(raw)) for _, batch in stream_entries(reply) for eid, raw in batch]
 
 
 class Mailbox:
@@ -184,7 +133,7 @@ class Mailbox:
         """
         with self.conn.mapped_errors(f"create mailbox {self.key!r}", command="XGROUP"):
             try:
-                self.conn.client.xgroup_create(self.key, _GROUP, id="$", mkstream=True)
+                self.conn.client.xgroup_create(self.key, GROUP, id="$", mkstream=True)
             except Exception as exc:  # redis ResponseError; anything else is mapped on re-raise
                 if "BUSYGROUP" not in str(exc):
                     raise
@@ -229,7 +178,7 @@ class Mailbox:
         handled = self._handled if delete else []
         # Repeatable: the read resumes after the last id seen; a repeated write or delete
         # is harmless.
-        attempt = partial(_upkept_read, self, self._lane, handled, refresh, read, writes)
+        attempt = partial(upkept_read, self, self._lane, handled, refresh, read, writes)
         gone, reply, written = self.ride_out(attempt, patience)
         if refresh:
             self._refresh_at = time.monotonic() + min(self.ttl_ms / 4000, _REFRESH_EVERY)
@@ -238,7 +187,7 @@ class Mailbox:
             return written, None
         if delete:
             self._handled = []
-        entries = _entries(reply)
+        entries = mail_entries(reply)
         if entries:
             self._after = entries[-1][0].decode()
             self._handled += [eid for eid, _ in entries]
@@ -374,7 +323,7 @@ class GroupReader:
             self._handled = []
             box.recreate()
             return []
-        entries = _entries(reply)
+        entries = mail_entries(reply)
         if recovered:  # own pending entries: some may be handled already, or deleted
             handled = set(self._handled)
             self._handled += [eid for eid, fields in entries if not fields]
@@ -396,7 +345,7 @@ class GroupReader:
         handled = self._handled if delete else []
         read = self._xreadgroup(block, recovering)
         try:
-            gone, reply, _ = _upkept_read(
+            gone, reply, _ = upkept_read(
                 self.mailbox, self._lane, handled, refresh, read, writes, group=True
             )
         except (BackendUnavailable, BackendTimeout):
@@ -414,7 +363,7 @@ class GroupReader:
         return gone, reply, recovering
 
     def _xreadgroup(self, block: int, pending: bool) -> Command:
-        head = ("XREADGROUP", "GROUP", _GROUP, self.consumer)
+        head = ("XREADGROUP", "GROUP", GROUP, self.consumer)
         if pending:  # all of this reader's pending entries, at once (no BLOCK for those)
             return (*head, "STREAMS", self.mailbox.key, "0")
         return (*head, "COUNT", 1, "BLOCK", block, "STREAMS", self.mailbox.key, ">")

@@ -15,6 +15,7 @@ from typing import Any
 
 from framework.connection import RedisConnection
 from framework.exceptions import BackendError, FrameworkError
+from framework.objects._mail_upkeep import Write
 from framework.objects.envelope import (
     ENVELOPE_FIELD,
     PAYLOAD_FIELD,
@@ -22,7 +23,7 @@ from framework.objects.envelope import (
     addressed_to,
     decode_envelope,
 )
-from framework.objects.mailbox import WAKE_FIELD, Mailbox, MailEntry, Write
+from framework.objects.mailbox import WAKE_FIELD, Mailbox, MailEntry
 from framework.objects.session import ReplySlots
 from framework.objects.shareable import ReservedHeaderKey, Shareable
 
