@@ -21,6 +21,7 @@ import pytest
 import redis
 from redis.cluster import RedisCluster
 
+import framework._redis_servers as redis_servers
 import framework.embedded as embedded
 from framework.connection import RedisConnection
 from framework.embedded import EmbeddedRedis
@@ -112,9 +113,9 @@ def test_port_owned_by_another_server_is_not_mistaken_for_ours(
 ) -> None:
     with EmbeddedRedis(fake_fallback=False) as other:
         ports = iter([other.ports[0]])
-        real_pick = embedded._pick_port
+        real_pick = redis_servers._pick_port
         monkeypatch.setattr(
-            embedded, "_pick_port", lambda **kw: next(ports, None) or real_pick(**kw)
+            redis_servers, "_pick_port", lambda **kw: next(ports, None) or real_pick(**kw)
         )
         with EmbeddedRedis(fake_fallback=False) as server:
             assert server.ports != other.ports
@@ -129,9 +130,9 @@ def test_port_taken_before_bind_is_retried(
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", 0))  # bound, not listening: redis cannot bind it
         taken = iter([squatter.getsockname()[1]])
-        real_pick = embedded._pick_port
+        real_pick = redis_servers._pick_port
         monkeypatch.setattr(
-            embedded, "_pick_port", lambda **kw: next(taken, None) or real_pick(**kw)
+            redis_servers, "_pick_port", lambda **kw: next(taken, None) or real_pick(**kw)
         )
         with EmbeddedRedis(fake_fallback=False) as server:
             assert server.ports[0] != squatter.getsockname()[1]
