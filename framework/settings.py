@@ -22,13 +22,18 @@ This module does no I/O and imports no Redis code.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
 from typing import Any, Literal
 from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
+# Re-exported: the URL helpers were defined here, and callers import them from here.
+from framework._url_secrets import MASK as MASK
+from framework._url_secrets import MAX_TIMEOUT as MAX_TIMEOUT
+from framework._url_secrets import mask_passwords as mask_passwords
+from framework._url_secrets import password_candidates as password_candidates
+from framework._url_secrets import redact_url as redact_url
 from framework.exceptions import ConfigurationError
 from framework.keys import DEFAULT_PREFIX, KeySchema
 
@@ -49,8 +54,6 @@ DEFAULT_RETRIES = 3
 #: Connections per pool (and per cluster node); one is held by every blocking reader.
 DEFAULT_MAX_CONNECTIONS = 128
 
-#: Replaces the password wherever settings are shown.
-MASK = "***"
 
 _SCHEMES = {
     "redis": (False, False),
@@ -71,74 +74,6 @@ _QUERY_FIELDS = (
     "ssl_cert_reqs",
 )
 _SSL_FILES = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
-# Everything between "scheme://" and the last "@" may hold a password.
-_CREDENTIALS = re.compile(r"^([^:/]+://[^:@/]*:).*@", re.DOTALL)
-# A well-formed URL: its credentials are "user:password" up to the last "@".
-_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
-# What a mistyped scheme leaves in front of the credentials: "redis:/", "redis:", "redis//".
-_SLOPPY_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*(?::/*|/+)")
-#: Largest socket or connect timeout (s): larger ones overflow the platform's time type
-#: deep inside the socket layer, and no Redis call needs to wait a day.
-MAX_TIMEOUT = 86400.0
-
-
-def password_candidates(url: str) -> set[str]:
-    """Everything in ``url`` that may be a password, in every form a message may show it.
-
-    A well-formed URL (``scheme://user:password@host``) yields its password. A URL with
-    a mistyped scheme (``redis:/:pw@host``, ``redis//u:pw@host``, ``pw@host``) yields
-    everything before its last ``@`` as well: which part was meant as the password
-    cannot be known, and masking a user name too costs nothing. A URL without ``@``
-    whose "port" is not a number (``redis://user:pw``, the host forgotten) yields that
-    "port".
-
-    Args:
-        url: The URL as given, valid or not.
-
-    Returns:
-        The raw, percent-decoded, percent-encoded and ``repr()``-escaped forms.
-    """
-    head, at, _ = url.rpartition("@")
-    found: set[str] = set()
-    if at:
-        well_formed = _SCHEME.match(head)
-        userinfo = head[well_formed.end() :] if well_formed else _SLOPPY_SCHEME.sub("", head, 1)
-        found.add(userinfo.partition(":")[2])
-        if not well_formed:
-            found.add(userinfo)
-    else:
-        authority = re.split(r"[/?#]", _SCHEME.sub("", url), maxsplit=1)[0]
-        port = authority.partition(":")[2]
-        if not authority.startswith("[") and not all(p.isdigit() for p in port.split(",")):
-            found.add(port)  # "host:port,host:port" lists (clusters) hold only digits
-    forms: set[str] = set()
-    for raw in filter(None, found):
-        for text in {raw, unquote(raw)}:
-            forms |= {text, quote(text, safe=""), quote(text), repr(text)[1:-1]}
-    return forms
-
-
-def mask_passwords(text: str, url: str) -> str:
-    """``text`` with every :func:`password_candidates` form of ``url`` replaced by ``***``."""
-    # Longest first: a password that contains another must be masked whole.
-    for secret in sorted(password_candidates(url), key=len, reverse=True):
-        text = text.replace(secret, MASK)
-    return text
-
-
-def redact_url(url: str) -> str:
-    """Return ``url`` with any password replaced by ``***`` (best effort, for messages).
-
-    Args:
-        url: A URL that may carry credentials, valid or not.
-
-    Returns:
-        The URL with everything between ``user:`` and the last ``@`` masked; a URL too
-        malformed for that (``redis:/:pw@host``) with everything that may be a password
-        masked.
-    """
-    masked = _CREDENTIALS.sub(lambda m: f"{m.group(1)}{MASK}@", url)
-    return masked if _SCHEME.match(url) and "@" in url else mask_passwords(masked, url)
 
 
 class RedisSettings(BaseModel):
