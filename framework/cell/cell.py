@@ -186,6 +186,9 @@ class StreamCell(Sending):
         ann = io.load()
         if ann is None:
             raise StreamError(f"Stream {stream_id} cannot resume: it finished, failed or expired.")
+        ended = io.ended()
+        if ended is not None:  # its keys linger a while after a cancel or an error
+            raise StreamError(f"Stream {stream_id} cannot resume: it ended ({ended}).")
         source = as_stream(message.payload)
         start, finished = self._resume_point(io, ann)
         if start.off:

@@ -288,6 +288,15 @@ class TransferIO(TransferReading):
             raw = self.conn.client.hget(self.meta, _ANNOUNCE)
         return None if raw is None else decode(Announce, raw, f"announcement of stream {self.sid}")
 
+    def ended(self) -> str | None:
+        """Why the transfer ended (``cancel``, ``error``, ...), or None while it has not.
+
+        An ended transfer's keys live on for a while, so late readers still see why.
+        """
+        with self.conn.mapped_errors(f"read transfer {self.meta!r}", command="HGET"):
+            raw = self.conn.client.hget(self.meta, _END)
+        return None if raw is None else bytes(raw).decode(errors="replace")
+
     def acked(self, target: str) -> Position:
         """The position ``target`` last acknowledged (nothing if it never did)."""
         with self.conn.mapped_errors(f"read transfer {self.meta!r}", command="HGET"):

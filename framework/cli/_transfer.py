@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 from framework.cell import FileStream, Message, Stream, StreamCell, StreamFuture
-from framework.cell.transport import TransferIO
 from framework.exceptions import StreamError
 
 __all__ = [
@@ -42,9 +41,6 @@ __all__ = [
 CHANNEL, TOPIC = "framework.files", "file"
 #: Bytes read per call, from a file or from a stream.
 READ_SIZE = 1 << 20
-#: The meta-hash field by which :class:`TransferIO` marks a transfer that was cancelled
-#: or failed (see :mod:`framework.cell.transport`); such a transfer cannot resume.
-_ENDED_FIELD = "end"
 
 
 @dataclass(frozen=True)
@@ -183,23 +179,15 @@ def start_send(
         BackendError: If Redis fails.
     """
     sid = state.load(key)
-    if sid is not None and _ended(cell, sid):
-        # Cancelled (Ctrl-C) or failed: resuming would only fail with "already ended".
-        state.forget(key)
-        sid = None
     if sid is not None:
+        source = _source(offer, rate)
         try:
-            return cell.resume_send(sid, Message({}, _source(offer, rate))), True
+            return cell.resume_send(sid, Message({}, source)), True
         except StreamError:
-            state.forget(key)  # finished, failed or expired: send it again from the start
+            # Finished, cancelled (Ctrl-C), failed or expired: send it again from the start.
+            source.close()
+            state.forget(key)
     message = Message(offer.headers(), _source(offer, rate))
     future = cell.send_stream(CHANNEL, TOPIC, list(targets), message)
     state.save(key, future.get_stream_id())
     return future, False
-
-
-def _ended(cell: StreamCell, sid: int) -> bool:
-    """Whether transfer ``sid`` was cancelled or failed (its keys linger for a minute)."""
-    io = TransferIO(cell.conn, sid, cell.config.ttl)
-    with cell.conn.mapped_errors(f"read transfer {io.meta!r}", command="HEXISTS"):
-        return bool(cell.conn.client.hexists(io.meta, _ENDED_FIELD))
