@@ -273,7 +273,12 @@ def test_a_sender_waits_for_acks_only_while_its_window_is_full(
 
     monkeypatch.setattr(TxTask, "_await_controls", spy)
     got = Collector()
-    make_cell(conn, "b").register_stream_cb("ch", "s", got.stream_cb, 1 << 20)
+
+    def late_reader(future: StreamFuture, stream: Any, resume: int) -> None:
+        time.sleep(0.3)  # the window fills before the first read, however fast the host
+        got.stream_cb(future, stream, resume, 1 << 20)
+
+    make_cell(conn, "b").register_stream_cb("ch", "s", late_reader)
     data = payload(256 * 1023)
     future = make_cell(conn, "a", config).send_stream(
         "ch", "s", "b", Message({}, BytesStream(data))
