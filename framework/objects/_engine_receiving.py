@@ -19,7 +19,13 @@ from typing import TYPE_CHECKING, Any
 from framework._failures import RepeatedFailure
 from framework.cell import StreamFuture
 from framework.connection import RedisConnection
-from framework.exceptions import FrameworkError, FramingError, SecurityError, SerializationError
+from framework.exceptions import (
+    BackendError,
+    FrameworkError,
+    FramingError,
+    SecurityError,
+    SerializationError,
+)
 from framework.objects._mail_upkeep import Write
 from framework.objects.envelope import (
     BLOB_HEADER,
@@ -29,7 +35,7 @@ from framework.objects.envelope import (
     decode_envelope,
     open_payload,
 )
-from framework.objects.mailbox import WAKE_FIELD, Mailbox, post
+from framework.objects.mailbox import WAKE_FIELD, Mailbox, Outcome, post
 from framework.objects.receiver import LoadFn, Receiver
 from framework.objects.replies import Replies, envelope_of
 from framework.objects.shareable import ReturnCode, Shareable, error_reply
@@ -66,7 +72,7 @@ class EngineReceiving:
 
         def send(
             self, env: Envelope, obj: Any, targets: list[str], secure: bool, optional: bool
-        ) -> tuple[dict[str, bool], StreamFuture | None]: ...
+        ) -> tuple[dict[str, Outcome], StreamFuture | None]: ...
 
     def _work(self, index: int) -> None:
         """A worker: reads the mailbox and runs what it reads (consumers included)."""
@@ -199,7 +205,10 @@ class EngineReceiving:
         except FrameworkError as exc:
             logger.warning("Could not reply to the %s: %s", env.describe(), exc)
             return
-        if not reached.get(env.origin):
+        outcome = reached.get(env.origin)
+        if isinstance(outcome, BackendError):  # truthy, yet the reply was not written
+            logger.warning("Could not reply to the %s: %s", env.describe(), outcome)
+        elif not outcome:
             logger.warning("Could not reply to the %s: its sender is gone.", env.describe())
         if future is not None:
             with self._lock:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from types import TracebackType
 from typing import Any
 
@@ -35,7 +36,7 @@ from framework.objects.envelope import (
     check_route,
     seal_payload,
 )
-from framework.objects.mailbox import Mailbox, exist, post
+from framework.objects.mailbox import Mailbox, Outcome, each_key, post
 from framework.objects.receiver import Receiver, Registration
 from framework.objects.replies import Replies
 from framework.objects.sending import ObjectStream
@@ -273,16 +274,17 @@ class RedisStreamableEngine(EngineReceiving, StreamableEngine):
 
     def send(
         self, env: Envelope, obj: Any, targets: list[str], secure: bool, optional: bool
-    ) -> tuple[dict[str, bool], StreamFuture | None]:
+    ) -> tuple[dict[str, Outcome], StreamFuture | None]:
         """Send ``obj`` under ``env`` to ``targets``.
 
         Returns:
-            Per target whether an engine listens there, and the byte stream's future
-            when the payload went as one.
+            Per target whether an engine listens there (or, on a cluster, the error of
+            the node holding its mailbox while other nodes answered), and the byte
+            stream's future when the payload went as one.
 
         Raises:
             SerializationError: If ``obj`` cannot be serialized.
-            BackendError: If Redis fails.
+            BackendError: If Redis fails (on a cluster: for every target).
             StreamError: If the byte stream cannot start (e.g. no key for ``secure``).
         """
         payload = seal_payload(env, obj, self._secret)
@@ -290,15 +292,16 @@ class RedisStreamableEngine(EngineReceiving, StreamableEngine):
         if not secure and payload.nbytes <= self.config.inline_limit:
             fields = {ENVELOPE_FIELD: env.model_dump_json(), PAYLOAD_FIELD: self.conn.bulk(payload)}
             return dict(zip(targets, self._post(env, keys, fields), strict=True)), None
-        listening = dict(zip(targets, exist(self.conn, keys), strict=True))
-        live = [t for t, ok in listening.items() if ok]
+        checked = each_key(self.conn, keys, "check", "exists")  # whether mailboxes exist
+        listening = dict(zip(targets, checked, strict=True))
+        live = [t for t, ok in listening.items() if ok is True]  # an error is truthy
         if not live:
             return listening, None
         message = Message({BLOB_HEADER: env.model_dump(mode="json")}, list(payload.parts))
         future = self.cell.send_blob(OBJECTS_CHANNEL, _TOPIC, live, message, secure, optional)
         return listening, future
 
-    def _post(self, env: Envelope, keys: list[str], fields: dict[bytes, Any]) -> list[bool]:
+    def _post(self, env: Envelope, keys: list[str], fields: dict[bytes, Any]) -> Sequence[Outcome]:
         """Append to mailboxes, in the same round trip as a read when one comes next."""
         # Not on a cluster: the write and the read would go to different nodes.
         if env.kind == "reply" and (outbox := getattr(self._local, "outbox", None)) is not None:

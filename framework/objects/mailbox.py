@@ -13,7 +13,7 @@ protocol makes that harmless (sequence numbers, first reply wins).
 A mailbox key that something else overwrote (``SET`` on it, say: Redis then answers
 ``WRONGTYPE``) is deleted and created again by its reader, with a warning: the entries it
 held were lost when it was overwritten, and their senders resend or time out as for any
-lost message. Before, the engine retried the read forever and heard nothing more.
+lost message.
 
 Readers ride out dropped connections (``CLIENT KILL``, a restart): a read whose connection
 fails is made again on a fresh one, with a short backoff, until the mailbox's patience (the
@@ -29,7 +29,7 @@ import threading
 import time
 from collections.abc import Callable
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any, TypeAlias, TypeVar
 
 from framework.cell.reconnect import with_reconnect
 from framework.connection import MAX_BLOCK_MS, RedisConnection
@@ -37,7 +37,7 @@ from framework.exceptions import BackendError, BackendTimeout, BackendUnavailabl
 from framework.objects._mail_upkeep import GROUP, MailEntry, Write, mail_entries, upkept_read
 from framework.objects.lane import Command, Lane
 
-__all__ = ["MailEntry", "Mailbox"]
+__all__ = ["MailEntry", "Mailbox", "Outcome"]
 
 logger = logging.getLogger(__name__)
 
@@ -56,35 +56,61 @@ return kind
 _T = TypeVar("_T")
 
 
-def post(conn: RedisConnection, keys: list[str], fields: dict[bytes, Any]) -> list[bool]:
+#: Per key of a multi-key write or check: its answer, or its cluster node's error.
+Outcome: TypeAlias = bool | BackendError
+
+
+def post(conn: RedisConnection, keys: list[str], fields: dict[bytes, Any]) -> list[Outcome]:
     """Append ``fields`` to each mailbox in ``keys``, in one round trip.
 
     Returns:
-        Per key: True if written, False if the mailbox does not exist (no reader).
+        Per key: True if written, False if there is no mailbox (no reader), or its error.
 
     Raises:
-        BackendError: If Redis fails.
+        BackendError: If Redis fails (on a cluster: for every key).
     """
-    with conn.mapped_errors(f"post to {keys}", command="XADD"):
-        if len(keys) == 1:
-            return [conn.client.xadd(keys[0], fields, nomkstream=True) is not None]
-        pipe = conn.client.pipeline(transaction=False)
-        for key in keys:
-            pipe.xadd(key, fields, nomkstream=True)
-        return [eid is not None for eid in pipe.execute()]
+    return each_key(conn, keys, "post to", "xadd", fields, nomkstream=True)
 
 
-def exist(conn: RedisConnection, keys: list[str]) -> list[bool]:
-    """Per key: whether the mailbox exists (someone reads it).
+def each_key(
+    conn: RedisConnection, keys: list[str], verb: str, method: str, *args: Any, **kw: Any
+) -> list[Outcome]:
+    """Per key, whether ``method(key, *args, **kw)`` found the stream; one round trip.
+
+    A cluster pipeline fails as a whole when one node does (a master killed before its
+    replica is promoted): each key is then asked on its own, so keys on healthy nodes
+    get through. A write that reached a node before the pipeline failed is made again;
+    the protocol makes the copy harmless.
 
     Raises:
-        BackendError: If Redis fails.
+        BackendError: If Redis fails (on a cluster: for every key).
     """
-    with conn.mapped_errors(f"check {keys}", command="EXISTS"):
-        pipe = conn.client.pipeline(transaction=False)
-        for key in keys:
-            pipe.exists(key)
-        return [bool(n) for n in pipe.execute()]
+
+    def run(some: list[str]) -> list[Outcome]:
+        with conn.mapped_errors(f"{verb} {some}", command=method.upper()):
+            if len(some) == 1:
+                return [bool(getattr(conn.client, method)(some[0], *args, **kw))]
+            pipe = conn.client.pipeline(transaction=False)
+            for key in some:
+                getattr(pipe, method)(key, *args, **kw)
+            return [bool(reply) for reply in pipe.execute()]
+
+    try:
+        return run(keys)
+    except BackendError as exc:
+        if not conn.is_cluster or len(keys) < 2:
+            raise  # one server (or key): the failure is every key's, as it always was
+        logger.debug("%s on %d keys failed (%s); trying each key.", method, len(keys), exc)
+    outcomes: list[Outcome] = []
+    for key in keys:
+        try:
+            outcomes += run([key])
+        except BackendError as exc:
+            outcomes.append(exc)
+    failed = [o for o in outcomes if isinstance(o, BackendError)]
+    if len(failed) == len(keys):
+        raise failed[0]  # as on one server: the caller fails every key
+    return outcomes
 
 
 class Mailbox:
@@ -142,9 +168,7 @@ class Mailbox:
     def read(
         self, block_ms: int = MAX_BLOCK_MS, patience: float | None = None
     ) -> list[MailEntry] | None:
-        """Delete what was handled, then wait up to ``block_ms`` for new entries.
-
-        See :meth:`read_after`, without writes.
+        """Delete what was handled, then wait up to ``block_ms`` (:meth:`read_after`, no writes).
 
         Raises:
             BackendError: If Redis fails.

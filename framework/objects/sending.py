@@ -18,7 +18,7 @@ import secrets
 import time
 from collections.abc import Callable
 from functools import partial
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeAlias
 
 from framework.cell.types import StreamFuture
 from framework.exceptions import BackendError, ConfigurationError, FrameworkError, StreamError
@@ -28,9 +28,13 @@ from framework.objects.envelope import Envelope, check_route
 from framework.objects.session import ReplySlots
 from framework.objects.shareable import ReservedHeaderKey, ReturnCode, Shareable, error_reply
 
-__all__ = ["Link", "ObjectStream"]
+__all__ = ["Link", "ObjectStream", "Reach"]
 
 logger = logging.getLogger(__name__)
+
+#: Per target of a send: True (sent), False (no engine listens) or, on a cluster, the
+#: error of the node holding its mailbox while the other targets' nodes answered.
+Reach: TypeAlias = bool | BackendError
 
 #: Longest pause (s) between two looks at the abort signal while replies are awaited.
 _ABORT_POLL = 0.05
@@ -48,7 +52,7 @@ class Link(Protocol):
 
     def send(
         self, env: Envelope, obj: Any, targets: list[str], secure: bool, optional: bool
-    ) -> tuple[dict[str, bool], StreamFuture | None]:
+    ) -> tuple[dict[str, Reach], StreamFuture | None]:
         """Send ``obj`` to ``targets``: who can get it, and the byte stream's future if any."""
 
     def open_replies(self, tx: str) -> None:
@@ -119,6 +123,8 @@ class ObjectStream:
         self.timeout = 5.0  # the last object's timeout; bounds the wait for end notices
         self.reached: set[str] = set()  # targets that were sent an object
         self.ended: dict[str, str] = {}  # target -> why it takes no more objects
+        # Target -> why the current message did not reach its cluster node (yet).
+        self.unsent: dict[str, BackendError] = {}
 
     def run(self) -> tuple[str, Any]:
         """Loop until the producer ends the stream, a result is found or abort; see the API."""
@@ -195,6 +201,7 @@ class ObjectStream:
         )
         payload = (obj, self.ctx if self.seq == 0 else None)
         self.sent = self.seq + 1
+        self.unsent = {}
         self.link.expect(self.tx, slots)
         try:
             future = self._send(env, payload, live, slots)
@@ -220,13 +227,37 @@ class ObjectStream:
             self._log("Sending object %d of stream %s failed: %s", self.seq, self.tx, exc)
             slots.fail_missing(ReturnCode.COMMUNICATION_ERROR, f"Sending failed: {exc}", live)
             return None
-        self.reached.update(t for t, ok in reached.items() if ok)
-        self._fail_absent(reached, slots)
+        # A byte stream cannot be sent again to a target its node failed for.
+        self._note(reached, slots, resendable=future is None)
         return future
 
-    def _fail_absent(self, reached: dict[str, bool], slots: ReplySlots) -> None:
+    def _note(self, reached: dict[str, Reach], slots: ReplySlots, resendable: bool) -> None:
+        """Record who got the message; fill the slots of targets that cannot answer it.
+
+        A target whose cluster node failed (while the others' answered) keeps its slot
+        open if the message can be sent again: a resend reaches it once the node's
+        replica is promoted, within the wait. It fails when the wait ends.
+        """
+        self.reached.update(t for t, ok in reached.items() if ok is True)  # an error is truthy
+        for target, ok in reached.items():
+            if isinstance(ok, BackendError):
+                self.unsent[target] = ok
+            else:
+                self.unsent.pop(target, None)
+        self._fail_absent(reached, slots)
+        if not resendable:
+            self._fail_unsent(slots)
+
+    def _fail_unsent(self, slots: ReplySlots) -> None:
+        """Fill the empty slots of targets the message did not reach: their node failed."""
+        for target, exc in self.unsent.items():
+            reply = error_reply(ReturnCode.COMMUNICATION_ERROR, f"Sending failed: {exc}")
+            if slots.fill(target, slots.seq, reply):
+                self._log("Message %d of stream %s missed %s: %s", slots.seq, self.tx, target, exc)
+
+    def _fail_absent(self, reached: dict[str, Reach], slots: ReplySlots) -> None:
         """Fill the slots of targets without a mailbox: no engine listens, none will answer."""
-        absent = [t for t, ok in reached.items() if not ok]
+        absent = [t for t, ok in reached.items() if ok is False]
         if absent:
             self._log("Targets %s of stream %s have no engine listening.", absent, self.tx)
             why = "No object-protocol engine listens under this cell name (no mailbox)."
@@ -255,6 +286,7 @@ class ObjectStream:
                 resend()
                 next_resend = now + self.link.resend_after
             self.link.collect(self.tx, min(deadline - now, _ABORT_POLL))
+        self._fail_unsent(slots)  # their node failed: not a silence
         if not slots.complete():
             late = slots.missing()
             self._log(
@@ -278,7 +310,8 @@ class ObjectStream:
             self._log("Sending object %d of stream %s again failed: %s", env.seq, env.tx, exc)
             return
         # A mailbox gone since the first send: its engine shut down and will never answer.
-        self._fail_absent(reached, slots)
+        # A target its cluster node failed for before may be reached now.
+        self._note(reached, slots, resendable=True)
 
     def _note_ended(self, replies: dict[str, Shareable]) -> None:
         for target, reply in replies.items():
@@ -320,10 +353,11 @@ class ObjectStream:
             rc=rc,
         )
         slots = ReplySlots(env.seq, notify)
+        self.unsent = {}
         self.link.expect(self.tx, slots)
         try:
             reached, _ = self.link.send(env, None, notify, False, self.optional)
-            self._fail_absent(reached, slots)  # no wait for targets whose engine is gone
+            self._note(reached, slots, resendable=True)  # no wait for those whose engine is gone
             if kind == "end":
                 self._wait(slots, None, self.timeout, partial(self._resend, env, None, slots))
                 return self._failed_end(slots) or rc
