@@ -204,7 +204,7 @@ def test_resume_send_refuses_a_transfer_its_sender_ended(
 ) -> None:
     data = payload(20 * CHUNK)
     future = make_cell(conn, "a").send_stream("ch", "s", "absent", Message({}, BytesStream(data)))
-    future.cancel()
+    future.cancel()  # races the sender's own failure (no cell "absent"): either ends it
     # Refused at the call (its keys linger a while), not by a future that fails later.
-    with pytest.raises(StreamError, match=r"cannot resume: it ended \(cancel"):
+    with pytest.raises(StreamError, match=r"cannot resume: it ended \((cancel|error)\)"):
         make_cell(conn, "a2").resume_send(future.get_stream_id(), Message({}, data))
