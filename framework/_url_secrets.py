@@ -10,7 +10,14 @@ from __future__ import annotations
 import re
 from urllib.parse import quote, unquote
 
-__all__ = ["MASK", "MAX_TIMEOUT", "mask_passwords", "password_candidates", "redact_url"]
+__all__ = [
+    "MASK",
+    "MAX_TIMEOUT",
+    "mask_passwords",
+    "password_candidates",
+    "redact_url",
+    "url_error",
+]
 
 #: Replaces the password wherever settings are shown.
 MASK = "***"
@@ -21,6 +28,10 @@ _CREDENTIALS = re.compile(r"^([^:/]+://[^:@/]*:).*@", re.DOTALL)
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 # What a mistyped scheme leaves in front of the credentials: "redis:/", "redis:", "redis//".
 _SLOPPY_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*(?::/*|/+)")
+# Query options whose value is a secret (``?password=...`` is a common redis-py form).
+_SECRET_OPTION = re.compile(r"([?&](?:password|passwd|pass|pwd|auth|secret|token)=)([^&#]*)", re.I)
+# A quoted piece of an error message (the parser quotes what it refuses).
+_QUOTED = re.compile(r"'([^']*)'")
 #: Largest socket or connect timeout (s): larger ones overflow the platform's time type
 #: deep inside the socket layer, and no Redis call needs to wait a day.
 MAX_TIMEOUT = 86400.0
@@ -55,6 +66,7 @@ def password_candidates(url: str) -> set[str]:
         port = authority.partition(":")[2]
         if not authority.startswith("[") and not all(p.isdigit() for p in port.split(",")):
             found.add(port)  # "host:port,host:port" lists (clusters) hold only digits
+    found.update(value for _, value in _SECRET_OPTION.findall(url))
     forms: set[str] = set()
     for raw in filter(None, found):
         for text in {raw, unquote(raw)}:
@@ -82,4 +94,38 @@ def redact_url(url: str) -> str:
         masked.
     """
     masked = _CREDENTIALS.sub(lambda m: f"{m.group(1)}{MASK}@", url)
+    masked = _SECRET_OPTION.sub(lambda m: f"{m.group(1)}{MASK}", masked)
     return masked if _SCHEME.match(url) and "@" in url else mask_passwords(masked, url)
+
+
+def url_error(url: str, reason: object) -> str:
+    """The message for a URL that could not be parsed, without any piece of a password.
+
+    A URL with credentials that fails to parse may have been split at the wrong ``@``
+    (a password holding ``@``, the host forgotten: ``redis://:p@ss/w#1``), so everything
+    after its scheme is hidden, and so is every quoted piece of ``reason`` taken from it.
+    Other URLs are shown as :func:`redact_url` shows them.
+
+    Args:
+        url: The URL as given.
+        reason: Why it was refused.
+    """
+    text = str(reason)
+    if "@" not in url:
+        return mask_passwords(f"Invalid Redis URL {redact_url(url)!r}: {text}", url)
+    scheme = _SCHEME.match(url) or _SLOPPY_SCHEME.match(url)
+    prefix = scheme.group(0) if scheme else ""
+    rest = url[len(prefix) :]
+
+    def hide(quoted: re.Match[str]) -> str:
+        piece = quoted.group(1)
+        secret = piece in rest and any(char.isalnum() for char in piece)
+        return f"'{MASK}'" if secret else quoted.group(0)
+
+    text = _QUOTED.sub(hide, text)
+    # Unquoted, only forms long enough not to mask ordinary words ("p" in "percent").
+    for secret in sorted(password_candidates(url), key=len, reverse=True):
+        if len(secret) >= 3:
+            text = text.replace(secret, MASK)
+    shown = prefix + MASK
+    return f"Invalid Redis URL {shown!r} (hidden after the scheme: it holds credentials): {text}"

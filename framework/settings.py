@@ -34,6 +34,7 @@ from framework._url_secrets import MAX_TIMEOUT as MAX_TIMEOUT
 from framework._url_secrets import mask_passwords as mask_passwords
 from framework._url_secrets import password_candidates as password_candidates
 from framework._url_secrets import redact_url as redact_url
+from framework._url_secrets import url_error
 from framework.exceptions import ConfigurationError
 from framework.keys import DEFAULT_PREFIX, KeySchema
 
@@ -163,9 +164,8 @@ class RedisSettings(BaseModel):
         try:
             fields = _parse_url(url.strip())
         except ValueError as exc:  # includes ConfigurationError
-            # The reason may quote a piece of a malformed URL: mask the whole message.
-            why = mask_passwords(f"Invalid Redis URL {redact_url(url)!r}: {exc}", url)
-            raise ConfigurationError(why) from exc
+            # The reason may quote a piece of a malformed URL: url_error() hides those.
+            raise ConfigurationError(url_error(url, exc)) from exc
         masked = fields.get("password") == SecretStr(MASK)
         if masked and "password" not in overrides:
             # A URL copied from url() or a log: connecting would fail with a confusing AUTH error.
@@ -183,8 +183,7 @@ class RedisSettings(BaseModel):
         try:
             return cls(**fields)
         except ConfigurationError as exc:
-            why = mask_passwords(f"Invalid Redis URL {redact_url(url)!r}: {exc}", url)
-            raise ConfigurationError(why) from exc
+            raise ConfigurationError(url_error(url, exc)) from exc
 
     @staticmethod
     def no_url_hint(environ: Mapping[str, str] = os.environ) -> str:

@@ -291,6 +291,11 @@ def test_without_a_url_the_hint_names_the_variable_or_a_near_miss() -> None:
         "Zq8-secret@h:6379",
         "redis://u:Zq8-secret",
         "redis:/u:Zq8%2Dsecret@h/0?socket_timeout=inf",
+        # A password holding "@" with the host forgotten: split at the wrong "@".
+        "redis://:Zq8@s/w?rd#1",
+        # redis-py's query form, which this parser does not take.
+        "redis://127.0.0.1:6379/0?password=Zq8%40s%2Fw%3Frd%231",
+        "redis://127.0.0.1:6379/0?foo=1&auth=Zq8-secret",
     ],
 )
 def test_a_mistyped_url_never_shows_its_password(url: str) -> None:
@@ -313,3 +318,10 @@ def test_timeouts_must_be_finite_and_at_most_a_day(query: str, why: str) -> None
     with pytest.raises(ConfigurationError, match=why):
         RedisSettings.from_url(f"redis://127.0.0.1:6379/0?{query}")
     assert RedisSettings(socket_timeout=86400).socket_timeout == 86400
+
+
+def test_a_short_password_does_not_garble_the_reason() -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        RedisSettings.from_url("redis://:p@ss/w?rd#1")
+    assert "percent-encode '#' in a password" in str(caught.value)
+    assert "ss/w" not in str(caught.value)
