@@ -25,10 +25,25 @@ from framework.cell import Stream, StreamFuture
 from framework.cli._transfer import READ_SIZE
 from framework.exceptions import ChecksumError, ClosedError, StreamCancelled, StreamError
 
-__all__ = ["FileEvent", "FileReceiver", "numbered", "place", "safe_name"]
+__all__ = ["FileEvent", "FileReceiver", "fitted", "numbered", "place", "safe_name"]
 
 #: Numbered names tried for a file whose name is taken, before the file fails.
 MAX_NUMBERED = 9999
+#: Longest file name, in bytes of UTF-8, that common file systems take (ext4, XFS, APFS).
+NAME_MAX = 255
+
+
+def fitted(stem: str, tail: str) -> str:
+    """``stem + tail``, the stem cut (between characters) so that it fits :data:`NAME_MAX`.
+
+    A name the sender's file system took can still be too long once the receiver adds
+    to it (``.NAME.ID.part``, ``NAME (1)``): the addition is kept whole.
+    """
+    room = NAME_MAX - len(tail.encode())
+    encoded = stem.encode()
+    if len(encoded) <= room:
+        return stem + tail
+    return encoded[: max(room, 1)].decode(errors="ignore") + tail
 
 
 def safe_name(name: object) -> str:
@@ -97,7 +112,7 @@ class FileReceiver:
         part: Path | None = None
         try:
             base = safe_name(headers.get("name"))
-            part = self.out_dir / f".{base}.{sid}.part"
+            part = self.out_dir / fitted(f".{base}", f".{sid}.part")
             final, how = self._receive(
                 part, FileEvent("start", base, sid), headers, stream, resume_offset
             )
@@ -157,7 +172,10 @@ def numbered(name: str, number: int) -> str:
         return name
     bare = name.lstrip(".")
     stem, dot, extensions = bare.partition(".")
-    return f"{name[: len(name) - len(bare)]}{stem} ({number}){dot}{extensions}"
+    tail = f" ({number}){dot}{extensions}"
+    if len(tail.encode()) > NAME_MAX // 2:  # extensions that long: number the whole name
+        return fitted(name, f" ({number})")
+    return fitted(f"{name[: len(name) - len(bare)]}{stem}", tail)
 
 
 def place(part: Path, out_dir: Path, name: str, sha256: str) -> tuple[Path, str]:

@@ -43,3 +43,28 @@ def test_files_with_one_name_and_a_file_from_before_all_survive(
     assert "as " + str(out / "report (2).bin") in output
     assert "already there as" in output
     assert "'report (1).bin'" in both.stdout  # the sender is told up front
+
+
+def test_names_of_255_bytes_arrive_and_get_numbered_within_the_limit(
+    tmp_path: Path, redis_url: str, reap: Callable[[Running], Running]
+) -> None:
+    # The longest names Linux takes: ".NAME.ID.part" and "NAME (1)" must still fit.
+    ascii_name = "a" * 251 + ".bin"
+    wide_name = "é" * 125 + ".bin"  # 254 bytes of UTF-8
+    files = [
+        _write(tmp_path / d / name, f"{d}/{name}".encode() * 100)
+        for d in ("a", "b")
+        for name in (ascii_name, wide_name)
+    ]
+    out = tmp_path / "incoming"
+    recv = reap(start_cli(
+        "recv", "--as", "site", "--out", str(out), "--count", "4", "--timeout", "60",
+        tmp_path=tmp_path, url=redis_url,
+    ))  # fmt: skip
+    sent = run_cli("send", *map(str, files), "--to", "site", tmp_path=tmp_path, url=redis_url)
+    assert sent.returncode == 0, sent.stdout + sent.stderr
+    assert finish(recv.proc) == 0, recv.output()
+    arrived = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert sorted(arrived.values()) == sorted(f.read_bytes() for f in files)
+    assert all(len(name.encode()) <= 255 for name in arrived)
+    assert {ascii_name, wide_name} <= set(arrived)

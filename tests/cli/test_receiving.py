@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from framework.cli._receiving import numbered, place
+from framework.cli._receiving import fitted, numbered, place
 
 
 def _write(path: Path, data: bytes) -> Path:
@@ -50,3 +50,13 @@ def test_place_keeps_one_copy_of_identical_content(tmp_path: Path) -> None:
     final, how = place(part, tmp_path, "x.bin", hashlib.sha256(b"same").hexdigest())
     assert (final.name, how) == ("x.bin", "identical")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.bin"]
+
+
+def test_numbered_and_partial_names_fit_the_file_name_limit() -> None:
+    long = "x" * 251 + ".bin"
+    assert numbered(long, 1) == "x" * 247 + " (1).bin"
+    wide = "é" * 125 + ".bin"  # 254 bytes: the cut falls between characters
+    assert numbered(wide, 12).encode() == ("é" * 123).encode() + b" (12).bin"
+    assert len(numbered("n." + "e" * 300, 1).encode()) <= 255  # an absurd extension
+    assert fitted(".a", ".7.part") == ".a.7.part"
+    assert len(fitted("." + long, ".12345678901234567890.part").encode()) == 255
