@@ -219,13 +219,26 @@ def _failure(sending: _Sending, targets: tuple[str, ...], timeout: float) -> str
     return f"{name}: {type(exc).__name__}: {visible(exc)}"
 
 
+def _once(paths: tuple[Path, ...]) -> list[Path]:
+    """``paths`` without repeats of one file (one transfer each: a second would resume it)."""
+    seen: dict[str, Path] = {}
+    for path in paths:
+        real = os.path.realpath(path)
+        if real in seen:
+            console.print(f"Note: {shown(str(path))} is given more than once; it is sent once.")
+        else:
+            seen[real] = path
+    return list(seen.values())
+
+
 def _note_duplicates(offers: list[FileOffer]) -> None:
     """Say up front that files sharing a name arrive under numbered names."""
     for name, count in Counter(offer.name for offer in offers).items():
         if count > 1:
             console.print(
                 f"Note: {count} files are named {shown(repr(name))}; receivers keep each "
-                f"one, the later ones under free names such as {shown(repr(numbered(name, 1)))}."
+                f"one (once if their contents are the same), the later ones under free "
+                f"names such as {shown(repr(numbered(name, 1)))}."
             )
 
 
@@ -308,7 +321,7 @@ def send(
     """
     url = require_url(url, "send")
     settings = cli_settings(url)
-    offers = [FileOffer.of(path) for path in paths]
+    offers = [FileOffer.of(path) for path in _once(paths)]
     _note_duplicates(offers)
     with RedisWatch(settings, timeout) as watch, transfer_bars() as bars:
         job = _SendJob(url, offers, targets, timeout, rate, SendState(state_dir), bars)
