@@ -74,11 +74,18 @@ def password_candidates(url: str) -> set[str]:
     return forms
 
 
-def mask_passwords(text: str, url: str) -> str:
-    """``text`` with every :func:`password_candidates` form of ``url`` replaced by ``***``."""
+def mask_passwords(text: str, url: str, *, shortest: int = 1) -> str:
+    """``text`` with every :func:`password_candidates` form of ``url`` replaced by ``***``.
+
+    Args:
+        text: The message.
+        url: The URL whose passwords to mask.
+        shortest: Forms shorter than this are left alone (they would mask words).
+    """
     # Longest first: a password that contains another must be masked whole.
     for secret in sorted(password_candidates(url), key=len, reverse=True):
-        text = text.replace(secret, MASK)
+        if len(secret) >= shortest:
+            text = text.replace(secret, MASK)
     return text
 
 
@@ -122,10 +129,7 @@ def url_error(url: str, reason: object) -> str:
         secret = piece in rest and any(char.isalnum() for char in piece)
         return f"'{MASK}'" if secret else quoted.group(0)
 
-    text = _QUOTED.sub(hide, text)
     # Unquoted, only forms long enough not to mask ordinary words ("p" in "percent").
-    for secret in sorted(password_candidates(url), key=len, reverse=True):
-        if len(secret) >= 3:
-            text = text.replace(secret, MASK)
+    text = mask_passwords(_QUOTED.sub(hide, text), url, shortest=3)
     shown = prefix + MASK
     return f"Invalid Redis URL {shown!r} (hidden after the scheme: it holds credentials): {text}"

@@ -35,9 +35,10 @@ from framework.objects.envelope import (
     decode_envelope,
     open_payload,
 )
-from framework.objects.mailbox import WAKE_FIELD, Mailbox, Outcome, post
+from framework.objects.mailbox import WAKE_FIELD, Mailbox, post
 from framework.objects.receiver import LoadFn, Receiver
 from framework.objects.replies import Replies, envelope_of
+from framework.objects.sending import Reach
 from framework.objects.shareable import ReturnCode, Shareable, error_reply
 
 __all__ = ["EngineReceiving"]
@@ -72,7 +73,7 @@ class EngineReceiving:
 
         def send(
             self, env: Envelope, obj: Any, targets: list[str], secure: bool, optional: bool
-        ) -> tuple[dict[str, Outcome], StreamFuture | None]: ...
+        ) -> tuple[dict[str, Reach], StreamFuture | None]: ...
 
     def _work(self, index: int) -> None:
         """A worker: reads the mailbox and runs what it reads (consumers included)."""

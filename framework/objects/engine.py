@@ -36,10 +36,10 @@ from framework.objects.envelope import (
     check_route,
     seal_payload,
 )
-from framework.objects.mailbox import Mailbox, Outcome, each_key, post
+from framework.objects.mailbox import Mailbox, each_key, post
 from framework.objects.receiver import Receiver, Registration
 from framework.objects.replies import Replies
-from framework.objects.sending import ObjectStream
+from framework.objects.sending import ObjectStream, Reach
 from framework.objects.session import ReplySlots
 
 __all__ = ["OBJECTS_CHANNEL", "RedisStreamableEngine"]
@@ -274,7 +274,7 @@ class RedisStreamableEngine(EngineReceiving, StreamableEngine):
 
     def send(
         self, env: Envelope, obj: Any, targets: list[str], secure: bool, optional: bool
-    ) -> tuple[dict[str, Outcome], StreamFuture | None]:
+    ) -> tuple[dict[str, Reach], StreamFuture | None]:
         """Send ``obj`` under ``env`` to ``targets``.
 
         Returns:
@@ -301,7 +301,7 @@ class RedisStreamableEngine(EngineReceiving, StreamableEngine):
         future = self.cell.send_blob(OBJECTS_CHANNEL, _TOPIC, live, message, secure, optional)
         return listening, future
 
-    def _post(self, env: Envelope, keys: list[str], fields: dict[bytes, Any]) -> Sequence[Outcome]:
+    def _post(self, env: Envelope, keys: list[str], fields: dict[bytes, Any]) -> Sequence[Reach]:
         """Append to mailboxes, in the same round trip as a read when one comes next."""
         # Not on a cluster: the write and the read would go to different nodes.
         if env.kind == "reply" and (outbox := getattr(self._local, "outbox", None)) is not None:

@@ -29,15 +29,16 @@ import threading
 import time
 from collections.abc import Callable
 from functools import partial
-from typing import Any, TypeAlias, TypeVar
+from typing import Any, TypeVar
 
 from framework.cell.reconnect import with_reconnect
 from framework.connection import MAX_BLOCK_MS, RedisConnection
 from framework.exceptions import BackendError, BackendTimeout, BackendUnavailable, FrameworkError
 from framework.objects._mail_upkeep import GROUP, MailEntry, Write, mail_entries, upkept_read
 from framework.objects.lane import Command, Lane
+from framework.objects.sending import Reach
 
-__all__ = ["MailEntry", "Mailbox", "Outcome"]
+__all__ = ["MailEntry", "Mailbox"]
 
 logger = logging.getLogger(__name__)
 
@@ -56,11 +57,7 @@ return kind
 _T = TypeVar("_T")
 
 
-#: Per key of a multi-key write or check: its answer, or its cluster node's error.
-Outcome: TypeAlias = bool | BackendError
-
-
-def post(conn: RedisConnection, keys: list[str], fields: dict[bytes, Any]) -> list[Outcome]:
+def post(conn: RedisConnection, keys: list[str], fields: dict[bytes, Any]) -> list[Reach]:
     """Append ``fields`` to each mailbox in ``keys``, in one round trip.
 
     Returns:
@@ -74,7 +71,7 @@ def post(conn: RedisConnection, keys: list[str], fields: dict[bytes, Any]) -> li
 
 def each_key(
     conn: RedisConnection, keys: list[str], verb: str, method: str, *args: Any, **kw: Any
-) -> list[Outcome]:
+) -> list[Reach]:
     """Per key, whether ``method(key, *args, **kw)`` found the stream; one round trip.
 
     A cluster pipeline fails as a whole when one node does (a master killed before its
@@ -86,7 +83,7 @@ def each_key(
         BackendError: If Redis fails (on a cluster: for every key).
     """
 
-    def run(some: list[str]) -> list[Outcome]:
+    def run(some: list[str]) -> list[Reach]:
         with conn.mapped_errors(f"{verb} {some}", command=method.upper()):
             if len(some) == 1:
                 return [bool(getattr(conn.client, method)(some[0], *args, **kw))]
@@ -101,7 +98,7 @@ def each_key(
         if not conn.is_cluster or len(keys) < 2:
             raise  # one server (or key): the failure is every key's, as it always was
         logger.debug("%s on %d keys failed (%s); trying each key.", method, len(keys), exc)
-    outcomes: list[Outcome] = []
+    outcomes: list[Reach] = []
     for key in keys:
         try:
             outcomes += run([key])

@@ -32,8 +32,9 @@ __all__ = ["Link", "ObjectStream", "Reach"]
 
 logger = logging.getLogger(__name__)
 
-#: Per target of a send: True (sent), False (no engine listens) or, on a cluster, the
-#: error of the node holding its mailbox while the other targets' nodes answered.
+#: Per target (mailbox) of a send or check: True (sent, or it exists), False (no engine
+#: listens) or, on a cluster, the error of the node holding its mailbox while the other
+#: targets' nodes answered.
 Reach: TypeAlias = bool | BackendError
 
 #: Longest pause (s) between two looks at the abort signal while replies are awaited.
