@@ -104,6 +104,14 @@ class KeySchema:
         """
         return f"{self.queue(topic)}:taken:{_checked('subscriber id', owner)}:{gen}"
 
+    def queue_end(self, topic: str) -> str:
+        """Hash of a list topic's producers, open or ended (hash tag of :meth:`queue`)."""
+        return f"{self.queue(topic)}:end"
+
+    def queue_alive(self, topic: str, producer: str) -> str:
+        """Key that lives while ``producer`` beats on a list topic (tag of :meth:`queue`)."""
+        return f"{self.queue(topic)}:alive:{_checked('producer id', producer)}"
+
     def events(self, topic: str) -> str:
         """Redis stream holding the durable events of a topic."""
         return f"{self.prefix}:events:{{{_checked('topic', topic)}}}"

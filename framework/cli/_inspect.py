@@ -85,7 +85,8 @@ def _list_topics(conn: RedisConnection, names: dict[str, set[str]]) -> list[dict
     rows = []
     for topic in sorted(names):
         key = conn.keys.queue(topic)
-        taken = {k.rsplit(":", 2)[-2] for k in names[topic] if k != key}  # owner ids
+        # Owner ids of taken keys (besides them: the producers hash and alive keys).
+        taken = {k.rsplit(":", 2)[-2] for k in names[topic] if k.startswith(f"{key}:taken:")}
         with conn.mapped_errors(f"measure list topic {key!r}", command="LLEN"):
             waiting = int(conn.client.llen(key))
         rows.append({"topic": topic, "kind": "list", "entries": waiting, "subscribers": len(taken)})

@@ -1,18 +1,20 @@
-"""Which producers of a durable topic stopped without ending it (see :mod:`._stream_publisher`).
+"""Which producers of a topic stopped without ending it (durable and list topics).
 
-A producer that sends heartbeats is recorded as ``open:<run>:live`` and keeps an alive
-key. An idle subscriber looks, now and then, for such producers whose key has expired:
-each is reported once per run as gone, a possible loss of whatever it had not published,
-and counts as ended from then on.
+A producer that sends heartbeats is recorded in the topic's producers hash as
+``open:<run>:live`` and keeps an alive key (see :mod:`._stream_publisher` and
+:mod:`.lists`). An idle subscriber looks, now and then, for such producers whose key
+has expired: each is reported once per run as gone, a possible loss of whatever it had
+not published, and counts as ended from then on.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Final
 
 from framework.connection import RedisConnection
-from framework.exceptions import MessageLossError
+from framework.exceptions import ConfigurationError, MessageLossError
 from framework.pubsub._stream_publisher import LIVE_SUFFIX
 
 __all__ = ["Liveness"]
@@ -22,14 +24,24 @@ CHECK_EVERY_S: Final = 1.0
 
 
 class Liveness:
-    """Finds the watched producers of durable topics whose alive key has expired.
+    """Finds the watched producers of topics whose alive key has expired.
 
     Args:
         connection: The subscriber's connection.
+        alive_key: ``(topic, producer)`` -> the producer's alive key; durable topics'
+            by default.
+        kind: What the topics are, for messages ("durable topic", "list topic").
     """
 
-    def __init__(self, connection: RedisConnection) -> None:
+    def __init__(
+        self,
+        connection: RedisConnection,
+        alive_key: Callable[[str, str], str] | None = None,
+        kind: str = "durable topic",
+    ) -> None:
         self._conn = connection
+        self._alive_key = alive_key or connection.keys.events_alive
+        self._kind = kind
         self._gone: set[tuple[str, bytes, bytes]] = set()  # (topic, producer, its state)
         self._next_at = 0.0
 
@@ -64,23 +76,32 @@ class Liveness:
         ]
         if not watched:
             return []
-        keys = self._conn.keys
+        keys = [self._key(topic, producer) for producer, _ in watched]
         pipe = self._conn.once.pipeline(transaction=False)
-        for producer, _ in watched:
-            pipe.exists(keys.events_alive(topic, producer.decode(errors="replace")))
+        for key in keys:
+            if key is not None:
+                pipe.exists(key)
         with self._conn.mapped_errors(f"check the producers of topic {topic!r}", command="EXISTS"):
-            alive = pipe.execute()
+            replies = iter(pipe.execute())
+        # A producer id no publisher could use (a forged entry) has no alive key.
+        alive = [key is not None and next(replies) for key in keys]
         losses = []
         for (producer, state), lives in zip(watched, alive, strict=True):
             if not lives:
                 self._gone.add((topic, producer, state))
-                losses.append(_gone(topic, producer.decode(errors="replace")))
+                losses.append(_gone(self._kind, topic, producer.decode(errors="replace")))
         return losses
 
+    def _key(self, topic: str, producer: bytes) -> str | None:
+        try:
+            return self._alive_key(topic, producer.decode(errors="replace"))
+        except ConfigurationError:
+            return None
 
-def _gone(topic: str, producer: str) -> MessageLossError:
+
+def _gone(kind: str, topic: str, producer: str) -> MessageLossError:
     return MessageLossError(
-        f"Producer {producer!r} of durable topic {topic!r} stopped without ending it: its "
+        f"Producer {producer!r} of {kind} {topic!r} stopped without ending it: its "
         "heartbeats stopped (it was killed, or cut off from Redis). What it had not "
         "published, its end included, is possibly lost; it counts as ended.",
         topic=topic,

@@ -30,6 +30,7 @@ from framework.connection import RedisConnection, mapped_errors
 from framework.exceptions import BackendError, ConfigurationError
 from framework.pubsub._atomic import run_atomic
 from framework.pubsub._shim import RedisShim
+from framework.pubsub._watched import WatchedProducers
 
 __all__ = [
     "DEFAULT_MAXLEN",
@@ -112,7 +113,7 @@ return redis.call(unpack(args))
 """
 
 
-class RedisStreamPublisher(RedisShim):
+class RedisStreamPublisher(WatchedProducers, RedisShim):
     """Append messages to per-topic Redis streams (durable topics).
 
     Args:
@@ -235,38 +236,12 @@ class RedisStreamPublisher(RedisShim):
         if refresh:
             self._refresh_at[topic] = now + min(REFRESH_EVERY, self._ttl_ms / 4000)
 
-    def watch(self, source: str, ttl: float) -> None:
-        """Have consumers watch producer ``source``: it beats at least every ``ttl`` s.
-
-        From its next first message on a topic, each of its messages and each
-        :meth:`keep_alive` keeps its alive key for ``ttl`` seconds.
-        """
-        self._alive_ms[source] = max(1, round(ttl * 1000))
-
-    def keep_alive(self, topic: str, source: str, *, closing: bool = False) -> None:
-        """One heartbeat of watched producer ``source`` on ``topic``.
-
-        Args:
-            topic: A topic ``source`` has published to and not ended.
-            source: The producer, as passed to :meth:`watch`.
-            closing: The producer stops beating without ending the topic: consumers
-                stop watching it, and wait for its end as for any producer.
-
-        Raises:
-            BackendError: If Redis failed.
-        """
+    def _producer_keys(self, topic: str, source: str) -> tuple[str, str]:
         keys = self.connection.keys
-        alive = keys.events_alive(topic, source)
-        with self._errors(f"send a heartbeat of {source!r} on topic {topic!r}", command="SET"):
-            if not closing:
-                self.connection.once.set(alive, self._run, px=self._alive_ms[source])
-                return
-            pipe = self.connection.once.pipeline(transaction=True)
-            pipe.hset(keys.events_end(topic), source, f"open:{self._run}")
-            if self._ttl_ms:  # the hash may have expired: HSET would leave it without one
-                pipe.pexpire(keys.events_end(topic), self._ttl_ms)
-            pipe.delete(alive)
-            pipe.execute()
+        return keys.events_end(topic), keys.events_alive(topic, source)
+
+    def _producers_ttl_ms(self) -> int:
+        return self._ttl_ms
 
     def _release(self) -> None:
         self._pinned.close()

@@ -17,15 +17,28 @@ queue does; use :mod:`framework.pubsub.streams` for acknowledged delivery.
 Waits are sliced into ``MAX_BLOCK_MS`` pops, so :meth:`RedisQueueSubscriber.close`
 from another thread ends a blocked :meth:`~RedisQueueSubscriber.next_message` within
 a second.
+
+Competing subscribers each see only some messages, the end of the topic included, so
+the producers of an object stream record themselves in the topic's producers hash
+(``<list key>:end``): ``open:<run>`` from their first message, ``end:<run>`` with their
+last, and a producer that sends heartbeats keeps an alive key of its own
+(``<list key>:alive:<producer>``), as on durable topics. An idle subscriber ends the
+topic once every recorded producer has ended and the list is empty, and reports a
+producer whose alive key expired as gone (see :mod:`._list_ending`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
+import uuid
+from collections import deque
+from collections.abc import Sequence
 from typing import Any, Final
 
+from framework._raw import PinnedConnection
 from framework.buffers import Segments
 from framework.connection import MAX_BLOCK_MS, RedisConnection
 from framework.exceptions import (
@@ -35,8 +48,12 @@ from framework.exceptions import (
     MessageLossError,
     ReceiveTimeout,
 )
+from framework.pubsub._atomic import run_atomic
+from framework.pubsub._list_ending import ENDS_TTL_MS, REGISTER, ListEnding
 from framework.pubsub._shim import RedisShim, connect
+from framework.pubsub._stream_publisher import LIVE_SUFFIX
 from framework.pubsub._taker import TAKEN_TTL_S, Taker
+from framework.pubsub._watched import WatchedProducers
 from framework.pubsub.protocols import UNSET, Unset
 
 __all__ = ["RedisQueuePublisher", "RedisQueueSubscriber"]
@@ -54,7 +71,7 @@ RESTART_CHECK_S: Final = 1.0
 SETTLE_S: Final = MAX_BLOCK_MS / 1000 + 1.0
 
 
-class RedisQueuePublisher(RedisShim):
+class RedisQueuePublisher(WatchedProducers, RedisShim):
     """Append messages to Redis lists, one list per topic.
 
     Args:
@@ -64,6 +81,8 @@ class RedisQueuePublisher(RedisShim):
     """
 
     accepts_segments: Final = True
+    #: A producer's heartbeats keep a key alive (see :meth:`watch`).
+    liveness: Final = True
 
     def __init__(
         self,
@@ -72,6 +91,10 @@ class RedisQueuePublisher(RedisShim):
         **kwargs: Any,
     ) -> None:
         self.connection, self._owns_connection = connect(connection, port, kwargs)
+        self._run = uuid.uuid4().hex[:12]
+        self._registered: set[tuple[str, str]] = set()
+        self._alive_ms: dict[str, int] = {}  # producer -> its alive key's TTL
+        self._pinned = PinnedConnection(self.connection.once)
 
     def send_message(self, topic: str, message: bytes | Segments) -> None:
         """Append ``message`` to the topic's list, once (a push is never retried blindly).
@@ -79,9 +102,64 @@ class RedisQueuePublisher(RedisShim):
         Raises:
             BackendError: If Redis failed; the message may or may not have been appended.
         """
-        key = self.connection.keys.queue(topic)
-        with self.connection.mapped_errors(f"push to topic {topic!r}"):
-            self.connection.once.rpush(key, self.connection.bulk(message))
+        self.publish(topic, message)
+
+    def publish(
+        self,
+        topic: str,
+        message: bytes | Segments,
+        *,
+        commands: Sequence[tuple[Any, ...]] = (),
+        final: bool = False,
+        source: str = "",
+        retry: bool = False,
+    ) -> None:
+        """Run the store's ``commands``, then append ``message``, atomically.
+
+        See :class:`~framework.pubsub.AtomicPublisher`. With ``source``, the producer is
+        recorded as open on its first message and as ended with ``final``, so that
+        competing subscribers, each seeing only some messages, know when the topic
+        ended. ``retry`` changes nothing: a message resent after a failure that had in
+        fact arrived is in the list twice, as with ``send_message``.
+
+        Raises:
+            BackendError: If Redis failed or refused a write (then nothing was appended
+                unless the connection dropped, when the outcome is unknown).
+        """
+        keys = self.connection.keys
+        ends = keys.queue_end(topic)
+        tail: list[tuple[Any, ...]] = []
+        register = bool(source) and (topic, source) not in self._registered
+        alive_ms = self._alive_ms.get(source) if source else None
+        if register:
+            state = f"open:{self._run}{LIVE_SUFFIX if alive_ms else ''}"
+            tail.append(("EVAL", REGISTER, 1, ends, source, state, ENDS_TTL_MS))
+        if alive_ms:
+            alive = keys.queue_alive(topic, source)
+            tail.append(("DEL", alive) if final else ("SET", alive, self._run, "PX", alive_ms))
+        tail.append(("RPUSH", keys.queue(topic), self.connection.bulk(message)))
+        if final and source:
+            tail += [("HSET", ends, source, f"end:{self._run}"), ("PEXPIRE", ends, ENDS_TTL_MS)]
+        try:
+            with self.connection.mapped_errors(f"push to topic {topic!r}", command="RPUSH"):
+                run_atomic(
+                    self.connection, commands, tail, atomic=register or final, pinned=self._pinned
+                )
+        except BackendError:
+            self._registered.discard((topic, source))  # Redis may have restarted
+            raise
+        if source:
+            self._registered.add((topic, source))
+
+    def _producer_keys(self, topic: str, source: str) -> tuple[str, str]:
+        keys = self.connection.keys
+        return keys.queue_end(topic), keys.queue_alive(topic, source)
+
+    def _producers_ttl_ms(self) -> int:
+        return ENDS_TTL_MS
+
+    def _release(self) -> None:
+        self._pinned.close()
 
 
 class RedisQueueSubscriber(RedisShim):
@@ -126,6 +204,8 @@ class RedisQueueSubscriber(RedisShim):
         self._next_check = 0.0
         # Pops move messages into keys of this subscriber's own (see module docstring).
         self._taker = Taker(self.connection, topic, SETTLE_S)
+        self._ending = ListEnding(self.connection, topic)
+        self._losses: deque[MessageLossError] = deque()  # gone producers, not raised yet
 
     def __iter__(self) -> RedisQueueSubscriber:
         return self
@@ -140,10 +220,13 @@ class RedisQueueSubscriber(RedisShim):
             timeout: Overrides the constructor's timeout for this call.
 
         Raises:
-            StopIteration: If the subscriber is (or gets) closed.
+            StopIteration: If the subscriber is (or gets) closed, or once the topic ended:
+                every producer recorded on it (object-stream producers record
+                themselves) ended or is gone, and the list is empty.
             ReceiveTimeout: If nothing arrived in time (a ``TimeoutError``, as ProxyStore's).
             MessageLossError: If Redis restarted without an append-only file since the
-                last pop (``possible``: the list may have held messages).
+                last pop (``possible``: the list may have held messages), or a producer
+                that sent heartbeats stopped without ending the topic (``gone``).
             BackendError: If Redis failed.
         """
         limit = self._timeout if isinstance(timeout, Unset) else timeout
@@ -152,12 +235,32 @@ class RedisQueueSubscriber(RedisShim):
             with self._lock:
                 if self._closed:
                     raise StopIteration
+                if self._losses:
+                    raise self._losses.popleft()
+                if self._ending.ended:
+                    raise StopIteration
                 left = MAX_BLOCK_MS / 1000 if deadline is None else deadline - time.monotonic()
                 message = self._pop(min(max(left, 0.0), MAX_BLOCK_MS / 1000))
             if message is not None:
                 return message
             if deadline is not None and time.monotonic() >= deadline:
                 raise ReceiveTimeout(f"No message on topic {self.topics[0]!r} within {limit} s.")
+
+    def topic_ended(self) -> bool:
+        """Whether the topic has ended for this subscriber; looks at Redis now.
+
+        A :class:`~framework.stream.StreamConsumer` asks when the producers it has heard
+        from have all ended: a producer whose messages all went to other subscribers
+        may still be publishing. A producer found gone is raised by the next
+        :meth:`next_message` first (the answer is False until then).
+
+        Raises:
+            BackendError: If Redis failed.
+        """
+        with self._lock:
+            if not self._closed and not self._losses:
+                self._losses.extend(self._ending.check(now=True))
+            return self._ending.ended and not self._losses
 
     def poll_message(self) -> bytes | None:
         """Take the next message if one is waiting, else ``None``.
@@ -170,7 +273,10 @@ class RedisQueueSubscriber(RedisShim):
         with self._lock:
             if self._closed:
                 raise StopIteration
-            return self._taker.take(None)
+            message = self._taker.take(None)
+            if message is not None:
+                self._ending.took()
+            return message
 
     def _release(self) -> None:
         # Waits for a pop in progress (at most MAX_BLOCK_MS) before the connection closes.
@@ -235,7 +341,12 @@ class RedisQueueSubscriber(RedisShim):
             time.sleep(RETRY_PAUSE_S)
             return None
         self._failures = 0
-        if message is None and time.monotonic() >= self._next_check:
+        if message is not None:
+            self._ending.took()
+            return message
+        if time.monotonic() >= self._next_check:
             self._next_check = time.monotonic() + RESTART_CHECK_S
             self._check_restart()
-        return message
+        with contextlib.suppress(BackendUnavailable):  # the next pop reports it
+            self._losses.extend(self._ending.check())
+        return None

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
 from framework.exceptions import (
+    BackendError,
     BackendUnavailable,
     FrameworkError,
     MessageLossError,
@@ -66,6 +67,8 @@ class Receiving:
     _exhausted: bool
     _ack_due: bool
     _drain: Callable[[], bytes | None] | None
+    #: A subscriber of competing consumers that tells whether its topic ended, if any.
+    _topic_ended: Callable[[], bool] | None
 
     if TYPE_CHECKING:  # provided by StreamConsumer
 
@@ -87,7 +90,21 @@ class Receiving:
             return True
         target = self._topics or self._seen
         ended = self._sequencer.ended
-        return not self._acking and bool(target) and all(ended(t) for t in target)
+        if self._acking or not target or not all(ended(t) for t in target):
+            return False
+        return self._topic_ended is None or self._confirmed_end(self._topic_ended)
+
+    def _confirmed_end(self, topic_ended: Callable[[], bool]) -> bool:
+        """Ask a subscriber of competing consumers whether the whole topic is done.
+
+        Producers this consumer has not heard from may still be publishing: their
+        messages, their end included, went to the other consumers.
+        """
+        try:
+            return topic_ended()
+        except BackendError as exc:
+            logger.info("Could not tell whether the topic ended (%s); reading on.", exc)
+            return False
 
     def _take(self) -> Entry:
         if self._ack_due:  # the caller is back for more: it is done with the last message

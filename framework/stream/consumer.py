@@ -136,6 +136,7 @@ class StreamConsumer(Receiving, Generic[T]):
         self._allow_pickle = allow_pickle
         self._prefetch_bytes = prefetch_bytes
         self._acking = isinstance(subscriber, AckingSubscriber) and bool(subscriber.acks)
+        self._topic_ended = getattr(subscriber, "topic_ended", None)
         group = getattr(subscriber, "group", None)
         #: Why a group member may find an object gone: another member took its entry.
         self._missing_hint = (

@@ -28,6 +28,9 @@ def _populate(conn: RedisConnection) -> int:
     with RedisQueuePublisher(conn) as queue:
         for i in range(3):
             queue.send_message("jobs", b"job %d" % i)
+    # An object-stream producer's keys of the list topic: not subscribers.
+    conn.client.hset(conn.keys.queue_end("jobs"), "P", "open:run:live")
+    conn.client.set(conn.keys.queue_alive("jobs", "P"), "run", px=60_000)
     with RedisStore("inspect", connection=conn) as store:
         store.put(b"x" * 1000)
         store.put(b"y" * 10, ttl=600)

@@ -75,8 +75,14 @@ def _publish(conn: RedisConnection, messages: list[bytes]) -> None:
 
 
 def _left_behind(conn: RedisConnection) -> list[bytes]:
-    """Keys of the topic other than its list (a subscriber's taken keys)."""
-    found: list[bytes] = conn.client.keys(conn.keys.queue(TOPIC) + ":*")
+    """A subscriber's taken keys left in Redis.
+
+    The producers hash of an object stream stays (with a TTL), so late subscribers know
+    that its run finished.
+    """
+    found: list[bytes] = conn.client.keys(conn.keys.queue(TOPIC) + ":taken:*")
+    ends = conn.keys.queue_end(TOPIC)
+    assert conn.client.ttl(ends) > 0 or not conn.client.exists(ends)
     return found
 
 

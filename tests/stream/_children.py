@@ -90,14 +90,18 @@ def produce_run(url: str, mode: str, topic: str, first: int, last: int, end: boo
 
 
 def produce_then_die(
-    url: str, topic: str, count: int, heartbeat: float, durable: bool = False
+    url: str, topic: str, count: int, heartbeat: float, durable: bool = False, queue: bool = False
 ) -> None:
-    """Send ``count`` objects as producer ``P`` (pub/sub or durable), then die by SIGKILL."""
+    """Send ``count`` objects as producer ``P`` (pub/sub, durable or list), then die by SIGKILL."""
     import os
     import signal
 
+    from framework.pubsub import RedisQueuePublisher
+
     conn = RedisConnection.from_url(url)
-    publisher = RedisStreamPublisher(conn) if durable else RedisPublisher(conn)
+    publisher: Any = RedisStreamPublisher(conn) if durable else RedisPublisher(conn)
+    if queue:
+        publisher = RedisQueuePublisher(conn)
     producer = StreamProducer[bytes](publisher, producer_id="P", heartbeat=heartbeat)
     for index in range(count):
         producer.send(topic, payload(index, 16))
@@ -105,7 +109,9 @@ def produce_then_die(
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def kill_a_producer(url: str, topic: str, collector: Any, *, durable: bool = False) -> Any:
+def kill_a_producer(
+    url: str, topic: str, collector: Any, *, durable: bool = False, queue: bool = False
+) -> Any:
     """Run :func:`produce_then_die` (5 objects, 0.5 s heartbeats) in a child process.
 
     Returns the one loss ``collector`` got once its consumer ended, after checking that
@@ -116,7 +122,7 @@ def kill_a_producer(url: str, topic: str, collector: Any, *, durable: bool = Fal
     from tests.stream.faults import indexes
 
     child = multiprocessing.get_context("spawn").Process(
-        target=produce_then_die, args=(url, topic, 5, 0.5, durable)
+        target=produce_then_die, args=(url, topic, 5, 0.5, durable, queue)
     )
     started = time.monotonic()
     child.start()

@@ -1,0 +1,121 @@
+"""When a list topic has ended for one of its competing subscribers (see :mod:`.lists`).
+
+Each message of a list topic goes to one subscriber, so only one of them gets a
+producer's end-of-stream event. The others learn the end from the topic's producers
+hash: once every producer recorded there has ended (or was found gone) and the list
+is empty, nothing more is coming. A producer's last push and its ``end`` state are
+written in one transaction, and the hash and the list's length are read in one, so a
+subscriber never sees the end before the last message is in the list.
+
+A run that had finished before the subscriber came (every producer ended, the list
+empty) is not the subscriber's run: it waits for the next one instead of ending at once.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Final
+
+from framework.connection import RedisConnection
+from framework.exceptions import BackendError, MessageLossError
+from framework.pubsub._stream_liveness import Liveness
+
+__all__ = ["ENDS_TTL_MS", "REGISTER", "ListEnding"]
+
+logger = logging.getLogger("framework.pubsub.lists")
+
+#: Lifetime (ms) of a list topic's producers hash, renewed as producers register and end.
+ENDS_TTL_MS: Final = 7 * 24 * 3600 * 1000
+
+# KEYS[1]: producers hash; ARGV: producer, its state, TTL (ms).
+# A finished run (every producer ended) is forgotten before a new producer registers,
+# so its subscribers wait for the new run's producers, not the old run's.
+REGISTER: Final = """
+local states = redis.call('HVALS', KEYS[1])
+local finished = #states > 0
+for _, state in ipairs(states) do
+  if string.sub(state, 1, 4) ~= 'end:' then finished = false end
+end
+if finished then redis.call('DEL', KEYS[1]) end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return finished and 1 or 0
+"""
+
+
+class ListEnding:
+    """Tells one subscriber of a list topic that the topic ended, or that a producer is gone.
+
+    Args:
+        connection: The subscriber's connection.
+        topic: The topic.
+    """
+
+    def __init__(self, connection: RedisConnection, topic: str) -> None:
+        self._conn = connection
+        self._topic = topic
+        self._liveness = Liveness(connection, connection.keys.queue_alive, "list topic")
+        self.ended = False
+        self._took = False
+        self._skipped: dict[bytes, bytes] | None = None
+        self._known = False  # whether the state at the start is known
+        try:
+            self._note_start()
+        except BackendError as exc:  # Redis unreachable: its first look at the topic decides
+            logger.debug("Producers of list topic %r not read yet: %s", topic, exc)
+
+    def took(self) -> None:
+        """A message was handed over to this subscriber."""
+        self._took = True
+
+    def _note_start(self) -> None:
+        producers, waiting = self._read()
+        # A run that finished before this subscriber came (or, if it could not look then,
+        # before it took anything): not its run, it waits for the next one.
+        if _all_ended(producers) and not waiting and not self._took:
+            self._skipped = producers
+        self._known = True
+
+    def check(self, *, now: bool = False) -> list[MessageLossError]:
+        """Look again, at most once a second: the producers found gone since the last look.
+
+        Sets :attr:`ended` once every recorded producer has ended or is gone and the
+        list is empty.
+
+        Args:
+            now: Look now, whenever the last look was (the caller saw an end).
+
+        Raises:
+            BackendError: If Redis failed.
+        """
+        if self.ended or not (self._liveness.due() or now):
+            return []
+        if not self._known:
+            self._note_start()
+        producers, waiting = self._read()
+        losses = self._liveness.check(self._topic, producers)
+        gone = self._liveness.gone
+        finished = producers and all(
+            state.startswith(b"end:") or gone(self._topic, producer, state)
+            for producer, state in producers.items()
+        )
+        if finished and not waiting and producers != self._skipped:
+            logger.debug("List topic %r ended: every producer ended", self._topic)
+            self.ended = True
+        return losses
+
+    def _read(self) -> tuple[dict[bytes, bytes], int]:
+        """The producers hash and the list's length, as of one moment."""
+        keys = self._conn.keys
+        pipe = self._conn.once.pipeline(transaction=True)
+        pipe.hgetall(keys.queue_end(self._topic))
+        pipe.llen(keys.queue(self._topic))
+        with self._conn.mapped_errors(
+            f"check whether list topic {self._topic!r} ended", command="HGETALL"
+        ):
+            producers, waiting = pipe.execute()
+        return dict(producers), int(waiting)
+
+
+def _all_ended(producers: dict[bytes, bytes]) -> bool:
+    return bool(producers) and all(state.startswith(b"end:") for state in producers.values())

@@ -1,0 +1,66 @@
+"""Heartbeats of watched producers: alive keys, on durable and list topics.
+
+A producer that sends heartbeats is recorded in its topic's producers hash as
+``open:<run>:live`` and keeps an alive key of its own; subscribers report it gone once
+the key expired (see :mod:`._stream_liveness`). The publishers differ only in where the
+keys live and how long the producers hash lives.
+"""
+
+from __future__ import annotations
+
+from framework.connection import RedisConnection
+
+__all__ = ["WatchedProducers"]
+
+
+class WatchedProducers:
+    """:meth:`watch` and :meth:`keep_alive` for a publisher (a mixin).
+
+    The publisher sets ``connection``, ``_run`` and ``_alive_ms`` (producer -> TTL of
+    its alive key, in ms) and names its keys with :meth:`_producer_keys`.
+    """
+
+    connection: RedisConnection
+    _run: str
+    _alive_ms: dict[str, int]
+
+    def _producer_keys(self, topic: str, source: str) -> tuple[str, str]:
+        """The topic's producers hash and ``source``'s alive key."""
+        raise NotImplementedError
+
+    def _producers_ttl_ms(self) -> int:
+        """Lifetime (ms) of a producers hash, renewed when written; 0: none."""
+        raise NotImplementedError
+
+    def watch(self, source: str, ttl: float) -> None:
+        """Have subscribers watch producer ``source``: it beats at least every ``ttl`` s.
+
+        From its next first message on a topic, each of its messages and each
+        :meth:`keep_alive` keeps its alive key for ``ttl`` seconds.
+        """
+        self._alive_ms[source] = max(1, round(ttl * 1000))
+
+    def keep_alive(self, topic: str, source: str, *, closing: bool = False) -> None:
+        """One heartbeat of watched producer ``source`` on ``topic``.
+
+        Args:
+            topic: A topic ``source`` has published to and not ended.
+            source: The producer, as passed to :meth:`watch`.
+            closing: The producer stops beating without ending the topic: subscribers
+                stop watching it, and wait for its end as for any producer.
+
+        Raises:
+            BackendError: If Redis failed.
+        """
+        producers, alive = self._producer_keys(topic, source)
+        what = f"send a heartbeat of {source!r} on topic {topic!r}"
+        with self.connection.mapped_errors(what, command="SET"):
+            if not closing:
+                self.connection.once.set(alive, self._run, px=self._alive_ms[source])
+                return
+            pipe = self.connection.once.pipeline(transaction=True)
+            pipe.hset(producers, source, f"open:{self._run}")
+            if ttl_ms := self._producers_ttl_ms():  # HSET would leave a new hash without
+                pipe.pexpire(producers, ttl_ms)
+            pipe.delete(alive)
+            pipe.execute()

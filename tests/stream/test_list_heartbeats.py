@@ -1,0 +1,157 @@
+"""Object streams over list topics: every competing consumer ends, a killed producer is reported.
+
+Each message of a list topic goes to one subscriber, the end of the stream included, so
+the producers record themselves in the topic's producers hash and keep alive keys while
+they beat. Before, a consumer that did not get the end waited forever, and so did every
+consumer of a producer that was killed.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from framework.connection import RedisConnection
+from framework.exceptions import ReceiveTimeout
+from framework.pubsub import RedisQueuePublisher, RedisQueueSubscriber
+from framework.pubsub._stream_liveness import CHECK_EVERY_S
+from framework.stream import StreamConsumer, StreamProducer
+from framework.stream._sequencing import SILENT_BEATS
+from tests.stream import _children
+from tests.stream.faults import Collector, indexes, payload
+
+
+def _collector(conn: RedisConnection, topic: str, **kwargs: float) -> Collector:
+    return Collector(StreamConsumer[bytes](RedisQueueSubscriber(conn, topic), **kwargs))
+
+
+def _produce(conn: RedisConnection, topic: str, first: int, last: int, **kwargs: float) -> None:
+    with StreamProducer[bytes](RedisQueuePublisher(conn), batch_size=3, **kwargs) as producer:
+        for index in range(first, last):
+            producer.send(topic, payload(index))
+        producer.close_topics(topic)
+
+
+def test_every_competing_consumer_ends_when_the_producer_ends(any_conn: RedisConnection) -> None:
+    # A timeout only so that the old behaviour fails instead of hanging: one of them
+    # did not get the end of the stream and waited for it.
+    collectors = [_collector(any_conn, "q-end", timeout=20) for _ in range(3)]
+    _produce(any_conn, "q-end", 0, 30)
+    got = sorted(i for c in collectors for i in indexes(c.result()))
+    assert got == list(range(30))
+    assert all(c.losses == [] for c in collectors)
+    for collector in collectors:
+        collector.consumer.close()
+
+
+def test_consumers_wait_for_every_producer_of_the_run(any_conn: RedisConnection) -> None:
+    collectors = [_collector(any_conn, "q-two", timeout=20) for _ in range(2)]
+    with StreamProducer[bytes](RedisQueuePublisher(any_conn)) as late:
+        late.send("q-two", payload(100))
+        late.flush()
+        _produce(any_conn, "q-two", 0, 10)  # ends first: the topic is not over yet
+        time.sleep(2 * CHECK_EVERY_S)
+        assert all(c._thread.is_alive() for c in collectors)  # still waiting for `late`
+        late.send("q-two", payload(101))
+        late.close_topics("q-two")
+    got = sorted(i for c in collectors for i in indexes(c.result()))
+    assert got == [*range(10), 100, 101]
+    for collector in collectors:
+        collector.consumer.close()
+
+
+def test_a_subscriber_opened_after_a_finished_run_waits_for_the_next(
+    any_conn: RedisConnection,
+) -> None:
+    first = _collector(any_conn, "q-runs", timeout=20)
+    _produce(any_conn, "q-runs", 0, 5)
+    assert indexes(first.result()) == list(range(5))
+    first.consumer.close()
+    subscriber = RedisQueueSubscriber(any_conn, "q-runs")
+    with StreamConsumer[bytes](subscriber, timeout=2 * CHECK_EVERY_S + 0.5) as late:
+        with pytest.raises(ReceiveTimeout):  # not ended at once: the run was not its own
+            late.next_object()
+        thread = threading.Thread(target=_produce, args=(any_conn, "q-runs", 5, 8))
+        thread.start()
+        assert [int.from_bytes(o[:4], "big") for o in late.iter_objects()] == [5, 6, 7]
+        thread.join()
+
+
+@pytest.mark.integration
+def test_a_list_producer_killed_mid_stream_is_reported_instead_of_awaited(redis_url: str) -> None:
+    # No timeout, as ProxyStore's consumers: before, this waited forever for its end.
+    conn = RedisConnection.from_url(redis_url)
+    collector = _collector(conn, "q-kill")
+    loss = _children.kill_a_producer(redis_url, "q-kill", collector, queue=True)
+    assert (loss.topic, loss.producer, loss.possible, loss.gone) == ("q-kill", "P", True, True)
+    assert "list topic 'q-kill' stopped without ending it" in str(loss)
+    collector.consumer.close()
+    conn.close()
+
+
+def test_a_live_idle_list_producer_is_never_taken_for_dead(any_conn: RedisConnection) -> None:
+    collector = _collector(any_conn, "q-idle")
+    with StreamProducer[bytes](RedisQueuePublisher(any_conn), heartbeat=0.2) as producer:
+        producer.send("q-idle", payload(0))
+        time.sleep(4 * SILENT_BEATS * 0.2)  # idle far longer than its key lives
+        producer.send("q-idle", payload(1))
+        producer.close_topics("q-idle")
+    assert indexes(collector.result()) == [0, 1]
+    assert collector.losses == []
+    # Ended: its alive key went with its last message; the producers hash has a TTL.
+    assert any_conn.client.keys(any_conn.keys.queue("q-idle") + ":alive:*") == []
+    assert any_conn.client.ttl(any_conn.keys.queue_end("q-idle")) > 0
+    collector.consumer.close()
+
+
+def test_a_list_producer_closed_without_ending_is_awaited_not_reported(
+    any_conn: RedisConnection,
+) -> None:
+    collector = _collector(any_conn, "q-left", timeout=4 * SILENT_BEATS * 0.2)
+    with StreamProducer[bytes](RedisQueuePublisher(any_conn), heartbeat=0.2) as producer:
+        producer.send("q-left", payload(0))
+    with pytest.raises(ReceiveTimeout):
+        collector.result()
+    assert indexes(collector.objects) == [0]
+    assert collector.losses == []
+    collector.consumer.close()
+
+
+def test_a_forged_live_producer_entry_is_reported_gone_not_a_crash(
+    any_conn: RedisConnection,
+) -> None:
+    collector = _collector(any_conn, "q-forged", timeout=20)
+    ends = any_conn.keys.queue_end("q-forged")
+    any_conn.client.hset(ends, mapping={"{bad}": "open:x:live", "ghost": "open:y:live"})
+    with StreamProducer[bytes](RedisQueuePublisher(any_conn)) as producer:
+        producer.send("q-forged", payload(0))
+        producer.close_topics("q-forged")
+    assert indexes(collector.result()) == [0]
+    assert sorted(loss.producer for loss in collector.losses) == ["ghost", "{bad}"]
+    collector.consumer.close()
+
+
+def test_plain_list_messages_without_producers_never_end_the_subscriber(
+    any_conn: RedisConnection,
+) -> None:
+    with RedisQueuePublisher(any_conn) as publisher:
+        publisher.send_message("q-plain", b"one")
+    with RedisQueueSubscriber(any_conn, "q-plain", timeout=2 * CHECK_EVERY_S + 0.5) as sub:
+        assert sub.next_message() == b"one"
+        with pytest.raises(ReceiveTimeout):
+            sub.next_message()
+    assert not any_conn.client.exists(any_conn.keys.queue_end("q-plain"))
+
+
+def test_a_list_producer_registers_once_per_topic_and_run(any_conn: RedisConnection) -> None:
+    with StreamProducer[bytes](RedisQueuePublisher(any_conn), heartbeat=5.0) as producer:
+        producer.send("q-reg", payload(0))
+        producer.flush()
+        [state] = any_conn.client.hvals(any_conn.keys.queue_end("q-reg"))
+        assert state.startswith(b"open:")
+        assert state.endswith(b":live")
+        producer.close_topics("q-reg")
+    [state] = any_conn.client.hvals(any_conn.keys.queue_end("q-reg"))
+    assert state.startswith(b"end:")
