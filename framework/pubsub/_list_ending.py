@@ -56,6 +56,8 @@ class ListEnding:
         self._topic = topic
         self._liveness = Liveness(connection, connection.keys.queue_alive, "list topic")
         self.ended = False
+        #: Whether the producers hash held anything at the last look.
+        self.recorded = False
         self._took = False
         self._skipped: dict[bytes, bytes] | None = None
         self._known = False  # whether the state at the start is known
@@ -93,6 +95,7 @@ class ListEnding:
         if not self._known:
             self._note_start()
         producers, waiting = self._read()
+        self.recorded = bool(producers)
         losses = self._liveness.check(self._topic, producers)
         gone = self._liveness.gone
         finished = producers and all(

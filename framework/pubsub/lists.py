@@ -252,7 +252,9 @@ class RedisQueueSubscriber(RedisShim):
         A :class:`~framework.stream.StreamConsumer` asks when the producers it has heard
         from have all ended: a producer whose messages all went to other subscribers
         may still be publishing. A producer found gone is raised by the next
-        :meth:`next_message` first (the answer is False until then).
+        :meth:`next_message` first (the answer is False until then). With no producer
+        recorded (messages sent by other means), there is nothing to check against:
+        True.
 
         Raises:
             BackendError: If Redis failed.
@@ -260,7 +262,8 @@ class RedisQueueSubscriber(RedisShim):
         with self._lock:
             if not self._closed and not self._losses:
                 self._losses.extend(self._ending.check(now=True))
-            return self._ending.ended and not self._losses
+            ending = self._ending
+            return (ending.ended or not ending.recorded) and not self._losses
 
     def poll_message(self) -> bytes | None:
         """Take the next message if one is waiting, else ``None``.

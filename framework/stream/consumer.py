@@ -6,8 +6,10 @@ ProxyStore's ``StreamConsumer`` API, with these fixes:
   are reported as :class:`~framework.exceptions.MessageLossError` (``on_loss``)
   naming the producer and the lost range, "lost" or "possibly lost"; duplicates
   (a producer's resend) are dropped, a restarted producer (new epoch) is not;
-* a topic ends once every producer seen on it has ended, and a consumer of several
-  topics once every topic has; after an interruption it never waits forever
+* a topic ends once every producer seen on it has ended (a subscriber of competing
+  consumers, a list's or a group's, also confirms that producers it never heard from
+  ended), and a consumer of several topics once every topic has; after an
+  interruption it never waits forever
   for an end that may have been lost (``loss_grace``), nor for a producer that
   promised heartbeats and fell silent for three of them (killed, or cut off);
 * an item counts as consumed only once it reached the caller: a failed fetch

@@ -155,3 +155,27 @@ def test_a_list_producer_registers_once_per_topic_and_run(any_conn: RedisConnect
         producer.close_topics("q-reg")
     [state] = any_conn.client.hvals(any_conn.keys.queue_end("q-reg"))
     assert state.startswith(b"end:")
+
+
+class _Unrecorded:
+    """Pushes to a list topic without recording its producer (as earlier versions did)."""
+
+    def __init__(self, conn: RedisConnection) -> None:
+        self._publisher = RedisQueuePublisher(conn)
+
+    def send_message(self, topic: str, message: bytes) -> None:
+        self._publisher.send_message(topic, message)
+
+    def close(self) -> None:
+        self._publisher.close()
+
+
+def test_a_consumer_of_unrecorded_producers_ends_at_their_end(any_conn: RedisConnection) -> None:
+    collector = _collector(any_conn, "q-unrecorded", timeout=20)
+    with StreamProducer[bytes](_Unrecorded(any_conn)) as producer:
+        for index in range(3):
+            producer.send("q-unrecorded", payload(index))
+        producer.close_topics("q-unrecorded")
+    assert indexes(collector.result()) == [0, 1, 2]
+    assert not any_conn.client.exists(any_conn.keys.queue_end("q-unrecorded"))
+    collector.consumer.close()
