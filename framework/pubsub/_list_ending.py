@@ -4,37 +4,51 @@ Each message of a list topic goes to one subscriber, so only one of them gets a
 producer's end-of-stream event. The others learn the end from the topic's producers
 hash: once every producer recorded there has ended (or was found gone) and the list
 is empty, nothing more is coming. A producer's last push and its ``end`` state are
-written in one transaction, and the hash and the list's length are read in one, so a
+written in one transaction, and the hash is read before the list's length, so a
 subscriber never sees the end before the last message is in the list.
 
-A run that had finished before the subscriber came (every producer ended, the list
-empty) is not the subscriber's run: it waits for the next one instead of ending at once.
+A run that had finished before the subscriber came (every producer ended or gone, the
+list empty) is not the subscriber's run: it waits for the next one instead of ending
+at once. A producer's first message forgets such a run (:data:`REGISTER`).
+
+Without the permission to read the hash (an ACL that allows list commands only), a
+subscriber cannot tell: it says so once and leaves the end to its consumer's own view.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from typing import Final
 
 from framework.connection import RedisConnection
-from framework.exceptions import BackendError, MessageLossError
+from framework.exceptions import BackendError, MessageLossError, PermissionDenied
 from framework.pubsub._stream_liveness import Liveness
 
 __all__ = ["ENDS_TTL_MS", "REGISTER", "ListEnding"]
 
 logger = logging.getLogger("framework.pubsub.lists")
 
-#: Lifetime (ms) of a list topic's producers hash, renewed as producers register and end.
+#: Lifetime (ms) of a list topic's producers hash, renewed by every message and heartbeat.
 ENDS_TTL_MS: Final = 7 * 24 * 3600 * 1000
+#: Seconds after a restart that lost the hash during which no end is trusted: producers
+#: that live on record themselves again with their next message or heartbeat (three
+#: heartbeats at the default interval).
+RESTART_GRACE_S = 30.0
 
-# KEYS[1]: producers hash; ARGV: producer, its state, TTL (ms).
-# A finished run (every producer ended) is forgotten before a new producer registers,
-# so its subscribers wait for the new run's producers, not the old run's.
+# KEYS[1]: producers hash; ARGV: producer, its state, TTL (ms), prefix of alive keys.
+# A finished run (every producer ended, or stopped beating: its alive key is gone) is
+# forgotten before a new producer registers, so subscribers wait for the new run's
+# producers, not the old run's (nor report a producer killed in it again).
 REGISTER: Final = """
-local states = redis.call('HVALS', KEYS[1])
-local finished = #states > 0
-for _, state in ipairs(states) do
-  if string.sub(state, 1, 4) ~= 'end:' then finished = false end
+local entries = redis.call('HGETALL', KEYS[1])
+local finished = #entries > 0
+for i = 1, #entries, 2 do
+  local state = entries[i + 1]
+  if string.sub(state, 1, 4) ~= 'end:' then
+    local live = string.sub(state, 1, 5) == 'open:' and string.sub(state, -5) == ':live'
+    if not live or redis.call('EXISTS', ARGV[4] .. entries[i]) == 1 then finished = false end
+  end
 end
 if finished then redis.call('DEL', KEYS[1]) end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
@@ -61,6 +75,8 @@ class ListEnding:
         self._took = False
         self._skipped: dict[bytes, bytes] | None = None
         self._known = False  # whether the state at the start is known
+        self._blind = False  # no permission to look
+        self._distrust_until = 0.0
         try:
             self._note_start()
         except BackendError as exc:  # Redis unreachable: its first look at the topic decides
@@ -70,13 +86,9 @@ class ListEnding:
         """A message was handed over to this subscriber."""
         self._took = True
 
-    def _note_start(self) -> None:
-        producers, waiting = self._read()
-        # A run that finished before this subscriber came (or, if it could not look then,
-        # before it took anything): not its run, it waits for the next one.
-        if _all_ended(producers) and not waiting and not self._took:
-            self._skipped = producers
-        self._known = True
+    def restarted(self) -> None:
+        """Redis restarted without persistence: the producers hash may be missing some."""
+        self._distrust_until = time.monotonic() + RESTART_GRACE_S
 
     def check(self, *, now: bool = False) -> list[MessageLossError]:
         """Look again, at most once a second: the producers found gone since the last look.
@@ -90,10 +102,23 @@ class ListEnding:
         Raises:
             BackendError: If Redis failed.
         """
-        if self.ended or not (self._liveness.due() or now):
+        if self.ended or self._blind or not (self._liveness.due() or now):
             return []
-        if not self._known:
-            self._note_start()
+        try:
+            if not self._known:
+                self._note_start()
+            return self._look()
+        except PermissionDenied as exc:
+            logger.warning(
+                "Cannot tell when list topic %r ends for competing subscribers (%s); "
+                "each consumer ends at the ends it gets itself.",
+                self._topic,
+                exc,
+            )
+            self._blind, self.recorded = True, False
+            return []
+
+    def _look(self) -> list[MessageLossError]:
         producers, waiting = self._read()
         self.recorded = bool(producers)
         losses = self._liveness.check(self._topic, producers)
@@ -102,15 +127,28 @@ class ListEnding:
             state.startswith(b"end:") or gone(self._topic, producer, state)
             for producer, state in producers.items()
         )
-        if finished and not waiting and producers != self._skipped:
+        trusted = time.monotonic() >= self._distrust_until
+        if finished and not waiting and producers != self._skipped and trusted:
             logger.debug("List topic %r ended: every producer ended", self._topic)
             self.ended = True
         return losses
 
+    def _note_start(self) -> None:
+        producers, waiting = self._read()
+        if producers and not waiting and not self._took:
+            # A run that finished before this subscriber came (or, if it could not look
+            # then, before it took anything): not its run, and not its losses.
+            expired = self._liveness.expired(self._topic, producers)
+            stopped = {producer for producer, _ in expired}
+            if all(s.startswith(b"end:") or p in stopped for p, s in producers.items()):
+                self._liveness.mark_gone(self._topic, expired)
+                self._skipped = producers
+        self._known = True
+
     def _read(self) -> tuple[dict[bytes, bytes], int]:
-        """The producers hash and the list's length, as of one moment."""
+        """The producers hash, then the list's length (see the module docstring)."""
         keys = self._conn.keys
-        pipe = self._conn.once.pipeline(transaction=True)
+        pipe = self._conn.once.pipeline(transaction=False)
         pipe.hgetall(keys.queue_end(self._topic))
         pipe.llen(keys.queue(self._topic))
         with self._conn.mapped_errors(
@@ -118,7 +156,3 @@ class ListEnding:
         ):
             producers, waiting = pipe.execute()
         return dict(producers), int(waiting)
-
-
-def _all_ended(producers: dict[bytes, bytes]) -> bool:
-    return bool(producers) and all(state.startswith(b"end:") for state in producers.values())

@@ -67,6 +67,16 @@ class Liveness:
         Raises:
             BackendError: If Redis failed.
         """
+        expired = self.expired(topic, producers)
+        self.mark_gone(topic, expired)
+        return [_gone(self._kind, topic, p.decode(errors="replace")) for p, _ in expired]
+
+    def expired(self, topic: str, producers: dict[bytes, bytes]) -> list[tuple[bytes, bytes]]:
+        """The watched ``producers`` whose alive key expired, not found gone before.
+
+        Raises:
+            BackendError: If Redis failed.
+        """
         watched = [
             (producer, state)
             for producer, state in producers.items()
@@ -85,12 +95,11 @@ class Liveness:
             replies = iter(pipe.execute())
         # A producer id no publisher could use (a forged entry) has no alive key.
         alive = [key is not None and next(replies) for key in keys]
-        losses = []
-        for (producer, state), lives in zip(watched, alive, strict=True):
-            if not lives:
-                self._gone.add((topic, producer, state))
-                losses.append(_gone(self._kind, topic, producer.decode(errors="replace")))
-        return losses
+        return [item for item, lives in zip(watched, alive, strict=True) if not lives]
+
+    def mark_gone(self, topic: str, producers: list[tuple[bytes, bytes]]) -> None:
+        """Count these ``(producer, state)`` of ``topic`` as gone (reported, or not to be)."""
+        self._gone.update((topic, producer, state) for producer, state in producers)
 
     def _key(self, topic: str, producer: bytes) -> str | None:
         try:

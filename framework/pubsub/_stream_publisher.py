@@ -231,7 +231,9 @@ class RedisStreamPublisher(WatchedProducers, RedisShim):
             self._registered.discard((topic, source))
             self._refresh_at.pop(topic, None)
             raise
-        if source:
+        if final:  # the next message starts a new run of this producer on the topic
+            self._registered.discard((topic, source))
+        elif source:
             self._registered.add((topic, source))
         if refresh:
             self._refresh_at[topic] = now + min(REFRESH_EVERY, self._ttl_ms / 4000)

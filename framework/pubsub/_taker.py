@@ -45,6 +45,10 @@ class Taker:
             self._current = (gen, self._conn.keys.queue_taken(self._topic, self.owner, gen))
         return self._current[1]
 
+    def holding(self) -> bool:
+        """Whether a message taken from the list may still be here to hand over."""
+        return bool(self._ready or self._taking.unsure)
+
     def take(self, wait: float | None) -> bytes | None:
         """Hand over the next message: one read back after a lost reply, or the list's head.
 
@@ -83,8 +87,8 @@ class Taker:
             return self._move_on(client, pop.gen, wait)
         key = self.key(pop.gen)
         pipe = client.pipeline(transaction=False)
-        if pop.drop:
-            pipe.delete(*(self.key(gen) for gen in pop.drop))
+        for gen in pop.drop:  # one key per DEL: a cluster pipeline takes no multi-key DEL
+            pipe.delete(self.key(gen))
         if pop.trim:
             pipe.ltrim(key, -1, -1)  # the newest message stays, so the key and its TTL do
         self._move_on(pipe, pop.gen, wait)
@@ -141,7 +145,8 @@ class Taker:
         for gen, _ in reversed(self._ready):  # the newest first: each goes to the head
             pipe.lmove(self.key(gen), self._queue, "RIGHT", "LEFT")
             gens.add(gen)
-        pipe.delete(*(self.key(gen) for gen in sorted(gens)))
+        for gen in sorted(gens):  # one key per DEL: a cluster pipeline takes no multi-key DEL
+            pipe.delete(self.key(gen))
         with self._conn.mapped_errors(f"put back messages of topic {self._topic!r}"):
             pipe.execute()
         self._ready.clear()

@@ -32,12 +32,24 @@ class WatchedProducers:
         """Lifetime (ms) of a producers hash, renewed when written; 0: none."""
         raise NotImplementedError
 
+    def _run_of(self, topic: str, source: str) -> str:
+        """The run ``source`` is in on ``topic``: the publisher's, unless it keeps its own."""
+        return self._run
+
+    def _still_open(self, topic: str, source: str) -> list[tuple[object, ...]]:
+        """Commands a heartbeat runs besides renewing the alive key (none by default)."""
+        return []
+
     def watch(self, source: str, ttl: float) -> None:
         """Have subscribers watch producer ``source``: it beats at least every ``ttl`` s.
 
         From its next first message on a topic, each of its messages and each
         :meth:`keep_alive` keeps its alive key for ``ttl`` seconds.
+
+        Raises:
+            ConfigurationError: If ``source`` cannot be part of a key name (``{``, ``}``).
         """
+        self._producer_keys("topic", source)  # fails here, not at each heartbeat
         self._alive_ms[source] = max(1, round(ttl * 1000))
 
     def keep_alive(self, topic: str, source: str, *, closing: bool = False) -> None:
@@ -56,10 +68,14 @@ class WatchedProducers:
         what = f"send a heartbeat of {source!r} on topic {topic!r}"
         with self.connection.mapped_errors(what, command="SET"):
             if not closing:
-                self.connection.once.set(alive, self._run, px=self._alive_ms[source])
+                pipe = self.connection.once.pipeline(transaction=False)
+                pipe.set(alive, self._run_of(topic, source), px=self._alive_ms[source])
+                for command in self._still_open(topic, source):
+                    pipe.execute_command(*command)
+                pipe.execute()
                 return
             pipe = self.connection.once.pipeline(transaction=True)
-            pipe.hset(producers, source, f"open:{self._run}")
+            pipe.hset(producers, source, f"open:{self._run_of(topic, source)}")
             if ttl_ms := self._producers_ttl_ms():  # HSET would leave a new hash without
                 pipe.pexpire(producers, ttl_ms)
             pipe.delete(alive)

@@ -92,6 +92,9 @@ class RedisQueuePublisher(WatchedProducers, RedisShim):
     ) -> None:
         self.connection, self._owns_connection = connect(connection, port, kwargs)
         self._run = uuid.uuid4().hex[:12]
+        # Each run of a producer on a topic is told apart from its earlier ones, so a
+        # subscriber that skipped a finished run does not take the next for it.
+        self._runs: dict[tuple[str, str], str] = {}
         self._registered: set[tuple[str, str]] = set()
         self._alive_ms: dict[str, int] = {}  # producer -> its alive key's TTL
         self._pinned = PinnedConnection(self.connection.once)
@@ -129,17 +132,18 @@ class RedisQueuePublisher(WatchedProducers, RedisShim):
         keys = self.connection.keys
         ends = keys.queue_end(topic)
         tail: list[tuple[Any, ...]] = []
-        register = bool(source) and (topic, source) not in self._registered
         alive_ms = self._alive_ms.get(source) if source else None
-        if register:
-            state = f"open:{self._run}{LIVE_SUFFIX if alive_ms else ''}"
-            tail.append(("EVAL", REGISTER, 1, ends, source, state, ENDS_TTL_MS))
+        if source:
+            tail += self._record(topic, source, alive_ms, final)
         if alive_ms:
             alive = keys.queue_alive(topic, source)
-            tail.append(("DEL", alive) if final else ("SET", alive, self._run, "PX", alive_ms))
+            run = self._run_of(topic, source)
+            tail.append(("DEL", alive) if final else ("SET", alive, run, "PX", alive_ms))
         tail.append(("RPUSH", keys.queue(topic), self.connection.bulk(message)))
         if final and source:
-            tail += [("HSET", ends, source, f"end:{self._run}"), ("PEXPIRE", ends, ENDS_TTL_MS)]
+            end = f"end:{self._run_of(topic, source)}"
+            tail += [("HSET", ends, source, end), ("PEXPIRE", ends, ENDS_TTL_MS)]
+        register = bool(source) and (topic, source) not in self._registered
         try:
             with self.connection.mapped_errors(f"push to topic {topic!r}", command="RPUSH"):
                 run_atomic(
@@ -148,8 +152,31 @@ class RedisQueuePublisher(WatchedProducers, RedisShim):
         except BackendError:
             self._registered.discard((topic, source))  # Redis may have restarted
             raise
-        if source:
+        if final:  # the next message starts a new run of this producer on the topic
+            self._registered.discard((topic, source))
+        elif source:
             self._registered.add((topic, source))
+
+    def _record(
+        self, topic: str, source: str, alive_ms: int | None, final: bool
+    ) -> list[tuple[Any, ...]]:
+        """Commands that keep ``source`` recorded as open in the producers hash.
+
+        Its first message registers it (forgetting a finished run); every later one
+        records it again should Redis have lost the hash (a restart without
+        persistence, which a reconnecting client does not notice) and renews the hash's
+        lifetime, so a topic in use never loses its producers.
+        """
+        ends = self.connection.keys.queue_end(topic)
+        if (topic, source) not in self._registered:
+            self._runs[(topic, source)] = uuid.uuid4().hex[:12]
+        state = f"open:{self._run_of(topic, source)}{LIVE_SUFFIX if alive_ms else ''}"
+        if (topic, source) not in self._registered:
+            prefix = self.connection.keys.queue_alive(topic, source)[: -len(source)]
+            return [("EVAL", REGISTER, 1, ends, source, state, ENDS_TTL_MS, prefix)]
+        if final:
+            return []
+        return [("HSETNX", ends, source, state), ("PEXPIRE", ends, ENDS_TTL_MS)]
 
     def _producer_keys(self, topic: str, source: str) -> tuple[str, str]:
         keys = self.connection.keys
@@ -157,6 +184,15 @@ class RedisQueuePublisher(WatchedProducers, RedisShim):
 
     def _producers_ttl_ms(self) -> int:
         return ENDS_TTL_MS
+
+    def _run_of(self, topic: str, source: str) -> str:
+        return self._runs.get((topic, source), self._run)
+
+    def _still_open(self, topic: str, source: str) -> list[tuple[object, ...]]:
+        # Records the producer again should Redis have lost the hash while it was idle.
+        ends = self.connection.keys.queue_end(topic)
+        state = f"open:{self._run_of(topic, source)}{LIVE_SUFFIX}"
+        return [("HSETNX", ends, source, state), ("PEXPIRE", ends, ENDS_TTL_MS)]
 
     def _release(self) -> None:
         self._pinned.close()
@@ -237,7 +273,7 @@ class RedisQueueSubscriber(RedisShim):
                     raise StopIteration
                 if self._losses:
                     raise self._losses.popleft()
-                if self._ending.ended:
+                if self._ending.ended and not self._taker.holding():
                     raise StopIteration
                 left = MAX_BLOCK_MS / 1000 if deadline is None else deadline - time.monotonic()
                 message = self._pop(min(max(left, 0.0), MAX_BLOCK_MS / 1000))
@@ -260,8 +296,14 @@ class RedisQueueSubscriber(RedisShim):
             BackendError: If Redis failed.
         """
         with self._lock:
-            if not self._closed and not self._losses:
-                self._losses.extend(self._ending.check(now=True))
+            if self._closed or self._losses or self._taker.holding():
+                return False  # raise the losses first; hand over what it holds
+            try:
+                self._check_restart()  # what the list held may be lost: say so first
+            except MessageLossError as loss:
+                self._losses.append(loss)
+                return False
+            self._losses.extend(self._ending.check(now=True))
             ending = self._ending
             return (ending.ended or not ending.recorded) and not self._losses
 
@@ -319,6 +361,7 @@ class RedisQueueSubscriber(RedisShim):
         before, self._run = self._run, run
         if before is None or run[0] == before[0] or run[1]:
             return
+        self._ending.restarted()
         raise MessageLossError(
             f"Redis restarted (its run id changed) while reading list topic "
             f"{self.topics[0]!r}, and it keeps no append-only file: messages that were "
@@ -349,7 +392,7 @@ class RedisQueueSubscriber(RedisShim):
             return message
         if time.monotonic() >= self._next_check:
             self._next_check = time.monotonic() + RESTART_CHECK_S
-            self._check_restart()
-        with contextlib.suppress(BackendUnavailable):  # the next pop reports it
-            self._losses.extend(self._ending.check())
+            self._check_restart()  # first: a restart makes the producers hash unsure
+            with contextlib.suppress(BackendUnavailable):  # the next pop reports it
+                self._losses.extend(self._ending.check(now=True))
         return None

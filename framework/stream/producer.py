@@ -149,6 +149,10 @@ class StreamProducer(TopicBuffers[T]):
         self._default_store, self._stores = default_store, topic_stores
         self._filter: Filter = filter_ if filter_ is not None else NullFilter()
         self.producer_id = producer_id or uuid.uuid4().hex
+        self._watching = watching(publisher) if heartbeat is not None else None
+        if self._watching is not None and heartbeat is not None:
+            # Checks the id too: before anything is built that would need closing.
+            self._watching.watch(self.producer_id, SILENT_BEATS * heartbeat)
         self._own_spill = isinstance(spill_store, Unset)
         spill = (
             default_spill_store(publisher, spill_ttl, secret) if self._own_spill else spill_store
@@ -169,9 +173,7 @@ class StreamProducer(TopicBuffers[T]):
         self._beats = (
             None if beat is None else Heartbeats(beat, self._heartbeat, SILENT_BEATS * beat)
         )
-        self._watching = watching(publisher) if heartbeat is not None else None
         if self._watching is not None and heartbeat is not None:
-            self._watching.watch(self.producer_id, SILENT_BEATS * heartbeat)
             self._beats = Heartbeats(heartbeat, self._keep_alive, SILENT_BEATS * heartbeat)
         self._bound = default_bound(publisher) if isinstance(backlog, Unset) else backlog
         self._topics: dict[str, TopicState] = {}

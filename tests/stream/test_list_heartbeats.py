@@ -10,17 +10,21 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
+from typing import Any
 
 import pytest
+import redis
 
 from framework.connection import RedisConnection
-from framework.exceptions import ReceiveTimeout
-from framework.pubsub import RedisQueuePublisher, RedisQueueSubscriber
+from framework.exceptions import BackendUnavailable, ConfigurationError, ReceiveTimeout
+from framework.pubsub import RedisQueuePublisher, RedisQueueSubscriber, _list_ending
 from framework.pubsub._stream_liveness import CHECK_EVERY_S
 from framework.stream import StreamConsumer, StreamProducer
 from framework.stream._sequencing import SILENT_BEATS
+from tests.cli.conftest import acl_user
 from tests.stream import _children
-from tests.stream.faults import Collector, indexes, payload
+from tests.stream.faults import Collector, RedisProcess, indexes, payload
 
 
 def _collector(conn: RedisConnection, topic: str, **kwargs: float) -> Collector:
@@ -124,12 +128,27 @@ def test_a_forged_live_producer_entry_is_reported_gone_not_a_crash(
 ) -> None:
     collector = _collector(any_conn, "q-forged", timeout=20)
     ends = any_conn.keys.queue_end("q-forged")
-    any_conn.client.hset(ends, mapping={"{bad}": "open:x:live", "ghost": "open:y:live"})
     with StreamProducer[bytes](RedisQueuePublisher(any_conn)) as producer:
         producer.send("q-forged", payload(0))
+        producer.flush()  # registered: the run is on
+        any_conn.client.hset(ends, mapping={"{bad}": "open:x:live", "ghost": "open:y:live"})
         producer.close_topics("q-forged")
     assert indexes(collector.result()) == [0]
     assert sorted(loss.producer for loss in collector.losses) == ["ghost", "{bad}"]
+    collector.consumer.close()
+
+
+def test_a_killed_producer_of_a_finished_run_is_forgotten_by_the_next(
+    any_conn: RedisConnection,
+) -> None:
+    # The state a SIGKILL leaves: open and live, its alive key expired.
+    any_conn.client.hset(any_conn.keys.queue_end("q-next"), "K", "open:old:live")
+    collector = _collector(any_conn, "q-next", timeout=20)  # opened between the runs
+    time.sleep(2 * CHECK_EVERY_S)  # before: it reported K and ended here
+    _produce(any_conn, "q-next", 0, 4)
+    assert indexes(collector.result()) == [0, 1, 2, 3]
+    assert collector.losses == []
+    assert len(any_conn.client.hkeys(any_conn.keys.queue_end("q-next"))) == 1  # K is gone
     collector.consumer.close()
 
 
@@ -179,3 +198,94 @@ def test_a_consumer_of_unrecorded_producers_ends_at_their_end(any_conn: RedisCon
     assert indexes(collector.result()) == [0, 1, 2]
     assert not any_conn.client.exists(any_conn.keys.queue_end("q-unrecorded"))
     collector.consumer.close()
+
+
+def test_one_publisher_serves_runs_of_the_same_producer_id(any_conn: RedisConnection) -> None:
+    publisher = RedisQueuePublisher(any_conn)
+    for first in (0, 3):  # two runs, a consumer opened between them
+        collector = _collector(any_conn, "q-same", timeout=20)
+        producer = StreamProducer[bytes](publisher, producer_id="P", heartbeat=0.5)
+        for index in range(first, first + 3):
+            producer.send("q-same", payload(index))
+        producer.close(topics=["q-same"], publisher=False)
+        assert indexes(collector.result()) == list(range(first, first + 3))
+        collector.consumer.close()
+    publisher.close()
+
+
+@pytest.mark.integration
+def test_a_producer_recorded_before_a_restart_without_persistence_is_waited_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_list_ending, "RESTART_GRACE_S", 3.0)  # the producers beat every 0.2 s
+    server = RedisProcess(tmp_path, aof=False).start()
+    try:
+        with RedisConnection.from_url(server.url) as conn:
+            collector = _collector(conn, "q-restart", timeout=30)
+            with (
+                StreamProducer[bytes](RedisQueuePublisher(conn), heartbeat=0.2) as a,
+                StreamProducer[bytes](RedisQueuePublisher(conn), heartbeat=0.2) as b,
+            ):
+                a.send("q-restart", payload(0))
+                b.send("q-restart", payload(100))
+                a.flush()
+                b.flush()
+                collector.wait_count(2)
+                server.restart()  # the producers hash is lost; both producers live on
+                a.close_topics("q-restart")  # before: every consumer ended here
+                time.sleep(1.0)
+                b.send("q-restart", payload(101))
+                b.close_topics("q-restart")
+            assert sorted(indexes(collector.result())) == [0, 100, 101]
+            assert [loss.possible for loss in collector.losses] == [True]
+            assert "restarted" in str(collector.losses[0])
+            collector.consumer.close()
+    finally:
+        server.close()
+
+
+def test_a_message_whose_pop_reply_was_lost_keeps_the_topic_open(
+    any_conn: RedisConnection,
+) -> None:
+    any_conn.client.hset(any_conn.keys.queue_end("q-lost"), "A", "end:run")  # all ended
+    with RedisQueuePublisher(any_conn) as publisher:
+        publisher.send_message("q-lost", b"last")
+    subscriber = RedisQueueSubscriber(any_conn, "q-lost", timeout=5)
+    taker: Any = subscriber._taker
+    send = taker._send
+
+    def reply_lost(pop: Any, wait: float | None) -> Any:
+        send(pop, wait)  # the message moves into the taken key...
+        raise redis.exceptions.ConnectionError("reply lost")  # ...and its reply is lost
+
+    taker._send = reply_lost
+    with pytest.raises(BackendUnavailable):
+        subscriber.poll_message()
+    taker._send = send
+    assert any_conn.client.llen(any_conn.keys.queue("q-lost")) == 0
+    assert subscriber.topic_ended() is False  # before: True, with "last" unread
+    assert subscriber.next_message() == b"last"
+    subscriber.close()
+
+
+@pytest.mark.integration
+def test_a_subscriber_without_permission_for_the_producers_hash_just_pops(
+    real_conn: RedisConnection,
+) -> None:
+    admin = real_conn.client
+    port = admin.connection_pool.connection_kwargs["port"]
+    commands = ["+@list", "+info", "+ping", "+del", "+expire", "+client", "+hello", "+select"]
+    with acl_user(admin, port, "lister", *commands) as url, RedisConnection.from_url(url) as conn:
+        with RedisQueuePublisher(real_conn) as publisher:
+            publisher.send_message("q-acl", b"one")
+        with RedisQueueSubscriber(conn, "q-acl", timeout=2 * CHECK_EVERY_S + 0.5) as subscriber:
+            assert subscriber.next_message() == b"one"
+            with pytest.raises(ReceiveTimeout):  # before: PermissionDenied every second
+                subscriber.next_message()
+
+
+def test_a_producer_id_that_cannot_name_a_key_fails_at_construction(
+    any_conn: RedisConnection,
+) -> None:
+    with pytest.raises(ConfigurationError, match="producer id"):
+        StreamProducer[bytes](RedisQueuePublisher(any_conn), producer_id="a{b}", heartbeat=1.0)
