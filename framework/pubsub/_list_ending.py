@@ -90,6 +90,11 @@ class ListEnding:
         """Redis restarted without persistence: the producers hash may be missing some."""
         self._distrust_until = time.monotonic() + RESTART_GRACE_S
 
+    @property
+    def trusted(self) -> bool:
+        """Whether what the producers hash says can be trusted (no recent restart seen)."""
+        return time.monotonic() >= self._distrust_until
+
     def check(self, *, now: bool = False) -> list[MessageLossError]:
         """Look again, at most once a second: the producers found gone since the last look.
 
@@ -127,8 +132,7 @@ class ListEnding:
             state.startswith(b"end:") or gone(self._topic, producer, state)
             for producer, state in producers.items()
         )
-        trusted = time.monotonic() >= self._distrust_until
-        if finished and not waiting and producers != self._skipped and trusted:
+        if finished and not waiting and producers != self._skipped and self.trusted:
             logger.debug("List topic %r ended: every producer ended", self._topic)
             self.ended = True
         return losses

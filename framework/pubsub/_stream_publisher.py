@@ -56,14 +56,20 @@ LIVE_SUFFIX: Final = ":live"
 #: the publisher did not notice) is without TTL for at most this long.
 REFRESH_EVERY: Final = 10.0
 
-# KEYS[1]: stream, KEYS[2]: producers hash; ARGV: producer, its state, TTL (ms, 0: none).
+# KEYS[1]: stream, KEYS[2]: producers hash; ARGV: producer, its state, TTL (ms, 0: none),
+# prefix of the producers' alive keys.
 # Empties a finished run (all producers ended, every group caught up, nothing pending),
 # leaving an entry that names the run's last entry (group-less readers cannot be seen).
 _REGISTER = """
-local states = redis.call('HVALS', KEYS[2])
-local finished = #states > 0
-for _, state in ipairs(states) do
-  if string.sub(state, 1, 4) ~= 'end:' then finished = false end
+local entries = redis.call('HGETALL', KEYS[2])
+local finished = #entries > 0
+for i = 1, #entries, 2 do
+  local state = entries[i + 1]
+  if string.sub(state, 1, 4) ~= 'end:' then
+    -- A producer that stopped beating (its alive key expired) counts as ended.
+    local live = string.sub(state, 1, 5) == 'open:' and string.sub(state, -5) == ':live'
+    if not live or redis.call('EXISTS', ARGV[4] .. entries[i]) == 1 then finished = false end
+  end
 end
 if finished and redis.call('EXISTS', KEYS[1]) == 1 then
   local info = redis.call('XINFO', 'STREAM', KEYS[1])
@@ -150,6 +156,7 @@ class RedisStreamPublisher(WatchedProducers, RedisShim):
         self._trim: tuple[Any, ...] = () if maxlen is None else ("MAXLEN", "~", maxlen)
         self._ttl_ms = 0 if ttl is None else max(1, round(ttl * 1000))
         self._run = uuid.uuid4().hex[:12]
+        self._runs: dict[tuple[str, str], str] = {}  # (topic, producer) -> its run
         self._registered: set[tuple[str, str]] = set()
         self._refresh_at: dict[str, float] = {}
         self._names: dict[str, tuple[str, str]] = {}
@@ -204,18 +211,23 @@ class RedisStreamPublisher(WatchedProducers, RedisShim):
         register = bool(source) and (topic, source) not in self._registered
         alive_ms = self._alive_ms.get(source) if source else None
         if register:
-            state = f"open:{self._run}{LIVE_SUFFIX if alive_ms else ''}"
-            tail.append(("EVAL", _REGISTER, 2, key, producers, source, state, self._ttl_ms))
+            # Each run of a producer on a topic is told apart from its earlier ones, so a
+            # member that skipped a finished run does not take the next for it.
+            run = self._runs[(topic, source)] = uuid.uuid4().hex[:12]
+            state = f"open:{run}{LIVE_SUFFIX if alive_ms else ''}"
+            prefix = self.connection.keys.events_alive(topic, source)[: -len(source)]
+            tail.append(("EVAL", _REGISTER, 2, key, producers, source, state, self._ttl_ms, prefix))
         if alive_ms:
             alive = self.connection.keys.events_alive(topic, source)
-            tail.append(("DEL", alive) if final else ("SET", alive, self._run, "PX", alive_ms))
+            run = self._run_of(topic, source)
+            tail.append(("DEL", alive) if final else ("SET", alive, run, "PX", alive_ms))
         value = self.connection.bulk(message)
         if retry:  # the failed attempt may have arrived: append only if it did not
             tail.append(("EVAL", _APPEND_ONCE, 1, key, value, *self._trim))
         else:
             tail.append(("XADD", key, *self._trim, "*", FIELD, value))
         if final and source:
-            tail.append(("HSET", producers, source, f"end:{self._run}"))
+            tail.append(("HSET", producers, source, f"end:{self._run_of(topic, source)}"))
         now = time.monotonic()
         refresh = self._ttl_ms and now >= self._refresh_at.get(topic, 0.0)
         if refresh or (self._ttl_ms and final):
@@ -244,6 +256,9 @@ class RedisStreamPublisher(WatchedProducers, RedisShim):
 
     def _producers_ttl_ms(self) -> int:
         return self._ttl_ms
+
+    def _run_of(self, topic: str, source: str) -> str:
+        return self._runs.get((topic, source), self._run)
 
     def _release(self) -> None:
         self._pinned.close()

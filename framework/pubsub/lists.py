@@ -305,7 +305,8 @@ class RedisQueueSubscriber(RedisShim):
                 return False
             self._losses.extend(self._ending.check(now=True))
             ending = self._ending
-            return (ending.ended or not ending.recorded) and not self._losses
+            unrecorded = not ending.recorded and ending.trusted
+            return (ending.ended or unrecorded) and not self._losses
 
     def poll_message(self) -> bytes | None:
         """Take the next message if one is waiting, else ``None``.

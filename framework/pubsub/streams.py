@@ -155,9 +155,15 @@ class RedisStreamSubscriber(StreamReading, RedisShim):
         if self._ensure_group(key, start):
             return
         producers = self._producers(key)
-        finished = bool(producers) and all(v.startswith(b"end:") for v in producers.values())
+        if not producers:
+            return
+        # Producers of that run that stopped beating count as ended (not as its losses).
+        expired = self._liveness.expired(self._keys[key], producers)
+        stopped = {producer for producer, _ in expired}
+        finished = all(v.startswith(b"end:") or p in stopped for p, v in producers.items())
         if finished and group_caught_up(self.connection, key, self.group):
             # The group consumed this run already: its end says nothing about the next.
+            self._liveness.mark_gone(self._keys[key], expired)
             self._finished_runs[key] = producers
 
     @classmethod

@@ -94,3 +94,46 @@ def test_an_idle_group_member_reads_the_producers_once_per_pass(
         assert len(reads) == len(passes)
         producer.close_topics("dur-once")
         subscriber.close()
+
+
+def _run(publisher: RedisStreamPublisher, topic: str, first: int, **kwargs: float) -> None:
+    producer = StreamProducer[bytes](publisher, producer_id="P", **kwargs)
+    for index in range(first, first + 3):
+        producer.send(topic, payload(index))
+    producer.close(topics=[topic], publisher=False)
+
+
+def test_one_publisher_serves_runs_of_the_same_producer_id(any_conn: RedisConnection) -> None:
+    publisher = RedisStreamPublisher(any_conn)
+    first = _consumer(any_conn, "dur-same", "g", timeout=20)
+    _run(publisher, "dur-same", 0, heartbeat=0.5)
+    assert indexes(first.result()) == [0, 1, 2]
+    between = _consumer(any_conn, "dur-same", "g", timeout=20)  # waits for the next run
+    _run(publisher, "dur-same", 3, heartbeat=0.5)
+    assert indexes(between.result()) == [3, 4, 5]  # before: it waited out its timeout
+    first.consumer.close()
+    between.consumer.close()
+    publisher.close()
+
+
+def test_a_killed_producer_of_a_finished_run_is_forgotten_by_the_next(
+    any_conn: RedisConnection,
+) -> None:
+    first = _consumer(any_conn, "dur-next", "g", timeout=20)
+    with StreamProducer[bytes](RedisStreamPublisher(any_conn)) as producer:
+        producer.send("dur-next", payload(0))
+        producer.flush()
+        # The state a SIGKILL leaves: open and live, its alive key expired.
+        any_conn.client.hset(any_conn.keys.events_end("dur-next"), "K", "open:old:live")
+        producer.close_topics("dur-next")
+    assert indexes(first.result()) == [0]
+    assert [loss.producer for loss in first.losses] == ["K"]
+    between = _consumer(any_conn, "dur-next", "g", timeout=20)
+    time.sleep(2 * CHECK_EVERY_S)  # before: it reported K again and ended here
+    with StreamProducer[bytes](RedisStreamPublisher(any_conn)) as producer:
+        producer.send("dur-next", payload(1))
+        producer.close_topics("dur-next")
+    assert indexes(between.result()) == [1]
+    assert between.losses == []
+    first.consumer.close()
+    between.consumer.close()
