@@ -211,10 +211,7 @@ class RedisStreamPublisher(WatchedProducers, RedisShim):
         register = bool(source) and (topic, source) not in self._registered
         alive_ms = self._alive_ms.get(source) if source else None
         if register:
-            # Each run of a producer on a topic is told apart from its earlier ones, so a
-            # member that skipped a finished run does not take the next for it.
-            run = self._runs[(topic, source)] = uuid.uuid4().hex[:12]
-            state = f"open:{run}{LIVE_SUFFIX if alive_ms else ''}"
+            state = f"open:{self._start_run(topic, source)}{LIVE_SUFFIX if alive_ms else ''}"
             prefix = self.connection.keys.events_alive(topic, source)[: -len(source)]
             tail.append(("EVAL", _REGISTER, 2, key, producers, source, state, self._ttl_ms, prefix))
         if alive_ms:
@@ -256,9 +253,6 @@ class RedisStreamPublisher(WatchedProducers, RedisShim):
 
     def _producers_ttl_ms(self) -> int:
         return self._ttl_ms
-
-    def _run_of(self, topic: str, source: str) -> str:
-        return self._runs.get((topic, source), self._run)
 
     def _release(self) -> None:
         self._pinned.close()

@@ -8,33 +8,47 @@ keys live and how long the producers hash lives.
 
 from __future__ import annotations
 
+import abc
+import uuid
+
 from framework.connection import RedisConnection
 
 __all__ = ["WatchedProducers"]
 
 
-class WatchedProducers:
+class WatchedProducers(abc.ABC):
     """:meth:`watch` and :meth:`keep_alive` for a publisher (a mixin).
 
-    The publisher sets ``connection``, ``_run`` and ``_alive_ms`` (producer -> TTL of
-    its alive key, in ms) and names its keys with :meth:`_producer_keys`.
+    The publisher sets ``connection``, ``_run`` (its own token), ``_runs`` (an empty
+    dict) and ``_alive_ms`` (producer -> TTL of its alive key, in ms), and names its
+    keys with :meth:`_producer_keys`.
     """
 
     connection: RedisConnection
     _run: str
+    _runs: dict[tuple[str, str], str]
     _alive_ms: dict[str, int]
 
+    @abc.abstractmethod
     def _producer_keys(self, topic: str, source: str) -> tuple[str, str]:
         """The topic's producers hash and ``source``'s alive key."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def _producers_ttl_ms(self) -> int:
         """Lifetime (ms) of a producers hash, renewed when written; 0: none."""
-        raise NotImplementedError
+
+    def _start_run(self, topic: str, source: str) -> str:
+        """A new run of ``source`` on ``topic``: a token of its own.
+
+        Each run is told apart from the producer's earlier ones on the topic, so a
+        subscriber that set a finished run aside does not take the next for it.
+        """
+        run = self._runs[(topic, source)] = uuid.uuid4().hex[:12]
+        return run
 
     def _run_of(self, topic: str, source: str) -> str:
-        """The run ``source`` is in on ``topic``: the publisher's, unless it keeps its own."""
-        return self._run
+        """The run ``source`` is in on ``topic`` (the publisher's before its first)."""
+        return self._runs.get((topic, source), self._run)
 
     def _still_open(self, topic: str, source: str) -> list[tuple[object, ...]]:
         """Commands a heartbeat runs besides renewing the alive key (none by default)."""

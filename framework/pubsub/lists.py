@@ -92,9 +92,7 @@ class RedisQueuePublisher(WatchedProducers, RedisShim):
     ) -> None:
         self.connection, self._owns_connection = connect(connection, port, kwargs)
         self._run = uuid.uuid4().hex[:12]
-        # Each run of a producer on a topic is told apart from its earlier ones, so a
-        # subscriber that skipped a finished run does not take the next for it.
-        self._runs: dict[tuple[str, str], str] = {}
+        self._runs: dict[tuple[str, str], str] = {}  # (topic, producer) -> its run
         self._registered: set[tuple[str, str]] = set()
         self._alive_ms: dict[str, int] = {}  # producer -> its alive key's TTL
         self._pinned = PinnedConnection(self.connection.once)
@@ -167,15 +165,16 @@ class RedisQueuePublisher(WatchedProducers, RedisShim):
         persistence, which a reconnecting client does not notice) and renews the hash's
         lifetime, so a topic in use never loses its producers.
         """
-        ends = self.connection.keys.queue_end(topic)
+        keys = self.connection.keys
+        ends = keys.queue_end(topic)
+        suffix = LIVE_SUFFIX if alive_ms else ""
         if (topic, source) not in self._registered:
-            self._runs[(topic, source)] = uuid.uuid4().hex[:12]
-        state = f"open:{self._run_of(topic, source)}{LIVE_SUFFIX if alive_ms else ''}"
-        if (topic, source) not in self._registered:
-            prefix = self.connection.keys.queue_alive(topic, source)[: -len(source)]
+            state = f"open:{self._start_run(topic, source)}{suffix}"
+            prefix = keys.queue_alive(topic, source)[: -len(source)]
             return [("EVAL", REGISTER, 1, ends, source, state, ENDS_TTL_MS, prefix)]
         if final:
             return []
+        state = f"open:{self._run_of(topic, source)}{suffix}"
         return [("HSETNX", ends, source, state), ("PEXPIRE", ends, ENDS_TTL_MS)]
 
     def _producer_keys(self, topic: str, source: str) -> tuple[str, str]:
@@ -184,9 +183,6 @@ class RedisQueuePublisher(WatchedProducers, RedisShim):
 
     def _producers_ttl_ms(self) -> int:
         return ENDS_TTL_MS
-
-    def _run_of(self, topic: str, source: str) -> str:
-        return self._runs.get((topic, source), self._run)
 
     def _still_open(self, topic: str, source: str) -> list[tuple[object, ...]]:
         # Records the producer again should Redis have lost the hash while it was idle.
