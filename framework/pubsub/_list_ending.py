@@ -18,7 +18,6 @@ subscriber cannot tell: it says so once and leaves the end to its consumer's own
 from __future__ import annotations
 
 import logging
-import time
 from typing import Final
 
 from framework.connection import RedisConnection
@@ -31,10 +30,6 @@ logger = logging.getLogger("framework.pubsub.lists")
 
 #: Lifetime (ms) of a list topic's producers hash, renewed by every message and heartbeat.
 ENDS_TTL_MS: Final = 7 * 24 * 3600 * 1000
-#: Seconds after a restart that lost the hash during which no end is trusted: producers
-#: that live on record themselves again with their next message or heartbeat (three
-#: heartbeats at the default interval).
-RESTART_GRACE_S = 30.0
 
 # KEYS[1]: producers hash; ARGV: producer, its state, TTL (ms), prefix of alive keys.
 # A finished run (every producer ended, or stopped beating: its alive key is gone) is
@@ -76,7 +71,6 @@ class ListEnding:
         self._skipped: dict[bytes, bytes] | None = None
         self._known = False  # whether the state at the start is known
         self._blind = False  # no permission to look
-        self._distrust_until = 0.0
         try:
             self._note_start()
         except BackendError as exc:  # Redis unreachable: its first look at the topic decides
@@ -88,12 +82,12 @@ class ListEnding:
 
     def restarted(self) -> None:
         """Redis restarted without persistence: the producers hash may be missing some."""
-        self._distrust_until = time.monotonic() + RESTART_GRACE_S
+        self._liveness.restarted()
 
     @property
     def trusted(self) -> bool:
         """Whether what the producers hash says can be trusted (no recent restart seen)."""
-        return time.monotonic() >= self._distrust_until
+        return self._liveness.trusted
 
     def check(self, *, now: bool = False) -> list[MessageLossError]:
         """Look again, at most once a second: the producers found gone since the last look.
@@ -132,7 +126,8 @@ class ListEnding:
             state.startswith(b"end:") or gone(self._topic, producer, state)
             for producer, state in producers.items()
         )
-        if finished and not waiting and producers != self._skipped and self.trusted:
+        trusted = self._liveness.trusts(self._topic, producers)
+        if finished and not waiting and producers != self._skipped and trusted:
             logger.debug("List topic %r ended: every producer ended", self._topic)
             self.ended = True
         return losses
@@ -159,4 +154,6 @@ class ListEnding:
             f"check whether list topic {self._topic!r} ended", command="HGETALL"
         ):
             producers, waiting = pipe.execute()
-        return dict(producers), int(waiting)
+        read = dict(producers)
+        self._liveness.seen(self._topic, read)
+        return read, int(waiting)

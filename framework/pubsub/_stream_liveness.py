@@ -5,6 +5,13 @@ A producer that sends heartbeats is recorded in the topic's producers hash as
 :mod:`.lists`). An idle subscriber looks, now and then, for such producers whose key
 has expired: each is reported once per run as gone, a possible loss of whatever it had
 not published, and counts as ended from then on.
+
+A restart without persistence loses the producers hash, and a publisher whose client
+reconnects silently does not notice. Its producers record themselves again with each
+message and heartbeat. A subscriber that saw the restart trusts the end a topic's hash
+shows once every producer it had last seen open there is recorded again; one that had
+not read the hash before, or misses a producer (killed meanwhile), waits until they
+have had the time to (:data:`RESTART_GRACE_S`; see :meth:`Liveness.restarted`).
 """
 
 from __future__ import annotations
@@ -17,10 +24,14 @@ from framework.connection import RedisConnection
 from framework.exceptions import ConfigurationError, MessageLossError
 from framework.pubsub._stream_publisher import LIVE_SUFFIX
 
-__all__ = ["Liveness"]
+__all__ = ["RESTART_GRACE_S", "Liveness"]
 
 #: Seconds between two looks of an idle subscriber at its topics' producers.
 CHECK_EVERY_S: Final = 1.0
+#: Seconds after a restart that lost a producers hash during which no end read from it is
+#: trusted: producers that live on record themselves again with their next message or
+#: heartbeat (three heartbeats at the default interval).
+RESTART_GRACE_S = 30.0
 
 
 class Liveness:
@@ -44,6 +55,44 @@ class Liveness:
         self._kind = kind
         self._gone: set[tuple[str, bytes, bytes]] = set()  # (topic, producer, its state)
         self._next_at = 0.0
+        self._distrust_until = 0.0
+        self._last_read: dict[str, dict[bytes, bytes]] = {}  # topic -> its producers hash
+        self._awaited: dict[str, set[bytes]] = {}  # topic -> open before the restart
+
+    def seen(self, topic: str, producers: dict[bytes, bytes]) -> None:
+        """Note the producers hash of ``topic`` as just read from Redis."""
+        self._last_read[topic] = producers
+
+    def restarted(self) -> None:
+        """Redis restarted without persistence: the producers hashes may be missing some.
+
+        Producers last seen open must record themselves again before a hash is trusted,
+        and every hash is distrusted for :data:`RESTART_GRACE_S` whatever was seen.
+        """
+        self._distrust_until = time.monotonic() + RESTART_GRACE_S
+        # An empty hash may have been read after the restart, before it was noticed.
+        self._awaited = {
+            topic: {p for p, state in producers.items() if state.startswith(b"open:")}
+            for topic, producers in self._last_read.items()
+            if producers
+        }
+        self._last_read.clear()
+
+    @property
+    def trusted(self) -> bool:
+        """Whether the ends a producers hash shows can be trusted (no recent restart seen)."""
+        return time.monotonic() >= self._distrust_until
+
+    def trusts(self, topic: str, producers: dict[bytes, bytes]) -> bool:
+        """Whether the end of ``topic`` that ``producers`` (its hash, as read) shows is sure.
+
+        After a restart: once each producer last seen open is recorded again, or the grace
+        is over. A topic whose hash was not read before the restart waits out the grace.
+        """
+        if self.trusted:
+            return True
+        awaited = self._awaited.get(topic)
+        return awaited is not None and awaited <= producers.keys()
 
     def due(self) -> bool:
         """Whether it is time to look again (at most every :data:`CHECK_EVERY_S`)."""

@@ -2,9 +2,12 @@
 
 Besides the stream, a topic has a *producers* hash (``<stream key>:end``, same hash
 tag): each producer's state in the current run, ``open:<run>`` from its first
-message and ``end:<run>`` with its last. Group members end a topic once every
-producer in it has ended (a member sees only its share of the events). A
-producer's first message on a topic whose previous run has finished (every
+message and ``end:<run>`` with its last. Every other message and heartbeat records
+the producer again if it is missing (``HSETNX``): a restart without persistence loses
+the hash, and a client that reconnects silently does not notice.
+
+Group members end a topic once every producer in it has ended (a member sees only its
+share of the events). A producer's first message on a topic whose previous run has finished (every
 producer ended, every group caught up, nothing pending) empties the old run's
 entries first, so a topic name can be used again: its groups stay and read on.
 The emptied run leaves one entry, field ``r`` holding the id of its last entry,
@@ -214,6 +217,11 @@ class RedisStreamPublisher(WatchedProducers, RedisShim):
             state = f"open:{self._start_run(topic, source)}{LIVE_SUFFIX if alive_ms else ''}"
             prefix = self.connection.keys.events_alive(topic, source)[: -len(source)]
             tail.append(("EVAL", _REGISTER, 2, key, producers, source, state, self._ttl_ms, prefix))
+        elif source and not final:
+            # Recorded again should Redis have lost the hash (a restart without
+            # persistence, which a silently reconnecting client does not notice).
+            state = f"open:{self._run_of(topic, source)}{LIVE_SUFFIX if alive_ms else ''}"
+            tail.append(("HSETNX", producers, source, state))
         if alive_ms:
             alive = self.connection.keys.events_alive(topic, source)
             run = self._run_of(topic, source)
@@ -253,6 +261,13 @@ class RedisStreamPublisher(WatchedProducers, RedisShim):
 
     def _producers_ttl_ms(self) -> int:
         return self._ttl_ms
+
+    def _still_open(self, topic: str, source: str) -> list[tuple[object, ...]]:
+        # Records the producer again should Redis have lost the hash while it was idle.
+        producers = self.connection.keys.events_end(topic)
+        state = f"open:{self._run_of(topic, source)}{LIVE_SUFFIX}"
+        expire = [("PEXPIRE", producers, self._ttl_ms)] if self._ttl_ms else []
+        return [("HSETNX", producers, source, state), *expire]
 
     def _release(self) -> None:
         self._pinned.close()

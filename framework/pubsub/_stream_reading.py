@@ -85,7 +85,9 @@ class StreamReading:
     def _producers(self, key: str) -> dict[bytes, bytes]:
         producers = self.connection.keys.events_end(self._keys[key])
         with self._errors(f"read the producers of {key!r}", command="HGETALL"):
-            return dict(self.connection.client.hgetall(producers))
+            read = dict(self.connection.client.hgetall(producers))
+        self._liveness.seen(self._keys[key], read)
+        return read
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -152,6 +154,8 @@ class StreamReading:
         for key, topic in self._keys.items():
             if self._ensure_group(key, "0"):
                 self._cursor[key] = "0"
+                # The producers hash went with it: wait for producers to record again.
+                self._liveness.restarted()
                 self._losses.append(
                     MessageLossError(
                         f"Consumer group {self.group!r} of durable topic {topic!r} was gone "
@@ -266,6 +270,8 @@ class StreamReading:
             producers = read[key] if key in read else self._producers(key)
             if not producers or producers == self._finished_runs.get(key):
                 continue  # nothing recorded yet, or the finished run this subscriber skipped
+            if not self._liveness.trusts(topic, producers):
+                continue  # after a restart: producers may not have recorded themselves yet
             gone = self._liveness.gone
             if not all(s.startswith(b"end:") or gone(topic, p, s) for p, s in producers.items()):
                 continue

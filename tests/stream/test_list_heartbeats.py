@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,13 +17,13 @@ import redis
 
 from framework.connection import RedisConnection
 from framework.exceptions import BackendUnavailable, ConfigurationError, ReceiveTimeout
-from framework.pubsub import RedisQueuePublisher, RedisQueueSubscriber, _list_ending
+from framework.pubsub import RedisQueuePublisher, RedisQueueSubscriber
 from framework.pubsub._stream_liveness import CHECK_EVERY_S
 from framework.stream import StreamConsumer, StreamProducer
 from framework.stream._sequencing import SILENT_BEATS
 from tests.cli.conftest import acl_user
 from tests.stream import _children
-from tests.stream.faults import Collector, RedisProcess, indexes, payload
+from tests.stream.faults import Collector, indexes, payload
 
 
 def _collector(conn: RedisConnection, topic: str, **kwargs: float) -> Collector:
@@ -211,37 +210,6 @@ def test_one_publisher_serves_runs_of_the_same_producer_id(any_conn: RedisConnec
         assert indexes(collector.result()) == list(range(first, first + 3))
         collector.consumer.close()
     publisher.close()
-
-
-@pytest.mark.integration
-def test_a_producer_recorded_before_a_restart_without_persistence_is_waited_for(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(_list_ending, "RESTART_GRACE_S", 3.0)  # the producers beat every 0.2 s
-    server = RedisProcess(tmp_path, aof=False).start()
-    try:
-        with RedisConnection.from_url(server.url) as conn:
-            collector = _collector(conn, "q-restart", timeout=30)
-            with (
-                StreamProducer[bytes](RedisQueuePublisher(conn), heartbeat=0.2) as a,
-                StreamProducer[bytes](RedisQueuePublisher(conn), heartbeat=0.2) as b,
-            ):
-                a.send("q-restart", payload(0))
-                b.send("q-restart", payload(100))
-                a.flush()
-                b.flush()
-                collector.wait_count(2)
-                server.restart()  # the producers hash is lost; both producers live on
-                a.close_topics("q-restart")  # before: every consumer ended here
-                time.sleep(1.0)
-                b.send("q-restart", payload(101))
-                b.close_topics("q-restart")
-            assert sorted(indexes(collector.result())) == [0, 100, 101]
-            assert [loss.possible for loss in collector.losses] == [True]
-            assert "restarted" in str(collector.losses[0])
-            collector.consumer.close()
-    finally:
-        server.close()
 
 
 def test_a_message_whose_pop_reply_was_lost_keeps_the_topic_open(
