@@ -2,9 +2,9 @@
 
 Besides the stream, a topic has a *producers* hash (``<stream key>:end``, same hash
 tag): each producer's state in the current run, ``open:<run>`` from its first
-message and ``end:<run>`` with its last. Every other message and heartbeat records
-the producer again if it is missing (``HSETNX``): a restart without persistence loses
-the hash, and a client that reconnects silently does not notice.
+message and ``end:<run>`` with its last. Its heartbeats, and its messages every second
+or so, record the producer again if it is missing (``HSETNX``): a restart without
+persistence loses the hash, and a client that reconnects silently does not notice.
 
 Group members end a topic once every producer in it has ended (a member sees only its
 share of the events). A producer's first message on a topic whose previous run has finished (every
@@ -15,8 +15,9 @@ so a group-less reader still inside that run learns that the rest of it is gone.
 
 A producer that sends heartbeats (:meth:`RedisStreamPublisher.watch`) registers as
 ``open:<run>:live`` and keeps a key of its own alive (``<stream key>:alive:<producer>``,
-renewed with each message and each heartbeat, deleted with its last message): once that
-key has expired, consumers know the producer stopped without ending the topic.
+renewed by its messages and heartbeats, see :mod:`._watched`, and deleted with its last
+message): once that key has expired, consumers know the producer stopped without ending
+the topic.
 """
 
 from __future__ import annotations
@@ -160,6 +161,7 @@ class RedisStreamPublisher(WatchedProducers, RedisShim):
         self._ttl_ms = 0 if ttl is None else max(1, round(ttl * 1000))
         self._run = uuid.uuid4().hex[:12]
         self._runs: dict[tuple[str, str], str] = {}  # (topic, producer) -> its run
+        self._renew_at: dict[tuple[str, str], float] = {}  # when its messages renew next
         self._registered: set[tuple[str, str]] = set()
         self._refresh_at: dict[str, float] = {}
         self._names: dict[str, tuple[str, str]] = {}
@@ -213,16 +215,17 @@ class RedisStreamPublisher(WatchedProducers, RedisShim):
         tail: list[tuple[Any, ...]] = []
         register = bool(source) and (topic, source) not in self._registered
         alive_ms = self._alive_ms.get(source) if source else None
+        renew = bool(source) and not final and self._renewal_due(topic, source, now=register)
         if register:
             state = f"open:{self._start_run(topic, source)}{LIVE_SUFFIX if alive_ms else ''}"
             prefix = self.connection.keys.events_alive(topic, source)[: -len(source)]
             tail.append(("EVAL", _REGISTER, 2, key, producers, source, state, self._ttl_ms, prefix))
-        elif source and not final:
+        elif renew:
             # Recorded again should Redis have lost the hash (a restart without
             # persistence, which a silently reconnecting client does not notice).
             state = f"open:{self._run_of(topic, source)}{LIVE_SUFFIX if alive_ms else ''}"
             tail.append(("HSETNX", producers, source, state))
-        if alive_ms:
+        if alive_ms and (final or renew):
             alive = self.connection.keys.events_alive(topic, source)
             run = self._run_of(topic, source)
             tail.append(("DEL", alive) if final else ("SET", alive, run, "PX", alive_ms))
@@ -247,6 +250,7 @@ class RedisStreamPublisher(WatchedProducers, RedisShim):
             # Redis may have restarted: register and refresh the TTL again next time.
             self._registered.discard((topic, source))
             self._refresh_at.pop(topic, None)
+            self._renew_next_time(topic, source)
             raise
         if final:  # the next message starts a new run of this producer on the topic
             self._registered.discard((topic, source))

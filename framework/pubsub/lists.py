@@ -93,6 +93,7 @@ class RedisQueuePublisher(WatchedProducers, RedisShim):
         self.connection, self._owns_connection = connect(connection, port, kwargs)
         self._run = uuid.uuid4().hex[:12]
         self._runs: dict[tuple[str, str], str] = {}  # (topic, producer) -> its run
+        self._renew_at: dict[tuple[str, str], float] = {}  # when its messages renew next
         self._registered: set[tuple[str, str]] = set()
         self._alive_ms: dict[str, int] = {}  # producer -> its alive key's TTL
         self._pinned = PinnedConnection(self.connection.once)
@@ -131,9 +132,11 @@ class RedisQueuePublisher(WatchedProducers, RedisShim):
         ends = keys.queue_end(topic)
         tail: list[tuple[Any, ...]] = []
         alive_ms = self._alive_ms.get(source) if source else None
-        if source:
-            tail += self._record(topic, source, alive_ms, final)
-        if alive_ms:
+        register = bool(source) and (topic, source) not in self._registered
+        renew = bool(source) and not final and self._renewal_due(topic, source, now=register)
+        if register or renew:
+            tail += self._record(topic, source, alive_ms)
+        if alive_ms and (final or renew):
             alive = keys.queue_alive(topic, source)
             run = self._run_of(topic, source)
             tail.append(("DEL", alive) if final else ("SET", alive, run, "PX", alive_ms))
@@ -141,7 +144,6 @@ class RedisQueuePublisher(WatchedProducers, RedisShim):
         if final and source:
             end = f"end:{self._run_of(topic, source)}"
             tail += [("HSET", ends, source, end), ("PEXPIRE", ends, ENDS_TTL_MS)]
-        register = bool(source) and (topic, source) not in self._registered
         try:
             with self.connection.mapped_errors(f"push to topic {topic!r}", command="RPUSH"):
                 run_atomic(
@@ -149,21 +151,20 @@ class RedisQueuePublisher(WatchedProducers, RedisShim):
                 )
         except BackendError:
             self._registered.discard((topic, source))  # Redis may have restarted
+            self._renew_next_time(topic, source)
             raise
         if final:  # the next message starts a new run of this producer on the topic
             self._registered.discard((topic, source))
         elif source:
             self._registered.add((topic, source))
 
-    def _record(
-        self, topic: str, source: str, alive_ms: int | None, final: bool
-    ) -> list[tuple[Any, ...]]:
+    def _record(self, topic: str, source: str, alive_ms: int | None) -> list[tuple[Any, ...]]:
         """Commands that keep ``source`` recorded as open in the producers hash.
 
-        Its first message registers it (forgetting a finished run); every later one
-        records it again should Redis have lost the hash (a restart without
-        persistence, which a reconnecting client does not notice) and renews the hash's
-        lifetime, so a topic in use never loses its producers.
+        Its first message registers it (forgetting a finished run); a later one, when
+        a renewal is due, records it again should Redis have lost the hash (a restart
+        without persistence, which a reconnecting client does not notice) and renews
+        the hash's lifetime, so a topic in use never loses its producers.
         """
         keys = self.connection.keys
         ends = keys.queue_end(topic)
@@ -172,8 +173,6 @@ class RedisQueuePublisher(WatchedProducers, RedisShim):
             state = f"open:{self._start_run(topic, source)}{suffix}"
             prefix = keys.queue_alive(topic, source)[: -len(source)]
             return [("EVAL", REGISTER, 1, ends, source, state, ENDS_TTL_MS, prefix)]
-        if final:
-            return []
         state = f"open:{self._run_of(topic, source)}{suffix}"
         return [("HSETNX", ends, source, state), ("PEXPIRE", ends, ENDS_TTL_MS)]
 
