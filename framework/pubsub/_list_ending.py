@@ -28,7 +28,7 @@ __all__ = ["ENDS_TTL_MS", "REGISTER", "ListEnding"]
 
 logger = logging.getLogger("framework.pubsub.lists")
 
-#: Lifetime (ms) of a list topic's producers hash, renewed by every message and heartbeat.
+#: Lifetime (ms) of a list topic's producers hash, renewed with a producer's records.
 ENDS_TTL_MS: Final = 7 * 24 * 3600 * 1000
 
 # KEYS[1]: producers hash; ARGV: producer, its state, TTL (ms), prefix of alive keys.

@@ -7,11 +7,12 @@ has expired: each is reported once per run as gone, a possible loss of whatever 
 not published, and counts as ended from then on.
 
 A restart without persistence loses the producers hash, and a publisher whose client
-reconnects silently does not notice. Its producers record themselves again with each
-message and heartbeat. A subscriber that saw the restart trusts the end a topic's hash
-shows once every producer it had last seen open there is recorded again; one that had
-not read the hash before, or misses a producer (killed meanwhile), waits until they
-have had the time to (:data:`RESTART_GRACE_S`; see :meth:`Liveness.restarted`).
+reconnects silently does not notice. Its producers record themselves again with their
+heartbeats and, while they publish, every second. A subscriber that saw the restart
+trusts the end a topic's hash shows once every producer it had last seen open there is
+recorded again; one that had not read the hash before, or misses a producer (killed
+meanwhile), waits until they have had the time to (:data:`RESTART_GRACE_S`; see
+:meth:`Liveness.restarted`).
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ __all__ = ["RESTART_GRACE_S", "Liveness"]
 #: Seconds between two looks of an idle subscriber at its topics' producers.
 CHECK_EVERY_S: Final = 1.0
 #: Seconds after a restart that lost a producers hash during which no end read from it is
-#: trusted: producers that live on record themselves again with their next message or
-#: heartbeat (three heartbeats at the default interval).
+#: trusted: producers that live on record themselves again within a second of publishing,
+#: or with their next heartbeat (three heartbeats at the default interval).
 RESTART_GRACE_S = 30.0
 
 

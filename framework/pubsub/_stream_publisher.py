@@ -7,11 +7,11 @@ or so, record the producer again if it is missing (``HSETNX``): a restart withou
 persistence loses the hash, and a client that reconnects silently does not notice.
 
 Group members end a topic once every producer in it has ended (a member sees only its
-share of the events). A producer's first message on a topic whose previous run has finished (every
-producer ended, every group caught up, nothing pending) empties the old run's
-entries first, so a topic name can be used again: its groups stay and read on.
-The emptied run leaves one entry, field ``r`` holding the id of its last entry,
-so a group-less reader still inside that run learns that the rest of it is gone.
+share of the events). A producer's first message on a topic whose previous run has
+finished (every producer ended, every group caught up, nothing pending) empties the old
+run's entries first, so a topic name can be used again: its groups stay and read on.
+The emptied run leaves one entry, field ``r`` holding the id of its last entry, so a
+group-less reader still inside that run learns that the rest of it is gone.
 
 A producer that sends heartbeats (:meth:`RedisStreamPublisher.watch`) registers as
 ``open:<run>:live`` and keeps a key of its own alive (``<stream key>:alive:<producer>``,

@@ -7,8 +7,7 @@ keys live and how long the producers hash lives.
 
 A producer's messages renew its alive key and record it again in the hash (should a
 restart have lost it), but at most every :data:`RENEW_EVERY` seconds: renewing with
-every message cost two more commands per message, a sixth of a small message's cost
-to the producer and to Redis.
+every message cost Redis and the producer two more commands per message.
 """
 
 from __future__ import annotations
