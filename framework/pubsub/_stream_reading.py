@@ -20,6 +20,7 @@ from typing import Any, Final
 from framework._raw import PinnedConnection
 from framework.connection import RedisConnection
 from framework.exceptions import BackendError, BackendUnavailable, MessageLossError
+from framework.pubsub._server_runs import SECTIONS, ServerRun
 from framework.pubsub._stream_liveness import Liveness
 from framework.pubsub._stream_losses import (
     reset_of,
@@ -72,6 +73,7 @@ class StreamReading:
     _claim_from: dict[str, str]
     _down_since: float | None
     _pinned: PinnedConnection
+    _server: ServerRun | None
 
     def _ensure_group(self, key: str, start: str) -> bool:
         """Create this subscriber's group on ``key`` (counting trimmed entries) if missing."""
@@ -83,11 +85,48 @@ class StreamReading:
         )
 
     def _producers(self, key: str) -> dict[bytes, bytes]:
-        producers = self.connection.keys.events_end(self._keys[key])
+        """The topic's producers hash; a group member also checks the server's run with it.
+
+        Another member may have created the group again after a restart, so a member
+        cannot count on finding it gone (see :mod:`._server_runs`): the run id, read in
+        the same round trip, tells it that the hash was emptied since it last looked.
+        """
+        name = self.connection.keys.events_end(self._keys[key])
         with self._errors(f"read the producers of {key!r}", command="HGETALL"):
-            read = dict(self.connection.client.hgetall(producers))
+            if self._server is None or not self._server.served:
+                read = dict(self.connection.client.hgetall(name))
+            else:
+                pipe = self.connection.client.pipeline(transaction=False)
+                pipe.info(*SECTIONS)
+                pipe.hgetall(name)
+                info, producers = pipe.execute(raise_on_error=False)
+                if isinstance(producers, Exception):
+                    raise producers
+                if self._server.observe(None if isinstance(info, Exception) else info):
+                    self._restarted()  # before noting a hash read from the emptied server
+                read = dict(producers)
         self._liveness.seen(self._keys[key], read)
         return read
+
+    def _restarted(self) -> None:
+        """Redis restarted without an append-only file: report it, distrust the ends.
+
+        Should this member find its group gone afterwards, that is the same loss.
+        """
+        assert self._server is not None
+        self._liveness.restarted()
+        if self._server.current is not None:
+            self._server.reported.add(self._server.current)
+        for topic in self.topics:
+            self._losses.append(
+                MessageLossError(
+                    f"Redis restarted without persistence (its run id changed) while group "
+                    f"{self.group!r} read durable topic {topic!r}: entries stored before "
+                    "that were possibly lost.",
+                    topic=topic,
+                    possible=True,
+                )
+            )
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -149,13 +188,25 @@ class StreamReading:
         return producers
 
     def _recreate_groups(self) -> None:
-        """The group vanished (Redis restarted or the stream expired): create it again."""
+        """The group vanished (Redis restarted or the stream expired): create it again.
+
+        Another member may have created it first: then a restart is this member's to
+        report all the same (it learns of it from the server's run id).
+        """
         assert self.group is not None
+        server = self._server
+        restart = server is not None and server.observe(server.read())
+        # A restart that this member reported already (from the run id) is the same loss.
+        covered = server is not None and server.current in server.reported
+        if server is not None:
+            server.reported.discard(server.current)
+        created = False
         for key, topic in self._keys.items():
-            if self._ensure_group(key, "0"):
-                self._cursor[key] = "0"
-                # The producers hash went with it: wait for producers to record again.
-                self._liveness.restarted()
+            if not self._ensure_group(key, "0"):
+                continue
+            self._cursor[key] = "0"
+            created = True
+            if not covered:
                 self._losses.append(
                     MessageLossError(
                         f"Consumer group {self.group!r} of durable topic {topic!r} was gone "
@@ -165,6 +216,11 @@ class StreamReading:
                         possible=True,
                     )
                 )
+        if restart and not created and not covered:
+            self._restarted()
+        elif created or restart:
+            # The producers hash went with the group: wait for producers to record again.
+            self._liveness.restarted()
 
     def _read(self, keys: list[str], block_ms: int) -> None:
         streams = {k: self._cursor[k] for k in keys}

@@ -50,6 +50,7 @@ from framework.exceptions import (
 )
 from framework.pubsub._atomic import run_atomic
 from framework.pubsub._list_ending import ENDS_TTL_MS, REGISTER, ListEnding
+from framework.pubsub._server_runs import ServerRun
 from framework.pubsub._shim import RedisShim, connect
 from framework.pubsub._stream_publisher import LIVE_SUFFIX
 from framework.pubsub._taker import TAKEN_TTL_S, Taker
@@ -229,9 +230,9 @@ class RedisQueueSubscriber(RedisShim):
         self._timeout = timeout
         self._lock = threading.Lock()
         self._failures = 0
-        # The server's run: a restart without an append-only file empties the list. redis-py
-        # reconnects on its own, so it is checked whenever a pop finds nothing.
-        self._run = self._server_run()
+        # A restart without an append-only file empties the list. redis-py reconnects on
+        # its own, so the server's run is checked whenever a pop finds nothing.
+        self._server = ServerRun(self.connection)
         self._next_check = 0.0
         # Pops move messages into keys of this subscriber's own (see module docstring).
         self._taker = Taker(self.connection, topic, SETTLE_S)
@@ -334,29 +335,10 @@ class RedisQueueSubscriber(RedisShim):
                     exc,
                 )
 
-    def _server_run(self) -> tuple[str, bool] | None:
-        """The server's run id and whether it keeps an append-only file, if it can tell.
-
-        None on a cluster (a run per node), without the ``INFO`` permission, or while
-        Redis is unreachable.
-        """
-        if self.connection.is_cluster:
-            return None
-        try:
-            with self.connection.mapped_errors("read the server's run id", command="INFO"):
-                info = self.connection.once.info("server", "persistence")  # one round trip
-        except BackendError:
-            return None
-        return str(info.get("run_id", "")), int(info.get("aof_enabled", 0)) == 1
-
     def _check_restart(self) -> None:
         """Nothing to pop: did Redis restart, and lose what the list held, meanwhile?"""
-        run = self._server_run()
-        if run is None:
-            return  # unreachable (the next pop says so), or it cannot tell
-        before, self._run = self._run, run
-        if before is None or run[0] == before[0] or run[1]:
-            return
+        if not self._server.observe(self._server.read()):
+            return  # the same run, unreachable (the next pop says so), or it cannot tell
         self._ending.restarted()
         raise MessageLossError(
             f"Redis restarted (its run id changed) while reading list topic "

@@ -29,8 +29,9 @@ Reading itself (one pass of reads, claims and checks) is :mod:`._stream_reading`
 
 Faults: a connection failure is ridden out for ``max_outage`` seconds (Redis
 restarting); a group that vanished (Redis restarted without persistence) is
-created again and the gap is reported as a possible loss; pending entries that
-were trimmed before delivery are reported as lost.
+created again and the gap is reported as a possible loss, and so is a restart that a
+member learns from the server's run id (another member created the group again
+first); pending entries that were trimmed before delivery are reported as lost.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from typing import Any, Final
 from framework._raw import PinnedConnection
 from framework.connection import MAX_BLOCK_MS, RedisConnection, mapped_errors
 from framework.exceptions import BackendUnavailable, MessageLossError, ReceiveTimeout
+from framework.pubsub._server_runs import ServerRun
 from framework.pubsub._shim import RedisShim, topic_tuple
 from framework.pubsub._stream_liveness import Liveness
 from framework.pubsub._stream_publisher import (
@@ -143,6 +145,8 @@ class RedisStreamSubscriber(StreamReading, RedisShim):
         self._lock = threading.Lock()
         # A read per few messages: a connection of its own skips the pool's cost.
         self._pinned = PinnedConnection(connection.blocking)
+        # A member tells a restart that emptied the topic by the server's run id.
+        self._server = None if group is None else ServerRun(connection)
         for key in self._keys:
             self._open(key, start)
 

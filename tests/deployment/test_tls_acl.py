@@ -40,6 +40,7 @@ from framework.pubsub import (
     RedisStreamSubscriber,
     RedisSubscriber,
 )
+from framework.pubsub._watched import RENEW_EVERY
 from framework.settings import ENV_VAR
 from framework.store import RedisStore, registered_stores, unregister_store
 from framework.stream import StreamConsumer, StreamProducer
@@ -151,9 +152,13 @@ def _stream_objects(producer_url: str, consumer_url: str, durable: bool) -> list
         with (
             StreamConsumer[Any](subscriber) as consumer,
             RedisStore("results", connection=pconn, ttl=600) as store,
-            StreamProducer[Any](publisher, default_store=store, batch_size=5) as producer,
+            StreamProducer[Any](
+                publisher, default_store=store, batch_size=5, heartbeat=0.5
+            ) as producer,
         ):
-            for obj in objects:
+            for index, obj in enumerate(objects):
+                if index == 10:  # a heartbeat, then a message, renew the producer's records
+                    time.sleep(RENEW_EVERY + 0.3)
                 producer.send("results", obj)
             producer.close_topics("results")
             received = list(consumer.iter_objects())

@@ -148,6 +148,11 @@ class Collector:
         except BaseException as exc:  # handed to the test by result()
             self.error = exc
 
+    @property
+    def running(self) -> bool:
+        """Whether the consumer is still consuming (neither ended nor failed)."""
+        return self._thread.is_alive()
+
     def wait_count(self, count: int) -> None:
         wait_for(lambda: len(self.objects) >= count or self.error, what=f"{count} objects")
 

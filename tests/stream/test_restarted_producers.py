@@ -26,7 +26,7 @@ from framework.pubsub import (
 )
 from framework.pubsub._stream_liveness import CHECK_EVERY_S
 from framework.stream import StreamConsumer, StreamProducer
-from tests.stream.faults import Collector, RedisProcess, indexes, payload
+from tests.stream.faults import Collector, RedisProcess, indexes, payload, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -119,3 +119,67 @@ def test_a_producer_that_never_records_again_is_waited_for_a_grace(
     assert time.monotonic() - ended >= 1.0  # not at A's end: the silent one was awaited
     assert [loss.possible for loss in collector.losses] == [True]  # the restart
     collector.consumer.close()
+
+
+def _member(conn: RedisConnection, topic: str, name: str, timeout: float) -> Collector:
+    subscriber = RedisStreamSubscriber(conn, topic, group="g", consumer=name)
+    return Collector(StreamConsumer[bytes](subscriber, timeout=timeout))
+
+
+def test_every_group_member_learns_of_the_restart_not_only_the_one_that_recreates_the_group(
+    conn: tuple[RedisProcess, RedisConnection],
+) -> None:
+    """Before, the member that did not find the group gone trusted the emptied hash and ended."""
+    server, redis_conn = conn
+    members = [_member(redis_conn, "dur-members", name, timeout=20) for name in ("c1", "c2")]
+    with (
+        _producer(redis_conn, "durable", heartbeat=None) as a,
+        _producer(redis_conn, "durable", heartbeat=None) as b,
+    ):
+        a.send("dur-members", payload(0))
+        b.send("dur-members", payload(100))
+        a.flush()
+        b.flush()
+        wait_for(lambda: sum(len(m.objects) for m in members) == 2, what="both objects")
+        time.sleep(2 * CHECK_EVERY_S)  # the idle members read the producers hash
+        server.restart()
+        a.send("dur-members", payload(1))
+        a.close_topics("dur-members")
+        time.sleep(3 * CHECK_EVERY_S)  # before: one member ended here, B still open
+        assert [m.running for m in members] == [True, True]
+        b.send("dur-members", payload(101))
+        b.close_topics("dur-members")
+    received = sorted(index for m in members for index in indexes(m.result()))
+    assert received == [0, 1, 100, 101]
+    for member in members:  # each reports the restart once, in its own words
+        assert [loss.possible for loss in member.losses] == [True]
+        member.consumer.close()
+
+
+def test_a_member_reports_the_restart_when_another_member_recreated_the_group(
+    conn: tuple[RedisProcess, RedisConnection],
+) -> None:
+    """Before, the entries the restart lost went unreported and the member ended early."""
+    server, redis_conn = conn
+    topic = "dur-hidden"
+    with _producer(redis_conn, "durable", heartbeat=None) as a:
+        member = StreamConsumer[bytes](
+            RedisStreamSubscriber(redis_conn, topic, group="g", consumer="c1", count=10),
+            timeout=20,
+        )
+        for index in range(50):
+            a.send(topic, payload(index))
+        a.flush()
+        assert indexes([member.next_object()]) == [0]  # ten read, forty left in Redis
+        time.sleep(2 * CHECK_EVERY_S)
+        server.restart()  # the forty are lost
+        RedisStreamSubscriber(redis_conn, topic, group="g", consumer="c9").close()  # new group
+        collector = Collector(member)
+        time.sleep(3 * CHECK_EVERY_S)  # before: the member ended here, A still open
+        assert collector.running
+        a.send(topic, payload(50))
+        a.close_topics(topic)
+    assert indexes(collector.result()) == [*range(1, 10), 50]
+    assert [loss.possible for loss in collector.losses] == [True]
+    assert "run id changed" in str(collector.losses[0])
+    member.close()
