@@ -70,13 +70,18 @@ class Liveness:
         Producers last seen open must record themselves again before a hash is trusted,
         and every hash is distrusted for :data:`RESTART_GRACE_S` whatever was seen.
         """
-        self._distrust_until = time.monotonic() + RESTART_GRACE_S
         # An empty hash may have been read after the restart, before it was noticed.
-        self._awaited = {
+        awaited = {
             topic: {p for p, state in producers.items() if state.startswith(b"open:")}
             for topic, producers in self._last_read.items()
             if producers
         }
+        if not self.trusted:
+            # The same restart noticed again (the group gone, say): what was read since
+            # came from the emptied server, so only what was awaited before still counts.
+            awaited = {t: names | awaited.get(t, set()) for t, names in self._awaited.items()}
+        self._awaited = awaited
+        self._distrust_until = time.monotonic() + RESTART_GRACE_S
         self._last_read.clear()
 
     @property
