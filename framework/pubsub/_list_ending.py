@@ -23,6 +23,7 @@ from typing import Final
 from framework.connection import RedisConnection
 from framework.exceptions import BackendError, MessageLossError, PermissionDenied
 from framework.pubsub._stream_liveness import Liveness
+from framework.pubsub._watched import finished_run_lua
 
 __all__ = ["ENDS_TTL_MS", "REGISTER", "ListEnding"]
 
@@ -35,21 +36,15 @@ ENDS_TTL_MS: Final = 7 * 24 * 3600 * 1000
 # A finished run (every producer ended, or stopped beating: its alive key is gone) is
 # forgotten before a new producer registers, so subscribers wait for the new run's
 # producers, not the old run's (nor report a producer killed in it again).
-REGISTER: Final = """
-local entries = redis.call('HGETALL', KEYS[1])
-local finished = #entries > 0
-for i = 1, #entries, 2 do
-  local state = entries[i + 1]
-  if string.sub(state, 1, 4) ~= 'end:' then
-    local live = string.sub(state, 1, 5) == 'open:' and string.sub(state, -5) == ':live'
-    if not live or redis.call('EXISTS', ARGV[4] .. entries[i]) == 1 then finished = false end
-  end
-end
+REGISTER: Final = (
+    finished_run_lua("KEYS[1]")
+    + """
 if finished then redis.call('DEL', KEYS[1]) end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return finished and 1 or 0
 """
+)
 
 
 class ListEnding:
@@ -137,10 +132,9 @@ class ListEnding:
         if producers and not waiting and not self._took:
             # A run that finished before this subscriber came (or, if it could not look
             # then, before it took anything): not its run, and not its losses.
-            expired = self._liveness.expired(self._topic, producers)
-            stopped = {producer for producer, _ in expired}
-            if all(s.startswith(b"end:") or p in stopped for p, s in producers.items()):
-                self._liveness.mark_gone(self._topic, expired)
+            stopped = self._liveness.finished_run(self._topic, producers)
+            if stopped is not None:
+                self._liveness.mark_gone(self._topic, stopped)
                 self._skipped = producers
         self._known = True
 

@@ -23,7 +23,7 @@ from typing import Final
 
 from framework.connection import RedisConnection
 from framework.exceptions import ConfigurationError, MessageLossError
-from framework.pubsub._stream_publisher import LIVE_SUFFIX
+from framework.pubsub._watched import LIVE_SUFFIX
 
 __all__ = ["RESTART_GRACE_S", "Liveness"]
 
@@ -151,6 +151,22 @@ class Liveness:
         # A producer id no publisher could use (a forged entry) has no alive key.
         alive = [key is not None and next(replies) for key in keys]
         return [item for item, lives in zip(watched, alive, strict=True) if not lives]
+
+    def finished_run(
+        self, topic: str, producers: dict[bytes, bytes]
+    ) -> list[tuple[bytes, bytes]] | None:
+        """The producers that stopped beating, if every other one of ``producers`` ended.
+
+        None while a producer of the run is still open (or beating).
+
+        Raises:
+            BackendError: If Redis failed.
+        """
+        expired = self.expired(topic, producers)
+        stopped = {producer for producer, _ in expired}
+        if all(s.startswith(b"end:") or p in stopped for p, s in producers.items()):
+            return expired
+        return None
 
     def mark_gone(self, topic: str, producers: list[tuple[bytes, bytes]]) -> None:
         """Count these ``(producer, state)`` of ``topic`` as gone (reported, or not to be)."""

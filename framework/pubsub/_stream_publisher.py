@@ -34,7 +34,7 @@ from framework.connection import RedisConnection, mapped_errors
 from framework.exceptions import BackendError, ConfigurationError
 from framework.pubsub._atomic import run_atomic
 from framework.pubsub._shim import RedisShim
-from framework.pubsub._watched import WatchedProducers
+from framework.pubsub._watched import LIVE_SUFFIX, WatchedProducers, finished_run_lua
 
 __all__ = [
     "DEFAULT_MAXLEN",
@@ -53,8 +53,6 @@ DEFAULT_TTL: Final = 7 * 24 * 3600.0
 FIELD: Final = b"m"
 #: Field of the entry that replaces an emptied run: the id of the run's last entry.
 RESET_FIELD: Final = b"r"
-#: Suffix of the ``open:<run>`` state of a producer that keeps an alive key.
-LIVE_SUFFIX: Final = ":live"
 #: Longest time (s) between two TTL refreshes of a topic a publisher writes to: a
 #: stream that Redis lost and XADD created again (a restart without persistence that
 #: the publisher did not notice) is without TTL for at most this long.
@@ -64,17 +62,9 @@ REFRESH_EVERY: Final = 10.0
 # prefix of the producers' alive keys.
 # Empties a finished run (all producers ended, every group caught up, nothing pending),
 # leaving an entry that names the run's last entry (group-less readers cannot be seen).
-_REGISTER = """
-local entries = redis.call('HGETALL', KEYS[2])
-local finished = #entries > 0
-for i = 1, #entries, 2 do
-  local state = entries[i + 1]
-  if string.sub(state, 1, 4) ~= 'end:' then
-    -- A producer that stopped beating (its alive key expired) counts as ended.
-    local live = string.sub(state, 1, 5) == 'open:' and string.sub(state, -5) == ':live'
-    if not live or redis.call('EXISTS', ARGV[4] .. entries[i]) == 1 then finished = false end
-  end
-end
+_REGISTER = (
+    finished_run_lua("KEYS[2]")
+    + """
 if finished and redis.call('EXISTS', KEYS[1]) == 1 then
   local info = redis.call('XINFO', 'STREAM', KEYS[1])
   local last
@@ -100,6 +90,7 @@ redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 if tonumber(ARGV[3]) > 0 then redis.call('PEXPIRE', KEYS[2], ARGV[3]) end
 return finished and 1 or 0
 """
+)
 
 
 #: Entries a resent message is looked for among before it is appended again.
@@ -217,14 +208,12 @@ class RedisStreamPublisher(WatchedProducers, RedisShim):
         alive_ms = self._alive_ms.get(source) if source else None
         renew = bool(source) and not final and self._renewal_due(topic, source, now=register)
         if register:
-            state = f"open:{self._start_run(topic, source)}{LIVE_SUFFIX if alive_ms else ''}"
+            self._start_run(topic, source)
+            state = self._open_state(topic, source)
             prefix = self.connection.keys.events_alive(topic, source)[: -len(source)]
             tail.append(("EVAL", _REGISTER, 2, key, producers, source, state, self._ttl_ms, prefix))
         elif renew:
-            # Recorded again should Redis have lost the hash (a restart without
-            # persistence, which a silently reconnecting client does not notice).
-            state = f"open:{self._run_of(topic, source)}{LIVE_SUFFIX if alive_ms else ''}"
-            tail.append(("HSETNX", producers, source, state))
+            tail += self._record_again(topic, source)
         if alive_ms and (final or renew):
             alive = self.connection.keys.events_alive(topic, source)
             run = self._run_of(topic, source)
@@ -265,13 +254,6 @@ class RedisStreamPublisher(WatchedProducers, RedisShim):
 
     def _producers_ttl_ms(self) -> int:
         return self._ttl_ms
-
-    def _still_open(self, topic: str, source: str) -> list[tuple[object, ...]]:
-        # Records the producer again should Redis have lost the hash while it was idle.
-        producers = self.connection.keys.events_end(topic)
-        state = f"open:{self._run_of(topic, source)}{LIVE_SUFFIX}"
-        expire = [("PEXPIRE", producers, self._ttl_ms)] if self._ttl_ms else []
-        return [("HSETNX", producers, source, state), *expire]
 
     def _release(self) -> None:
         self._pinned.close()

@@ -19,11 +19,33 @@ from typing import Final
 
 from framework.connection import RedisConnection
 
-__all__ = ["RENEW_EVERY", "WatchedProducers"]
+__all__ = ["LIVE_SUFFIX", "RENEW_EVERY", "WatchedProducers", "finished_run_lua"]
+
+#: Suffix of the ``open:<run>`` state of a producer that keeps an alive key.
+LIVE_SUFFIX: Final = ":live"
 
 #: Longest time (s) between two renewals of a producer's records by its messages; a
 #: watched producer renews six times per lifetime of its alive key if that is sooner.
 RENEW_EVERY: Final = 1.0
+
+# Sets `finished`: every producer in the hash ended, or stopped beating (its alive key,
+# ARGV[4] .. producer, is gone). Part of the publishers' registration scripts.
+_FINISHED_RUN = """
+local entries = redis.call('HGETALL', PRODUCERS)
+local finished = #entries > 0
+for i = 1, #entries, 2 do
+  local state = entries[i + 1]
+  if string.sub(state, 1, 4) ~= 'end:' then
+    local live = string.sub(state, 1, 5) == 'open:' and string.sub(state, -5) == ':live'
+    if not live or redis.call('EXISTS', ARGV[4] .. entries[i]) == 1 then finished = false end
+  end
+end
+"""
+
+
+def finished_run_lua(producers: str) -> str:
+    """Lua that sets ``finished`` for the producers hash ``producers`` (``KEYS[n]``)."""
+    return _FINISHED_RUN.replace("PRODUCERS", producers)
 
 
 class WatchedProducers(abc.ABC):
@@ -81,9 +103,21 @@ class WatchedProducers(abc.ABC):
         """The write that renewed may have failed: renew with the next message."""
         self._renew_at.pop((topic, source), None)
 
-    def _still_open(self, topic: str, source: str) -> list[tuple[object, ...]]:
-        """Commands a heartbeat runs besides renewing the alive key (none by default)."""
-        return []
+    def _open_state(self, topic: str, source: str) -> str:
+        """``source``'s state in the producers hash while it publishes on ``topic``."""
+        return (
+            f"open:{self._run_of(topic, source)}{LIVE_SUFFIX if source in self._alive_ms else ''}"
+        )
+
+    def _record_again(self, topic: str, source: str) -> list[tuple[object, ...]]:
+        """Commands that record ``source`` as open again, should Redis have lost the hash.
+
+        A restart without persistence loses it, and a client that reconnects silently
+        does not notice; the hash's lifetime is renewed with it.
+        """
+        producers, _ = self._producer_keys(topic, source)
+        expire = [("PEXPIRE", producers, ttl)] if (ttl := self._producers_ttl_ms()) else []
+        return [("HSETNX", producers, source, self._open_state(topic, source)), *expire]
 
     def watch(self, source: str, ttl: float) -> None:
         """Have subscribers watch producer ``source``: it beats at least every ``ttl`` s.
@@ -115,7 +149,7 @@ class WatchedProducers(abc.ABC):
             if not closing:
                 pipe = self.connection.once.pipeline(transaction=False)
                 pipe.set(alive, self._run_of(topic, source), px=self._alive_ms[source])
-                for command in self._still_open(topic, source):
+                for command in self._record_again(topic, source):
                     pipe.execute_command(*command)
                 pipe.execute()
                 return

@@ -52,7 +52,6 @@ from framework.pubsub._atomic import run_atomic
 from framework.pubsub._list_ending import ENDS_TTL_MS, REGISTER, ListEnding
 from framework.pubsub._server_runs import ServerRun
 from framework.pubsub._shim import RedisShim, connect
-from framework.pubsub._stream_publisher import LIVE_SUFFIX
 from framework.pubsub._taker import TAKEN_TTL_S, Taker
 from framework.pubsub._watched import WatchedProducers
 from framework.pubsub.protocols import UNSET, Unset
@@ -135,8 +134,13 @@ class RedisQueuePublisher(WatchedProducers, RedisShim):
         alive_ms = self._alive_ms.get(source) if source else None
         register = bool(source) and (topic, source) not in self._registered
         renew = bool(source) and not final and self._renewal_due(topic, source, now=register)
-        if register or renew:
-            tail += self._record(topic, source, alive_ms)
+        if register:  # forgets a finished run (see :data:`REGISTER`)
+            self._start_run(topic, source)
+            state = self._open_state(topic, source)
+            prefix = keys.queue_alive(topic, source)[: -len(source)]
+            tail.append(("EVAL", REGISTER, 1, ends, source, state, ENDS_TTL_MS, prefix))
+        elif renew:
+            tail += self._record_again(topic, source)
         if alive_ms and (final or renew):
             alive = keys.queue_alive(topic, source)
             run = self._run_of(topic, source)
@@ -159,36 +163,12 @@ class RedisQueuePublisher(WatchedProducers, RedisShim):
         elif source:
             self._registered.add((topic, source))
 
-    def _record(self, topic: str, source: str, alive_ms: int | None) -> list[tuple[Any, ...]]:
-        """Commands that keep ``source`` recorded as open in the producers hash.
-
-        Its first message registers it (forgetting a finished run); a later one, when
-        a renewal is due, records it again should Redis have lost the hash (a restart
-        without persistence, which a reconnecting client does not notice) and renews
-        the hash's lifetime, so a topic in use never loses its producers.
-        """
-        keys = self.connection.keys
-        ends = keys.queue_end(topic)
-        suffix = LIVE_SUFFIX if alive_ms else ""
-        if (topic, source) not in self._registered:
-            state = f"open:{self._start_run(topic, source)}{suffix}"
-            prefix = keys.queue_alive(topic, source)[: -len(source)]
-            return [("EVAL", REGISTER, 1, ends, source, state, ENDS_TTL_MS, prefix)]
-        state = f"open:{self._run_of(topic, source)}{suffix}"
-        return [("HSETNX", ends, source, state), ("PEXPIRE", ends, ENDS_TTL_MS)]
-
     def _producer_keys(self, topic: str, source: str) -> tuple[str, str]:
         keys = self.connection.keys
         return keys.queue_end(topic), keys.queue_alive(topic, source)
 
     def _producers_ttl_ms(self) -> int:
         return ENDS_TTL_MS
-
-    def _still_open(self, topic: str, source: str) -> list[tuple[object, ...]]:
-        # Records the producer again should Redis have lost the hash while it was idle.
-        ends = self.connection.keys.queue_end(topic)
-        state = f"open:{self._run_of(topic, source)}{LIVE_SUFFIX}"
-        return [("HSETNX", ends, source, state), ("PEXPIRE", ends, ENDS_TTL_MS)]
 
     def _release(self) -> None:
         self._pinned.close()

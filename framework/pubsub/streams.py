@@ -162,12 +162,10 @@ class RedisStreamSubscriber(StreamReading, RedisShim):
         if not producers:
             return
         # Producers of that run that stopped beating count as ended (not as its losses).
-        expired = self._liveness.expired(self._keys[key], producers)
-        stopped = {producer for producer, _ in expired}
-        finished = all(v.startswith(b"end:") or p in stopped for p, v in producers.items())
-        if finished and group_caught_up(self.connection, key, self.group):
+        stopped = self._liveness.finished_run(self._keys[key], producers)
+        if stopped is not None and group_caught_up(self.connection, key, self.group):
             # The group consumed this run already: its end says nothing about the next.
-            self._liveness.mark_gone(self._keys[key], expired)
+            self._liveness.mark_gone(self._keys[key], stopped)
             self._finished_runs[key] = producers
 
     @classmethod
