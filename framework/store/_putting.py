@@ -20,6 +20,9 @@ from framework.store.lifetimes import LeaseLifetime, Lifetime
 from framework.store.protocols import Serializer
 
 if TYPE_CHECKING:
+    from framework.serialize import Serializer as FrameSerializer
+
+if TYPE_CHECKING:
     from framework.store.base import Store
     from framework.store.codec import FrameCodec
 
@@ -119,6 +122,26 @@ class PutMethods:
         """
         value = obj if self.serializer is None else custom_bytes(self.serializer, obj)
         return Encoded(self._codec.encode(value))
+
+    def encode_serialized(
+        self, obj: Any, frame: Segments, serializer: FrameSerializer | None = None
+    ) -> Encoded:
+        """:meth:`encode`, given ``frame``, the :func:`~framework.serialize.dumps` frame of ``obj``.
+
+        A caller that already serialized ``obj`` (a producer that found it too big to
+        carry inline, say) hands its frame over. Stores that serialize ``obj`` alike
+        (:class:`~framework.store.RedisStore`) reuse it, signing it if they sign, instead
+        of serializing a large object a second time; this one serializes it again.
+
+        Args:
+            obj: The object.
+            frame: ``dumps(obj, serializer=serializer)``, unsigned and without ``meta``.
+            serializer: The serializer that made ``frame`` (None: the default).
+
+        Raises:
+            SerializationError: If ``obj`` cannot be serialized.
+        """
+        return self.encode(obj)
 
     def put_encoded(
         self, values: Sequence[Encoded], *, ttl: float | None = None, readers: int | None = None

@@ -32,7 +32,10 @@ from typing import Any
 from framework.buffers import Segments
 from framework.connection import RedisConnection
 from framework.exceptions import ConfigurationError
+from framework.framing import sign_frame
 from framework.keys import DEFAULT_PREFIX
+from framework.serialize import DEFAULT_SERIALIZER
+from framework.serialize import Serializer as FrameSerializer
 from framework.settings import RedisSettings
 from framework.store._custom import custom_bytes
 from framework.store._options import constructor_options
@@ -234,6 +237,28 @@ class RedisStore(RedisKeyMethods, RedisReadMethods, BaseStore):
             TypeError: If a custom serializer function returns something other than bytes.
         """
         return self._encode(obj if self.serializer is None else custom_bytes(self.serializer, obj))
+
+    def encode_serialized(
+        self, obj: Any, frame: Segments, serializer: FrameSerializer | None = None
+    ) -> Encoded:
+        """:meth:`encode`, reusing ``frame`` when this store would serialize ``obj`` alike.
+
+        Alike means: no custom ``serializer`` function, ``obj`` not kept raw, and the
+        same serializer as the one that made ``frame``. The frame is then stored as it is,
+        or signed (:func:`~framework.framing.sign_frame`, no copy of its parts) when the
+        store has a secret: the bytes :meth:`encode` would make, for a fraction of the
+        cost (a 36 MB pickled list: once instead of twice).
+        """
+        alike = (
+            self.serializer is None
+            and not (type(obj) is bytes and self._raw_bytes)
+            and (serializer or DEFAULT_SERIALIZER) is self._codec.serializer
+        )
+        if not alike:
+            return self.encode(obj)
+        secret = self._codec.secret
+        signed = frame if secret is None else sign_frame(frame, secret)
+        return self.encode(obj) if signed is None else Encoded(signed, False)
 
     def _write_encoded(
         self, values: Sequence[Encoded], *, ttl: float | None, readers: int | None

@@ -126,7 +126,7 @@ class BatchBuilder:
             frame = dumps(item.obj, serializer=self._serializer)
             spill = self.spill_store
             if spill is not None and frame.nbytes > self.inline_limit:
-                item.value = spill.encode(item.obj)
+                item.value = spill.encode_serialized(item.obj, frame, self._serializer)
             else:
                 item.frame = frame
 
