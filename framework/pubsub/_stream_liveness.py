@@ -59,10 +59,26 @@ class Liveness:
         self._distrust_until = 0.0
         self._last_read: dict[str, dict[bytes, bytes]] = {}  # topic -> its producers hash
         self._awaited: dict[str, set[bytes]] = {}  # topic -> open before the restart
+        self._asked: dict[str, float] = {}  # topic -> when needs_look may say yes again
 
     def seen(self, topic: str, producers: dict[bytes, bytes]) -> None:
         """Note the producers hash of ``topic`` as just read from Redis."""
         self._last_read[topic] = producers
+
+    def needs_look(self, topic: str) -> bool:
+        """Whether a subscriber taking messages of ``topic`` should read its producers now.
+
+        Yes, at most every :data:`CHECK_EVERY_S`, while it knows of no producer there: a
+        subscriber that is never idle would otherwise never look, and after a restart it
+        could not tell whom to wait for (it would wait out the whole grace).
+        """
+        if self._last_read.get(topic):
+            return False
+        now = time.monotonic()
+        if now < self._asked.get(topic, 0.0):
+            return False
+        self._asked[topic] = now + CHECK_EVERY_S
+        return True
 
     def restarted(self) -> None:
         """Redis restarted without persistence: the producers hashes may be missing some.

@@ -166,6 +166,8 @@ class StreamReading:
                 self._read([key], block_ms // len(live))
         else:
             self._read(live, block_ms)
+        if self._buffer and self.group is not None:
+            self._note_producers(live)
         producers: dict[str, dict[bytes, bytes]] = {}  # read once per pass, by key
         if not self._buffer and block_ms > 0 and self._liveness.due():
             producers = self._check_gone(live)
@@ -175,6 +177,16 @@ class StreamReading:
             self._check_ended(live, producers)
         elif not self._buffer and block_ms > 0:
             self._check_vanished(live)
+
+    def _note_producers(self, keys: list[str]) -> None:
+        """Read the producers of topics this busy member knows none of (see ``needs_look``)."""
+        for key in keys:
+            if not self._liveness.needs_look(self._keys[key]):
+                continue
+            try:
+                self._producers(key)
+            except BackendError as exc:  # entries are buffered already: a later look decides
+                logger.debug("Producers of %r not read: %s", key, exc)
 
     def _check_gone(self, keys: list[str]) -> dict[str, dict[bytes, bytes]]:
         """Report producers that stopped beating without ending a topic (see module doc).

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from framework.connection import RedisConnection
+from framework.exceptions import MessageLossError
 from framework.pubsub import (
     RedisQueuePublisher,
     RedisQueueSubscriber,
@@ -26,7 +27,7 @@ from framework.pubsub import (
 )
 from framework.pubsub._stream_liveness import CHECK_EVERY_S
 from framework.stream import StreamConsumer, StreamProducer
-from tests.stream.faults import Collector, RedisProcess, indexes, payload, wait_for
+from tests.stream.faults import Collector, RedisProcess, indexes, payload, retrying, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -183,3 +184,39 @@ def test_a_member_reports_the_restart_when_another_member_recreated_the_group(
     assert [loss.possible for loss in collector.losses] == [True]
     assert "run id changed" in str(collector.losses[0])
     member.close()
+
+
+def test_a_group_member_never_idle_before_the_restart_knows_whom_to_wait_for(
+    conn: tuple[RedisProcess, RedisConnection],
+) -> None:
+    """It reads the producers hash while taking entries, not only when idle.
+
+    Before, a member busy from its first entry to the restart had never read the hash,
+    so it knew of no producer to wait for and waited out the whole 30 s grace: here its
+    10 s timeout would expire first.
+    """
+    server, redis_conn = conn
+    transport, topic = "durable", "durable-busy"
+    subscriber = RedisStreamSubscriber(redis_conn, topic, group="g", consumer="c1")
+    consumer = StreamConsumer[bytes](subscriber, timeout=10)
+    with _producer(redis_conn, transport) as producer:
+        for i in range(20):
+            producer.send(topic, payload(i))
+        producer.flush()
+        # Every message is waiting: the subscriber is busy from the first to the last.
+        got = [consumer.next_object() for _ in range(20)]
+        server.restart()
+        for i in range(20, 30):
+            retrying(lambda i=i: producer.send(topic, payload(i)))
+        retrying(lambda: producer.close_topics(topic))
+    losses: list[str] = []
+    while True:
+        try:
+            got += list(consumer.iter_objects())
+            break
+        except MessageLossError as exc:  # the restart, reported as a possible loss
+            losses.append(str(exc))
+    consumer.close()
+    assert sorted(set(indexes(got))) == list(range(30))
+    assert losses
+    assert all(REPORTED[transport] in loss for loss in losses)
