@@ -72,8 +72,18 @@ class ListEnding:
             logger.debug("Producers of list topic %r not read yet: %s", topic, exc)
 
     def took(self) -> None:
-        """A message was handed over to this subscriber."""
+        """A message was handed over to this subscriber.
+
+        A subscriber that knows of no producer yet reads the hash now (at most once a
+        second): should Redis restart before it is ever idle, it knows whom to wait for.
+        """
         self._took = True
+        if self._blind or not self._liveness.needs_look(self._topic):
+            return
+        try:
+            self._read()
+        except BackendError as exc:  # the message is the caller's: a later look decides
+            logger.debug("Producers of list topic %r not read: %s", self._topic, exc)
 
     def restarted(self) -> None:
         """Redis restarted without persistence: the producers hash may be missing some."""
