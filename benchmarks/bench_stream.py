@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import redis
 
-from benchmarks import _durable
+from benchmarks import _durable, _spill
 from benchmarks.common import MB, SPAWN, table
 from framework.connection import RedisConnection
 from framework.embedded import EmbeddedRedis
@@ -339,6 +339,7 @@ def run(quick: bool = False) -> str:
                         rows.append(_row(case, rates, systems))
                         print(" | ".join(str(c) for c in rows[-1]), flush=True)
             durable = _durable_table(pair, server.url, quick)
+            spill = _spill_table(server.url, quick)
         finally:
             pair.close()
     header = [
@@ -353,7 +354,16 @@ def run(quick: bool = False) -> str:
     notes = "\n\n" + NOTES
     if "proxystore" not in systems:
         notes += "\n\nproxystore is not installed: its column is skipped."
-    return table(header, rows) + notes + "\n\n" + durable
+    return table(header, rows) + notes + "\n\n" + durable + "\n\n" + spill
+
+
+def _spill_table(url: str, quick: bool) -> str:
+    """A large, slowly pickled inline object, spilled: serialized once (see ``_spill``)."""
+    rows = _spill.table_rows(url, quick)
+    for row in rows:
+        print(" | ".join(str(c) for c in row), flush=True)
+    report = table(["object", "case", "seconds", "vs pickle.dumps"], rows)
+    return report + "\n\n" + (_spill.__doc__ or "").split("\n\n", 1)[1]
 
 
 def _durable_table(pair: _Pair, url: str, quick: bool) -> str:
