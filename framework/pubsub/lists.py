@@ -9,10 +9,12 @@ event).
 A pop is not destructive, unlike ProxyStore's ``BLPOP``: it moves the message into a
 list of the subscriber's own (``BLMOVE``, see :mod:`framework.pubsub._taking`). A
 connection that drops while a pop's reply is on its way therefore loses nothing: the
-subscriber reconnects and reads the message back. A subscriber closed with such a
-message still unread puts it back at the head of the topic's list. A subscriber process
-that dies after a message was handed to it loses that message, as any consumer of a
-queue does; use :mod:`framework.pubsub.streams` for acknowledged delivery.
+subscriber reconnects and reads the message back; it rides out an unreachable Redis
+for ``max_outage`` seconds (30 by default), as durable subscribers do. A subscriber
+closed with such a message still unread puts it back at the head of the topic's list. A
+subscriber process that dies after a message was handed to it loses that message, as
+any consumer of a queue does; use :mod:`framework.pubsub.streams` for acknowledged
+delivery.
 
 Waits are sliced into ``MAX_BLOCK_MS`` pops, so :meth:`RedisQueueSubscriber.close`
 from another thread ends a blocked :meth:`~RedisQueueSubscriber.next_message` within
@@ -55,13 +57,12 @@ from framework.pubsub._shim import RedisShim, connect
 from framework.pubsub._taker import TAKEN_TTL_S, Taker
 from framework.pubsub._watched import WatchedProducers
 from framework.pubsub.protocols import UNSET, Unset
+from framework.pubsub.streams import MAX_OUTAGE
 
 __all__ = ["RedisQueuePublisher", "RedisQueueSubscriber"]
 
 logger = logging.getLogger(__name__)
 
-#: Consecutive connection failures a subscriber rides out before raising.
-MAX_FAILURES: Final = 5
 #: Pause (s) between attempts while the connection is down.
 RETRY_PAUSE_S: Final = 0.2
 #: Seconds between checks, while the list is empty, of whether Redis restarted.
@@ -183,6 +184,8 @@ class RedisQueueSubscriber(RedisShim):
             and pass ``topic`` by position or keyword).
         topic: The topic.
         timeout: Longest wait (s) of :meth:`next_message`; ``None`` waits forever.
+        max_outage: Seconds Redis may stay unreachable before :meth:`next_message`
+            raises (as on durable topics); it reconnects and goes on meanwhile.
         kwargs: ProxyStore's form only: further Redis settings.
 
     Attributes:
@@ -199,6 +202,7 @@ class RedisQueueSubscriber(RedisShim):
         topic: str | None = None,
         *,
         timeout: float | None = None,
+        max_outage: float = MAX_OUTAGE,
         **kwargs: Any,
     ) -> None:
         if isinstance(connection, RedisConnection) and topic is None and isinstance(port, str):
@@ -209,7 +213,8 @@ class RedisQueueSubscriber(RedisShim):
         self.topics: tuple[str, ...] = (topic,)
         self._timeout = timeout
         self._lock = threading.Lock()
-        self._failures = 0
+        self._max_outage = max_outage
+        self._down_since: float | None = None  # when the current outage began
         # A restart without an append-only file empties the list. redis-py reconnects on
         # its own, so the server's run is checked whenever a pop finds nothing.
         self._server = ServerRun(self.connection)
@@ -239,7 +244,7 @@ class RedisQueueSubscriber(RedisShim):
             MessageLossError: If Redis restarted without an append-only file since the
                 last pop (``possible``: the list may have held messages), or a producer
                 that sent heartbeats stopped without ending the topic (``gone``).
-            BackendError: If Redis failed.
+            BackendError: If Redis failed, or stayed unreachable for ``max_outage``.
         """
         limit = self._timeout if isinstance(timeout, Unset) else timeout
         deadline = None if limit is None else time.monotonic() + limit
@@ -329,13 +334,14 @@ class RedisQueueSubscriber(RedisShim):
         )
 
     def _pop(self, wait: float) -> bytes | None:
-        """One bounded take; rides out a few connection failures."""
+        """One bounded take; rides out an unreachable Redis for ``max_outage`` seconds."""
         try:
             message = self._taker.take(wait)
         except BackendUnavailable:
-            self._failures += 1
-            if self._failures >= MAX_FAILURES:
-                self._failures = 0
+            now = time.monotonic()
+            self._down_since = self._down_since or now
+            if now - self._down_since >= self._max_outage:
+                self._down_since = None
                 raise
             logger.warning(
                 "Connection dropped while popping from topic %r; reconnecting (a message "
@@ -344,7 +350,7 @@ class RedisQueueSubscriber(RedisShim):
             )
             time.sleep(RETRY_PAUSE_S)
             return None
-        self._failures = 0
+        self._down_since = None
         if message is not None:
             self._ending.took()
             return message

@@ -65,7 +65,7 @@ def test_a_store_rides_out_a_killed_connection(server: EmbeddedRedis) -> None:
 def test_a_stopped_server_is_a_clear_error_not_a_hang(server: EmbeddedRedis) -> None:
     port = server.ports[0]
     store = Store("stopped", RedisConnector("127.0.0.1", port, socket_timeout=2))
-    subscriber = RedisQueueSubscriber("127.0.0.1", port, "t", timeout=30)
+    subscriber = RedisQueueSubscriber("127.0.0.1", port, "t", timeout=30, max_outage=1)
     try:
         key = store.put("x")
         server.close()
