@@ -21,8 +21,6 @@ from framework.store.protocols import Serializer
 
 if TYPE_CHECKING:
     from framework.serialize import Serializer as FrameSerializer
-
-if TYPE_CHECKING:
     from framework.store.base import Store
     from framework.store.codec import FrameCodec
 
