@@ -30,13 +30,14 @@ RENEW_EVERY: Final = 1.0
 
 # Sets `finished`: every producer in the hash ended, or stopped beating (its alive key,
 # ARGV[4] .. producer, is gone). Part of the publishers' registration scripts.
-_FINISHED_RUN = """
+_FINISHED_RUN = f"""
 local entries = redis.call('HGETALL', PRODUCERS)
 local finished = #entries > 0
 for i = 1, #entries, 2 do
   local state = entries[i + 1]
   if string.sub(state, 1, 4) ~= 'end:' then
-    local live = string.sub(state, 1, 5) == 'open:' and string.sub(state, -5) == ':live'
+    local live = string.sub(state, 1, 5) == 'open:'
+      and string.sub(state, -{len(LIVE_SUFFIX)}) == '{LIVE_SUFFIX}'
     if not live or redis.call('EXISTS', ARGV[4] .. entries[i]) == 1 then finished = false end
   end
 end

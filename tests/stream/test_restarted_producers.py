@@ -46,12 +46,14 @@ def conn(tmp_path: Path) -> Iterator[tuple[RedisProcess, RedisConnection]]:
         server.close()
 
 
-def _collector(conn: RedisConnection, transport: str, topic: str, timeout: float) -> Collector:
+def _subscriber(conn: RedisConnection, transport: str, topic: str) -> Any:
     if transport == "durable":
-        subscriber: Any = RedisStreamSubscriber(conn, topic, group="g", consumer="c1")
-    else:
-        subscriber = RedisQueueSubscriber(conn, topic)
-    return Collector(StreamConsumer[bytes](subscriber, timeout=timeout))
+        return RedisStreamSubscriber(conn, topic, group="g", consumer="c1")
+    return RedisQueueSubscriber(conn, topic)
+
+
+def _collector(conn: RedisConnection, transport: str, topic: str, timeout: float) -> Collector:
+    return Collector(StreamConsumer[bytes](_subscriber(conn, transport, topic), timeout=timeout))
 
 
 def _producer(conn: RedisConnection, transport: str, **kwargs: Any) -> StreamProducer[bytes]:
@@ -198,10 +200,7 @@ def test_a_subscriber_never_idle_before_the_restart_knows_whom_to_wait_for(
     """
     server, redis_conn = conn
     topic = f"{transport}-busy"
-    if transport == "durable":
-        subscriber: Any = RedisStreamSubscriber(redis_conn, topic, group="g", consumer="c1")
-    else:
-        subscriber = RedisQueueSubscriber(redis_conn, topic)
+    subscriber = _subscriber(redis_conn, transport, topic)
     with pytest.raises(ReceiveTimeout):  # it looks at the producers: none yet
         subscriber.next_message(timeout=1.5 * CHECK_EVERY_S)
     consumer = StreamConsumer[bytes](subscriber, timeout=10)
