@@ -58,7 +58,9 @@ class ListEnding:
     def __init__(self, connection: RedisConnection, topic: str) -> None:
         self._conn = connection
         self._topic = topic
-        self._liveness = Liveness(connection, connection.keys.queue_alive, "list topic")
+        self._liveness = Liveness(
+            connection, connection.keys.queue_alive, connection.keys.queue_end, "list topic"
+        )
         self.ended = False
         #: Whether the producers hash held anything at the last look.
         self.recorded = False

@@ -42,6 +42,7 @@ class Liveness:
         connection: The subscriber's connection.
         alive_key: ``(topic, producer)`` -> the producer's alive key; durable topics'
             by default.
+        producers_key: ``topic`` -> its producers hash; durable topics' by default.
         kind: What the topics are, for messages ("durable topic", "list topic").
     """
 
@@ -49,10 +50,12 @@ class Liveness:
         self,
         connection: RedisConnection,
         alive_key: Callable[[str, str], str] | None = None,
+        producers_key: Callable[[str], str] | None = None,
         kind: str = "durable topic",
     ) -> None:
         self._conn = connection
         self._alive_key = alive_key or connection.keys.events_alive
+        self._producers_key = producers_key or connection.keys.events_end
         self._kind = kind
         self._gone: set[tuple[str, bytes, bytes]] = set()  # (topic, producer, its state)
         self._next_at = 0.0
@@ -158,15 +161,28 @@ class Liveness:
         if not watched:
             return []
         keys = [self._key(topic, producer) for producer, _ in watched]
+        # The hash was read before: a producer that ended since (its last message deletes
+        # its alive key and records the end) must not be taken for gone. So its state is
+        # read again with the key, in one round trip, and only a state that did not
+        # change counts.
+        hash_key = self._producers_key(topic)
         pipe = self._conn.once.pipeline(transaction=False)
-        for key in keys:
+        for (producer, _), key in zip(watched, keys, strict=True):
             if key is not None:
                 pipe.exists(key)
+                pipe.hget(hash_key, producer)
         with self._conn.mapped_errors(f"check the producers of topic {topic!r}", command="EXISTS"):
             replies = iter(pipe.execute())
-        # A producer id no publisher could use (a forged entry) has no alive key.
-        alive = [key is not None and next(replies) for key in keys]
-        return [item for item, lives in zip(watched, alive, strict=True) if not lives]
+        expired = []
+        for (producer, state), key in zip(watched, keys, strict=True):
+            # A producer id no publisher could use (a forged entry) has no alive key.
+            if key is None:
+                expired.append((producer, state))
+                continue
+            lives, now = next(replies), next(replies)
+            if not lives and now == state:
+                expired.append((producer, state))
+        return expired
 
     def finished_run(
         self, topic: str, producers: dict[bytes, bytes]
