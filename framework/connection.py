@@ -52,13 +52,15 @@ from framework.wire import (
     packs_without_copies,
 )
 
-__all__ = ["MAX_BLOCK_MS", "RedisConnection", "mapped_errors"]
+__all__ = ["MAX_BLOCK_MS", "MAX_OUTAGE", "RedisConnection", "mapped_errors"]
 
 logger = logging.getLogger(__name__)
 
 #: Longest BLOCK (ms) any framework blocking read may use; the blocking client's socket
 #: timeout exceeds it, and readers check their stop flag at least this often.
 MAX_BLOCK_MS: Final = 1000
+#: Default seconds a subscriber rides out an unreachable Redis before its read raises.
+MAX_OUTAGE: Final = 30.0
 #: Segments up to this size (bytes) are sent joined (see :meth:`RedisConnection.bulk`).
 JOIN_BELOW: Final = 6000
 #: First retry delay (s) of the ``client`` backoff; doubles per attempt, with jitter.

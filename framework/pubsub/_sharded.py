@@ -58,7 +58,7 @@ class ShardedSubscription:
         cluster: The ``RedisCluster`` client whose nodes to subscribe on.
         topics: Channel name -> topic, for every channel to subscribe to.
         errors: Maps redis-py exceptions raised in its block (see ``mapped_errors``).
-        max_failures: Rounds that may leave a channel without a subscription before
+        max_outage: Seconds a channel may stay without a subscription before
             :meth:`poll` raises ``BackendUnavailable`` (then it counts afresh).
         confirm_timeout: Seconds a node has to confirm a subscription before it
             counts as unreachable.
@@ -74,13 +74,13 @@ class ShardedSubscription:
         topics: Mapping[bytes, str],
         *,
         errors: Errors,
-        max_failures: int,
+        max_outage: float,
         confirm_timeout: float,
     ) -> None:
         self._cluster = cluster
         self._topics = dict(topics)
         self._errors = errors
-        self._max_failures = max_failures
+        self._max_outage = max_outage
         self._confirm_timeout = confirm_timeout
         self._pubsubs: dict[str, Any] = {}  # node name -> its PubSub
         self._node: dict[bytes, str] = {}  # channel -> node it is subscribed on (or asked)
@@ -92,7 +92,7 @@ class ShardedSubscription:
         self._ready: deque[tuple[str, dict[str, Any]]] = deque()  # read checking other nodes
         self._due = False  # a confirmed channel dropped: resubscribe without a pause
         self._last_round = float("-inf")
-        self._rounds = 0  # rounds since every channel was last subscribed
+        self._down_since: float | None = None  # first round since a channel went down
         self._turn = 0  # where the round-robin over the nodes resumes
         self.listening_since: float | None = None
 
@@ -103,7 +103,7 @@ class ShardedSubscription:
         topics: Sequence[str],
         *,
         errors: Errors,
-        max_failures: int,
+        max_outage: float,
     ) -> ShardedSubscription:
         """Subscribe to the channels of ``topics`` on ``connection``'s ``blocking`` cluster.
 
@@ -117,7 +117,7 @@ class ShardedSubscription:
             connection.blocking,
             channels,
             errors=errors,
-            max_failures=max_failures,
+            max_outage=max_outage,
             confirm_timeout=connection.settings.socket_timeout,
         )
         subscription.subscribe()
@@ -146,7 +146,7 @@ class ShardedSubscription:
 
         Raises:
             BackendUnavailable: If a channel has stayed without a subscription for
-                ``max_failures`` rounds: its slot has no reachable owner.
+                ``max_outage`` seconds: its slot has no reachable owner.
             AuthenticationFailed: If a node refused the credentials.
             PermissionDenied: If the ACL user may not subscribe to a channel.
         """
@@ -214,15 +214,15 @@ class ShardedSubscription:
         if not down or (not self._due and now < self._last_round + FOLLOW_PAUSE_S):
             return
         self._due, self._last_round = False, now
-        self._rounds += 1
+        self._down_since = self._down_since or now
         error = self._resubscribe(down)
         down = [channel for channel in self._topics if channel not in self._node]
-        if down and self._rounds > self._max_failures:
-            self._rounds = 0
+        if down and now - self._down_since >= self._max_outage:
+            self._down_since = None
             topics = [self._topics[channel] for channel in down]
             raise BackendUnavailable(
                 f"No master of the Redis Cluster took the subscription to topic(s) {topics!r} "
-                f"in {self._max_failures + 1} attempts, {FOLLOW_PAUSE_S} s apart ({error}): "
+                f"within {self._max_outage} s, trying every {FOLLOW_PAUSE_S} s ({error}): "
                 "messages published on them meanwhile are lost. The subscriber keeps trying; "
                 "the call that finds them subscribed again reports the loss."
             ) from error
@@ -319,7 +319,7 @@ class ShardedSubscription:
         self._seen.add(channel)
         self._up.add(channel)
         if len(self._up) == len(self._topics):  # whole again
-            self._rounds = 0
+            self._down_since = None
             if self.listening_since is None or not first:
                 self.listening_since = time.monotonic()
         return first

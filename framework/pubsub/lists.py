@@ -42,7 +42,7 @@ from typing import Any, Final
 
 from framework._raw import PinnedConnection
 from framework.buffers import Segments
-from framework.connection import MAX_BLOCK_MS, RedisConnection
+from framework.connection import MAX_BLOCK_MS, MAX_OUTAGE, RedisConnection
 from framework.exceptions import (
     BackendError,
     BackendUnavailable,
@@ -57,7 +57,6 @@ from framework.pubsub._shim import RedisShim, connect
 from framework.pubsub._taker import TAKEN_TTL_S, Taker
 from framework.pubsub._watched import WatchedProducers
 from framework.pubsub.protocols import UNSET, Unset
-from framework.pubsub.streams import MAX_OUTAGE
 
 __all__ = ["RedisQueuePublisher", "RedisQueueSubscriber"]
 

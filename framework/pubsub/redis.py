@@ -26,7 +26,7 @@ from typing import Any, Final
 
 from framework._raw import PinnedConnection
 from framework.buffers import Segments
-from framework.connection import MAX_BLOCK_MS, RedisConnection, mapped_errors
+from framework.connection import MAX_BLOCK_MS, MAX_OUTAGE, RedisConnection, mapped_errors
 from framework.exceptions import (
     BackendTimeout,
     BackendUnavailable,
@@ -45,8 +45,6 @@ logger = logging.getLogger(__name__)
 #: Seconds within which the confirmations of one resubscription arrive (one per channel);
 #: a confirmation after all of them, or later than this, starts another interruption.
 COALESCE_S: Final = 1.0
-#: Consecutive connection failures a subscriber rides out before raising.
-MAX_FAILURES: Final = 5
 #: Pause (s) between attempts while the connection is down.
 RETRY_PAUSE_S: Final = 0.2
 
@@ -171,6 +169,10 @@ class RedisSubscriber(RedisShim):
             form the port (also ``port=``) and then the topic(s).
         timeout: Longest wait (s) of :meth:`next_message`; ``None`` waits forever.
         sharded: Use ``SSUBSCRIBE``; defaults to True on a cluster.
+        max_outage: Seconds the subscription may stay down (Redis unreachable, or on a
+            cluster a slot without a reachable owner) before :meth:`next_message`
+            raises ``BackendUnavailable``; it keeps trying, and raises again after as
+            long again.
         kwargs: ProxyStore's form only: ``port``/``topic`` by keyword and further
             Redis settings.
 
@@ -193,6 +195,7 @@ class RedisSubscriber(RedisShim):
         *args: Any,
         timeout: float | None = None,
         sharded: bool | None = None,
+        max_outage: float = MAX_OUTAGE,
         **kwargs: Any,
     ) -> None:
         port, topic = split_topic_args(connection, args, kwargs)
@@ -210,13 +213,14 @@ class RedisSubscriber(RedisShim):
         self._interrupted = False
         self._last_confirm = float("-inf")  # the first resubscription always counts
         self._confirms_left = 0  # confirmations still due from the current resubscription
-        self._failures = 0
+        self._max_outage = max_outage
+        self._down_since: float | None = None  # the first failed read of this outage
         self._receiving = f"receive from topic(s) {list(self.topics)!r}"
         channels = [connection.keys.topic(t) for t in self.topics]
         with self._errors(f"subscribe to topic(s) {list(self.topics)!r}"):
             if self._sharded and connection.is_cluster:  # channels follow their slots' owners
                 self._follower: ShardedSubscription | None = ShardedSubscription.start(
-                    connection, self.topics, errors=self._errors, max_failures=MAX_FAILURES
+                    connection, self.topics, errors=self._errors, max_outage=max_outage
                 )
             else:
                 self._follower, self._pubsub = None, connection.blocking.pubsub()
@@ -244,11 +248,14 @@ class RedisSubscriber(RedisShim):
         *,
         timeout: float | None = None,
         sharded: bool | None = None,
+        max_outage: float = MAX_OUTAGE,
     ) -> RedisSubscriber:
         """Connect to ``url`` and return a subscriber that owns (and closes) that connection."""
         connection = RedisConnection.from_url(url)
         try:
-            subscriber = cls(connection, topic, timeout=timeout, sharded=sharded)
+            subscriber = cls(
+                connection, topic, timeout=timeout, sharded=sharded, max_outage=max_outage
+            )
         except BaseException:
             connection.close()
             raise
@@ -289,7 +296,7 @@ class RedisSubscriber(RedisShim):
             MessageLossError: Once per interruption of the subscription (the
                 connection dropped and redis-py resubscribed): anything published
                 meanwhile was lost. The next call carries on.
-            BackendUnavailable: If Redis stays unreachable.
+            BackendUnavailable: If the subscription stayed down for ``max_outage``.
         """
         limit = self._timeout if isinstance(timeout, Unset) else timeout
         deadline = None if limit is None else time.monotonic() + limit
@@ -355,7 +362,7 @@ class RedisSubscriber(RedisShim):
         return data
 
     def _poll(self, wait: float) -> dict[str, Any] | None:
-        """One bounded wait for a message; rides out a few connection failures."""
+        """One bounded wait for a message; rides out an unreachable Redis for ``max_outage``."""
         if self._follower is not None:  # it follows dropped channels, within its own budget
             return self._follower.poll(wait)
         try:
@@ -369,15 +376,16 @@ class RedisSubscriber(RedisShim):
         except BackendUnavailable:
             # redis-py reconnects and resubscribes on the next read; the server's
             # confirmation then reports the interruption (see _handle).
-            self._failures += 1
+            now = time.monotonic()
+            self._down_since = self._down_since or now
             self._listening_since = None
-            if self._failures >= MAX_FAILURES:
-                self._failures = 0
+            if now - self._down_since >= self._max_outage:
+                self._down_since = None  # the next call counts afresh
                 raise
             logger.warning("Subscription to %s dropped; reconnecting", list(self.topics))
             time.sleep(RETRY_PAUSE_S)
             return None
-        self._failures = 0
+        self._down_since = None
         return message
 
     def _release(self) -> None:

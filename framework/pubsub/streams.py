@@ -47,7 +47,7 @@ from collections.abc import Sequence
 from typing import Any, Final
 
 from framework._raw import PinnedConnection
-from framework.connection import MAX_BLOCK_MS, RedisConnection, mapped_errors
+from framework.connection import MAX_BLOCK_MS, MAX_OUTAGE, RedisConnection, mapped_errors
 from framework.exceptions import BackendUnavailable, MessageLossError, ReceiveTimeout
 from framework.pubsub._server_runs import ServerRun
 from framework.pubsub._shim import RedisShim, topic_tuple
@@ -67,9 +67,6 @@ __all__ = [
     "RedisStreamPublisher",
     "RedisStreamSubscriber",
 ]
-
-#: Default seconds a subscriber rides out an unreachable Redis before raising.
-MAX_OUTAGE: Final = 30.0
 
 #: Entry ids a group member remembers having returned (skipped when re-read after an outage).
 REMEMBERED: Final = 10_000

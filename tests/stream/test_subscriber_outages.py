@@ -1,0 +1,126 @@
+"""List and pub/sub subscribers ride out an unreachable Redis for ``max_outage``.
+
+As durable subscribers do. Before, they raised ``BackendUnavailable`` after five failed
+reads (about a second), so an outage of two seconds ended a consumer of a list or pub/sub
+topic while one of a durable topic went on.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from framework.connection import RedisConnection
+from framework.exceptions import BackendUnavailable, MessageLossError
+from framework.pubsub import (
+    RedisPublisher,
+    RedisQueuePublisher,
+    RedisQueueSubscriber,
+    RedisSubscriber,
+)
+from tests.stream.faults import RedisProcess, wait_for
+
+pytestmark = pytest.mark.usefixtures("require_redis_server")
+
+#: Seconds Redis stays down: well past the old limit of five reads 0.2 s apart.
+DOWN = 3.0
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[RedisProcess]:
+    server = RedisProcess(tmp_path, aof=True).start()  # messages survive the restart
+    yield server
+    server.close()
+
+
+def test_a_list_subscriber_waiting_through_the_outage_gets_what_follows(
+    server: RedisProcess,
+) -> None:
+    with RedisConnection.from_url(server.url) as conn:
+        subscriber = RedisQueueSubscriber(conn, "t", timeout=30)
+        server.kill()
+        restart = threading.Timer(DOWN, server.start)
+        restart.start()
+        try:
+            # Popping the whole time Redis is down, then after it is back.
+            got: list[bytes] = []
+            reader = threading.Thread(target=lambda: got.append(subscriber.next_message()))
+            reader.start()
+            restart.join(30)
+            with RedisQueuePublisher(conn) as publisher:
+                publisher.send_message("t", b"after")
+            reader.join(30)
+        finally:
+            restart.cancel()
+        assert got == [b"after"]
+        subscriber.close()
+
+
+def test_a_list_outage_longer_than_max_outage_is_raised(server: RedisProcess) -> None:
+    with RedisConnection.from_url(server.url) as conn:
+        subscriber = RedisQueueSubscriber(conn, "t", timeout=30, max_outage=1.0)
+        server.kill()
+        with pytest.raises(BackendUnavailable, match="pop from topic 't'"):
+            subscriber.next_message()
+        server.start()
+        subscriber.close()
+
+
+def _subscribed(server: RedisProcess) -> bool:
+    with server.admin() as admin:
+        return bool(admin.pubsub_numsub("fw:topic:{t}")[0][1])
+
+
+def test_a_pubsub_subscriber_waiting_through_the_outage_reports_it_then_goes_on(
+    server: RedisProcess,
+) -> None:
+    with RedisConnection.from_url(server.url) as conn:
+        subscriber = RedisSubscriber(conn, "t", timeout=30)
+        server.kill()
+        restart = threading.Timer(DOWN, server.start)
+        restart.start()
+        got: list[bytes | MessageLossError] = []
+
+        def read() -> None:
+            while not got or isinstance(got[-1], MessageLossError):
+                try:
+                    got.append(subscriber.next_message())
+                except MessageLossError as loss:
+                    got.append(loss)
+
+        try:
+            reader = threading.Thread(target=read)  # reading the whole time Redis is down
+            reader.start()
+            restart.join(30)
+            wait_for(lambda: _subscribed(server), what="the resubscription")
+            with RedisPublisher(conn) as publisher:
+                publisher.send_message("t", b"after")
+            reader.join(30)
+        finally:
+            restart.cancel()
+        assert not reader.is_alive()
+        [loss, message] = got  # the interruption is reported, never an error
+        assert isinstance(loss, MessageLossError)
+        assert "interrupted" in str(loss)
+        assert message == b"after"
+        subscriber.close()
+
+
+def test_a_pubsub_outage_longer_than_max_outage_is_raised_and_ridden_out_again(
+    server: RedisProcess,
+) -> None:
+    with RedisConnection.from_url(server.url) as conn:
+        subscriber = RedisSubscriber(conn, "t", timeout=30, max_outage=1.0)
+        server.kill()
+        for _ in range(2):  # once per max_outage; it keeps trying in between
+            started = time.monotonic()
+            with pytest.raises(BackendUnavailable, match="receive from topic"):
+                subscriber.next_message()
+            assert 1.0 <= time.monotonic() - started < 5
+            assert subscriber.listening_since is None
+        server.start()
+        subscriber.close()
