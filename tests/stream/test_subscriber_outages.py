@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -37,25 +37,36 @@ def server(tmp_path: Path) -> Iterator[RedisProcess]:
     server.close()
 
 
+def _through_an_outage(
+    server: RedisProcess, read: Callable[[], None], publish: Callable[[], None]
+) -> None:
+    """Run ``read`` in a thread from before Redis goes down for ``DOWN`` s, ``publish`` after."""
+    server.kill()
+    restart = threading.Timer(DOWN, server.start)
+    restart.start()
+    reader = threading.Thread(target=read)
+    try:
+        reader.start()
+        restart.join(30)
+        publish()
+        reader.join(30)
+    finally:
+        restart.cancel()
+    assert not reader.is_alive(), "the reader did not finish"
+
+
 def test_a_list_subscriber_waiting_through_the_outage_gets_what_follows(
     server: RedisProcess,
 ) -> None:
     with RedisConnection.from_url(server.url) as conn:
         subscriber = RedisQueueSubscriber(conn, "t", timeout=30)
-        server.kill()
-        restart = threading.Timer(DOWN, server.start)
-        restart.start()
-        try:
-            # Popping the whole time Redis is down, then after it is back.
-            got: list[bytes] = []
-            reader = threading.Thread(target=lambda: got.append(subscriber.next_message()))
-            reader.start()
-            restart.join(30)
+        got: list[bytes] = []
+
+        def publish() -> None:
             with RedisQueuePublisher(conn) as publisher:
                 publisher.send_message("t", b"after")
-            reader.join(30)
-        finally:
-            restart.cancel()
+
+        _through_an_outage(server, lambda: got.append(subscriber.next_message()), publish)
         assert got == [b"after"]
         subscriber.close()
 
@@ -80,9 +91,6 @@ def test_a_pubsub_subscriber_waiting_through_the_outage_reports_it_then_goes_on(
 ) -> None:
     with RedisConnection.from_url(server.url) as conn:
         subscriber = RedisSubscriber(conn, "t", timeout=30)
-        server.kill()
-        restart = threading.Timer(DOWN, server.start)
-        restart.start()
         got: list[bytes | MessageLossError] = []
 
         def read() -> None:
@@ -92,17 +100,12 @@ def test_a_pubsub_subscriber_waiting_through_the_outage_reports_it_then_goes_on(
                 except MessageLossError as loss:
                     got.append(loss)
 
-        try:
-            reader = threading.Thread(target=read)  # reading the whole time Redis is down
-            reader.start()
-            restart.join(30)
+        def publish() -> None:
             wait_for(lambda: _subscribed(server), what="the resubscription")
             with RedisPublisher(conn) as publisher:
                 publisher.send_message("t", b"after")
-            reader.join(30)
-        finally:
-            restart.cancel()
-        assert not reader.is_alive()
+
+        _through_an_outage(server, read, publish)
         [loss, message] = got  # the interruption is reported, never an error
         assert isinstance(loss, MessageLossError)
         assert "interrupted" in str(loss)
