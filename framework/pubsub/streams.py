@@ -150,7 +150,14 @@ class RedisStreamSubscriber(StreamReading, RedisShim):
     def _open(self, key: str, start: str) -> None:
         """Set the topic's cursor; in a group, create it or note a finished run it consumed."""
         if self.group is None:
-            self._cursor[key] = last_id(self.connection, key) if start == "$" else start
+            if start != "$":
+                self._cursor[key] = start
+                return
+            self._cursor[key] = last_id(self.connection, key)
+            # Producers gone before this subscriber came cannot lose it anything: it asked
+            # only for what comes next.
+            topic = self._keys[key]
+            self._liveness.mark_gone(topic, self._liveness.expired(topic, self._producers(key)))
             return
         self._cursor[key] = "0"  # this member's own pending entries first
         if self._ensure_group(key, start):

@@ -20,8 +20,10 @@ from tests.stream import _children
 from tests.stream.faults import Collector, indexes, payload
 
 
-def _consumer(conn: RedisConnection, topic: str, group: str | None, **kwargs: float) -> Collector:
-    subscriber = RedisStreamSubscriber(conn, topic, group=group, consumer="c1")
+def _consumer(
+    conn: RedisConnection, topic: str, group: str | None, start: str = "0", **kwargs: float
+) -> Collector:
+    subscriber = RedisStreamSubscriber(conn, topic, group=group, consumer="c1", start=start)
     return Collector(StreamConsumer[bytes](subscriber, **kwargs))
 
 
@@ -137,3 +139,24 @@ def test_a_killed_producer_of_a_finished_run_is_forgotten_by_the_next(
     assert between.losses == []
     first.consumer.close()
     between.consumer.close()
+
+
+@pytest.mark.parametrize("start", ["$", "0"])
+def test_a_producer_killed_before_a_group_less_subscriber_came_is_its_loss_only_from_the_start(
+    any_conn: RedisConnection, start: str
+) -> None:
+    topic = f"dur-before-{start}"
+    with StreamProducer[bytes](RedisStreamPublisher(any_conn), producer_id="P") as producer:
+        producer.send(topic, payload(0))
+        producer.flush()
+    # The state a SIGKILL leaves: open and live, its alive key expired.
+    any_conn.client.hset(any_conn.keys.events_end(topic), "K", "open:old:live")
+    collector = _consumer(any_conn, topic, None, start, timeout=20)
+    time.sleep(2 * CHECK_EVERY_S)  # idle: it looks at its producers' liveness
+    with StreamProducer[bytes](RedisStreamPublisher(any_conn), producer_id="P") as producer:
+        producer.send(topic, payload(1))
+        producer.close_topics(topic)
+    assert indexes(collector.result()) == ([1] if start == "$" else [0, 1])
+    # From "$" it asked only for what comes next: before, K was reported here as well.
+    assert [loss.producer for loss in collector.losses] == ([] if start == "$" else ["K"])
+    collector.consumer.close()
