@@ -55,8 +55,10 @@ logger = logging.getLogger("framework.cli")
 EXIT_INTERRUPTED = 130
 
 #: Tables and progress go to stdout; ``Error:`` lines go to stderr (through click).
-#: No emoji codes: a file named ``:fire:.bin`` is printed as it is called.
-console = Console(highlight=False, emoji=False)
+#: No emoji codes: a file named ``:fire:.bin`` is printed as it is called. Lines are not
+#: wrapped (the terminal does it): piped into a log or a script, a long path in a message
+#: stays on one line, so it can be searched for and copied.
+console = Console(highlight=False, emoji=False, soft_wrap=True)
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -74,16 +74,18 @@ def test_a_path_given_twice_is_sent_once(
     tmp_path: Path, redis_url: str, reap: Callable[[Running], Running]
 ) -> None:
     # A second transfer of one file would resume the first, still running, in the same send.
-    data = _write(tmp_path / "a" / "dup.bin", b"once" * 100_000)
+    # A path longer than a line: the note names it whole, on one line (output is piped).
+    folder = tmp_path / ("a" * 90)
+    data = _write(folder / "dup.bin", b"once" * 100_000)
     out = tmp_path / "incoming"
     recv = reap(start_cli(
         "recv", "--as", "site", "--out", str(out), "--count", "1", "--timeout", "60",
         tmp_path=tmp_path, url=redis_url,
     ))  # fmt: skip
-    alias = tmp_path / "a" / "." / "dup.bin"
+    alias = folder / "." / "dup.bin"
     sent = run_cli("send", str(data), str(alias), "--to", "site", tmp_path=tmp_path, url=redis_url)
     assert sent.returncode == 0, sent.stdout + sent.stderr
-    assert "is given more than once; it is sent once" in sent.stdout
+    assert f"Note: {alias} is given more than once; it is sent once.\n" in sent.stdout
     assert "resume" not in sent.stdout
     assert finish(recv.proc) == 0, recv.output()
     assert [p.name for p in out.iterdir()] == ["dup.bin"]
