@@ -31,8 +31,12 @@ $(BENCHES): pyproject.toml | $(BIN)/python
 
 install: $(DEV)
 
+# Workers (pytest-xdist), each with its own redis-server and local cluster: the tests
+# mostly wait (on Redis, timeouts, child processes), so 4 share 2 cores well. 0: one process.
+TEST_WORKERS ?= 4
+
 test: $(DEV)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 # The Redis: FRAMEWORK_REDIS_URL, or DEMO_ARGS="--url redis://...", else an embedded one.
 # Not echoed: DEMO_ARGS may hold a password (the demo prints the URL masked itself).
