@@ -12,8 +12,9 @@ only when something else happens to refresh the map.)
 
 :class:`ShardedSubscription` therefore keeps one plain ``PubSub`` per node, itself,
 and knows for every channel where it is subscribed and whether the server
-confirmed it. A channel is *dropped* when its node's connection fails or the node
-unsubscribes it. It is then subscribed again on the master that owns its slot now,
+confirmed it. A channel is *dropped* when its node's connection fails (a node that
+stops answering a silent connection's PING too: a hung node, see :mod:`._probe`) or the
+node unsubscribes it. It is then subscribed again on the master that owns its slot now,
 found by refreshing redis-py's slot map; its confirmation makes it *recovered*,
 and :meth:`~ShardedSubscription.take_loss` turns the recovered channels into one
 :class:`~framework.exceptions.MessageLossError` (possible), before anything those
@@ -30,6 +31,8 @@ from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Final
 
+import redis
+
 from framework.connection import RedisConnection
 from framework.exceptions import (
     AuthenticationFailed,
@@ -38,6 +41,7 @@ from framework.exceptions import (
     MessageLossError,
     PermissionDenied,
 )
+from framework.pubsub._probe import PROBE_MESSAGE, Probe
 
 __all__ = ["FOLLOW_PAUSE_S", "ShardedSubscription"]
 
@@ -83,6 +87,7 @@ class ShardedSubscription:
         self._max_outage = max_outage
         self._confirm_timeout = confirm_timeout
         self._pubsubs: dict[str, Any] = {}  # node name -> its PubSub
+        self._probes: dict[str, Probe] = {}  # node name -> its connection's liveness
         self._node: dict[bytes, str] = {}  # channel -> node it is subscribed on (or asked)
         self._sent: dict[bytes, float] = {}  # channel awaiting confirmation -> when asked
         self._up: set[bytes] = set()  # confirmed on its node
@@ -257,6 +262,7 @@ class ShardedSubscription:
         pubsub = self._pubsubs.get(node.name)
         if pubsub is None:
             pubsub = self._pubsubs[node.name] = self._cluster.get_redis_connection(node).pubsub()
+            self._probes[node.name] = Probe(self._confirm_timeout, time.monotonic())
         # Noted before sending: a failure then drops it with the rest of the node's.
         self._node[channel] = node.name
         self._sent[channel] = time.monotonic()
@@ -268,7 +274,9 @@ class ShardedSubscription:
         """One bounded read from a node; a failure drops the node (and checks the others)."""
         try:
             with self._errors(f"receive from topic(s) {list(self._topics.values())!r}"):
-                message: dict[str, Any] | None = self._pubsubs[name].get_message(timeout=timeout)
+                pubsub = self._pubsubs[name]
+                message: dict[str, Any] | None = pubsub.get_message(timeout=timeout)
+                self._probe(self._probes[name], pubsub, message)
         except (AuthenticationFailed, PermissionDenied):
             raise
         except BackendError as exc:
@@ -282,6 +290,22 @@ class ShardedSubscription:
                     self._ready.append((other, found))
             return None
         return message
+
+    @staticmethod
+    def _probe(probe: Probe, pubsub: Any, message: dict[str, Any] | None) -> None:
+        """Probe a silent node connection (see :mod:`._probe`).
+
+        Raises:
+            redis.ConnectionError: The node left the probe unanswered.
+        """
+        now = time.monotonic()
+        if message is not None:
+            probe.heard(now)
+        elif probe.dead(now):
+            raise redis.ConnectionError(f"no answer to a PING within {probe.timeout} s")
+        elif probe.due(now):
+            pubsub.ping(PROBE_MESSAGE)
+            probe.sent(now)
 
     def _sorted(self, name: str, message: dict[str, Any]) -> dict[str, Any] | None:
         """Return what the subscriber should see of a node's message; handle the rest."""
@@ -350,6 +374,7 @@ class ShardedSubscription:
     def _discard(self, name: str) -> None:
         """Close a node's pubsub and forget it; a dead node's socket is just dropped."""
         pubsub = self._pubsubs.pop(name, None)
+        self._probes.pop(name, None)
         if pubsub is None:
             return
         try:

@@ -24,6 +24,8 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any, Final
 
+import redis
+
 from framework._raw import PinnedConnection
 from framework.buffers import Segments
 from framework.connection import MAX_BLOCK_MS, MAX_OUTAGE, RedisConnection, mapped_errors
@@ -34,6 +36,7 @@ from framework.exceptions import (
     ReceiveTimeout,
 )
 from framework.pubsub._atomic import run_atomic
+from framework.pubsub._probe import PROBE_MESSAGE, Probe
 from framework.pubsub._sharded import ShardedSubscription
 from framework.pubsub._shim import RedisShim, connect, split_topic_args, topic_tuple
 from framework.pubsub.protocols import UNSET, Unset
@@ -216,6 +219,7 @@ class RedisSubscriber(RedisShim):
         self._max_outage = max_outage
         self._down_since: float | None = None  # the first failed read of this outage
         self._receiving = f"receive from topic(s) {list(self.topics)!r}"
+        self._probe = Probe(connection.settings.socket_timeout, time.monotonic())
         channels = [connection.keys.topic(t) for t in self.topics]
         with self._errors(f"subscribe to topic(s) {list(self.topics)!r}"):
             if self._sharded and connection.is_cluster:  # channels follow their slots' owners
@@ -367,12 +371,7 @@ class RedisSubscriber(RedisShim):
             return self._follower.poll(wait)
         try:
             with self._errors(self._receiving):
-                if self._sharded:
-                    message: dict[str, Any] | None = self._pubsub.get_sharded_message(
-                        timeout=wait / max(1, len(self.topics))
-                    )
-                else:
-                    message = self._pubsub.get_message(timeout=wait)
+                message = self._read(wait)
         except BackendUnavailable:
             # redis-py reconnects and resubscribes on the next read; the server's
             # confirmation then reports the interruption (see _handle).
@@ -386,6 +385,35 @@ class RedisSubscriber(RedisShim):
             time.sleep(RETRY_PAUSE_S)
             return None
         self._down_since = None
+        return message
+
+    def _read(self, wait: float) -> dict[str, Any] | None:
+        """One read; a silent connection is probed, and dropped if the probe goes unanswered.
+
+        Raises:
+            redis.ConnectionError: The probe went unanswered (see :mod:`._probe`); the
+                next read connects and subscribes again.
+        """
+        if self._sharded:
+            message: dict[str, Any] | None = self._pubsub.get_sharded_message(
+                timeout=wait / max(1, len(self.topics))
+            )
+        else:
+            message = self._pubsub.get_message(timeout=wait)
+        now = time.monotonic()
+        if message is not None:
+            self._probe.heard(now)
+        elif self._probe.dead(now):
+            self._probe.heard(now)  # the new connection gets its own time
+            if self._pubsub.connection is not None:
+                self._pubsub.connection.disconnect()
+            raise redis.ConnectionError(
+                f"no answer to a PING within {self._probe.timeout} s; the connection is "
+                "given up as dead (a hung server or a network that drops it silently)"
+            )
+        elif self._probe.due(now):
+            self._pubsub.ping(PROBE_MESSAGE)
+            self._probe.sent(now)
         return message
 
     def _release(self) -> None:

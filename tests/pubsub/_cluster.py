@@ -225,6 +225,13 @@ class LocalCluster:
         os.kill(self.processes[port].pid, signal.SIGKILL)
         self.processes[port].wait(10)
 
+    def hang(self, port: int) -> None:
+        """SIGSTOP the node on ``port``: its connections stay open, and it answers nothing.
+
+        :meth:`close` kills it like the others.
+        """
+        os.kill(self.processes[port].pid, signal.SIGSTOP)
+
     def failover(self, replica: int) -> None:
         """``CLUSTER FAILOVER`` on ``replica`` (a planned, lossless promotion)."""
         _call(replica, "CLUSTER", "FAILOVER")

@@ -234,6 +234,23 @@ def test_subscription_follows_the_promoted_replica_of_a_killed_master(
     assert all(at <= reported for at in down)  # and it is up again since the report
 
 
+def test_subscription_follows_the_promoted_replica_of_a_hung_master(
+    cluster: LocalCluster, conn: RedisConnection
+) -> None:
+    """Before: the subscription stayed on the hung master, and nothing arrived any more."""
+    slot, master = owner_of_topic(cluster, conn)
+    replica = cluster.replica_of(master)
+
+    def hang() -> None:
+        cluster.hang(master)  # its sockets stay open: nothing fails, it just says nothing
+        # Asked of the replica: the hung master would not answer.
+        wait_until(lambda: cluster.owner(slot, asked=replica) == replica, "the promotion")
+
+    # A hung node is given up after a socket timeout without an answer.
+    with RedisConnection.from_url(f"{cluster.url}?socket_timeout=2") as quick:
+        check(*run_fault(quick, hang))
+
+
 def test_other_topics_carry_on_while_one_follows_its_slot(
     cluster: LocalCluster, conn: RedisConnection
 ) -> None:
