@@ -15,6 +15,8 @@ Pure logic: no Redis I/O.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Final
 
 __all__ = ["PROBE_AFTER_S", "PROBE_MESSAGE", "Probe"]
@@ -58,3 +60,31 @@ class Probe:
         Call it after a read that found nothing: the answer is not waiting in the socket.
         """
         return self._sent is not None and now - self._sent > self.timeout
+
+    def observe(self, got: bool, ping: Callable[[], object], now: float | None = None) -> bool:
+        """Note a read's outcome; ``ping()`` the connection when due.
+
+        Args:
+            got: Whether the read returned anything.
+            ping: Sends a PING on the connection.
+            now: The monotonic time of the read (now by default).
+
+        Returns:
+            True if the connection counts as dead (the probe then starts afresh, for
+            the connection that replaces it).
+        """
+        now = time.monotonic() if now is None else now
+        if got:
+            self.heard(now)
+        elif self.dead(now):
+            self.heard(now)
+            return True
+        elif self.due(now):
+            ping()
+            self.sent(now)
+        return False
+
+    @property
+    def failure(self) -> str:
+        """Why a dead connection was given up, for error messages."""
+        return f"no answer to a PING within {self.timeout} s"

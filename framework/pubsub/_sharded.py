@@ -274,9 +274,10 @@ class ShardedSubscription:
         """One bounded read from a node; a failure drops the node (and checks the others)."""
         try:
             with self._errors(f"receive from topic(s) {list(self._topics.values())!r}"):
-                pubsub = self._pubsubs[name]
+                pubsub, probe = self._pubsubs[name], self._probes[name]
                 message: dict[str, Any] | None = pubsub.get_message(timeout=timeout)
-                self._probe(self._probes[name], pubsub, message)
+                if probe.observe(message is not None, lambda: pubsub.ping(PROBE_MESSAGE)):
+                    raise redis.ConnectionError(probe.failure)
         except (AuthenticationFailed, PermissionDenied):
             raise
         except BackendError as exc:
@@ -290,22 +291,6 @@ class ShardedSubscription:
                     self._ready.append((other, found))
             return None
         return message
-
-    @staticmethod
-    def _probe(probe: Probe, pubsub: Any, message: dict[str, Any] | None) -> None:
-        """Probe a silent node connection (see :mod:`._probe`).
-
-        Raises:
-            redis.ConnectionError: The node left the probe unanswered.
-        """
-        now = time.monotonic()
-        if message is not None:
-            probe.heard(now)
-        elif probe.dead(now):
-            raise redis.ConnectionError(f"no answer to a PING within {probe.timeout} s")
-        elif probe.due(now):
-            pubsub.ping(PROBE_MESSAGE)
-            probe.sent(now)
 
     def _sorted(self, name: str, message: dict[str, Any]) -> dict[str, Any] | None:
         """Return what the subscriber should see of a node's message; handle the rest."""

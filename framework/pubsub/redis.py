@@ -400,20 +400,10 @@ class RedisSubscriber(RedisShim):
             )
         else:
             message = self._pubsub.get_message(timeout=wait)
-        now = time.monotonic()
-        if message is not None:
-            self._probe.heard(now)
-        elif self._probe.dead(now):
-            self._probe.heard(now)  # the new connection gets its own time
-            if self._pubsub.connection is not None:
+        if self._probe.observe(message is not None, lambda: self._pubsub.ping(PROBE_MESSAGE)):
+            if self._pubsub.connection is not None:  # the next read connects afresh
                 self._pubsub.connection.disconnect()
-            raise redis.ConnectionError(
-                f"no answer to a PING within {self._probe.timeout} s; the connection is "
-                "given up as dead (a hung server or a network that drops it silently)"
-            )
-        elif self._probe.due(now):
-            self._pubsub.ping(PROBE_MESSAGE)
-            self._probe.sent(now)
+            raise redis.ConnectionError(self._probe.failure)
         return message
 
     def _release(self) -> None:

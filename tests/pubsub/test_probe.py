@@ -40,6 +40,22 @@ def test_anything_heard_answers_the_probe() -> None:
     assert probe.due(2.5 + PROBE_AFTER_S)
 
 
+def test_observing_reads_pings_once_when_due_and_tells_a_dead_connection() -> None:
+    probe, pings = Probe(timeout=2.0, now=0.0), []
+    ping = lambda: pings.append(1)  # noqa: E731
+    assert not probe.observe(False, ping, now=PROBE_AFTER_S / 2)
+    assert pings == []
+    assert not probe.observe(False, ping, now=PROBE_AFTER_S)
+    assert not probe.observe(False, ping, now=PROBE_AFTER_S + 1)
+    assert pings == [1]
+    assert probe.observe(False, ping, now=PROBE_AFTER_S + 2.5)
+    assert "no answer to a PING within 2.0 s" in probe.failure
+    # Starts afresh for the connection that replaces it.
+    assert not probe.observe(False, ping, now=PROBE_AFTER_S + 3)
+    assert not probe.observe(True, ping, now=PROBE_AFTER_S + 10)
+    assert pings == [1]
+
+
 # -- on a real server, through a path that can be cut silently -------------------------------
 
 
