@@ -70,6 +70,8 @@ class ShardedSubscription:
     Attributes:
         listening_since: Monotonic time since which every channel has been
             subscribed; None while one is not.
+        down_since: Monotonic time of the first round that found a channel without a
+            subscription, since which none could be renewed; None otherwise.
     """
 
     def __init__(
@@ -97,7 +99,7 @@ class ShardedSubscription:
         self._ready: deque[tuple[str, dict[str, Any]]] = deque()  # read checking other nodes
         self._due = False  # a confirmed channel dropped: resubscribe without a pause
         self._last_round = float("-inf")
-        self._down_since: float | None = None  # first round since a channel went down
+        self.down_since: float | None = None
         self._turn = 0  # where the round-robin over the nodes resumes
         self.listening_since: float | None = None
 
@@ -219,11 +221,11 @@ class ShardedSubscription:
         if not down or (not self._due and now < self._last_round + FOLLOW_PAUSE_S):
             return
         self._due, self._last_round = False, now
-        self._down_since = self._down_since or now
+        self.down_since = self.down_since or now
         error = self._resubscribe(down)
         down = [channel for channel in self._topics if channel not in self._node]
-        if down and now - self._down_since >= self._max_outage:
-            self._down_since = None
+        if down and now - self.down_since >= self._max_outage:
+            self.down_since = None
             topics = [self._topics[channel] for channel in down]
             raise BackendUnavailable(
                 f"No master of the Redis Cluster took the subscription to topic(s) {topics!r} "
@@ -328,7 +330,7 @@ class ShardedSubscription:
         self._seen.add(channel)
         self._up.add(channel)
         if len(self._up) == len(self._topics):  # whole again
-            self._down_since = None
+            self.down_since = None
             if self.listening_since is None or not first:
                 self.listening_since = time.monotonic()
         return first

@@ -53,7 +53,7 @@ from framework.exceptions import (
 from framework.pubsub._atomic import run_atomic
 from framework.pubsub._list_ending import ENDS_TTL_MS, REGISTER, ListEnding
 from framework.pubsub._server_runs import ServerRun
-from framework.pubsub._shim import RedisShim, connect
+from framework.pubsub._shim import RedisShim, connect, outage_note
 from framework.pubsub._taker import TAKEN_TTL_S, Taker
 from framework.pubsub._watched import WatchedProducers
 from framework.pubsub.protocols import UNSET, Unset
@@ -260,7 +260,10 @@ class RedisQueueSubscriber(RedisShim):
             if message is not None:
                 return message
             if deadline is not None and time.monotonic() >= deadline:
-                raise ReceiveTimeout(f"No message on topic {self.topics[0]!r} within {limit} s.")
+                raise ReceiveTimeout(
+                    f"No message on topic {self.topics[0]!r} within {limit} s."
+                    + outage_note(self._down_since)
+                )
 
     def topic_ended(self) -> bool:
         """Whether the topic has ended for this subscriber; looks at Redis now.

@@ -38,7 +38,7 @@ from framework.exceptions import (
 from framework.pubsub._atomic import run_atomic
 from framework.pubsub._probe import PROBE_MESSAGE, Probe
 from framework.pubsub._sharded import ShardedSubscription
-from framework.pubsub._shim import RedisShim, connect, split_topic_args, topic_tuple
+from framework.pubsub._shim import RedisShim, connect, outage_note, split_topic_args, topic_tuple
 from framework.pubsub.protocols import UNSET, Unset
 
 __all__ = ["RedisPublisher", "RedisSubscriber"]
@@ -244,6 +244,11 @@ class RedisSubscriber(RedisShim):
         """
         return self._listening_since if self._follower is None else self._follower.listening_since
 
+    @property
+    def _outage_since(self) -> float | None:
+        """Since when Redis (on a cluster, a subscribed slot's owner) has been unreachable."""
+        return self._down_since if self._follower is None else self._follower.down_since
+
     @classmethod
     def from_url(
         cls,
@@ -316,7 +321,10 @@ class RedisSubscriber(RedisShim):
                 if data is not None:
                     return data
                 if deadline is not None and time.monotonic() >= deadline:
-                    raise ReceiveTimeout(f"No message on topic(s) {self.topics} within {limit} s.")
+                    raise ReceiveTimeout(
+                        f"No message on topic(s) {self.topics} within {limit} s."
+                        + outage_note(self._outage_since)
+                    )
 
     def poll_message(self) -> bytes | None:
         """Return the next message if one is already waiting, else ``None``.

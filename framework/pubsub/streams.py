@@ -50,7 +50,7 @@ from framework._raw import PinnedConnection
 from framework.connection import MAX_BLOCK_MS, MAX_OUTAGE, RedisConnection, mapped_errors
 from framework.exceptions import BackendUnavailable, MessageLossError, ReceiveTimeout
 from framework.pubsub._server_runs import ServerRun
-from framework.pubsub._shim import RedisShim, topic_tuple
+from framework.pubsub._shim import RedisShim, outage_note, topic_tuple
 from framework.pubsub._stream_liveness import Liveness
 from framework.pubsub._stream_publisher import (
     DEFAULT_MAXLEN,
@@ -216,7 +216,10 @@ class RedisStreamSubscriber(StreamReading, RedisShim):
                 if self._buffer or self._losses:
                     continue
             if deadline is not None and time.monotonic() >= deadline:
-                raise ReceiveTimeout(f"No entry on topic(s) {self.topics} within {limit} s.")
+                raise ReceiveTimeout(
+                    f"No entry on topic(s) {self.topics} within {limit} s."
+                    + outage_note(self._down_since)
+                )
 
     def poll_message(self) -> bytes | None:
         """Return the next message if one is already waiting, else ``None``.

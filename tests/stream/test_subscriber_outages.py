@@ -15,11 +15,12 @@ from pathlib import Path
 import pytest
 
 from framework.connection import RedisConnection
-from framework.exceptions import BackendUnavailable, MessageLossError
+from framework.exceptions import BackendUnavailable, MessageLossError, ReceiveTimeout
 from framework.pubsub import (
     RedisPublisher,
     RedisQueuePublisher,
     RedisQueueSubscriber,
+    RedisStreamSubscriber,
     RedisSubscriber,
 )
 from tests.stream.faults import RedisProcess, wait_for
@@ -125,5 +126,24 @@ def test_a_pubsub_outage_longer_than_max_outage_is_raised_and_ridden_out_again(
                 subscriber.next_message()
             assert 1.0 <= time.monotonic() - started < 5
             assert subscriber.listening_since is None
+        server.start()
+        subscriber.close()
+
+
+SUBSCRIBERS = {
+    "list": RedisQueueSubscriber,
+    "pubsub": RedisSubscriber,
+    "durable": RedisStreamSubscriber,
+}
+
+
+@pytest.mark.parametrize("kind", list(SUBSCRIBERS))
+def test_a_wait_that_ends_during_an_outage_says_so(server: RedisProcess, kind: str) -> None:
+    with RedisConnection.from_url(server.url) as conn:
+        subscriber = SUBSCRIBERS[kind](conn, "t")
+        server.kill()
+        # Not just "no message": it could not look (before: nothing said so).
+        with pytest.raises(ReceiveTimeout, match="Redis has been unreachable for the last"):
+            subscriber.next_message(timeout=1.5)
         server.start()
         subscriber.close()
