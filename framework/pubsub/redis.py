@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import random
 import threading
 import time
 from collections import deque
@@ -390,10 +391,40 @@ class RedisSubscriber(RedisShim):
                 self._down_since = None  # the next call counts afresh
                 raise
             logger.warning("Subscription to %s dropped; reconnecting", list(self.topics))
+            if self.connection.is_cluster:
+                self._move_to_another_node()
             time.sleep(RETRY_PAUSE_S)
             return None
         self._down_since = None
         return message
+
+    def _move_to_another_node(self) -> None:
+        """Classic pub/sub on a cluster: subscribe on another node than the failed one.
+
+        Every node relays classic pub/sub messages, so any live one will do; redis-py
+        would reconnect to the failed node's address forever. Its confirmation reports
+        the interruption (see :meth:`_handle`); should this node fail too, the next
+        failure moves on again.
+        """
+        cluster = self.connection.blocking
+        failed = getattr(self._pubsub, "node", None)
+        others = [n for n in cluster.get_nodes() if failed is None or n.name != failed.name]
+        if not others:
+            return
+        node = random.choice(others)
+        channels = list(self._pubsub.channels)
+        try:
+            with self._errors("close a failed subscription"):
+                self._pubsub.reset()
+        except BackendUnavailable:
+            logger.debug("The failed subscription's connection was already gone")
+        self._pubsub = cluster.pubsub(node=node)
+        logger.warning("Subscribing to %s on cluster node %s instead", list(self.topics), node.name)
+        try:
+            with self._errors(f"subscribe to topic(s) {list(self.topics)!r}"):
+                self._pubsub.subscribe(*channels)
+        except BackendUnavailable:  # the next read fails too, and moves on again
+            logger.debug("Cluster node %s is unreachable too", node.name)
 
     def _read(self, wait: float) -> dict[str, Any] | None:
         """One read; a silent connection is probed, and dropped if the probe goes unanswered.

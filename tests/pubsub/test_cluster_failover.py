@@ -156,11 +156,17 @@ def silent_losses(reader: Reader, ticker: Ticker, topic: str = TOPIC) -> list[in
 
 
 def run_fault(
-    conn: RedisConnection, fault: Callable[[], None], topics: Sequence[str] = (TOPIC,)
+    conn: RedisConnection,
+    fault: Callable[[], None],
+    topics: Sequence[str] = (TOPIC,),
+    sharded: bool | None = None,
 ) -> tuple[Reader, Ticker]:
     """Traffic before ``fault``, through it, and until ``AFTER`` messages of ``TOPIC``
     published after the loss report have arrived; then everything still in flight."""
-    with RedisSubscriber(conn, topics) as subscriber, RedisPublisher(conn) as publisher:
+    with (
+        RedisSubscriber(conn, topics, sharded=sharded) as subscriber,
+        RedisPublisher(conn, sharded=sharded) as publisher,
+    ):
         reader, ticker = Reader(subscriber), Ticker(publisher, topics)
         try:
             wait_until(lambda: len(reader.received()) >= 5, "messages before the fault")
@@ -249,6 +255,18 @@ def test_subscription_follows_the_promoted_replica_of_a_hung_master(
     # A hung node is given up after a socket timeout without an answer.
     with RedisConnection.from_url(f"{cluster.url}?socket_timeout=2") as quick:
         check(*run_fault(quick, hang))
+
+
+def test_a_classic_subscription_moves_to_a_live_node_when_its_node_is_killed(
+    cluster: LocalCluster, conn: RedisConnection
+) -> None:
+    """``sharded=False``: every node relays classic pub/sub, so any live one will do.
+
+    The subscription starts on the master of the channel's slot. Before, it kept
+    reconnecting to the dead address.
+    """
+    slot, master = owner_of_topic(cluster, conn)
+    check(*run_fault(conn, killer(cluster, slot, master), sharded=False))
 
 
 def test_other_topics_carry_on_while_one_follows_its_slot(
