@@ -104,8 +104,10 @@ class Control(Envelope):
     ``role`` tells the sending side (``tx``) from receivers (``rx``); ``sender`` names the
     cell. ``ack``: receiver ``sender`` consumed chunks up to ``seq`` (``off`` bytes);
     ``done`` marks its final ack, sent once its application is done with the data.
-    ``beat``: the sender is alive although its source has nothing new; ``seq`` numbers
-    its heartbeats in increasing order, and a receiver acts on each number once. ``cancel`` /
+    ``beat``: the sender is alive although its source has nothing new, or a receiver is
+    although its application, busy with the data, reads nothing; ``seq`` numbers each
+    side's heartbeats in increasing order, and the other side acts on each number once.
+    ``cancel`` /
     ``close`` / ``error``: that side ended the transfer; ``etype``/``msg`` say why.
     """
 

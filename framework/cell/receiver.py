@@ -90,6 +90,7 @@ class RxTransfer:
         self.read_count = config.read_count_for(len(announce.targets), announce.chunk_size)
         self._last_progress = self._last_ack = time.monotonic()
         self._beat_seq = -1  # the sender's last heartbeat number
+        self._own_beat = -1  # this receiver's last heartbeat number
         self._session = ReadSession(io.conn.blocking)
         self._reading = f"reading chunks of {self.name}"
 
@@ -168,6 +169,24 @@ class RxTransfer:
         due = due or time.monotonic() - self._last_ack >= self.config.heartbeat
         if due or self._unsent is not None:
             self._unsent = self._ack(position)
+
+    def beat(self) -> None:
+        """Show the sender this receiver is alive while its application reads nothing.
+
+        Called every heartbeat interval while the stream callback runs: one that works on
+        the data for longer than the idle timeout (after the last byte, say) would
+        otherwise leave the sender without an ack, and it would give up on a live
+        receiver. Skipped while acks go out anyway. Numbered like the sender's heartbeats,
+        so a copy of an old one written again cannot pass for a live receiver.
+
+        Raises:
+            BackendError: If Redis failed (the next beat tries again).
+        """
+        if self.ended or time.monotonic() - self._last_ack < self.config.heartbeat:
+            return
+        self._own_beat = max(self._own_beat + 1, time.time_ns() // 1000)
+        self._last_ack = time.monotonic()
+        self.io.post(Control(kind="beat", role="rx", sender=self.me, seq=self._own_beat))
 
     def complete(self) -> None:
         """Post the final ack: the application has all the data and is done with it.

@@ -88,6 +88,10 @@ class TxTask(StreamTaskSpec):
         self._stop = threading.Event()
         self._last_progress = self._last_write = self._last_refresh = time.monotonic()
         self._beat = -1  # the number of the last heartbeat posted
+        self._rx_beats: dict[str, int] = {}  # receiver -> the number of its last heartbeat
+        # A receiver's heartbeat shows it alive, not progress: frames it has not
+        # acknowledged are still checked for (see _check_frames_kept).
+        self._last_heard = self._last_progress
         self.thread = threading.Thread(
             target=self._run, name=f"fw-cell-tx-{announce.sid}", daemon=True
         )
@@ -209,7 +213,7 @@ class TxTask(StreamTaskSpec):
 
     def _await_controls(self) -> None:
         self._check_stop()
-        idle = time.monotonic() - self._last_progress
+        idle = time.monotonic() - max(self._last_progress, self._last_heard)
         if idle > self.config.idle_timeout:
             ignored = f" Ignored: {self.io.ignored}" if self.io.ignored else ""
             raise StreamTimeout(
@@ -275,8 +279,25 @@ class TxTask(StreamTaskSpec):
                 self._on_ack(control, where)
             elif control.kind == "close":
                 raise StreamCancelled(f"{where} closed the stream after {control.off} bytes.")
-            elif control.kind != "beat":
+            elif control.kind == "beat":
+                self._on_beat(control, where)
+            else:
                 raise error_from_wire(control.etype or "StreamCancelled", control.msg, where)
+
+    def _on_beat(self, control: Control, where: str) -> None:
+        """A receiver busy with the data is alive (see ``RxTransfer.beat``); once per number."""
+        if control.sender not in self.window.targets:
+            logger.warning("Ignoring a heartbeat from %s: not a target of the stream.", where)
+            return
+        if control.seq <= self._rx_beats.get(control.sender, -1):
+            logger.warning(
+                "Ignoring heartbeat %d from %s: seen before; a copy is no sign of a live receiver.",
+                control.seq,
+                where,
+            )
+            return
+        self._rx_beats[control.sender] = control.seq
+        self._last_heard = time.monotonic()
 
     def _on_ack(self, control: Control, where: str) -> None:
         position = Position(control.seq, control.off)

@@ -11,10 +11,11 @@ blob. A failed or rejected blob is reported to the sender and never reaches ``bl
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -104,13 +105,41 @@ class RxWorker:
         self.future.task_handle.stream = stream
         h = self.handler
         try:
-            h.callback(self.future, stream, self.rx.decoder.offset, *h.args, **h.kwargs)
+            with self._keepalive():
+                h.callback(self.future, stream, self.rx.decoder.offset, *h.args, **h.kwargs)
         except Exception as exc:  # noqa: BLE001 - user code: the failure goes to the sender
             if not self.rx.ended:
                 logger.warning("The stream callback for %s raised %r.", self.rx.name, exc)
             stream.fail(exc)
         else:
             stream.finish()
+
+    @contextlib.contextmanager
+    def _keepalive(self) -> Iterator[None]:
+        """Beat for the receiver while the block runs (see :meth:`RxTransfer.beat`).
+
+        The beats come from a thread of their own (``fw-cell-rx-alive-<sid>``), stopped
+        and joined when the block ends: the callback may work for any time without
+        reading, and the sender must not take that for a dead receiver.
+        """
+        stop = threading.Event()
+        every = self.rx.config.heartbeat
+
+        def run() -> None:
+            while not stop.wait(every) and not self.rx.stopping.is_set():
+                try:
+                    self.rx.beat()
+                except Exception as exc:  # noqa: BLE001 - the next beat tries again
+                    logger.debug("A heartbeat of %s was not posted: %s", self.rx.name, exc)
+
+        name = f"fw-cell-rx-alive-{self.rx.sid}"
+        thread = threading.Thread(target=run, name=name, daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
 
     def _blob(self) -> None:
         try:

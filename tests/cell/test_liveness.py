@@ -11,9 +11,16 @@ from typing import Any
 import pytest
 import redis
 
-from framework.cell import IterStream, Message, StreamError, StreamFuture, StreamTimeout
+from framework.cell import (
+    BytesStream,
+    IterStream,
+    Message,
+    StreamError,
+    StreamFuture,
+    StreamTimeout,
+)
 from framework.cell.assembler import encode_chunk
-from framework.cell.frames import Announce
+from framework.cell.frames import Announce, Control
 from framework.cell.inbox import announce
 from framework.cell.transport import TransferIO
 from framework.connection import RedisConnection
@@ -249,3 +256,64 @@ def test_a_restart_that_loses_unread_chunks_fails_both_sides_naming_them(
     assert isinstance(exc, StreamError)
     assert lost in str(exc), exc
     assert lost in str(seen), seen
+
+
+# -- a receiver busy with the data, not reading: alive all the same ----------------------------
+
+#: Idle timeout 1 s: a callback that works 2.5 s without reading outlasts it twice over.
+BUSY = SMALL.model_copy(update={"idle_timeout": 1.0, "heartbeat": 0.25})
+
+
+@pytest.mark.parametrize("when", ["after the last byte", "between reads"])
+def test_a_callback_working_past_the_idle_timeout_is_waited_for(
+    conn2: RedisConnection, make_cell: CellFactory, when: str
+) -> None:
+    data = payload(4 * CHUNK)
+    got = bytearray()
+
+    def on_stream(future: StreamFuture, stream: Any, resume: int) -> None:
+        while chunk := stream.read(CHUNK):
+            got.extend(chunk)
+            if when == "between reads" and len(got) == CHUNK:
+                time.sleep(2.5)
+        if when == "after the last byte":
+            time.sleep(2.5)  # storing it, say: the final ack waits for this return
+
+    make_cell(conn2, "b", BUSY).register_stream_cb("ch", "s", on_stream)
+    future = make_cell(conn2, "a", BUSY).send_stream("ch", "s", "b", Message({}, BytesStream(data)))
+    # Before: StreamTimeout, "no receiver made progress for 1 s", from a live receiver.
+    assert future.result(timeout=30) == len(data)
+    assert bytes(got) == data
+
+
+def test_copies_of_a_receivers_heartbeat_do_not_keep_a_sender_waiting(
+    conn: RedisConnection, make_cell: CellFactory
+) -> None:
+    # Nobody receives: one authentic-looking heartbeat of "b", then copies of it.
+    future = make_cell(conn, "a", BUSY).send_stream(
+        "ch", "s", "b", Message({}, BytesStream(payload(8 * CHUNK)))
+    )
+    io = TransferIO(conn, future.get_stream_id(), 60)
+    io.post(Control(kind="beat", role="rx", sender="b", seq=1))
+    ((_, fields),) = [
+        (eid, fields)
+        for eid, fields in conn.client.xrange(io.ack)
+        if any(b'"role":"rx"' in value for value in fields.values())
+    ]
+    stop = threading.Event()
+
+    def replay() -> None:
+        deadline = time.monotonic() + 10  # bounded, so a sender that waits ends too
+        while time.monotonic() < deadline and not stop.wait(0.1):
+            conn.client.xadd(io.ack, fields)
+
+    thread = threading.Thread(target=replay)
+    thread.start()
+    try:
+        started = time.monotonic()
+        exc = future.exception(timeout=20)
+        assert isinstance(exc, StreamTimeout)
+        assert time.monotonic() - started < 5
+    finally:
+        stop.set()
+        thread.join()
