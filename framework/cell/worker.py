@@ -5,8 +5,11 @@ the worker's own thread and may block; the final acknowledgement is posted when 
 returns, so an exception it raises at any point, also after the last byte, fails the
 sender's future. A blob callback runs as ``blob_cb(future, *args, **kwargs)`` once the
 whole blob has arrived and passed its size checks (the behaviour NVFlare's docstring
-promises); before the first byte, an optional ``preflight_cb(future)`` may reject the
-blob. A failed or rejected blob is reported to the sender and never reaches ``blob_cb``.
+promises), and the final acknowledgement likewise waits for its return: an exception it
+raises fails the sender's future (NVFlare 2.9 stops the transfer so the sender hears of
+it, when it still can). Before the first byte, an optional ``preflight_cb(future)`` may
+reject the blob. A failed or rejected blob is reported to the sender and never reaches
+``blob_cb``. While a callback runs, the receiver tells the sender it is alive.
 """
 
 from __future__ import annotations
@@ -154,10 +157,13 @@ class RxWorker:
         self.future.set_result(blob)
         h = self.handler
         try:
-            h.callback(self.future, *h.args, **h.kwargs)
-        except Exception:
-            # The blob arrived intact; a failing application callback is its own bug.
-            logger.exception("The blob callback for %s raised.", self.rx.name)
+            with self._keepalive():
+                h.callback(self.future, *h.args, **h.kwargs)
+        except Exception as exc:  # noqa: BLE001 - user code: the failure goes to the sender
+            logger.warning("The blob callback for %s raised %r.", self.rx.name, exc)
+            self.rx.fail(exc)
+            return
+        self.rx.complete()
 
     def _preflight(self) -> None:
         check = self.handler.preflight
@@ -177,7 +183,7 @@ class RxWorker:
 
 
 def receive_blob(rx: RxTransfer, future: StreamFuture, max_size: int) -> bytearray:
-    """Receive a whole blob, check its size, then post the final acknowledgement.
+    """Receive a whole blob and check its size (the caller posts the final acknowledgement).
 
     Args:
         rx: The receiver's transfer (must start at the beginning).
@@ -208,9 +214,7 @@ def receive_blob(rx: RxTransfer, future: StreamFuture, max_size: int) -> bytearr
             blob.write(header.off, plain)
             rx.consumed(Position(header.seq, header.off + header.len), header.last)
         future.set_progress(rx.decoder.offset)
-    data = blob.release()
-    rx.complete()
-    return data
+    return blob.release()
 
 
 class _Placer:

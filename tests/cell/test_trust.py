@@ -82,6 +82,41 @@ def test_a_callback_raising_after_the_last_byte_fails_the_sender(
     assert "RuntimeError: could not store the model ✗" in str(exc)
 
 
+def test_a_blob_callback_raising_fails_the_sender(
+    conn: RedisConnection, make_cell: CellFactory
+) -> None:
+    data = payload(2 * CHUNK + 7)
+    seen: list[int] = []
+
+    def on_blob(future: StreamFuture) -> None:
+        seen.append(len(future.result()))  # the whole blob, then the failure
+        raise RuntimeError("could not load the weights ✗")
+
+    make_cell(conn, "b").register_blob_cb("ch", "b", on_blob)
+    future = make_cell(conn, "a").send_blob("ch", "b", "b", Message({}, data))
+    # Before: the sender's future succeeded, and the error was only logged.
+    exc = future.exception(timeout=20)
+    assert isinstance(exc, StreamError)
+    assert "Receiver 'b'" in str(exc)
+    assert "RuntimeError: could not load the weights ✗" in str(exc)
+    assert seen == [len(data)]
+
+
+def test_the_sender_of_a_blob_hears_of_success_once_its_callback_returned(
+    conn: RedisConnection, make_cell: CellFactory
+) -> None:
+    returned = threading.Event()
+
+    def on_blob(future: StreamFuture) -> None:
+        time.sleep(0.5)
+        returned.set()
+
+    make_cell(conn, "b").register_blob_cb("ch", "b", on_blob)
+    future = make_cell(conn, "a").send_blob("ch", "b", "b", Message({}, payload(CHUNK)))
+    assert future.result(timeout=20) == CHUNK
+    assert returned.is_set()
+
+
 def test_the_receiver_stream_reports_closed(conn: RedisConnection, make_cell: CellFactory) -> None:
     seen: list[bool] = []
     streams: list[Any] = []
