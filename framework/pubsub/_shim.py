@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Sequence
 from typing import Any, TypeVar
 
@@ -10,7 +9,7 @@ from framework.connection import RedisConnection
 from framework.exceptions import ConfigurationError
 from framework.settings import RedisSettings
 
-__all__ = ["RedisShim", "connect", "outage_note", "split_topic_args", "topic_tuple"]
+__all__ = ["RedisShim", "connect", "split_topic_args", "topic_tuple"]
 
 _S = TypeVar("_S", bound="RedisShim")
 
@@ -125,16 +124,3 @@ def topic_tuple(topic: Any) -> tuple[str, ...]:
     if bad:
         raise ConfigurationError(f"Every topic must be a non-empty str, got {bad[0]!r}.")
     return topics
-
-
-def outage_note(down_since: float | None) -> str:
-    """What a ``ReceiveTimeout`` adds while Redis is unreachable (since ``down_since``).
-
-    A wait that ends during an outage did not find the topic quiet: it could not look.
-    """
-    if down_since is None:
-        return ""
-    return (
-        f" Redis has been unreachable for the last {time.monotonic() - down_since:.1f} s "
-        "(the subscriber keeps trying, for max_outage)."
-    )

@@ -20,6 +20,7 @@ from typing import Any, Final
 from framework._raw import PinnedConnection
 from framework.connection import RedisConnection
 from framework.exceptions import BackendError, BackendUnavailable, MessageLossError
+from framework.pubsub._outage import Outage
 from framework.pubsub._server_runs import SECTIONS, ServerRun
 from framework.pubsub._stream_liveness import Liveness
 from framework.pubsub._stream_losses import (
@@ -60,7 +61,7 @@ class StreamReading:
     _count: int
     _returned: deque[bytes]
     _claim_idle_ms: int
-    _max_outage: float
+    _outage: Outage
     _keys: dict[str, str]
     _cursor: dict[str, str]
     _buffer: deque[tuple[str, bytes, bytes]]
@@ -71,7 +72,6 @@ class StreamReading:
     _last_read: dict[str, str]
     _next_claim: float
     _claim_from: dict[str, str]
-    _down_since: float | None
     _pinned: PinnedConnection
     _server: ServerRun | None
 
@@ -135,10 +135,7 @@ class StreamReading:
         try:
             self._fill_once(block_ms)
         except BackendUnavailable:
-            now = time.monotonic()
-            self._down_since = self._down_since or now
-            if now - self._down_since >= self._max_outage:
-                self._down_since = None
+            if self._outage.failed():
                 raise
             logger.warning("Redis unreachable while reading %s; retrying", list(self.topics))
             if self.group is not None:
@@ -151,7 +148,7 @@ class StreamReading:
             if self.group is None or not is_missing_group(exc):
                 raise
             self._recreate_groups()
-        self._down_since = None
+        self._outage.ended()
 
     def _fill_once(self, block_ms: int) -> None:
         if self.group is not None and time.monotonic() >= self._next_claim:

@@ -52,8 +52,9 @@ from framework.exceptions import (
 )
 from framework.pubsub._atomic import run_atomic
 from framework.pubsub._list_ending import ENDS_TTL_MS, REGISTER, ListEnding
+from framework.pubsub._outage import Outage, outage_note
 from framework.pubsub._server_runs import ServerRun
-from framework.pubsub._shim import RedisShim, connect, outage_note
+from framework.pubsub._shim import RedisShim, connect
 from framework.pubsub._taker import TAKEN_TTL_S, Taker
 from framework.pubsub._watched import WatchedProducers
 from framework.pubsub.protocols import UNSET, Unset
@@ -212,8 +213,7 @@ class RedisQueueSubscriber(RedisShim):
         self.topics: tuple[str, ...] = (topic,)
         self._timeout = timeout
         self._lock = threading.Lock()
-        self._max_outage = max_outage
-        self._down_since: float | None = None  # when the current outage began
+        self._outage = Outage(max_outage)
         # A restart without an append-only file empties the list. redis-py reconnects on
         # its own, so the server's run is checked whenever a pop finds nothing.
         self._server = ServerRun(self.connection)
@@ -262,7 +262,7 @@ class RedisQueueSubscriber(RedisShim):
             if deadline is not None and time.monotonic() >= deadline:
                 raise ReceiveTimeout(
                     f"No message on topic {self.topics[0]!r} within {limit} s."
-                    + outage_note(self._down_since)
+                    + outage_note(self._outage.since)
                 )
 
     def topic_ended(self) -> bool:
@@ -340,10 +340,7 @@ class RedisQueueSubscriber(RedisShim):
         try:
             message = self._taker.take(wait)
         except BackendUnavailable:
-            now = time.monotonic()
-            self._down_since = self._down_since or now
-            if now - self._down_since >= self._max_outage:
-                self._down_since = None
+            if self._outage.failed():
                 raise
             logger.warning(
                 "Connection dropped while popping from topic %r; reconnecting (a message "
@@ -352,7 +349,7 @@ class RedisQueueSubscriber(RedisShim):
             )
             time.sleep(RETRY_PAUSE_S)
             return None
-        self._down_since = None
+        self._outage.ended()
         if message is not None:
             self._ending.took()
             return message

@@ -37,9 +37,10 @@ from framework.exceptions import (
     ReceiveTimeout,
 )
 from framework.pubsub._atomic import run_atomic
+from framework.pubsub._outage import Outage, outage_note
 from framework.pubsub._probe import PROBE_MESSAGE, Probe
 from framework.pubsub._sharded import ShardedSubscription
-from framework.pubsub._shim import RedisShim, connect, outage_note, split_topic_args, topic_tuple
+from framework.pubsub._shim import RedisShim, connect, split_topic_args, topic_tuple
 from framework.pubsub.protocols import UNSET, Unset
 
 __all__ = ["RedisPublisher", "RedisSubscriber"]
@@ -217,8 +218,7 @@ class RedisSubscriber(RedisShim):
         self._interrupted = False
         self._last_confirm = float("-inf")  # the first resubscription always counts
         self._confirms_left = 0  # confirmations still due from the current resubscription
-        self._max_outage = max_outage
-        self._down_since: float | None = None  # the first failed read of this outage
+        self._outage = Outage(max_outage)
         self._receiving = f"receive from topic(s) {list(self.topics)!r}"
         self._probe = Probe(connection.settings.socket_timeout, time.monotonic())
         channels = [connection.keys.topic(t) for t in self.topics]
@@ -248,7 +248,7 @@ class RedisSubscriber(RedisShim):
     @property
     def _outage_since(self) -> float | None:
         """Since when Redis (on a cluster, a subscribed slot's owner) has been unreachable."""
-        return self._down_since if self._follower is None else self._follower.down_since
+        return self._outage.since if self._follower is None else self._follower.down_since
 
     @classmethod
     def from_url(
@@ -384,18 +384,15 @@ class RedisSubscriber(RedisShim):
         except BackendUnavailable:
             # redis-py reconnects and resubscribes on the next read; the server's
             # confirmation then reports the interruption (see _handle).
-            now = time.monotonic()
-            self._down_since = self._down_since or now
             self._listening_since = None
-            if now - self._down_since >= self._max_outage:
-                self._down_since = None  # the next call counts afresh
+            if self._outage.failed():
                 raise
             logger.warning("Subscription to %s dropped; reconnecting", list(self.topics))
             if self.connection.is_cluster:
                 self._move_to_another_node()
             time.sleep(RETRY_PAUSE_S)
             return None
-        self._down_since = None
+        self._outage.ended()
         return message
 
     def _move_to_another_node(self) -> None:

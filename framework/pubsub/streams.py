@@ -49,8 +49,9 @@ from typing import Any, Final
 from framework._raw import PinnedConnection
 from framework.connection import MAX_BLOCK_MS, MAX_OUTAGE, RedisConnection, mapped_errors
 from framework.exceptions import BackendUnavailable, MessageLossError, ReceiveTimeout
+from framework.pubsub._outage import Outage, outage_note
 from framework.pubsub._server_runs import ServerRun
-from framework.pubsub._shim import RedisShim, outage_note, topic_tuple
+from framework.pubsub._shim import RedisShim, topic_tuple
 from framework.pubsub._stream_liveness import Liveness
 from framework.pubsub._stream_publisher import (
     DEFAULT_MAXLEN,
@@ -124,7 +125,7 @@ class RedisStreamSubscriber(StreamReading, RedisShim):
         self._count = count
         self._returned: deque[bytes] = deque(maxlen=REMEMBERED)
         self._claim_idle_ms = max(1, round(claim_idle * 1000))
-        self._max_outage = max_outage
+        self._outage = Outage(max_outage)
         self._keys = {connection.keys.events(t): t for t in self.topics}
         self._cursor: dict[str, str] = {}
         self._buffer: deque[tuple[str, bytes, bytes]] = deque()
@@ -138,7 +139,6 @@ class RedisStreamSubscriber(StreamReading, RedisShim):
         self._next_claim = 0.0
         # Where the next claim goes on in each pending list (XAUTOCLAIM's cursor).
         self._claim_from: dict[str, str] = {}
-        self._down_since: float | None = None
         self._lock = threading.Lock()
         # A read per few messages: a connection of its own skips the pool's cost.
         self._pinned = PinnedConnection(connection.blocking)
@@ -218,7 +218,7 @@ class RedisStreamSubscriber(StreamReading, RedisShim):
             if deadline is not None and time.monotonic() >= deadline:
                 raise ReceiveTimeout(
                     f"No entry on topic(s) {self.topics} within {limit} s."
-                    + outage_note(self._down_since)
+                    + outage_note(self._outage.since)
                 )
 
     def poll_message(self) -> bytes | None:
@@ -273,7 +273,7 @@ class RedisStreamSubscriber(StreamReading, RedisShim):
         if current is None or self.group is None:
             return
         key, entry_id = current
-        deadline = time.monotonic() + self._max_outage
+        deadline = time.monotonic() + self._outage.limit
         while True:
             try:
                 with self._errors(f"acknowledge entry {entry_id!r} of {key!r}"):
