@@ -143,11 +143,19 @@ class Consuming:
             return False, error_reply(ReturnCode.TASK_ABORTED, f"Cell {self.name!r} is aborting.")
         assert session.consumer is not None
         try:
-            go_on, reply = session.consumer.consume(obj, session.ctx, session.fl_ctx)
+            result = session.consumer.consume(obj, session.ctx, session.fl_ctx)
         except Exception as exc:  # user code: the sender gets EXECUTION_EXCEPTION
             logger.exception("consume raised on the %s.", env.describe())
             reason = f"consume raised {type(exc).__name__}: {exc}"
             return False, error_reply(ReturnCode.EXECUTION_EXCEPTION, reason)
+        if not isinstance(result, tuple | list) or len(result) != 2:
+            reason = (
+                f"{type(session.consumer).__name__}.consume returned {result!r:.80}; it must "
+                "return a (continue, reply) pair"
+            )
+            logger.error("%s, on the %s.", reason, env.describe())
+            return False, error_reply(ReturnCode.EXECUTION_EXCEPTION, reason)
+        go_on, reply = result
         if reply is None:
             reply = make_reply(ReturnCode.OK)
         elif not isinstance(reply, Shareable):

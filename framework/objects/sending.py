@@ -18,7 +18,7 @@ import secrets
 import time
 from collections.abc import Callable
 from functools import partial
-from typing import Any, Protocol, TypeAlias
+from typing import Any, NamedTuple, Protocol, TypeAlias
 
 from framework.cell.types import StreamFuture
 from framework.exceptions import BackendError, ConfigurationError, FrameworkError, StreamError
@@ -39,6 +39,15 @@ Reach: TypeAlias = bool | BackendError
 
 #: Longest pause (s) between two looks at the abort signal while replies are awaited.
 _ABORT_POLL = 0.05
+
+
+class Ended(NamedTuple):
+    """A target that takes no more objects of the stream: its session ended."""
+
+    #: The return code of its reply that ended the session.
+    rc: str
+    #: Why, for the EARLY_TERMINATION replies filled in for it and the log.
+    why: str
 
 
 class Link(Protocol):
@@ -123,7 +132,7 @@ class ObjectStream:
         self.sent = 0  # objects sent: the seq of the end notice, so receivers can count
         self.timeout = 5.0  # the last object's timeout; bounds the wait for end notices
         self.reached: set[str] = set()  # targets that were sent an object
-        self.ended: dict[str, str] = {}  # target -> why it takes no more objects
+        self.ended: dict[str, Ended] = {}  # target -> why it takes no more objects
         # Target -> why the current message did not reach its cluster node (yet).
         self.unsent: dict[str, BackendError] = {}
 
@@ -174,20 +183,18 @@ class ObjectStream:
             raise ConfigurationError(
                 f"{name}.produce returned a {type(obj).__name__}, not a Shareable."
             )
-        # numbers.Real: numpy's integers and floats are numbers of seconds too.
-        number = isinstance(timeout, numbers.Real) and not isinstance(timeout, bool)
-        if not number or not math.isfinite(timeout) or timeout <= 0:
+        if not math.isfinite(seconds := _seconds(timeout)) or seconds <= 0:
             raise ConfigurationError(
-                f"{name}.produce returned timeout {timeout!r}; "
-                "it must be a positive number of seconds."
+                f"{name}.produce returned timeout {timeout!r:.80}; "
+                "it must be a positive, finite number of seconds."
             )
 
     def _exchange(self, obj: Shareable, timeout: float) -> dict[str, Shareable] | None:
         """Send one object and gather its replies; None if aborted meanwhile."""
         live = [t for t in self.targets if t not in self.ended]
         slots = ReplySlots(self.seq, self.targets)
-        for target, why in self.ended.items():
-            slots.fill(target, self.seq, error_reply(ReturnCode.EARLY_TERMINATION, why))
+        for target, ended in self.ended.items():
+            slots.fill(target, self.seq, error_reply(ReturnCode.EARLY_TERMINATION, ended.why))
         env = Envelope(
             kind="data",
             tx=self.tx,
@@ -270,6 +277,7 @@ class ObjectStream:
         future: StreamFuture | None,
         timeout: float,
         resend: Callable[[], None] | None,
+        what: str | None = None,
     ) -> bool:
         deadline = time.monotonic() + timeout
         next_resend = time.monotonic() + self.link.resend_after
@@ -291,9 +299,9 @@ class ObjectStream:
         if not slots.complete():
             late = slots.missing()
             self._log(
-                "Targets %s sent no reply to object %d of stream %s within %s s.",
+                "Targets %s sent no reply to %s of stream %s within %s s.",
                 late,
-                self.seq,
+                what or f"object {self.seq}",
                 self.tx,
                 timeout,
             )
@@ -317,8 +325,11 @@ class ObjectStream:
     def _note_ended(self, replies: dict[str, Shareable]) -> None:
         for target, reply in replies.items():
             if target not in self.ended and reply.get_header(ReservedHeaderKey.SESSION_ENDED):
-                rc = reply.get_return_code()
-                self.ended[target] = f"The target ended its session at object {self.seq} ({rc})."
+                rc, error = reply.get_return_code(), reply.get_header(ReservedHeaderKey.ERROR)
+                why = f"{rc}: {error}" if error else rc
+                self.ended[target] = Ended(
+                    rc, f"The target's session ended with its reply to object {self.seq} ({why})."
+                )
 
     def _aborted(self) -> bool:
         signal = self.fl_ctx.get_run_abort_signal()
@@ -331,15 +342,31 @@ class ObjectStream:
         has finalized, so the consumers are done when ``stream_objects`` returns.
 
         Returns:
-            ``rc``, unless the end was normal and a target did not confirm that it
-            finalized with OK (it lost objects, failed, is gone or did not answer):
-            then the first such target's return code, so an unconfirmed end is never
-            reported as OK.
+            ``rc``, unless the end was normal and a target that was sent an object
+            did not finalize with OK (it ended its session early with an error, lost
+            objects, failed, is gone or did not confirm): then the first such target's
+            return code, so an unconfirmed end is never reported as OK.
         """
+        if rc != ReturnCode.OK:
+            self._notify("abort", rc)
+            return rc
+        failed = self._failed_early()
+        failed.update(self._notify("end", rc))
+        return next((failed[t] for t in self.targets if t in failed), rc)
+
+    def _failed_early(self) -> dict[str, str]:
+        """Targets that ended their session before the end, with a code other than OK."""
+        ended = self.ended.items()
+        failed = {t: e.rc for t, e in ended if t in self.reached and e.rc != ReturnCode.OK}
+        for target in failed:
+            self._log("Target %s of stream %s: %s", target, self.tx, self.ended[target].why)
+        return failed
+
+    def _notify(self, kind: str, rc: str) -> dict[str, str]:
+        """Send the end or abort notice; after an end, who did not finalize with OK."""
         notify = [t for t in self.targets if t in self.reached and t not in self.ended]
         if not notify:
-            return rc
-        kind = "end" if rc == ReturnCode.OK else "abort"
+            return {}
         env = Envelope(
             kind=kind,
             tx=self.tx,
@@ -360,25 +387,37 @@ class ObjectStream:
             reached, _ = self.link.send(env, None, notify, False, self.optional)
             self._note(reached, slots, resendable=True)  # no wait for those whose engine is gone
             if kind == "end":
-                self._wait(slots, None, self.timeout, partial(self._resend, env, None, slots))
-                return self._failed_end(slots) or rc
+                resend = partial(self._resend, env, None, slots)
+                self._wait(slots, None, self.timeout, resend, "the end notice")
+                return self._failed_end(slots)
         except FrameworkError as exc:  # the receivers' idle expiry finalizes them instead
             self._log("Could not send %s of stream %s to %s: %s", kind, self.tx, notify, exc)
-            return ReturnCode.COMMUNICATION_ERROR if kind == "end" else rc
+            return dict.fromkeys(notify, ReturnCode.COMMUNICATION_ERROR) if kind == "end" else {}
         finally:
             self.link.expect(self.tx, None)
-        return rc
+        return {}
 
-    def _failed_end(self, slots: ReplySlots) -> str | None:
-        """Log each target that did not finalize with OK; the first one's return code."""
-        failed: str | None = None
+    def _failed_end(self, slots: ReplySlots) -> dict[str, str]:
+        """Log each target that did not finalize with OK; their return codes."""
+        failed: dict[str, str] = {}
         for target, reply in slots.result().items():
             rc = reply.get_return_code()
             if rc != ReturnCode.OK:
                 why = reply.get_header(ReservedHeaderKey.ERROR)
                 self._log("Target %s finalized stream %s with %s: %s", target, self.tx, rc, why)
-                failed = failed or rc
+                failed[target] = rc
         return failed
 
     def _log(self, msg: str, *args: Any) -> None:
         logger.log(logging.DEBUG if self.optional else logging.WARNING, msg, *args)
+
+
+def _seconds(timeout: Any) -> float:
+    """``timeout`` as a float: NaN if it is not a number, infinite if it is too large."""
+    # numbers.Real: numpy's integers and floats are numbers of seconds too.
+    if not isinstance(timeout, numbers.Real) or isinstance(timeout, bool):
+        return math.nan
+    try:
+        return float(timeout)
+    except OverflowError:  # an int beyond a float's range
+        return math.inf

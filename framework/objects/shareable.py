@@ -44,14 +44,17 @@ class Shareable(dict):  # type: ignore[type-arg]  # NVFlare's Shareable is an un
     """The object exchanged between sites: any keys and values, plus headers.
 
     Args:
-        data: Initial content (copied, shallowly).
+        data: Initial content (copied, shallowly), headers and return code included: the
+            copy of a reply is a reply with the same return code.
     """
 
     def __init__(self, data: dict[Any, Any] | None = None) -> None:
         super().__init__()
         if data:
             self.update(data)
-        self[ReservedHeaderKey.HEADERS] = {}
+        headers = self.get(ReservedHeaderKey.HEADERS)
+        # Its own headers dict: setting a header on the copy leaves the original alone.
+        self[ReservedHeaderKey.HEADERS] = dict(headers) if isinstance(headers, dict) else {}
 
     def set_header(self, key: str, value: Any) -> None:
         """Set header ``key`` to ``value``."""

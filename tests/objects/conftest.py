@@ -11,6 +11,7 @@ from framework.cell import StreamCell
 from framework.connection import RedisConnection
 from framework.objects import EngineConfig, RedisStreamableEngine
 from tests.cell.helpers import SMALL
+from tests.objects.helpers import RecordingFactory
 
 EngineFactory = Callable[..., RedisStreamableEngine]
 
@@ -36,3 +37,13 @@ def make_engine() -> Iterator[EngineFactory]:
     for engine, cell in reversed(made):
         engine.shutdown_streamer()
         cell.close()
+
+
+def server_and_site(
+    make_engine: EngineFactory, conn: RedisConnection, **site_kw: Any
+) -> tuple[RedisStreamableEngine, RecordingFactory]:
+    """A sending engine ``server``, and an engine ``site`` consuming c/t with a factory."""
+    server = make_engine(conn, "server")
+    factory = RecordingFactory()
+    make_engine(conn, "site", **site_kw).register_stream_processing("c", "t", factory)
+    return server, factory

@@ -79,8 +79,9 @@ class Session:
 class RecordingConsumer(ObjectConsumer):
     """Records objects; replies ``{"n": count}``; can stop, raise or sleep on command.
 
-    An object with key ``"stop"`` ends the session; ``"raise"`` raises; ``"sleep"``
-    sleeps that many seconds before replying.
+    An object with key ``"stop"`` ends the session; ``"raise"`` raises; ``"return"``
+    returns its value instead of a ``(continue, reply)`` pair; ``"sleep"`` sleeps that
+    many seconds before replying.
     """
 
     def __init__(
@@ -99,6 +100,8 @@ class RecordingConsumer(ObjectConsumer):
         s.events.append("consume")
         if "raise" in shareable:
             raise RuntimeError("consumer exploded")
+        if "return" in shareable:  # a consumer that breaks the (continue, reply) contract
+            return shareable["return"]  # type: ignore[no-any-return]
         if self.sleeps and self.gate is not None and "sleep" in shareable:
             self.gate.wait(30)  # held until the test opens the gate
         elif self.sleeps:

@@ -15,7 +15,7 @@ from framework.objects import engine as engine_module
 from framework.objects.engine import RedisStreamableEngine as Engine
 from framework.objects.envelope import ENVELOPE_FIELD, PAYLOAD_FIELD, Envelope
 from framework.objects.mailbox import post
-from tests.objects.conftest import EngineFactory
+from tests.objects.conftest import EngineFactory, server_and_site
 from tests.objects.helpers import ListProducer, RecordingFactory, shareable
 
 
@@ -68,7 +68,8 @@ def test_a_sequence_gap_is_reported_and_not_applied(
             return obj, (0.5 if len(self.rounds) == 1 else 20)
 
     producer = ShortWaitForTheLostOne([shareable(i=i) for i in range(3)])
-    server.stream_objects("c", "t", {}, ["site"], producer, FLContext())
+    rc, _ = server.stream_objects("c", "t", {}, ["site"], producer, FLContext())
+    assert rc == ReturnCode.BAD_REQUEST_DATA  # the target lost an object: never OK
     assert [rcs(r) for r in producer.rounds] == [
         {"site": "OK"},
         {"site": "TIMEOUT"},
@@ -83,10 +84,7 @@ def test_a_sequence_gap_is_reported_and_not_applied(
 def test_a_session_whose_sender_vanished_is_finalized_after_the_idle_timeout(
     conn: RedisConnection, make_engine: EngineFactory
 ) -> None:
-    server = make_engine(conn, "server")
-    factory = RecordingFactory()
-    site = make_engine(conn, "site", config=EngineConfig(idle_timeout=0.3))
-    site.register_stream_processing("c", "t", factory)
+    server, factory = server_and_site(make_engine, conn, config=EngineConfig(idle_timeout=0.3))
 
     class GoesSilent(ListProducer):
         def produce(self, stream_ctx: dict[str, Any], fl_ctx: FLContext) -> tuple[Any, float]:
@@ -95,10 +93,39 @@ def test_a_session_whose_sender_vanished_is_finalized_after_the_idle_timeout(
                 return None, 1
             return super().produce(stream_ctx, fl_ctx)
 
-    server.stream_objects("c", "t", {}, ["site"], GoesSilent([shareable(i=0)]), FLContext())
+    producer = GoesSilent([shareable(i=0)])
+    rc, _ = server.stream_objects("c", "t", {}, ["site"], producer, FLContext())
+    assert rc == ReturnCode.TIMEOUT
     (session,) = factory.wait_ended(1)
     assert session.rc == ReturnCode.TIMEOUT
     assert session.events == ["consume", "finalize", "return"]
+
+
+def test_objects_sent_after_the_target_expired_its_session_fail_the_stream(
+    conn: RedisConnection, make_engine: EngineFactory
+) -> None:
+    """A slow producer: the receiver's idle expiry finalized the consumer mid-stream."""
+    server, factory = server_and_site(make_engine, conn, config=EngineConfig(idle_timeout=0.3))
+
+    class Slow(ListProducer):
+        def produce(self, stream_ctx: dict[str, Any], fl_ctx: FLContext) -> tuple[Any, float]:
+            if self.rounds:
+                factory.wait_ended(1)  # the receiver gave up on the session
+            return super().produce(stream_ctx, fl_ctx)
+
+    producer = Slow([shareable(i=i) for i in range(3)])
+    rc, _ = server.stream_objects("c", "t", {}, ["site"], producer, FLContext())
+    assert [rcs(r) for r in producer.rounds] == [
+        {"site": "OK"},
+        {"site": "EARLY_TERMINATION"},
+        {"site": "EARLY_TERMINATION"},
+    ]
+    why = producer.rounds[1]["site"].get_header(ReservedHeaderKey.ERROR)
+    assert "The session ended with TIMEOUT after object 0" in why
+    assert "reply to object 1" in producer.rounds[2]["site"].get_header(ReservedHeaderKey.ERROR)
+    assert rc == ReturnCode.EARLY_TERMINATION  # two objects were not applied: not OK
+    (session,) = factory.wait_ended(1)
+    assert [o["i"] for o in session.consumed] == [0]
 
 
 @pytest.mark.parametrize(

@@ -18,8 +18,9 @@ from framework.objects import (
     ReturnCode,
     Signal,
     StreamContextKey,
+    make_reply,
 )
-from tests.objects.conftest import EngineFactory
+from tests.objects.conftest import EngineFactory, server_and_site
 from tests.objects.helpers import ListProducer, RecordingFactory, shareable
 
 
@@ -58,15 +59,16 @@ def test_normal_end_finalizes_every_target_once_with_rc_ok(
 def test_integer_and_float_timeouts_are_accepted(
     conn: RedisConnection, make_engine: EngineFactory, timeout: float
 ) -> None:
-    server = make_engine(conn, "server")
-    factory = RecordingFactory()
-    make_engine(conn, "site").register_stream_processing("c", "t", factory)
+    server, _ = server_and_site(make_engine, conn)
     producer = ListProducer([shareable(x=1)], timeout=timeout)
     assert server.stream_objects("c", "t", {}, ["site"], producer, FLContext()) == ("OK", None)
     assert rcs(producer.rounds[0]) == {"site": "OK"}
 
 
-@pytest.mark.parametrize("timeout", [0, "5", True, float("nan")])
+@pytest.mark.parametrize(
+    "timeout",
+    [0, "5", True, float("nan"), float("inf"), pytest.param(10**400, id="int-beyond-float")],
+)
 def test_bad_timeouts_raise_naming_the_producer_and_receivers_are_told(
     conn: RedisConnection, make_engine: EngineFactory, timeout: Any
 ) -> None:
@@ -120,7 +122,8 @@ def test_consume_raising_replies_execution_exception_and_still_finalizes(
 
     objects = [shareable(i=0), shareable(i=1, **{"raise": 1}), shareable(i=2)]
     producer = RaiseOnBad(objects)
-    server.stream_objects("c", "t", {}, ["bad", "good"], producer, FLContext())
+    rc, _ = server.stream_objects("c", "t", {}, ["bad", "good"], producer, FLContext())
+    assert rc == ReturnCode.EXECUTION_EXCEPTION
     assert rcs(producer.rounds[1]) == {"bad": "EXECUTION_EXCEPTION", "good": "EXECUTION_EXCEPTION"}
     assert "consumer exploded" in producer.rounds[1]["bad"].get_header(ReservedHeaderKey.ERROR)
     # Both ended their sessions at object 1; object 2 is not sent to them.
@@ -130,6 +133,24 @@ def test_consume_raising_replies_execution_exception_and_still_finalizes(
         assert session.rc == ReturnCode.EXECUTION_EXCEPTION
         assert len(session.consumed) == 2
         assert session.events[-2:] == ["finalize", "return"]
+
+
+@pytest.mark.parametrize(
+    "returned", [None, "reply", make_reply(ReturnCode.OK), (True, make_reply("OK"), 1)], ids=repr
+)
+def test_consume_returning_no_pair_is_named_as_the_fault(
+    conn: RedisConnection, make_engine: EngineFactory, returned: Any
+) -> None:
+    server, factory = server_and_site(make_engine, conn)
+    producer = ListProducer([shareable(i=0), shareable(i=1, **{"return": returned})])
+    rc, _ = server.stream_objects("c", "t", {}, ["site"], producer, FLContext())
+    assert rcs(producer.rounds[1]) == {"site": "EXECUTION_EXCEPTION"}
+    why = producer.rounds[1]["site"].get_header(ReservedHeaderKey.ERROR)
+    assert "RecordingConsumer.consume returned" in why
+    assert "must return a (continue, reply) pair" in why
+    (session,) = factory.wait_ended(1)
+    assert session.rc == ReturnCode.EXECUTION_EXCEPTION
+    assert rc == ReturnCode.EXECUTION_EXCEPTION  # the target failed: not OK
 
 
 def test_consume_returning_false_ends_that_target_only(
@@ -183,9 +204,12 @@ def test_failed_unknown_and_silent_targets_get_error_replies_while_others_go_on(
     producer = OpensTheGate(objects)
     targets = ["fast", "slow", "ghost", "no-topic"]
     try:
-        assert server.stream_objects("c", "t", {}, targets, producer, FLContext())[0] == "OK"
+        rc, _ = server.stream_objects("c", "t", {}, targets, producer, FLContext())
     finally:
         gate.set()
+    # "no-topic" was sent an object and ended without a consumer: the stream is not OK.
+    # "ghost" has no engine, so nothing was sent to it.
+    assert rc == ReturnCode.TOPIC_UNKNOWN
     first, second, _ = (rcs(r) for r in producer.rounds)
     assert first == {
         "fast": "OK",

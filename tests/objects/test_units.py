@@ -40,6 +40,18 @@ def test_shareable_keeps_nvflare_s_layout() -> None:
         s.get_header("k")
 
 
+def test_a_copied_shareable_keeps_its_headers_and_return_code() -> None:
+    reply = make_reply(ReturnCode.EXECUTION_EXCEPTION, {"why": "boom"})
+    reply["x"] = 1
+    copy = Shareable(reply)
+    assert copy.get_return_code() == ReturnCode.EXECUTION_EXCEPTION
+    assert copy.get_header("why") == "boom"
+    assert copy["x"] == 1
+    copy.set_header("why", "other")
+    assert reply.get_header("why") == "boom"  # the copy has its own headers
+    assert Shareable({"__headers__": "broken", "y": 2})["__headers__"] == {}
+
+
 def test_stream_context_keys_and_return_codes_are_nvflare_s() -> None:
     assert (StreamContextKey.CHANNEL, StreamContextKey.TOPIC, StreamContextKey.RC) == (
         "__channel__",
