@@ -52,6 +52,9 @@ class Session:
     lost: str | None = None
     #: An end or abort that came while consume ran (applied when it returns).
     pending_end: Envelope | None = None
+    #: Objects that came as byte streams while consume ran, by sequence number: they
+    #: cannot be sent again, so they are applied when it returns.
+    held: dict[int, tuple[Envelope, LoadFn]] = field(default_factory=dict)
 
     def name(self) -> str:
         return f"session {self.key[1]} from {self.key[0]!r}"

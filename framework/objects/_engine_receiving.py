@@ -136,10 +136,11 @@ class EngineReceiving:
         except FrameworkError as exc:
             logger.warning("Dropping an unreadable message: %s", exc)
             return
-        # Consumed right here, in the cell's thread for this transfer.
-        self._dispatch(env, future.result())
+        # Consumed right here, in the cell's thread for this transfer; kept for later if
+        # its session is busy, since a byte stream is not sent again.
+        self._dispatch(env, future.result(), keep=True)
 
-    def _dispatch(self, env: Envelope, payload: Any) -> None:
+    def _dispatch(self, env: Envelope, payload: Any, keep: bool = False) -> None:
         if not addressed_to(env, self.name):
             return
         if env.kind == "reply":  # came as a byte stream (mailbox replies are collected)
@@ -147,7 +148,7 @@ class EngineReceiving:
         elif env.kind == "data":
             load = self._loader(env, payload)
             if load is not None:
-                self._receiver.on_data(env, load)
+                self._receiver.on_data(env, load, keep)
         elif self._verified(env, payload):
             self._receiver.on_end(env)
 

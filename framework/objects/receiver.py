@@ -38,6 +38,9 @@ ReplyFn = Callable[[Envelope, Shareable, bool], None]
 LoadFn = Callable[[], Any]
 #: Seconds between looks at whether a session's lock is held by running user code.
 _LOOK_EVERY = 0.01
+#: Most objects a busy session keeps for later (see :meth:`Receiver.on_data`). The
+#: sender sends one object per round, so more means rounds timed out one after another.
+MAX_HELD = 16
 
 
 @dataclass(frozen=True)
@@ -99,14 +102,21 @@ class Receiver(Consuming):
 
     # -- messages ----------------------------------------------------------------------
 
-    def on_data(self, env: Envelope, load: LoadFn) -> None:
+    def on_data(self, env: Envelope, load: LoadFn, keep: bool = False) -> None:
         """Handle one object: start or find its session, apply it once, reply.
 
-        A message for a session whose consumer is running (or finalizing) is dropped
-        rather than waited for: waiting would hold this worker for as long as the user
-        code runs, and the sender's resends would soon hold every worker, starving
-        other sessions. The sender sends it again, and it is answered once the
-        session is free.
+        A message for a session whose consumer is running (or finalizing) is not
+        waited for: waiting would hold this worker for as long as the user code runs,
+        and the sender's resends would soon hold every worker, starving other
+        sessions. A mailbox message is dropped: the sender sends it again, and it is
+        answered once the session is free. One that came as a byte stream cannot be
+        sent again: with ``keep`` it is kept (up to :data:`MAX_HELD` per session) and
+        applied, in sequence order, when consume returns.
+
+        Args:
+            env: The object's envelope.
+            load: Returns its payload.
+            keep: Keep it for later if its session is busy (it cannot be sent again).
         """
         key = (env.origin, env.tx)
         early: Shareable | None = None
@@ -121,13 +131,43 @@ class Receiver(Consuming):
             self._reply(env, early or make_reply(ReturnCode.ERROR), True)
             return
         if not fresh and not self._take(session, env):
+            if keep and not session.ended:
+                self._hold(session, env, load)
+                self._settle(session)  # consume may have returned meanwhile
             return
         try:
             self._apply(session, env, load)
+            self._apply_held(session)
             self._finish_pending(session)
         finally:
             session.lock.release()
             self._settle(session)
+
+    def _hold(self, session: Session, env: Envelope, load: LoadFn) -> None:
+        """Keep an object that came while its session was busy, for :meth:`_apply_held`."""
+        with self._lock:
+            if len(session.held) >= MAX_HELD and env.seq not in session.held:
+                full = True
+            else:
+                session.held[env.seq] = (env, load)
+                full = False
+        if full:  # its sender hears of the loss as a sequence gap
+            logger.warning(
+                "Dropping the %s: %d objects of its session already wait for its consumer.",
+                env.describe(),
+                MAX_HELD,
+            )
+        else:
+            logger.info("The %s came while its session is busy: kept.", env.describe())
+
+    def _apply_held(self, session: Session) -> None:
+        """Apply the objects kept while consume ran, lowest number first (under its lock)."""
+        while True:
+            with self._lock:
+                if not session.held:
+                    return
+                env, load = session.held.pop(min(session.held))
+            self._apply(session, env, load)
 
     def _take(self, session: Session, env: Envelope) -> bool:
         """Take the session's lock unless user code holds it; False if it was not taken."""
@@ -140,15 +180,16 @@ class Receiver(Consuming):
         return True
 
     def _settle(self, session: Session) -> None:
-        """Apply an end that came while the lock was held, if no one else does.
+        """Apply objects and an end that came while the lock was held, if no one else does.
 
-        Its sender sets ``pending_end`` then calls this; the lock's holder calls it
-        after releasing: whichever comes last finds the other's doing.
+        Their thread sets ``held`` or ``pending_end`` then calls this; the lock's holder
+        calls it after releasing: whichever comes last finds the other's doing.
         """
-        if session.pending_end is None or session.ended:
-            return
-        if session.lock.acquire(blocking=False):
+        while session.held or (session.pending_end is not None and not session.ended):
+            if not session.lock.acquire(blocking=False):
+                return  # its holder settles after releasing
             try:
+                self._apply_held(session)
                 self._finish_pending(session)
             finally:
                 session.lock.release()

@@ -28,6 +28,7 @@ from framework.objects import (
     Shareable,
     Signal,
 )
+from framework.objects import receiver as receiver_module
 from framework.objects.engine import RedisStreamableEngine as Engine
 from framework.objects.envelope import Envelope
 from tests.cell.helpers import SMALL
@@ -223,6 +224,96 @@ def test_a_slow_consumer_does_not_starve_other_sessions(
     (session,) = slow.wait_ended(1)
     assert [o["i"] for o in session.consumed] == [0, 1]
     assert session.rc == ReturnCode.OK
+
+
+#: Objects larger than the engines' inline limit travel as byte streams: never sent again.
+BIG = 200_000
+BYTE_STREAMS = EngineConfig(inline_limit=64 * 1024)
+
+
+def _gated_stream(
+    conn: RedisConnection, make_engine: EngineFactory, producer: ListProducer
+) -> tuple[threading.Event, RecordingFactory, threading.Thread, list[Any]]:
+    """``producer``'s stream to a site whose consumer waits at objects with "sleep"."""
+    gate = threading.Event()
+    server = make_engine(conn, "server", config=BYTE_STREAMS)
+    factory = RecordingFactory(gate=gate)
+    make_engine(conn, "site", config=BYTE_STREAMS).register_stream_processing("c", "t", factory)
+    out: list[Any] = []
+
+    def run() -> None:
+        out.append(server.stream_objects("c", "t", {}, ["site"], producer, FLContext()))
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return gate, factory, thread, out
+
+
+def test_a_byte_stream_object_that_comes_while_consume_runs_is_kept_and_applied(
+    conn: RedisConnection, make_engine: EngineFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A mailbox message is sent again; a byte stream is not: the receiver keeps it."""
+    caplog.set_level(logging.INFO, logger="framework.objects.receiver")
+
+    class GivesUpOnTheFirst(ListProducer):
+        def produce(self, stream_ctx: dict[str, Any], fl_ctx: FLContext) -> tuple[Any, float]:
+            obj, _ = super().produce(stream_ctx, fl_ctx)
+            return obj, (0.3 if not self.rounds else 5)
+
+    objects = [shareable(i=0, sleep=1), shareable(i=1, big=b"x" * BIG), shareable(i=2)]
+    producer = GivesUpOnTheFirst(objects)
+    gate, factory, thread, out = _gated_stream(conn, make_engine, producer)
+    try:
+        wait_for(lambda: _logged(caplog, "session is busy: kept"), "object 1 to be kept")
+    finally:
+        gate.set()
+        thread.join(PATIENCE)
+    assert [rcs(r) for r in producer.rounds] == [
+        {"site": "TIMEOUT"},  # object 0's consume outlasted its timeout
+        {"site": "OK"},
+        {"site": "OK"},
+    ]
+    assert out == [("OK", None)]
+    (session,) = factory.wait_ended(1)
+    assert [o["i"] for o in session.consumed] == [0, 1, 2]
+    assert session.rc == ReturnCode.OK
+
+
+def test_objects_beyond_what_a_busy_session_keeps_are_reported_lost(
+    conn: RedisConnection,
+    make_engine: EngineFactory,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(receiver_module, "MAX_HELD", 1)
+    opened = threading.Event()
+
+    class OpensTheGateAtTheLast(ListProducer):
+        def produce(self, stream_ctx: dict[str, Any], fl_ctx: FLContext) -> tuple[Any, float]:
+            obj, _ = super().produce(stream_ctx, fl_ctx)
+            if len(self.rounds) == 3:
+                opened.set()  # objects 1 and 2 came while object 0 was consumed
+            return obj, (1 if len(self.rounds) < 3 else 5)
+
+    big = [shareable(i=i, big=b"x" * BIG) for i in (1, 2)]
+    producer = OpensTheGateAtTheLast([shareable(i=0, sleep=1), *big, shareable(i=3)])
+    gate, factory, thread, out = _gated_stream(conn, make_engine, producer)
+    try:
+        opened.wait(PATIENCE)
+    finally:
+        gate.set()
+        thread.join(PATIENCE)
+    assert _logged(caplog, "1 objects of its session already wait for its consumer")
+    assert [rcs(r) for r in producer.rounds] == [
+        {"site": "TIMEOUT"},
+        {"site": "TIMEOUT"},  # kept: applied after its round ended
+        {"site": "TIMEOUT"},  # dropped
+        {"site": "BAD_REQUEST_DATA"},  # "Sequence gap: expected object 2, got 3"
+    ]
+    assert out == [(ReturnCode.BAD_REQUEST_DATA, None)]
+    (session,) = factory.wait_ended(1)
+    assert [o["i"] for o in session.consumed] == [0, 1]
+    assert session.rc == ReturnCode.BAD_REQUEST_DATA
 
 
 def test_an_abort_that_comes_while_consume_runs_is_applied_when_it_returns(
