@@ -23,8 +23,14 @@ from typing import Annotated, Any, Final, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from framework.buffers import BytesLike, Segments
-from framework.exceptions import ConfigurationError, FramingError, SecurityError
+from framework.exceptions import (
+    ConfigurationError,
+    FramingError,
+    SecurityError,
+    SerializationError,
+)
 from framework.serialize import dumps, loads_with_meta
+from framework.serializers import PickleSerializer
 
 __all__ = [
     "BLOB_HEADER",
@@ -164,8 +170,35 @@ def decode_envelope(raw: Any, what: str) -> Envelope:
 
 
 def seal_payload(env: Envelope, obj: Any, secret: bytes | None) -> Segments:
-    """Frame ``obj`` for ``env`` (signed with ``secret`` when given)."""
-    return dumps(obj, secret=secret, meta=env.binding())
+    """Frame ``obj`` for ``env`` (signed with ``secret`` when given).
+
+    Raises:
+        SerializationError: If ``obj`` cannot be serialized; the message names the
+            message and the key whose value is the culprit.
+    """
+    try:
+        return dumps(obj, secret=secret, meta=env.binding())
+    except SerializationError as exc:
+        cause = exc.__cause__ or exc
+        raise SerializationError(
+            f"The {env.describe()} cannot be serialized: {_culprit(obj)} cannot be "
+            f"pickled ({type(cause).__name__}: {cause})."
+        ) from exc
+
+
+def _culprit(obj: Any) -> str:
+    """Which part of a payload does not pickle (looked for only once pickling failed)."""
+    # An object travels as (Shareable, stream_ctx or None); a reply as a Shareable.
+    parts = (
+        [("its Shareable", obj[0]), ("its stream_ctx", obj[1])] if isinstance(obj, tuple) else []
+    )
+    for where, part in parts or [("the Shareable", obj)]:
+        for key, value in part.items() if isinstance(part, dict) else ():
+            try:
+                PickleSerializer().serialize(value)
+            except SerializationError:
+                return f"the value of key {key!r} of {where}"
+    return "its payload"
 
 
 def open_payload(

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from framework.connection import RedisConnection
-from framework.exceptions import ClosedError, ConfigurationError
+from framework.exceptions import ClosedError, ConfigurationError, SerializationError
 from framework.objects import (
     EngineConfig,
     FLContext,
@@ -133,6 +133,32 @@ def test_consume_raising_replies_execution_exception_and_still_finalizes(
         assert session.rc == ReturnCode.EXECUTION_EXCEPTION
         assert len(session.consumed) == 2
         assert session.events[-2:] == ["finalize", "return"]
+
+
+@pytest.mark.parametrize(
+    ("obj", "ctx", "culprit"),
+    [
+        ({"weights": 1, "lock": threading.Lock()}, {}, "key 'lock' of its Shareable"),
+        ({"weights": 1}, {"job": (i for i in range(2))}, "key 'job' of its stream_ctx"),
+    ],
+    ids=["shareable", "stream_ctx"],
+)
+def test_an_unpicklable_object_fails_the_call_naming_the_key(
+    conn: RedisConnection,
+    make_engine: EngineFactory,
+    obj: dict[str, Any],
+    ctx: dict[str, Any],
+    culprit: str,
+) -> None:
+    server, factory = server_and_site(make_engine, conn)
+    producer = ListProducer([shareable(**obj)])
+    with pytest.raises(SerializationError) as raised:
+        server.stream_objects("c", "t", ctx, ["site"], producer, FLContext())
+    message = str(raised.value)
+    assert "seq 0" in message
+    assert f"the value of {culprit} cannot be pickled" in message
+    assert "type tuple" not in message  # not the internal (object, context) pair
+    assert factory.sessions == []
 
 
 @pytest.mark.parametrize(
