@@ -50,6 +50,15 @@ def _checked(kind: str, name: str) -> str:
     return name
 
 
+def check_topic(topic: str) -> str:
+    """Return ``topic`` if it can name a topic's keys.
+
+    Raises:
+        ConfigurationError: If it is not a non-empty string or holds ``{`` or ``}``.
+    """
+    return _checked("topic", topic)
+
+
 @dataclass(frozen=True)
 class KeySchema:
     """Builds every Redis key name from one prefix.

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, Generic, TypeVar
 
 from framework.exceptions import ClosedError, SerializationError, TopicClosedError
+from framework.keys import check_topic
 from framework.store import Store
 from framework.stream._backlog import BacklogBound
 from framework.stream._batches import FailedBatch, Item, Outgoing, TopicState, aggregate
@@ -89,6 +90,8 @@ class TopicBuffers(Generic[T]):
         """The buffer of ``topic``, which must still accept objects."""
         if self._closed:
             raise ClosedError(f"Cannot send to topic {topic!r}: the producer is closed.")
+        # Before a buffer exists: a bad name must not stay behind to fail every flush.
+        check_topic(topic)
         state = self._topics.get(topic)
         if state is None:
             state = self._topics[topic] = TopicState()
@@ -102,6 +105,7 @@ class TopicBuffers(Generic[T]):
                 self._flush_locked(topic, state)
 
     def _close_topics(self, topics: Iterable[str]) -> None:
+        topics = [check_topic(topic) for topic in topics]  # all checked before any closes
         with self._lock:
             for topic in topics:
                 state = self._topics.setdefault(topic, TopicState())

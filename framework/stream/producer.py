@@ -206,6 +206,8 @@ class StreamProducer(TopicBuffers[T]):
                 on both sides; ``None`` means ``{}``.
 
         Raises:
+            ConfigurationError: If ``topic`` is not a non-empty string without ``{`` or
+                ``}``; nothing was buffered for it.
             TopicClosedError: If ``topic`` was closed with :meth:`close_topics`.
             ClosedError: If the producer was closed.
             SerializationError: If ``obj`` cannot be serialized (without an
@@ -290,6 +292,7 @@ class StreamProducer(TopicBuffers[T]):
             topics: Topics to end.
 
         Raises:
+            ConfigurationError: If a topic is not a valid name (no topic was ended).
             BackendError: If publishing failed (the event is resent by the next flush).
             AggregationError: As :meth:`flush`; the topics were ended all the same.
             HeartbeatLapsedError: As :meth:`send` (no topic was ended).

@@ -271,3 +271,20 @@ def test_bad_subscriber_topics_fail_at_construction(
         RedisSubscriber(fake_conn, topic)
     with pytest.raises(ConfigurationError, match=match):
         RedisStreamSubscriber(fake_conn, topic)
+
+
+@pytest.mark.parametrize("topic", [5, "", "a{b", "a}b"], ids=repr)
+@pytest.mark.parametrize("batch_size", [1, 10])
+def test_a_bad_topic_name_fails_its_send_and_costs_no_other_topic(
+    conn: RedisConnection, topic: Any, batch_size: int
+) -> None:
+    """It used to be buffered (or registered) anyway, and then failed every flush and close."""
+    producer = StreamProducer[Any](RedisStreamPublisher(conn), batch_size=batch_size)
+    producer.send(TOPIC, "kept")
+    with pytest.raises(ConfigurationError, match="topic must"):
+        producer.send(topic, "refused")
+    with pytest.raises(ConfigurationError, match="topic must"):
+        producer.close_topics(TOPIC, topic)
+    producer.close(topics=[TOPIC])
+    producer.close()  # closing again is a no-op
+    assert _drain(conn) == ["kept"]
