@@ -31,12 +31,16 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 __all__ = ["PinnedConnection", "recv_into", "round_trip", "send_all"]
 
 
-def round_trip(client: Any, commands: Sequence[tuple[Any, ...]]) -> list[Any] | None:
+def round_trip(
+    client: Any, commands: Sequence[tuple[Any, ...]], *, errors: bool = False
+) -> list[Any] | None:
     """Run ``commands`` in one round trip and return their raw replies.
 
     Args:
         client: A ``redis.Redis`` client (anything else returns ``None``).
         commands: Commands as argument tuples, e.g. ``("SET", key, value)``.
+        errors: Return error replies in place (as ``ResponseError`` objects) instead
+            of raising the first one.
 
     Returns:
         One reply per command, or ``None`` if ``client`` is not supported here.
@@ -51,12 +55,14 @@ def round_trip(client: Any, commands: Sequence[tuple[Any, ...]]) -> list[Any] | 
     pool = client.connection_pool
     connection: Any = pool.get_connection()
     try:
-        return _exchange(connection, commands)
+        return _exchange(connection, commands, errors)
     finally:
         pool.release(connection)
 
 
-def _exchange(connection: Any, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+def _exchange(
+    connection: Any, commands: Sequence[tuple[Any, ...]], errors: bool = False
+) -> list[Any]:
     """Send ``commands`` on ``connection`` and read every reply (see :func:`round_trip`)."""
     try:
         connection.send_packed_command(connection.pack_commands(commands))
@@ -71,7 +77,7 @@ def _exchange(connection: Any, commands: Sequence[tuple[Any, ...]]) -> list[Any]
     except BaseException:
         connection.disconnect()  # replies may be left unread: never reuse it
         raise
-    if error is not None:
+    if error is not None and not errors:
         raise error
     return replies
 

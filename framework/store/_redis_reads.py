@@ -14,10 +14,12 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from redis.exceptions import ResponseError
+
 from framework._raw import round_trip
 from framework.buffers import BytesLike
 from framework.connection import RedisConnection
-from framework.exceptions import BackendError
+from framework.exceptions import BackendError, StoreError
 from framework.keys import KeySchema
 from framework.store._redis_keys import count_keys
 from framework.store.base import Unreadable, decoded
@@ -44,6 +46,9 @@ return left
 #: so that it can be inspected: long enough for that, short enough not to pile up.
 KEEP_UNREADABLE_MS = 24 * 3600 * 1000
 
+#: One read value: bytes, None when absent, or why a key holds no value (another type).
+Value = BytesLike | StoreError | None
+
 
 class RedisReadMethods:
     """Methods of a Redis store that fetch objects' values, in as few round trips as it can."""
@@ -68,6 +73,8 @@ class RedisReadMethods:
         for oid, value in zip(oids, values, strict=True):
             if value is None:
                 objs.append(MISSING)
+            elif isinstance(value, StoreError):
+                objs.append(Unreadable(value))
             elif raw_ok and oid is not None and oid.raw:  # the object itself, no copy
                 objs.append(value if type(value) is bytes else bytes(value))
             else:
@@ -80,7 +87,7 @@ class RedisReadMethods:
         self,
         keys: Sequence[str],
         oids: Sequence[ObjectId | None],
-        values: Sequence[BytesLike | None],
+        values: Sequence[Value],
         objs: Sequence[Any],
     ) -> None:
         """Write back the values an evicting read took but could not decode.
@@ -92,7 +99,8 @@ class RedisReadMethods:
         kept = [
             (key, value)
             for key, oid, value, obj in zip(keys, oids, values, objs, strict=True)
-            if isinstance(obj, Unreadable) and _is_simple(oid) and value is not None
+            # A key of another type was not taken: nothing to write back.
+            if isinstance(obj, Unreadable) and _is_simple(oid) and _is_bytes(value)
         ]
         if not kept:
             return
@@ -107,13 +115,18 @@ class RedisReadMethods:
                 "Could not write back unreadable object(s) %s.", kept[0][0], exc_info=True
             )
 
-    def _read(self, keys: Sequence[str], *, evict: bool) -> list[BytesLike | None]:
+    def _read(self, keys: Sequence[str], *, evict: bool) -> list[Value]:
         return self._read_values(keys, [self._parse(key) for key in keys], evict)
 
     def _read_values(
         self, keys: Sequence[str], oids: list[ObjectId | None], evict: bool
-    ) -> list[BytesLike | None]:
-        results: list[BytesLike | None] = [None] * len(keys)
+    ) -> list[Value]:
+        """Each key's value; a key of another Redis type fails alone (a :class:`StoreError`).
+
+        Anyone who can write to Redis can put a hash where a value was: that must not
+        fail the batch's other objects, which an evicting read has already taken.
+        """
+        results: list[Value] = [None] * len(keys)
         with self.connection.mapped_errors(f"read {count_keys(keys)} from {self.name!r}"):
             if len(keys) == 1 and _is_simple(oids[0]):
                 return [self._read_one(keys[0], evict)]  # no pipeline for one value
@@ -131,25 +144,48 @@ class RedisReadMethods:
                 self._run(found, evict, results, transaction=len(simple) < len(found))
         return results
 
-    def _read_simple(self, keys: Sequence[str], evict: bool) -> list[BytesLike | None] | None:
+    def _read_simple(self, keys: Sequence[str], evict: bool) -> list[Value] | None:
         """Simple objects' values in one round trip; ``None`` if the client needs a pipeline."""
         if not evict:
-            return list(self.connection.client.mget(keys))
+            try:
+                return list(self.connection.client.mget(keys))
+            except ResponseError as exc:  # one key of another type fails MGET: read each
+                _raise_unless_wrong_type(exc)
+                return None
         # round_trip skips the ~14 us of pipeline overhead per batch (None: unsupported client).
-        return round_trip(self.connection.once, [("GETDEL", key) for key in keys])
+        replies = round_trip(self.connection.once, [("GETDEL", k) for k in keys], errors=True)
+        return None if replies is None else self._values(keys, replies)
 
-    def _read_one(self, key: str, evict: bool) -> BytesLike | None:
-        if not evict:
-            return self.connection.client.get(key)  # type: ignore[no-any-return]
-        replies = round_trip(self.connection.once, [("GETDEL", key)])
-        return self.connection.once.getdel(key) if replies is None else replies[0]  # type: ignore[no-any-return]
+    def _read_one(self, key: str, evict: bool) -> Value:
+        try:
+            if not evict:
+                return self.connection.client.get(key)  # type: ignore[no-any-return]
+            replies = round_trip(self.connection.once, [("GETDEL", key)])
+            return self.connection.once.getdel(key) if replies is None else replies[0]  # type: ignore[no-any-return]
+        except ResponseError as exc:
+            return self._values([key], [exc])[0]
+
+    def _values(self, keys: Sequence[str], replies: Sequence[Any]) -> list[Value]:
+        """Replies as values: a wrong-type error names its key; any other error is raised."""
+        for reply in replies:
+            if isinstance(reply, ResponseError):
+                _raise_unless_wrong_type(reply)
+        return [
+            StoreError(
+                f"Key {key!r} of store {self.name!r} holds no object's value but another "
+                f"Redis type (overwritten or forged): {reply}"
+            )
+            if isinstance(reply, ResponseError)
+            else reply
+            for key, reply in zip(keys, replies, strict=True)
+        ]
 
     def _read_cluster(
         self,
         found: list[tuple[int, ObjectId]],
         simple: list[tuple[int, ObjectId]],
         evict: bool,
-        results: list[BytesLike | None],
+        results: list[Value],
     ) -> None:
         """Simple objects in one cross-slot pipeline; the others in one transaction each."""
         if simple:
@@ -162,7 +198,7 @@ class RedisReadMethods:
         self,
         items: list[tuple[int, ObjectId]],
         evict: bool,
-        results: list[BytesLike | None],
+        results: list[Value],
         *,
         transaction: bool,
     ) -> None:
@@ -172,13 +208,17 @@ class RedisReadMethods:
         pipe = client.pipeline(transaction=transaction)
         for _, oid in items:
             self._queue_read(pipe, oid, evict)
-        replies = iter(pipe.execute())
+        replies = iter(pipe.execute(raise_on_error=False))
         for i, oid in items:
-            values = [next(replies) for _ in range(oid.parts)]
+            keys = self._value_keys(oid)
+            values = self._values(keys, [next(replies) for _ in range(oid.parts)])
             if oid.counted:
-                next(replies)  # the counter's reply: the values already tell presence
-            if all(v is not None for v in values):
-                results[i] = values[0] if oid.parts == 1 else join_parts(values)
+                _raise_unless_wrong_type(next(replies))  # its reply: the values tell presence
+            wrong = [v for v in values if isinstance(v, StoreError)]
+            if wrong:
+                results[i] = wrong[0]
+            elif all(v is not None for v in values):
+                results[i] = values[0] if oid.parts == 1 else join_parts(values)  # type: ignore[arg-type]
 
     def _queue_read(self, pipe: Any, oid: ObjectId, evict: bool) -> None:
         value_keys = self._value_keys(oid)
@@ -196,6 +236,16 @@ class RedisReadMethods:
                 pipe.execute_command(
                     "EVAL", _COUNTED_READ, 1 + len(value_keys), counter, *value_keys
                 )
+
+
+def _raise_unless_wrong_type(reply: Any) -> None:
+    """Raise an error reply, unless it says that a key holds another Redis type."""
+    if isinstance(reply, ResponseError) and not str(reply).startswith("WRONGTYPE"):
+        raise reply
+
+
+def _is_bytes(value: Any) -> bool:
+    return value is not None and not isinstance(value, StoreError)
 
 
 def _is_simple(oid: ObjectId | None) -> bool:

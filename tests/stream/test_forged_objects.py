@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from framework.connection import RedisConnection
-from framework.exceptions import FrameworkError, FramingError
+from framework.exceptions import FrameworkError, FramingError, StoreError
 from framework.pubsub import (
     RedisQueuePublisher,
     RedisQueueSubscriber,
@@ -20,6 +20,7 @@ from framework.pubsub import (
     RedisStreamSubscriber,
 )
 from framework.store import RedisStore, register_store, unregister_store
+from framework.store.protocols import MISSING
 from framework.stream import StreamConsumer, StreamProducer
 from framework.stream.events import NewObjectKeyEvent, decode_message
 
@@ -36,9 +37,23 @@ def _messages(conn: RedisConnection, durable: bool) -> list[bytes]:
     return list(conn.client.lrange(conn.keys.queue(TOPIC), 0, -1))
 
 
+def _forge_bytes(conn: RedisConnection, key: str) -> None:
+    conn.client.set(key, b"\x00\x00\x00\x02{}")  # garbage, unsigned
+
+
+def _forge_hash(conn: RedisConnection, key: str) -> None:
+    conn.client.delete(key)
+    conn.client.hset(key, "forged", "1")  # another Redis type: every read of it errs
+
+
+@pytest.mark.parametrize(
+    ("forge", "error"),
+    [(_forge_bytes, FramingError), (_forge_hash, StoreError)],
+    ids=["bytes", "hash"],
+)
 @pytest.mark.parametrize("durable", [True, False], ids=["stream", "list"])
 def test_a_forged_object_spoils_no_other_object_of_its_fetch(
-    conn: RedisConnection, durable: bool
+    conn: RedisConnection, durable: bool, forge: Any, error: type[Exception]
 ) -> None:
     publisher: Any = RedisStreamPublisher(conn) if durable else RedisQueuePublisher(conn)
     with RedisStore("forged", connection=conn, secret=SECRET) as store:
@@ -56,7 +71,7 @@ def test_a_forged_object_spoils_no_other_object_of_its_fetch(
                 for event in decode_message(message, secret=SECRET)[0].events
                 if isinstance(event, NewObjectKeyEvent)
             ]
-            conn.client.set(keys[FORGED], b"\x00\x00\x00\x02{}")  # garbage, unsigned
+            forge(conn, keys[FORGED])
             subscriber: Any = (
                 RedisStreamSubscriber(conn, TOPIC, timeout=5)
                 if durable
@@ -74,5 +89,27 @@ def test_a_forged_object_spoils_no_other_object_of_its_fetch(
         finally:
             unregister_store(store)
     expected: list[Any] = list(PAYLOADS)
-    expected[FORGED] = FramingError  # not a frame at all
-    assert got == expected
+    assert issubclass(got[FORGED], error)  # not a frame at all, or not a value at all
+    # (a non-evicting read's MGET answers nil for a key of another type: not found)
+    assert got[:FORGED] + got[FORGED + 1 :] == expected[:FORGED] + expected[FORGED + 1 :]
+
+
+@pytest.mark.parametrize("evict", [True, False])
+def test_a_key_of_another_type_fails_alone_in_a_batch_read(
+    conn: RedisConnection, evict: bool
+) -> None:
+    with RedisStore("wrongtype", connection=conn) as store:
+        keys = [store.put(payload) for payload in PAYLOADS]
+        _forge_hash(conn, keys[FORGED])
+        with pytest.raises(StoreError, match="holds no object's value but another Redis type"):
+            store.get(keys[FORGED])
+        got = store._get_each(keys, evict=evict, deserializer=None)
+        assert [g for i, g in enumerate(got) if i != FORGED] == PAYLOADS[:FORGED] + PAYLOADS[
+            FORGED + 1 :
+        ]
+        if evict:
+            assert "WRONGTYPE" in str(got[FORGED].error)
+        else:  # MGET answers nil for a key of another type, as for an absent one
+            assert got[FORGED] is MISSING
+        assert conn.client.type(keys[FORGED]) in (b"hash", "hash")  # left to inspect
+        assert all(store.exists(k) != evict for i, k in enumerate(keys) if i != FORGED)
