@@ -76,7 +76,7 @@ class RxStream(Stream):
 
     def fail(self, exc: BaseException, closed: bool = False) -> None:
         """End the transfer with ``exc`` (reported to the sender unless it came from there)."""
-        self.rx.fail(exc, closed)
+        self.rx.fail(exc, closed, at=self.pos)
         self.future.set_exception(exc)
 
     def finish(self) -> None:

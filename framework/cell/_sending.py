@@ -66,6 +66,11 @@ class Sending:
         optional: bool,
     ) -> StreamFuture:
         self._check_open()
+        for what, name in (("channel", channel), ("topic", topic)):
+            if not isinstance(name, str) or not name:
+                raise ConfigurationError(
+                    f"send_{mode}: {what} must be a non-empty string, not {name!r:.80}."
+                )
         targets = self._targets(target, mode)
         if self.config.require_secure and not secure:
             raise EncryptionError(

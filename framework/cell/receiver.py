@@ -201,12 +201,13 @@ class RxTransfer:
         self._redis(lambda: self.io.post(final), "posting the final ack")
         self.ended = True
 
-    def fail(self, exc: BaseException, closed: bool = False) -> None:
+    def fail(self, exc: BaseException, closed: bool = False, at: int | None = None) -> None:
         """End the transfer on this side; the sender hears of it unless it caused it.
 
         Args:
             exc: Why the transfer ended.
             closed: True when the application closed the stream early.
+            at: Bytes the application read (default: the last acknowledged offset).
         """
         if self.ended:
             return
@@ -215,7 +216,11 @@ class RxTransfer:
             return
         if closed:
             control = Control(
-                kind="close", role="rx", sender=self.me, off=self.acked.off, msg=str(exc)
+                kind="close",
+                role="rx",
+                sender=self.me,
+                off=self.acked.off if at is None else at,
+                msg=str(exc),
             )
         else:
             etype = type(exc).__name__ if isinstance(exc, FrameworkError) else "StreamError"
@@ -260,6 +265,10 @@ class RxTransfer:
             if control.role != "tx":
                 continue
             where = f"The sender {control.sender!r} of stream {self.sid}"
+            if control.sender != self.announce.origin:
+                # Whoever can write to Redis can post here: only the sender speaks for it.
+                logger.warning("Ignoring a %s from %s: not its sender.", control.kind, where)
+                continue
             if control.kind == "beat":
                 self._beat(control, eid)
             elif control.kind == "cancel":

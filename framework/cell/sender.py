@@ -268,6 +268,14 @@ class TxTask(StreamTaskSpec):
                 continue
             if control.role == "tx":
                 self._check_stop()
+                if control.sender != self.announce.origin:
+                    logger.warning(
+                        "Ignoring a %s from %r of stream %s: not its sender.",
+                        control.kind,
+                        control.sender,
+                        self.announce.sid,
+                    )
+                    continue
                 if control.kind not in ("ack", "beat"):
                     # Posted by an earlier sender of this transfer (seen when resuming).
                     raise StreamError(
@@ -275,6 +283,10 @@ class TxTask(StreamTaskSpec):
                     )
                 continue
             where = f"Receiver {control.sender!r} of stream {self.announce.sid}"
+            if control.sender not in self.window.targets:
+                # Whoever can write to Redis can post here: only a target speaks for one.
+                logger.warning("Ignoring a %s from %s: not a target.", control.kind, where)
+                continue
             if control.kind == "ack":
                 self._on_ack(control, where)
             elif control.kind == "close":
@@ -286,9 +298,6 @@ class TxTask(StreamTaskSpec):
 
     def _on_beat(self, control: Control, where: str) -> None:
         """A receiver busy with the data is alive (see ``RxTransfer.beat``); once per number."""
-        if control.sender not in self.window.targets:
-            logger.warning("Ignoring a heartbeat from %s: not a target of the stream.", where)
-            return
         if control.seq <= self._rx_beats.get(control.sender, -1):
             logger.warning(
                 "Ignoring heartbeat %d from %s: seen before; a copy is no sign of a live receiver.",
