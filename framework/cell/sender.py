@@ -369,7 +369,8 @@ class TxTask(StreamTaskSpec):
             if delete:
                 self.io.delete()
             else:
-                self.io.expire(min(FAILED_TTL, self.io.ttl))
+                # The transfer is over for everyone: its frames go now.
+                self.io.expire(min(FAILED_TTL, self.io.ttl), drop_data=True)
         except Exception:  # best effort: the keys carry a TTL anyway
             logger.warning(
                 "Could not clean up the keys of stream %s.", self.announce.sid, exc_info=True

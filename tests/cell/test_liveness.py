@@ -169,6 +169,12 @@ def test_out_of_memory_reaches_both_sides_with_its_cause(
         release.set()
         exc = future.exception(timeout=20)
         item = got.wait(future.get_stream_id(), 20)
+        # The failed transfer's frames are gone at once, not kept to refuse the next one.
+        assert not admin.exists(TransferIO(real_conn, future.get_stream_id(), 60).data)
+        retry = make_cell(real_conn, "a2").send_stream(
+            "ch", "s", "b", Message({}, BytesStream(b"x" * 10_000))
+        )
+        assert retry.result(timeout=20) == 10_000
     finally:
         admin.config_set("maxmemory", 0)
         admin.close()
