@@ -5,7 +5,8 @@ entries and their acknowledgement in :mod:`framework.stream.consumer`; this mixi
 what runs when its queue is empty. It reads one message (and drains the ones already
 waiting, so their objects are fetched together), refuses what cannot be read or was
 copied from another topic, and lets the sequencer drop duplicates and find gaps. A loss
-is queued where it happened, so the caller hears of it only after every item before it.
+is queued where it happened, so the caller hears of it only after every item before it;
+so is a message that cannot be read.
 """
 
 from __future__ import annotations
@@ -46,6 +47,15 @@ logger = logging.getLogger("framework.stream.consumer")
 DRAIN_LIMIT = 1024
 
 
+class UnreadableMessage:
+    """A message that cannot be read, queued where it came: raised when its turn comes."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: FrameworkError) -> None:
+        self.error = error
+
+
 class Receiving:
     """Reading messages into the queue of a :class:`StreamConsumer`.
 
@@ -60,7 +70,7 @@ class Receiving:
     _acking: bool
     _topics: frozenset[str]
     _sequencer: Sequencer
-    _queue: deque[Entry | MessageLossError]
+    _queue: deque[Entry | MessageLossError | UnreadableMessage]
     _deferred: list[tuple[Store, str]]
     _seen: set[str]
     _loss_grace: float
@@ -119,6 +129,8 @@ class Receiving:
             item = self._queue.popleft()
             if isinstance(item, Entry):
                 return item
+            if isinstance(item, UnreadableMessage):
+                raise item.error
             self._report(item)  # a loss, reported where it happened in the stream
 
     def _receive(self, deadline: float | None) -> None:
@@ -133,7 +145,12 @@ class Receiving:
                 data = self._drained()
                 if data is None:
                     return
-                self._accept(*self._decode(data))
+                try:
+                    decoded = self._decode(data)
+                except FrameworkError as exc:  # after the items of the messages before it
+                    self._queue.append(UnreadableMessage(exc))
+                    continue
+                self._accept(*decoded)
         except StopIteration:
             self._exhausted = True
         except MessageLossError as err:  # the subscription was interrupted

@@ -55,7 +55,7 @@ from framework.stream._reading import (
     until_stop,
     warn_pickle_trust,
 )
-from framework.stream._receiving import Receiving
+from framework.stream._receiving import Receiving, UnreadableMessage
 from framework.stream._sequencing import Sequencer
 from framework.stream.events import EventBatch, NewObjectEvent
 from framework.stream.filters import Filter, NullFilter
@@ -152,7 +152,7 @@ class StreamConsumer(Receiving, Generic[T]):
         self._evict_late = self._acking or getattr(subscriber, "durable", False) is True
         self._topics, complete = described(subscriber)
         self._sequencer = Sequencer(complete=complete)
-        self._queue: deque[Entry | MessageLossError] = deque()
+        self._queue: deque[Entry | MessageLossError | UnreadableMessage] = deque()
         self._stores: dict[bytes, Store] = {}
         self._deferred: list[tuple[Store, str]] = []
         self._seen: set[str] = set()

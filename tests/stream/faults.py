@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import redis
 
-from framework.exceptions import BackendError, MessageLossError
+from framework.exceptions import BackendError, FrameworkError, MessageLossError
 
 T = TypeVar("T")
 
@@ -162,6 +162,18 @@ class Collector:
         if self.error is not None:
             raise self.error
         return self.objects
+
+
+def objects_and_errors(consumer: Any) -> list[Any]:
+    """Every object up to the end of the stream; the type of each framework error in its place."""
+    got: list[Any] = []
+    while True:
+        try:
+            got.append(consumer.next_object())
+        except StopIteration:
+            return got
+        except FrameworkError as exc:
+            got.append(type(exc))
 
 
 def payload(index: int, size: int = 64) -> bytes:

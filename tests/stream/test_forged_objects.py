@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from framework.connection import RedisConnection
-from framework.exceptions import FrameworkError, FramingError, StoreError
+from framework.exceptions import FramingError, StoreError
 from framework.pubsub import (
     RedisQueuePublisher,
     RedisQueueSubscriber,
@@ -23,6 +23,7 @@ from framework.store import RedisStore, register_store, unregister_store
 from framework.store.protocols import MISSING
 from framework.stream import StreamConsumer, StreamProducer
 from framework.stream.events import NewObjectKeyEvent, decode_message
+from tests.stream.faults import objects_and_errors
 
 SECRET = b"s" * 32
 TOPIC = "t"
@@ -77,15 +78,8 @@ def test_a_forged_object_spoils_no_other_object_of_its_fetch(
                 if durable
                 else RedisQueueSubscriber(conn, TOPIC, timeout=5)
             )
-            got: list[Any] = []
             with StreamConsumer[bytes](subscriber, secret=SECRET, timeout=5) as consumer:
-                while True:
-                    try:
-                        got.append(consumer.next_object())
-                    except StopIteration:
-                        break
-                    except FrameworkError as exc:
-                        got.append(type(exc))
+                got = objects_and_errors(consumer)
         finally:
             unregister_store(store)
     expected: list[Any] = list(PAYLOADS)

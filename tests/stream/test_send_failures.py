@@ -36,12 +36,15 @@ from framework.pubsub import (
     QueuePublisher,
     QueueSubscriber,
     RedisPublisher,
+    RedisQueuePublisher,
+    RedisQueueSubscriber,
     RedisStreamPublisher,
     RedisStreamSubscriber,
     RedisSubscriber,
 )
 from framework.store import RedisStore
 from framework.stream import StreamConsumer, StreamProducer
+from tests.stream.faults import objects_and_errors
 
 TOPIC = "t"
 
@@ -288,3 +291,36 @@ def test_a_bad_topic_name_fails_its_send_and_costs_no_other_topic(
     producer.close(topics=[TOPIC])
     producer.close()  # closing again is a no-op
     assert _drain(conn) == ["kept"]
+
+
+@pytest.mark.parametrize("kind", ["durable", "list", "pubsub"])
+def test_an_unreadable_message_is_raised_after_the_items_before_it(
+    conn: RedisConnection, kind: str
+) -> None:
+    """Drained along with earlier messages, it used to be raised before their items."""
+    subscriber: Any
+    if kind == "durable":
+        publisher: Any = RedisStreamPublisher(conn)
+        subscriber = RedisStreamSubscriber(conn, TOPIC, timeout=5)
+
+        def inject(data: bytes) -> None:
+            conn.client.xadd(conn.keys.events(TOPIC), {"m": data})
+    elif kind == "list":
+        publisher, subscriber = RedisQueuePublisher(conn), RedisQueueSubscriber(conn, TOPIC)
+
+        def inject(data: bytes) -> None:
+            conn.client.rpush(conn.keys.queue(TOPIC), data)
+    else:
+        publisher, subscriber = RedisPublisher(conn), RedisSubscriber(conn, TOPIC, timeout=5)
+
+        def inject(data: bytes) -> None:
+            conn.client.publish(conn.keys.topic(TOPIC), data)
+
+    with StreamConsumer[Any](subscriber, timeout=5) as consumer:
+        with StreamProducer[Any](publisher) as producer:
+            producer.send(TOPIC, "first")
+            producer.flush()
+            inject(b"\x00\x00\x00\x05{}abc")
+            producer.send(TOPIC, "second")
+            producer.close_topics(TOPIC)
+        assert objects_and_errors(consumer) == ["first", FramingError, "second"]
