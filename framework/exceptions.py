@@ -131,16 +131,19 @@ class ObjectNotFoundError(StoreError, KeyError, ValueError):
         key: The missing key.
         store: Name of the store that was asked.
         hint: What else may explain it, where the caller knows (or empty).
+        topic: The stream topic whose event named the object, if any.
     """
 
-    def __init__(self, key: str, store: str, hint: str = "") -> None:
+    def __init__(self, key: str, store: str, hint: str = "", topic: str | None = None) -> None:
+        of_topic = "" if topic is None else f" of topic {topic!r}"
         super().__init__(
-            f"Object {key!r} is not in store {store!r}: it was evicted, expired or never "
-            f"written.{' ' + hint if hint else ''}"
+            f"Object {key!r}{of_topic} is not in store {store!r}: it was evicted, expired "
+            f"or never written.{' ' + hint if hint else ''}"
         )
         self.key = key
         self.store = store
         self.hint = hint
+        self.topic = topic
 
     def __str__(self) -> str:
         # KeyError.__str__ would repr() the message; keep it a sentence.

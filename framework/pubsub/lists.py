@@ -41,6 +41,7 @@ from collections.abc import Sequence
 from typing import Any, Final
 
 from framework._raw import PinnedConnection
+from framework._timeouts import checked_timeout
 from framework.buffers import Segments
 from framework.connection import MAX_BLOCK_MS, MAX_OUTAGE, RedisConnection
 from framework.exceptions import (
@@ -211,7 +212,7 @@ class RedisQueueSubscriber(RedisShim):
             raise TypeError("A queue subscriber needs one topic (a str).")
         self.connection, self._owns_connection = connect(connection, port, kwargs)
         self.topics: tuple[str, ...] = (topic,)
-        self._timeout = timeout
+        self._timeout = checked_timeout(timeout, type(self).__name__)
         self._lock = threading.Lock()
         self._outage = Outage(max_outage)
         # A restart without an append-only file empties the list. redis-py reconnects on
@@ -245,7 +246,11 @@ class RedisQueueSubscriber(RedisShim):
                 that sent heartbeats stopped without ending the topic (``gone``).
             BackendError: If Redis failed, or stayed unreachable for ``max_outage``.
         """
-        limit = self._timeout if isinstance(timeout, Unset) else timeout
+        limit = (
+            self._timeout
+            if isinstance(timeout, Unset)
+            else checked_timeout(timeout, f"{type(self).__name__}.next_message")
+        )
         deadline = None if limit is None else time.monotonic() + limit
         while True:
             with self._lock:

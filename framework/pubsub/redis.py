@@ -28,6 +28,7 @@ from typing import Any, Final
 import redis
 
 from framework._raw import PinnedConnection
+from framework._timeouts import checked_timeout
 from framework.buffers import Segments
 from framework.connection import MAX_BLOCK_MS, MAX_OUTAGE, RedisConnection, mapped_errors
 from framework.exceptions import (
@@ -209,7 +210,7 @@ class RedisSubscriber(RedisShim):
         self.connection = connection
         # The URL is computed once: mapped_errors() needs it only for messages.
         self._errors = functools.partial(mapped_errors, url=connection.url())
-        self._timeout = timeout
+        self._timeout = checked_timeout(timeout, type(self).__name__)
         self._sharded = connection.is_cluster if sharded is None else sharded
         self._lock = threading.Lock()
         # Data read before next_message() could return it: during the subscription's
@@ -308,7 +309,11 @@ class RedisSubscriber(RedisShim):
                 meanwhile was lost. The next call carries on.
             BackendUnavailable: If the subscription stayed down for ``max_outage``.
         """
-        limit = self._timeout if isinstance(timeout, Unset) else timeout
+        limit = (
+            self._timeout
+            if isinstance(timeout, Unset)
+            else checked_timeout(timeout, f"{type(self).__name__}.next_message")
+        )
         deadline = None if limit is None else time.monotonic() + limit
         while True:
             with self._lock:

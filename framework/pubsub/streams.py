@@ -47,6 +47,7 @@ from collections.abc import Sequence
 from typing import Any, Final
 
 from framework._raw import PinnedConnection
+from framework._timeouts import checked_timeout
 from framework.connection import MAX_BLOCK_MS, MAX_OUTAGE, RedisConnection, mapped_errors
 from framework.exceptions import BackendUnavailable, MessageLossError, ReceiveTimeout
 from framework.pubsub._outage import Outage, outage_note
@@ -121,7 +122,7 @@ class RedisStreamSubscriber(StreamReading, RedisShim):
         self.complete = group is None
         self.acks = group is not None
         self.durable = True
-        self._timeout = timeout
+        self._timeout = checked_timeout(timeout, type(self).__name__)
         self._count = count
         self._returned: deque[bytes] = deque(maxlen=REMEMBERED)
         self._claim_idle_ms = max(1, round(claim_idle * 1000))
@@ -204,7 +205,11 @@ class RedisStreamSubscriber(StreamReading, RedisShim):
                 next call carries on.
             BackendError: If Redis failed, or stayed unreachable for ``max_outage``.
         """
-        limit = self._timeout if isinstance(timeout, Unset) else timeout
+        limit = (
+            self._timeout
+            if isinstance(timeout, Unset)
+            else checked_timeout(timeout, f"{type(self).__name__}.next_message")
+        )
         deadline = None if limit is None else time.monotonic() + limit
         while True:
             with self._lock:

@@ -27,6 +27,7 @@ __all__ = [
     "beats",
     "check_args",
     "check_filter",
+    "check_publisher",
     "check_signed",
     "checked_stores",
     "default_bound",
@@ -90,6 +91,17 @@ def _check_store(name: str, store: Any) -> None:
         raise ConfigurationError(
             f"{name} must be a Store (e.g. RedisStore) or None, got {store!r:.80} "
             f"({type(store).__name__})."
+        )
+
+
+def check_publisher(publisher: Any) -> None:
+    """Raise :class:`ConfigurationError` unless ``publisher`` can publish (duck-typed)."""
+    sends = any(callable(getattr(publisher, m, None)) for m in ("send_message", "send_events"))
+    if not sends or not callable(getattr(publisher, "close", None)):
+        raise ConfigurationError(
+            f"publisher must have send_message(topic, message) (or send_events) and "
+            f"close(), as ProxyStore's publishers do; got {publisher!r:.80} "
+            f"({type(publisher).__name__})."
         )
 
 

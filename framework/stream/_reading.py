@@ -13,6 +13,7 @@ from typing import Any, Literal, Union
 
 import pydantic_core
 
+from framework._timeouts import checked_timeout
 from framework.exceptions import (
     BackendError,
     ConfigurationError,
@@ -89,7 +90,9 @@ class Entry:
         config = self.batch.store_config or {}
         key = getattr(self.event, "key", "")
         if self.value is MISSING:
-            raise ObjectNotFoundError(key, str(config.get("name")), missing_hint)
+            raise ObjectNotFoundError(
+                key, str(config.get("name")), missing_hint, topic=self.batch.topic
+            )
         if isinstance(self.value, Unreadable):
             error = self.value.error
             raise _located(error, key, self.batch.topic, str(config.get("name"))) from error
@@ -131,17 +134,30 @@ def handing(entry: Entry, queue: deque[Any], handed: Callable[[Entry], None]) ->
     handed(entry)
 
 
-def check_args(on_loss: Any, timeout: float | None, *, secret: bytes | None, events: bool) -> None:
+def check_args(
+    subscriber: Any,
+    on_loss: Any,
+    timeout: float | None,
+    *,
+    secret: bytes | None,
+    events: bool,
+) -> None:
     """Check a consumer's arguments.
 
     Raises:
-        ConfigurationError: If ``on_loss`` or ``timeout`` is invalid, or a secret is
-            given with an event-level subscriber (it deserializes unverified).
+        ConfigurationError: If ``subscriber``, ``on_loss`` or ``timeout`` is invalid,
+            or a secret is given with an event-level subscriber (it deserializes
+            unverified).
     """
+    reads = any(callable(getattr(subscriber, m, None)) for m in ("next_message", "next_events"))
+    if not reads or not callable(getattr(subscriber, "close", None)):
+        raise ConfigurationError(
+            f"subscriber must have next_message() (or next_events) and close(), as "
+            f"ProxyStore's subscribers do; got {subscriber!r:.80} ({type(subscriber).__name__})."
+        )
     if not (on_loss in ("raise", "warn") or callable(on_loss)):
         raise ConfigurationError(f"on_loss must be 'raise', 'warn' or a callable: {on_loss!r}.")
-    if timeout is not None and not timeout >= 0:
-        raise ConfigurationError(f"timeout must be >= 0 seconds or None, got {timeout!r}.")
+    checked_timeout(timeout, "StreamConsumer")
     if secret is not None and events:
         raise ConfigurationError(
             "An event-level subscriber deserializes messages itself, so a consumer "

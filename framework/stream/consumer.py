@@ -41,6 +41,7 @@ from framework.pubsub.protocols import AckingSubscriber, PollingSubscriber
 from framework.store import Store, unregister_store
 from framework.store.base import Unreadable
 from framework.stream._late import LateEvictions
+from framework.stream._publishing import check_filter
 from framework.stream._reading import (
     Entry,
     LossPolicy,
@@ -127,7 +128,8 @@ class StreamConsumer(Receiving, Generic[T]):
         loss_grace: float = LOSS_GRACE,
     ) -> None:
         self._events = isinstance(subscriber, EventSubscriber)
-        check_args(on_loss, timeout, secret=secret, events=self._events)
+        check_args(subscriber, on_loss, timeout, secret=secret, events=self._events)
+        check_filter(filter_)
         if secret is None and allow_pickle:
             warn_pickle_trust()
         self.subscriber = subscriber

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any, Optional, TypeVar, cast
 
-from framework.exceptions import BacklogFullError
+from framework.exceptions import BacklogFullError, ConfigurationError
 from framework.pubsub.protocols import UNSET, Unset
 from framework.serialize import Serializer
 from framework.store import Store, unregister_store
@@ -37,6 +37,7 @@ from framework.stream._publishing import (
     beats,
     check_args,
     check_filter,
+    check_publisher,
     check_signed,
     checked_stores,
     default_bound,
@@ -141,6 +142,7 @@ class StreamProducer(TopicBuffers[T]):
         heartbeat: float | None = HEARTBEAT,
     ) -> None:
         check_args(batch_size, linger, inline_limit, heartbeat)
+        check_publisher(publisher)
         check_filter(filter_)
         topic_stores = checked_stores(stores, default_store, spill_store)
         check_signed(secret, [default_store, spill_store, *topic_stores.values()])
@@ -207,7 +209,7 @@ class StreamProducer(TopicBuffers[T]):
 
         Raises:
             ConfigurationError: If ``topic`` is not a non-empty string without ``{`` or
-                ``}``; nothing was buffered for it.
+                ``}``, or ``evict`` is not a bool; nothing was buffered for it.
             TopicClosedError: If ``topic`` was closed with :meth:`close_topics`.
             ClosedError: If the producer was closed.
             SerializationError: If ``obj`` cannot be serialized (without an
@@ -225,6 +227,8 @@ class StreamProducer(TopicBuffers[T]):
                 accepted.
         """
         metadata = {} if metadata is None else metadata
+        if not isinstance(evict, bool):
+            raise ConfigurationError(f"evict must be True or False, got {evict!r:.80}.")
         with self._lock:
             state = self._open_topic(topic)
             self._raise_lapses([topic], "The object was not accepted; send it again to go on.")

@@ -288,7 +288,9 @@ def test_a_slow_group_member_is_told_another_member_may_have_taken_its_object(
         timeout=5,
     )
     assert sorted(fast.iter_objects()) == [0, 1, 2, 3]  # claimed, consumed and evicted
-    with pytest.raises(ObjectNotFoundError, match="In consumer group 'g', another member"):
+    with pytest.raises(ObjectNotFoundError, match="In consumer group 'g', another member") as gone:
         slow.next_object()
+    assert "of topic 't' is not in store" in str(gone.value)
+    assert gone.value.topic == "t"
     fast.close()
     slow.close()

@@ -324,3 +324,36 @@ def test_an_unreadable_message_is_raised_after_the_items_before_it(
             producer.send(TOPIC, "second")
             producer.close_topics(TOPIC)
         assert objects_and_errors(consumer) == ["first", FramingError, "second"]
+
+
+@pytest.mark.parametrize("timeout", [-1, "3", float("nan"), float("inf"), True], ids=repr)
+@pytest.mark.parametrize(
+    "make", [RedisSubscriber, RedisQueueSubscriber, RedisStreamSubscriber], ids=lambda c: c.__name__
+)
+def test_bad_subscriber_timeouts_fail_at_the_call(
+    fake_conn: RedisConnection, make: Any, timeout: Any
+) -> None:
+    with pytest.raises(ConfigurationError, match=f"{make.__name__}: timeout must be a number"):
+        make(fake_conn, TOPIC, timeout=timeout)
+    with (
+        make(fake_conn, TOPIC, timeout=0) as subscriber,
+        pytest.raises(ConfigurationError, match="next_message: timeout must be a number"),
+    ):
+        subscriber.next_message(timeout=timeout)
+    with pytest.raises(ConfigurationError, match="StreamConsumer: timeout must be a number"):
+        StreamConsumer[Any](QueueSubscriber(queue.Queue()), timeout=timeout)
+
+
+def test_unusable_stream_arguments_fail_at_the_call() -> None:
+    subscriber = QueueSubscriber(queue.Queue())
+    with pytest.raises(ConfigurationError, match=r"filter_ must be a callable .* \(int\)"):
+        StreamConsumer[Any](subscriber, filter_=5)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="subscriber must have next_message"):
+        StreamConsumer[Any](None)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="publisher must have send_message"):
+        StreamProducer[Any](None)  # type: ignore[arg-type]
+    with (
+        StreamProducer[Any](QueuePublisher({TOPIC: queue.Queue()})) as producer,
+        pytest.raises(ConfigurationError, match="evict must be True or False"),
+    ):
+        producer.send(TOPIC, "x", evict="yes")  # type: ignore[arg-type]
