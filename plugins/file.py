@@ -1,7 +1,7 @@
 """``FileStore``: objects as files in a directory shared by processes (or hosts, via NFS).
 
-Each object is one file named by its key (32 hex digits): a 16-byte head (expiry time,
-reads left) followed by the serialized frame.
+Each object is one file named by its key (32 hex digits): a 20-byte head (the mark
+``FWO1``, expiry time, reads left) followed by the serialized frame.
 
 * **Atomic writes**: written to ``.tmp-<key>`` and renamed into place, so readers never
   see a partial object.
@@ -12,10 +12,18 @@ reads left) followed by the serialized frame.
   reader that was waiting on the lock sees "consumed" rather than a stale count.
 * **TTL** is an absolute wall-clock expiry (hosts sharing the directory need synced
   clocks); expired files are deleted when next touched, not by a background sweep.
-* **Foreign files are refused, never deleted.** Anything at a key's path this store
-  cannot have written (not a regular file, e.g. a FIFO, a directory or a symlink; or
-  shorter than the head) makes ``get`` raise :class:`InvalidObjectFileError` for that
-  object and ``exists`` return ``False``; it is opened without blocking and left in place.
+* **Foreign files are refused, never changed or deleted.** Anything at a key's path this
+  store cannot have written (not a regular file, e.g. a FIFO, a directory or a symlink;
+  shorter than the head, or without its mark) makes ``get`` raise
+  :class:`InvalidObjectFileError` for that object and ``exists`` return ``False``; it is
+  opened without blocking and left in place.
+* **A failed read loses nothing**: an evicting read that fails after it claimed the file
+  puts it back; a plain read needs only read access to an uncounted object; the last
+  read of a counted object returns it even if the file cannot be unlinked (a read-only
+  directory), and a failed write leaves neither its temporary file nor the batch's
+  earlier objects behind.
+* **A store rebuilt from its config** (by a consumer, from an event read from Redis)
+  creates no directory: the one the config names must exist.
 
 POSIX only (``fcntl``). Leftover ``.tmp-*``/``.claim-*`` files after a crash can be
 deleted safely. Registered as kind ``file`` through the ``framework.stores`` entry point.
@@ -37,13 +45,17 @@ from pathlib import Path
 from typing import IO, Any
 
 from framework.buffers import BytesLike, Segments
-from framework.exceptions import StoreError
+from framework.exceptions import ConfigurationError, StoreError
+from framework.store._options import constructor_options
 from framework.store.base import BaseStore
+from framework.store.config import StoreConfig
 
 __all__ = ["FileStore", "InvalidObjectFileError"]
 
-# Expiry as Unix time (0 = never) and reads left (0 = unlimited, -1 = consumed).
-_HEAD = struct.Struct(">dq")
+# The mark of a file this store wrote, the expiry as Unix time (0 = never) and reads left
+# (0 = unlimited, -1 = consumed).
+_HEAD = struct.Struct(">4sdq")
+_MARK = b"FWO1"
 _CONSUMED = -1
 _KEY = re.compile(r"^[0-9a-f]{32}$")
 
@@ -103,9 +115,11 @@ class FileStore(BaseStore):
         serializer: Name of a registered serializer (see ``BaseStore``).
         secret: Shared HMAC key: objects are signed and verified.
         ttl: Default lifetime of objects in seconds; ``None`` = no expiry.
+        create: Create the directory if it is missing (``from_config`` does not).
 
     Raises:
-        StoreError: If the directory cannot be created.
+        StoreError: If the directory cannot be created, or is missing and ``create`` is
+            False.
     """
 
     kind = "file"
@@ -118,11 +132,38 @@ class FileStore(BaseStore):
         serializer: str = "auto",
         secret: bytes | None = None,
         ttl: float | None = None,
+        create: bool = True,
     ) -> None:
         super().__init__(name, serializer=serializer, secret=secret, ttl=ttl)
         self.directory = Path(directory).absolute()
+        if not create:
+            if not self.directory.is_dir():
+                raise StoreError(
+                    f"The directory {self.directory} of file store {name!r} does not exist "
+                    "here; a store rebuilt from its config creates none: mount or create it."
+                )
+            return
         with _os_errors(f"create the directory of file store {name!r}"):
             self.directory.mkdir(parents=True, exist_ok=True)
+
+    @classmethod
+    def from_config(cls, config: StoreConfig) -> FileStore:
+        """Build the store a config describes, without creating its directory.
+
+        A consumer rebuilds a store from the config in an event it read from Redis:
+        whoever can write there must not make it create directories anywhere.
+
+        Raises:
+            StoreError: If the directory does not exist.
+            ConfigurationError: If the config does not fit this class.
+        """
+        try:
+            return cls(config.name, create=False, **constructor_options(config))
+        except TypeError as exc:  # an option the constructor does not take
+            raise ConfigurationError(
+                f"Config of store {config.name!r} (kind {config.kind!r}) does not fit "
+                f"{cls.__name__}: {exc}"
+            ) from exc
 
     def _options(self) -> dict[str, Any]:
         return {"directory": str(self.directory)}
@@ -130,17 +171,24 @@ class FileStore(BaseStore):
     def _write(
         self, frames: Sequence[Segments], *, ttl: float | None, readers: int | None
     ) -> list[str]:
-        head = _HEAD.pack(0.0 if ttl is None else time.time() + ttl, readers or 0)
-        keys = []
+        head = _HEAD.pack(_MARK, 0.0 if ttl is None else time.time() + ttl, readers or 0)
+        keys: list[str] = []
         for frame in frames:
             key = uuid.uuid4().hex
             temp = self.directory / f".tmp-{key}"
-            with _os_errors(f"write object {key!r} to file store {self.name!r}"):
-                with temp.open("wb") as file:
-                    file.write(head)
-                    for part in frame.parts:
-                        file.write(part)
-                os.replace(temp, self.directory / key)
+            try:
+                with _os_errors(f"write object {key!r} to file store {self.name!r}"):
+                    with temp.open("wb") as file:
+                        file.write(head)
+                        for part in frame.parts:
+                            file.write(part)
+                    os.replace(temp, self.directory / key)
+            except StoreError:
+                # All or nothing: the caller gets no key, so nothing of the batch may stay.
+                for leftover in [temp, *(self.directory / k for k in keys)]:
+                    with contextlib.suppress(OSError):
+                        leftover.unlink(missing_ok=True)
+                raise
             keys.append(key)
         return keys
 
@@ -172,19 +220,18 @@ class FileStore(BaseStore):
                     os.rename(path, claimed)
                 except FileNotFoundError:
                     return None  # absent, or another reader claimed it first
-                foreign = False
+                done = False
                 try:
-                    return self._open_and_read(claimed, claim=True)
-                except _InvalidFile:
-                    foreign = True
-                    raise
+                    value = self._open_and_read(claimed, claim=True)
+                    done = True
+                    return value
                 finally:
-                    if foreign:
-                        # Not an object: put it back rather than delete a file the store
-                        # did not write (keys are never reused, so the name is free).
-                        os.rename(claimed, path)
-                    else:
+                    if done:
                         claimed.unlink(missing_ok=True)
+                    else:
+                        # Not an object, or it could not be read: put it back rather than
+                        # lose it (keys are never reused, so the name is free).
+                        os.rename(claimed, path)
         except _InvalidFile as exc:
             return InvalidObjectFileError(key, self.name, path, exc.reason)
 
@@ -196,24 +243,34 @@ class FileStore(BaseStore):
                 file is then neither changed nor deleted.
             OSError: If the file cannot be read.
         """
-        fd = _open_regular(path, os.O_RDWR)
+        writable = True
+        try:
+            fd = _open_regular(path, os.O_RDWR)
+        except PermissionError:
+            if claim:
+                raise
+            # A plain read of an uncounted object needs no write access (a shared or
+            # read-only directory); a counted one does, checked below.
+            fd, writable = _open_regular(path, os.O_RDONLY), False
         if fd is None:
             return None
-        with open(fd, "r+b", buffering=0) as file:  # unbuffered: re-reads see the disk
+        with open(fd, "r+b" if writable else "rb", buffering=0) as file:  # re-reads see the disk
             expires, left = _read_head(file)
             if left != 0 or claim:
                 # Counted or claimed: re-read the head under the lock that writers of it hold.
-                fcntl.flock(file, fcntl.LOCK_EX)
+                fcntl.flock(file, fcntl.LOCK_EX if writable else fcntl.LOCK_SH)
                 expires, left = _read_head(file)
             if left == _CONSUMED:
                 return None
             if expires and time.time() >= expires:
-                path.unlink(missing_ok=True)
+                _unlink_if_possible(path)  # expired, so absent, whether deleted or not
                 return None
+            if left > 0 and not writable:
+                raise PermissionError(f"a counted object needs write access to {path}")
             value = file.read()
             if left == 1 or (claim and left > 0):
                 _write_head(file, expires, _CONSUMED)
-                path.unlink(missing_ok=True)
+                _unlink_if_possible(path)  # consumed: the read stands, deleted or not
             elif left > 1:
                 _write_head(file, expires, left - 1)
             return value
@@ -314,7 +371,9 @@ def _read_head(file: IO[bytes]) -> tuple[float, int]:
     data = file.read(_HEAD.size)
     if len(data) < _HEAD.size:
         raise _InvalidFile(f"{len(data)} bytes long, shorter than the {_HEAD.size}-byte head")
-    expires, left = _HEAD.unpack(data)
+    mark, expires, left = _HEAD.unpack(data)
+    if mark != _MARK:
+        raise _InvalidFile(f"a file without this store's mark {_MARK!r} (not written by it)")
     # _write never stores these: a NaN expiry would never expire, a count below
     # "consumed" would be read forever.
     if not math.isfinite(expires) or expires < 0 or left < _CONSUMED:
@@ -324,8 +383,14 @@ def _read_head(file: IO[bytes]) -> tuple[float, int]:
 
 def _write_head(file: IO[bytes], expires: float, left: int) -> None:
     file.seek(0)
-    file.write(_HEAD.pack(expires, left))
+    file.write(_HEAD.pack(_MARK, expires, left))
     file.flush()
+
+
+def _unlink_if_possible(path: Path) -> None:
+    """Delete a file whose head already says it is gone (consumed or expired)."""
+    with contextlib.suppress(OSError):  # e.g. a read-only directory: its head tells
+        path.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager

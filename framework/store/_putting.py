@@ -173,8 +173,11 @@ class PutMethods:
     def _checked_put(self, ttl: float | None, readers: int | None) -> float | None:
         """Check a put's state and arguments; return the effective ``ttl``."""
         self._check_open()
-        if readers is not None and (type(readers) is not int or readers < 1):
-            raise ConfigurationError(f"readers must be a positive int or None, got {readers!r}.")
+        # Below 2**63: a count every backend keeps as a signed 64-bit integer (Redis's DECR).
+        if readers is not None and (type(readers) is not int or not 1 <= readers < 2**63):
+            raise ConfigurationError(
+                f"readers must be a positive int below 2**63 or None, got {readers!r:.80}."
+            )
         return self.default_ttl if ttl is None else checked_ttl(ttl)
 
     def _put_objects(

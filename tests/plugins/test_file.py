@@ -14,11 +14,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+import framework_plugins.file as file_module
 import pytest
 from framework_plugins.file import FileStore, InvalidObjectFileError
 
-from framework.exceptions import StoreError
-from framework.store import get_factory, store_kinds
+from framework.exceptions import ConfigurationError, StoreError
+from framework.store import Store, get_factory, store_kinds
 from framework.store.base import Unreadable
 from framework.testing import StoreContractTests
 from framework.testing.processes import resolve_pickled_proxy
@@ -83,7 +84,11 @@ def test_proxy_resolves_in_another_process(tmp_path: Path) -> None:
 
 T = TypeVar("T")
 
-_HEAD = struct.Struct(">dq")  # the object head: expiry (Unix time), reads left
+_HEAD = struct.Struct(">4sdq")  # the object head: mark, expiry (Unix time), reads left
+
+
+def _head(expires: float, left: int) -> bytes:
+    return _HEAD.pack(b"FWO1", expires, left)
 
 
 def _without_hanging(call: Callable[[], T], directory: Path, timeout: float = 10.0) -> T:
@@ -122,20 +127,23 @@ def _snapshot(directory: Path) -> dict[str, int]:
 @pytest.mark.parametrize(
     ("content", "reason"),
     [
-        pytest.param(b"", "0 bytes long, shorter than the 16-byte head", id="empty"),
-        pytest.param(b"\x00\x01\x02", "3 bytes long, shorter than the 16-byte head", id="3B"),
+        pytest.param(b"", "0 bytes long, shorter than the 20-byte head", id="empty"),
+        pytest.param(b"\x00\x01\x02", "3 bytes long, shorter than the 20-byte head", id="3B"),
+        pytest.param(_head(0.0, 0)[:19], "19 bytes long, shorter than the 20-byte head", id="19B"),
         pytest.param(
-            _HEAD.pack(0.0, 0)[:15], "15 bytes long, shorter than the 16-byte head", id="15B"
+            _head(math.nan, 0) + b"x", "invalid head (expiry nan, reads left 0)", id="nan"
         ),
         pytest.param(
-            _HEAD.pack(math.nan, 0) + b"x", "invalid head (expiry nan, reads left 0)", id="nan"
+            _head(-1.0, 0) + b"x", "invalid head (expiry -1.0, reads left 0)", id="neg-ttl"
         ),
         pytest.param(
-            _HEAD.pack(-1.0, 0) + b"x", "invalid head (expiry -1.0, reads left 0)", id="neg-ttl"
+            _head(0.0, -2) + b"x", "invalid head (expiry 0.0, reads left -2)", id="neg-reads"
         ),
+        # Text or zeros whose first bytes would pass as expiry and count: no mark.
         pytest.param(
-            _HEAD.pack(0.0, -2) + b"x", "invalid head (expiry 0.0, reads left -2)", id="neg-reads"
+            b"not an object file, just some text" * 3, "without this store's mark", id="text"
         ),
+        pytest.param(bytes(4096), "without this store's mark", id="zeros"),
     ],
 )
 def test_a_truncated_or_forged_file_is_refused_and_kept(
@@ -226,3 +234,90 @@ def test_invalid_object_file_error_pickles(tmp_path: Path) -> None:
         error.reason,
     )
     assert str(copy) == str(error)
+
+
+# -- a failed read or write loses nothing ------------------------------------------------------
+
+
+def _no_write_access(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Opening an object file for writing is refused, as for a file of another user."""
+    original = file_module._open_regular
+
+    def refusing(path: Path, flags: int) -> int | None:
+        if flags & os.O_RDWR:
+            raise PermissionError(13, "Permission denied", str(path))
+        return original(path, flags)
+
+    monkeypatch.setattr(file_module, "_open_regular", refusing)
+
+
+def test_a_plain_read_needs_no_write_access_and_an_evicting_one_puts_the_file_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with FileStore("files", directory=tmp_path) as store:
+        key, counted = store.put("plain"), store.put("counted", readers=2)
+        _no_write_access(monkeypatch)
+        assert store.get(key) == "plain"
+        with pytest.raises(StoreError, match="Permission denied"):
+            store.get(key, evict=True)  # it could not claim and read it: it is kept
+        with pytest.raises(StoreError, match="needs write access"):
+            store.get(counted)
+        monkeypatch.undo()
+        assert store.get(key, evict=True) == "plain"
+        assert store.get(counted) == "counted"
+        assert sorted(os.listdir(tmp_path)) == [counted]  # no .claim-* left
+
+
+def test_the_last_counted_read_stands_when_the_file_cannot_be_deleted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with FileStore("files", directory=tmp_path) as store:
+        key = store.put("counted", readers=2)
+        assert store.get(key) == "counted"
+
+        def refused(self: Path, missing_ok: bool = False) -> None:
+            raise PermissionError(13, "Permission denied", str(self))
+
+        monkeypatch.setattr(Path, "unlink", refused)  # as in a read-only directory
+        assert store.get(key) == "counted"  # the last read: consumed, not lost
+        assert not store.exists(key)
+        assert store.get(key, default=None) is None
+
+
+def test_a_failed_batch_write_leaves_nothing_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    original, calls = os.replace, []
+
+    def full_at_the_second(src: Any, dst: Any) -> None:
+        calls.append(dst)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        original(src, dst)
+
+    with FileStore("files", directory=tmp_path) as store:
+        monkeypatch.setattr(os, "replace", full_at_the_second)
+        with pytest.raises(StoreError, match="No space left on device"):
+            store.put_batch(["a", "b", "c"])
+        assert os.listdir(tmp_path) == []  # neither the first object nor a .tmp-*
+
+
+def test_a_store_rebuilt_from_its_config_creates_no_directory(tmp_path: Path) -> None:
+    directory = tmp_path / "mount" / "objects"
+    with FileStore("files", directory=directory) as store:
+        config = store.config()
+    directory.rmdir()
+    for rebuild in (FileStore.from_config, Store.from_config):
+        with pytest.raises(StoreError, match="does not exist here"):
+            rebuild(config)
+    assert not directory.exists()  # a config read from Redis made no directory
+    directory.mkdir()
+    with FileStore.from_config(config) as again:
+        assert again.directory == directory
+
+
+def test_a_reader_count_beyond_64_bits_is_refused(tmp_path: Path) -> None:
+    with FileStore("files", directory=tmp_path) as store:
+        with pytest.raises(ConfigurationError, match="readers must be a positive int below"):
+            store.put("x", readers=2**63)
+        assert store.get(store.put("x", readers=2**63 - 1)) == "x"
