@@ -205,10 +205,20 @@ class Receiving:
             batch, parts = decode_message(data, secret=self._secret)
             check_origin(batch)
             self._check_topic(batch)
-        except FrameworkError:
+        except FrameworkError as exc:
             self._ack()  # a message that cannot be read would otherwise come back forever
-            raise
+            raise self._named(exc) from exc
         return batch, parts
+
+    def _named(self, error: FrameworkError) -> FrameworkError:
+        """``error`` of a message that cannot be read, naming where it came from."""
+        topics = sorted(self._topics)
+        where = f"topic {topics[0]!r}" if len(topics) == 1 else f"topics {topics}"
+        where = where if topics else "this subscription"
+        try:
+            return type(error)(f"A message of {where} cannot be read: {error}")
+        except TypeError:  # an error type whose constructor takes more: keep it as it is
+            return error
 
     def _check_topic(self, batch: EventBatch) -> None:
         """With a secret, a batch signed for another topic was copied here: refuse it."""

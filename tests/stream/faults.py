@@ -164,8 +164,11 @@ class Collector:
         return self.objects
 
 
-def objects_and_errors(consumer: Any) -> list[Any]:
-    """Every object up to the end of the stream; the type of each framework error in its place."""
+def objects_and_errors(consumer: Any, errors: list[Exception] | None = None) -> list[Any]:
+    """Every object up to the end of the stream; the type of each framework error in its place.
+
+    The errors themselves are appended to ``errors`` if given.
+    """
     got: list[Any] = []
     while True:
         try:
@@ -174,6 +177,8 @@ def objects_and_errors(consumer: Any) -> list[Any]:
             return got
         except FrameworkError as exc:
             got.append(type(exc))
+            if errors is not None:
+                errors.append(exc)
 
 
 def payload(index: int, size: int = 64) -> bytes:

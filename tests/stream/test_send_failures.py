@@ -323,7 +323,9 @@ def test_an_unreadable_message_is_raised_after_the_items_before_it(
             inject(b"\x00\x00\x00\x05{}abc")
             producer.send(TOPIC, "second")
             producer.close_topics(TOPIC)
-        assert objects_and_errors(consumer) == ["first", FramingError, "second"]
+        errors: list[Exception] = []
+        assert objects_and_errors(consumer, errors) == ["first", FramingError, "second"]
+    assert str(errors[0]).startswith(f"A message of topic {TOPIC!r} cannot be read: ")
 
 
 @pytest.mark.parametrize("timeout", [-1, "3", float("nan"), float("inf"), True], ids=repr)
