@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import math
 import os
 import re
@@ -47,10 +48,12 @@ from typing import IO, Any
 from framework.buffers import BytesLike, Segments
 from framework.exceptions import ConfigurationError, StoreError
 from framework.store._options import constructor_options
-from framework.store.base import BaseStore
+from framework.store.base import KEEP_UNREADABLE, BaseStore
 from framework.store.config import StoreConfig
 
 __all__ = ["FileStore", "InvalidObjectFileError"]
+
+logger = logging.getLogger(__name__)
 
 # The mark of a file this store wrote, the expiry as Unix time (0 = never) and reads left
 # (0 = unlimited, -1 = consumed).
@@ -274,6 +277,23 @@ class FileStore(BaseStore):
             elif left > 1:
                 _write_head(file, expires, left - 1)
             return value
+
+    def _put_back(self, key: str, value: BytesLike) -> None:
+        path = self._path(key)
+        if path is None:
+            return
+        temp = self.directory / f".tmp-{uuid.uuid4().hex}"
+        head = _HEAD.pack(_MARK, time.time() + KEEP_UNREADABLE, 0)
+        try:
+            with temp.open("wb") as file:
+                file.write(head)
+                file.write(value)
+            os.link(temp, path)  # unlike a rename, never replaces what is there now
+        except OSError:  # the read itself succeeded: its other objects must not be lost
+            logger.warning("Could not write back unreadable object %s.", key, exc_info=True)
+        finally:
+            with contextlib.suppress(OSError):
+                temp.unlink(missing_ok=True)
 
     def _exists(self, key: str) -> bool:
         path = self._path(key)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from framework.buffers import BytesLike, Segments
-from framework.store.base import BaseStore
+from framework.store.base import KEEP_UNREADABLE, BaseStore
 
 __all__ = ["MemoryStore"]
 
@@ -112,6 +112,11 @@ class MemoryStore(BaseStore):
             del self._memory.entries[key]
             return None
         return entry
+
+    def _put_back(self, key: str, value: BytesLike) -> None:
+        deadline = time.monotonic() + KEEP_UNREADABLE
+        with self._memory.lock:
+            self._memory.entries.setdefault(key, _Entry(bytes(value), deadline, None))
 
     def _exists(self, key: str) -> bool:
         with self._memory.lock:

@@ -26,7 +26,11 @@ if TYPE_CHECKING:
     from framework.buffers import BytesLike
     from framework.store.codec import FrameCodec
 
-__all__ = ["GetMethods", "Unreadable", "decoded"]
+__all__ = ["KEEP_UNREADABLE", "GetMethods", "Unreadable", "decoded"]
+
+#: Seconds a value that an evicting read took but could not decode is kept, written back
+#: so that it can be inspected: long enough for that, short enough not to pile up.
+KEEP_UNREADABLE = 24 * 3600.0
 
 
 class Unreadable:
@@ -162,4 +166,20 @@ class GetMethods:
             Per key: the object, ``MISSING`` if absent, or an :class:`Unreadable`.
         """
         decode = self._codec.decode
-        return [_fetched(decode, v) for v in self._read(keys, evict=evict)]
+        values = self._read(keys, evict=evict)
+        objs = [_fetched(decode, v) for v in values]
+        if evict:
+            for key, value, obj in zip(keys, values, objs, strict=True):
+                if isinstance(obj, Unreadable) and isinstance(
+                    value, bytes | bytearray | memoryview
+                ):
+                    self._put_back(key, value)
+        return objs
+
+    def _put_back(self, key: str, value: BytesLike) -> None:
+        """Put back a value an evicting read took but could not decode (override it).
+
+        A corrupt or forged object is evidence: deleting it on a failed read would
+        leave nothing to inspect. Keep it for :data:`KEEP_UNREADABLE` seconds under
+        ``key``, unless something else is there now. The default keeps nothing.
+        """

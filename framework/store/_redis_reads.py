@@ -22,7 +22,7 @@ from framework.connection import RedisConnection
 from framework.exceptions import BackendError, StoreError
 from framework.keys import KeySchema
 from framework.store._redis_keys import count_keys
-from framework.store.base import Unreadable, decoded
+from framework.store.base import KEEP_UNREADABLE, Unreadable, decoded
 from framework.store.layout import ObjectId, join_parts
 from framework.store.protocols import MISSING
 
@@ -43,8 +43,8 @@ return left
 """
 
 #: Lifetime (ms) of a value that an evicting read took but could not decode, written back
-#: so that it can be inspected: long enough for that, short enough not to pile up.
-KEEP_UNREADABLE_MS = 24 * 3600 * 1000
+#: so that it can be inspected (see ``KEEP_UNREADABLE``).
+KEEP_UNREADABLE_MS = round(KEEP_UNREADABLE * 1000)
 
 #: One read value: bytes, None when absent, or why a key holds no value (another type).
 Value = BytesLike | StoreError | None

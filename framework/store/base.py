@@ -30,6 +30,7 @@ from framework.exceptions import (
     UnknownStoreKindError,
 )
 from framework.store._custom import custom_functions
+from framework.store._getting import KEEP_UNREADABLE as KEEP_UNREADABLE  # for stores
 from framework.store._getting import GetMethods
 from framework.store._getting import Unreadable as Unreadable  # framework-internal users
 from framework.store._getting import decoded as decoded

@@ -9,6 +9,7 @@ import re
 import stat
 import struct
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -321,3 +322,19 @@ def test_a_reader_count_beyond_64_bits_is_refused(tmp_path: Path) -> None:
         with pytest.raises(ConfigurationError, match="readers must be a positive int below"):
             store.put("x", readers=2**63)
         assert store.get(store.put("x", readers=2**63 - 1)) == "x"
+
+
+def test_an_unreadable_object_taken_by_an_evicting_read_is_put_back(tmp_path: Path) -> None:
+    with FileStore("files", directory=tmp_path) as store:
+        key, good = store.put("corrupt me"), store.put("fine")
+        path = tmp_path / key
+        path.write_bytes(path.read_bytes()[: _HEAD.size] + b"garbage, not a frame")
+        objs = store._get_each([key, good], evict=True)
+        assert isinstance(objs[0], Unreadable)
+        assert objs[1] == "fine"
+        # Kept as evidence, with a 24-hour expiry; the good one was evicted.
+        assert os.listdir(tmp_path) == [key]
+        assert path.read_bytes()[_HEAD.size :] == b"garbage, not a frame"
+        _, expires, left = _HEAD.unpack(path.read_bytes()[: _HEAD.size])
+        assert left == 0
+        assert 23 * 3600 < expires - time.time() <= 24 * 3600

@@ -8,6 +8,7 @@ import pytest
 from framework_plugins.memory import MemoryStore
 
 from framework.store import extract, get_or_create_store, store_kinds, unregister_store
+from framework.store.base import Unreadable
 from framework.testing import StoreContractTests
 
 
@@ -59,3 +60,15 @@ def test_unpickled_proxy_rebuilds_the_store_through_the_registry() -> None:
         assert rebuilt is not store
         unregister_store(rebuilt)
         rebuilt.close()
+
+
+def test_an_unreadable_object_taken_by_an_evicting_read_is_put_back() -> None:
+    with MemoryStore("corrupt") as store:
+        key, good = store.put("corrupt me"), store.put("fine")
+        store._memory.entries[key].value = b"garbage, not a frame"
+        objs = store._get_each([key, good], evict=True)
+        assert isinstance(objs[0], Unreadable)
+        assert objs[1] == "fine"
+        assert store.exists(key)  # kept as evidence
+        assert not store.exists(good)
+        assert store._memory.entries[key].value == b"garbage, not a frame"
