@@ -11,6 +11,7 @@ Registered as kind ``memory`` through the ``framework.stores`` entry point.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import uuid
@@ -45,7 +46,9 @@ _segments_lock = threading.Lock()
 def _attach(segment: str | None) -> tuple[str, _Segment]:
     """Return the named segment (created if gone) or a new one."""
     with _segments_lock:
-        name = segment or uuid.uuid4().hex
+        # The creating process's id first: a store rebuilt elsewhere can tell it holds none
+        # of the objects (see MemoryStore._missing_hint).
+        name = segment or f"{os.getpid()}-{uuid.uuid4().hex}"
         memory = _segments.get(name)
         if memory is None:
             memory = _segments[name] = _Segment()
@@ -117,6 +120,16 @@ class MemoryStore(BaseStore):
         deadline = time.monotonic() + KEEP_UNREADABLE
         with self._memory.lock:
             self._memory.entries.setdefault(key, _Entry(bytes(value), deadline, None))
+
+    def _missing_hint(self) -> str:
+        creator = self.segment.split("-", 1)[0]
+        if creator == str(os.getpid()):
+            return ""
+        return (
+            f"Memory store {self.name!r} keeps its objects in the memory of the process that "
+            f"made it (process {creator}); this is process {os.getpid()}, which cannot read "
+            "them: use a store other processes reach (RedisStore, FileStore)."
+        )
 
     def _exists(self, key: str) -> bool:
         with self._memory.lock:

@@ -176,6 +176,13 @@ class GetMethods:
                     self._put_back(key, value)
         return objs
 
+    def _missing_hint(self) -> str:
+        """What else may explain an object missing here, for its error (override it).
+
+        The default: nothing beyond eviction and expiry.
+        """
+        return ""
+
     def _put_back(self, key: str, value: BytesLike) -> None:
         """Put back a value an evicting read took but could not decode (override it).
 

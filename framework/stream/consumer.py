@@ -206,7 +206,7 @@ class StreamConsumer(Receiving, Generic[T]):
             if isinstance(entry.event, NewObjectEvent):
                 value = resolve_inline(entry, self._allow_pickle)
             elif entry.fetched:
-                value = entry.result(self._missing_hint)
+                value = entry.result(self._hint_for(entry))
             else:
                 store = self._store(entry.batch)
                 if self._acking and entry.event.evict:
@@ -246,8 +246,13 @@ class StreamConsumer(Receiving, Generic[T]):
             else:
                 if not entry.fetched:
                     self._prefetch(entry)
-                value = entry.result(self._missing_hint)
+                value = entry.result(self._hint_for(entry))
         return entry.event.metadata, cast(T, value)
+
+    def _hint_for(self, entry: Entry) -> str:
+        """What may explain ``entry``'s object missing: its store's reason, then the group's."""
+        store_hint = self._store(entry.batch)._missing_hint()
+        return " ".join(hint for hint in (store_hint, self._missing_hint) if hint)
 
     def iter_with_metadata(self) -> Generator[tuple[dict[str, Any], Any], None, None]:
         """Yield ``(metadata, item)`` tuples until the stream ends (see :meth:`next`)."""

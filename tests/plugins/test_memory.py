@@ -1,14 +1,22 @@
 from __future__ import annotations
 
 import gc
+import os
 import pickle
+import subprocess
+import sys
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from framework_plugins.memory import MemoryStore
 
+from framework.connection import RedisConnection
+from framework.embedded import EmbeddedRedis
+from framework.pubsub import RedisStreamPublisher
 from framework.store import extract, get_or_create_store, store_kinds, unregister_store
 from framework.store.base import Unreadable
+from framework.stream import StreamProducer
 from framework.testing import StoreContractTests
 
 
@@ -72,3 +80,38 @@ def test_an_unreadable_object_taken_by_an_evicting_read_is_put_back() -> None:
         assert store.exists(key)  # kept as evidence
         assert not store.exists(good)
         assert store._memory.entries[key].value == b"garbage, not a frame"
+
+
+_FOREIGN_CONSUMER = r"""
+import sys
+from framework.connection import RedisConnection
+from framework.pubsub import RedisStreamSubscriber
+from framework.stream import StreamConsumer
+with RedisConnection.from_url(sys.argv[1]) as conn:
+    subscriber = RedisStreamSubscriber(conn, sys.argv[2], timeout=15)
+    with StreamConsumer(subscriber, timeout=15) as consumer:
+        try:
+            consumer.next_object()
+        except Exception as exc:
+            print(type(exc).__name__, exc)
+"""
+
+
+def test_a_consumer_in_another_process_is_told_why_a_memory_store_has_nothing(
+    redis_server: EmbeddedRedis, real_conn: RedisConnection
+) -> None:
+    with MemoryStore("local") as store:
+        assert store._missing_hint() == ""  # this process made it
+        with StreamProducer[Any](RedisStreamPublisher(real_conn), stores={"m": store}) as producer:
+            producer.send("m", {"i": 0})
+            producer.close_topics("m")
+        child = subprocess.run(
+            [sys.executable, "-c", _FOREIGN_CONSUMER, redis_server.url, "m"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+    assert child.stdout.startswith("ObjectNotFoundError"), child.stdout + child.stderr
+    assert "keeps its objects in the memory of the process that made it" in child.stdout
+    assert f"(process {os.getpid()})" in child.stdout
