@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import ResponseError
@@ -77,8 +78,8 @@ class RedisReadMethods:
                 objs.append(Unreadable(value))
             elif raw_ok and oid is not None and oid.raw:  # the object itself, no copy
                 objs.append(value if type(value) is bytes else bytes(value))
-            else:
-                objs.append(decoded(decode, value))  # a forged value spoils no other
+            else:  # checked against the object it is stored as; a forged one spoils no other
+                objs.append(decoded(partial(decode, uid=None if oid is None else oid.uid), value))
         if evict:
             self._keep_unreadable(keys, oids, values, objs)
         return objs

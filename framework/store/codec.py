@@ -9,10 +9,16 @@ frame layout.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from typing import Any
 
 from framework.buffers import BytesLike, Segments
+from framework.exceptions import BadSignatureError, SecurityError
 from framework.serialize import dumps, get_serializer, loads
+
+#: Derives the key that signs one object from the store's secret and the object's id.
+_OBJECT_LABEL = b"framework store object v1:"
 
 __all__ = ["FrameCodec"]
 
@@ -35,20 +41,51 @@ class FrameCodec:
             getattr(self.serializer, "unpickles", False)
         )
 
-    def encode(self, obj: Any) -> Segments:
-        """Serialize ``obj`` into a frame.
+    def object_secret(self, uid: str) -> bytes | None:
+        """The key that signs object ``uid`` (None without a secret).
+
+        Each object's frame is signed with a key of its own, derived from the store's
+        secret and the object's id: a valid value copied to another object's key (by
+        anyone who can write to the backend) fails verification there.
+        """
+        if self.secret is None:
+            return None
+        return hmac.new(self.secret, _OBJECT_LABEL + uid.encode(), hashlib.sha256).digest()
+
+    def encode(self, obj: Any, uid: str | None = None) -> Segments:
+        """Serialize ``obj`` into a frame, signed for object ``uid`` if given.
 
         Raises:
             SerializationError: If ``obj`` cannot be serialized.
         """
-        return dumps(obj, serializer=self.serializer, secret=self.secret)
+        secret = self.secret if uid is None else self.object_secret(uid)
+        return dumps(obj, serializer=self.serializer, secret=secret)
 
-    def decode(self, value: BytesLike) -> Any:
+    def decode(self, value: BytesLike, uid: str | None = None) -> Any:
         """Deserialize a frame (verifying its MAC when the codec has a secret).
 
+        Args:
+            value: The frame.
+            uid: The id of the object it is stored as: a frame signed for another
+                object is refused. One signed with the store's key itself (stored
+                without an id, as :meth:`BaseStore._write` stores) is accepted.
+
         Raises:
-            SecurityError: If the codec has a secret and the frame is unsigned or altered.
+            SecurityError: If the codec has a secret and the frame is unsigned,
+                altered, or signed for another object.
             DeserializationError: If the frame cannot be turned back into an object.
             FramingError: If the value is not a frame.
         """
-        return loads(value, secret=self.secret, allow_pickle=self.allow_pickle)
+        if uid is None or self.secret is None:
+            return loads(value, secret=self.secret, allow_pickle=self.allow_pickle)
+        try:
+            return loads(value, secret=self.object_secret(uid), allow_pickle=self.allow_pickle)
+        except BadSignatureError as bound:
+            try:  # signed with the store's key itself: stored without an id
+                return loads(value, secret=self.secret, allow_pickle=self.allow_pickle)
+            except SecurityError:
+                pass
+            raise BadSignatureError(
+                f"{bound} (Checked as object {uid}: it was altered, or signed for another "
+                "object and copied to this one's key.)"
+            ) from None

@@ -70,7 +70,15 @@ class ObjectId(NamedTuple):
     raw: bool = False
 
     @classmethod
-    def new(cls, nbytes: int, part_size: int, *, counted: bool, raw: bool = False) -> ObjectId:
+    def new(
+        cls,
+        nbytes: int,
+        part_size: int,
+        *,
+        counted: bool,
+        raw: bool = False,
+        uid: str | None = None,
+    ) -> ObjectId:
         """Make a fresh id for a value of ``nbytes`` bytes cut into ``part_size`` parts.
 
         Args:
@@ -78,6 +86,7 @@ class ObjectId(NamedTuple):
             part_size: Largest part, in bytes.
             counted: Whether the object gets a remaining-reads counter.
             raw: Whether the value is the object's bytes, unframed.
+            uid: The id's unique part, if chosen already (a value signed for it).
 
         Returns:
             A new, unique object id.
@@ -90,7 +99,7 @@ class ObjectId(NamedTuple):
             raise ValueError(
                 f"An object of {nbytes} bytes needs {parts} parts; at most {MAX_PARTS}."
             )
-        return cls(new_uid(), parts, counted, raw)
+        return cls(uid or new_uid(), parts, counted, raw)
 
     @classmethod
     def parse(cls, oid: str) -> ObjectId | None:
@@ -162,10 +171,13 @@ class Encoded(NamedTuple):
     Attributes:
         value: The value to store: a frame, or the object itself when ``raw``.
         raw: The value is an exact ``bytes`` object kept unframed (see ``-b`` above).
+        uid: The object id a signed value is bound to (None when not signed): it is
+            stored under that id's key, so storing it again rewrites that one object.
     """
 
     value: Segments | bytes
     raw: bool = False
+    uid: str | None = None
 
     @property
     def nbytes(self) -> int:

@@ -256,9 +256,12 @@ class RedisStore(RedisKeyMethods, RedisReadMethods, BaseStore):
         )
         if not alike:
             return self.encode(obj)
-        secret = self._codec.secret
-        signed = frame if secret is None else sign_frame(frame, secret)
-        return self.encode(obj) if signed is None else Encoded(signed, False)
+        if self._codec.secret is None:
+            return Encoded(frame, False)
+        uid = new_uid()  # signed for the object it will be stored as
+        secret = self._codec.object_secret(uid)
+        signed = None if secret is None else sign_frame(frame, secret)
+        return self.encode(obj) if signed is None else Encoded(signed, False, uid)
 
     def _write_encoded(
         self, values: Sequence[Encoded], *, ttl: float | None, readers: int | None
@@ -273,22 +276,23 @@ class RedisStore(RedisKeyMethods, RedisReadMethods, BaseStore):
     def _write(
         self, frames: Sequence[Segments], *, ttl: float | None, readers: int | None
     ) -> list[str]:
-        return self._send(self._stage(((frame, False) for frame in frames), ttl, readers))
+        return self._send(self._stage((Encoded(frame, False) for frame in frames), ttl, readers))
 
     def _encode(self, obj: Any) -> Encoded:
         """``obj`` as a stored value, and whether that is ``obj`` itself (raw, unframed)."""
         if type(obj) is bytes and self._raw_bytes:
             return Encoded(obj, True)
-        return Encoded(self._codec.encode(obj), False)
+        uid = new_uid() if self._signed else None  # signed for the object it will be stored as
+        return Encoded(self._codec.encode(obj, uid), False, uid)
 
     def _stage(
         self,
-        values: Iterable[tuple[Segments | bytes, bool]],
+        values: Iterable[Encoded],
         ttl: float | None,
         readers: int | None,
     ) -> StagedBatch:
         writes: dict[str, Any] = {}
-        keys = [self._lay_out(value, raw, readers, writes) for value, raw in values]
+        keys = [self._lay_out(value, readers, writes) for value in values]
         px = None if ttl is None else max(1, round(ttl * 1000))
         return StagedBatch(keys, list(writes.items()), px)
 
@@ -309,17 +313,17 @@ class RedisStore(RedisKeyMethods, RedisReadMethods, BaseStore):
                 pipe.execute()
         return staged.keys
 
-    def _lay_out(
-        self, value: Segments | bytes, raw: bool, readers: int | None, writes: dict[str, Any]
-    ) -> str:
+    def _lay_out(self, encoded: Encoded, readers: int | None, writes: dict[str, Any]) -> str:
         """Add the values of one object to ``writes``; return its key."""
+        value, raw, uid = encoded
         nbytes = len(value) if isinstance(value, bytes) else value.nbytes
         if readers is None and nbytes <= self.part_size:  # the common case, fast
-            key = self._keys.obj(str(ObjectId(new_uid(), raw=True)) if raw else new_uid())
+            uid = uid or new_uid()
+            key = self._keys.obj(str(ObjectId(uid, raw=True)) if raw else uid)
             writes[key] = value if isinstance(value, bytes) else self._wire(value)
             return key
         frame = Segments([value]) if isinstance(value, bytes) else value
-        oid = ObjectId.new(nbytes, self.part_size, counted=readers is not None, raw=raw)
+        oid = ObjectId.new(nbytes, self.part_size, counted=readers is not None, raw=raw, uid=uid)
         if oid.parts == 1:
             key = self._keys.obj(str(oid))
             writes[key] = self._wire(frame)

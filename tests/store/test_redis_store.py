@@ -124,6 +124,25 @@ def test_signed_store_refuses_unsigned_and_foreign_objects(conn: RedisConnection
             signed.get(key)
 
 
+def test_a_signed_value_copied_to_another_key_is_refused(conn: RedisConnection) -> None:
+    """Each object is signed for its own id: anyone who can write to Redis can copy a
+    valid value to another object's key, but it does not verify there."""
+    with RedisStore(connection=conn, secret=SECRET, part_size=100) as store:
+        first, second = store.put({"i": 1}), store.put({"i": 2})
+        big = store.put(b"x" * 1000, readers=2)  # split and counted
+        conn.client.set(first, conn.client.get(second))
+        with pytest.raises(BadSignatureError, match="signed for another object"):
+            store.get(first)
+        assert store.get(second) == {"i": 2}
+        assert store.get(big) == b"x" * 1000
+        # Staged, spilled and encoded values are bound to the key they are stored under.
+        encoded = store.encode({"i": 3})
+        (key,) = store.put_encoded([encoded])
+        assert encoded.uid is not None
+        assert encoded.uid in key
+        assert store.get(key) == {"i": 3}
+
+
 def test_signed_config_takes_the_secret_from_the_environment(
     real_conn: RedisConnection, monkeypatch: pytest.MonkeyPatch
 ) -> None:
