@@ -200,7 +200,7 @@ class Dispatcher:
             self._refuse(eid, TransferIO(self.conn, ann.sid, self.config.ttl), exc)
             return
         io = TransferIO(self.conn, ann.sid, self.config.ttl, auth)
-        if io.load() is None:
+        if io.load() is None or self._ended_unread(io):
             logger.debug("Stream %s ended before cell %r picked it up.", ann.sid, self.name)
             self.inbox.done(eid)
             return
@@ -222,6 +222,31 @@ class Dispatcher:
         worker = RxWorker(rx, handler, eid, self.config.max_blob_size, self._done)
         self._rx[ann.sid] = worker
         worker.start()
+
+    def _ended_unread(self, io: TransferIO) -> bool:
+        """Whether the transfer ended (its sender failed or cancelled) before this cell read any.
+
+        Its keys outlive it for a minute, so that its parties learn why; a cell that
+        starts meanwhile is not handed a transfer that is over (a ``recv --count 1``
+        started after a failed send would count that failure as its file). One this
+        cell already received part of goes to its callback, which hears why and
+        cleans up.
+        """
+        why = io.ended()
+        if why is None:
+            return False
+        try:
+            if io.acked(self.name).seq >= 0:
+                return False
+        except FramingError:
+            return False  # refused by the caller, as before
+        logger.info(
+            "Stream %s ended (%s) before cell %r read any of it: not delivered.",
+            io.sid,
+            why,
+            self.name,
+        )
+        return True
 
     def _refuse(self, eid: bytes, io: TransferIO, exc: FrameworkError) -> None:
         """Tell the sender why this cell will not receive the transfer, and drop it."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -323,3 +324,29 @@ def test_copies_of_a_receivers_heartbeat_do_not_keep_a_sender_waiting(
     finally:
         stop.set()
         thread.join()
+
+
+def test_a_transfer_that_failed_before_its_receiver_started_is_not_delivered(
+    conn: RedisConnection, make_cell: CellFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its keys outlive it for a minute; a receiver starting then used to get a failure."""
+    caplog.set_level(logging.INFO, logger="framework.cell")
+    sender = make_cell(conn, "a", QUICK)
+    future = sender.send_stream("ch", "s", "late", Message({}, BytesStream(payload(CHUNK))))
+    assert isinstance(future.exception(timeout=20), StreamTimeout)  # nobody received it
+    sid = future.get_stream_id()
+    assert TransferIO(conn, sid, 60).ended() == "error"
+    called: list[Any] = []
+    late = make_cell(conn, "late", QUICK)
+    late.register_stream_cb("ch", "s", lambda *args: called.append(args))
+    deadline = time.monotonic() + 20
+    while f"Stream {sid} ended (error) before cell 'late' read any" not in caplog.text:
+        assert time.monotonic() < deadline, "the ended transfer was never looked at"
+        time.sleep(0.02)
+    # The next transfer is delivered as usual.
+    got = Collector()
+    late.register_stream_cb("ch", "t", got.stream_cb)
+    again = sender.send_stream("ch", "t", "late", Message({}, BytesStream(b"fresh")))
+    assert again.result(timeout=20) == 5
+    assert bytes(got.wait(again.get_stream_id(), 20).data) == b"fresh"
+    assert called == []
