@@ -8,7 +8,21 @@ from typing import Any
 
 from framework.exceptions import ConfigurationError
 
-__all__ = ["checked_timeout"]
+__all__ = ["as_seconds", "checked_timeout"]
+
+
+def as_seconds(value: Any) -> float:
+    """``value`` as a float: NaN if it is not a number, infinite if too large for a float.
+
+    ``numbers.Real``: numpy's integers and floats are numbers of seconds too; a bool is a
+    mistake, not 0 or 1 s.
+    """
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        return math.nan
+    try:
+        return float(value)
+    except OverflowError:  # an int beyond a float's range
+        return math.inf
 
 
 def checked_timeout(timeout: Any, what: str) -> float | None:
@@ -24,11 +38,10 @@ def checked_timeout(timeout: Any, what: str) -> float | None:
     """
     if timeout is None:
         return None
-    # numbers.Real: numpy's numbers are seconds too; a bool is a mistake, not 0 or 1 s.
-    number = isinstance(timeout, numbers.Real) and not isinstance(timeout, bool)
-    if not number or not math.isfinite(timeout) or timeout < 0:
+    seconds = as_seconds(timeout)
+    if not math.isfinite(seconds) or seconds < 0:
         raise ConfigurationError(
             f"{what}: timeout must be a number of seconds >= 0, or None to wait without "
             f"a limit; got {timeout!r:.80}."
         )
-    return float(timeout)
+    return seconds

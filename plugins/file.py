@@ -46,8 +46,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from framework.buffers import BytesLike, Segments
-from framework.exceptions import ConfigurationError, StoreError
-from framework.store._options import constructor_options
+from framework.exceptions import StoreError
+from framework.store._options import construct
 from framework.store.base import KEEP_UNREADABLE, BaseStore
 from framework.store.config import StoreConfig
 
@@ -160,13 +160,7 @@ class FileStore(BaseStore):
             StoreError: If the directory does not exist.
             ConfigurationError: If the config does not fit this class.
         """
-        try:
-            return cls(config.name, create=False, **constructor_options(config))
-        except TypeError as exc:  # an option the constructor does not take
-            raise ConfigurationError(
-                f"Config of store {config.name!r} (kind {config.kind!r}) does not fit "
-                f"{cls.__name__}: {exc}"
-            ) from exc
+        return construct(cls, config, create=False)
 
     def _options(self) -> dict[str, Any]:
         return {"directory": str(self.directory)}
@@ -278,7 +272,11 @@ class FileStore(BaseStore):
                 _write_head(file, expires, left - 1)
             return value
 
-    def _put_back(self, key: str, value: BytesLike) -> None:
+    def _put_back(self, taken: list[tuple[str, BytesLike]]) -> None:
+        for key, value in taken:
+            self._put_back_one(key, value)
+
+    def _put_back_one(self, key: str, value: BytesLike) -> None:
         path = self._path(key)
         if path is None:
             return

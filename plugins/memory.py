@@ -116,10 +116,11 @@ class MemoryStore(BaseStore):
             return None
         return entry
 
-    def _put_back(self, key: str, value: BytesLike) -> None:
+    def _put_back(self, taken: list[tuple[str, BytesLike]]) -> None:
         deadline = time.monotonic() + KEEP_UNREADABLE
         with self._memory.lock:
-            self._memory.entries.setdefault(key, _Entry(bytes(value), deadline, None))
+            for key, value in taken:
+                self._memory.entries.setdefault(key, _Entry(bytes(value), deadline, None))
 
     def _missing_hint(self) -> str:
         creator = self.segment.split("-", 1)[0]

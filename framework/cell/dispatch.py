@@ -200,7 +200,7 @@ class Dispatcher:
             self._refuse(eid, TransferIO(self.conn, ann.sid, self.config.ttl), exc)
             return
         io = TransferIO(self.conn, ann.sid, self.config.ttl, auth)
-        if io.load() is None or self._ended_unread(io):
+        if io.load() is None:
             logger.debug("Stream %s ended before cell %r picked it up.", ann.sid, self.name)
             self.inbox.done(eid)
             return
@@ -216,6 +216,9 @@ class Dispatcher:
         except FramingError as exc:  # a malformed stored position never mends: no retries
             self._refuse(eid, io, exc)
             return
+        if start.seq < 0 and self._ended_unread(io):
+            self.inbox.done(eid)
+            return
         if start.seq >= 0:
             logger.info("Cell %r resumes stream %s at byte %d.", self.name, ann.sid, start.off)
         rx = RxTransfer(io, ann, self.name, self.config, cipher, start, self._stopping)
@@ -224,7 +227,7 @@ class Dispatcher:
         worker.start()
 
     def _ended_unread(self, io: TransferIO) -> bool:
-        """Whether the transfer ended (its sender failed or cancelled) before this cell read any.
+        """Whether a transfer this cell has read none of already ended (failed or cancelled).
 
         Its keys outlive it for a minute, so that its parties learn why; a cell that
         starts meanwhile is not handed a transfer that is over (a ``recv --count 1``
@@ -235,11 +238,6 @@ class Dispatcher:
         why = io.ended()
         if why is None:
             return False
-        try:
-            if io.acked(self.name).seq >= 0:
-                return False
-        except FramingError:
-            return False  # refused by the caller, as before
         logger.info(
             "Stream %s ended (%s) before cell %r read any of it: not delivered.",
             io.sid,

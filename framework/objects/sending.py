@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import logging
 import math
-import numbers
 import secrets
 import time
 from collections.abc import Callable
 from functools import partial
 from typing import Any, NamedTuple, Protocol, TypeAlias
 
+from framework._timeouts import as_seconds
 from framework.cell.types import StreamFuture
 from framework.exceptions import BackendError, ConfigurationError, FrameworkError, StreamError
 from framework.objects.api import ObjectProducer
@@ -183,7 +183,7 @@ class ObjectStream:
             raise ConfigurationError(
                 f"{name}.produce returned a {type(obj).__name__}, not a Shareable."
             )
-        if not math.isfinite(seconds := _seconds(timeout)) or seconds <= 0:
+        if not math.isfinite(seconds := as_seconds(timeout)) or seconds <= 0:
             raise ConfigurationError(
                 f"{name}.produce returned timeout {timeout!r:.80}; "
                 "it must be a positive, finite number of seconds."
@@ -410,14 +410,3 @@ class ObjectStream:
 
     def _log(self, msg: str, *args: Any) -> None:
         logger.log(logging.DEBUG if self.optional else logging.WARNING, msg, *args)
-
-
-def _seconds(timeout: Any) -> float:
-    """``timeout`` as a float: NaN if it is not a number, infinite if it is too large."""
-    # numbers.Real: numpy's integers and floats are numbers of seconds too.
-    if not isinstance(timeout, numbers.Real) or isinstance(timeout, bool):
-        return math.nan
-    try:
-        return float(timeout)
-    except OverflowError:  # an int beyond a float's range
-        return math.inf

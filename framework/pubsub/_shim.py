@@ -5,13 +5,26 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any, TypeVar
 
+from framework._timeouts import checked_timeout
 from framework.connection import RedisConnection
 from framework.exceptions import ConfigurationError
+from framework.pubsub.protocols import Unset
 from framework.settings import RedisSettings
 
 __all__ = ["RedisShim", "connect", "split_topic_args", "topic_tuple"]
 
 _S = TypeVar("_S", bound="RedisShim")
+
+
+def wait_limit(timeout: float | Unset | None, default: float | None, who: str) -> float | None:
+    """The longest wait of one ``next_message`` call: its own ``timeout``, else ``default``.
+
+    Raises:
+        ConfigurationError: If ``timeout`` is not a number of seconds >= 0 nor None.
+    """
+    if isinstance(timeout, Unset):
+        return default
+    return checked_timeout(timeout, f"{who}.next_message")
 
 
 class RedisShim:

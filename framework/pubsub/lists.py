@@ -55,7 +55,7 @@ from framework.pubsub._atomic import run_atomic
 from framework.pubsub._list_ending import ENDS_TTL_MS, REGISTER, ListEnding
 from framework.pubsub._outage import Outage, outage_note
 from framework.pubsub._server_runs import ServerRun
-from framework.pubsub._shim import RedisShim, connect
+from framework.pubsub._shim import RedisShim, connect, wait_limit
 from framework.pubsub._taker import TAKEN_TTL_S, Taker
 from framework.pubsub._watched import WatchedProducers
 from framework.pubsub.protocols import UNSET, Unset
@@ -246,11 +246,7 @@ class RedisQueueSubscriber(RedisShim):
                 that sent heartbeats stopped without ending the topic (``gone``).
             BackendError: If Redis failed, or stayed unreachable for ``max_outage``.
         """
-        limit = (
-            self._timeout
-            if isinstance(timeout, Unset)
-            else checked_timeout(timeout, f"{type(self).__name__}.next_message")
-        )
+        limit = wait_limit(timeout, self._timeout, type(self).__name__)
         deadline = None if limit is None else time.monotonic() + limit
         while True:
             with self._lock:

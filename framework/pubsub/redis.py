@@ -41,7 +41,7 @@ from framework.pubsub._atomic import run_atomic
 from framework.pubsub._outage import Outage, outage_note
 from framework.pubsub._probe import PROBE_MESSAGE, Probe
 from framework.pubsub._sharded import ShardedSubscription
-from framework.pubsub._shim import RedisShim, connect, split_topic_args, topic_tuple
+from framework.pubsub._shim import RedisShim, connect, split_topic_args, topic_tuple, wait_limit
 from framework.pubsub.protocols import UNSET, Unset
 
 __all__ = ["RedisPublisher", "RedisSubscriber"]
@@ -309,11 +309,7 @@ class RedisSubscriber(RedisShim):
                 meanwhile was lost. The next call carries on.
             BackendUnavailable: If the subscription stayed down for ``max_outage``.
         """
-        limit = (
-            self._timeout
-            if isinstance(timeout, Unset)
-            else checked_timeout(timeout, f"{type(self).__name__}.next_message")
-        )
+        limit = wait_limit(timeout, self._timeout, type(self).__name__)
         deadline = None if limit is None else time.monotonic() + limit
         while True:
             with self._lock:

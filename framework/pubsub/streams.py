@@ -52,7 +52,7 @@ from framework.connection import MAX_BLOCK_MS, MAX_OUTAGE, RedisConnection, mapp
 from framework.exceptions import BackendUnavailable, MessageLossError, ReceiveTimeout
 from framework.pubsub._outage import Outage, outage_note
 from framework.pubsub._server_runs import ServerRun
-from framework.pubsub._shim import RedisShim, topic_tuple
+from framework.pubsub._shim import RedisShim, topic_tuple, wait_limit
 from framework.pubsub._stream_liveness import Liveness
 from framework.pubsub._stream_publisher import (
     DEFAULT_MAXLEN,
@@ -205,11 +205,7 @@ class RedisStreamSubscriber(StreamReading, RedisShim):
                 next call carries on.
             BackendError: If Redis failed, or stayed unreachable for ``max_outage``.
         """
-        limit = (
-            self._timeout
-            if isinstance(timeout, Unset)
-            else checked_timeout(timeout, f"{type(self).__name__}.next_message")
-        )
+        limit = wait_limit(timeout, self._timeout, type(self).__name__)
         deadline = None if limit is None else time.monotonic() + limit
         while True:
             with self._lock:

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from framework.buffers import BytesLike
     from framework.store.codec import FrameCodec
 
-__all__ = ["KEEP_UNREADABLE", "GetMethods", "Unreadable", "decoded"]
+__all__ = ["KEEP_UNREADABLE", "GetMethods", "Unreadable", "decoded", "taken_unreadable"]
 
 #: Seconds a value that an evicting read took but could not decode is kept, written back
 #: so that it can be inspected: long enough for that, short enough not to pile up.
@@ -55,6 +55,20 @@ def decoded(decode: Callable[[Any], Any], value: Any) -> Any:
         return decode(value)
     except FrameworkError as exc:
         return Unreadable(exc)
+
+
+def taken_unreadable(
+    keys: Sequence[str], values: Sequence[Any], objs: Sequence[Any]
+) -> list[tuple[str, BytesLike]]:
+    """The ``(key, value)`` pairs of an evicting read whose value could not be decoded.
+
+    A value that is None (absent) or a ``StoreError`` (nothing was taken) is not one.
+    """
+    return [
+        (key, value)
+        for key, value, obj in zip(keys, values, objs, strict=True)
+        if isinstance(obj, Unreadable) and value is not None and not isinstance(value, StoreError)
+    ]
 
 
 def _fetched(decode: Callable[[Any], Any], value: Any) -> Any:
@@ -169,11 +183,7 @@ class GetMethods:
         values = self._read(keys, evict=evict)
         objs = [_fetched(decode, v) for v in values]
         if evict:
-            for key, value, obj in zip(keys, values, objs, strict=True):
-                if isinstance(obj, Unreadable) and isinstance(
-                    value, bytes | bytearray | memoryview
-                ):
-                    self._put_back(key, value)
+            self._put_back(taken_unreadable(keys, values, objs))
         return objs
 
     def _missing_hint(self) -> str:
@@ -183,10 +193,11 @@ class GetMethods:
         """
         return ""
 
-    def _put_back(self, key: str, value: BytesLike) -> None:
-        """Put back a value an evicting read took but could not decode (override it).
+    def _put_back(self, taken: list[tuple[str, BytesLike]]) -> None:
+        """Put back the values an evicting read took but could not decode (override it).
 
         A corrupt or forged object is evidence: deleting it on a failed read would
-        leave nothing to inspect. Keep it for :data:`KEEP_UNREADABLE` seconds under
-        ``key``, unless something else is there now. The default keeps nothing.
+        leave nothing to inspect. Keep each ``(key, value)`` for :data:`KEEP_UNREADABLE`
+        seconds, unless something else is under its key now. A failure must not be
+        raised: the read itself succeeded. The default keeps nothing.
         """

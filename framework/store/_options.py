@@ -28,10 +28,14 @@ CUSTOM_SERIALIZER = "custom"
 _T = TypeVar("_T")
 
 
-def construct(cls: type[_T], config: StoreConfig) -> _T:
-    """``cls(config.name, **options)``, or a ``ConfigurationError`` naming what did not fit."""
+def construct(cls: type[_T], config: StoreConfig, **extra: Any) -> _T:
+    """``cls(config.name, **options, **extra)``, or a ``ConfigurationError`` naming the misfit.
+
+    ``extra``: arguments a class passes when it is rebuilt from a config, besides the
+    config's own options.
+    """
     try:
-        return cls(config.name, **constructor_options(config))  # type: ignore[call-arg]
+        return cls(config.name, **constructor_options(config), **extra)  # type: ignore[call-arg]
     except TypeError as exc:  # an option the constructor does not take
         raise ConfigurationError(
             f"Config of store {config.name!r} (kind {config.kind!r}) does not fit "

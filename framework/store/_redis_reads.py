@@ -22,6 +22,7 @@ from framework.buffers import BytesLike
 from framework.connection import RedisConnection
 from framework.exceptions import BackendError, StoreError
 from framework.keys import KeySchema
+from framework.store._getting import taken_unreadable
 from framework.store._redis_keys import count_keys
 from framework.store.base import KEEP_UNREADABLE, Unreadable, decoded
 from framework.store.layout import ObjectId, join_parts
@@ -81,28 +82,16 @@ class RedisReadMethods:
             else:  # checked against the object it is stored as; a forged one spoils no other
                 objs.append(decoded(partial(decode, uid=None if oid is None else oid.uid), value))
         if evict:
-            self._keep_unreadable(keys, oids, values, objs)
+            self._put_back(taken_unreadable(keys, values, objs))
         return objs
 
-    def _keep_unreadable(
-        self,
-        keys: Sequence[str],
-        oids: Sequence[ObjectId | None],
-        values: Sequence[Value],
-        objs: Sequence[Any],
-    ) -> None:
-        """Write back the values an evicting read took but could not decode.
+    def _put_back(self, taken: list[tuple[str, BytesLike]]) -> None:
+        """Write back the values an evicting read took but could not decode (one round trip).
 
-        A corrupt or forged object is evidence: deleting it on a failed read would leave
-        nothing to inspect. Only single-value objects are written back (a split or
-        counted one would need its layout rebuilt); ``NX``, so a newer value wins.
+        Only single-value objects are written back (a split or counted one would need its
+        layout rebuilt); ``NX``, so a newer value wins.
         """
-        kept = [
-            (key, value)
-            for key, oid, value, obj in zip(keys, oids, values, objs, strict=True)
-            # A key of another type was not taken: nothing to write back.
-            if isinstance(obj, Unreadable) and _is_simple(oid) and _is_bytes(value)
-        ]
+        kept = [(key, value) for key, value in taken if _is_simple(self._parse(key))]
         if not kept:
             return
         try:
@@ -243,10 +232,6 @@ def _raise_unless_wrong_type(reply: Any) -> None:
     """Raise an error reply, unless it says that a key holds another Redis type."""
     if isinstance(reply, ResponseError) and not str(reply).startswith("WRONGTYPE"):
         raise reply
-
-
-def _is_bytes(value: Any) -> bool:
-    return value is not None and not isinstance(value, StoreError)
 
 
 def _is_simple(oid: ObjectId | None) -> bool:

@@ -40,6 +40,7 @@ __all__ = [
     "handing",
     "report_loss",
     "resolve_inline",
+    "reworded",
     "select_run",
     "store_for",
     "until_stop",
@@ -104,7 +105,13 @@ def _located(error: FrameworkError, key: str, topic: str, store: str) -> Framewo
 
     The store's own error knows only the bytes; the reader needs the key to inspect it.
     """
-    message = f"Object {key!r} of topic {topic!r} in store {store!r} cannot be read: {error}"
+    return reworded(
+        error, f"Object {key!r} of topic {topic!r} in store {store!r} cannot be read: {error}"
+    )
+
+
+def reworded(error: FrameworkError, message: str) -> FrameworkError:
+    """An error of ``error``'s type saying ``message`` (``error`` itself if it cannot be)."""
     try:
         return type(error)(message)
     except TypeError:  # an error type whose constructor takes more: keep it as it is

@@ -26,7 +26,7 @@ from framework.exceptions import (
     SecurityError,
 )
 from framework.store import Store
-from framework.stream._reading import Entry
+from framework.stream._reading import Entry, reworded
 from framework.stream._sequencing import ALWAYS, Sequencer
 from framework.stream.events import (
     EndOfStreamEvent,
@@ -215,10 +215,7 @@ class Receiving:
         topics = sorted(self._topics)
         where = f"topic {topics[0]!r}" if len(topics) == 1 else f"topics {topics}"
         where = where if topics else "this subscription"
-        try:
-            return type(error)(f"A message of {where} cannot be read: {error}")
-        except TypeError:  # an error type whose constructor takes more: keep it as it is
-            return error
+        return reworded(error, f"A message of {where} cannot be read: {error}")
 
     def _check_topic(self, batch: EventBatch) -> None:
         """With a secret, a batch signed for another topic was copied here: refuse it."""

@@ -328,7 +328,11 @@ def test_an_unreadable_message_is_raised_after_the_items_before_it(
     assert str(errors[0]).startswith(f"A message of topic {TOPIC!r} cannot be read: ")
 
 
-@pytest.mark.parametrize("timeout", [-1, "3", float("nan"), float("inf"), True], ids=repr)
+@pytest.mark.parametrize(
+    "timeout",
+    [-1, "3", float("nan"), float("inf"), True, pytest.param(10**400, id="int-beyond-float")],
+    ids=repr,
+)
 @pytest.mark.parametrize(
     "make", [RedisSubscriber, RedisQueueSubscriber, RedisStreamSubscriber], ids=lambda c: c.__name__
 )
