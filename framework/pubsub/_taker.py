@@ -126,6 +126,17 @@ class Taker:
                     possible=True,
                 ) from None
 
+    def put_back(self, messages: list[bytes]) -> None:
+        """Push ``messages`` onto the list's head, the first of them at the very head.
+
+        Raises:
+            BackendError: If Redis failed (nothing was pushed: one command).
+        """
+        if not messages:
+            return
+        with self._conn.mapped_errors(f"put back messages of topic {self._topic!r}"):
+            self._conn.once.lpush(self._queue, *reversed(messages))
+
     def unread(self) -> list[str]:
         """Keys that hold, or may hold, a message not handed over."""
         gens = {gen for gen, _ in self._ready} | set(self._taking.unsure)

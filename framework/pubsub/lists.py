@@ -47,6 +47,7 @@ from framework.connection import MAX_BLOCK_MS, MAX_OUTAGE, RedisConnection
 from framework.exceptions import (
     BackendError,
     BackendUnavailable,
+    ClosedError,
     FrameworkError,
     MessageLossError,
     ReceiveTimeout,
@@ -307,6 +308,25 @@ class RedisQueueSubscriber(RedisShim):
             if message is not None:
                 self._ending.took()
             return message
+
+    def put_back(self, messages: list[bytes]) -> None:
+        """Put ``messages`` back at the head of the topic's list, in their order.
+
+        For messages this subscriber handed over but its consumer did not use (a
+        :class:`~framework.stream.StreamConsumer` closing mid-message): the other
+        subscribers of the topic take them next.
+
+        Raises:
+            ClosedError: If the subscriber is closed (its messages were put back then).
+            BackendError: If Redis failed; the messages were not put back.
+        """
+        with self._lock:
+            if self._closed:
+                raise ClosedError(
+                    f"The subscriber of topic {self.topics[0]!r} is closed; "
+                    f"{len(messages)} message(s) could not be put back."
+                )
+            self._taker.put_back(messages)
 
     def _release(self) -> None:
         # Waits for a pop in progress (at most MAX_BLOCK_MS) before the connection closes.

@@ -31,12 +31,13 @@ Reading messages into the queue is :mod:`framework.stream._receiving`.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections import deque
 from collections.abc import Callable, Generator
 from types import TracebackType
 from typing import Any, Generic, TypeVar, cast
 
-from framework.exceptions import MessageLossError
+from framework.exceptions import FrameworkError, MessageLossError
 from framework.pubsub.protocols import AckingSubscriber, PollingSubscriber
 from framework.store import Store, unregister_store
 from framework.store.base import Unreadable
@@ -57,12 +58,15 @@ from framework.stream._reading import (
     warn_pickle_trust,
 )
 from framework.stream._receiving import Receiving, UnreadableMessage
+from framework.stream._returning import unhanded_messages
 from framework.stream._sequencing import Sequencer
 from framework.stream.events import EventBatch, NewObjectEvent
 from framework.stream.filters import Filter, NullFilter
 from framework.stream.protocols import EventSubscriber, Subscriber
 
 __all__ = ["LOSS_GRACE", "LossPolicy", "StreamConsumer"]
+
+logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -149,9 +153,20 @@ class StreamConsumer(Receiving, Generic[T]):
             if self._acking and isinstance(group, str)
             else ""
         )
+        #: A subscriber of competing consumers that takes back, when this consumer closes,
+        #: the events it took but did not hand over (a list topic's): see close().
+        self._put_back: Callable[[list[bytes]], None] | None = (
+            getattr(subscriber, "put_back", None) if not self._acking else None
+        )
         # Durable topics evict an object only once it reached the caller: a destructive
         # read whose reply is lost (a connection cut) would lose the object for good.
-        self._evict_late = self._acking or getattr(subscriber, "durable", False) is True
+        # Objects of events that may be given back are not evicted before they are
+        # handed over either.
+        self._evict_late = (
+            self._acking
+            or getattr(subscriber, "durable", False) is True
+            or self._put_back is not None
+        )
         self._topics, complete = described(subscriber)
         self._sequencer = Sequencer(complete=complete)
         self._queue: deque[Entry | MessageLossError | UnreadableMessage] = deque()
@@ -166,7 +181,9 @@ class StreamConsumer(Receiving, Generic[T]):
         self._closed = False
         # An acknowledging subscriber acknowledges its latest message: read one at a time.
         self._drain: Callable[[], bytes | None] | None = None
-        if isinstance(subscriber, PollingSubscriber) and not self._acking:
+        # Competing consumers take one message at a time: what one drained ahead, the
+        # others could not have, and a killed process would lose it.
+        if isinstance(subscriber, PollingSubscriber) and not self._acking and not self._put_back:
             # Draining what the last read brought saves a read that finds nothing.
             self._drain = getattr(subscriber, "buffered_message", subscriber.poll_message)
 
@@ -273,6 +290,9 @@ class StreamConsumer(Receiving, Generic[T]):
         but not followed by another ``next*`` call stays unacknowledged, so another
         member processes it again (at-least-once).
 
+        On a list topic (competing consumers), the events this consumer took but did not
+        hand over go back to the head of the topic's list, for the other consumers.
+
         Args:
             stores: Close and unregister the stores this consumer used.
             subscriber: Close the subscriber.
@@ -280,6 +300,8 @@ class StreamConsumer(Receiving, Generic[T]):
         if self._closed:
             return
         self._closed = True
+        if self._put_back is not None:
+            self._give_back(self._put_back)
         if not self._acking and (self._ack_due or self._deferred):
             self._ack(evict=True)  # nothing to acknowledge: just run the pending evictions
         if stores:
@@ -288,6 +310,30 @@ class StreamConsumer(Receiving, Generic[T]):
                 unregister_store(store)
         if subscriber:
             self.subscriber.close()
+
+    def _give_back(self, put_back: Callable[[list[bytes]], None]) -> None:
+        """Hand the events not handed over back to the subscriber; keep their objects."""
+        returned = unhanded_messages(self._queue, self._secret)
+        if not returned:
+            return
+        kept = {key for _, keys in returned for key in keys}
+        self._deferred = [pair for pair in self._deferred if pair[1] not in kept]
+        try:
+            put_back([message for message, _ in returned])
+        except FrameworkError as exc:
+            logger.error(
+                "%d event(s) taken from %s but not handed over could not be put back, and "
+                "are lost for the other consumers: %s",
+                sum(isinstance(item, Entry) for item in self._queue),
+                self._where(),
+                exc,
+            )
+            return
+        self._queue.clear()
+
+    def _where(self) -> str:
+        topics = sorted(self._topics)
+        return f"topic {topics[0]!r}" if len(topics) == 1 else f"topics {topics}"
 
     def __enter__(self) -> StreamConsumer[T]:
         return self

