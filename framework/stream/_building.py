@@ -318,7 +318,7 @@ def approx_size(obj: Any) -> int:
     """Bytes held by ``obj``: its buffer size when it has one, else ``sys.getsizeof``."""
     try:
         return memoryview(obj).nbytes
-    except TypeError:
+    except (TypeError, ValueError):  # numpy datetime64 arrays: ValueError
         return sys.getsizeof(obj)
 
 

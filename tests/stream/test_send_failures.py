@@ -21,6 +21,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import pytest
 
 from framework.connection import RedisConnection
@@ -99,6 +100,26 @@ def test_an_unpicklable_object_spares_the_batch_a_linger_flushes(
     time.sleep(0.3)  # the linger flush publishes good-0
     producer.close(topics=[TOPIC])
     assert _drain(conn) == ["good-0"]
+
+
+@pytest.mark.parametrize("dtype", ["datetime64[D]", "timedelta64[s]"])
+def test_a_datetime_array_is_sent_to_a_store(
+    conn: RedisConnection, store: RedisStore, dtype: str
+) -> None:
+    """numpy refuses a buffer of these dtypes with ValueError (not TypeError).
+
+    Sizing such an array for the prefetch budget raised it, the batch stayed buffered, and
+    every later send and close of the producer raised it again.
+    """
+    array = np.array([1, 2], dtype=dtype)
+    producer = _producer(conn, store)
+    producer.send(TOPIC, 1)
+    producer.send(TOPIC, array)
+    producer.send(TOPIC, 2)
+    producer.close(topics=[TOPIC])
+    got = _drain(conn)
+    assert got[0] == 1 and got[2] == 2
+    assert got[1].dtype == array.dtype and list(got[1]) == list(array)
 
 
 def test_a_custom_serializer_failure_fails_its_own_send(conn: RedisConnection) -> None:
