@@ -118,8 +118,8 @@ def test_a_datetime_array_is_sent_to_a_store(
     producer.send(TOPIC, 2)
     producer.close(topics=[TOPIC])
     got = _drain(conn)
-    assert got[0] == 1 and got[2] == 2
-    assert got[1].dtype == array.dtype and list(got[1]) == list(array)
+    assert [got[0], got[2]] == [1, 2]
+    assert (got[1].dtype, list(got[1])) == (array.dtype, list(array))
 
 
 def test_a_custom_serializer_failure_fails_its_own_send(conn: RedisConnection) -> None:
