@@ -47,12 +47,16 @@ logger = logging.getLogger("framework.stream.consumer")
 DRAIN_LIMIT = 1024
 
 
-class UnreadableMessage:
-    """A message that cannot be read, queued where it came: raised when its turn comes."""
+class QueuedError:
+    """An error queued where it happened, raised when its turn comes.
+
+    A message that cannot be read, or a filter that raised on one event: the items
+    before it are handed over first, and those after it still are.
+    """
 
     __slots__ = ("error",)
 
-    def __init__(self, error: FrameworkError) -> None:
+    def __init__(self, error: Exception) -> None:
         self.error = error
 
 
@@ -70,7 +74,7 @@ class Receiving:
     _acking: bool
     _topics: frozenset[str]
     _sequencer: Sequencer
-    _queue: deque[Entry | MessageLossError | UnreadableMessage]
+    _queue: deque[Entry | MessageLossError | QueuedError]
     _deferred: list[tuple[Store, str]]
     _seen: set[str]
     _loss_grace: float
@@ -129,7 +133,7 @@ class Receiving:
             item = self._queue.popleft()
             if isinstance(item, Entry):
                 return item
-            if isinstance(item, UnreadableMessage):
+            if isinstance(item, QueuedError):
                 raise item.error
             self._report(item)  # a loss, reported where it happened in the stream
 
@@ -148,7 +152,7 @@ class Receiving:
                 try:
                     decoded = self._decode(data)
                 except FrameworkError as exc:  # after the items of the messages before it
-                    self._queue.append(UnreadableMessage(exc))
+                    self._queue.append(QueuedError(exc))
                     continue
                 self._accept(*decoded)
         except StopIteration:
@@ -233,16 +237,25 @@ class Receiving:
         if loss is not None:
             self._queue.append(loss)  # reported once the items before the gap are out
         entries: list[Entry] = []
+        items: list[Entry | QueuedError] = []
         for event in events:
             if isinstance(event, EndOfStreamEvent):
                 continue  # the sequencer counts the producer as ended
-            if self._filter(event.metadata):
+            try:
+                dropped = self._filter(event.metadata)
+            except Exception as exc:  # noqa: BLE001 - the caller's, raised in its turn
+                # Raised in this event's place: the batch's other events are not lost.
+                items.append(QueuedError(exc))
+                continue
+            if dropped:
                 if not isinstance(event, NewObjectEvent) and event.evict:
                     self._deferred.append((self._store(batch), event.key))
             else:
                 entries.append(Entry(event, batch, parts))
+                items.append(entries[-1])
         if entries:
             entries[-1].ack = True
-            self._queue.extend(entries)
+            self._queue.extend(items)
         else:
+            self._queue.extend(items)
             self._ack()

@@ -57,7 +57,7 @@ from framework.stream._reading import (
     until_stop,
     warn_pickle_trust,
 )
-from framework.stream._receiving import Receiving, UnreadableMessage
+from framework.stream._receiving import QueuedError, Receiving
 from framework.stream._returning import unhanded_messages
 from framework.stream._sequencing import Sequencer
 from framework.stream.events import EventBatch, NewObjectEvent
@@ -169,7 +169,7 @@ class StreamConsumer(Receiving, Generic[T]):
         )
         self._topics, complete = described(subscriber)
         self._sequencer = Sequencer(complete=complete)
-        self._queue: deque[Entry | MessageLossError | UnreadableMessage] = deque()
+        self._queue: deque[Entry | MessageLossError | QueuedError] = deque()
         self._stores: dict[bytes, Store] = {}
         self._deferred: list[tuple[Store, str]] = []
         self._seen: set[str] = set()
