@@ -304,6 +304,13 @@ def _parse_url(url: str) -> dict[str, Any]:
         if "db" in fields:
             raise ValueError("it gives the database both in the path and in the query.")
         fields["db"] = _path_db(parts.path)
+    if credentials and not netloc:
+        # Never a silent 127.0.0.1:6379 with the password sent there: the host was
+        # forgotten, or a password holding '@' took it ("redis://:p@ss@").
+        raise ValueError(
+            "it has credentials but no host after its last '@'; percent-encode '@', '/', "
+            "'?' and '#' in a password (%40, %2F, %3F, %23)."
+        )
     nodes = [_parse_hostport(item) for item in netloc.split(",")] if netloc else []
     if len(nodes) > 1 and not fields["cluster"]:
         raise ValueError("several hosts need the redis+cluster:// scheme.")

@@ -271,6 +271,17 @@ def test_a_colon_without_a_port_is_refused_not_taken_for_6379(url: str) -> None:
         RedisSettings.from_url(url)
 
 
+@pytest.mark.parametrize(
+    "url", ["redis://:secret@", "redis://:secret@/0", "redis://:p@ss@", "redis://:p@ss/w0rd?@"]
+)
+def test_credentials_without_a_host_are_refused_not_sent_to_6379(url: str) -> None:
+    """The host forgotten, or taken by a password holding '@': before, 127.0.0.1:6379."""
+    with pytest.raises(ConfigurationError, match="credentials but no host") as info:
+        RedisSettings.from_url(url)
+    assert "secret" not in str(info.value)
+    assert "p@ss" not in str(info.value)
+
+
 def test_an_unknown_override_names_itself_and_the_settings() -> None:
     with pytest.raises(ConfigurationError, match=r"Unknown Redis setting\(s\) 'pasword'.*password"):
         RedisSettings.from_url("redis://h/0", pasword="x")

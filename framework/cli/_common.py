@@ -12,6 +12,7 @@ URL too malformed to parse; control characters in messages are made visible.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from typing import Any, TypeVar
@@ -86,10 +87,29 @@ class Secrets:
         self._known = sorted(set(self._known) | secrets_of(url), key=len, reverse=True)
 
     def mask(self, text: str) -> str:
-        """``text`` with every remembered password replaced by ``***``."""
+        """``text`` with every remembered password replaced by ``***``.
+
+        A password shorter than :data:`_ANYWHERE` characters is masked only where a URL
+        holds it (``:password@``, ``password=...``): replaced everywhere, ``e`` or ``0``
+        garbled every message ("Auth***nticationFail***d", "127.***.***.1") and the
+        pattern of masks spelled the password out.
+        """
         for secret in self._known:
-            text = text.replace(secret, MASK)
+            if len(secret) >= _ANYWHERE:
+                text = text.replace(secret, MASK)
+            else:
+                text = _in_credentials(secret).sub(MASK, text)
         return text
+
+
+#: Passwords at least this long are masked wherever they appear.
+_ANYWHERE = 6
+
+
+def _in_credentials(secret: str) -> re.Pattern[str]:
+    """``secret`` where a URL holds a password: after ``:`` before ``@``, or as an option."""
+    escaped = re.escape(secret)
+    return re.compile(rf"(?<=:){escaped}(?=@)|(?<==){escaped}(?=[&#\s'\"]|$)")
 
 
 class ScrubbingFormatter(logging.Formatter):

@@ -65,6 +65,18 @@ def test_wrong_password_is_not_called_unreachable(
     assert PASSWORD[:-1] not in last
 
 
+@pytest.mark.parametrize("password", ["e", "0", "redis", "p"])
+def test_a_short_wrong_password_leaves_the_message_readable(
+    password: str, tmp_path: Path, user_url: str
+) -> None:
+    """Masked wherever it appeared, "e" made "Auth***nticationFail***d" (spelling it out)."""
+    host = user_url.rpartition("@")[2]
+    done = run_cli("check", tmp_path=tmp_path, url=f"redis://fw-cli:{password}@{host}")
+    last = assert_one_error_line(done, "AuthenticationFailed", "refused the credentials")
+    assert ":***@127.0.0.1:" in last
+    assert f":{password}@" not in last
+
+
 @pytest.fixture
 def password_required(admin: redis.Redis) -> Iterator[None]:
     admin.config_set("requirepass", PASSWORD)
