@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import logging
 import re
+import signal
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from typing import Any, TypeVar
@@ -54,6 +56,30 @@ logger = logging.getLogger("framework.cli")
 
 #: Exit status after Ctrl-C (128 + SIGINT), as shells report it.
 EXIT_INTERRUPTED = 130
+#: Exit status after SIGTERM (128 + SIGTERM): what `kill`, `timeout` and `docker stop` send.
+EXIT_TERMINATED = 143
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived: unwinds like Ctrl-C, so every command cleans up as it does then."""
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise Terminated
+
+
+@contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """Turn SIGTERM into :class:`Terminated` while the block runs (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
 
 #: Tables and progress go to stdout; ``Error:`` lines go to stderr (through click).
 #: No emoji codes: a file named ``:fire:.bin`` is printed as it is called. Lines are not
@@ -168,7 +194,8 @@ class FrameworkGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         """Run the command; turn errors into ``Error: ...`` and Ctrl-C into exit 130."""
         try:
-            return super().invoke(ctx)
+            with terminate_as_interrupt():
+                return super().invoke(ctx)
         except click.ClickException as exc:
             # Usage errors quote what was typed, and the commands' own errors quote names.
             # click marks `message` Final for readers; rewriting it is the one way to
@@ -177,6 +204,9 @@ class FrameworkGroup(click.Group):
             raise
         except (click.exceptions.Exit, click.Abort):
             raise
+        except Terminated:
+            click.echo("Terminated: stopped and cleaned up.", err=True)
+            ctx.exit(EXIT_TERMINATED)
         except KeyboardInterrupt:
             click.echo("Interrupted: stopped and cleaned up.", err=True)
             ctx.exit(EXIT_INTERRUPTED)
