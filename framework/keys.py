@@ -117,6 +117,13 @@ class KeySchema:
         """Hash of a list topic's producers, open or ended (hash tag of :meth:`queue`)."""
         return f"{self.queue(topic)}:end"
 
+    def queue_pushed(self, topic: str) -> str:
+        """Hash of each producer's last message's CRC-32C on a list topic (tag of :meth:`queue`).
+
+        A resent message whose first push did arrive is not pushed again.
+        """
+        return f"{self.queue(topic)}:pushed"
+
     def queue_alive(self, topic: str, producer: str) -> str:
         """Key that lives while ``producer`` beats on a list topic (tag of :meth:`queue`)."""
         return f"{self.queue(topic)}:alive:{_checked('producer id', producer)}"

@@ -40,6 +40,8 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any, Final
 
+from crc32c import crc32c
+
 from framework._raw import PinnedConnection
 from framework._timeouts import checked_timeout
 from framework.buffers import Segments
@@ -124,8 +126,12 @@ class RedisQueuePublisher(WatchedProducers, RedisShim):
         See :class:`~framework.pubsub.AtomicPublisher`. With ``source``, the producer is
         recorded as open on its first message and as ended with ``final``, so that
         competing subscribers, each seeing only some messages, know when the topic
-        ended. ``retry`` changes nothing: a message resent after a failure that had in
-        fact arrived is in the list twice, as with ``send_message``.
+        ended, and each push of the producer marks the producer's last message (its
+        CRC-32C, in the same transaction). With ``retry`` (the producer resends a message
+        whose push failed), a message whose first push did arrive, its reply lost, is
+        not pushed again: a list has no sequence numbers to drop a duplicate by, and
+        competing subscribers may have taken the first copy already. ``send_message``
+        (no source) pushes once and never checks.
 
         Raises:
             BackendError: If Redis failed or refused a write (then nothing was appended
@@ -148,14 +154,15 @@ class RedisQueuePublisher(WatchedProducers, RedisShim):
             alive = keys.queue_alive(topic, source)
             run = self._run_of(topic, source)
             tail.append(("DEL", alive) if final else ("SET", alive, run, "PX", alive_ms))
-        tail.append(("RPUSH", keys.queue(topic), self.connection.bulk(message)))
+        tail += _push(keys, topic, source, message, retry, self.connection.bulk(message))
         if final and source:
             end = f"end:{self._run_of(topic, source)}"
             tail += [("HSET", ends, source, end), ("PEXPIRE", ends, ENDS_TTL_MS)]
         try:
             with self.connection.mapped_errors(f"push to topic {topic!r}", command="RPUSH"):
+                # Atomic with a source: the push and its mark land together or not at all.
                 run_atomic(
-                    self.connection, commands, tail, atomic=register or final, pinned=self._pinned
+                    self.connection, commands, tail, atomic=bool(source), pinned=self._pinned
                 )
         except BackendError:
             self._registered.discard((topic, source))  # Redis may have restarted
@@ -175,6 +182,42 @@ class RedisQueuePublisher(WatchedProducers, RedisShim):
 
     def _release(self) -> None:
         self._pinned.close()
+
+
+#: Push ARGV[3] onto KEYS[1] unless KEYS[2][ARGV[1]] (the producer's last push) is ARGV[2].
+_PUSH_ONCE = """
+if redis.call('HGET', KEYS[2], ARGV[1]) == ARGV[2] then return 0 end
+redis.call('RPUSH', KEYS[1], ARGV[3])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[4])
+return 1
+"""
+
+
+def _push(
+    keys: Any, topic: str, source: str, message: bytes | Segments, retry: bool, value: Any
+) -> list[tuple[Any, ...]]:
+    """The commands that append ``message`` (``value``, its bulk form) to the topic's list."""
+    queue = keys.queue(topic)
+    if not source:
+        return [("RPUSH", queue, value)]
+    pushed, mark = keys.queue_pushed(topic), f"{_crc(message):08x}"
+    if retry:
+        return [("EVAL", _PUSH_ONCE, 2, queue, pushed, source, mark, value, ENDS_TTL_MS)]
+    return [
+        ("RPUSH", queue, value),
+        ("HSET", pushed, source, mark),
+        ("PEXPIRE", pushed, ENDS_TTL_MS),
+    ]
+
+
+def _crc(message: bytes | Segments) -> int:
+    if isinstance(message, Segments):
+        crc = 0
+        for part in message.parts:
+            crc = crc32c(part, crc)
+        return crc
+    return crc32c(message)
 
 
 class RedisQueueSubscriber(RedisShim):

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any, Generic, TypeVar
 
-from framework.exceptions import ClosedError, SerializationError, TopicClosedError
+from framework.exceptions import BackendError, ClosedError, SerializationError, TopicClosedError
 from framework.keys import check_topic
 from framework.store import Store
 from framework.stream._backlog import BacklogBound
@@ -28,6 +28,7 @@ from framework.stream._batches import FailedBatch, Item, Outgoing, TopicState, a
 from framework.stream._building import BatchBuilder, approx_size
 from framework.stream._heartbeats import Heartbeats
 from framework.stream._producer_errors import aggregation_error, lapsed, type_name
+from framework.stream._reading import reworded
 
 __all__ = ["TopicBuffers"]
 
@@ -181,6 +182,13 @@ class TopicBuffers(Generic[T]):
             out = state.pending[0]
             try:
                 self._send(topic, out)
+            except BackendError as exc:
+                state.pending[0] = dataclasses.replace(out, retry=True)
+                kept = reworded(exc, f"{exc} {_kept(topic, len(state.pending))}")
+                if kept is exc:
+                    raise
+                kept.command = exc.command  # type: ignore[attr-defined]
+                raise kept from exc
             except BaseException:
                 state.pending[0] = dataclasses.replace(out, retry=True)
                 raise
@@ -250,3 +258,11 @@ class TopicBuffers(Generic[T]):
         lapses = [] if beats is None else beats.lapses(topics)
         if beats is not None and lapses:
             raise lapsed(self.producer_id, lapses, beats.patience, outcome)
+
+
+def _kept(topic: str, messages: int) -> str:
+    """What became of the objects whose message failed to publish (for the error)."""
+    return (
+        f"The objects are kept: {messages} message(s) of topic {topic!r} are resent, once, "
+        "by the next send(), flush() or close() of this producer; do not send them again."
+    )

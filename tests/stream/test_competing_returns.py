@@ -1,10 +1,11 @@
-"""Competing consumers of a list topic lose nothing they did not hand over.
+"""Competing consumers of a list topic lose nothing they did not hand over, and get no copy.
 
 A consumer used to drain up to 1024 waiting messages into its own memory: closing it
 (or killing its process) after it had handed over a few lost the rest for every other
 consumer. Now a list consumer takes one message at a time, and closing it puts the
 events it did not hand over back at the head of the list (fakeredis and real Redis;
-the killed process crosses a process boundary on real Redis).
+the killed process crosses a process boundary on real Redis). A producer resending a
+message whose push arrived but whose reply was lost no longer pushes it twice.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import redis
 
 from framework.connection import RedisConnection
+from framework.exceptions import BackendUnavailable
 from framework.pubsub import RedisQueuePublisher, RedisQueueSubscriber
 from framework.store import RedisStore, get_store, register_store, unregister_store
 from framework.stream import StreamConsumer, StreamProducer
@@ -112,3 +115,34 @@ def test_a_killed_consumer_loses_no_message_it_did_not_hand_over(
     second.close()
     assert first == [1, 2, 3]
     assert rest == list(range(4, N + 1))
+
+
+def test_a_resent_message_whose_push_arrived_is_not_pushed_again(
+    conn: RedisConnection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Redis applied the third push, then the connection dropped before its reply."""
+    from framework.pubsub import lists
+
+    real, calls = lists.run_atomic, [0]
+
+    def reply_lost(*args: Any, **kwargs: Any) -> Any:
+        replies = real(*args, **kwargs)
+        calls[0] += 1
+        if calls[0] == 3:
+            raise redis.ConnectionError("Connection closed by server.")
+        return replies
+
+    monkeypatch.setattr(lists, "run_atomic", reply_lost)
+    producer = StreamProducer(RedisQueuePublisher(conn))
+    producer.send(TOPIC, 1)
+    producer.send(TOPIC, 2)
+    kept = r"resent, once, by the next send\(\), flush\(\) or close\(\).*do not send them again"
+    with pytest.raises(BackendUnavailable, match=kept):
+        producer.send(TOPIC, 3)
+    producer.send(TOPIC, 4)  # resends 3 first
+    producer.send(TOPIC, 5)
+    producer.close(topics=[TOPIC])
+    consumer = _consumer(conn, None)
+    got = list(consumer.iter_objects())  # before: [1, 2, 3, 3, 4, 5]
+    consumer.close()
+    assert got == [1, 2, 3, 4, 5]
