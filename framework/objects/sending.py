@@ -231,13 +231,23 @@ class ObjectStream:
             return None
         try:
             reached, future = self.link.send(env, payload, live, self.secure, self.optional)
-        except (BackendError, StreamError) as exc:  # Redis or the byte stream: all targets fail
-            self._log("Sending object %d of stream %s failed: %s", self.seq, self.tx, exc)
+        except BackendError as exc:
+            # Redis unreachable or refusing for a moment (a restart, a dropped connection):
+            # the object is sent again until the round's timeout. Failing it at once left
+            # a gap at every target, which then refused every later object of the session.
+            self._log("Sending object %d of stream %s failed (trying again): %s", *self._at(exc))
+            self.unsent.update(dict.fromkeys(live, exc))
+            return None
+        except StreamError as exc:  # the byte stream cannot start: it will not later either
+            self._log("Sending object %d of stream %s failed: %s", *self._at(exc))
             slots.fail_missing(ReturnCode.COMMUNICATION_ERROR, f"Sending failed: {exc}", live)
             return None
         # A byte stream cannot be sent again to a target its node failed for.
         self._note(reached, slots, resendable=future is None)
         return future
+
+    def _at(self, exc: Exception) -> tuple[int, str, Exception]:
+        return self.seq, self.tx, exc
 
     def _note(self, reached: dict[str, Reach], slots: ReplySlots, resendable: bool) -> None:
         """Record who got the message; fill the slots of targets that cannot answer it.

@@ -10,6 +10,7 @@ import pytest
 
 from framework.buffers import Segments
 from framework.connection import RedisConnection
+from framework.exceptions import BackendUnavailable
 from framework.objects import EngineConfig, FLContext, ReservedHeaderKey, ReturnCode, Shareable
 from framework.objects import engine as engine_module
 from framework.objects.engine import RedisStreamableEngine as Engine
@@ -342,6 +343,55 @@ def test_a_lost_message_is_sent_again_and_applied_once(
     assert [r["site"]["n"] for r in producer.rounds] == [1, 2, 3]
     (session,) = factory.wait_ended(1)
     assert [o["i"] for o in session.consumed] == [0, 1, 2]
+
+
+@pytest.mark.parametrize("size", [10, 200_000], ids=["mailbox", "byte-stream"])
+def test_a_send_that_redis_fails_for_a_moment_is_tried_again(
+    conn: RedisConnection,
+    make_engine: EngineFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    size: int,
+) -> None:
+    """Redis unreachable when object 1 is sent (a restart, a dropped connection).
+
+    Before, object 1 failed at once with COMMUNICATION_ERROR, and the site refused every
+    later object as a sequence gap (BAD_REQUEST_DATA): a blip ended the whole session.
+    """
+    original = Engine.send
+    failed: list[int] = []
+
+    def blip(self: Engine, env: Envelope, *args: Any) -> Any:
+        if env.kind == "data" and env.seq == 1 and not failed:
+            failed.append(env.seq)
+            raise BackendUnavailable("Redis at redis://127.0.0.1:1/0 is unreachable (test).")
+        return original(self, env, *args)
+
+    monkeypatch.setattr(Engine, "send", blip)
+    config = EngineConfig(inline_limit=64 * 1024, close_timeout=5, resend_after=0.1)
+    server = make_engine(conn, "server", config=config)
+    factory = RecordingFactory()
+    make_engine(conn, "site", config=config).register_stream_processing("c", "t", factory)
+    producer = ListProducer([shareable(i=i, pad=b"x" * size) for i in range(3)], timeout=20)
+    assert server.stream_objects("c", "t", {}, ["site"], producer, FLContext())[0] == "OK"
+    assert failed == [1]
+    assert [rcs(r) for r in producer.rounds] == [{"site": "OK"}] * 3
+    (session,) = factory.wait_ended(1)
+    assert [o["i"] for o in session.consumed] == [0, 1, 2]
+
+
+def test_a_send_that_redis_keeps_failing_names_the_error_once_the_round_ends(
+    conn: RedisConnection, make_engine: EngineFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def down(self: Engine, env: Envelope, *args: Any) -> Any:
+        raise BackendUnavailable("Redis at redis://127.0.0.1:1/0 is unreachable (test).")
+
+    server, _ = server_and_site(make_engine, conn)
+    monkeypatch.setattr(Engine, "send", down)
+    producer = ListProducer([shareable(i=0)], timeout=0.5)
+    server.stream_objects("c", "t", {}, ["site"], producer, FLContext())
+    (reply,) = producer.rounds[0].values()
+    assert reply.get_return_code() == "COMMUNICATION_ERROR"
+    assert "unreachable (test)" in reply.get_header(ReservedHeaderKey.ERROR)
 
 
 def test_a_flushed_redis_is_survived_without_a_silent_loss(
