@@ -63,9 +63,10 @@ def password_candidates(url: str) -> set[str]:
             found.add(userinfo)
     else:
         authority = re.split(r"[/?#]", _SCHEME.sub("", url), maxsplit=1)[0]
-        port = authority.partition(":")[2]
-        if not authority.startswith("[") and not all(p.isdigit() for p in port.split(",")):
-            found.add(port)  # "host:port,host:port" lists (clusters) hold only digits
+        for node in authority.split(","):  # "host:port,host:port" lists (clusters)
+            port = node.partition(":")[2]
+            if not node.startswith("[") and port and not port.isdigit():
+                found.add(port)
     found.update(value for _, value in _SECRET_OPTION.findall(url))
     forms: set[str] = set()
     for raw in filter(None, found):

@@ -336,3 +336,11 @@ def test_a_short_password_does_not_garble_the_reason() -> None:
         RedisSettings.from_url("redis://:p@ss/w?rd#1")
     assert "percent-encode '#' in a password" in str(caught.value)
     assert "ss/w" not in str(caught.value)
+
+
+def test_a_cluster_node_list_is_not_taken_for_a_password() -> None:
+    """Before, "7100,127.0.0.1:7101,..." was masked in every CLI error naming the nodes."""
+    from framework.settings import password_candidates
+
+    assert password_candidates("redis+cluster://127.0.0.1:7100,127.0.0.1:7101,[::1]:7102") == set()
+    assert "pw" in password_candidates("redis+cluster://a:7000,b:pw")

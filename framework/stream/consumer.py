@@ -37,7 +37,7 @@ from collections.abc import Callable, Generator
 from types import TracebackType
 from typing import Any, Generic, TypeVar, cast
 
-from framework.exceptions import FrameworkError, MessageLossError
+from framework.exceptions import BackendError, FrameworkError, MessageLossError
 from framework.pubsub.protocols import AckingSubscriber, PollingSubscriber
 from framework.store import Store, unregister_store
 from framework.store.base import Unreadable
@@ -366,7 +366,19 @@ class StreamConsumer(Receiving, Generic[T]):
         while self._deferred and (evict or not self._queue):
             store = self._deferred[0][0]
             keys = [key for owner, key in self._deferred if owner is store]
-            store.evict_batch(keys)  # on failure every key stays: evicting again is harmless
+            try:
+                store.evict_batch(keys)
+            except BackendError as exc:
+                # The objects reached the caller already: a Redis outage must not fail the
+                # reads that follow. They stay deferred, evicted by a later call (and expire
+                # by their TTL should the consumer close first).
+                logger.warning(
+                    "Could not evict %d consumed object(s) from store %r yet: %s",
+                    len(keys),
+                    store.name,
+                    exc,
+                )
+                return
             self._deferred = [pair for pair in self._deferred if pair[0] is not store]
 
     def _report(self, loss: MessageLossError) -> None:
