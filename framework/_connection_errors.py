@@ -21,6 +21,7 @@ from framework.exceptions import (
     BackendError,
     BackendTimeout,
     BackendUnavailable,
+    ConfigurationError,
     PermissionDenied,
 )
 
@@ -88,6 +89,15 @@ def raise_mapped(
             "the URL's host and port a Redis server, and TLS (rediss://) used exactly "
             "when the server expects it?",
             command=command,
+        ) from exc
+    if isinstance(exc, rex.MovedError | rex.AskError | rex.ClusterCrossSlotError) and not (
+        url or ""
+    ).startswith(("redis+cluster", "rediss+cluster")):
+        # A node of a cluster reached by a standalone URL: some keys are elsewhere, so
+        # this failed or not depending on the key's slot.
+        raise ConfigurationError(
+            f"{head} is a node of a Redis Cluster ({type(exc).__name__}: {exc}): connect "
+            "with a redis+cluster:// (or rediss+cluster://) URL, or cluster=True.",
         ) from exc
     if _SCRIPT_DENIED in str(exc):  # a Lua script's command refused by the ACL
         raise PermissionDenied(

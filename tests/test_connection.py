@@ -29,6 +29,7 @@ from redis.connection import BlockingConnectionPool, ConnectionPool
 
 from framework.buffers import Segments
 from framework.connection import JOIN_BELOW, MAX_BLOCK_MS, RedisConnection, mapped_errors
+from framework.embedded import EmbeddedRedis
 from framework.exceptions import (
     AuthenticationFailed,
     BackendError,
@@ -582,3 +583,24 @@ def test_a_database_the_server_does_not_have_is_a_configuration_error(redis_url:
         pytest.raises(ConfigurationError, match="has no database 99"),
     ):
         conn.ping()
+
+
+def test_a_cluster_node_behind_a_standalone_url_is_named_as_such(
+    redis_cluster: EmbeddedRedis,
+) -> None:
+    """Before, a put failed with MovedError or succeeded depending on its key's slot."""
+    from framework.store import RedisStore
+
+    url = f"redis://127.0.0.1:{redis_cluster.ports[0]}/0"
+    named = r"is a node of a Redis Cluster.*redis\+cluster://"
+
+    def put_many(store: RedisStore) -> None:
+        for i in range(64):  # some of the keys hash to another master's slots
+            store.put(i)
+
+    with (
+        RedisConnection.from_url(url) as conn,
+        RedisStore("node", connection=conn) as store,
+        pytest.raises(ConfigurationError, match=named),
+    ):
+        put_many(store)
