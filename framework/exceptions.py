@@ -43,6 +43,7 @@ FrameworkError
 ├── StreamError                   byte streams (the NVFlare name and meaning)
 │   ├── StreamCancelled           the other side cancelled or closed the transfer
 │   ├── StreamTimeout             no progress within the idle timeout
+│   ├── StreamDataLost            Redis lost chunks a receiver had not read yet
 │   └── BlobSizeError             a blob is larger than the receiver accepts
 └── ClosedError                   use of an object after close()
 ```
@@ -107,6 +108,7 @@ __all__ = [
     "StoreError",
     "StoreExistsError",
     "StreamCancelled",
+    "StreamDataLost",
     "StreamError",
     "StreamTimeout",
     "TopicClosedError",
@@ -367,6 +369,13 @@ class StreamTimeout(StreamError):
     the transfer is still running, and a loop waiting on that must not take a transfer
     that failed for one still running (NVFlare's failed transfers are no
     ``TimeoutError`` either).
+    """
+
+
+class StreamDataLost(StreamError):
+    """Redis lost chunks a receiver had not read yet; sending the data again is the way on.
+
+    Redis restarted without persistence, was flushed, or evicted them.
     """
 
 

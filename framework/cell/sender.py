@@ -32,7 +32,13 @@ from framework.cell.reconnect import with_reconnect
 from framework.cell.transport import FAILED_TTL, ControlEntry, TransferIO
 from framework.cell.types import Stream, StreamFuture, StreamTaskSpec
 from framework.cell.window import Position, Window
-from framework.exceptions import FrameworkError, StreamCancelled, StreamError, StreamTimeout
+from framework.exceptions import (
+    FrameworkError,
+    StreamCancelled,
+    StreamDataLost,
+    StreamError,
+    StreamTimeout,
+)
 
 __all__ = ["TxTask"]
 
@@ -254,7 +260,7 @@ class TxTask(StreamTaskSpec):
         last = self._redis(self.io.last_frame, "checking the chunks in Redis")
         if last is not None and last.seq >= sent.seq:
             return
-        raise StreamError(
+        raise StreamDataLost(
             f"Stream {self.announce.sid}: Redis no longer holds chunks {slowest.seq + 1} to "
             f"{sent.seq} (bytes {slowest.off} to {sent.off}), which {self._laggards()} had "
             "not acknowledged: it restarted without persistence, was flushed, or evicted "

@@ -21,7 +21,13 @@ from typing import Any, NamedTuple, Protocol, TypeAlias
 
 from framework._timeouts import as_seconds
 from framework.cell.types import StreamFuture
-from framework.exceptions import BackendError, ConfigurationError, FrameworkError, StreamError
+from framework.exceptions import (
+    BackendError,
+    ConfigurationError,
+    FrameworkError,
+    StreamDataLost,
+    StreamError,
+)
 from framework.objects.api import ObjectProducer
 from framework.objects.context import FLContext, StreamContextKey
 from framework.objects.envelope import Envelope, check_route
@@ -133,8 +139,9 @@ class ObjectStream:
         self.timeout = 5.0  # the last object's timeout; bounds the wait for end notices
         self.reached: set[str] = set()  # targets that were sent an object
         self.ended: dict[str, Ended] = {}  # target -> why it takes no more objects
-        # Target -> why the current message did not reach its cluster node (yet).
-        self.unsent: dict[str, BackendError] = {}
+        # Target -> why the current object has not reached it yet (its cluster node failed,
+        # Redis was unreachable): it is sent again until the round's timeout.
+        self.unsent: dict[str, Exception] = {}
 
     def run(self) -> tuple[str, Any]:
         """Loop until the producer ends the stream, a result is found or abort; see the API."""
@@ -214,8 +221,9 @@ class ObjectStream:
         try:
             future = self._send(env, payload, live, slots)
             # A mailbox message can be lost (a reader's connection killed mid-reply): send
-            # it again to whoever has not answered; the receiver applies it once.
-            resend = None if future is not None else partial(self._resend, env, payload, slots)
+            # it again to whoever has not answered; the receiver applies it once. So is a
+            # byte stream that Redis failed (see _wait).
+            resend = partial(self._resend, env, payload, slots)
             if not self._wait(slots, future, timeout, resend):
                 return None
         finally:
@@ -295,13 +303,20 @@ class ObjectStream:
             if self._aborted():
                 return False
             if future is not None and future.done() and future.exception() is not None:
-                why = f"The byte stream carrying the object failed: {future.exception()}"
-                slots.fail_missing(ReturnCode.COMMUNICATION_ERROR, why)
-                break
+                failure = future.exception()
+                why = f"The byte stream carrying the object failed: {failure}"
+                if failure is None or resend is None or not _redis_failed(failure):
+                    slots.fail_missing(ReturnCode.COMMUNICATION_ERROR, why)
+                    break
+                # Redis failed it (unreachable, or it lost the chunks): send it again until
+                # the round's timeout, as a mailbox message is.
+                self._log("%s; sending it again.", why)
+                self.unsent.update(dict.fromkeys(slots.missing(), failure))
+                future, next_resend = None, time.monotonic()
             now = time.monotonic()
             if now >= deadline:
                 break
-            if resend is not None and now >= next_resend:
+            if resend is not None and future is None and now >= next_resend:
                 resend()
                 next_resend = now + self.link.resend_after
             self.link.collect(self.tx, min(deadline - now, _ABORT_POLL))
@@ -420,3 +435,12 @@ class ObjectStream:
 
     def _log(self, msg: str, *args: Any) -> None:
         logger.log(logging.DEBUG if self.optional else logging.WARNING, msg, *args)
+
+
+def _redis_failed(exc: BaseException | None) -> bool:
+    """Whether Redis, not a party to the transfer, made a byte stream fail."""
+    while exc is not None:
+        if isinstance(exc, BackendError | StreamDataLost):
+            return True
+        exc = exc.__cause__
+    return False

@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 
 from framework.buffers import Segments
+from framework.cell import StreamFuture
 from framework.connection import RedisConnection
-from framework.exceptions import BackendUnavailable
+from framework.exceptions import BackendUnavailable, StreamDataLost
 from framework.objects import EngineConfig, FLContext, ReservedHeaderKey, ReturnCode, Shareable
 from framework.objects import engine as engine_module
 from framework.objects.engine import RedisStreamableEngine as Engine
@@ -374,6 +375,40 @@ def test_a_send_that_redis_fails_for_a_moment_is_tried_again(
     producer = ListProducer([shareable(i=i, pad=b"x" * size) for i in range(3)], timeout=20)
     assert server.stream_objects("c", "t", {}, ["site"], producer, FLContext())[0] == "OK"
     assert failed == [1]
+    assert [rcs(r) for r in producer.rounds] == [{"site": "OK"}] * 3
+    (session,) = factory.wait_ended(1)
+    assert [o["i"] for o in session.consumed] == [0, 1, 2]
+
+
+def test_a_byte_stream_whose_chunks_redis_lost_is_sent_again(
+    conn: RedisConnection, make_engine: EngineFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Redis lost the chunks of object 1's byte stream (a node restarted without persistence).
+
+    Before, its round failed with COMMUNICATION_ERROR and the rest of the session with
+    sequence gaps.
+    """
+    original = Engine.send
+    lost: list[int] = []
+
+    def losing(self: Engine, env: Envelope, *args: Any) -> Any:
+        reached, future = original(self, env, *args)
+        if env.kind == "data" and env.seq == 1 and not lost and future is not None:
+            lost.append(env.seq)
+            future.cancel()  # the transfer ends; its waiter sees the loss below
+            failed = StreamFuture(9)
+            failed.set_exception(StreamDataLost("Stream 9: Redis no longer holds chunks 0 to 4."))
+            return reached, failed
+        return reached, future
+
+    monkeypatch.setattr(Engine, "send", losing)
+    config = EngineConfig(inline_limit=1024, close_timeout=5, resend_after=0.1)
+    server = make_engine(conn, "server", config=config)
+    factory = RecordingFactory()
+    make_engine(conn, "site", config=config).register_stream_processing("c", "t", factory)
+    producer = ListProducer([shareable(i=i, pad=b"x" * 50_000) for i in range(3)], timeout=20)
+    assert server.stream_objects("c", "t", {}, ["site"], producer, FLContext())[0] == "OK"
+    assert lost == [1]
     assert [rcs(r) for r in producer.rounds] == [{"site": "OK"}] * 3
     (session,) = factory.wait_ended(1)
     assert [o["i"] for o in session.consumed] == [0, 1, 2]
