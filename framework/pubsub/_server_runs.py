@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from redis.exceptions import RedisError
+
 from framework.connection import RedisConnection
 from framework.exceptions import BackendError
 
@@ -24,24 +26,30 @@ SECTIONS = ("server", "persistence")
 class ServerRun:
     """The run id of a subscriber's Redis, to tell a restart that lost data.
 
-    Not served on a cluster (a run per node) or without the ``INFO`` permission: there,
-    :meth:`observe` never reports a restart.
+    On a cluster, the run of the node that holds ``key`` (each node has its own): a
+    restart of that node is told by its address, so a slot moved to another node, or
+    a replica promoted, is not taken for one. Not served on a cluster without a key,
+    or without the ``INFO`` permission: there, :meth:`observe` never reports a restart.
 
     Args:
         connection: The subscriber's connection; its run id is read now.
+        key: The key whose node to follow on a cluster (a list topic's list).
     """
 
-    def __init__(self, connection: RedisConnection) -> None:
+    def __init__(self, connection: RedisConnection, key: str | None = None) -> None:
         self._conn = connection
+        self._key = key
         self._run: tuple[str, bool] | None = None
+        #: Run id and append-only flag last seen at each node (by address; "" standalone).
+        self._runs: dict[str, tuple[str, bool]] = {}
         #: Run ids whose restart the subscriber has reported (reported once each).
         self.reported: set[str] = set()
         self.observe(self.read())
 
     @property
     def served(self) -> bool:
-        """Whether run ids can be read here (not on a cluster)."""
-        return not self._conn.is_cluster
+        """Whether run ids can be read here (on a cluster, only for a key's node)."""
+        return not self._conn.is_cluster or self._key is not None
 
     @property
     def current(self) -> str | None:
@@ -49,15 +57,23 @@ class ServerRun:
         return None if self._run is None else self._run[0]
 
     def read(self) -> Mapping[str, Any] | None:
-        """The server's ``INFO`` sections, or None if it cannot tell (or is unreachable)."""
+        """The server's ``INFO`` sections, or None if it cannot tell (or is unreachable).
+
+        On a cluster, the reply carries the node's address under ``"node"``.
+        """
         if not self.served:
             return None
         try:
             with self._conn.mapped_errors("read the server's run id", command="INFO"):
-                info: Mapping[str, Any] = self._conn.once.info(*SECTIONS)  # one round trip
-        except BackendError:
+                if not self._conn.is_cluster:
+                    info: Mapping[str, Any] = self._conn.once.info(*SECTIONS)  # one round trip
+                    return info
+                client = self._conn.once
+                node = client.get_node_from_key(self._key)
+                reply = client.info(*SECTIONS, target_nodes=node)
+        except (BackendError, RedisError):
             return None
-        return info
+        return {**reply, "node": node.name} if isinstance(reply, Mapping) else None
 
     def observe(self, info: Mapping[str, Any] | None) -> bool:
         """Note what ``INFO`` said; True if the server restarted without an append-only file.
@@ -68,5 +84,6 @@ class ServerRun:
         if info is None or not info.get("run_id"):
             return False
         run = str(info["run_id"]), int(info.get("aof_enabled", 0)) == 1
-        before, self._run = self._run, run
+        before = self._runs.get(str(info.get("node", "")))
+        self._run = self._runs[str(info.get("node", ""))] = run
         return before is not None and run[0] != before[0] and not run[1]

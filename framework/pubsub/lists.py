@@ -261,7 +261,7 @@ class RedisQueueSubscriber(RedisShim):
         self._outage = Outage(max_outage)
         # A restart without an append-only file empties the list. redis-py reconnects on
         # its own, so the server's run is checked whenever a pop finds nothing.
-        self._server = ServerRun(self.connection)
+        self._server = ServerRun(self.connection, self.connection.keys.queue(topic))
         self._next_check = 0.0
         # Pops move messages into keys of this subscriber's own (see module docstring).
         self._taker = Taker(self.connection, topic, SETTLE_S)

@@ -77,11 +77,13 @@ class LocalCluster:
     """Three masters with one replica each, on loopback; closed by :meth:`close`.
 
     Args:
-        masters: Number of masters (each gets one replica).
+        masters: Number of masters.
+        replicas: Replicas of each master.
     """
 
-    def __init__(self, masters: int = 3) -> None:
-        self.size = masters * 2
+    def __init__(self, masters: int = 3, replicas: int = 1) -> None:
+        self.size = masters * (1 + replicas)
+        self.replicas = replicas
         self.workdir = Path(tempfile.mkdtemp(prefix="fw-failover-"))
         self.processes: dict[int, Popen[bytes]] = {}  # by client port
 
@@ -124,7 +126,7 @@ class LocalCluster:
 
     def _create(self) -> None:
         command = ["redis-cli", "--cluster", "create", *(f"{HOST}:{p}" for p in self.processes)]
-        command += ["--cluster-replicas", "1", "--cluster-yes"]
+        command += ["--cluster-replicas", str(self.replicas), "--cluster-yes"]
         done = subprocess.run(
             command, stdin=DEVNULL, capture_output=True, timeout=START_TIMEOUT, check=False
         )
@@ -224,6 +226,15 @@ class LocalCluster:
         """SIGKILL the node on ``port``: no goodbye to its clients or to the cluster."""
         os.kill(self.processes[port].pid, signal.SIGKILL)
         self.processes[port].wait(10)
+
+    def restart(self, port: int) -> None:
+        """SIGKILL the node on ``port`` and start it again (it keeps no data, only its
+        cluster config); wait until the cluster is ok again."""
+        self.kill(port)
+        self.processes[port].wait(10)
+        self._launch(port)
+        wait_until(functools.partial(self._answers, port), f"node {port} to start again")
+        wait_until(self.settled, f"the cluster to settle after restarting {port}")
 
     def hang(self, port: int) -> None:
         """SIGSTOP the node on ``port``: its connections stay open, and it answers nothing.
