@@ -79,16 +79,40 @@ def connect(
                 f"A shim given a RedisConnection takes no port or settings, got {sorted(kwargs)}."
             )
         return hostname, False
+    if isinstance(port, str) and port.isdigit():
+        port = int(port)  # redis-py, under ProxyStore's shims, takes "6379" too
     if not isinstance(hostname, str) or type(port) is not int:
         raise ConfigurationError(
             "A Redis shim takes a RedisConnection, or a hostname and an int port "
             f"(ProxyStore's form); got {hostname!r} and {port!r}."
         )
     try:
-        settings = RedisSettings(host=hostname, port=port, **kwargs)
+        settings = RedisSettings(host=hostname, port=port, **_settings_of(kwargs))
     except (TypeError, ValueError) as exc:
         raise ConfigurationError(f"Invalid Redis settings for a shim: {exc}") from exc
     return RedisConnection(settings), True
+
+
+#: redis-py keywords ProxyStore's shims pass on, and the setting each one is here.
+_RENAMED = {"socket_connect_timeout": "connect_timeout"}
+#: redis-py keywords of connection upkeep that the framework's client policy decides
+#: (health checks, retries, keep-alive, the client's name): accepted and left to it.
+_POLICY = frozenset(
+    {"health_check_interval", "retry_on_timeout", "socket_keepalive", "client_name"}
+)
+
+
+def _settings_of(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """:class:`RedisSettings` fields from the redis-py keywords of ProxyStore's form."""
+    if kwargs.get("decode_responses"):
+        raise ConfigurationError(
+            "decode_responses=True cannot be used: messages and objects are bytes. Leave it out."
+        )
+    return {
+        _RENAMED.get(name, name): value
+        for name, value in kwargs.items()
+        if name not in _POLICY and name != "decode_responses"
+    }
 
 
 def split_topic_args(

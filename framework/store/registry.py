@@ -222,15 +222,16 @@ def registered_stores() -> list[Store]:
         return [*_by_name.values(), *_shadowed]
 
 
-def get_or_create_store(config: StoreConfig, *, register: bool = True) -> Store:
-    """Return a registered store whose config equals ``config``, else build one.
+def get_or_create_store(store_config: StoreConfig, *, register: bool = True) -> Store:
+    """Return a registered store whose config equals ``store_config``, else build one.
 
     Only a store with an *equal* config is reused. A new store is built by the class
-    registered for ``config.kind``; credentials are not in configs, so each kind
+    registered for ``store_config.kind``; credentials are not in configs, so each kind
     takes them from this process (for Redis: ``FRAMEWORK_REDIS_URL``).
 
     Args:
-        config: Config of the wanted store, e.g. from an event or a proxy.
+        store_config: Config of the wanted store, e.g. from an event or a proxy
+            (ProxyStore's parameter name).
         register: Register a newly built store so later calls reuse it. When the name
             is taken by a store with another config, the new one is kept aside (see
             :func:`registered_stores`) instead of replacing it.
@@ -239,9 +240,10 @@ def get_or_create_store(config: StoreConfig, *, register: bool = True) -> Store:
         The store.
 
     Raises:
-        UnknownStoreKindError: If ``config.kind`` is not a registered kind.
-        ConfigurationError: If the store cannot be built from ``config``.
+        UnknownStoreKindError: If ``store_config.kind`` is not a registered kind.
+        ConfigurationError: If the store cannot be built from ``store_config``.
     """
+    config = store_config
     with _lock:
         for known in registered_stores():
             if getattr(known, "closed", False):

@@ -10,9 +10,11 @@ blocked read from another thread.
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import pytest
 
+from framework.exceptions import ConfigurationError, UnknownStoreKindError
 from framework.stream.shims.redis import (
     RedisPublisher,
     RedisQueuePublisher,
@@ -103,7 +105,7 @@ def test_queue_subscriber_timeout_is_a_timeout_error(redis_address: tuple[str, i
 def test_a_shim_refuses_a_bad_construction(redis_address: tuple[str, int]) -> None:
     host, _ = redis_address
     with pytest.raises(ValueError, match="port"):
-        RedisPublisher(host, "6379")  # type: ignore[arg-type]
+        RedisPublisher(host, "sixty")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="settings"):
         RedisPublisher(host, 1, no_such_setting=True)
 
@@ -147,3 +149,39 @@ def test_the_queue_shims_raise_what_proxystore_users_catch() -> None:
     publisher.send_message("a", b"x")
     with pytest.raises(queue_module.Full):
         publisher.send_message("a", b"y")
+
+
+def test_redis_py_keywords_and_a_string_port_work_as_under_proxystore(
+    redis_address: tuple[str, int],
+) -> None:
+    """ProxyStore passes them to redis-py; they were refused ("Extra inputs ...")."""
+    host, port = redis_address
+    tuning: dict[str, Any] = {
+        "socket_connect_timeout": 2,
+        "health_check_interval": 5,
+        "retry_on_timeout": True,
+        "client_name": "worker-1",
+        "decode_responses": False,
+    }
+    text_port: Any = str(port)
+    subscriber = RedisSubscriber(host, text_port, "kw", **tuning)
+    publisher = RedisPublisher(host, text_port, **tuning)
+    try:
+        assert publisher.connection.settings.connect_timeout == 2
+        publisher.send_message("kw", b"one")
+        assert subscriber.next_message() == b"one"
+    finally:
+        publisher.close()
+        subscriber.close()
+    with pytest.raises(ConfigurationError, match="decode_responses=True cannot be used"):
+        RedisQueueSubscriber(host, port, "kw", decode_responses=True)
+
+
+def test_proxystores_other_import_paths_and_keyword_names() -> None:
+    from framework.exceptions import TopicClosedError
+    from framework.store import StoreConfig, get_or_create_store
+    from framework.stream.exceptions import TopicClosedError as FromStream
+
+    assert FromStream is TopicClosedError
+    with pytest.raises(UnknownStoreKindError):  # reached the config: the keyword is taken
+        get_or_create_store(store_config=StoreConfig(name="x", kind="no-such-kind"))
