@@ -132,8 +132,8 @@ def _auth_message(head: str, exc: Exception, hint: str | None = None) -> str:
     text = str(exc).lower()
     if "required" in text or "already authenticated" in text:
         fix = hint or (
-            "put user:password in the URL (or pass password=... to RedisConnector or "
-            "RedisSettings)."
+            "put user:password in the URL (or pass password=... to "
+            "RedisConnection.from_url, RedisSettings or RedisConnector)."
         )
         return f"{head} requires a password and none was given: {fix}"
     return f"{head} refused the credentials ({exc})."

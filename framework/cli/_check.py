@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 import uuid
@@ -13,7 +14,10 @@ from rich.table import Table
 from framework.cli._common import connect, console, url_option
 from framework.cli._text import shown
 from framework.connection import RedisConnection
+from framework.exceptions import FrameworkError
 from framework.serialize import dumps, loads
+
+logger = logging.getLogger("framework.cli")
 
 __all__ = ["check"]
 
@@ -36,6 +40,15 @@ def check_object(nbytes: int) -> dict[str, Any]:
     }
 
 
+def _delete_quietly(conn: RedisConnection, key: str) -> None:
+    """Delete the check key after a failure; a failure of this is logged (it has a TTL)."""
+    try:
+        with conn.mapped_errors(f"delete the check key {key!r}", command="DEL"):
+            conn.client.delete(key)
+    except FrameworkError as exc:
+        logger.debug("The check key %r stays until its TTL: %s", key, exc)
+
+
 def _round_trip(conn: RedisConnection, obj: Any) -> list[tuple[str, float, int]]:
     """Serialize, SET, GET, deserialize and compare; returns (step, seconds, bytes) rows."""
     key = conn.keys.obj(f"check-{uuid.uuid4().hex}")
@@ -52,9 +65,11 @@ def _round_trip(conn: RedisConnection, obj: Any) -> list[tuple[str, float, int]]
         with conn.mapped_errors(f"read the check object back from {key!r}", command="GET"):
             data = conn.client.get(key)
         rows.append(("read (GET)", _lap(started), len(data or b"")))
-    finally:
-        with conn.mapped_errors(f"delete the check key {key!r}", command="DEL"):
-            conn.client.delete(key)
+    except BaseException:
+        _delete_quietly(conn, key)  # the error that stopped the check is the one to show
+        raise
+    with conn.mapped_errors(f"delete the check key {key!r}", command="DEL"):
+        conn.client.delete(key)
     if data is None:
         raise click.ClickException(f"Key {key!r} vanished between SET and GET.")
     started = time.perf_counter()

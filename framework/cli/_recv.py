@@ -81,8 +81,14 @@ def _wait_files(
     with receiver.changed:
         while count is None or receiver.finished + receiver.failed < count:
             receiver.changed.wait(0.5)
-            if timeout is not None and time.monotonic() - view.last_activity > timeout:
-                raise click.ClickException(f"No file arrived or progressed for {timeout:g} s.")
+            if timeout is None or time.monotonic() - view.last_activity <= timeout:
+                continue
+            if count is None and receiver.finished:  # drained: what came is all there is
+                console.print(f"No new file for {timeout:g} s; {receiver.finished} received.")
+                return
+            done = receiver.finished + receiver.failed
+            of = f" ({done} of {count} files came)" if count is not None else ""
+            raise click.ClickException(f"No file arrived or progressed for {timeout:g} s{of}.")
 
 
 @click.command()
@@ -105,7 +111,10 @@ def _wait_files(
     "--timeout",
     type=click.FloatRange(min=0.1),
     default=None,
-    help="Exit with status 1 after this many seconds without any arrival or progress.",
+    help=(
+        "Exit after this many seconds without any arrival or progress: with status 0 if "
+        "files arrived (and --count, if given, was reached), else 1."
+    ),
 )
 def recv(
     url: str | None, cell_name: str, out_dir: Path, count: int | None, timeout: float | None
@@ -122,8 +131,8 @@ def recv(
     there has the same content, the new copy is dropped instead.
     """
     url = require_url(url, "recv")
-    out_dir.mkdir(parents=True, exist_ok=True)
     with connect(url) as conn, transfer_bars() as bars:
+        out_dir.mkdir(parents=True, exist_ok=True)  # once Redis answered: not for a typo
         view = _RecvView(bars)
         receiver = FileReceiver(out_dir, view)
         with StreamCell(conn, cell_name) as cell:

@@ -7,8 +7,12 @@ import shutil
 from pathlib import Path
 
 import pytest
+import redis
 
+from framework.embedded import EmbeddedRedis
+from tests.cli.conftest import acl_user
 from tests.cli.helpers import cli_env, run_cli
+from tests.cli.test_errors import assert_one_error_line
 
 #: The lock every benchmark run on this machine takes, so that runs never overlap.
 BENCH_LOCK = Path("/work/wt/bench.lock")
@@ -56,3 +60,14 @@ def test_bench_prints_the_suites_tables(tmp_path: Path, require_redis_server: No
     assert "benchmark: connection" in done.stdout
     assert "redis-py default MB/s" in done.stdout  # the baseline, side by side
     assert "ours MB/s" in done.stdout
+
+
+def test_check_reports_the_step_that_failed_not_its_cleanup(
+    tmp_path: Path, admin: redis.Redis, redis_server: EmbeddedRedis
+) -> None:
+    """A user who may neither SET nor DEL: before, the DEL's refusal hid the SET's."""
+    port = redis_server.ports[0]
+    with acl_user(admin, port, "no-set", "+@all", "-set", "-del") as url:
+        done = run_cli("check", tmp_path=tmp_path, url=url)
+    assert_one_error_line(done, "PermissionDenied", "write the check object", "SET")
+    assert "delete the check key" not in done.stderr

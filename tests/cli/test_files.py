@@ -107,3 +107,28 @@ def test_sender_killed_mid_file_resumes_when_rerun(tmp_path: Path, redis_url: st
     assert "resume big.bin" in again.stdout
     assert finish(receiver.proc) == 0, receiver.output()
     assert (out / "big.bin").read_bytes() == original.read_bytes()
+
+
+def test_recv_timeout_after_files_arrived_is_a_success(tmp_path: Path, redis_url: str) -> None:
+    """``recv --timeout`` drains what comes; before, it exited 1 saying no file arrived."""
+    out = tmp_path / "drained"
+    run = start_cli(
+        "recv", "--as", "drain", "--out", str(out), "--timeout", "2",
+        tmp_path=tmp_path, url=redis_url,
+    )  # fmt: skip
+    wait_for(lambda: "Receiving as cell" in run.output(), "recv to start")
+    sent = _file(tmp_path / "one.bin", 1000)
+    done = run_cli("send", str(sent), "--to", "drain", tmp_path=tmp_path, url=redis_url)
+    assert done.returncode == 0, done.stderr
+    assert finish(run.proc) == 0, run.output()
+    assert "No new file for 2 s; 1 received." in run.output()
+    assert (out / "one.bin").read_bytes() == sent.read_bytes()
+
+
+def test_recv_timeout_without_any_file_fails(tmp_path: Path, redis_url: str) -> None:
+    done = run_cli(
+        "recv", "--as", "idle", "--out", str(tmp_path / "o"), "--count", "2", "--timeout", "1",
+        tmp_path=tmp_path, url=redis_url,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert "No file arrived or progressed for 1 s (0 of 2 files came)." in done.stderr
