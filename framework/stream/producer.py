@@ -301,6 +301,12 @@ class StreamProducer(TopicBuffers[T]):
             AggregationError: As :meth:`flush`; the topics were ended all the same.
             HeartbeatLapsedError: As :meth:`send` (no topic was ended).
         """
+        for topic in topics:
+            if isinstance(topic, list | tuple | set | frozenset):
+                raise ConfigurationError(
+                    "close_topics() takes topic names as separate arguments, "
+                    f"close_topics('a', 'b'), not a {type(topic).__name__}: {topic!r:.80}."
+                )
         with self._lock:
             self._raise_lapses(topics, "No topic was ended; call close_topics() again to end them.")
             self._close_topics(topics)
@@ -342,6 +348,11 @@ class StreamProducer(TopicBuffers[T]):
                 consumers may have counted it gone, and that was not reported yet; the
                 producer is closed nonetheless.
         """
+        if isinstance(topics, str):  # it would end one topic per character
+            raise ConfigurationError(
+                f"close(topics=...) takes a list of topic names, not the str {topics!r:.80}: "
+                f"close(topics=[{topics!r:.80}])."
+            )
         with self._lock:
             if self._released:
                 return

@@ -343,3 +343,14 @@ def test_json_only_consumer_refuses_pickled_inline_objects(queue_pair: Pair) -> 
         with pytest.raises(DeserializationError, match="allow_pickle"):
             consumer.next_object()
         assert consumer.next_object() == b"raw"
+
+
+def test_topics_given_in_the_wrong_shape_fail_at_the_call(queue_pair: Pair) -> None:
+    """close(topics="abc") ended topics a, b and c; close_topics(["x"]) raised TypeError."""
+    publisher, _ = queue_pair
+    producer = StreamProducer[Any](publisher)
+    with pytest.raises(ConfigurationError, match=r"separate arguments.*not a list"):
+        producer.close_topics(["a", "b"])  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match=r"a list of topic names, not the str 'ab'"):
+        producer.close(topics="ab")
+    producer.close(topics=["a", "b"])
