@@ -255,7 +255,6 @@ class Receiving:
                 items.append(entries[-1])
         if entries:
             entries[-1].ack = True
-            self._queue.extend(items)
-        else:
-            self._queue.extend(items)
+        self._queue.extend(items)
+        if not entries:
             self._ack()
