@@ -32,7 +32,11 @@ __all__ = ["PinnedConnection", "recv_into", "round_trip", "send_all"]
 
 
 def round_trip(
-    client: Any, commands: Sequence[tuple[Any, ...]], *, errors: bool = False
+    client: Any,
+    commands: Sequence[tuple[Any, ...]],
+    *,
+    errors: bool = False,
+    timeout: float | None = None,
 ) -> list[Any] | None:
     """Run ``commands`` in one round trip and return their raw replies.
 
@@ -41,6 +45,8 @@ def round_trip(
         commands: Commands as argument tuples, e.g. ``("SET", key, value)``.
         errors: Return error replies in place (as ``ResponseError`` objects) instead
             of raising the first one.
+        timeout: Longest wait (s) for each reply, instead of the socket timeout (a
+            caller with a deadline; a reply that does not come drops the connection).
 
     Returns:
         One reply per command, or ``None`` if ``client`` is not supported here.
@@ -55,22 +61,28 @@ def round_trip(
     pool = client.connection_pool
     connection: Any = pool.get_connection()
     try:
-        return _exchange(connection, commands, errors)
+        return _exchange(connection, commands, errors, timeout)
     finally:
         pool.release(connection)
 
 
 def _exchange(
-    connection: Any, commands: Sequence[tuple[Any, ...]], errors: bool = False
+    connection: Any,
+    commands: Sequence[tuple[Any, ...]],
+    errors: bool = False,
+    timeout: float | None = None,
 ) -> list[Any]:
     """Send ``commands`` on ``connection`` and read every reply (see :func:`round_trip`)."""
+    wait: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
     try:
+        if timeout is not None and connection._sock is None:
+            _connect_within(connection, timeout)
         connection.send_packed_command(connection.pack_commands(commands))
         replies: list[Any] = []
         error: ResponseError | None = None
         for _ in commands:
             try:
-                replies.append(connection.read_response())
+                replies.append(connection.read_response(**wait))
             except ResponseError as exc:  # the other replies are still on the wire
                 error = error or exc
                 replies.append(exc)
@@ -80,6 +92,22 @@ def _exchange(
     if error is not None and not errors:
         raise error
     return replies
+
+
+def _connect_within(connection: Any, timeout: float) -> None:
+    """Connect, waiting at most ``timeout`` for each reply of the handshake.
+
+    The handshake (``HELLO``, ``AUTH``, ``CLIENT SETINFO``) would otherwise wait out the
+    socket timeout on a frozen Redis, whatever the caller's deadline.
+    """
+    saved = connection.socket_timeout
+    connection.socket_timeout = timeout
+    try:
+        connection.connect()
+    finally:
+        connection.socket_timeout = saved
+        if connection._sock is not None:
+            connection._sock.settimeout(saved)
 
 
 class PinnedConnection:
@@ -107,13 +135,15 @@ class PinnedConnection:
         self._watched: Any = None  # the socket that _poller watches
         self._poller = select.poll()
 
-    def round_trip(self, commands: Sequence[tuple[Any, ...]]) -> list[Any] | None:
+    def round_trip(
+        self, commands: Sequence[tuple[Any, ...]], timeout: float | None = None
+    ) -> list[Any] | None:
         """Run ``commands`` in one round trip; see :func:`round_trip`."""
         connection = self.acquire()
         if connection is None:
-            return round_trip(self._client, commands)
+            return round_trip(self._client, commands, timeout=timeout)
         try:
-            return _exchange(connection, commands)
+            return _exchange(connection, commands, timeout=timeout)
         finally:
             self.release()
 

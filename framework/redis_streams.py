@@ -50,6 +50,7 @@ def read_streams(
     block: int | None,
     group: tuple[str, str] | None = None,
     pinned: PinnedConnection | None = None,
+    timeout: float | None = None,
 ) -> list[tuple[bytes, list[Any]]]:
     """``XREAD`` (or ``XREADGROUP`` as ``group`` = (group, consumer)), normalized.
 
@@ -57,7 +58,8 @@ def read_streams(
     a few µs less per read on the consumer's hot path); others (cluster, fakeredis)
     go through redis-py. Entries are ``(id, fields)`` with ``fields`` a dict, or
     ``None`` for a pending entry that was trimmed. With ``pinned`` (a connection of
-    ``client``'s pool kept by the caller), the round trip skips the pool.
+    ``client``'s pool kept by the caller), the round trip skips the pool. With
+    ``timeout``, a plain client waits at most that long (s) for the reply.
 
     Raises:
         redis.exceptions.RedisError: As the command; callers map it.
@@ -65,7 +67,10 @@ def read_streams(
     args: list[Any] = ["XREAD"] if group is None else ["XREADGROUP", "GROUP", *group]
     args += ["COUNT", count] + ([] if block is None else ["BLOCK", block])
     command = (*args, "STREAMS", *streams, *streams.values())
-    replies = round_trip(client, [command]) if pinned is None else pinned.round_trip([command])
+    if pinned is None:
+        replies = round_trip(client, [command], timeout=timeout)
+    else:
+        replies = pinned.round_trip([command], timeout)
     if replies is None:
         if group is None:
             reply = client.xread(streams, count=count, block=block)

@@ -11,7 +11,12 @@ from __future__ import annotations
 
 import time
 
-__all__ = ["Outage", "outage_note"]
+__all__ = ["READ_GRACE", "Outage", "outage_note", "unanswered_note"]
+
+
+#: Seconds a read with a caller's deadline waits for its reply past the end of its BLOCK
+#: before it counts Redis as not answering (frozen: paused, stopped, swapping).
+READ_GRACE = 1.0
 
 
 class Outage:
@@ -53,3 +58,10 @@ def outage_note(since: float | None) -> str:
         f" Redis has been unreachable for the last {time.monotonic() - since:.1f} s "
         "(the subscriber keeps trying, for max_outage)."
     )
+
+
+def unanswered_note(error: Exception | None) -> str:
+    """What a ``ReceiveTimeout`` adds when Redis did not answer the last read in time."""
+    if error is None:
+        return ""
+    return f" Redis did not answer the last read in time ({error})."

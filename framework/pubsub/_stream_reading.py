@@ -19,7 +19,12 @@ from typing import Any, Final
 
 from framework._raw import PinnedConnection
 from framework.connection import RedisConnection
-from framework.exceptions import BackendError, BackendUnavailable, MessageLossError
+from framework.exceptions import (
+    BackendError,
+    BackendTimeout,
+    BackendUnavailable,
+    MessageLossError,
+)
 from framework.pubsub._outage import Outage
 from framework.pubsub._server_runs import SECTIONS, ServerRun
 from framework.pubsub._stream_liveness import Liveness
@@ -73,6 +78,8 @@ class StreamReading:
     _next_claim: float
     _claim_from: dict[str, str]
     _pinned: PinnedConnection
+    #: The error of the last read that Redis did not answer within its caller's wait.
+    unanswered: BackendTimeout | None = None
     _server: ServerRun | None
 
     def _ensure_group(self, key: str, start: str) -> bool:
@@ -130,18 +137,27 @@ class StreamReading:
 
     # -- reading -----------------------------------------------------------------------------
 
-    def _fill(self, block_ms: int) -> None:
-        """Fill the buffer from Redis, waiting at most ``block_ms``; ride out outages."""
+    def _fill(self, block_ms: int, wait: float | None = None) -> None:
+        """Fill the buffer from Redis, waiting at most ``block_ms``; ride out outages.
+
+        With ``wait`` (a caller's deadline), a read whose reply does not come within
+        ``wait`` seconds (Redis frozen: paused, stopped, swapping) returns empty-handed
+        instead of waiting out the socket timeout; :attr:`unanswered` says so.
+        """
+        self.unanswered = None
         try:
-            self._fill_once(block_ms)
+            self._fill_once(block_ms, wait)
+        except BackendTimeout as exc:
+            if wait is None:
+                raise
+            self.unanswered = exc
+            self._reread_pending()
+            return
         except BackendUnavailable:
             if self._outage.failed():
                 raise
             logger.warning("Redis unreachable while reading %s; retrying", list(self.topics))
-            if self.group is not None:
-                # A lost XREADGROUP reply leaves entries pending for this member that it
-                # never saw: read its own pending entries again once Redis is back.
-                self._cursor = dict.fromkeys(self._cursor, "0")
+            self._reread_pending()
             time.sleep(min(RETRY_PAUSE_S, max(block_ms, 1) / 1000))
             return
         except BackendError as exc:
@@ -150,7 +166,13 @@ class StreamReading:
             self._recreate_groups()
         self._outage.ended()
 
-    def _fill_once(self, block_ms: int) -> None:
+    def _reread_pending(self) -> None:
+        if self.group is not None:
+            # A lost XREADGROUP reply leaves entries pending for this member that it
+            # never saw: read its own pending entries again once Redis is back.
+            self._cursor = dict.fromkeys(self._cursor, "0")
+
+    def _fill_once(self, block_ms: int, wait: float | None = None) -> None:
         if self.group is not None and time.monotonic() >= self._next_claim:
             self._next_claim = time.monotonic() + self._claim_idle_ms / 2000
             self._claim()
@@ -160,9 +182,9 @@ class StreamReading:
         if self.connection.is_cluster and len(live) > 1:
             # Streams in different slots cannot be read by one command.
             for key in live:
-                self._read([key], block_ms // len(live))
+                self._read([key], block_ms // len(live), wait)
         else:
-            self._read(live, block_ms)
+            self._read(live, block_ms, wait)
         if self._buffer and self.group is not None:
             self._note_producers(live)
         producers: dict[str, dict[bytes, bytes]] = {}  # read once per pass, by key
@@ -231,7 +253,7 @@ class StreamReading:
             # The producers hash went with the group: wait for producers to record again.
             self._liveness.restarted()
 
-    def _read(self, keys: list[str], block_ms: int) -> None:
+    def _read(self, keys: list[str], block_ms: int, wait: float | None = None) -> None:
         streams = {k: self._cursor[k] for k in keys}
         with self._errors(f"read durable topic(s) {list(self.topics)!r}"):
             client = self.connection.blocking
@@ -239,7 +261,13 @@ class StreamReading:
             block = None if pending or block_ms <= 0 else block_ms
             group = None if self.group is None else (self.group, self.consumer)
             reply = read_streams(
-                client, streams, count=self._count, block=block, group=group, pinned=self._pinned
+                client,
+                streams,
+                count=self._count,
+                block=block,
+                group=group,
+                pinned=self._pinned,
+                timeout=wait,
             )
         for key, entries in reply:
             name = text(key)

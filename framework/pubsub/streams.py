@@ -50,7 +50,7 @@ from framework._raw import PinnedConnection
 from framework._timeouts import checked_timeout
 from framework.connection import MAX_BLOCK_MS, MAX_OUTAGE, RedisConnection, mapped_errors
 from framework.exceptions import BackendUnavailable, MessageLossError, ReceiveTimeout
-from framework.pubsub._outage import Outage, outage_note
+from framework.pubsub._outage import READ_GRACE, Outage, outage_note, unanswered_note
 from framework.pubsub._server_runs import ServerRun
 from framework.pubsub._shim import RedisShim, topic_tuple, wait_limit
 from framework.pubsub._stream_liveness import Liveness
@@ -213,13 +213,17 @@ class RedisStreamSubscriber(StreamReading, RedisShim):
                 if data is not None:
                     return data
                 left = MAX_BLOCK_MS / 1000 if deadline is None else deadline - time.monotonic()
-                self._fill(max(0, min(round(left * 1000), MAX_BLOCK_MS)))
+                block_ms = max(0, min(round(left * 1000), MAX_BLOCK_MS))
+                # A caller with a deadline does not wait out the socket timeout on a
+                # frozen Redis: the reply is due when the BLOCK ends.
+                self._fill(block_ms, None if deadline is None else block_ms / 1000 + READ_GRACE)
                 if self._buffer or self._losses:
                     continue
             if deadline is not None and time.monotonic() >= deadline:
                 raise ReceiveTimeout(
                     f"No entry on topic(s) {self.topics} within {limit} s."
                     + outage_note(self._outage.since)
+                    + unanswered_note(self.unanswered)
                 )
 
     def poll_message(self) -> bytes | None:

@@ -84,7 +84,9 @@ def test_an_idle_group_member_reads_the_producers_once_per_pass(
         assert subscriber.next_message(timeout=5) is not None
         passes, reads = [], []
         fill, producers = subscriber._fill_once, subscriber._producers
-        monkeypatch.setattr(subscriber, "_fill_once", lambda ms: (passes.append(ms), fill(ms)))
+        monkeypatch.setattr(
+            subscriber, "_fill_once", lambda ms, wait=None: (passes.append(ms), fill(ms, wait))
+        )
         monkeypatch.setattr(
             subscriber, "_producers", lambda key: (reads.append(key), producers(key))[1]
         )
