@@ -8,6 +8,7 @@ import time
 from collections import deque
 from typing import Any, Final
 
+from framework._raw import round_trip
 from framework.connection import RedisConnection
 from framework.exceptions import BackendError, MessageLossError
 from framework.pubsub._taking import Pop, Taking
@@ -49,11 +50,13 @@ class Taker:
         """Whether a message taken from the list may still be here to hand over."""
         return bool(self._ready or self._taking.unsure)
 
-    def take(self, wait: float | None) -> bytes | None:
+    def take(self, wait: float | None, reply_within: float | None = None) -> bytes | None:
         """Hand over the next message: one read back after a lost reply, or the list's head.
 
         Args:
             wait: Seconds to block for a message (at least a millisecond); None: do not.
+            reply_within: Longest wait (s) for the pop's reply (a caller's deadline), not
+                the socket timeout; a pop left unanswered is read back like a lost one.
 
         Raises:
             BackendError: If Redis failed (a message the failed call took is handed over
@@ -62,56 +65,70 @@ class Taker:
                 was lost, so the message that pop took may be lost.
         """
         if self._taking.unsure and not self._ready:
-            self._read_back(time.monotonic())
+            self._read_back(time.monotonic(), reply_within)
         if self._ready:
             gen, message = self._ready.popleft()
             self._taking.hand_over(gen)
             return message
-        return self._move(wait)
+        return self._move(wait, reply_within)
 
-    def _move(self, wait: float | None) -> bytes | None:
+    def _move(self, wait: float | None, reply_within: float | None = None) -> bytes | None:
         pop = self._taking.plan(time.monotonic())
         try:
             with self._conn.mapped_errors(f"pop from topic {self._topic!r}"):
-                message = self._send(pop, wait)
+                message = self._send(pop, wait, reply_within)
         except BackendError:
             self._taking.lost(pop, time.monotonic())
             raise
         self._taking.popped(pop, message is not None, time.monotonic())
         return None if message is None else bytes(message)
 
-    def _send(self, pop: Pop, wait: float | None) -> Any:
-        """One round trip: usually the move alone, else a pipeline around it."""
+    def _send(self, pop: Pop, wait: float | None, reply_within: float | None = None) -> Any:
+        """One round trip: usually the move alone, else with the taken keys' upkeep.
+
+        With ``reply_within`` and a plain client, the commands go raw (redis-py's
+        pipeline cannot bound the wait for a reply); else through redis-py.
+        """
         client = self._conn.once if wait is None else self._conn.blocking
-        if not (pop.trim or pop.expire or pop.drop):
-            return self._move_on(client, pop.gen, wait)
         key = self.key(pop.gen)
-        pipe = client.pipeline(transaction=False)
-        for gen in pop.drop:  # one key per DEL: a cluster pipeline takes no multi-key DEL
-            pipe.delete(self.key(gen))
+        # One key per DEL: a cluster pipeline takes no multi-key DEL.
+        commands: list[tuple[Any, ...]] = [("DEL", self.key(gen)) for gen in pop.drop]
         if pop.trim:
-            pipe.ltrim(key, -1, -1)  # the newest message stays, so the key and its TTL do
-        self._move_on(pipe, pop.gen, wait)
-        if pop.expire:
-            pipe.expire(key, TAKEN_TTL_S)
-        return pipe.execute()[-2 if pop.expire else -1]
-
-    def _move_on(self, client: Any, gen: int, wait: float | None) -> Any:
+            commands.append(("LTRIM", key, -1, -1))  # the newest message stays, and its TTL
         if wait is None:
-            return client.lmove(self._queue, self.key(gen), "LEFT", "RIGHT")
-        # BLMOVE's timeout 0 means forever: wait at least a millisecond instead.
-        return client.blmove(self._queue, self.key(gen), max(wait, 0.001), "LEFT", "RIGHT")
+            commands.append(("LMOVE", self._queue, key, "LEFT", "RIGHT"))
+        else:  # BLMOVE's timeout 0 means forever: wait at least a millisecond instead
+            commands.append(("BLMOVE", self._queue, key, "LEFT", "RIGHT", max(wait, 0.001)))
+        if pop.expire:
+            commands.append(("EXPIRE", key, TAKEN_TTL_S))
+        moved = -2 if pop.expire else -1
+        if reply_within is not None:
+            replies = round_trip(client, commands, timeout=reply_within)
+            if replies is not None:
+                return replies[moved]
+        if len(commands) == 1:
+            return client.execute_command(*commands[0])
+        pipe = client.pipeline(transaction=False)
+        for command in commands:
+            pipe.execute_command(*command)
+        return pipe.execute()[moved]
 
-    def _read_back(self, now: float) -> None:
+    def _read_back(self, now: float, reply_within: float | None = None) -> None:
         """Read the keys of lost pops; queue the messages they took."""
         gens = sorted(self._taking.unsure)
-        pipe = self._conn.once.pipeline(transaction=False)
+        commands: list[tuple[Any, ...]] = []
         for gen in gens:
-            pipe.llen(self.key(gen))
-            pipe.lindex(self.key(gen), -1)
+            commands += [("LLEN", self.key(gen)), ("LINDEX", self.key(gen), -1)]
         what = f"pop from topic {self._topic!r} (reading back a pop whose reply was lost)"
         with self._conn.mapped_errors(what):
-            replies = pipe.execute()
+            replies = None
+            if reply_within is not None:
+                replies = round_trip(self._conn.once, commands, timeout=reply_within)
+            if replies is None:
+                pipe = self._conn.once.pipeline(transaction=False)
+                for command in commands:
+                    pipe.execute_command(*command)
+                replies = pipe.execute()
         for gen, length, last in zip(gens, replies[::2], replies[1::2], strict=True):
             try:
                 if self._taking.checked(gen, int(length), now):

@@ -48,6 +48,7 @@ from framework.buffers import Segments
 from framework.connection import MAX_BLOCK_MS, MAX_OUTAGE, RedisConnection
 from framework.exceptions import (
     BackendError,
+    BackendTimeout,
     BackendUnavailable,
     ClosedError,
     FrameworkError,
@@ -56,7 +57,7 @@ from framework.exceptions import (
 )
 from framework.pubsub._atomic import run_atomic
 from framework.pubsub._list_ending import ENDS_TTL_MS, REGISTER, ListEnding
-from framework.pubsub._outage import Outage, outage_note
+from framework.pubsub._outage import READ_GRACE, Outage, outage_note, unanswered_note
 from framework.pubsub._server_runs import ServerRun
 from framework.pubsub._shim import RedisShim, connect, wait_limit
 from framework.pubsub._taker import TAKEN_TTL_S, Taker
@@ -267,6 +268,8 @@ class RedisQueueSubscriber(RedisShim):
         self._taker = Taker(self.connection, topic, SETTLE_S)
         self._ending = ListEnding(self.connection, topic)
         self._losses: deque[MessageLossError] = deque()  # gone producers, not raised yet
+        #: The error of the last pop that Redis did not answer within its caller's wait.
+        self._unanswered: BackendTimeout | None = None
 
     def __iter__(self) -> RedisQueueSubscriber:
         return self
@@ -301,13 +304,17 @@ class RedisQueueSubscriber(RedisShim):
                 if self._ending.ended and not self._taker.holding():
                     raise StopIteration
                 left = MAX_BLOCK_MS / 1000 if deadline is None else deadline - time.monotonic()
-                message = self._pop(min(max(left, 0.0), MAX_BLOCK_MS / 1000))
+                wait = min(max(left, 0.0), MAX_BLOCK_MS / 1000)
+                # A caller with a deadline does not wait out the socket timeout on a
+                # frozen Redis: the reply is due when the BLMOVE's wait ends.
+                message = self._pop(wait, None if deadline is None else wait + READ_GRACE)
             if message is not None:
                 return message
             if deadline is not None and time.monotonic() >= deadline:
                 raise ReceiveTimeout(
                     f"No message on topic {self.topics[0]!r} within {limit} s."
                     + outage_note(self._outage.since)
+                    + unanswered_note(self._unanswered)
                 )
 
     def topic_ended(self) -> bool:
@@ -399,10 +406,20 @@ class RedisQueueSubscriber(RedisShim):
             possible=True,
         )
 
-    def _pop(self, wait: float) -> bytes | None:
-        """One bounded take; rides out an unreachable Redis for ``max_outage`` seconds."""
+    def _pop(self, wait: float, reply_within: float | None = None) -> bytes | None:
+        """One bounded take; rides out an unreachable Redis for ``max_outage`` seconds.
+
+        With ``reply_within`` (a caller's deadline), a pop Redis does not answer in time
+        (frozen) finds nothing; its message, if it took one, is read back later.
+        """
+        self._unanswered = None
         try:
-            message = self._taker.take(wait)
+            message = self._taker.take(wait, reply_within)
+        except BackendTimeout as exc:
+            if reply_within is None:
+                raise
+            self._unanswered = exc
+            return None
         except BackendUnavailable:
             if self._outage.failed():
                 raise

@@ -1,10 +1,10 @@
-"""A durable consumer's ``timeout`` holds while Redis is frozen (real Redis, CLIENT PAUSE).
+"""A consumer's ``timeout`` holds while Redis is frozen (real Redis, CLIENT PAUSE).
 
-A frozen Redis (paused, stopped, swapping) answers nothing. A durable read used to wait
-out the socket timeout (10 s) and its reconnect's handshake again, whatever the
-consumer's ``timeout``: a 3 s wait took 10-13 s. A read with a deadline now waits for
-its reply at most a second past the end of its BLOCK, and the consumer raises
-``ReceiveTimeout`` saying Redis did not answer; nothing sent meanwhile is lost.
+A frozen Redis (paused, stopped, swapping) answers nothing. A durable read or a list
+pop used to wait out the socket timeout (10 s), and a reconnect's handshake again,
+whatever the consumer's ``timeout``: a 3 s wait took 10-13 s. A read with a deadline
+now waits for its reply at most a second past the end of its wait, and the consumer
+raises ``ReceiveTimeout`` saying Redis did not answer; nothing sent meanwhile is lost.
 """
 
 from __future__ import annotations
@@ -18,7 +18,12 @@ import redis
 
 from framework.connection import RedisConnection
 from framework.exceptions import ReceiveTimeout
-from framework.pubsub import RedisStreamPublisher, RedisStreamSubscriber
+from framework.pubsub import (
+    RedisQueuePublisher,
+    RedisQueueSubscriber,
+    RedisStreamPublisher,
+    RedisStreamSubscriber,
+)
 from framework.stream import StreamConsumer, StreamProducer
 
 #: Milliseconds Redis stays paused: longer than the consumer's wait and its grace.
@@ -33,12 +38,19 @@ def admin(redis_url: str) -> Iterator[redis.Redis]:
     client.close()
 
 
-@pytest.mark.parametrize("group", [None, "g"], ids=["no-group", "group"])
+@pytest.mark.parametrize("kind", ["durable", "group", "list"])
 def test_a_consumer_wait_ends_on_time_while_redis_is_frozen(
-    real_conn: RedisConnection, admin: redis.Redis, group: str | None
+    real_conn: RedisConnection, admin: redis.Redis, kind: str
 ) -> None:
-    topic = f"frozen-{group}"
-    consumer = StreamConsumer[Any](RedisStreamSubscriber(real_conn, topic, group=group), timeout=2)
+    topic = f"frozen-{kind}"
+    if kind == "list":
+        subscriber: Any = RedisQueueSubscriber(real_conn, topic)
+        publisher: Any = RedisQueuePublisher(real_conn)
+    else:
+        group = "g" if kind == "group" else None
+        subscriber = RedisStreamSubscriber(real_conn, topic, group=group)
+        publisher = RedisStreamPublisher(real_conn)
+    consumer = StreamConsumer[Any](subscriber, timeout=2)
     with pytest.raises(ReceiveTimeout):  # connected, and nothing there yet
         consumer.next_object()
     admin.execute_command("CLIENT", "PAUSE", PAUSE_MS)
@@ -47,7 +59,7 @@ def test_a_consumer_wait_ends_on_time_while_redis_is_frozen(
         consumer.next_object()
     assert time.monotonic() - started < PAUSE_MS / 1000 - 2  # before: the whole pause
     time.sleep(max(0.0, started + PAUSE_MS / 1000 + 0.2 - time.monotonic()))
-    producer = StreamProducer[Any](RedisStreamPublisher(real_conn))
+    producer = StreamProducer[Any](publisher)
     producer.send(topic, 1)
     producer.send(topic, 2)
     producer.close(topics=[topic])

@@ -222,8 +222,8 @@ def test_a_message_whose_pop_reply_was_lost_keeps_the_topic_open(
     taker: Any = subscriber._taker
     send = taker._send
 
-    def reply_lost(pop: Any, wait: float | None) -> Any:
-        send(pop, wait)  # the message moves into the taken key...
+    def reply_lost(pop: Any, wait: float | None, reply_within: float | None = None) -> Any:
+        send(pop, wait, reply_within)  # the message moves into the taken key...
         raise redis.exceptions.ConnectionError("reply lost")  # ...and its reply is lost
 
     taker._send = reply_lost
