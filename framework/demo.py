@@ -285,7 +285,8 @@ class _Rounds(ObjectProducer):
 def _rounds_step(
     conn: RedisConnection, url: str, names: DemoNames, plan: DemoPlan, progress: Progress
 ) -> StepResult:
-    step = f"object protocol ({plan.rounds} rounds, {len(names.cells)} cells)"
+    rounds = f"{plan.rounds} round{'s' if plan.rounds != 1 else ''}"
+    step = f"object protocol ({rounds}, {len(names.cells)} cells)"
     producer = _Rounds(plan, lambda number: progress(step, number, plan.rounds))
     with (
         _Children() as kids,

@@ -165,3 +165,11 @@ def test_make_demo_does_not_echo_a_password_given_in_demo_args(
     _assert_ok(done.stdout)
     assert PASSWORD not in done.stdout + done.stderr
     assert admin.dbsize() == 0
+
+
+def test_one_round_is_named_in_the_singular(tmp_path: Path, redis_url: str) -> None:
+    """The progress line said "1 rounds"."""
+    args = [*SMALL[:-4], "--rounds", "1", "--round-mb", "1"]
+    done = run_cli("demo", *args, tmp_path=tmp_path, url=redis_url)
+    _assert_ok(done.stdout)
+    assert "object protocol (1 round, 2 cells)" in done.stdout
