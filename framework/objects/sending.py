@@ -262,15 +262,19 @@ class ObjectStream:
 
         A target whose cluster node failed (while the others' answered) keeps its slot
         open if the message can be sent again: a resend reaches it once the node's
-        replica is promoted, within the wait. It fails when the wait ends.
+        replica is promoted, within the wait. It fails when the wait ends. A target
+        that Redis failed for earlier in the round and that now has no mailbox is
+        still waited for: a node back from a failure (or a promoted replica) may lack
+        the mailbox until its engine makes it again, within a second.
         """
         self.reached.update(t for t, ok in reached.items() if ok is True)  # an error is truthy
+        returning = {t for t, ok in reached.items() if ok is False and t in self.unsent}
         for target, ok in reached.items():
             if isinstance(ok, BackendError):
                 self.unsent[target] = ok
-            else:
+            elif target not in returning:
                 self.unsent.pop(target, None)
-        self._fail_absent(reached, slots)
+        self._fail_absent({t: ok for t, ok in reached.items() if t not in returning}, slots)
         if not resendable:
             self._fail_unsent(slots)
 
