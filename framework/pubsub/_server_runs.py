@@ -12,8 +12,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from redis.exceptions import RedisError
-
 from framework.connection import RedisConnection
 from framework.exceptions import BackendError
 
@@ -71,7 +69,7 @@ class ServerRun:
                 client = self._conn.once
                 node = client.get_node_from_key(self._key)
                 reply = client.info(*SECTIONS, target_nodes=node)
-        except (BackendError, RedisError):
+        except BackendError:
             return None
         return {**reply, "node": node.name} if isinstance(reply, Mapping) else None
 
@@ -84,6 +82,7 @@ class ServerRun:
         if info is None or not info.get("run_id"):
             return False
         run = str(info["run_id"]), int(info.get("aof_enabled", 0)) == 1
-        before = self._runs.get(str(info.get("node", "")))
-        self._run = self._runs[str(info.get("node", ""))] = run
+        node = str(info.get("node", ""))
+        before = self._runs.get(node)
+        self._run = self._runs[node] = run
         return before is not None and run[0] != before[0] and not run[1]

@@ -86,8 +86,7 @@ class Taker:
     def _send(self, pop: Pop, wait: float | None, reply_within: float | None = None) -> Any:
         """One round trip: usually the move alone, else with the taken keys' upkeep.
 
-        With ``reply_within`` and a plain client, the commands go raw (redis-py's
-        pipeline cannot bound the wait for a reply); else through redis-py.
+        See :func:`_run` for ``reply_within``.
         """
         client = self._conn.once if wait is None else self._conn.blocking
         key = self.key(pop.gen)
@@ -101,17 +100,7 @@ class Taker:
             commands.append(("BLMOVE", self._queue, key, "LEFT", "RIGHT", max(wait, 0.001)))
         if pop.expire:
             commands.append(("EXPIRE", key, TAKEN_TTL_S))
-        moved = -2 if pop.expire else -1
-        if reply_within is not None:
-            replies = round_trip(client, commands, timeout=reply_within)
-            if replies is not None:
-                return replies[moved]
-        if len(commands) == 1:
-            return client.execute_command(*commands[0])
-        pipe = client.pipeline(transaction=False)
-        for command in commands:
-            pipe.execute_command(*command)
-        return pipe.execute()[moved]
+        return _run(client, commands, reply_within)[-2 if pop.expire else -1]
 
     def _read_back(self, now: float, reply_within: float | None = None) -> None:
         """Read the keys of lost pops; queue the messages they took."""
@@ -121,14 +110,7 @@ class Taker:
             commands += [("LLEN", self.key(gen)), ("LINDEX", self.key(gen), -1)]
         what = f"pop from topic {self._topic!r} (reading back a pop whose reply was lost)"
         with self._conn.mapped_errors(what):
-            replies = None
-            if reply_within is not None:
-                replies = round_trip(self._conn.once, commands, timeout=reply_within)
-            if replies is None:
-                pipe = self._conn.once.pipeline(transaction=False)
-                for command in commands:
-                    pipe.execute_command(*command)
-                replies = pipe.execute()
+            replies = _run(self._conn.once, commands, reply_within)
         for gen, length, last in zip(gens, replies[::2], replies[1::2], strict=True):
             try:
                 if self._taking.checked(gen, int(length), now):
@@ -179,3 +161,21 @@ class Taker:
             pipe.execute()
         self._ready.clear()
         self._taking.drop.clear()
+
+
+def _run(client: Any, commands: list[tuple[Any, ...]], reply_within: float | None) -> list[Any]:
+    """Run ``commands`` in one round trip; their replies.
+
+    With ``reply_within`` and a plain client, they go raw, each reply awaited at most
+    that long (redis-py's pipeline cannot bound the wait); else through redis-py.
+    """
+    if reply_within is not None:
+        replies = round_trip(client, commands, timeout=reply_within)
+        if replies is not None:
+            return replies
+    if len(commands) == 1:  # the usual pop: no pipeline's cost
+        return [client.execute_command(*commands[0])]
+    pipe = client.pipeline(transaction=False)
+    for command in commands:
+        pipe.execute_command(*command)
+    return list(pipe.execute())

@@ -155,7 +155,7 @@ class RedisQueuePublisher(WatchedProducers, RedisShim):
             alive = keys.queue_alive(topic, source)
             run = self._run_of(topic, source)
             tail.append(("DEL", alive) if final else ("SET", alive, run, "PX", alive_ms))
-        tail += _push(keys, topic, source, message, retry, self.connection.bulk(message))
+        tail += _push(self.connection, topic, source, message, retry)
         if final and source:
             end = f"end:{self._run_of(topic, source)}"
             tail += [("HSET", ends, source, end), ("PEXPIRE", ends, ENDS_TTL_MS)]
@@ -196,9 +196,10 @@ return 1
 
 
 def _push(
-    keys: Any, topic: str, source: str, message: bytes | Segments, retry: bool, value: Any
+    conn: RedisConnection, topic: str, source: str, message: bytes | Segments, retry: bool
 ) -> list[tuple[Any, ...]]:
-    """The commands that append ``message`` (``value``, its bulk form) to the topic's list."""
+    """The commands that append ``message`` to the topic's list (see ``publish``)."""
+    keys, value = conn.keys, conn.bulk(message)
     queue = keys.queue(topic)
     if not source:
         return [("RPUSH", queue, value)]

@@ -111,11 +111,16 @@ def _located(error: FrameworkError, key: str, topic: str, store: str) -> Framewo
 
 
 def reworded(error: FrameworkError, message: str) -> FrameworkError:
-    """An error of ``error``'s type saying ``message`` (``error`` itself if it cannot be)."""
+    """An error of ``error``'s type saying ``message`` (``error`` itself if it cannot be).
+
+    Its attributes (a ``BackendError``'s ``command``, say) are ``error``'s.
+    """
     try:
-        return type(error)(message)
+        new = type(error)(message)
     except TypeError:  # an error type whose constructor takes more: keep it as it is
         return error
+    vars(new).update(vars(error))
+    return new
 
 
 @contextlib.contextmanager

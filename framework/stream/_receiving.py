@@ -216,10 +216,14 @@ class Receiving:
 
     def _named(self, error: FrameworkError) -> FrameworkError:
         """``error`` of a message that cannot be read, naming where it came from."""
+        return reworded(error, f"A message of {self._where()} cannot be read: {error}")
+
+    def _where(self) -> str:
+        """The subscription's topics, for messages."""
         topics = sorted(self._topics)
-        where = f"topic {topics[0]!r}" if len(topics) == 1 else f"topics {topics}"
-        where = where if topics else "this subscription"
-        return reworded(error, f"A message of {where} cannot be read: {error}")
+        if not topics:
+            return "this subscription"
+        return f"topic {topics[0]!r}" if len(topics) == 1 else f"topics {topics}"
 
     def _check_topic(self, batch: EventBatch) -> None:
         """With a secret, a batch signed for another topic was copied here: refuse it."""

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from framework.stream._reading import Entry
-from framework.stream.events import EventBatch, NewObjectEvent, encode_message
+from framework.stream.events import EventBatch, NewObjectEvent, NewObjectKeyEvent, encode_message
 
 __all__ = ["unhanded_messages"]
 
@@ -39,7 +39,7 @@ def unhanded_messages(queue: Iterable[Any], secret: bytes | None) -> list[tuple[
             continue  # later entries of a batch are in its rest already
         last = item.batch
         rest = _rest_of(item.batch, item.event)
-        keys = [str(getattr(event, "key", "")) for event in rest.events if hasattr(event, "key")]
+        keys = [event.key for event in rest.events if isinstance(event, NewObjectKeyEvent)]
         out.append((_encoded(rest, item.parts, secret), keys))
     return out
 

@@ -182,15 +182,12 @@ class TopicBuffers(Generic[T]):
             out = state.pending[0]
             try:
                 self._send(topic, out)
-            except BackendError as exc:
+            except BaseException as exc:
                 state.pending[0] = dataclasses.replace(out, retry=True)
-                kept = reworded(exc, f"{exc} {_kept(topic, len(state.pending))}")
-                if kept is exc:
-                    raise
-                kept.command = exc.command  # type: ignore[attr-defined]
-                raise kept from exc
-            except BaseException:
-                state.pending[0] = dataclasses.replace(out, retry=True)
+                if isinstance(exc, BackendError):
+                    kept = reworded(exc, f"{exc} {_kept(topic, len(state.pending))}")
+                    if kept is not exc:
+                        raise kept from exc
                 raise
             state.pending.pop(0)
             if self._beats is not None:

@@ -331,10 +331,6 @@ class StreamConsumer(Receiving, Generic[T]):
             return
         self._queue.clear()
 
-    def _where(self) -> str:
-        topics = sorted(self._topics)
-        return f"topic {topics[0]!r}" if len(topics) == 1 else f"topics {topics}"
-
     def __enter__(self) -> StreamConsumer[T]:
         return self
 

@@ -346,6 +346,21 @@ def test_a_lost_message_is_sent_again_and_applied_once(
     assert [o["i"] for o in session.consumed] == [0, 1, 2]
 
 
+def _three_objects_arrive(
+    conn: RedisConnection, make_engine: EngineFactory, inline_limit: int, pad: int
+) -> None:
+    """Stream three objects from "server" to "site": every round OK, each applied once."""
+    config = EngineConfig(inline_limit=inline_limit, close_timeout=5, resend_after=0.1)
+    server = make_engine(conn, "server", config=config)
+    factory = RecordingFactory()
+    make_engine(conn, "site", config=config).register_stream_processing("c", "t", factory)
+    producer = ListProducer([shareable(i=i, pad=b"x" * pad) for i in range(3)], timeout=20)
+    assert server.stream_objects("c", "t", {}, ["site"], producer, FLContext())[0] == "OK"
+    assert [rcs(r) for r in producer.rounds] == [{"site": "OK"}] * 3
+    (session,) = factory.wait_ended(1)
+    assert [o["i"] for o in session.consumed] == [0, 1, 2]
+
+
 @pytest.mark.parametrize("size", [10, 200_000], ids=["mailbox", "byte-stream"])
 def test_a_send_that_redis_fails_for_a_moment_is_tried_again(
     conn: RedisConnection,
@@ -368,16 +383,8 @@ def test_a_send_that_redis_fails_for_a_moment_is_tried_again(
         return original(self, env, *args)
 
     monkeypatch.setattr(Engine, "send", blip)
-    config = EngineConfig(inline_limit=64 * 1024, close_timeout=5, resend_after=0.1)
-    server = make_engine(conn, "server", config=config)
-    factory = RecordingFactory()
-    make_engine(conn, "site", config=config).register_stream_processing("c", "t", factory)
-    producer = ListProducer([shareable(i=i, pad=b"x" * size) for i in range(3)], timeout=20)
-    assert server.stream_objects("c", "t", {}, ["site"], producer, FLContext())[0] == "OK"
+    _three_objects_arrive(conn, make_engine, inline_limit=64 * 1024, pad=size)
     assert failed == [1]
-    assert [rcs(r) for r in producer.rounds] == [{"site": "OK"}] * 3
-    (session,) = factory.wait_ended(1)
-    assert [o["i"] for o in session.consumed] == [0, 1, 2]
 
 
 def test_a_byte_stream_whose_chunks_redis_lost_is_sent_again(
@@ -402,16 +409,8 @@ def test_a_byte_stream_whose_chunks_redis_lost_is_sent_again(
         return reached, future
 
     monkeypatch.setattr(Engine, "send", losing)
-    config = EngineConfig(inline_limit=1024, close_timeout=5, resend_after=0.1)
-    server = make_engine(conn, "server", config=config)
-    factory = RecordingFactory()
-    make_engine(conn, "site", config=config).register_stream_processing("c", "t", factory)
-    producer = ListProducer([shareable(i=i, pad=b"x" * 50_000) for i in range(3)], timeout=20)
-    assert server.stream_objects("c", "t", {}, ["site"], producer, FLContext())[0] == "OK"
+    _three_objects_arrive(conn, make_engine, inline_limit=1024, pad=50_000)
     assert lost == [1]
-    assert [rcs(r) for r in producer.rounds] == [{"site": "OK"}] * 3
-    (session,) = factory.wait_ended(1)
-    assert [o["i"] for o in session.consumed] == [0, 1, 2]
 
 
 def test_a_send_that_redis_keeps_failing_names_the_error_once_the_round_ends(
