@@ -72,6 +72,19 @@ class QueuePublisher:
         """Close this publisher (idempotent); the queues stay usable by others."""
         self._closed = True
 
+    def check_topic(self, topic: str) -> None:
+        """Raise :class:`ConfigurationError` unless a queue is mapped to ``topic``.
+
+        A :class:`~framework.stream.StreamProducer` asks before it buffers anything for a
+        new topic: a message it could never publish would otherwise stay pending, and
+        every later flush, and ``close()``, would fail on it.
+        """
+        if topic not in self._queues:
+            mapped = ", ".join(repr(t) for t in sorted(self._queues)) or "none"
+            raise ConfigurationError(
+                f"No queue is mapped to topic {topic!r} (mapped topics: {mapped:.200})."
+            )
+
     def send_message(self, topic: str, message: bytes | Segments) -> None:
         """Put ``message`` on the queue of ``topic``.
 
@@ -87,10 +100,8 @@ class QueuePublisher:
         """
         if self._closed:
             raise ClosedError(f"Cannot publish to topic {topic!r}: the publisher is closed.")
-        try:
-            target = self._queues[topic]
-        except KeyError:
-            raise ConfigurationError(f"No queue is mapped to topic {topic!r}.") from None
+        self.check_topic(topic)
+        target = self._queues[topic]
         data = message.join() if isinstance(message, Segments) else bytes(message)
         try:
             target.put(data, block=self._block, timeout=self._timeout)

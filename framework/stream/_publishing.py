@@ -33,6 +33,7 @@ __all__ = [
     "default_bound",
     "fuser",
     "sender",
+    "topic_check",
     "watching",
 ]
 
@@ -153,6 +154,17 @@ def check_signed(secret: bytes | None, stores: Sequence[Any]) -> None:
                 "secret: consumers with the secret refuse unsigned objects. Build the store "
                 "with the same secret."
             )
+
+
+def topic_check(publisher: Publisher) -> Callable[[str], None] | None:
+    """``publisher.check_topic`` if it has one: it tells topics it can never publish to.
+
+    Asked before anything is buffered for a new topic (``QueuePublisher`` has it): a
+    message that can never be published would stay pending, and fail every later flush
+    and ``close()``.
+    """
+    check = getattr(publisher, "check_topic", None)
+    return cast(Callable[[str], None], check) if callable(check) else None
 
 
 def sender(publisher: Publisher, source: str) -> Callable[[str, Outgoing], None]:

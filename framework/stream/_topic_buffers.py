@@ -56,6 +56,7 @@ class TopicBuffers(Generic[T]):
     _stores: dict[str, Store | None]
     _builder: BatchBuilder
     _send: Callable[[str, Outgoing], None]
+    _check_topic: Callable[[str], None] | None
     _beats: Heartbeats | None
     _bound: BacklogBound | None
     _topics: dict[str, TopicState]
@@ -91,10 +92,9 @@ class TopicBuffers(Generic[T]):
         """The buffer of ``topic``, which must still accept objects."""
         if self._closed:
             raise ClosedError(f"Cannot send to topic {topic!r}: the producer is closed.")
-        # Before a buffer exists: a bad name must not stay behind to fail every flush.
-        check_topic(topic)
         state = self._topics.get(topic)
         if state is None:
+            self._check_new(topic)
             state = self._topics[topic] = TopicState()
         if state.closed:
             raise TopicClosedError(f"Topic {topic!r} has been closed.")
@@ -105,8 +105,21 @@ class TopicBuffers(Generic[T]):
             for topic, state in list(self._topics.items()):
                 self._flush_locked(topic, state)
 
+    def _check_new(self, topic: str) -> None:
+        """Refuse a topic that could never be published to, before a buffer exists.
+
+        A bad name, or a topic the publisher does not serve, must not stay behind to fail
+        every flush.
+        """
+        check_topic(topic)
+        if self._check_topic is not None:
+            self._check_topic(topic)
+
     def _close_topics(self, topics: Iterable[str]) -> None:
         topics = [check_topic(topic) for topic in topics]  # all checked before any closes
+        for topic in topics:
+            if topic not in self._topics:
+                self._check_new(topic)
         with self._lock:
             for topic in topics:
                 state = self._topics.setdefault(topic, TopicState())

@@ -43,6 +43,7 @@ from framework.stream._publishing import (
     default_bound,
     fuser,
     sender,
+    topic_check,
     watching,
 )
 from framework.stream._sequencing import SILENT_BEATS
@@ -172,6 +173,7 @@ class StreamProducer(TopicBuffers[T]):
             beat=beat,
         )
         self._send = sender(publisher, self.producer_id)
+        self._check_topic = topic_check(publisher)
         self._beats = (
             None if beat is None else Heartbeats(beat, self._heartbeat, SILENT_BEATS * beat)
         )
@@ -209,7 +211,8 @@ class StreamProducer(TopicBuffers[T]):
 
         Raises:
             ConfigurationError: If ``topic`` is not a non-empty string without ``{`` or
-                ``}``, or ``evict`` is not a bool; nothing was buffered for it.
+                ``}``, the publisher serves no such topic (a ``QueuePublisher`` without
+                a queue for it), or ``evict`` is not a bool; nothing was buffered for it.
             TopicClosedError: If ``topic`` was closed with :meth:`close_topics`.
             ClosedError: If the producer was closed.
             SerializationError: If ``obj`` cannot be serialized (without an
@@ -296,7 +299,8 @@ class StreamProducer(TopicBuffers[T]):
             topics: Topics to end.
 
         Raises:
-            ConfigurationError: If a topic is not a valid name (no topic was ended).
+            ConfigurationError: If a topic is not a valid name or the publisher serves
+                no such topic (no topic was ended).
             BackendError: If publishing failed (the event is resent by the next flush).
             AggregationError: As :meth:`flush`; the topics were ended all the same.
             HeartbeatLapsedError: As :meth:`send` (no topic was ended).

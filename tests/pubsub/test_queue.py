@@ -9,6 +9,7 @@ import pytest
 from framework.buffers import Segments
 from framework.exceptions import BackendTimeout, ClosedError, ConfigurationError, ReceiveTimeout
 from framework.pubsub import MessagePublisher, MessageSubscriber, QueuePublisher, QueueSubscriber
+from framework.stream import StreamConsumer, StreamProducer
 
 
 def test_messages_flow_in_order_and_satisfy_the_protocols() -> None:
@@ -29,6 +30,23 @@ def test_unknown_topic_and_closed_publisher() -> None:
     pub.close()
     with pytest.raises(ClosedError):
         pub.send_message("t", b"x")
+
+
+def test_producer_refuses_a_topic_without_a_queue_and_still_closes() -> None:
+    # The message for an unmapped topic used to stay pending: every later flush and
+    # close() raised, and the producer could never be closed.
+    mapped: queue.Queue[bytes] = queue.Queue()
+    producer = StreamProducer[int](QueuePublisher({"a": mapped}), batch_size=2)
+    producer.send("a", 1)
+    with pytest.raises(ConfigurationError, match=r"topic 'b' \(mapped topics: 'a'\)"):
+        producer.send("b", 2)
+    with pytest.raises(ConfigurationError, match="topic 'c'"):
+        producer.close_topics("c")
+    producer.send("a", 3)
+    producer.close(topics=["a"])
+    producer.close()
+    with StreamConsumer[int](QueueSubscriber(mapped, timeout=1)) as consumer:
+        assert list(consumer) == [1, 3]
 
 
 def test_full_bounded_queue_times_out() -> None:
