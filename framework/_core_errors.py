@@ -119,3 +119,16 @@ class EncryptionError(SecurityError):
 # trackers name them framework.exceptions.<name>, wherever they are defined.
 for _name in __all__:
     globals()[_name].__module__ = "framework.exceptions"
+
+
+def reworded(error: FrameworkError, message: str) -> FrameworkError:
+    """An error of ``error``'s type saying ``message`` (``error`` itself if it cannot be).
+
+    Its attributes (a ``BackendError``'s ``command``, say) are ``error``'s.
+    """
+    try:
+        new = type(error)(message)
+    except TypeError:  # an error type whose constructor takes more: keep it as it is
+        return error
+    vars(new).update(vars(error))
+    return new

@@ -10,7 +10,7 @@ import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 from rich.table import Table
 
-from framework.cli._common import cli_settings, console, url_option
+from framework.cli._common import connect, console, url_option
 from framework.cli._text import shown
 from framework.demo import FAKEREDIS_PLAN, DemoPlan, StepResult, run_demo
 
@@ -62,7 +62,8 @@ def demo(url: str | None, **sizes: int | None) -> None:
     at the end.
     """
     if url:
-        cli_settings(url)  # its errors before any child process starts
+        with connect(url):  # its errors before any child process starts or bar is drawn
+            pass
     given = {name: value for name, value in sizes.items() if value is not None}
     plan = dataclasses.replace(DemoPlan(), **given) if given else None
     tasks: dict[str, TaskID] = {}

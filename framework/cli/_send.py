@@ -323,7 +323,9 @@ def send(
     settings = cli_settings(url)
     offers = [FileOffer.of(path) for path in _once(paths)]
     _note_duplicates(offers)
-    with RedisWatch(settings, timeout) as watch, transfer_bars() as bars:
-        job = _SendJob(url, offers, targets, timeout, rate, SendState(state_dir), bars)
-        _supervise(job, watch)
+    with RedisWatch(settings, timeout) as watch:
+        watch.check()  # before the bars: a Redis that cannot be reached leaves stdout empty
+        with transfer_bars() as bars:
+            job = _SendJob(url, offers, targets, timeout, rate, SendState(state_dir), bars)
+            _supervise(job, watch)
     _report(job)

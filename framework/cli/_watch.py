@@ -15,6 +15,7 @@ import logging
 import threading
 import time
 
+from framework._core_errors import reworded
 from framework.connection import RedisConnection
 from framework.exceptions import BackendError, BackendTimeout, BackendUnavailable, FrameworkError
 from framework.settings import RedisSettings
@@ -74,6 +75,19 @@ class RedisWatch:
         self._thread.join(self._interval)
         if not self._thread.is_alive():
             self._conn.close()
+
+    def check(self) -> None:
+        """PING once now, within the capped timeouts; the answer resets :meth:`silent_for`.
+
+        Raises:
+            BackendError: Redis is unreachable, refused the credentials, or did not answer.
+        """
+        try:
+            self._conn.ping()
+        except FrameworkError as exc:
+            # Named by the URL the user gave, not the probe's (its timeouts are capped).
+            raise reworded(exc, str(exc).replace(self._conn.url(), self._url)) from exc.__cause__
+        self._last_answer = time.monotonic()
 
     def silent_for(self) -> float:
         """Seconds since Redis last answered a PING (or since the watch was made)."""

@@ -13,6 +13,7 @@ from typing import Any, Literal, Union
 
 import pydantic_core
 
+from framework._core_errors import reworded
 from framework._timeouts import checked_timeout
 from framework.exceptions import (
     BackendError,
@@ -40,7 +41,6 @@ __all__ = [
     "handing",
     "report_loss",
     "resolve_inline",
-    "reworded",
     "select_run",
     "store_for",
     "until_stop",
@@ -108,19 +108,6 @@ def _located(error: FrameworkError, key: str, topic: str, store: str) -> Framewo
     return reworded(
         error, f"Object {key!r} of topic {topic!r} in store {store!r} cannot be read: {error}"
     )
-
-
-def reworded(error: FrameworkError, message: str) -> FrameworkError:
-    """An error of ``error``'s type saying ``message`` (``error`` itself if it cannot be).
-
-    Its attributes (a ``BackendError``'s ``command``, say) are ``error``'s.
-    """
-    try:
-        new = type(error)(message)
-    except TypeError:  # an error type whose constructor takes more: keep it as it is
-        return error
-    vars(new).update(vars(error))
-    return new
 
 
 @contextlib.contextmanager

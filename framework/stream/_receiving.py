@@ -17,6 +17,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
+from framework._core_errors import reworded
 from framework.exceptions import (
     BackendError,
     BackendUnavailable,
@@ -26,7 +27,7 @@ from framework.exceptions import (
     SecurityError,
 )
 from framework.store import Store
-from framework.stream._reading import Entry, reworded
+from framework.stream._reading import Entry
 from framework.stream._sequencing import ALWAYS, Sequencer
 from framework.stream.events import (
     EndOfStreamEvent,

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any, Generic, TypeVar
 
+from framework._core_errors import reworded
 from framework.exceptions import BackendError, ClosedError, SerializationError, TopicClosedError
 from framework.keys import check_topic
 from framework.store import Store
@@ -28,7 +29,6 @@ from framework.stream._batches import FailedBatch, Item, Outgoing, TopicState, a
 from framework.stream._building import BatchBuilder, approx_size
 from framework.stream._heartbeats import Heartbeats
 from framework.stream._producer_errors import aggregation_error, lapsed, type_name
-from framework.stream._reading import reworded
 
 __all__ = ["TopicBuffers"]
 

@@ -53,6 +53,7 @@ def test_unreachable_redis(command: str, tmp_path: Path) -> None:
     done = run_cli(*_commands(tmp_path)[command], tmp_path=tmp_path, url=UNREACHABLE)
     assert_one_error_line(done, "BackendUnavailable", "127.0.0.1:1", "unreachable")
     assert done.returncode == 1
+    assert done.stdout == ""  # send printed an empty line: progress bars of no transfer
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -64,6 +65,7 @@ def test_wrong_password_is_not_called_unreachable(
     last = assert_one_error_line(done, "AuthenticationFailed", "refused the credentials")
     assert "unreachable" not in last
     assert PASSWORD[:-1] not in last
+    assert done.stdout == ""
 
 
 @pytest.mark.parametrize("password", ["e", "0", "redis", "p"])
