@@ -11,7 +11,7 @@ from typing import Any
 import click
 from rich.table import Table
 
-from framework.cli._common import connect, console, url_option
+from framework.cli._common import FiniteFloat, connect, console, url_option
 from framework.cli._text import shown
 from framework.connection import RedisConnection
 from framework.exceptions import FrameworkError
@@ -88,7 +88,7 @@ def _lap(started: float) -> float:
 @url_option
 @click.option(
     "--size-mb",
-    type=click.FloatRange(min=0),
+    type=FiniteFloat(min=0, max=4096),
     default=4.0,
     show_default=True,
     help="Size of the object's bytes payload.",

@@ -12,6 +12,7 @@ URL too malformed to parse; control characters in messages are made visible.
 from __future__ import annotations
 
 import logging
+import math
 import re
 import signal
 import threading
@@ -34,9 +35,12 @@ from framework.cli._text import shown, visible
 from framework.connection import RedisConnection
 from framework.embedded import EmbeddedRedis
 from framework.exceptions import FrameworkError
-from framework.settings import ENV_VAR, MASK, RedisSettings, password_candidates
+from framework.settings import ENV_VAR, MASK, MAX_TIMEOUT, RedisSettings, password_candidates
 
 __all__ = [
+    "TIMEOUT",
+    "Bars",
+    "FiniteFloat",
     "FrameworkGroup",
     "ScrubbingFormatter",
     "Secrets",
@@ -268,9 +272,43 @@ def connect(url: str | None, *, embedded_ok: bool = False) -> Iterator[RedisConn
         yield conn
 
 
-def transfer_bars() -> Progress:
+class FiniteFloat(click.FloatRange):
+    """click's ``FloatRange`` that also refuses NaN (which compares inside every range)."""
+
+    name = "number"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        """Parse ``value``; NaN fails as a usage error (status 2)."""
+        number = super().convert(value, param, ctx)
+        if math.isnan(number):
+            self.fail(f"{value!r} is not a number.", param, ctx)
+        return number
+
+
+#: A command's ``--timeout``: finite, as the URL's timeouts (``inf`` would wait forever).
+TIMEOUT = FiniteFloat(min=0.1, max=MAX_TIMEOUT)
+
+
+class Bars(Progress):
+    """rich's ``Progress`` that prints nothing if it never had a bar.
+
+    Stopped without a task, ``Progress`` prints its empty display and, on a console
+    that is not a terminal, an empty line: stray lines on stdout before an ``Error:``
+    line, or in a redirected log.
+    """
+
+    def stop(self) -> None:
+        """Stop the display; without a task it leaves nothing behind."""
+        if self.tasks or self.disable:
+            super().stop()
+            return
+        self.live.transient = True
+        self.live.stop()
+
+
+def transfer_bars() -> Bars:
     """Progress bars of ``send`` and ``recv``; descriptions are plain text, never markup."""
-    return Progress(
+    return Bars(
         TextColumn("{task.description}", markup=False),
         BarColumn(),
         DownloadColumn(),

@@ -7,10 +7,10 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TaskID, TextColumn
 from rich.table import Table
 
-from framework.cli._common import connect, console, url_option
+from framework.cli._common import Bars, connect, console, url_option
 from framework.cli._text import shown
 from framework.demo import FAKEREDIS_PLAN, DemoPlan, StepResult, run_demo
 
@@ -72,7 +72,7 @@ def demo(url: str | None, **sizes: int | None) -> None:
         BarColumn(),
         MofNCompleteColumn(),
     )
-    with Progress(*columns, console=console) as bars:
+    with Bars(*columns, console=console) as bars:
 
         def progress(step: str, completed: int, total: int) -> None:
             if step not in tasks:

@@ -25,7 +25,7 @@ from framework.cell import Stream, StreamFuture
 from framework.cli._transfer import READ_SIZE
 from framework.exceptions import ChecksumError, ClosedError, StreamCancelled, StreamError
 
-__all__ = ["FileEvent", "FileReceiver", "fitted", "numbered", "place", "safe_name"]
+__all__ = ["FileEvent", "FileReceiver", "fitted", "numbered", "part_path", "place", "safe_name"]
 
 #: Numbered names tried for a file whose name is taken, before the file fails.
 MAX_NUMBERED = 9999
@@ -56,6 +56,15 @@ def safe_name(name: object) -> str:
     if base in ("", ".", "..") or "\x00" in base or "\\" in base:
         raise StreamError(f"Refusing to write a file named {name!r}.")
     return base
+
+
+def part_path(out_dir: Path, name: object, sid: int) -> Path:
+    """Where the file ``name`` of stream ``sid`` is written until it is verified.
+
+    Raises:
+        StreamError: If ``name`` is not usable (see :func:`safe_name`).
+    """
+    return out_dir / fitted(f".{safe_name(name)}", f".{sid}.part")
 
 
 @dataclass(frozen=True)
@@ -112,7 +121,7 @@ class FileReceiver:
         part: Path | None = None
         try:
             base = safe_name(headers.get("name"))
-            part = self.out_dir / fitted(f".{base}", f".{sid}.part")
+            part = part_path(self.out_dir, base, sid)
             final, how = self._receive(
                 part, FileEvent("start", base, sid), headers, stream, resume_offset
             )

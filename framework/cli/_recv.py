@@ -13,8 +13,11 @@ from pathlib import Path
 import click
 from rich.progress import Progress, TaskID
 
-from framework.cell import StreamCell
+from framework.cell import CellConfig, StreamCell
+from framework.cell.inbox import Inbox
+from framework.cell.transport import TransferIO
 from framework.cli._common import (
+    TIMEOUT,
     connect,
     console,
     echo_problem,
@@ -22,9 +25,11 @@ from framework.cli._common import (
     transfer_bars,
     url_option,
 )
-from framework.cli._receiving import FileEvent, FileReceiver
+from framework.cli._receiving import FileEvent, FileReceiver, part_path
 from framework.cli._text import shown, visible
 from framework.cli._transfer import CHANNEL, TOPIC
+from framework.connection import RedisConnection
+from framework.exceptions import StreamError
 
 __all__ = ["recv"]
 
@@ -63,6 +68,31 @@ class _RecvView:
                 )
             elif event.kind == "error":
                 echo_problem(f"Failed: {visible(event.name)}: {event.detail}")
+
+
+def _drop_lost_parts(conn: RedisConnection, cell_name: str, out_dir: Path) -> None:
+    """Delete the partial files of this cell's transfers that ended while it was away.
+
+    A transfer this cell had begun stays in its inbox until it is handled; if the
+    transfer's keys expired meanwhile (the sender failed, cancelled or gave up more than
+    a minute before), nothing can resume it, and the cell drops the announcement
+    without a callback. Only the partial files such announcements name are deleted: a
+    part of another Redis's transfer in the same directory is left alone.
+    """
+    config = CellConfig()
+    for _, ann in Inbox(conn, cell_name, config.inbox_ttl).pending():
+        if ann is None or TransferIO(conn, ann.sid, config.ttl).load() is not None:
+            continue
+        try:
+            part = part_path(out_dir, ann.headers.get("name"), ann.sid)
+        except StreamError:
+            continue  # a name no part was ever written under
+        if part.exists():
+            part.unlink()
+            console.print(
+                f"Dropped the partial {shown(part.name)}: its sender's transfer ended "
+                "while this receiver was away; send the file again."
+            )
 
 
 def _arrival(event: FileEvent) -> str:
@@ -109,7 +139,7 @@ def _wait_files(
 )
 @click.option(
     "--timeout",
-    type=click.FloatRange(min=0.1),
+    type=TIMEOUT,
     default=None,
     help=(
         "Exit after this many seconds without any arrival or progress: with status 0 if "
@@ -133,6 +163,7 @@ def recv(
     url = require_url(url, "recv")
     with connect(url) as conn, transfer_bars() as bars:
         out_dir.mkdir(parents=True, exist_ok=True)  # once Redis answered: not for a typo
+        _drop_lost_parts(conn, cell_name, out_dir)
         view = _RecvView(bars)
         receiver = FileReceiver(out_dir, view)
         with StreamCell(conn, cell_name) as cell:

@@ -23,6 +23,7 @@ from rich.progress import Progress, TaskID
 
 from framework.cell import CellConfig, StreamCell, StreamFuture
 from framework.cli._common import (
+    TIMEOUT,
     cli_settings,
     connect,
     console,
@@ -62,10 +63,10 @@ class ByteRate(_IntParam):
         if isinstance(value, int):
             return value
         text = str(value).strip().upper().removesuffix("B")
-        number, unit = (text[:-1], text[-1]) if text[-1:] in self._UNITS else (text, "")
+        number, unit = (text[:-1], text[-1]) if text[-1:] in "KMG" and text else (text, "")
         try:
             rate = int(float(number) * self._UNITS[unit])
-        except ValueError:
+        except (ValueError, OverflowError):  # "", "M", "inf", "nan"
             self.fail(f"{value!r} is not a rate like 500K, 20M or 1G.", param, ctx)
         if rate < 1:
             self.fail(f"{value!r} is below one byte per second.", param, ctx)
@@ -128,6 +129,10 @@ class _SendJob:
         self.url, self.offers, self.targets = url, offers, targets
         self.timeout, self.rate, self.state, self.bars = timeout, rate, state, bars
         self.sending: list[_Sending] = []
+        #: Files an interrupted run of this command delivered already (not sent again).
+        self.earlier: list[FileOffer] = []
+        #: The state key of every file, sent or not.
+        self.keys: list[str] = []
         self.error: BaseException | None = None
         self.cancel = threading.Event()
         # Waited on instead of Thread.join: on Python 3.11 a Ctrl-C that interrupts
@@ -156,24 +161,34 @@ class _SendJob:
                     self._start(conn.url(), conn.keys.prefix, cell, offer)
                 self._wait()
             except BaseException:
-                # Leaving the cell cancels every unfinished transfer: none can resume.
-                for sending in self.sending:
-                    if not sending.future.done():
-                        self.state.forget(sending.key)
+                # Leaving the cell cancels every unfinished transfer: none can resume,
+                # and the same command run again sends every file afresh.
+                for key in self.keys:
+                    self.state.forget(key)
                 raise
 
     def _start(self, location: str, prefix: str, cell: StreamCell, offer: FileOffer) -> None:
         key = self.state.key(f"{location} {prefix}", offer, self.targets)
+        if self.state.delivered(key):
+            self.earlier.append(offer)
+            self.keys.append(key)
+            return
         future, resumed = start_send(cell, offer, self.targets, self.state, key, self.rate)
+        self.keys.append(key)
         label = f"{'resume ' if resumed else ''}{offer.name} -> {', '.join(self.targets)}"
         task = self.bars.add_task(visible(label), total=offer.size)
         self.sending.append(_Sending(offer, key, future, task))
 
     def _wait(self) -> None:
+        delivered: set[str] = set()
         while not all(s.future.done() for s in self.sending):
             self._check_cancel()
             for s in self.sending:
                 self.bars.update(s.task, completed=s.future.get_progress())
+                if s.key not in delivered and s.future.done() and not s.future.exception(0):
+                    # Killed before the others are through, the command run again skips it.
+                    self.state.mark_delivered(s.key, s.future.get_stream_id())
+                    delivered.add(s.key)
             self.cancel.wait(REFRESH)
         for s in self.sending:
             if s.future.exception(timeout=0) is None:
@@ -243,9 +258,15 @@ def _note_duplicates(offers: list[FileOffer]) -> None:
 
 
 def _report(job: _SendJob) -> None:
+    for offer in job.earlier:
+        console.print(
+            f"Sent {shown(offer.name)} ({offer.size:,} bytes, SHA-256 {offer.sha256[:16]}…) "
+            "by the interrupted run of this command"
+        )
+    for key in job.keys:  # the command is through: run again, it sends every file again
+        job.state.forget(key)
     failures = []
     for sending in job.sending:
-        job.state.forget(sending.key)  # delivered, or failed for good: it cannot resume
         problem = _failure(sending, job.targets, job.timeout)
         if problem:
             failures.append(problem)
@@ -281,7 +302,7 @@ def _report(job: _SendJob) -> None:
 )
 @click.option(
     "--timeout",
-    type=click.FloatRange(min=0.1),
+    type=TIMEOUT,
     default=60.0,
     show_default=True,
     help="Seconds without progress from the receivers (for instance a target "

@@ -83,6 +83,10 @@ class FileOffer:
 class SendState:
     """Stream ids of unfinished sends, one small JSON file each, for resuming.
 
+    A file delivered while other files of the same command were still on their way is
+    marked delivered until the command ends: killed and run again, the command does not
+    send it a second time.
+
     Args:
         directory: Where the state files live (created on first save).
     """
@@ -98,16 +102,30 @@ class SendState:
     def load(self, key: str) -> int | None:
         """The stream id saved under ``key``, if any."""
         try:
-            return int(json.loads((self.directory / f"{key}.json").read_text())["sid"])
+            return int(self._read(key)["sid"])
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
-    def save(self, key: str, sid: int) -> None:
+    def delivered(self, key: str) -> bool:
+        """Whether the send saved under ``key`` was delivered (see :meth:`mark_delivered`)."""
+        try:
+            return self._read(key).get("delivered") is True
+        except (OSError, ValueError, AttributeError):
+            return False
+
+    def save(self, key: str, sid: int, *, delivered: bool = False) -> None:
         """Remember ``sid`` under ``key`` (atomically)."""
         self.directory.mkdir(parents=True, exist_ok=True)
         tmp = self.directory / f".{key}.{os.getpid()}.tmp"
-        tmp.write_text(json.dumps({"sid": sid}))
+        tmp.write_text(json.dumps({"sid": sid, "delivered": delivered}))
         tmp.replace(self.directory / f"{key}.json")
+
+    def mark_delivered(self, key: str, sid: int) -> None:
+        """Remember that the send ``sid`` under ``key`` was delivered."""
+        self.save(key, sid, delivered=True)
+
+    def _read(self, key: str) -> Any:
+        return json.loads((self.directory / f"{key}.json").read_text())
 
     def forget(self, key: str) -> None:
         """Drop the entry for ``key`` (the send finished or cannot resume)."""

@@ -132,3 +132,70 @@ def test_recv_timeout_without_any_file_fails(tmp_path: Path, redis_url: str) -> 
     )  # fmt: skip
     assert done.returncode == 1
     assert "No file arrived or progressed for 1 s (0 of 2 files came)." in done.stderr
+    # Only the greeting: the progress display of no file printed an empty line.
+    assert done.stdout.splitlines()[1:] == [], done.stdout
+
+
+def test_a_part_whose_transfer_expired_while_both_were_away_is_deleted(
+    tmp_path: Path, redis_url: str, admin: redis.Redis
+) -> None:
+    """Both sides killed, and the transfer's keys expired before ``recv`` came back.
+
+    The cell dropped the announcement without a callback, so the partial file stayed
+    in the directory for good while a fresh send delivered the file beside it.
+    """
+    original = _file(tmp_path / "big.bin", 24 * MiB)
+    out = tmp_path / "out-site"
+    stray = out / ".other.bin.12345.part"  # not named by this cell's inbox: kept
+    args = ("send", str(original), "--to", "site", "--limit-rate", "10M")
+    receiver = _recv(tmp_path, redis_url, "site")
+    sender = start_cli(*args, tmp_path=tmp_path, url=redis_url)
+    wait_for(lambda: _partial(out) > 4 * MiB, "the receiver to write part of the file")
+    finish(sender.proc, signal.SIGKILL)
+    finish(receiver.proc, signal.SIGKILL)
+    stray.write_bytes(b"x")
+    [lost] = list(out.glob(".big.bin.*.part"))
+    for key in admin.scan_iter("fw:xfer:*"):  # what their TTL does a minute later
+        admin.delete(key)
+    again = run_cli(
+        "recv", "--as", "site", "--out", str(out), "--timeout", "1",
+        tmp_path=tmp_path, url=redis_url,
+    )  # fmt: skip
+    assert f"Dropped the partial {lost.name}" in again.stdout, again.stdout + again.stderr
+    assert not lost.exists()
+    assert stray.exists()
+    # The same send, run again, starts afresh; nothing partial is left beside the file.
+    receiver = _recv(tmp_path, redis_url, "site")
+    assert run_cli(*args, tmp_path=tmp_path, url=redis_url).returncode == 0
+    assert finish(receiver.proc) == 0, receiver.output()
+    assert (out / "big.bin").read_bytes() == original.read_bytes()
+    assert sorted(p.name for p in out.iterdir()) == [stray.name, "big.bin"]
+
+
+def test_a_file_delivered_before_the_sender_was_killed_is_not_sent_again(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """Run again after a SIGKILL, the command continues: it used to send the file again."""
+    small, big = _file(tmp_path / "small.bin", 1000), _file(tmp_path / "big.bin", 24 * MiB)
+    out = tmp_path / "out-site"
+    args = ("send", str(small), str(big), "--to", "site", "--limit-rate", "10M")
+    receiver = _recv(tmp_path, redis_url, "site", count=2)
+    first = start_cli(*args, tmp_path=tmp_path, url=redis_url)
+    wait_for(lambda: _partial(out) > 4 * MiB, "the receiver to write part of the big file")
+    assert (out / "small.bin").read_bytes() == small.read_bytes()
+    finish(first.proc, signal.SIGKILL)
+    again = run_cli(*args, tmp_path=tmp_path, url=redis_url)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "Sent small.bin (1,000 bytes" in again.stdout
+    assert "by the interrupted run of this command" in again.stdout
+    assert "resume big.bin" in again.stdout
+    assert finish(receiver.proc) == 0, receiver.output()
+    received = [line for line in receiver.output().splitlines() if line.startswith("Received")]
+    assert sum("small.bin" in line for line in received) == 1, receiver.output()
+    assert (out / "big.bin").read_bytes() == big.read_bytes()
+    # Through, the command sends every file again when it is run once more.
+    receiver = _recv(tmp_path, redis_url, "site", count=2)
+    third = run_cli(*args[:3], "--to", "site", tmp_path=tmp_path, url=redis_url)
+    assert "interrupted" not in third.stdout, third.stdout
+    assert finish(receiver.proc) == 0, receiver.output()
+    assert receiver.output().count("kept once") == 2, receiver.output()
