@@ -13,7 +13,7 @@ from collections import defaultdict
 from typing import Any
 
 import click
-from rich.table import Table
+from rich.table import Column, Table
 
 from framework._keyspace import primaries, scan_keys
 from framework.cell.frames import ANNOUNCE_FIELD
@@ -138,6 +138,8 @@ def _transfers(
         rows.append(
             {
                 "stream_id": ann.sid,
+                # Ended transfers (done, cancelled, failed) keep their keys for a while.
+                "state": io.ended() or "running",
                 "sender": ann.origin,
                 "targets": ann.targets,
                 "channel": f"{ann.channel}/{ann.topic}",
@@ -203,18 +205,28 @@ def collect(conn: RedisConnection) -> dict[str, Any]:
 
 
 def _table(title: str, rows: list[dict[str, Any]], columns: list[str]) -> Table:
-    table = Table(*columns, title=title)
-    for row in rows:
-        # Names in Redis are chosen by whoever wrote there: never markup, never escapes.
-        table.add_row(*(shown(_cell(column, row.get(column))) for column in columns))
-    if not rows:
-        table.add_row(*(["-"] * len(columns)))
+    # Names in Redis are chosen by whoever wrote there: never markup, never escapes.
+    cells = [[shown(_cell(column, row.get(column))) for column in columns] for row in rows]
+    # Long values wrap rather than end in "…": a stream id is copied from here.
+    widths = [max((len(row[i]) for row in cells), default=0) for i in range(len(columns))]
+    table = Table(
+        *(
+            Column(column, overflow="fold", min_width=width if column == "stream_id" else None)
+            for column, width in zip(columns, widths, strict=True)
+        ),
+        title=title,
+        caption=None if rows else "none",
+    )
+    for row in cells:
+        table.add_row(*row)
     return table
 
 
 def _cell(column: str, value: Any) -> str:
     if value is None:
         return "-"
+    if column == "stream_id":
+        return str(value)  # an id, not a quantity: no thousands separators
     if column == "progress":
         return f"{value:.0%}"
     if isinstance(value, float):
@@ -240,7 +252,7 @@ def inspect_command(url: str | None, as_json: bool) -> None:
     console.print(f"Redis: {shown(data['redis'])} (prefix {shown(repr(data['prefix']))})")
     topic_columns = ["topic", "kind", "entries", "groups", "pending", "lag", "age_s"]
     console.print(_table("Topics", data["topics"], [*topic_columns, "subscribers"]))
-    transfer_columns = ["stream_id", "sender", "targets", "size", "progress", "age_s"]
+    transfer_columns = ["stream_id", "state", "sender", "targets", "size", "progress", "age_s"]
     console.print(_table("Transfers", data["transfers"], transfer_columns))
     console.print(_table("Cells", data["cells"], ["cell", "inbox"]))
     objects = data["stored_objects"]

@@ -84,6 +84,7 @@ def test_inspect_shows_everything_and_writes_nothing(
         5000,
     )
     assert transfer["progress"] == 0.0
+    assert transfer["state"] == "cancel"  # the sender cell closed before anyone read it
     assert transfer["age_s"] is not None
     assert {"cell": "absent-site", "inbox": 1} in data["cells"]
     objects = data["stored_objects"]
@@ -102,6 +103,8 @@ def test_inspect_shows_everything_and_writes_nothing(
     assert tables.returncode == 0, tables.stderr
     for heading in ("Topics", "Transfers", "Cells", "Stored objects", "metrics", "absent-site"):
         assert heading in tables.stdout
+    # Whole, to be copied: it was printed with thousands separators and cut with "…".
+    assert f" {sid} " in tables.stdout, tables.stdout
 
 
 def test_inspect_covers_every_primary_of_a_cluster(
