@@ -69,8 +69,7 @@ class InvalidObjectFileError(StoreError):
     It is not a regular file (a FIFO, a directory, a symbolic link, a socket or a
     device), or its head is truncated or invalid. The store writes objects atomically,
     so such a file was planted or damaged by something else: the store neither reads
-    nor deletes it (not even with ``evict=True``); ``evict(key)`` unlinks it, unless it
-    is a directory.
+    nor deletes it, not with ``evict=True`` and not with ``evict(key)`` either.
 
     Args:
         key: The key that was read.
@@ -310,9 +309,21 @@ class FileStore(BaseStore):
 
     def _delete(self, key: str) -> None:
         path = self._path(key)
-        if path is not None:
-            with _os_errors(f"evict object {key!r} from file store {self.name!r}"):
-                path.unlink(missing_ok=True)
+        if path is None:
+            return
+        with _os_errors(f"evict object {key!r} from file store {self.name!r}"):
+            try:
+                fd = _open_regular(path, os.O_RDONLY)
+                if fd is None:
+                    return
+                with open(fd, "rb", buffering=0) as file:
+                    _read_head(file)
+            except _InvalidFile as exc:
+                # Not an object this store wrote (exists() says False): someone else's
+                # file, which evicting a key must not destroy.
+                logger.warning("Not evicting %s of file store %r: %s.", path, self.name, exc)
+                return
+            path.unlink(missing_ok=True)
 
     def _path(self, key: str) -> Path | None:
         """The file of ``key``; ``None`` for anything but a key this store makes."""

@@ -163,8 +163,9 @@ def test_a_truncated_or_forged_file_is_refused_and_kept(
         assert isinstance(caught.value, StoreError)
         assert os.listdir(tmp_path) == [key]  # neither deleted nor left as a .claim-*
         assert (tmp_path / key).read_bytes() == content
-        store.evict(key)  # the way to get rid of it
-        assert os.listdir(tmp_path) == []
+        store.evict(key)  # not this store's file: a user deletes it by hand
+        assert os.listdir(tmp_path) == [key]
+        assert (tmp_path / key).read_bytes() == content
 
 
 def _make_fifo(path: Path, tmp_path: Path) -> None:
@@ -182,13 +183,19 @@ def _make_symlink_to_an_object(path: Path, tmp_path: Path) -> None:
     path.symlink_to(tmp_path / "elsewhere" / key)
 
 
-@pytest.mark.parametrize("op", ["get", "get_evict", "exists"])
+def _make_garbage_file(path: Path, tmp_path: Path) -> None:
+    path.write_bytes(b"someone else's notes")
+
+
+# evict(key) deleted the FIFO, the link and the garbage file, and failed on the directory.
+@pytest.mark.parametrize("op", ["get", "get_evict", "exists", "evict"])
 @pytest.mark.parametrize(
     ("make", "kind"),
     [
         (_make_fifo, "a FIFO (named pipe)"),
         (_make_directory, "a directory"),
         (_make_symlink_to_an_object, "a symbolic link"),
+        (_make_garbage_file, "without this store's mark"),
     ],
 )
 def test_anything_but_a_regular_file_is_refused_without_blocking(
@@ -202,9 +209,11 @@ def test_anything_but_a_regular_file_is_refused_without_blocking(
         elsewhere = {p: p.read_bytes() for p in (tmp_path / "elsewhere").glob("*")}
         if op == "exists":
             assert _without_hanging(lambda: store.exists(key), directory) is False
+        elif op == "evict":
+            _without_hanging(lambda: store.evict(key), directory)
         else:
             evict = op == "get_evict"
-            with pytest.raises(InvalidObjectFileError, match=re.escape(f"{kind}, not a regular")):
+            with pytest.raises(InvalidObjectFileError, match=re.escape(kind)):
                 _without_hanging(lambda: store.get(key, default=None, evict=evict), directory)
         assert _snapshot(directory) == before  # nothing renamed, deleted or left behind
         assert {p: p.read_bytes() for p in elsewhere} == elsewhere  # the target untouched
