@@ -77,6 +77,19 @@ class StoreFactory:
         self._done = False
         self._target: Any = None
 
+    @classmethod
+    def with_target(
+        cls, key: str, store: Store, target: Any, *, evict: bool = False
+    ) -> StoreFactory:
+        """A factory of an object fetched already (by a batch read): it never fetches here.
+
+        Pickled, it is key and store config like any other, so in another process it
+        fetches the object, if it is still stored.
+        """
+        factory = cls(key, store.config(), evict=evict, store=store)
+        factory._target, factory._done = target, True
+        return factory
+
     @property
     def config(self) -> StoreConfig:
         """The store's config (the name :attr:`store_config` had before)."""

@@ -38,9 +38,11 @@ from types import TracebackType
 from typing import Any, Generic, TypeVar, cast
 
 from framework.exceptions import BackendError, FrameworkError, MessageLossError
+from framework.proxy import Proxy, resolve
 from framework.pubsub.protocols import AckingSubscriber, PollingSubscriber
 from framework.store import Store, unregister_store
 from framework.store.base import Unreadable
+from framework.store.factory import StoreFactory
 from framework.stream._late import LateEvictions
 from framework.stream._publishing import check_filter
 from framework.stream._reading import (
@@ -223,7 +225,15 @@ class StreamConsumer(Receiving, Generic[T]):
             if isinstance(entry.event, NewObjectEvent):
                 value = resolve_inline(entry, self._allow_pickle)
             elif entry.fetched:
-                value = entry.result(self._hint_for(entry))
+                # Fetched ahead by an earlier next_object() (a batch is read at once, and
+                # with evict taken out of the store): a proxy all the same, resolved.
+                target = entry.result(self._hint_for(entry))
+                key, evict = entry.event.key, entry.event.evict
+                factory = StoreFactory.with_target(
+                    key, self._store(entry.batch), target, evict=evict
+                )
+                value = Proxy(factory)
+                resolve(value)
             else:
                 store = self._store(entry.batch)
                 if self._acking and entry.event.evict:

@@ -21,7 +21,7 @@ from framework.exceptions import (
     TopicClosedError,
 )
 from framework.pubsub import QueuePublisher, QueueSubscriber
-from framework.store import Proxy, extract, get_store, is_resolved, register_store
+from framework.store import Proxy, extract, get_key, get_store, is_resolved, register_store
 from framework.stream import (
     EventBatch,
     NullFilter,
@@ -93,9 +93,32 @@ def test_next_object_variants_and_iterators(queue_pair: Pair, store: MemoryStore
     assert next(pairs) == ({"i": 3}, None)  # stored None is not "missing"
     assert next(consumer.iter_objects()) == 4
     rest = list(consumer.iter_with_metadata())
-    # Item 5 was fetched ahead with item 4 (one round trip), so it comes as itself.
+    # Item 5 was fetched ahead with item 4 (one round trip): a proxy, already resolved.
     assert [(m, _value(p)) for m, p in rest] == [({"i": 5}, 5), ({"i": 6}, 6)]
+    assert isinstance(rest[0][1], Proxy)
+    assert is_resolved(rest[0][1])
     assert not store._memory.entries  # every object was evicted on consumption
+    consumer.close(stores=True)
+
+
+def test_next_yields_proxies_also_after_next_object_fetched_ahead(
+    queue_pair: Pair, store: MemoryStore
+) -> None:
+    """``next()`` gave the object itself (no ``get_key``) for items fetched ahead."""
+    pub, sub = queue_pair
+    with StreamProducer[Any](pub, stores={"a": store}, batch_size=3) as producer:
+        for i in range(6):
+            producer.send("a", {"i": i})
+        producer.close_topics("a")
+    consumer = StreamConsumer[Any](sub)
+    got = [consumer.next(), consumer.next_object(), consumer.next(), consumer.next_object()]
+    got += [consumer.next(), consumer.next()]
+    for i in (0, 2, 4, 5):
+        assert isinstance(got[i], Proxy), (i, type(got[i]))
+        assert get_key(got[i]) is not None
+        assert get_store(got[i]).name == "mem"
+    assert [_value(item) for item in got] == [{"i": i} for i in range(6)]
+    assert not store._memory.entries
     consumer.close(stores=True)
 
 
