@@ -371,17 +371,33 @@ class ObjectStream:
         has finalized, so the consumers are done when ``stream_objects`` returns.
 
         Returns:
-            ``rc``, unless the end was normal and a target that was sent an object
-            did not finalize with OK (it ended its session early with an error, lost
-            objects, failed, is gone or did not confirm): then the first such target's
-            return code, so an unconfirmed end is never reported as OK.
+            ``rc``, unless the end was normal and a target did not finalize with OK (it
+            ended its session early with an error, lost objects, failed, is gone, did
+            not confirm, or never got an object: no engine listened): then the first
+            such target's return code, so an unconfirmed end is never reported as OK.
         """
         if rc != ReturnCode.OK:
             self._notify("abort", rc)
             return rc
-        failed = self._failed_early()
+        failed = self._never_reached()
+        failed.update(self._failed_early())
         failed.update(self._notify("end", rc))
         return next((failed[t] for t in self.targets if t in failed), rc)
+
+    def _never_reached(self) -> dict[str, str]:
+        """Targets that objects were sent for but that got none (no engine listened)."""
+        if not self.sent:
+            return {}
+        never = [t for t in self.targets if t not in self.reached]
+        if never:
+            self._log(
+                "Targets %s of stream %s got none of its %d object(s): no object-protocol "
+                "engine listened under their names, or Redis failed for them.",
+                never,
+                self.tx,
+                self.sent,
+            )
+        return dict.fromkeys(never, ReturnCode.COMMUNICATION_ERROR)
 
     def _failed_early(self) -> dict[str, str]:
         """Targets that ended their session before the end, with a code other than OK."""

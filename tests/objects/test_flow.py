@@ -233,9 +233,9 @@ def test_failed_unknown_and_silent_targets_get_error_replies_while_others_go_on(
         rc, _ = server.stream_objects("c", "t", {}, targets, producer, FLContext())
     finally:
         gate.set()
-    # "no-topic" was sent an object and ended without a consumer: the stream is not OK.
-    # "ghost" has no engine, so nothing was sent to it.
-    assert rc == ReturnCode.TOPIC_UNKNOWN
+    # "ghost" has no engine, so it got nothing (the stream was OK for it before), and
+    # "no-topic" ended without a consumer: the stream is not OK; the first one's code.
+    assert rc == ReturnCode.COMMUNICATION_ERROR
     first, second, _ = (rcs(r) for r in producer.rounds)
     assert first == {
         "fast": "OK",
@@ -250,6 +250,30 @@ def test_failed_unknown_and_silent_targets_get_error_replies_while_others_go_on(
     assert rcs(producer.rounds[2])["slow"] == "OK"
     assert len(fast.wait_ended(1)[0].consumed) == 3
     assert len(slow.wait_ended(1)[0].consumed) == 3
+
+
+@pytest.mark.parametrize("targets", [["ghost"], ["site", "ghost"]])
+def test_a_target_without_an_engine_fails_the_stream(
+    conn: RedisConnection, make_engine: EngineFactory, targets: list[str]
+) -> None:
+    """Nothing reached "ghost", yet the stream returned OK."""
+    server = make_engine(conn, "server")
+    factory = RecordingFactory()
+    make_engine(conn, "site").register_stream_processing("c", "t", factory)
+    producer = ListProducer([shareable(i=0), shareable(i=1)])
+    rc, _ = server.stream_objects("c", "t", {}, targets, producer, FLContext())
+    assert rc == ReturnCode.COMMUNICATION_ERROR
+    assert all(rcs(r)["ghost"] == "COMMUNICATION_ERROR" for r in producer.rounds)
+    if "site" in targets:
+        assert len(factory.wait_ended(1)[0].consumed) == 2  # the others got everything
+
+
+def test_no_object_at_all_is_ok_also_without_engines(
+    conn: RedisConnection, make_engine: EngineFactory
+) -> None:
+    server = make_engine(conn, "server")
+    rc, _ = server.stream_objects("c", "t", {}, ["ghost"], ListProducer([]), FLContext())
+    assert rc == ReturnCode.OK
 
 
 def test_abort_signal_stops_the_wait_and_receivers_finalize_aborted(
