@@ -2,9 +2,10 @@
 
 A loop that retries after an error Redis *answers* (``WRONGTYPE`` on a key something
 else overwrote, ``NOPERM``, out of memory) meets the same error on every turn, several
-times a second. :class:`RepeatedFailure` logs the first one with its traceback, then a
-one-line reminder at most every :data:`REMIND_S` seconds while it lasts, and a line when
-the loop works again. Pure logic: no I/O besides the logger.
+times a second. :class:`RepeatedFailure` logs the first one (a Redis error in one line,
+anything else with its traceback), then a one-line reminder at most every
+:data:`REMIND_S` seconds while it lasts, and a line when the loop works again. Pure
+logic: no I/O besides the logger.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+
+from framework._core_errors import BackendError
 
 __all__ = ["REMIND_S", "RepeatedFailure"]
 
@@ -49,7 +52,13 @@ class RepeatedFailure:
     def _log(self, exc: BaseException, text: str, now: float) -> None:
         if text != self._failing:
             self._failing, self._count, self._reminded = text, 1, now
-            self.logger.warning("%s failed; retrying.", self.what, exc_info=exc)
+            if isinstance(exc, BackendError):
+                # Redis's answer, or its silence, already says it all: one line (a
+                # restart logged a 40-line traceback from every process).
+                self.logger.warning("%s failed; retrying: %s", self.what, text)
+                self.logger.debug("%s failed:", self.what, exc_info=exc)
+            else:  # a defect: where it happened matters
+                self.logger.warning("%s failed; retrying.", self.what, exc_info=exc)
             return
         self._count += 1
         if now - self._reminded >= REMIND_S:

@@ -7,6 +7,7 @@ import logging
 import pytest
 
 from framework._failures import REMIND_S, RepeatedFailure
+from framework.exceptions import BackendUnavailable
 
 
 def test_a_failure_is_logged_in_full_once_then_reminded_then_its_end(
@@ -30,3 +31,19 @@ def test_a_failure_is_logged_in_full_once_then_reminded_then_its_end(
         ("Reading X failed; retrying.", True),
         ("Reading X works again after 1 failures.", False),
     ]
+
+
+def test_a_redis_error_is_one_line_its_traceback_at_debug(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A Redis restart logged a 40-line traceback from every process's background loop."""
+    failures = RepeatedFailure(logging.getLogger("t"), "Reading X")
+    with caplog.at_level(logging.DEBUG, logger="t"):
+        failures.failed(BackendUnavailable("Redis at redis://h:1/0 is unreachable."))
+    warning, debug = caplog.records
+    assert (warning.levelno, warning.exc_info) == (logging.WARNING, None)
+    assert warning.getMessage() == (
+        "Reading X failed; retrying: BackendUnavailable: Redis at redis://h:1/0 is unreachable."
+    )
+    assert debug.levelno == logging.DEBUG
+    assert debug.exc_info is not None

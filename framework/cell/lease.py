@@ -30,9 +30,21 @@ LEASE_S = 3.0
 REFRESH_S = LEASE_S / 3
 
 # KEYS[1] lease; ARGV: token, ttl ms. 1: held by token (refreshed or taken again after
-# it lapsed, e.g. Redis restarted); 0: someone else holds it.
+# it lapsed, e.g. Redis restarted); 0: someone else holds it; 2: taken from a key no cell
+# wrote (another type, or a value without a TTL, which would hold the name forever).
+# Only commands of the README's fw-cell ACL rules: GET fails on another type, and
+# PEXPIRE NX succeeds only on a key without a TTL.
 _REFRESH = """
-local holder = redis.call('GET', KEYS[1])
+local holder = redis.pcall('GET', KEYS[1])
+local foreign = type(holder) == 'table' and holder['err'] ~= nil
+if not foreign and holder and holder ~= ARGV[1] then
+  foreign = redis.call('PEXPIRE', KEYS[1], ARGV[2], 'NX') == 1
+end
+if foreign then
+  redis.call('DEL', KEYS[1])
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 2
+end
 if holder == ARGV[1] or not holder then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
   return 1
@@ -93,8 +105,9 @@ class ReceiverLease:
         if holder != self._lost_to:
             self._lost_to = holder
             logger.error(
-                "Cell %r lost its receiving lease to %s (this cell was out of touch with "
-                "Redis for over %.0f s): both may now take its transfers.",
+                "Cell %r lost its receiving lease to %s (another cell took the name while "
+                "this one was out of touch with Redis for over %.0f s): both may now take "
+                "its transfers.",
                 self.cell,
                 holder,
                 LEASE_S,
@@ -107,10 +120,17 @@ class ReceiverLease:
 
     def _take(self) -> bool:
         with self.conn.mapped_errors(f"take lease {self.key!r}", command="EVAL"):
-            taken = bool(self.conn.client.eval(_REFRESH, 1, self.key, self.token, self._ttl_ms))
+            taken = int(self.conn.client.eval(_REFRESH, 1, self.key, self.token, self._ttl_ms))
+        if taken == 2:
+            logger.warning(
+                "Cell %r replaced its lease key %s, which held something no cell writes "
+                "(another type, or a value without a TTL).",
+                self.cell,
+                self.key,
+            )
         if taken:
             self._refreshed = time.monotonic()
-        return taken
+        return bool(taken)
 
     def _holder(self) -> str:
         with self.conn.mapped_errors(f"read lease {self.key!r}", command="GET"):

@@ -185,7 +185,7 @@ class Mailbox:
 
         Returns:
             Per write whether its mailbox existed, and the new entries (None if this
-            mailbox was gone (expired or deleted) and has been recreated, so the caller
+            mailbox was gone (expired, deleted or overwritten) and has been recreated, so the caller
             knows messages may have been lost).
 
         Raises:
@@ -200,7 +200,19 @@ class Mailbox:
         # Repeatable: the read resumes after the last id seen; a repeated write or delete
         # is harmless.
         attempt = partial(upkept_read, self, self._lane, handled, refresh, read, writes)
-        gone, reply, written = self.ride_out(attempt, patience)
+        try:
+            gone, reply, written = self.ride_out(attempt, patience)
+        except BackendError as exc:
+            if "WRONGTYPE" not in str(exc):
+                raise
+            # Overwritten with another type: replaced, as a vanished one. The writes of
+            # the round trip may or may not have gone: the caller's error path resends.
+            self.drop_foreign()
+            self._handled = []
+            self.create()
+            if writes:
+                raise
+            return [], None
         if refresh:
             self._refresh_at = time.monotonic() + min(self.ttl_ms / 4000, _REFRESH_EVERY)
         if gone:

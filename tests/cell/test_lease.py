@@ -39,3 +39,26 @@ def test_a_closed_cells_name_is_free_at_once(conn: RedisConnection, make_cell: C
     started = time.monotonic()
     make_cell(conn, "b").register_blob_cb("ch", "t", Collector().blob_cb)
     assert time.monotonic() - started < LEASE_S
+
+
+@pytest.mark.parametrize("forge", ["string without ttl", "hash"])
+def test_a_lease_key_no_cell_wrote_is_replaced(
+    conn: RedisConnection, make_cell: CellFactory, forge: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A value without a TTL held the name forever: no cell of it could receive again."""
+    key = conn.keys.receiver("b")
+    if forge == "hash":
+        conn.client.hset(key, "x", "1")
+    else:
+        conn.client.set(key, b"garbage")
+    started = time.monotonic()
+    with caplog.at_level("WARNING", logger="framework.cell.lease"):
+        cell = make_cell(conn, "b")
+        got = Collector()
+        cell.register_blob_cb("ch", "t", got.blob_cb)
+    assert time.monotonic() - started < LEASE_S  # taken at once, not after a wait
+    assert "held something no cell writes" in caplog.text
+    assert 0 < conn.client.pttl(key) <= LEASE_S * 1000
+    future = make_cell(conn, "a").send_blob("ch", "t", "b", Message({}, b"x"))
+    assert future.result(timeout=20) == 1
+    assert got.wait(future.get_stream_id()).data == b"x"

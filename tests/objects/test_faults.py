@@ -620,3 +620,31 @@ def test_a_mailbox_overwritten_by_another_type_is_replaced_and_logged(
     assert server.stream_objects("c", "t", {}, ["site"], producer, FLContext())[0] == "OK"
     assert rcs(producer.rounds[0]) == {"site": "OK"}
     assert [o["i"] for o in factory.wait_ended(1)[0].consumed] == [0]
+
+
+def test_a_reply_mailbox_overwritten_mid_stream_is_replaced_and_the_stream_ends_ok(
+    real_conn: RedisConnection, make_engine: EngineFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every later round waited its whole timeout and the stream ended TIMEOUT, although
+    each target consumed every object: the sender's reply key was never repaired."""
+    conn = real_conn
+    server = make_engine(conn, "server", config=EngineConfig(resend_after=0.2))
+    factory = RecordingFactory()
+    make_engine(conn, "site").register_stream_processing("c", "t", factory)
+
+    class Overwrites(ListProducer):
+        def produce(self, stream_ctx: dict[str, Any], fl_ctx: FLContext) -> tuple[Any, float]:
+            if len(self.rounds) == 1:
+                (key,) = conn.client.keys(conn.keys.replies("server", "*"))
+                conn.client.set(key, b"garbage")
+            return super().produce(stream_ctx, fl_ctx)
+
+    producer = Overwrites([shareable(i=i) for i in range(4)], timeout=10)
+    started = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="framework.objects"):
+        rc, _ = server.stream_objects("c", "t", {}, ["site"], producer, FLContext())
+    assert rc == ReturnCode.OK
+    assert [rcs(r) for r in producer.rounds] == [{"site": "OK"}] * 4
+    assert time.monotonic() - started < 10  # no round waited out its timeout
+    assert any("held a string, not a stream" in r.getMessage() for r in caplog.records)
+    assert [o["i"] for o in factory.wait_ended(1)[0].consumed] == [0, 1, 2, 3]
