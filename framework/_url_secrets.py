@@ -13,6 +13,7 @@ from urllib.parse import quote, unquote
 __all__ = [
     "MASK",
     "MAX_TIMEOUT",
+    "carries_password",
     "mask_passwords",
     "password_candidates",
     "redact_url",
@@ -35,6 +36,15 @@ _QUOTED = re.compile(r"'([^']*)'")
 #: Largest socket or connect timeout (s): larger ones overflow the platform's time type
 #: deep inside the socket layer, and no Redis call needs to wait a day.
 MAX_TIMEOUT = 86400.0
+
+
+def carries_password(text: str) -> bool:
+    """Whether ``text`` is a URL that carries a password.
+
+    As ``scheme://user:pw@host`` (the password runs to the last ``@``, so unencoded
+    ``/``, ``?`` and ``#`` count) or as a secret query option (``?password=``).
+    """
+    return bool(_SCHEME.match(text) and (_CREDENTIALS.match(text) or _SECRET_OPTION.search(text)))
 
 
 def password_candidates(url: str) -> set[str]:

@@ -168,6 +168,9 @@ class RedisStreamableEngine(EngineReceiving, StreamableEngine):
             SerializationError: If an object cannot be serialized.
             EncryptionError: If ``secure`` is True and the cell has no key (raised when
                 the first object is sent).
+            Exception: Whatever the producer's ``produce`` or ``process_replies``
+                raised, unchanged; the targets are told the stream was aborted first
+                (they finalize with ``TASK_ABORTED``).
         """
         self._check_open()
         ctx = stream_ctx if stream_ctx is not None else {}

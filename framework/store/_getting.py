@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from framework._core_errors import reworded
 from framework.exceptions import (
     FrameworkError,
     ObjectNotFoundError,
@@ -131,18 +132,31 @@ class GetMethods:
                 ``evict`` the other objects of the call are consumed all the same.
             SecurityError: If the store has a secret and an object is unsigned or altered.
             DeserializationError: If an object cannot be deserialized.
+            FramingError: If a stored value is not a frame this store wrote (garbage,
+                truncated). Each error of an unreadable value names its key and store;
+                with ``evict`` the value is put back for inspection where the store can.
             ClosedError: If the store is closed.
         """
         not_text("get_batch", "keys", keys)
         objs = self._get_each(keys, evict=evict, deserializer=deserializer)
         for i, obj in enumerate(objs):
             if isinstance(obj, Unreadable):
-                raise obj.error
+                raise self._named(obj.error, keys[i])
             if obj is MISSING:
                 if default is MISSING:
                     raise ObjectNotFoundError(keys[i], self.name)
                 objs[i] = default
         return objs
+
+    def _named(self, error: FrameworkError, key: str) -> FrameworkError:
+        """``error`` of a value that cannot be read, naming the object and store if it does not.
+
+        Decoding knows only the bytes ("the frame is truncated"): among the keys of a
+        batch, the reader needs to know which one to inspect.
+        """
+        if key in str(error):
+            return error
+        return reworded(error, f"Object {key!r} of store {self.name!r} cannot be read: {error}")
 
     def _get_each(
         self, keys: Sequence[str], *, evict: bool, deserializer: Deserializer | None = None

@@ -15,15 +15,16 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from framework._url_secrets import carries_password
 from framework.exceptions import ConfigurationError
 
 __all__ = ["StoreConfig"]
 
 #: Option names a config must never carry: it is readable by anyone who can read Redis.
 SECRET_OPTIONS = frozenset({"password", "secret", "token", "credentials", "api_key"})
-
-# "scheme://user:password@" - a URL that embeds a password.
-_URL_WITH_PASSWORD = re.compile(r"://[^/@?#]*:[^/@?#]*@")
+# An option whose name holds one of these is taken for a secret: redis_password,
+# api_token, passwd, secret_key, accessToken...
+_SECRET_NAME = re.compile(r"passw(?:or)?d|pwd|secret|token|credential|api_?key|private_?key", re.I)
 
 
 class StoreConfig(BaseModel):
@@ -91,9 +92,9 @@ class StoreConfig(BaseModel):
 
 def _check_public(options: Mapping[str, Any]) -> None:
     for name, value in options.items():
-        if name.lower() in SECRET_OPTIONS:
+        if name.lower() in SECRET_OPTIONS or _SECRET_NAME.search(name):
             raise ValueError(f"option {name!r} looks like a secret; configs must not carry one.")
-        if isinstance(value, str) and _URL_WITH_PASSWORD.search(value):
+        if isinstance(value, str) and carries_password(value):
             raise ValueError(f"option {name!r} is a URL with a password; drop the password.")
         if isinstance(value, Mapping):
             _check_public(value)

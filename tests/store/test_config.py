@@ -30,6 +30,15 @@ def test_is_frozen_and_strict() -> None:
         {"url": "redis://user:pw@host:6379/0"},
         {"nested": {"token": "t"}},
         {"nested": {"url": "rediss://:pw@host"}},
+        # Accepted before: names that hold a secret's word, passwords with "/", "?", "#".
+        {"api_token": "a"},
+        {"redis_password": "a"},
+        {"passwd": "a"},
+        {"secret_key": "a"},
+        {"accessToken": "a"},
+        {"url": "redis://:p/w?x@127.0.0.1:16550"},
+        {"url": "redis://user:p#w@h:1"},
+        {"url": "redis://h:1/0?password=hunter2"},
         {"callable": print},
         {"nan": float("nan")},
     ],
@@ -37,6 +46,18 @@ def test_is_frozen_and_strict() -> None:
 def test_refuses_secrets_and_non_json(options: dict[str, Any]) -> None:
     with pytest.raises(ConfigurationError, match="Invalid store config"):
         StoreConfig(kind="redis", name="r", options=options)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"url": "redis://alice@host:6379/0"},  # a user name is no secret
+        {"url": "redis://host:6379/0", "prefix": "fw", "signed": True},
+        {"directory": "/var/lib/objects", "part_size": 1024},
+    ],
+)
+def test_accepts_what_is_not_a_secret(options: dict[str, Any]) -> None:
+    assert StoreConfig(kind="redis", name="r", options=options).options == options
 
 
 @pytest.mark.parametrize("kind", ["", "os.system; rm", "a b", "../x"])

@@ -17,6 +17,7 @@ from framework.exceptions import (
     ClosedError,
     ConfigurationError,
     DeserializationError,
+    FramingError,
     MissingSignatureError,
 )
 from framework.store import SECRET_ENV_VAR, RedisStore, StoreConfig
@@ -296,3 +297,17 @@ def test_redis_errors_do_not_leak(real_conn: RedisConnection) -> None:
         with pytest.raises(Exception) as info:
             store.get(key)
         assert not isinstance(info.value, redis.RedisError)
+
+
+@pytest.mark.parametrize("garbage", [b"\x00garbage", b""])
+def test_a_value_that_is_no_frame_names_its_key_and_store(
+    conn: RedisConnection, garbage: bytes
+) -> None:
+    """A batch read said only "The frame is truncated...": which of its keys was it?"""
+    with RedisStore("gs", connection=conn) as store:
+        good, bad = store.put_batch(["good", "bad"])
+        conn.client.set(bad, garbage)
+        with pytest.raises(FramingError) as caught:
+            store.get_batch([good, bad])
+        assert f"Object {bad!r} of store 'gs' cannot be read: " in str(caught.value)
+        assert store.get(good) == "good"
