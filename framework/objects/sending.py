@@ -449,7 +449,9 @@ class ObjectStream:
             rc = reply.get_return_code()
             if rc != ReturnCode.OK:
                 why = reply.get_header(ReservedHeaderKey.ERROR)
-                self._log("Target %s finalized stream %s with %s: %s", target, self.tx, rc, why)
+                self._log(
+                    "Target %s did not finalize stream %s with OK: %s: %s", target, self.tx, rc, why
+                )
                 failed[target] = rc
         return failed
 
