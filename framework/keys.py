@@ -156,6 +156,10 @@ class KeySchema:
         """Stream of a cell's object-protocol messages (objects, replies, end notices)."""
         return f"{self.prefix}:cell:{{{_checked('cell name', cell)}}}:objects"
 
+    def engine_closed(self, cell: str) -> str:
+        """Mark left by a cell's object-protocol engine that shut down (string, TTL)."""
+        return f"{self.prefix}:cell:{{{_checked('cell name', cell)}}}:closed"
+
     def replies(self, cell: str, tx: str) -> str:
         """Stream of the replies to one object-protocol session that ``cell`` sends."""
         return f"{self.mailbox(cell)[: -len(':objects')]}:replies:{_checked('session id', tx)}"

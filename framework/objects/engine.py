@@ -125,6 +125,7 @@ class RedisStreamableEngine(EngineReceiving, StreamableEngine):
         cell.register_blob_cb(OBJECTS_CHANNEL, _TOPIC, self._on_blob)
         try:
             self._mailbox.create()
+            self._mark_closed(False)
             for thread in self._threads:
                 thread.start()
         except BaseException:
@@ -243,6 +244,36 @@ class RedisStreamableEngine(EngineReceiving, StreamableEngine):
             except FrameworkError as exc:  # the connection may be closed already
                 logger.warning("Engine %r could not cancel a reply stream: %s", self.name, exc)
         self._mailbox.delete()
+        self._mark_closed(True)
+
+    def _mark_closed(self, closed: bool) -> None:
+        """Say (or unsay) that this engine shut down, for senders that find no mailbox.
+
+        A sender tells a target that shut down (fail at once) from one whose mailbox
+        Redis lost (a restart without persistence: its engine makes it again within a
+        second, so the object is sent again). Never raises when closing: the mark then
+        only makes senders wait out their round.
+        """
+        key = self.conn.keys.engine_closed(self.name)
+        try:
+            with self.conn.mapped_errors(f"mark engine {self.name!r} closed", command="SET"):
+                if closed:
+                    self.conn.client.set(key, b"1", px=self._mailbox.ttl_ms)
+                else:
+                    self.conn.client.delete(key)
+        except FrameworkError as exc:
+            if not closed:
+                raise
+            logger.warning("Engine %r could not leave its closed mark: %s", self.name, exc)
+
+    def closed(self, targets: list[str]) -> list[bool]:
+        """Per target, whether its engine shut down (it left its mark).
+
+        Raises:
+            BackendError: If Redis fails.
+        """
+        keys = [self.conn.keys.engine_closed(t) for t in targets]
+        return [ok is True for ok in each_key(self.conn, keys, "check", "exists")]
 
     def _abandon(self) -> None:
         """Undo a constructor that failed after registering: stop, and leave no mailbox."""

@@ -23,6 +23,7 @@ from framework._timeouts import as_seconds
 from framework.cell.types import StreamFuture
 from framework.exceptions import (
     BackendError,
+    BackendUnavailable,
     ConfigurationError,
     FrameworkError,
     StreamDataLost,
@@ -70,6 +71,9 @@ class Link(Protocol):
         self, env: Envelope, obj: Any, targets: list[str], secure: bool, optional: bool
     ) -> tuple[dict[str, Reach], StreamFuture | None]:
         """Send ``obj`` to ``targets``: who can get it, and the byte stream's future if any."""
+
+    def closed(self, targets: list[str]) -> list[bool]:
+        """Per target, whether its engine shut down (rather than Redis losing its mailbox)."""
 
     def open_replies(self, tx: str) -> None:
         """Start receiving the replies of session ``tx``."""
@@ -142,6 +146,9 @@ class ObjectStream:
         # Target -> why the current object has not reached it yet (its cluster node failed,
         # Redis was unreachable): it is sent again until the round's timeout.
         self.unsent: dict[str, Exception] = {}
+        # Of those, targets whose mailbox Redis lost: sent again (by mailbox or as a byte
+        # stream of their own) until the round's timeout.
+        self.lost: set[str] = set()
 
     def run(self) -> tuple[str, Any]:
         """Loop until the producer ends the stream, a result is found or abort; see the API."""
@@ -216,7 +223,7 @@ class ObjectStream:
         )
         payload = (obj, self.ctx if self.seq == 0 else None)
         self.sent = self.seq + 1
-        self.unsent = {}
+        self.unsent, self.lost = {}, set()
         self.link.expect(self.tx, slots)
         try:
             future = self._send(env, payload, live, slots)
@@ -268,7 +275,9 @@ class ObjectStream:
         the mailbox until its engine makes it again, within a second.
         """
         self.reached.update(t for t, ok in reached.items() if ok is True)  # an error is truthy
+        self.lost -= {t for t, ok in reached.items() if ok is True}
         returning = {t for t, ok in reached.items() if ok is False and t in self.unsent}
+        returning |= self._lost_mailboxes(reached, returning)
         for target, ok in reached.items():
             if isinstance(ok, BackendError):
                 self.unsent[target] = ok
@@ -276,11 +285,40 @@ class ObjectStream:
                 self.unsent.pop(target, None)
         self._fail_absent({t: ok for t, ok in reached.items() if t not in returning}, slots)
         if not resendable:
-            self._fail_unsent(slots)
+            self._fail_unsent(slots, keep=self.lost)
 
-    def _fail_unsent(self, slots: ReplySlots) -> None:
+    def _lost_mailboxes(self, reached: dict[str, Reach], returning: set[str]) -> set[str]:
+        """Targets reached earlier whose mailbox is gone without their engine's closed mark.
+
+        Redis lost it (a restart without persistence): their engine makes it again
+        within a second, so the message is sent again until the round's timeout. Failed
+        at once, the object left a gap that refused every later object of the session.
+        """
+        gone = [
+            t
+            for t, ok in reached.items()
+            if ok is False and t in self.reached and t not in returning
+        ]
+        if not gone:
+            return set()
+        try:
+            closed = self.link.closed(gone)
+        except BackendError:
+            return set()  # cannot tell: as before, an engine that shut down
+        lost = {t for t, shut in zip(gone, closed, strict=True) if not shut}
+        self.lost |= lost
+        for target in lost:
+            self._log("The mailbox of %s is gone (Redis lost it?): sending again.", target)
+            self.unsent[target] = BackendUnavailable(
+                f"The mailbox of {target!r} was gone (Redis lost it) until the round ended."
+            )
+        return lost
+
+    def _fail_unsent(self, slots: ReplySlots, keep: set[str] | None = None) -> None:
         """Fill the empty slots of targets the message did not reach: their node failed."""
         for target, exc in self.unsent.items():
+            if keep and target in keep:
+                continue
             reply = error_reply(ReturnCode.COMMUNICATION_ERROR, f"Sending failed: {exc}")
             if slots.fill(target, slots.seq, reply):
                 self._log("Message %d of stream %s missed %s: %s", slots.seq, self.tx, target, exc)
@@ -298,7 +336,7 @@ class ObjectStream:
         slots: ReplySlots,
         future: StreamFuture | None,
         timeout: float,
-        resend: Callable[[], None] | None,
+        resend: Callable[..., None] | None,
         what: str | None = None,
     ) -> bool:
         deadline = time.monotonic() + timeout
@@ -320,8 +358,9 @@ class ObjectStream:
             now = time.monotonic()
             if now >= deadline:
                 break
-            if resend is not None and future is None and now >= next_resend:
-                resend()
+            if resend is not None and (future is None or self.lost) and now >= next_resend:
+                # Beside a byte stream to the others: to the lost mailboxes only.
+                resend(only_lost=future is not None)
                 next_resend = now + self.link.resend_after
             self.link.collect(self.tx, min(deadline - now, _ABORT_POLL))
         self._fail_unsent(slots)  # their node failed: not a silence
@@ -339,8 +378,12 @@ class ObjectStream:
                 future.cancel()  # its keys go now rather than at their TTL
         return True
 
-    def _resend(self, env: Envelope, payload: Any, slots: ReplySlots) -> None:
-        missing = slots.missing()
+    def _resend(
+        self, env: Envelope, payload: Any, slots: ReplySlots, only_lost: bool = False
+    ) -> None:
+        missing = [t for t in slots.missing() if t in self.lost or not only_lost]
+        if not missing:
+            return
         logger.info("Sending object %d of stream %s again to %s.", env.seq, env.tx, missing)
         try:
             reached, _ = self.link.send(env, payload, missing, self.secure, self.optional)
@@ -426,7 +469,7 @@ class ObjectStream:
             rc=rc,
         )
         slots = ReplySlots(env.seq, notify)
-        self.unsent = {}
+        self.unsent, self.lost = {}, set()
         self.link.expect(self.tx, slots)
         try:
             reached, _ = self.link.send(env, None, notify, False, self.optional)

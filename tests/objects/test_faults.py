@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from framework.buffers import Segments
-from framework.cell import StreamFuture
+from framework.cell import StreamCell, StreamFuture
 from framework.connection import RedisConnection
 from framework.exceptions import BackendUnavailable, StreamDataLost
 from framework.objects import EngineConfig, FLContext, ReservedHeaderKey, ReturnCode, Shareable
@@ -17,6 +17,7 @@ from framework.objects import engine as engine_module
 from framework.objects.engine import RedisStreamableEngine as Engine
 from framework.objects.envelope import ENVELOPE_FIELD, PAYLOAD_FIELD, Envelope
 from framework.objects.mailbox import post
+from tests.cell.helpers import SMALL
 from tests.objects.conftest import EngineFactory, server_and_site
 from tests.objects.helpers import ListProducer, RecordingFactory, shareable
 
@@ -447,6 +448,48 @@ def test_a_flushed_redis_is_survived_without_a_silent_loss(
     again = ListProducer([shareable(i=1)], timeout=5)
     assert server.stream_objects("c", "t", {}, ["site"], again, FLContext())[0] == "OK"
     assert rcs(again.rounds[0]) == {"site": "OK"}
+
+
+@pytest.mark.parametrize("pad", [10, 200_000], ids=["mailbox", "byte-stream"])
+def test_keys_lost_mid_session_cost_no_object(
+    conn: RedisConnection, make_engine: EngineFactory, pad: int
+) -> None:
+    """Redis loses every key between two objects (a restart without persistence).
+
+    Before, object 1 found no mailbox and failed at once (as for an engine that shut
+    down), and the site refused every later object as a sequence gap.
+    """
+    config = EngineConfig(ttl=4, inline_limit=1024, resend_after=0.2)
+    server = make_engine(conn, "server", config=config)
+    factory = RecordingFactory()
+    make_engine(conn, "site", config=config).register_stream_processing("c", "t", factory)
+
+    class Flushes(ListProducer):
+        def produce(self, stream_ctx: dict[str, Any], fl_ctx: FLContext) -> tuple[Any, float]:
+            if len(self.rounds) == 1:
+                conn.client.flushall()
+            return super().produce(stream_ctx, fl_ctx)
+
+    producer = Flushes([shareable(i=i, pad=b"x" * pad) for i in range(3)], timeout=15)
+    rc, _ = server.stream_objects("c", "t", {}, ["site"], producer, FLContext())
+    assert [rcs(r) for r in producer.rounds] == [{"site": "OK"}] * 3
+    assert rc == ReturnCode.OK
+    assert [o["i"] for o in factory.wait_ended(1)[0].consumed] == [0, 1, 2]
+
+
+def test_an_engine_that_shut_down_leaves_a_mark_and_a_restarted_one_clears_it(
+    conn: RedisConnection, make_engine: EngineFactory
+) -> None:
+    """A sender tells a target that shut down (fail at once) from a mailbox Redis lost."""
+    mark = conn.keys.engine_closed("site")
+    with StreamCell(conn, "site", config=SMALL) as cell:
+        site = Engine(cell)
+        assert not conn.client.exists(mark)
+        site.shutdown_streamer()
+        assert 0 < conn.client.pttl(mark) <= EngineConfig().ttl * 1000
+        again = Engine(cell)
+        assert not conn.client.exists(mark)
+        again.shutdown_streamer()
 
 
 def _tampering(monkeypatch: pytest.MonkeyPatch, kind: str, **changes: Any) -> None:
