@@ -103,6 +103,16 @@ class Liveness:
         self._distrust_until = time.monotonic() + RESTART_GRACE_S
         self._last_read.clear()
 
+    def lost_for_good(self, topic: str) -> bool:
+        """Whether the empty producers hash of ``topic`` was lost by a restart for good.
+
+        The hash held producers before the restart, and each had ended (an ended one
+        never records itself again), or the grace is over and none came back. Nothing
+        is left to wait for: the topic ended, and what Redis lost with it was reported.
+        """
+        awaited = self._awaited.get(topic)
+        return awaited is not None and (not awaited or self.trusted)
+
     @property
     def trusted(self) -> bool:
         """Whether the ends a producers hash shows can be trusted (no recent restart seen)."""

@@ -361,6 +361,8 @@ class StreamReading:
         for key in keys:
             topic = self._keys[key]
             producers = read[key] if key in read else self._producers(key)
+            if not producers and self._liveness.lost_for_good(topic):
+                producers = {b"": b"end:"}  # lost with a restart: nobody left to wait for
             if not producers or producers == self._finished_runs.get(key):
                 continue  # nothing recorded yet, or the finished run this subscriber skipped
             if not self._liveness.trusts(topic, producers):

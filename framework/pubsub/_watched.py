@@ -148,11 +148,15 @@ class WatchedProducers(abc.ABC):
         what = f"send a heartbeat of {source!r} on topic {topic!r}"
         with self.connection.mapped_errors(what, command="SET"):
             if not closing:
+                ms = self._alive_ms[source]
+                # PEXPIRE, not SET: Redis out of memory refuses SET, and the producer,
+                # alive but unable to write for a while, was counted gone for good.
                 pipe = self.connection.once.pipeline(transaction=False)
-                pipe.set(alive, self._run_of(topic, source), px=self._alive_ms[source])
+                pipe.pexpire(alive, ms)
                 for command in self._record_again(topic, source):
                     pipe.execute_command(*command)
-                pipe.execute()
+                if not pipe.execute()[0]:  # gone (Redis restarted, or it lapsed): again
+                    self.connection.once.set(alive, self._run_of(topic, source), px=ms)
                 return
             pipe = self.connection.once.pipeline(transaction=True)
             pipe.hset(producers, source, f"open:{self._run_of(topic, source)}")

@@ -162,3 +162,25 @@ def test_a_producer_killed_before_a_group_less_subscriber_came_is_its_loss_only_
     # From "$" it asked only for what comes next: before, K was reported here as well.
     assert [loss.producer for loss in collector.losses] == ([] if start == "$" else ["K"])
     collector.consumer.close()
+
+
+def test_heartbeats_go_on_while_redis_is_out_of_memory(real_conn: RedisConnection) -> None:
+    """The beat renewed the alive key with SET, which a full Redis refuses: a producer that
+    was alive but could not write for a while was counted gone, its later objects lost."""
+    conn = real_conn
+    collector = _consumer(conn, "dur-oom", "g")
+    admin = conn.client
+    with StreamProducer[bytes](RedisStreamPublisher(conn), heartbeat=0.2) as producer:
+        producer.send("dur-oom", payload(0))
+        collector.wait_count(1)
+        admin.config_set("maxmemory-policy", "noeviction")
+        admin.config_set("maxmemory", 1)
+        try:
+            time.sleep(3 * SILENT_BEATS * 0.2)  # several alive-key lifetimes of refused writes
+        finally:
+            admin.config_set("maxmemory", 0)
+        producer.send("dur-oom", payload(1))
+        producer.close_topics("dur-oom")
+    assert indexes(collector.result()) == [0, 1]
+    assert collector.losses == []
+    collector.consumer.close()

@@ -230,3 +230,33 @@ def test_a_subscriber_never_idle_before_the_restart_knows_whom_to_wait_for(
     assert sorted(set(indexes(got))) == list(kept)
     assert losses
     assert all(REPORTED[transport] in loss for loss in losses)
+
+
+def test_a_member_ends_after_a_restart_that_came_after_every_producer_ended(
+    conn: tuple[RedisProcess, RedisConnection],
+) -> None:
+    """Redis restarts without persistence while the member is still reading a topic
+    whose producers have all ended. The hash, lost after their end, stays empty: the
+    member waited for ever (until its timeout) instead of ending."""
+    server, redis_conn = conn
+    topic = "durable-ended-then-restart"
+    consumer = StreamConsumer[bytes](_subscriber(redis_conn, "durable", topic), timeout=15)
+    with _producer(redis_conn, "durable", heartbeat=2.0) as producer:
+        for i in range(60):
+            producer.send(topic, payload(i))
+        producer.close_topics(topic)
+    got: list[int] = []
+    losses: list[MessageLossError] = []
+    while True:
+        try:
+            got += indexes([consumer.next_object()])
+        except StopIteration:
+            break
+        except MessageLossError as loss:
+            losses.append(loss)
+        if len(got) == 20 and not losses:
+            server.restart()
+    assert got[:20] == list(range(20))  # then what was fetched ahead; the rest was lost
+    assert [loss.possible for loss in losses] == [True]
+    assert "created again" in str(losses[0])
+    consumer.close()
