@@ -298,13 +298,12 @@ class FileStore(BaseStore):
             return False
         with _os_errors(f"check object {key!r} in file store {self.name!r}"):
             try:
-                fd = _open_regular(path, os.O_RDONLY)
-                if fd is None:
-                    return False
-                with open(fd, "rb", buffering=0) as file:
-                    expires, left = _read_head(file)
+                head = _head_of(path)
             except _InvalidFile:
                 return False  # not an object (get() refuses it), so none is stored here
+        if head is None:
+            return False
+        expires, left = head
         return left != _CONSUMED and not (expires and time.time() >= expires)
 
     def _delete(self, key: str) -> None:
@@ -313,22 +312,33 @@ class FileStore(BaseStore):
             return
         with _os_errors(f"evict object {key!r} from file store {self.name!r}"):
             try:
-                fd = _open_regular(path, os.O_RDONLY)
-                if fd is None:
-                    return
-                with open(fd, "rb", buffering=0) as file:
-                    _read_head(file)
+                head = _head_of(path)
             except _InvalidFile as exc:
                 # Not an object this store wrote (exists() says False): someone else's
                 # file, which evicting a key must not destroy.
                 logger.warning("Not evicting %s of file store %r: %s.", path, self.name, exc)
                 return
-            path.unlink(missing_ok=True)
+            if head is not None:
+                path.unlink(missing_ok=True)
 
     def _path(self, key: str) -> Path | None:
         """The file of ``key``; ``None`` for anything but a key this store makes."""
         # The pattern also rules out path traversal by keys read from untrusted events.
         return self.directory / key if isinstance(key, str) and _KEY.fullmatch(key) else None
+
+
+def _head_of(path: Path) -> tuple[float, int] | None:
+    """The head (expiry, reads left) of the object file at ``path``; None if absent.
+
+    Raises:
+        _InvalidFile: If ``path`` is not an object file (nothing is changed).
+        OSError: If it cannot be read.
+    """
+    fd = _open_regular(path, os.O_RDONLY)
+    if fd is None:
+        return None
+    with open(fd, "rb", buffering=0) as file:
+        return _read_head(file)
 
 
 def _open_regular(path: Path, flags: int) -> int | None:

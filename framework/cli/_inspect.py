@@ -207,12 +207,11 @@ def collect(conn: RedisConnection) -> dict[str, Any]:
 def _table(title: str, rows: list[dict[str, Any]], columns: list[str]) -> Table:
     # Names in Redis are chosen by whoever wrote there: never markup, never escapes.
     cells = [[shown(_cell(column, row.get(column))) for column in columns] for row in rows]
-    # Long values wrap rather than end in "…": a stream id is copied from here.
-    widths = [max((len(row[i]) for row in cells), default=0) for i in range(len(columns))]
+    # Long values wrap rather than end in "…", and a stream id (copied from here) is whole.
     table = Table(
         *(
-            Column(column, overflow="fold", min_width=width if column == "stream_id" else None)
-            for column, width in zip(columns, widths, strict=True)
+            Column(column, overflow="fold", min_width=_widest(cells, i, column))
+            for i, column in enumerate(columns)
         ),
         title=title,
         caption=None if rows else "none",
@@ -220,6 +219,13 @@ def _table(title: str, rows: list[dict[str, Any]], columns: list[str]) -> Table:
     for row in cells:
         table.add_row(*row)
     return table
+
+
+def _widest(cells: list[list[str]], index: int, column: str) -> int | None:
+    """The width that keeps every stream id on one line; None for other columns."""
+    if column != "stream_id":
+        return None
+    return max((len(row[index]) for row in cells), default=None)
 
 
 def _cell(column: str, value: Any) -> str:

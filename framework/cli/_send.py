@@ -63,7 +63,7 @@ class ByteRate(_IntParam):
         if isinstance(value, int):
             return value
         text = str(value).strip().upper().removesuffix("B")
-        number, unit = (text[:-1], text[-1]) if text[-1:] in "KMG" and text else (text, "")
+        number, unit = (text[:-1], text[-1]) if text[-1:] in ("K", "M", "G") else (text, "")
         try:
             rate = int(float(number) * self._UNITS[unit])
         except (ValueError, OverflowError):  # "", "M", "inf", "nan"

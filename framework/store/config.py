@@ -20,10 +20,9 @@ from framework.exceptions import ConfigurationError
 
 __all__ = ["StoreConfig"]
 
-#: Option names a config must never carry: it is readable by anyone who can read Redis.
-SECRET_OPTIONS = frozenset({"password", "secret", "token", "credentials", "api_key"})
-# An option whose name holds one of these is taken for a secret: redis_password,
-# api_token, passwd, secret_key, accessToken...
+#: Option names a config must never carry (it is readable by anyone who can read Redis):
+#: any that holds one of these words, as password, redis_password, api_token, passwd,
+#: secret_key or accessToken.
 _SECRET_NAME = re.compile(r"passw(?:or)?d|pwd|secret|token|credential|api_?key|private_?key", re.I)
 
 
@@ -92,7 +91,7 @@ class StoreConfig(BaseModel):
 
 def _check_public(options: Mapping[str, Any]) -> None:
     for name, value in options.items():
-        if name.lower() in SECRET_OPTIONS or _SECRET_NAME.search(name):
+        if _SECRET_NAME.search(name):
             raise ValueError(f"option {name!r} looks like a secret; configs must not carry one.")
         if isinstance(value, str) and carries_password(value):
             raise ValueError(f"option {name!r} is a URL with a password; drop the password.")
