@@ -8,7 +8,10 @@ while the source has nothing new the sender posts a heartbeat, so a receiver's i
 timeout measures whether the sender is alive, not how fast its source is. The sender
 blocks on the ack stream whenever the slowest receiver lags by a full window. The future
 resolves with the byte count once every receiver has acknowledged the end (after its
-application was done with the data); the keys are then deleted. Cancelling posts a
+application was done with the data); the keys are then deleted. A receiver that holds the
+others back and has neither consumed nor said it is alive for the idle timeout (killed,
+or never started) is given up on: the others get the whole stream, then the future fails
+naming it. Cancelling posts a
 ``cancel`` control at once, from the caller's thread. A dropped connection is retried
 (:func:`~framework.cell.reconnect.with_reconnect`); acks that cannot be genuine (beyond
 what was sent, or a ``done`` before the last chunk) are logged and ignored.
@@ -98,6 +101,11 @@ class TxTask(StreamTaskSpec):
         # A receiver's heartbeat shows it alive, not progress: frames it has not
         # acknowledged are still checked for (see _check_frames_kept).
         self._last_heard = self._last_progress
+        # Receiver -> when it last consumed or said it is alive; and those given up on.
+        self._heard = dict.fromkeys(self.window.targets, self._last_progress)
+        self._gone: dict[str, str] = {}
+        self._give_ups: dict[str, str] = {}  # asked for by other threads (give_up_on)
+        self._give_ups_lock = threading.Lock()
         self.thread = threading.Thread(
             target=self._run, name=f"fw-cell-tx-{announce.sid}", daemon=True
         )
@@ -116,6 +124,14 @@ class TxTask(StreamTaskSpec):
             return
         self._stop.set()
         self._post_quietly(self._control("cancel", msg="cancelled by the sender"))
+
+    def give_up_on(self, target: str, why: str) -> None:
+        """Go on without ``target`` (known gone elsewhere); the future then fails naming it.
+
+        Thread-safe; the sending thread acts on it at its next wait on the receivers.
+        """
+        with self._give_ups_lock:
+            self._give_ups.setdefault(target, why)
 
     def stop(self) -> None:
         """Cancel the transfer unless it already finished (used by ``StreamCell.close``)."""
@@ -158,6 +174,12 @@ class TxTask(StreamTaskSpec):
                 self._step()
         while not self.window.all_done():
             self._await_controls()
+        if self._gone:
+            why = "; ".join(f"{t!r}: {reason}" for t, reason in self._gone.items())
+            raise StreamError(
+                f"Stream {self.announce.sid} reached {self.window.targets} whole, but not "
+                f"{list(self._gone)}, which the sender gave up on ({why})."
+            )
         return self.window.sent.off
 
     def _step(self) -> None:
@@ -219,6 +241,7 @@ class TxTask(StreamTaskSpec):
 
     def _await_controls(self) -> None:
         self._check_stop()
+        self._drop_gone()
         idle = time.monotonic() - max(self._last_progress, self._last_heard)
         if idle > self.config.idle_timeout:
             ignored = f" Ignored: {self.io.ignored}" if self.io.ignored else ""
@@ -239,6 +262,44 @@ class TxTask(StreamTaskSpec):
             trim = self.window.trim_point()
             self._redis(lambda: self.io.write([], trim, self._ack_from), "refreshing the TTL")
             self._last_refresh = time.monotonic()
+
+    def _drop_gone(self) -> None:
+        """Go on without receivers given up on, and silent ones the others are ahead of.
+
+        A receiver that holds the others back (it has bytes or the end to acknowledge),
+        has neither consumed nor posted a heartbeat for the idle timeout, and lags behind
+        another receiver is killed or was never started: the receivers still consuming
+        must not wait on it, nor fail with it. When no receiver is ahead of the silent
+        ones, the idle timeout fails the transfer.
+        """
+        with self._give_ups_lock:
+            asked, self._give_ups = self._give_ups, {}
+        now, window = time.monotonic(), self.window
+        ahead = max((window.acked(t), window.done(t)) for t in window.targets)
+        silent = {
+            t: f"it neither consumed nor said it is alive for {now - self._heard[t]:.0f} s"
+            for t in self._holding_back()
+            if now - self._heard[t] > self.config.idle_timeout
+            and (window.acked(t), window.done(t)) < ahead
+        }
+        for target, why in {**silent, **asked}.items():
+            if target not in window.targets or window.done(target):
+                continue
+            if len(window.targets) == 1:
+                raise StreamError(f"Stream {self.announce.sid}: {target!r} is gone ({why}).")
+            logger.warning("Stream %s goes on without %r: %s.", self.announce.sid, target, why)
+            window.drop(target)
+            self._gone[target] = why
+            self._last_progress = now  # the others may move again
+
+    def _holding_back(self) -> list[str]:
+        """Receivers the transfer waits on: bytes, or the end, left to acknowledge."""
+        sent, window = self.window.sent, self.window
+        return [
+            t
+            for t in window.targets
+            if not window.done(t) and (window.acked(t) < sent or self._final is not None)
+        ]
 
     def _check_frames_kept(self) -> None:
         """Frames a receiver has not acknowledged must still be in Redis.
@@ -289,6 +350,9 @@ class TxTask(StreamTaskSpec):
                     )
                 continue
             where = f"Receiver {control.sender!r} of stream {self.announce.sid}"
+            if control.sender in self._gone:
+                logger.info("Ignoring a %s from %s: given up on.", control.kind, where)
+                continue
             if control.sender not in self.window.targets:
                 # Whoever can write to Redis can post here: only a target speaks for one.
                 logger.warning("Ignoring a %s from %s: not a target.", control.kind, where)
@@ -312,7 +376,7 @@ class TxTask(StreamTaskSpec):
             )
             return
         self._rx_beats[control.sender] = control.seq
-        self._last_heard = time.monotonic()
+        self._last_heard = self._heard[control.sender] = time.monotonic()
 
     def _on_ack(self, control: Control, where: str) -> None:
         position = Position(control.seq, control.off)
@@ -327,7 +391,7 @@ class TxTask(StreamTaskSpec):
             )
             return
         if self.window.on_ack(control.sender, position, control.done):
-            self._last_progress = time.monotonic()
+            self._last_progress = self._heard[control.sender] = time.monotonic()
 
     def _laggards(self) -> list[str]:
         slowest = self.window.slowest()

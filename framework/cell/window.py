@@ -85,6 +85,21 @@ class Window:
         """The last position ``target`` acknowledged."""
         return self._acked[target]
 
+    def done(self, target: str) -> bool:
+        """Whether ``target`` sent its final acknowledgement."""
+        return target in self._done
+
+    def drop(self, target: str) -> None:
+        """Go on without ``target``: it no longer holds the window back (a receiver gone).
+
+        Raises:
+            StreamError: If ``target`` is the last receiver (the transfer has nobody left).
+        """
+        if target in self._acked and len(self._acked) == 1:
+            raise StreamError(f"Cannot go on without {target!r}: it is the last receiver.")
+        self._acked.pop(target, None)
+        self._done.discard(target)
+
     def slowest(self) -> Position:
         """The lowest acknowledged position over all receivers."""
         return min(self._acked.values())

@@ -23,6 +23,7 @@ from types import TracebackType
 from typing import Any
 
 from framework.cell import Message, StreamCell, StreamFuture
+from framework.cell.sender import TxTask
 from framework.exceptions import ClosedError, ConfigurationError, FrameworkError
 from framework.objects._engine_receiving import EngineReceiving
 from framework.objects.api import ConsumerFactory, ObjectProducer, StreamableEngine
@@ -274,6 +275,21 @@ class RedisStreamableEngine(EngineReceiving, StreamableEngine):
         """
         keys = [self.conn.keys.engine_closed(t) for t in targets]
         return [ok is True for ok in each_key(self.conn, keys, "check", "exists")]
+
+    def alive(self, targets: list[str]) -> list[bool]:
+        """Per target, whether a live cell holds its name (its lease); True if Redis fails.
+
+        Raises:
+            BackendError: If Redis fails (on a cluster: for every target).
+        """
+        keys = [self.conn.keys.receiver(t) for t in targets]
+        return [ok is not False for ok in each_key(self.conn, keys, "check", "exists")]
+
+    def give_up(self, future: StreamFuture, target: str, why: str) -> None:
+        """Let the byte stream of ``future`` go on without ``target``, which is gone."""
+        task = future.task_handle
+        if isinstance(task, TxTask):
+            task.give_up_on(target, why)
 
     def _abandon(self) -> None:
         """Undo a constructor that failed after registering: stop, and leave no mailbox."""

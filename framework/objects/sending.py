@@ -20,6 +20,7 @@ from functools import partial
 from typing import Any, NamedTuple, Protocol, TypeAlias
 
 from framework._timeouts import as_seconds
+from framework.cell.lease import LEASE_S
 from framework.cell.types import StreamFuture
 from framework.exceptions import (
     BackendError,
@@ -46,15 +47,19 @@ Reach: TypeAlias = bool | BackendError
 
 #: Longest pause (s) between two looks at the abort signal while replies are awaited.
 _ABORT_POLL = 0.05
+#: Seconds between two looks at the leases of targets that have not answered yet.
+_LEASE_LOOK = 1.0
 
 
 class Ended(NamedTuple):
-    """A target that takes no more objects of the stream: its session ended."""
+    """A target that takes no more objects of the stream: its session ended, or it is gone."""
 
     #: The return code of its reply that ended the session.
     rc: str
-    #: Why, for the EARLY_TERMINATION replies filled in for it and the log.
+    #: Why, for the error replies filled in for it and the log.
     why: str
+    #: The return code of those error replies.
+    reply_rc: str = ReturnCode.EARLY_TERMINATION
 
 
 class Link(Protocol):
@@ -74,6 +79,12 @@ class Link(Protocol):
 
     def closed(self, targets: list[str]) -> list[bool]:
         """Per target, whether its engine shut down (rather than Redis losing its mailbox)."""
+
+    def alive(self, targets: list[str]) -> list[bool]:
+        """Per target, whether a live cell holds its name (True when Redis cannot tell)."""
+
+    def give_up(self, future: StreamFuture, target: str, why: str) -> None:
+        """Let the byte stream of ``future`` go on without ``target``, which is gone."""
 
     def open_replies(self, tx: str) -> None:
         """Start receiving the replies of session ``tx``."""
@@ -149,6 +160,8 @@ class ObjectStream:
         # Of those, targets whose mailbox Redis lost: sent again (by mailbox or as a byte
         # stream of their own) until the round's timeout.
         self.lost: set[str] = set()
+        # Target -> when its cell's lease was first seen missing (see _fail_gone).
+        self.leaseless: dict[str, float] = {}
 
     def run(self) -> tuple[str, Any]:
         """Loop until the producer ends the stream, a result is found or abort; see the API."""
@@ -208,7 +221,7 @@ class ObjectStream:
         live = [t for t in self.targets if t not in self.ended]
         slots = ReplySlots(self.seq, self.targets)
         for target, ended in self.ended.items():
-            slots.fill(target, self.seq, error_reply(ReturnCode.EARLY_TERMINATION, ended.why))
+            slots.fill(target, self.seq, error_reply(ended.reply_rc, ended.why))
         env = Envelope(
             kind="data",
             tx=self.tx,
@@ -341,12 +354,15 @@ class ObjectStream:
     ) -> bool:
         deadline = time.monotonic() + timeout
         next_resend = time.monotonic() + self.link.resend_after
+        next_look = time.monotonic() + _LEASE_LOOK
         while not slots.complete():
             if self._aborted():
                 return False
             if future is not None and future.done() and future.exception() is not None:
                 failure = future.exception()
                 why = f"The byte stream carrying the object failed: {failure}"
+                # Replies posted before it failed (by targets it reached) count.
+                self.link.collect(self.tx, _ABORT_POLL)
                 if failure is None or resend is None or not _redis_failed(failure):
                     slots.fail_missing(ReturnCode.COMMUNICATION_ERROR, why)
                     break
@@ -362,6 +378,9 @@ class ObjectStream:
                 # Beside a byte stream to the others: to the lost mailboxes only.
                 resend(only_lost=future is not None)
                 next_resend = now + self.link.resend_after
+            if now >= next_look:
+                self._fail_gone(slots, future)
+                next_look = now + _LEASE_LOOK
             self.link.collect(self.tx, min(deadline - now, _ABORT_POLL))
         self._fail_unsent(slots)  # their node failed: not a silence
         if not slots.complete():
@@ -377,6 +396,42 @@ class ObjectStream:
             if future is not None and not future.done():
                 future.cancel()  # its keys go now rather than at their TTL
         return True
+
+    def _fail_gone(self, slots: ReplySlots, future: StreamFuture | None) -> None:
+        """Fail the targets whose cell stopped renewing its lease; they take no more objects.
+
+        A killed (or frozen) engine leaves its mailbox until its TTL, so objects still
+        reach it, and its replies would be waited for until the round's timeout. Its
+        cell's lease lapses :data:`LEASE_S` after its last refresh. A Redis restart
+        without persistence loses a live cell's lease only until its next refresh (a
+        third of that), so a lease missing for :data:`LEASE_S` more means nobody answers.
+        A byte stream carrying the object to several targets goes on without them.
+        """
+        waiting = [t for t in slots.missing() if t in self.reached and t not in self.unsent]
+        if not waiting:
+            return
+        try:
+            alive = self.link.alive(waiting)
+        except BackendError:
+            return  # cannot tell: the round's timeout decides
+        now = time.monotonic()
+        for target, ok in zip(waiting, alive, strict=True):
+            if ok:
+                self.leaseless.pop(target, None)
+                continue
+            since = self.leaseless.setdefault(target, now)
+            if now - since < LEASE_S:
+                continue
+            why = (
+                f"The engine of {target!r} is gone (killed, or frozen): its cell has not "
+                f"renewed its lease for over {now - since + LEASE_S:.0f} s."
+            )
+            self._log("Stream %s: %s", self.tx, why)
+            slots.fail_missing(ReturnCode.COMMUNICATION_ERROR, why, [target])
+            rc = ReturnCode.COMMUNICATION_ERROR
+            self.ended[target] = Ended(rc, why, reply_rc=rc)
+            if future is not None and not future.done():
+                self.link.give_up(future, target, why)
 
     def _resend(
         self, env: Envelope, payload: Any, slots: ReplySlots, only_lost: bool = False

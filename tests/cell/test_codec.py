@@ -300,3 +300,18 @@ def test_cipher_without_cryptography(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "cryptography.hazmat.primitives.ciphers.aead", None)
     with pytest.raises(EncryptionError, match=r"framework\[secure\]"):
         ChunkCipher(b"k" * 16)
+
+
+def test_a_window_goes_on_without_a_dropped_receiver() -> None:
+    window = Window(["a", "b"], limit=100)
+    window.on_sent(1, 150)
+    window.on_ack("a", Position(1, 150), done=True)
+    assert not window.can_send()  # "b" holds it back
+    assert not window.all_done()
+    window.drop("b")
+    assert window.targets == ["a"]
+    assert window.can_send()
+    assert window.all_done()
+    assert window.trim_point() == 2
+    with pytest.raises(StreamError, match="last receiver"):
+        window.drop("a")

@@ -23,6 +23,7 @@ from framework.cell import (
 from framework.cell.assembler import encode_chunk
 from framework.cell.frames import Announce, Control
 from framework.cell.inbox import announce
+from framework.cell.sender import TxTask
 from framework.cell.transport import TransferIO
 from framework.connection import RedisConnection
 from framework.embedded import EmbeddedRedis
@@ -90,6 +91,46 @@ def test_a_receiver_times_out_when_its_sender_is_gone(
     assert isinstance(item.error, StreamTimeout)
     assert "from 'dead'" in str(item.error)
     assert "the sender is gone" in str(item.error)
+
+
+@pytest.mark.parametrize("mode", ["stream", "blob"])
+def test_a_receiver_that_never_started_does_not_hold_back_the_others(
+    conn2: RedisConnection, make_cell: CellFactory, mode: str
+) -> None:
+    # Four windows of data: the live receiver needs the sender to go on without "ghost".
+    data = payload(4 * SMALL.window, seed=5)
+    got = Collector()
+    b = make_cell(conn2, "b", QUICK)
+    b.register_stream_cb("ch", "s", got.stream_cb)
+    b.register_blob_cb("ch", "s", got.blob_cb)
+    sender = make_cell(conn2, "a", QUICK)
+    message = Message({}, BytesStream(data) if mode == "stream" else data)
+    send = sender.send_stream if mode == "stream" else sender.send_blob
+    future = send("ch", "s", ["b", "ghost"], message)
+    item = got.wait(future.get_stream_id(), 20)
+    assert item.error is None
+    assert bytes(item.data) == data
+    with pytest.raises(StreamError, match=r"reached \['b'\] whole, but not \['ghost'\]") as err:
+        future.result(timeout=20)
+    assert "neither consumed nor said it is alive" in str(err.value)
+
+
+def test_a_sender_told_a_receiver_is_gone_goes_on_without_it(
+    conn2: RedisConnection, make_cell: CellFactory
+) -> None:
+    data = payload(4 * SMALL.window, seed=6)
+    got = Collector()
+    make_cell(conn2, "b", SMALL).register_blob_cb("ch", "s", got.blob_cb)
+    future = make_cell(conn2, "a", SMALL).send_blob("ch", "s", ["b", "ghost"], Message({}, data))
+    time.sleep(0.5)
+    assert not future.done()  # held back by "ghost" (idle timeout 20 s)
+    task = future.task_handle
+    assert isinstance(task, TxTask)
+    task.give_up_on("ghost", "its engine is gone")
+    item = got.wait(future.get_stream_id(), 10)
+    assert bytes(item.data) == data
+    with pytest.raises(StreamError, match="its engine is gone"):
+        future.result(timeout=10)
 
 
 # -- dropped connections (real redis-server: CLIENT KILL) -------------------------------------

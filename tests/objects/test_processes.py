@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,7 +14,14 @@ import redis
 
 from framework.connection import RedisConnection
 from framework.embedded import EmbeddedRedis
-from framework.objects import EngineConfig, FLContext, ObjectProducer, ReturnCode, Shareable
+from framework.objects import (
+    EngineConfig,
+    FLContext,
+    ObjectProducer,
+    ReservedHeaderKey,
+    ReturnCode,
+    Shareable,
+)
 from tests.objects.conftest import EngineFactory
 from tests.objects.helpers import (
     ListProducer,
@@ -135,6 +143,40 @@ def test_a_killed_sender_s_session_is_finalized_by_idle_expiry(
     (session,) = factory.wait_ended(1)
     assert session.rc == ReturnCode.TIMEOUT
     assert session.events == ["consume", "finalize", "return"]
+
+
+@pytest.mark.parametrize("inline_limit", [1 << 20, 64 * 1024], ids=["mailbox", "byte-stream"])
+def test_a_killed_target_fails_its_rounds_within_seconds_not_at_the_timeout(
+    url: str,
+    remote_conn: RedisConnection,
+    make_engine: EngineFactory,
+    children: list[Any],
+    inline_limit: int,
+) -> None:
+    # A SIGKILLed engine leaves its mailbox for its TTL (600 s), so objects still reach
+    # it; only its cell's lease, no longer renewed, says that nobody will answer.
+    queue = SPAWN.Queue()
+    for name in ("site-1", "site-2"):
+        proc = SPAWN.Process(target=child_site, args=(url, name, queue, inline_limit), daemon=True)
+        proc.start()
+        children.append(proc)
+    assert {expect(queue, "ready")[1] for _ in range(2)} == {"site-1", "site-2"}
+    children[1].kill()
+    children[1].join(10)
+    server = make_engine(remote_conn, "server", config=EngineConfig(inline_limit=inline_limit))
+    weights = np.ones(64 * 1024)  # 512 KB: a byte stream to both beyond the inline limit
+    producer = ListProducer([shareable(round=i, w=weights) for i in range(3)], timeout=120)
+    started = time.monotonic()
+    rc, _ = server.stream_objects("fl", "weights", {}, ["site-1", "site-2"], producer, FLContext())
+    assert time.monotonic() - started < 30  # the lease lapses in 3 s; the timeout is 120 s
+    assert rc == ReturnCode.COMMUNICATION_ERROR
+    assert [r["site-1"].get_return_code() for r in producer.rounds] == ["OK"] * 3
+    assert [r["site-1"]["sums"]["w"] for r in producer.rounds] == [64 * 1024.0] * 3
+    gone = [r["site-2"] for r in producer.rounds]
+    assert [r.get_return_code() for r in gone] == ["COMMUNICATION_ERROR"] * 3
+    assert "site-2" in gone[0].get_header(ReservedHeaderKey.ERROR)
+    assert "lease" in gone[0].get_header(ReservedHeaderKey.ERROR)
+    assert expect(queue, "done")[1:] == ("site-1", "OK", 3)
 
 
 def test_client_kill_mid_stream_loses_and_duplicates_nothing(
