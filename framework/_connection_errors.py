@@ -105,7 +105,8 @@ def raise_mapped(
             "the script's commands in the user's ACL rules.",
             command=command,
         ) from exc
-    raise BackendError(f"{head} reported {type(exc).__name__}: {exc}.", command=command) from exc
+    said = str(exc).rstrip(".")  # Redis ends some of its messages with a period
+    raise BackendError(f"{head} reported {type(exc).__name__}: {said}.", command=command) from exc
 
 
 # What Redis says when an ACL refuses a command that a script runs (not a NOPERM error).

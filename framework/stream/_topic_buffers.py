@@ -139,9 +139,15 @@ class TopicBuffers(Generic[T]):
         if self._bound is not None and items:
             nbytes = sum(approx_size(item.obj) for item in items if item.evict)
             state.backlog.wait_for_room(topic, self._bound, len(items), nbytes)
-        outs = self._builder.build(
-            topic, items, store=self._store_for(topic), eos=eos, seq=state.next_seq
-        )
+        try:
+            outs = self._builder.build(
+                topic, items, store=self._store_for(topic), eos=eos, seq=state.next_seq
+            )
+        except BackendError as exc:  # storing failed: the items stay buffered
+            kept = reworded(exc, f"{exc} {_kept_unstored(topic, len(state.items))}")
+            if kept is not exc:
+                raise kept from exc
+            raise
         state.items, state.since = [], None
         state.next_seq = outs[-1].next_seq
         state.ended = state.ended or eos
@@ -268,6 +274,15 @@ class TopicBuffers(Generic[T]):
         lapses = [] if beats is None else beats.lapses(topics)
         if beats is not None and lapses:
             raise lapsed(self.producer_id, lapses, beats.patience, outcome)
+
+
+def _kept_unstored(topic: str, objects: int) -> str:
+    """What became of the objects that could not be stored (for the error)."""
+    return (
+        f"The objects are kept: {objects} object(s) of topic {topic!r} are stored and "
+        "published, once, by the next send(), flush() or close() of this producer; do not "
+        "send them again."
+    )
 
 
 def _kept(topic: str, messages: int) -> str:

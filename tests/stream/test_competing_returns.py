@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,7 +20,7 @@ import pytest
 import redis
 
 from framework.connection import RedisConnection
-from framework.exceptions import BackendUnavailable
+from framework.exceptions import BackendError, BackendUnavailable
 from framework.pubsub import RedisQueuePublisher, RedisQueueSubscriber
 from framework.store import RedisStore, get_store, register_store, unregister_store
 from framework.stream import StreamConsumer, StreamProducer
@@ -146,3 +147,47 @@ def test_a_resent_message_whose_push_arrived_is_not_pushed_again(
     got = list(consumer.iter_objects())  # before: [1, 2, 3, 3, 4, 5]
     consumer.close()
     assert got == [1, 2, 3, 4, 5]
+
+
+@pytest.mark.parametrize("kind", ["list", "pubsub"])
+def test_a_store_refusing_a_send_says_its_objects_are_kept(
+    real_conn: RedisConnection, redis_url: str, kind: str
+) -> None:
+    """ProxyStore's call forms: the store and the publisher on connections of their own."""
+    from framework.connectors.redis import RedisConnector
+    from framework.store import Store
+    from framework.stream.shims.redis import (
+        RedisPublisher,
+        RedisQueuePublisher,
+        RedisQueueSubscriber,
+        RedisSubscriber,
+    )
+
+    host, port = (
+        real_conn.blocking.connection_pool.connection_kwargs["host"],
+        int(redis_url.rsplit(":", 1)[1].split("/")[0]),
+    )
+    store = Store("objs", RedisConnector(host, port))
+    if kind == "list":
+        sub: Any = RedisQueueSubscriber(host, port, TOPIC, timeout=10)
+        pub: Any = RedisQueuePublisher(host, port)
+    else:
+        sub, pub = RedisSubscriber(host, port, TOPIC, timeout=10), RedisPublisher(host, port)
+    producer = StreamProducer(pub, stores={TOPIC: store})
+    with StreamConsumer(sub, timeout=10) as consumer:
+        producer.send(TOPIC, "a", evict=True)
+        real_conn.client.config_set("maxmemory", 1)
+        try:
+            kept = r"stored and published, once, by the next send\(\).*do not send them again"
+            with pytest.raises(BackendError, match=r"'maxmemory'\. The objects are kept") as err:
+                producer.send(TOPIC, "b", evict=True)
+            assert re.search(kept, str(err.value))
+        finally:
+            real_conn.client.config_set("maxmemory", 0)
+        producer.send(TOPIC, "c", evict=True)  # stores and publishes "b" first
+        producer.close_topics(TOPIC)
+        producer.close()
+        got = list(consumer.iter_objects())
+    unregister_store("objs")  # ProxyStore's Store registers itself
+    store.close()
+    assert got == ["a", "b", "c"]
