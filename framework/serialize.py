@@ -280,14 +280,22 @@ def dumps(
 
 
 def loads(
-    data: BytesLike | Segments, *, secret: bytes | None = None, allow_pickle: bool = True
+    data: BytesLike | Segments,
+    *,
+    secret: bytes | None = None,
+    allow_pickle: bool = True,
+    check_meta: Callable[[dict[str, Any]], None] | None = None,
 ) -> Any:
     """Return the object of a :func:`dumps` frame; see :func:`loads_with_meta`."""
     if (value := _RAW_FRAMES.decode(data, secret)) is not None:  # fast path, same checks
+        if check_meta is not None:
+            check_meta({})  # its frames carry no meta
         return value
     if secret is None and (value := _ARRAY_FRAMES.decode(data)) is not None:
+        if check_meta is not None:
+            check_meta({})
         return value
-    return loads_with_meta(data, secret=secret, allow_pickle=allow_pickle)[1]
+    return loads_with_meta(data, secret=secret, allow_pickle=allow_pickle, check_meta=check_meta)[1]
 
 
 def loads_with_meta(

@@ -18,6 +18,7 @@ does no I/O and imports no Redis code.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -29,6 +30,7 @@ from framework.exceptions import (
     SecurityError,
     SerializationError,
 )
+from framework.framing import decode_frame
 from framework.serialize import dumps, loads_with_meta
 from framework.serializers import PickleSerializer
 
@@ -45,6 +47,7 @@ __all__ = [
     "decode_envelope",
     "open_payload",
     "seal_payload",
+    "verify_payload",
 ]
 
 logger = logging.getLogger(__name__)
@@ -212,6 +215,29 @@ def open_payload(
         SecurityError: If a secret is set and the MAC is missing or wrong.
         DeserializationError: If the payload cannot be deserialized.
     """
+    check = _bound_to(env, secret)
+    return loads_with_meta(data, secret=secret, allow_pickle=allow_pickle, check_meta=check)[1]
+
+
+def verify_payload(env: Envelope, data: BytesLike | Segments, secret: bytes | None) -> None:
+    """Check the payload of ``env`` as :func:`open_payload` does, without deserializing it.
+
+    For an ``end`` or ``abort`` notice, whose payload carries nothing: its signature
+    (with a secret) and its binding to the envelope are all that matter, so a
+    receiver's pickle policy has nothing to refuse there.
+
+    Raises:
+        FramingError: If the frame is malformed, or bound to another message or
+            envelope.
+        SecurityError: If a secret is set and the MAC is missing or wrong.
+    """
+    header, _ = decode_frame(data, secret=secret)
+    meta = header.get("meta")
+    _bound_to(env, secret)(meta if isinstance(meta, dict) else {})
+
+
+def _bound_to(env: Envelope, secret: bytes | None) -> Callable[[dict[str, Any]], None]:
+    """A ``check_meta`` refusing a payload frame that is not bound to ``env``."""
     binding = env.binding()
 
     def check(meta: dict[str, Any]) -> None:
@@ -224,4 +250,4 @@ def open_payload(
                 f"envelope ({meta})."
             )
 
-    return loads_with_meta(data, secret=secret, allow_pickle=allow_pickle, check_meta=check)[1]
+    return check

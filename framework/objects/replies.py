@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from framework.connection import RedisConnection
-from framework.exceptions import BackendError, FrameworkError
+from framework.exceptions import BackendError, DeserializationError, FrameworkError
 from framework.objects._mail_upkeep import Write
 from framework.objects.envelope import (
     ENVELOPE_FIELD,
@@ -25,7 +25,7 @@ from framework.objects.envelope import (
 )
 from framework.objects.mailbox import WAKE_FIELD, Mailbox, MailEntry
 from framework.objects.session import ReplySlots
-from framework.objects.shareable import ReservedHeaderKey, Shareable
+from framework.objects.shareable import ReservedHeaderKey, ReturnCode, Shareable, error_reply
 
 __all__ = ["Replies", "envelope_of"]
 
@@ -160,7 +160,13 @@ class Replies:
             box.wake()
 
     def file(self, env: Envelope, payload: Any) -> None:
-        """Verify a reply and put it in its slot (ignored, and logged, if it does not verify)."""
+        """Verify a reply and put it in its slot (ignored, and logged, if it does not verify).
+
+        A reply that verifies (signed, with a secret) and is bound to its envelope but
+        cannot be deserialized here (``allow_pickle=False`` refuses the target's pickled
+        reply) fills the slot with BAD_REQUEST_DATA naming why: no other reply will
+        come, and the sender would otherwise wait out its timeout.
+        """
         with self._lock:
             slots = self._slots.get(env.tx)
         if slots is None:
@@ -170,6 +176,10 @@ class Replies:
             reply = self._open(env, payload)
             if not isinstance(reply, Shareable):
                 raise FrameworkError(f"it holds a {type(reply).__name__}, not a Shareable")
+        except DeserializationError as exc:
+            logger.warning("Cannot read the %s: %s", env.describe(), exc)
+            why = f"The {env.describe()} cannot be read here: {exc}"
+            reply = error_reply(ReturnCode.BAD_REQUEST_DATA, why)
         except FrameworkError as exc:
             # Not filled: the genuine reply may still come, else the slot times out.
             logger.warning("Ignoring the %s: %s", env.describe(), exc)

@@ -10,6 +10,7 @@ object alone. A mixin over the store's ``_read`` hook; no I/O of its own.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from framework._core_errors import reworded
@@ -103,9 +104,17 @@ class GetMethods:
         default: Any = MISSING,
         evict: bool = False,
         deserializer: Deserializer | None = None,
+        allow_pickle: bool = True,
     ) -> Any:
         """Return one object (see :meth:`get_batch`)."""
-        return self.get_batch([key], default=default, evict=evict, deserializer=deserializer)[0]
+        objs = self.get_batch(
+            [key],
+            default=default,
+            evict=evict,
+            deserializer=deserializer,
+            allow_pickle=allow_pickle,
+        )
+        return objs[0]
 
     def get_batch(
         self,
@@ -114,6 +123,7 @@ class GetMethods:
         default: Any = MISSING,
         evict: bool = False,
         deserializer: Deserializer | None = None,
+        allow_pickle: bool = True,
     ) -> list[Any]:
         """Return several objects, fetched in one backend round trip.
 
@@ -123,6 +133,9 @@ class GetMethods:
             evict: Delete each object atomically with its read (get-and-delete).
             deserializer: A function turning the stored bytes of objects put with a
                 custom serializer back into objects; ``None`` uses the store's own.
+            allow_pickle: False refuses an object stored as a pickle, whatever the
+                store's serializer, before anything is unpickled (a custom
+                ``deserializer`` function is the caller's own and runs all the same).
 
         Returns:
             The objects (or ``default``), in order. A stored ``None`` comes back as ``None``.
@@ -131,14 +144,17 @@ class GetMethods:
             ObjectNotFoundError: If a key is absent and no default was given. With
                 ``evict`` the other objects of the call are consumed all the same.
             SecurityError: If the store has a secret and an object is unsigned or altered.
-            DeserializationError: If an object cannot be deserialized.
+            DeserializationError: If an object cannot be deserialized, or needs
+                unpickling and ``allow_pickle`` is False.
             FramingError: If a stored value is not a frame this store wrote (garbage,
                 truncated). Each error of an unreadable value names its key and store;
                 with ``evict`` the value is put back for inspection where the store can.
             ClosedError: If the store is closed.
         """
         not_text("get_batch", "keys", keys)
-        objs = self._get_each(keys, evict=evict, deserializer=deserializer)
+        objs = self._get_each(
+            keys, evict=evict, deserializer=deserializer, allow_pickle=allow_pickle
+        )
         for i, obj in enumerate(objs):
             if isinstance(obj, Unreadable):
                 raise self._named(obj.error, keys[i])
@@ -159,9 +175,16 @@ class GetMethods:
         return reworded(error, f"Object {key!r} of store {self.name!r} cannot be read: {error}")
 
     def _get_each(
-        self, keys: Sequence[str], *, evict: bool, deserializer: Deserializer | None = None
+        self,
+        keys: Sequence[str],
+        *,
+        evict: bool,
+        deserializer: Deserializer | None = None,
+        allow_pickle: bool = True,
     ) -> list[Any]:
         """Fetch ``keys``' objects in one round trip, each on its own (framework use only).
+
+        With ``allow_pickle=False`` an object stored as a pickle is unreadable here.
 
         Returns:
             Per key, in order: the object, ``MISSING`` if absent, or an
@@ -175,7 +198,7 @@ class GetMethods:
         self._check_open()
         if not keys:
             return []
-        objs = self._get_objects(list(keys), evict=evict)
+        objs = self._get_objects(list(keys), evict=evict, allow_pickle=allow_pickle)
         decode = deserializer or self.deserializer
         if decode is not None:
             for i, obj in enumerate(objs):
@@ -187,13 +210,14 @@ class GetMethods:
                     objs[i] = Unreadable(exc)
         return objs
 
-    def _get_objects(self, keys: list[str], *, evict: bool) -> list[Any]:
+    def _get_objects(self, keys: list[str], *, evict: bool, allow_pickle: bool) -> list[Any]:
         """Fetch and deserialize ``keys``' objects (overridable).
 
         Returns:
-            Per key: the object, ``MISSING`` if absent, or an :class:`Unreadable`.
+            Per key: the object, ``MISSING`` if absent, or an :class:`Unreadable`
+            (also an object stored as a pickle, when ``allow_pickle`` is False).
         """
-        decode = self._codec.decode
+        decode = partial(self._codec.decode, allow_pickle=allow_pickle)
         values = self._read(keys, evict=evict)
         objs = [_fetched(decode, v) for v in values]
         if evict:

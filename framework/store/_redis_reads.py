@@ -67,10 +67,11 @@ class RedisReadMethods:
 
         def _value_keys(self, oid: ObjectId) -> list[str]: ...
 
-    def _get_objects(self, keys: list[str], *, evict: bool) -> list[Any]:
+    def _get_objects(self, keys: list[str], *, evict: bool, allow_pickle: bool) -> list[Any]:
         oids = [self._parse(key) for key in keys]
         values = self._read_values(keys, oids, evict)
-        decode, raw_ok = self._codec.decode, not self._signed  # signed: every value is a frame
+        decode = partial(self._codec.decode, allow_pickle=allow_pickle)
+        raw_ok = not self._signed  # signed: every value is a frame
         objs: list[Any] = []
         for oid, value in zip(oids, values, strict=True):
             if value is None:

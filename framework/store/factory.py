@@ -12,7 +12,10 @@ What it adds to ProxyStore's factory of the same name and signature:
 * **a closed store is rebuilt**: a proxy whose store was closed before it resolved
   finds or rebuilds an open one from the config, as ProxyStore's does;
 * **a clear error**: :class:`~framework.exceptions.ProxyResolveError` names the key and
-  the store when the object is gone.
+  the store when the object is gone;
+* **no pickle if told so**: a factory made with ``allow_pickle=False`` (as a stream
+  consumer that refuses pickle hands out) refuses an object stored as a pickle, whatever
+  the store's serializer, in this process and in any other it is pickled to.
 
 This module does no I/O itself and imports no Redis code.
 """
@@ -51,12 +54,15 @@ class StoreFactory:
         store: The store instance to use in this process while it is open; when
             ``None`` (as after unpickling) or closed, the store is found or rebuilt
             through the registry.
+        allow_pickle: False refuses (``DeserializationError``) an object stored as a
+            pickle, before anything is unpickled.
 
     Attributes:
         key: Key of the object.
         store_config: Config of the store holding it (also ``config``).
         evict: Whether fetching deletes the object.
         deserializer: The deserializer, or ``None``.
+        allow_pickle: Whether an object stored as a pickle may be unpickled.
     """
 
     def __init__(
@@ -67,11 +73,13 @@ class StoreFactory:
         evict: bool = False,
         deserializer: Callable[[bytes], Any] | None = None,
         store: Store | None = None,
+        allow_pickle: bool = True,
     ) -> None:
         self.key = key
         self.store_config = store_config
         self.evict = evict
         self.deserializer = deserializer
+        self.allow_pickle = allow_pickle
         self._store = store
         self._lock = threading.Lock()
         self._done = False
@@ -79,14 +87,15 @@ class StoreFactory:
 
     @classmethod
     def with_target(
-        cls, key: str, store: Store, target: Any, *, evict: bool = False
+        cls, key: str, store: Store, target: Any, *, evict: bool = False, allow_pickle: bool = True
     ) -> StoreFactory:
         """A factory of an object fetched already (by a batch read): it never fetches here.
 
         Pickled, it is key and store config like any other, so in another process it
-        fetches the object, if it is still stored.
+        fetches the object, if it is still stored (refusing pickle if ``allow_pickle``
+        is False).
         """
-        factory = cls(key, store.config(), evict=evict, store=store)
+        factory = cls(key, store.config(), evict=evict, store=store, allow_pickle=allow_pickle)
         factory._target, factory._done = target, True
         return factory
 
@@ -140,6 +149,8 @@ class StoreFactory:
         options: dict[str, Any] = {"evict": self.evict}
         if self.deserializer is not None:
             options["deserializer"] = self.deserializer
+        if not self.allow_pickle:  # only then: a get() override without it fails, never unpickles
+            options["allow_pickle"] = False
         try:
             return store.get(self.key, **options)
         except ObjectNotFoundError as exc:
@@ -162,6 +173,8 @@ class StoreFactory:
         }
         if self.deserializer is not None:
             state["deserializer"] = self.deserializer
+        if not self.allow_pickle:  # the refusal travels with the proxy
+            state["allow_pickle"] = False
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -169,6 +182,7 @@ class StoreFactory:
         self.store_config = StoreConfig(**state["config"])
         self.evict = bool(state["evict"])
         self.deserializer = state.get("deserializer")
+        self.allow_pickle = bool(state.get("allow_pickle", True))
         self._store = None
         self._lock = threading.Lock()
         self._done = False

@@ -37,8 +37,10 @@ class _State:
 class _ResolvedHere(StoreFactory):
     """A store factory that reads its object and reports the resolve, instead of evicting."""
 
-    def __init__(self, key: str, store: Store, on_resolved: Callable[[str], None]) -> None:
-        super().__init__(key, store.config(), evict=False, store=store)
+    def __init__(
+        self, key: str, store: Store, on_resolved: Callable[[str], None], allow_pickle: bool
+    ) -> None:
+        super().__init__(key, store.config(), evict=False, store=store, allow_pickle=allow_pickle)
         self._on_resolved = on_resolved
 
     def _fetch(self) -> Any:
@@ -65,11 +67,14 @@ class LateEvictions:
         self._lock = threading.Lock()
         self._states: dict[str, _State] = {}
 
-    def proxy(self, store: Store, key: str) -> Proxy[Any]:
-        """A proxy of ``key`` whose object is evicted once resolved and acknowledged."""
+    def proxy(self, store: Store, key: str, *, allow_pickle: bool = True) -> Proxy[Any]:
+        """A proxy of ``key`` whose object is evicted once resolved and acknowledged.
+
+        With ``allow_pickle=False`` it refuses an object stored as a pickle.
+        """
         with self._lock:
             self._states[key] = _State(store)
-        return Proxy(_ResolvedHere(key, store, self._resolved))
+        return Proxy(_ResolvedHere(key, store, self._resolved, allow_pickle))
 
     def acknowledged(self) -> None:
         """Every proxy handed out so far had its message acknowledged."""

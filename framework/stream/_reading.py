@@ -24,10 +24,12 @@ from framework.exceptions import (
     MissingSignatureError,
     ObjectNotFoundError,
 )
+from framework.proxy import Proxy
 from framework.pubsub.protocols import DescribedSubscriber
 from framework.serialize import loads
 from framework.store import MISSING, Store, get_or_create_store
 from framework.store.base import Unreadable
+from framework.store.factory import StoreFactory
 from framework.stream._building import approx_size
 from framework.stream.events import EventBatch, NewObjectEvent, NewObjectKeyEvent
 from framework.stream.protocols import Subscriber
@@ -39,6 +41,7 @@ __all__ = [
     "described",
     "fetch_run",
     "handing",
+    "key_proxy",
     "report_loss",
     "resolve_inline",
     "select_run",
@@ -214,6 +217,17 @@ def store_for(batch: EventBatch, cache: dict[bytes, Store], *, signed: bool = Fa
     return store
 
 
+def key_proxy(store: Store, key: str, *, evict: bool, allow_pickle: bool) -> Proxy[Any]:
+    """A lazy proxy of ``key`` in ``store`` that refuses pickle unless ``allow_pickle``.
+
+    The store was rebuilt from a config read from Redis: its serializer says nothing
+    about what the consumer accepts, so the proxy carries the consumer's choice.
+    """
+    if allow_pickle:
+        return store.proxy_from_key(key, evict=evict)
+    return Proxy(StoreFactory(key, store.config(), evict=evict, store=store, allow_pickle=False))
+
+
 def select_run(
     entry: Entry, queue: Iterable[Any], window: int, same_store: Callable[[EventBatch], bool]
 ) -> list[Entry]:
@@ -234,11 +248,13 @@ def select_run(
     return run
 
 
-def fetch_run(store: Store, run: Sequence[Entry], *, evict: bool) -> int:
+def fetch_run(store: Store, run: Sequence[Entry], *, evict: bool, allow_pickle: bool) -> int:
     """Fetch the objects of ``run`` in one round trip per evict flag; return their mean size.
 
-    Absent and unreadable (forged, corrupt) objects are marked, not raised, so the
-    others of the call are kept: an evicting read has deleted them already.
+    Absent and unreadable (forged, corrupt, or pickled when ``allow_pickle`` is False)
+    objects are marked, not raised, so the others of the call are kept: an evicting
+    read has deleted them already. ``allow_pickle`` is the consumer's: the store's
+    config comes from the message, so its serializer decides nothing.
     """
     sizes = 0
     for flag in (True, False):
@@ -246,7 +262,7 @@ def fetch_run(store: Store, run: Sequence[Entry], *, evict: bool) -> int:
         if not group:
             continue
         keys = [e.event.key for e in group]  # type: ignore[union-attr]
-        values = store._get_each(keys, evict=flag)
+        values = store._get_each(keys, evict=flag, allow_pickle=allow_pickle)
         for entry, value in zip(group, values, strict=True):
             entry.value = value
             sizes += 0 if isinstance(value, Unreadable) else approx_size(value)

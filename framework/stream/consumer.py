@@ -52,6 +52,7 @@ from framework.stream._reading import (
     described,
     fetch_run,
     handing,
+    key_proxy,
     report_loss,
     resolve_inline,
     select_run,
@@ -104,7 +105,10 @@ class StreamConsumer(Receiving, Generic[T]):
             (``MissingSignatureError``) before any deserializer runs. Without a
             secret, pickled data from Redis is trusted (a warning says so once per
             process): anyone who can write to Redis can then run code here.
-        allow_pickle: Accept inline objects that need unpickling.
+        allow_pickle: Accept objects that need unpickling. False refuses every
+            pickled object (``DeserializationError`` naming the topic and key, or on
+            resolving a proxy), inline or stored, whatever the serializer of the store
+            the message names.
         prefetch_bytes: Rough memory budget for the objects ``next_object``
             fetches ahead from one batch (objects of ``SINGLE_FETCH`` bytes or more
             are fetched one at a time).
@@ -230,17 +234,22 @@ class StreamConsumer(Receiving, Generic[T]):
                 target = entry.result(self._hint_for(entry))
                 key, evict = entry.event.key, entry.event.evict
                 factory = StoreFactory.with_target(
-                    key, self._store(entry.batch), target, evict=evict
+                    key,
+                    self._store(entry.batch),
+                    target,
+                    evict=evict,
+                    allow_pickle=self._allow_pickle,
                 )
                 value = Proxy(factory)
                 resolve(value)
             else:
                 store = self._store(entry.batch)
+                key, pickles = entry.event.key, self._allow_pickle
                 if self._acking and entry.event.evict:
                     # Evicted once resolved here and acknowledged, not before the ack.
-                    value = self._late.proxy(store, entry.event.key)
+                    value = self._late.proxy(store, key, allow_pickle=pickles)
                 else:
-                    value = store.proxy_from_key(entry.event.key, evict=entry.event.evict)
+                    value = key_proxy(store, key, evict=entry.event.evict, allow_pickle=pickles)
         return entry.event.metadata, value
 
     def next_object(self) -> T:
@@ -398,7 +407,7 @@ class StreamConsumer(Receiving, Generic[T]):
         store = self._store(entry.batch)
         run = select_run(entry, self._queue, self._window, lambda b: self._store(b) is store)
         evicting = not self._evict_late  # durable: evict once handed over (and acked)
-        average = fetch_run(store, run, evict=evicting)
+        average = fetch_run(store, run, evict=evicting, allow_pickle=self._allow_pickle)
         if not evicting:
             # A value that cannot be read is left in the store, for someone to inspect.
             self._deferred += [

@@ -211,6 +211,53 @@ def test_unsigned_objects_are_ignored_by_a_receiver_with_a_secret(
     assert factory.sessions == []
 
 
+@pytest.mark.parametrize("secret", [None, b"s3cret"], ids=["no-secret", "secret"])
+def test_a_sender_refusing_pickle_hears_why_at_once_not_after_its_timeout(
+    conn: RedisConnection,
+    make_engine: EngineFactory,
+    caplog: pytest.LogCaptureFixture,
+    secret: bytes | None,
+) -> None:
+    """The target's (pickled) reply cannot be read by a sender with allow_pickle=False:
+    it was ignored, and the sender waited out the round's timeout for a reply that had
+    come. It now counts as BAD_REQUEST_DATA naming why."""
+    server = make_engine(conn, "server", allow_pickle=False, secret=secret)
+    factory = RecordingFactory()
+    make_engine(conn, "site", secret=secret).register_stream_processing("c", "t", factory)
+    producer = ListProducer([shareable(i=0)], timeout=5)
+    started = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="framework.objects"):
+        server.stream_objects("c", "t", {}, ["site"], producer, FLContext())
+    assert time.monotonic() - started < 4
+    reply = producer.rounds[0]["site"]
+    assert reply.get_return_code() == ReturnCode.BAD_REQUEST_DATA
+    why = reply.get_header(ReservedHeaderKey.ERROR)
+    assert "cannot be read here" in why
+    assert "allow_pickle is False" in why
+    assert "Cannot read the reply of session" in caplog.text
+
+
+def test_an_end_notice_is_answered_by_a_receiver_refusing_pickle(
+    conn: RedisConnection, make_engine: EngineFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An end notice's payload (None) is verified, never deserialized: a receiver with
+    allow_pickle=False ignored a sender's pickled None, which then waited out its timeout."""
+    server = make_engine(conn, "server")
+    factory = RecordingFactory()
+    make_engine(conn, "site", allow_pickle=False).register_stream_processing("c", "t", factory)
+    producer = ListProducer([shareable(i=0)], timeout=5)
+    started = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="framework.objects"):
+        server.stream_objects("c", "t", {}, ["site"], producer, FLContext())
+    assert time.monotonic() - started < 4
+    first = producer.rounds[0]["site"]
+    assert first.get_return_code() == ReturnCode.BAD_REQUEST_DATA  # the object is refused
+    assert "allow_pickle is False" in first.get_header(ReservedHeaderKey.ERROR)
+    assert "Ignoring the end" not in caplog.text
+    assert "sent no reply to the end notice" not in caplog.text
+    assert factory.sessions == []
+
+
 class _ForgingProducer(ListProducer):
     """After the first round, writes an unsigned object 1 of the running session into the
     site's mailbox, as anyone who can write to Redis could (the session id is in the name

@@ -49,6 +49,27 @@ def test_signed_codec_signs_and_verifies() -> None:
         codec.decode(dumps(b"abd").join())
 
 
+def test_a_frame_signed_with_the_secret_for_another_purpose_is_refused() -> None:
+    """A store never writes ``meta``; other users of a shared secret always do."""
+    codec = FrameCodec(secret=SECRET)
+    message = dumps({"amount": 10**6}, secret=SECRET, meta={"kind": "data", "seq": 0}).join()
+    for uid in (None, "a" * 32):  # a plugin store's read, a RedisStore's fallback
+        with pytest.raises(BadSignatureError, match="signed for another purpose"):
+            codec.decode(message, uid)
+        assert codec.decode(dumps({"amount": 1}, secret=SECRET).join(), uid) == {"amount": 1}
+    raw = dumps(b"raw", secret=SECRET, meta={"kind": "data"}).join()  # not the fast path
+    with pytest.raises(BadSignatureError, match="signed for another purpose"):
+        codec.decode(raw)
+
+
+def test_a_reader_refusing_pickle_overrides_the_store_serializer() -> None:
+    codec = FrameCodec("auto")
+    assert codec.decode(codec.encode({"a": 1}).join()) == {"a": 1}
+    with pytest.raises(DeserializationError, match="allow_pickle"):
+        codec.decode(codec.encode({"a": 1}).join(), allow_pickle=False)
+    assert codec.decode(codec.encode(b"raw").join(), allow_pickle=False) == b"raw"
+
+
 def test_json_codec_refuses_pickle() -> None:
     codec = FrameCodec("json")
     assert codec.serializer is get_serializer("json")

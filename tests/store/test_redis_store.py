@@ -20,6 +20,8 @@ from framework.exceptions import (
     FramingError,
     MissingSignatureError,
 )
+from framework.objects.envelope import Envelope, seal_payload
+from framework.serialize import dumps
 from framework.store import SECRET_ENV_VAR, RedisStore, StoreConfig
 from framework.store.layout import MAX_PARTS
 
@@ -142,6 +144,36 @@ def test_a_signed_value_copied_to_another_key_is_refused(conn: RedisConnection) 
         assert encoded.uid is not None
         assert encoded.uid in key
         assert store.get(key) == {"i": 3}
+
+
+def test_a_signed_message_of_another_protocol_copied_over_an_object_is_refused(
+    conn: RedisConnection,
+) -> None:
+    """One secret for a store and an object-protocol engine: whoever can write to Redis
+    copies a signed engine payload (read from a mailbox) over a stored object. Signed
+    with the secret itself, it passed as an object stored without an id."""
+    with RedisStore(connection=conn, secret=SECRET) as store:
+        key = store.put({"amount": 1})
+        env = Envelope(kind="data", tx="ab" * 16, seq=0, origin="server", to=("site",), at=0.0)
+        conn.client.set(key, seal_payload(env, {"amount": 10**6}, SECRET).join())
+        with pytest.raises(BadSignatureError, match="signed for another purpose") as raised:
+            store.get(key)
+        assert key in str(raised.value)
+        # A value signed with the store's secret as a store writes it (no meta) still reads.
+        conn.client.set(key, dumps({"amount": 2}, secret=SECRET).join())
+        assert store.get(key) == {"amount": 2}
+
+
+def test_get_with_allow_pickle_false_refuses_only_pickles(conn: RedisConnection) -> None:
+    """The reader's choice, whatever the store's serializer (a stream consumer's)."""
+    with RedisStore(connection=conn) as store:
+        pickled, text = store.put({"a": 1}), store.put("text")
+        array = store.put(np.arange(4))
+        with pytest.raises(DeserializationError, match="allow_pickle is False"):
+            store.get(pickled, allow_pickle=False)
+        assert store.get(text, allow_pickle=False) == "text"
+        assert store.get(array, allow_pickle=False).tolist() == [0, 1, 2, 3]
+        assert store.get(pickled) == {"a": 1}
 
 
 def test_signed_config_takes_the_secret_from_the_environment(
