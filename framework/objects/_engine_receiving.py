@@ -49,6 +49,11 @@ logger = logging.getLogger("framework.objects.engine")
 
 #: Seconds between looks for idle receiving sessions.
 _EXPIRE_EVERY = 0.5
+#: Seconds a reply whose reply mailbox is missing is tried again: its sender makes the
+#: mailbox again within a second after Redis lost it.
+_GONE_PATIENCE = 3.0
+#: Seconds between two tries of a reply.
+_REPLY_RETRY = 0.25
 
 
 class EngineReceiving:
@@ -190,7 +195,14 @@ class EngineReceiving:
         return True
 
     def _reply(self, env: Envelope, reply: Shareable, ended: bool) -> None:
-        """Send ``reply`` to the sender of the object ``env`` (from a worker thread)."""
+        """Send ``reply`` to the sender of the object ``env`` (from a worker thread).
+
+        A reply that Redis failed (unreachable, restarting) is sent again until the
+        object's timeout, and one whose reply mailbox is missing (Redis lost it; its
+        sender makes it again within a second) for :data:`_GONE_PATIENCE` seconds: an
+        object that came as a byte stream is never sent again, so its sender would
+        wait out its timeout for a reply that was made.
+        """
         renv = Envelope(
             kind="reply",
             tx=env.tx,
@@ -201,6 +213,25 @@ class EngineReceiving:
             ended=ended,
             secure=env.secure,
         )
+        now = time.monotonic()
+        deadline, gone_by = now + (env.timeout or _GONE_PATIENCE), now + _GONE_PATIENCE
+        failures = RepeatedFailure(logger, f"Replying to the {env.describe()}")
+        while True:
+            outcome = self._send_reply(env, renv, reply)
+            if outcome is True or outcome is None:
+                return
+            now = time.monotonic()
+            if now >= (deadline if isinstance(outcome, BackendError) else gone_by):
+                break
+            if isinstance(outcome, BackendError):
+                failures.failed(outcome)
+            if self._stop.wait(_REPLY_RETRY):
+                break
+        why = outcome if isinstance(outcome, BackendError) else "its sender is gone."
+        logger.warning("Could not reply to the %s: %s", env.describe(), why)
+
+    def _send_reply(self, env: Envelope, renv: Envelope, reply: Shareable) -> Reach | None:
+        """One try: True (sent), False (no reply mailbox), a Redis error, None (given up)."""
         try:
             try:
                 reached, future = self.send(renv, reply, [env.origin], env.secure, False)
@@ -210,17 +241,15 @@ class EngineReceiving:
                     ReturnCode.EXECUTION_EXCEPTION, f"Unserializable reply: {exc}"
                 )
                 reached, future = self.send(renv, fallback, [env.origin], env.secure, False)
+        except BackendError as exc:
+            return exc
         except FrameworkError as exc:
             logger.warning("Could not reply to the %s: %s", env.describe(), exc)
-            return
-        outcome = reached.get(env.origin)
-        if isinstance(outcome, BackendError):  # truthy, yet the reply was not written
-            logger.warning("Could not reply to the %s: %s", env.describe(), outcome)
-        elif not outcome:
-            logger.warning("Could not reply to the %s: its sender is gone.", env.describe())
+            return None
         if future is not None:
             with self._lock:
                 self._outgoing = [f for f in self._outgoing if not f.done()] + [future]
+        return reached.get(env.origin, False)
 
 
 def _raise(exc: BaseException) -> Any:

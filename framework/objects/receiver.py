@@ -214,7 +214,13 @@ class Receiver(Consuming):
             session = self._sessions.get(key)
             ended_rc = self._tombstones.rc_of(key)
         reply = make_reply(ended_rc or _rc_of(env))
-        if session is None:
+        if session is None and ended_rc is None and env.kind == "end" and env.seq > 0:
+            # Objects were sent, none started a session here (the first was refused, or
+            # never came): an end confirmed OK would report them applied.
+            none = f"The stream ended but none of its {env.seq} object(s) were applied here."
+            reply = error_reply(ReturnCode.BAD_REQUEST_DATA, none)
+            logger.warning("Answering the %s with BAD_REQUEST_DATA: %s", env.describe(), none)
+        elif session is None:
             logger.debug("The %s names no open session.", env.describe())
         elif not self._take(session, env):
             session.pending_end = env

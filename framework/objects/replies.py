@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from framework._failures import RepeatedFailure
 from framework.connection import RedisConnection
 from framework.exceptions import BackendError, DeserializationError, FrameworkError
 from framework.objects._mail_upkeep import Write
@@ -72,6 +73,8 @@ class Replies:
         self._lock = threading.Lock()
         self._slots: dict[str, ReplySlots] = {}
         self._boxes: dict[str, Mailbox] = {}
+        # Per session: an outage fails each poll (every 50 ms); logged once, not each time.
+        self._failures: dict[str, RepeatedFailure] = {}
 
     def open(self, tx: str) -> None:
         """Create the reply mailbox of session ``tx``.
@@ -91,11 +94,13 @@ class Replies:
         box.create()
         with self._lock:
             self._boxes[tx] = box
+            self._failures[tx] = RepeatedFailure(logger, f"Reading the replies of stream {tx}")
 
     def close(self, tx: str) -> None:
         """Delete the reply mailbox of session ``tx``."""
         with self._lock:
             box = self._boxes.pop(tx, None)
+            self._failures.pop(tx, None)
         if box is not None:
             box.delete()
 
@@ -109,14 +114,15 @@ class Replies:
 
     def collect(self, tx: str, block: float) -> None:
         """Read the replies of session ``tx`` (in the caller's thread) for up to ``block`` s."""
-        box = self._boxes[tx]
+        box, failures = self._boxes[tx], self._failures[tx]
         try:
             # Retried within this poll only: the caller's wait checks its deadline and abort.
             entries = box.read(max(1, int(block * 1000)), patience=block) or []
         except BackendError as exc:  # the wait goes on until the producer's timeout
-            logger.warning("Reading the replies of stream %s failed: %s", tx, exc)
+            failures.failed(exc)
             self._stop.wait(min(block, 0.1))
             return
+        failures.succeeded()
         self._file_entries(tx, box, entries)
 
     def post_and_collect(

@@ -248,8 +248,11 @@ def test_an_end_notice_is_answered_by_a_receiver_refusing_pickle(
     producer = ListProducer([shareable(i=0)], timeout=5)
     started = time.monotonic()
     with caplog.at_level(logging.WARNING, logger="framework.objects"):
-        server.stream_objects("c", "t", {}, ["site"], producer, FLContext())
+        rc, _ = server.stream_objects("c", "t", {}, ["site"], producer, FLContext())
     assert time.monotonic() - started < 4
+    # The end is answered, but not with OK: the target applied none of the objects.
+    assert rc == ReturnCode.BAD_REQUEST_DATA
+    assert "none of its 1 object(s) were applied here" in caplog.text
     first = producer.rounds[0]["site"]
     assert first.get_return_code() == ReturnCode.BAD_REQUEST_DATA  # the object is refused
     assert "allow_pickle is False" in first.get_header(ReservedHeaderKey.ERROR)

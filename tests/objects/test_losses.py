@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from framework.cell import StreamCell
@@ -477,3 +478,39 @@ def test_an_unconfirmed_end_is_not_reported_as_ok(
     rc, result = server.stream_objects("c", "t", {}, ["site"], producer, FLContext())
     assert (rc, result) == (ReturnCode.TIMEOUT, None)
     assert [rcs(r) for r in producer.rounds] == [{"site": ReturnCode.OK}] * 3
+
+
+@pytest.mark.parametrize("persistent", [True, False], ids=["aof", "no-persistence"])
+def test_a_reply_made_while_redis_restarts_still_reaches_the_sender(
+    tmp_path: Path, require_redis_server: None, make_engine: EngineFactory, persistent: bool
+) -> None:
+    """An object that came as a byte stream is not sent again: a reply that Redis failed
+    (down for a second as consume returned) was dropped, and the sender waited out its
+    timeout for a reply that had been made, reporting TIMEOUT."""
+    server_redis = RedisProcess(tmp_path, aof=persistent).start()
+    gate = threading.Event()
+    try:
+        with RedisConnection.from_url(server_redis.url) as conn:
+            server = make_engine(conn, "server")
+            factory = RecordingFactory(gate=gate)
+            make_engine(conn, "site").register_stream_processing("c", "t", factory)
+
+            def restart_then_let_consume_return() -> None:
+                wait_for(lambda: factory.sessions, what="the object to be consumed")
+                server_redis.kill()
+                gate.set()  # consume returns, and its reply fails, while Redis is down
+                time.sleep(1.0)
+                server_redis.start()
+
+            thread = threading.Thread(target=restart_then_let_consume_return)
+            thread.start()
+            big = np.ones(64 * 1024)  # 512 KB: a byte stream (inline limit 64 KB)
+            producer = ListProducer([shareable(w=big, sleep=1)], timeout=20)  # held by the gate
+            started = time.monotonic()
+            server.stream_objects("c", "t", {}, ["site"], producer, FLContext())
+            thread.join(30)
+            assert rcs(producer.rounds[0]) == {"site": ReturnCode.OK}
+            assert time.monotonic() - started < 15
+    finally:
+        gate.set()
+        server_redis.close()
