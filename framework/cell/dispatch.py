@@ -122,7 +122,10 @@ class Dispatcher:
         failures = RepeatedFailure(logger, f"Reading the inbox of cell {self.name!r}")
         while not self._stopping.is_set():
             try:
-                self._lease.refresh()
+                if not self._lease.refresh():  # another cell receives under this name
+                    failures.succeeded()
+                    self._stopping.wait(MAX_BLOCK_MS / 1000)
+                    continue
                 if time.monotonic() - refreshed > min(_REFRESH_EVERY, self.config.inbox_ttl / 4):
                     self.inbox.ensure()
                     refreshed = time.monotonic()

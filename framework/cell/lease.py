@@ -94,24 +94,38 @@ class ReceiverLease:
                 )
             time.sleep(0.1)
 
-    def refresh(self) -> None:
-        """Refresh the lease (at most every :data:`REFRESH_S`); logs once if it was taken."""
+    def refresh(self) -> bool:
+        """Refresh the lease (at most every :data:`REFRESH_S`); logs once if it was taken.
+
+        Returns:
+            Whether this cell holds the lease. A cell that does not must take no new
+            transfers: another live cell receives under its name (it took the name
+            while this one was out of touch with Redis, frozen, say), and the two would
+            split the transfers between them.
+
+        Raises:
+            BackendError: If Redis fails.
+        """
         if time.monotonic() - self._refreshed < REFRESH_S:
-            return
+            return self._lost_to is None
         if self._take():
+            if self._lost_to is not None:
+                logger.warning("Cell %r has its receiving lease back.", self.cell)
             self._lost_to = None
-            return
+            return True
         holder = self._holder()
         if holder != self._lost_to:
             self._lost_to = holder
             logger.error(
                 "Cell %r lost its receiving lease to %s (another cell took the name while "
-                "this one was out of touch with Redis for over %.0f s): both may now take "
-                "its transfers.",
+                "this one was out of touch with Redis for over %.0f s): it takes no new "
+                "transfers until the name is free again.",
                 self.cell,
                 holder,
                 LEASE_S,
             )
+        self._refreshed = time.monotonic()
+        return False
 
     def release(self) -> None:
         """Give the lease up if this cell still holds it (idempotent)."""

@@ -62,3 +62,26 @@ def test_a_lease_key_no_cell_wrote_is_replaced(
     future = make_cell(conn, "a").send_blob("ch", "t", "b", Message({}, b"x"))
     assert future.result(timeout=20) == 1
     assert got.wait(future.get_stream_id()).data == b"x"
+
+
+def test_a_cell_whose_name_was_taken_takes_no_transfers_until_it_has_it_back(
+    conn: RedisConnection, make_cell: CellFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A cell frozen for longer than its lease: another took the name meanwhile. Taking
+    transfers all the same split them between two receivers (``recv`` in two places)."""
+    cell = make_cell(conn, "b")
+    got = Collector()
+    cell.register_blob_cb("ch", "t", got.blob_cb)
+    key = conn.keys.receiver("b")
+    with caplog.at_level("WARNING", logger="framework.cell.lease"):
+        conn.client.set(key, b"other-host:1:cafe", px=60_000)  # the name's new holder
+        time.sleep(LEASE_S / 2)  # its next refresh finds the name taken
+        future = make_cell(conn, "a").send_blob("ch", "t", "b", Message({}, b"x"))
+        time.sleep(LEASE_S)
+        assert got.items == {}  # left to the name's holder
+        assert "lost its receiving lease to other-host:1:cafe" in caplog.text
+        assert "takes no new transfers" in caplog.text
+        conn.client.delete(key)  # the other cell is gone: the name is free again
+        assert got.wait(future.get_stream_id(), 20).data == b"x"
+        assert future.result(timeout=20) == 1
+    assert "has its receiving lease back" in caplog.text
