@@ -13,6 +13,7 @@ at once. A producer's first message forgets such a run (:data:`REGISTER`).
 
 Without the permission to read the hash (an ACL that allows list commands only), a
 subscriber cannot tell: it says so once and leaves the end to its consumer's own view.
+Given a secret, it acts only on records signed with it (see :mod:`._records`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Final
 
 from framework.connection import RedisConnection
 from framework.exceptions import BackendError, MessageLossError, PermissionDenied
+from framework.pubsub._records import LIST
 from framework.pubsub._stream_liveness import Liveness
 from framework.pubsub._watched import finished_run_lua
 
@@ -59,7 +61,7 @@ class ListEnding:
         self._conn = connection
         self._topic = topic
         self._liveness = Liveness(
-            connection, connection.keys.queue_alive, connection.keys.queue_end, "list topic"
+            connection, connection.keys.queue_alive, connection.keys.queue_end, LIST
         )
         self.ended = False
         #: Whether the producers hash held anything at the last look.
@@ -86,6 +88,14 @@ class ListEnding:
             self._read()
         except BackendError as exc:  # the message is the caller's: a later look decides
             logger.debug("Producers of list topic %r not read: %s", self._topic, exc)
+
+    def verify_with(self, secret: bytes) -> None:
+        """Act only on producer records signed with ``secret`` from now on (see :mod:`._records`).
+
+        A finished run set aside at the start, read before, needs no second look: a
+        forged record in it never verifies, so the topic never ends on it.
+        """
+        self._liveness.records.verify_with(secret)
 
     def restarted(self) -> None:
         """Redis restarted without persistence: the producers hash may be missing some."""
@@ -160,6 +170,6 @@ class ListEnding:
             f"check whether list topic {self._topic!r} ended", command="HGETALL"
         ):
             producers, waiting = pipe.execute()
-        read = dict(producers)
+        read = self._liveness.records.read(self._topic, producers)
         self._liveness.seen(self._topic, read)
         return read, int(waiting)

@@ -13,6 +13,9 @@ trusts the end a topic's hash shows once every producer it had last seen open th
 recorded again; one that had not read the hash before, or misses a producer (killed
 meanwhile), waits until they have had the time to (:data:`RESTART_GRACE_S`; see
 :meth:`Liveness.restarted`).
+
+The hash is read through :attr:`Liveness.records`: given a secret, only signed records
+count (see :mod:`._records`), and every state this module sees is without its MAC.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Final
 
 from framework.connection import RedisConnection
 from framework.exceptions import ConfigurationError, MessageLossError
+from framework.pubsub._records import DURABLE, RecordCheck
 from framework.pubsub._watched import LIVE_SUFFIX
 
 __all__ = ["RESTART_GRACE_S", "Liveness"]
@@ -43,7 +47,11 @@ class Liveness:
         alive_key: ``(topic, producer)`` -> the producer's alive key; durable topics'
             by default.
         producers_key: ``topic`` -> its producers hash; durable topics' by default.
-        kind: What the topics are, for messages ("durable topic", "list topic").
+        kind: What the topics are, for messages and signed records (:data:`DURABLE`,
+            :data:`~._records.LIST`).
+
+    Attributes:
+        records: Reads (and, given a secret, verifies) the records of a producers hash.
     """
 
     def __init__(
@@ -51,12 +59,13 @@ class Liveness:
         connection: RedisConnection,
         alive_key: Callable[[str, str], str] | None = None,
         producers_key: Callable[[str], str] | None = None,
-        kind: str = "durable topic",
+        kind: str = DURABLE,
     ) -> None:
         self._conn = connection
         self._alive_key = alive_key or connection.keys.events_alive
         self._producers_key = producers_key or connection.keys.events_end
         self._kind = kind
+        self.records = RecordCheck(kind)
         self._gone: set[tuple[str, bytes, bytes]] = set()  # (topic, producer, its state)
         self._next_at = 0.0
         self._distrust_until = 0.0
@@ -190,7 +199,7 @@ class Liveness:
                 expired.append((producer, state))
                 continue
             lives, now = next(replies), next(replies)
-            if not lives and now == state:
+            if not lives and self.records.state(topic, producer, now) == state:
                 expired.append((producer, state))
         return expired
 

@@ -33,6 +33,7 @@ from framework.buffers import Segments
 from framework.connection import RedisConnection, mapped_errors
 from framework.exceptions import BackendError, ConfigurationError
 from framework.pubsub._atomic import run_atomic
+from framework.pubsub._records import DURABLE
 from framework.pubsub._shim import RedisShim
 from framework.pubsub._watched import LIVE_SUFFIX, WatchedProducers, finished_run_lua
 
@@ -135,6 +136,7 @@ class RedisStreamPublisher(WatchedProducers, RedisShim):
     accepts_segments: Final = True
     durable: Final = True
     liveness: Final = True
+    _kind = DURABLE
 
     def __init__(
         self,
@@ -157,6 +159,7 @@ class RedisStreamPublisher(WatchedProducers, RedisShim):
         self._refresh_at: dict[str, float] = {}
         self._names: dict[str, tuple[str, str]] = {}
         self._alive_ms: dict[str, int] = {}  # producer -> its alive key's TTL
+        self._record_keys: dict[str, bytes] = {}  # producer -> the key signing its records
         # One round trip per message: a connection of its own skips the pool's cost.
         self._pinned = PinnedConnection(connection.once)
 
@@ -224,7 +227,7 @@ class RedisStreamPublisher(WatchedProducers, RedisShim):
         else:
             tail.append(("XADD", key, *self._trim, "*", FIELD, value))
         if final and source:
-            tail.append(("HSET", producers, source, f"end:{self._run_of(topic, source)}"))
+            tail.append(("HSET", producers, source, self._end_state(topic, source)))
         now = time.monotonic()
         refresh = self._ttl_ms and now >= self._refresh_at.get(topic, 0.0)
         if refresh or (self._ttl_ms and final):

@@ -92,16 +92,17 @@ class StreamReading:
         )
 
     def _producers(self, key: str) -> dict[bytes, bytes]:
-        """The topic's producers hash; a group member also checks the server's run with it.
+        """The topic's producers hash (trusted records only); a member also checks the server's run.
 
         Another member may have created the group again after a restart, so a member
         cannot count on finding it gone (see :mod:`._server_runs`): the run id, read in
         the same round trip, tells it that the hash was emptied since it last looked.
         """
-        name = self.connection.keys.events_end(self._keys[key])
+        topic = self._keys[key]
+        name = self.connection.keys.events_end(topic)
         with self._errors(f"read the producers of {key!r}", command="HGETALL"):
             if self._server is None or not self._server.served:
-                read = dict(self.connection.client.hgetall(name))
+                producers = self.connection.client.hgetall(name)
             else:
                 pipe = self.connection.client.pipeline(transaction=False)
                 pipe.info(*SECTIONS)
@@ -111,8 +112,9 @@ class StreamReading:
                     raise producers
                 if self._server.observe(None if isinstance(info, Exception) else info):
                     self._restarted()  # before noting a hash read from the emptied server
-                read = dict(producers)
-        self._liveness.seen(self._keys[key], read)
+        # Given a secret, forged records are left out here: nothing below acts on them.
+        read = self._liveness.records.read(topic, producers)
+        self._liveness.seen(topic, read)
         return read
 
     def _restarted(self) -> None:

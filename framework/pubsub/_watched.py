@@ -8,6 +8,10 @@ keys live and how long the producers hash lives.
 A producer's messages renew its alive key and record it again in the hash (should a
 restart have lost it), but at most every :data:`RENEW_EVERY` seconds: renewing with
 every message cost Redis and the producer two more commands per message.
+
+A producer with a secret (:meth:`WatchedProducers.sign_records`) signs each record it
+writes in the hash, so that consumers with the secret act on no forged one (see
+:mod:`._records`).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import uuid
 from typing import Final
 
 from framework.connection import RedisConnection
+from framework.pubsub._records import SEPARATOR, record_key, signed_state
 
 __all__ = ["LIVE_SUFFIX", "RENEW_EVERY", "WatchedProducers", "finished_run_lua"]
 
@@ -29,12 +34,13 @@ LIVE_SUFFIX: Final = ":live"
 RENEW_EVERY: Final = 1.0
 
 # Sets `finished`: every producer in the hash ended, or stopped beating (its alive key,
-# ARGV[4] .. producer, is gone). Part of the publishers' registration scripts.
+# ARGV[4] .. producer, is gone). Part of the publishers' registration scripts. A state
+# may carry a MAC after the separator (Redis cannot check it).
 _FINISHED_RUN = f"""
 local entries = redis.call('HGETALL', PRODUCERS)
 local finished = #entries > 0
 for i = 1, #entries, 2 do
-  local state = entries[i + 1]
+  local state = string.match(entries[i + 1], '^[^{SEPARATOR}]*')
   if string.sub(state, 1, 4) ~= 'end:' then
     local live = string.sub(state, 1, 5) == 'open:'
       and string.sub(state, -{len(LIVE_SUFFIX)}) == '{LIVE_SUFFIX}'
@@ -53,15 +59,18 @@ class WatchedProducers(abc.ABC):
     """:meth:`watch` and :meth:`keep_alive` for a publisher (a mixin).
 
     The publisher sets ``connection``, ``_run`` (its own token), ``_runs`` and
-    ``_renew_at`` (empty dicts) and ``_alive_ms`` (producer -> TTL of its alive key, in
-    ms), and names its keys with :meth:`_producer_keys`.
+    ``_renew_at`` (empty dicts), ``_alive_ms`` (producer -> TTL of its alive key, in
+    ms) and ``_record_keys`` (producer -> the key signing its records; an empty dict),
+    names its kind of topic in ``_kind`` and its keys with :meth:`_producer_keys`.
     """
 
     connection: RedisConnection
+    _kind: str
     _run: str
     _runs: dict[tuple[str, str], str]
     _renew_at: dict[tuple[str, str], float]
     _alive_ms: dict[str, int]
+    _record_keys: dict[str, bytes]
 
     @abc.abstractmethod
     def _producer_keys(self, topic: str, source: str) -> tuple[str, str]:
@@ -104,11 +113,25 @@ class WatchedProducers(abc.ABC):
         """The write that renewed may have failed: renew with the next message."""
         self._renew_at.pop((topic, source), None)
 
+    def sign_records(self, source: str, secret: bytes) -> None:
+        """Sign producer ``source``'s records in the producers hashes with ``secret``.
+
+        From its next record on, consumers given the same secret can verify them.
+        """
+        self._record_keys[source] = record_key(secret)
+
+    def _record(self, topic: str, source: str, state: str) -> str:
+        """The value recording ``source``'s ``state`` on ``topic`` (signed if it signs)."""
+        return signed_state(self._record_keys.get(source), self._kind, topic, source, state)
+
     def _open_state(self, topic: str, source: str) -> str:
-        """``source``'s state in the producers hash while it publishes on ``topic``."""
-        return (
-            f"open:{self._run_of(topic, source)}{LIVE_SUFFIX if source in self._alive_ms else ''}"
-        )
+        """``source``'s record in the producers hash while it publishes on ``topic``."""
+        live = LIVE_SUFFIX if source in self._alive_ms else ""
+        return self._record(topic, source, f"open:{self._run_of(topic, source)}{live}")
+
+    def _end_state(self, topic: str, source: str) -> str:
+        """``source``'s record in the producers hash once it ended ``topic``."""
+        return self._record(topic, source, f"end:{self._run_of(topic, source)}")
 
     def _record_again(self, topic: str, source: str) -> list[tuple[object, ...]]:
         """Commands that record ``source`` as open again, should Redis have lost the hash.
@@ -159,7 +182,11 @@ class WatchedProducers(abc.ABC):
                     self.connection.once.set(alive, self._run_of(topic, source), px=ms)
                 return
             pipe = self.connection.once.pipeline(transaction=True)
-            pipe.hset(producers, source, f"open:{self._run_of(topic, source)}")
+            pipe.hset(
+                producers,
+                source,
+                self._record(topic, source, f"open:{self._run_of(topic, source)}"),
+            )
             if ttl_ms := self._producers_ttl_ms():  # HSET would leave a new hash without
                 pipe.pexpire(producers, ttl_ms)
             pipe.delete(alive)

@@ -58,6 +58,7 @@ from framework.exceptions import (
 from framework.pubsub._atomic import run_atomic
 from framework.pubsub._list_ending import ENDS_TTL_MS, REGISTER, ListEnding
 from framework.pubsub._outage import READ_GRACE, Outage, outage_note, unanswered_note
+from framework.pubsub._records import LIST
 from framework.pubsub._server_runs import ServerRun
 from framework.pubsub._shim import RedisShim, connect, wait_limit
 from framework.pubsub._taker import TAKEN_TTL_S, Taker
@@ -89,6 +90,7 @@ class RedisQueuePublisher(WatchedProducers, RedisShim):
     accepts_segments: Final = True
     #: A producer's heartbeats keep a key alive (see :meth:`watch`).
     liveness: Final = True
+    _kind = LIST
 
     def __init__(
         self,
@@ -102,6 +104,7 @@ class RedisQueuePublisher(WatchedProducers, RedisShim):
         self._renew_at: dict[tuple[str, str], float] = {}  # when its messages renew next
         self._registered: set[tuple[str, str]] = set()
         self._alive_ms: dict[str, int] = {}  # producer -> its alive key's TTL
+        self._record_keys: dict[str, bytes] = {}  # producer -> the key signing its records
         self._pinned = PinnedConnection(self.connection.once)
 
     def send_message(self, topic: str, message: bytes | Segments) -> None:
@@ -157,7 +160,7 @@ class RedisQueuePublisher(WatchedProducers, RedisShim):
             tail.append(("DEL", alive) if final else ("SET", alive, run, "PX", alive_ms))
         tail += _push(self.connection, topic, source, message, retry)
         if final and source:
-            end = f"end:{self._run_of(topic, source)}"
+            end = self._end_state(topic, source)
             tail += [("HSET", ends, source, end), ("PEXPIRE", ends, ENDS_TTL_MS)]
         try:
             with self.connection.mapped_errors(f"push to topic {topic!r}", command="RPUSH"):
@@ -317,6 +320,16 @@ class RedisQueueSubscriber(RedisShim):
                     + outage_note(self._outage.since)
                     + unanswered_note(self._unanswered)
                 )
+
+    def verify_records(self, secret: bytes) -> None:
+        """Act only on producer records signed with ``secret`` (a consumer's shared secret).
+
+        The topic's producers hash tells competing subscribers when it ended and which
+        producers stopped beating. From now on a record that is unsigned or does not
+        verify (forged in Redis) is logged and counts as a producer that has not ended.
+        """
+        with self._lock:
+            self._ending.verify_with(secret)
 
     def topic_ended(self) -> bool:
         """Whether the topic has ended for this subscriber; looks at Redis now.

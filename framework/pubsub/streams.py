@@ -173,6 +173,16 @@ class RedisStreamSubscriber(StreamReading, RedisShim):
             self._liveness.mark_gone(self._keys[key], stopped)
             self._finished_runs[key] = producers
 
+    def verify_records(self, secret: bytes) -> None:
+        """Act only on producer records signed with ``secret`` (a consumer's shared secret).
+
+        A topic's producers hash tells group members when it ended, and every subscriber
+        which producers stopped beating. From now on a record that is unsigned or does not
+        verify (forged in Redis) is logged and counts as a producer that has not ended.
+        """
+        with self._lock:
+            self._liveness.records.verify_with(secret)
+
     @classmethod
     def from_url(cls, url: str, topic: str | Sequence[str], **kwargs: Any) -> RedisStreamSubscriber:
         """Connect to ``url`` and return a subscriber that owns (and closes) that connection."""

@@ -33,6 +33,7 @@ __all__ = [
     "default_bound",
     "fuser",
     "sender",
+    "sign_records",
     "topic_check",
     "watching",
 ]
@@ -130,6 +131,17 @@ def beats(publisher: Publisher) -> bool:
 def watching(publisher: Publisher) -> Watching | None:
     """``publisher`` if heartbeats renew alive keys on it (``RedisStreamPublisher``)."""
     return cast(Watching, publisher) if getattr(publisher, "liveness", False) is True else None
+
+
+def sign_records(publisher: Publisher, source: str, secret: bytes | None) -> None:
+    """With a secret, have ``publisher`` sign ``source``'s records in producers hashes.
+
+    Durable and list publishers record each producer's state in a hash that consumers
+    end topics by; signed, a state forged in Redis cannot end them.
+    """
+    sign = getattr(publisher, "sign_records", None)
+    if secret is not None and callable(sign):
+        sign(source, secret)
 
 
 def default_bound(publisher: Publisher) -> BacklogBound | None:

@@ -102,7 +102,9 @@ class StreamConsumer(Receiving, Generic[T]):
             Either way the stream carries on after the loss.
         secret: Verify every message's HMAC with this shared key first, and read
             objects only from stores that sign them: unsigned data is refused
-            (``MissingSignatureError``) before any deserializer runs. Without a
+            (``MissingSignatureError``) before any deserializer runs. A durable or
+            list subscriber is told to trust only producer records signed with it
+            (``verify_records``): a topic never ends on a forged one. Without a
             secret, pickled data from Redis is trusted (a warning says so once per
             process): anyone who can write to Redis can then run code here.
         allow_pickle: Accept objects that need unpickling. False refuses every
@@ -151,6 +153,11 @@ class StreamConsumer(Receiving, Generic[T]):
         self._prefetch_bytes = prefetch_bytes
         self._acking = isinstance(subscriber, AckingSubscriber) and bool(subscriber.acks)
         self._topic_ended = getattr(subscriber, "topic_ended", None)
+        verify_records = getattr(subscriber, "verify_records", None)
+        if secret is not None and callable(verify_records):
+            # A group's or a list's producers hash ends its topics: with the secret, a
+            # record forged there ends nothing.
+            verify_records(secret)
         group = getattr(subscriber, "group", None)
         #: Why a group member may find an object gone: another member took its entry.
         self._missing_hint = (

@@ -43,6 +43,7 @@ from framework.stream._publishing import (
     default_bound,
     fuser,
     sender,
+    sign_records,
     topic_check,
     watching,
 )
@@ -102,6 +103,8 @@ class StreamProducer(TopicBuffers[T]):
         secret: Sign every message with this shared HMAC key. The default spill
             store signs with it too; a given store must sign its objects (be built
             with a secret), since consumers with the secret refuse unsigned objects.
+            Durable and list publishers sign the producer's records in a topic's
+            producers hash with it too (``sign_records``).
         producer_id: Unique id put in every batch (default: random).
         heartbeat: On publishers that carry heartbeats (Redis pub/sub): seconds after
             which a topic that has had nothing else to publish gets a batch without
@@ -152,6 +155,7 @@ class StreamProducer(TopicBuffers[T]):
         self._default_store, self._stores = default_store, topic_stores
         self._filter: Filter = filter_ if filter_ is not None else NullFilter()
         self.producer_id = producer_id or uuid.uuid4().hex
+        sign_records(publisher, self.producer_id, secret)
         self._watching = watching(publisher) if heartbeat is not None else None
         if self._watching is not None and heartbeat is not None:
             # Checks the id too: before anything is built that would need closing.

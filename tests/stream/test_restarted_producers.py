@@ -52,8 +52,11 @@ def _subscriber(conn: RedisConnection, transport: str, topic: str) -> Any:
     return RedisQueueSubscriber(conn, topic)
 
 
-def _collector(conn: RedisConnection, transport: str, topic: str, timeout: float) -> Collector:
-    return Collector(StreamConsumer[bytes](_subscriber(conn, transport, topic), timeout=timeout))
+def _collector(
+    conn: RedisConnection, transport: str, topic: str, timeout: float, secret: bytes | None = None
+) -> Collector:
+    subscriber = _subscriber(conn, transport, topic)
+    return Collector(StreamConsumer[bytes](subscriber, timeout=timeout, secret=secret))
 
 
 def _producer(conn: RedisConnection, transport: str, **kwargs: Any) -> StreamProducer[bytes]:
@@ -68,16 +71,26 @@ def _restart_unnoticed(server: RedisProcess, collector: Collector, seen: int) ->
     server.restart()  # the producers hash is lost; the publishers' clients reconnect silently
 
 
+@pytest.mark.parametrize("secret", [None, b"s" * 32], ids=["trusted", "signed"])
 @pytest.mark.parametrize("transport", TRANSPORTS)
 @pytest.mark.parametrize("heartbeat", [0.2, None], ids=["beating", "silent"])
 def test_producers_recorded_again_are_waited_for_and_end_without_the_grace(
-    conn: tuple[RedisProcess, RedisConnection], transport: str, heartbeat: float | None
+    conn: tuple[RedisProcess, RedisConnection],
+    transport: str,
+    heartbeat: float | None,
+    secret: bytes | None,
 ) -> None:
-    """The consumer ends once both producers are recorded again and ended: no 30 s wait."""
+    """The consumer ends once both producers are recorded again and ended: no 30 s wait.
+
+    With a secret, the records written again are signed like the first ones.
+    """
     server, redis_conn = conn
     topic = f"{transport}-restart"
-    collector = _collector(redis_conn, transport, topic, timeout=10)  # the grace is 30 s
-    kwargs = {} if heartbeat is None else {"heartbeat": heartbeat}
+    # The grace is 30 s.
+    collector = _collector(redis_conn, transport, topic, timeout=10, secret=secret)
+    kwargs: dict[str, Any] = {"secret": secret}
+    if heartbeat is not None:
+        kwargs["heartbeat"] = heartbeat
     with (
         _producer(redis_conn, transport, **kwargs) as a,
         _producer(redis_conn, transport, **kwargs) as b,
