@@ -36,6 +36,7 @@ from framework.cell.transport import FAILED_TTL, ControlEntry, TransferIO
 from framework.cell.types import Stream, StreamFuture, StreamTaskSpec
 from framework.cell.window import Position, Window
 from framework.exceptions import (
+    BackendError,
     FrameworkError,
     StreamCancelled,
     StreamDataLost,
@@ -51,6 +52,8 @@ _T = TypeVar("_T")
 
 #: Longest time (s) spent retrying an ending notice (cancel runs in the caller's thread).
 _NOTICE_PATIENCE = 5.0
+#: Seconds between two tries of an error notice that Redis refused.
+_NOTICE_RETRY = 0.25
 
 
 class TxTask(StreamTaskSpec):
@@ -162,8 +165,14 @@ class TxTask(StreamTaskSpec):
                 level, "Stream %s to %s failed: %s", self.announce.sid, self.announce.targets, exc
             )
             self._stop.set()
+            # The frames go first: a Redis out of memory that refused the transfer may
+            # take the notice once they are freed. The caller learns of the failure at
+            # once; the notice may take a few seconds (see _post_quietly).
+            self._cleanup(delete=False)
+            self.future.set_exception(exc)
             etype = type(exc).__name__ if isinstance(exc, FrameworkError) else "StreamError"
-            self._post_quietly(self._control("error", etype=etype, msg=str(exc)))
+            self._post_quietly(self._control("error", etype=etype, msg=str(exc)), refused=True)
+            return
         self._cleanup(delete=False)
         self.future.set_exception(exc)
 
@@ -419,14 +428,32 @@ class TxTask(StreamTaskSpec):
         origin = self.announce.origin
         return Control(kind=kind, role="tx", sender=origin, seq=seq, etype=etype, msg=msg)
 
-    def _post_quietly(self, control: Control) -> None:
-        try:
+    def _post_quietly(self, control: Control, refused: bool = False) -> None:
+        """Post an ending notice, riding out dropped connections for a few seconds.
+
+        With ``refused``, a write Redis refuses (out of memory, say) is tried again
+        within that time too: otherwise the receivers would wait out their idle
+        timeout and blame this sender's silence.
+        """
+        patience = min(self.config.idle_timeout, _NOTICE_PATIENCE)
+        deadline = time.monotonic() + patience
+
+        def post() -> None:
             with_reconnect(
                 lambda: self.io.post(control),
-                patience=min(self.config.idle_timeout, _NOTICE_PATIENCE),
+                patience=patience,
                 stop=threading.Event(),  # the notice must go out although the task stopped
                 what=f"posting {control.kind} of stream {self.announce.sid}",
             )
+
+        try:
+            while True:
+                try:
+                    return post()
+                except BackendError:
+                    if not refused or time.monotonic() >= deadline:
+                        raise
+                    time.sleep(_NOTICE_RETRY)
         except Exception:  # best effort: the transfer already ended
             logger.warning(
                 "Could not tell the receivers of stream %s that it ended.",

@@ -349,7 +349,8 @@ def _same_frame(fields: Any, header: bytes, wire: Any) -> bool:
 
 def _describe(error: Exception) -> str:
     """``Type: message``: redis-py drops the error code (``OOM``) from the message."""
-    return f"Redis reported {type(error).__name__}: {error}"
+    said = str(error).rstrip(".")  # Redis ends some of its messages with a period
+    return f"Redis reported {type(error).__name__}: {said}"
 
 
 def _ack_field(target: str) -> str:

@@ -228,6 +228,49 @@ def test_out_of_memory_reaches_both_sides_with_its_cause(
     assert "maxmemory" in str(item.error)
 
 
+@pytest.mark.integration
+def test_a_sender_refused_by_a_full_redis_tells_its_receivers_once_it_can(
+    redis_server: EmbeddedRedis, real_conn: RedisConnection, make_cell: CellFactory
+) -> None:
+    """Redis refuses every write for a second (maxmemory 1): the sender fails at once, and
+    its error notice, refused too, was dropped; the receiver then waited out its idle
+    timeout (20 s here) and blamed the sender's silence."""
+    release = threading.Event()
+
+    def source() -> Iterator[bytes]:
+        yield payload(CHUNK)
+        release.wait(20)
+        for _ in range(40):
+            yield payload(CHUNK)
+
+    got = Collector()
+    make_cell(real_conn, "b").register_stream_cb("ch", "s", got.stream_cb, read_size=CHUNK)
+    future = make_cell(real_conn, "a").send_stream(
+        "ch", "s", "b", Message({}, IterStream(source()))
+    )
+    admin = redis.Redis.from_url(redis_server.url)
+    try:
+        deadline = time.monotonic() + 20
+        while future.get_progress() < CHUNK:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        admin.config_set("maxmemory-policy", "noeviction")
+        admin.config_set("maxmemory", 1)
+        release.set()
+        exc = future.exception(timeout=20)
+        started = time.monotonic()
+        time.sleep(1.0)
+        admin.config_set("maxmemory", 0)
+        item = got.wait(future.get_stream_id(), 20)
+    finally:
+        admin.config_set("maxmemory", 0)
+        admin.close()
+    assert time.monotonic() - started < 10  # not the receiver's idle timeout (20 s)
+    assert "OutOfMemoryError" in str(exc)
+    assert item.error is not None
+    assert "OutOfMemoryError" in str(item.error)
+
+
 def _fault_while_the_receiver_lags(
     tmp_path: Path, make_cell: CellFactory, fault: Callable[[RedisProcess], None]
 ) -> tuple[BaseException | None, BaseException]:
