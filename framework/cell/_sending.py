@@ -43,6 +43,7 @@ class Sending:
     conn: RedisConnection
     name: str
     config: CellConfig
+    _key: bytes | None
     _tx: dict[int, TxTask]
     _lock: threading.Lock
 
@@ -81,9 +82,13 @@ class Sending:
         ann = self._announcement(fields, targets, message, source, optional)
         cipher, auth = self._security(secure, ann.sid)
         io = TransferIO(self.conn, ann.sid, self.config.ttl, auth)
-        io.create(ann)
+        # Signed whenever this cell has a key: receivers and a resumed sender check it.
+        mac = None
+        if self._key is not None:
+            mac = ControlAuth(self._key, ann.sid).sign_announce(ann.model_dump_json().encode())
+        io.create(ann, mac)
         for name in targets:
-            announce(self.conn, name, ann, self.config.inbox_ttl)
+            announce(self.conn, name, ann, self.config.inbox_ttl, mac)
         return self._start_tx(io, ann, source, cipher)
 
     def _targets(self, target: Any, mode: str) -> list[str]:

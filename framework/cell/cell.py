@@ -28,7 +28,7 @@ from framework.cell.transport import TransferIO
 from framework.cell.types import Message, Stream, StreamFuture
 from framework.cell.worker import Handler, check_callable
 from framework.connection import RedisConnection
-from framework.exceptions import ClosedError, ConfigurationError, StreamError
+from framework.exceptions import ClosedError, ConfigurationError, EncryptionError, StreamError
 
 __all__ = ["StreamCell"]
 
@@ -77,7 +77,9 @@ class StreamCell(Sending):
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         # Building the dispatcher validates the name (it becomes part of the inbox key).
-        self._dispatcher = Dispatcher(connection, name, self.config, self._security, self._stopping)
+        self._dispatcher = Dispatcher(
+            connection, name, self.config, self._security, self._stopping, key
+        )
 
     def get_chunk_size(self) -> int:
         """Bytes per chunk frame."""
@@ -180,22 +182,32 @@ class StreamCell(Sending):
         Raises:
             StreamError: If the transfer is gone (finished, failed or expired) or the
                 source cannot seek.
+            MalformedFrameError: If the stored announcement (``BadAnnouncementError``:
+                on a cell with a key, it is not authenticated with the key) or a stored
+                position (``BadPositionError``) is forged or unreadable.
+            EncryptionError: If the transfer is plaintext and the cell has
+                ``require_secure``.
         """
         self._check_open()
         io = TransferIO(self.conn, stream_id, self.config.ttl)
-        ann = io.load()
+        ann = io.load(self._key)  # a cell with a key signed it: forged ones are refused
         if ann is None:
             raise StreamError(f"Stream {stream_id} cannot resume: it finished, failed or expired.")
+        if self.config.require_secure and not ann.secure:
+            raise EncryptionError(
+                f"Cell {self.name!r} sends only encrypted transfers (require_secure=True): "
+                f"stream {stream_id} is plaintext and cannot resume here."
+            )
         ended = io.ended()
         if ended is not None:  # its keys linger a while after a cancel or an error
             raise StreamError(f"Stream {stream_id} cannot resume: it ended ({ended}).")
         source = as_stream(message.payload)
+        cipher, auth = self._security(ann.secure, stream_id)
+        io.auth = auth  # before reading the receivers' positions: they are signed too
         start, finished = self._resume_point(io, ann)
         if start.off:
             source.seek(start.off)
         logger.info("Resuming stream %s at byte %d.", stream_id, start.off)
-        cipher, auth = self._security(ann.secure, stream_id)
-        io.auth = auth
         return self._start_tx(io, ann, source, cipher, start, finished)
 
     def _security(self, secure: bool, sid: int) -> tuple[ChunkCipher | None, ControlAuth | None]:

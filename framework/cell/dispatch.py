@@ -3,7 +3,9 @@
 A thread named ``fw-cell-inbox-<cell>`` first re-reads the announcements this cell name
 took but never finished (a restarted cell resumes them from the position its
 predecessor acknowledged), then waits for new ones. Callbacks are found as NVFlare finds
-them: the channel and topic, else the channel and topic ``"*"``, else ``"*"``/``"*"``. An
+them: the channel and topic, else the channel and topic ``"*"``, else ``"*"``/``"*"``.
+Announcements are authenticated as the inbox reads them (:mod:`framework.cell.inbox`),
+and a transfer starts only if the copy stored with its keys is the same. An
 announcement with no callback waits :data:`CALLBACK_GRACE` seconds for one to be
 registered, then its sender is told there is none. Each transfer runs in its own
 :class:`~framework.cell.worker.RxWorker`.
@@ -17,7 +19,7 @@ import time
 from collections.abc import Callable
 
 from framework._failures import RepeatedFailure
-from framework.cell.auth import ControlAuth
+from framework.cell.auth import BadPositionError, ControlAuth
 from framework.cell.config import CellConfig
 from framework.cell.crypto import ChunkCipher
 from framework.cell.frames import Announce, Control
@@ -25,6 +27,7 @@ from framework.cell.inbox import Inbox
 from framework.cell.lease import ReceiverLease
 from framework.cell.receiver import RxTransfer
 from framework.cell.transport import TransferIO
+from framework.cell.window import Position
 from framework.cell.worker import Handler, RxWorker
 from framework.connection import MAX_BLOCK_MS, RedisConnection
 from framework.exceptions import EncryptionError, FrameworkError, FramingError, StreamError
@@ -58,6 +61,7 @@ class Dispatcher:
         config: Sizes, timeouts and whether plaintext transfers are refused.
         security: Builds the cipher and authenticator of a transfer.
         stopping: Set by the cell's ``close()``.
+        key: The cell key, which authenticates announcements (None: unchecked).
     """
 
     def __init__(
@@ -67,11 +71,12 @@ class Dispatcher:
         config: CellConfig,
         security: Security,
         stopping: threading.Event,
+        key: bytes | None = None,
     ) -> None:
         self.conn = conn
         self.name = name
         self.config = config
-        self.inbox = Inbox(conn, name, config.inbox_ttl)
+        self.inbox = Inbox(conn, name, config.inbox_ttl, key)
         self._lease = ReceiverLease(conn, name)
         self._security = security
         self._stopping = stopping
@@ -203,8 +208,7 @@ class Dispatcher:
             self._refuse(eid, TransferIO(self.conn, ann.sid, self.config.ttl), exc)
             return
         io = TransferIO(self.conn, ann.sid, self.config.ttl, auth)
-        if io.load() is None:
-            logger.debug("Stream %s ended before cell %r picked it up.", ann.sid, self.name)
+        if not self._stored_matches(io, ann):
             self.inbox.done(eid)
             return
         if self.config.require_secure and not ann.secure:
@@ -214,20 +218,62 @@ class Dispatcher:
             )
             self._refuse(eid, io, refusal)
             return
+        why = ""
         try:
             start = io.acked(self.name)
+        except BadPositionError as exc:
+            # Where this cell really was is unknown: from the start, if Redis still can.
+            logger.warning("Cell %r starts stream %s over: %s", self.name, ann.sid, exc)
+            start, why = Position(), " (from the start: its stored position is not authentic)"
         except FramingError as exc:  # a malformed stored position never mends: no retries
             self._refuse(eid, io, exc)
             return
-        if start.seq < 0 and self._ended_unread(io):
+        if start.seq < 0 and not why and self._ended_unread(io):
             self.inbox.done(eid)
             return
+        if start.seq >= 0 or why:
+            try:
+                io.check_resumable(start, why)
+            except FramingError as exc:  # it would wait for a chunk that never comes
+                self._refuse(eid, io, exc)
+                return
         if start.seq >= 0:
             logger.info("Cell %r resumes stream %s at byte %d.", self.name, ann.sid, start.off)
         rx = RxTransfer(io, ann, self.name, self.config, cipher, start, self._stopping)
         worker = RxWorker(rx, handler, eid, self.config.max_blob_size, self._done)
         self._rx[ann.sid] = worker
         worker.start()
+
+    def _stored_matches(self, io: TransferIO, ann: Announce) -> bool:
+        """Whether the transfer still exists and its stored announcement is ``ann``.
+
+        The inbox checked ``ann`` (its MAC, when this cell has a key); the copy kept with
+        the transfer's keys must say the same, or one of the two was rewritten.
+        """
+        try:
+            stored = io.load()
+        except FramingError as exc:
+            logger.warning("Ignoring stream %s for cell %r: %s", ann.sid, self.name, exc)
+            return False
+        if stored is None:
+            logger.debug("Stream %s ended before cell %r picked it up.", ann.sid, self.name)
+            return False
+        if stored != ann:
+            logger.warning(
+                "Ignoring stream %s for cell %r: its inbox announcement (from %r on %s/%s) "
+                "differs from the one stored with the transfer (from %r on %s/%s): one "
+                "of them was forged or altered.",
+                ann.sid,
+                self.name,
+                ann.origin,
+                ann.channel,
+                ann.topic,
+                stored.origin,
+                stored.channel,
+                stored.topic,
+            )
+            return False
+        return True
 
     def _ended_unread(self, io: TransferIO) -> bool:
         """Whether a transfer this cell has read none of already ended (failed or cancelled).

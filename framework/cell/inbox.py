@@ -5,6 +5,11 @@ reads its inbox through a consumer group named after the cell, so an announcemen
 in the group's pending list until the transfer ends. A cell started after the send still
 finds it, and a restarted cell with the same name finds its unfinished transfers there
 (``XREADGROUP ... 0``). Handled entries are acknowledged and deleted.
+
+Anyone who can write to Redis can write here too. An entry carries the announcement
+(field ``a``) and, from a sender with a key, its MAC (field ``m``); the inbox of a cell
+with a key checks it (:func:`~framework.cell.auth.check_announcement`) before anything
+acts on the announcement. A forged, altered or foreign one is logged and dropped.
 """
 
 from __future__ import annotations
@@ -12,7 +17,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from framework.cell.frames import ANNOUNCE_FIELD, Announce, decode
+from framework.cell.auth import BadAnnouncementError, check_announcement
+from framework.cell.frames import ANNOUNCE_FIELD, MAC_FIELD, Announce, decode
 from framework.cell.transport import POLL_MS
 from framework.connection import MAX_BLOCK_MS, RedisConnection
 from framework.exceptions import BackendError, FrameworkError
@@ -31,8 +37,10 @@ _COUNT = 100
 Entry = tuple[bytes, "Announce | None"]
 
 
-def announce(conn: RedisConnection, target: str, message: Announce, ttl: float) -> None:
-    """Append ``message`` to ``target``'s inbox and refresh the inbox's TTL.
+def announce(
+    conn: RedisConnection, target: str, message: Announce, ttl: float, mac: bytes | None = None
+) -> None:
+    """Append ``message`` (and its MAC, if signed) to ``target``'s inbox; refresh its TTL.
 
     Uses the non-retrying client: an automatic-id ``XADD`` must not be resent blindly
     (a receiver would also drop a duplicate by stream id).
@@ -43,7 +51,10 @@ def announce(conn: RedisConnection, target: str, message: Announce, ttl: float) 
     key = conn.keys.inbox(target)
     with conn.mapped_errors(f"announce stream {message.sid} in {key!r}", command="XADD"):
         pipe = conn.once.pipeline(transaction=False)
-        pipe.xadd(key, {ANNOUNCE_FIELD: message.model_dump_json()})
+        fields: dict[bytes, Any] = {ANNOUNCE_FIELD: message.model_dump_json()}
+        if mac is not None:
+            fields[MAC_FIELD] = mac
+        pipe.xadd(key, fields)
         pipe.expire(key, max(1, int(ttl)))
         pipe.execute()
 
@@ -55,11 +66,16 @@ class Inbox:
         conn: The connection.
         cell: The cell's name (also its consumer name).
         ttl: Seconds the inbox lives without a refresh.
+        key: The cell key; with it, announcements are authenticated (see the module).
+            Without it only the target is checked.
     """
 
-    def __init__(self, conn: RedisConnection, cell: str, ttl: float) -> None:
+    def __init__(
+        self, conn: RedisConnection, cell: str, ttl: float, key: bytes | None = None
+    ) -> None:
         self.conn = conn
         self.cell = cell
+        self._key = key
         self.key = conn.keys.inbox(cell)
         self.ttl = max(1, int(ttl))
 
@@ -118,8 +134,14 @@ class Inbox:
         raw = fields.get(ANNOUNCE_FIELD) if fields else None
         if raw is None:
             return None  # deleted while pending: XREADGROUP 0 returns empty fields
+        where = f"announcement {eid!r} in {self.key!r}"
         try:
-            return decode(Announce, raw, f"announcement {eid!r} in {self.key!r}")
+            ann = decode(Announce, raw, where)
+            check_announcement(ann, bytes(raw), fields.get(MAC_FIELD), self._key, self.cell, where)
+            return ann
+        except BadAnnouncementError as exc:
+            logger.warning("Ignoring an announcement: %s", exc)
+            return None
         except FrameworkError:
             logger.warning(
                 "Dropping unreadable announcement %r in %s.", eid, self.key, exc_info=True

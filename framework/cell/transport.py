@@ -29,7 +29,7 @@ from framework.cell._transfer_reading import (
     TransferReading,
     raise_first,
 )
-from framework.cell.auth import ControlAuth
+from framework.cell.auth import BadAnnouncementError, BadPositionError, ControlAuth
 from framework.cell.frames import (
     CONTROL_FIELD,
     DATA_FIELD,
@@ -40,17 +40,20 @@ from framework.cell.frames import (
     Control,
     decode,
     entry_id,
+    seq_of,
 )
 from framework.cell.rawread import exchange
 from framework.cell.window import Position
 from framework.connection import MAX_BLOCK_MS, RedisConnection
-from framework.exceptions import BackendError, MalformedFrameError
+from framework.exceptions import BackendError, MalformedFrameError, SequenceError
 from framework.redis_streams import fields_of
 
 __all__ = [
     "FAILED_TTL",
     "POLL_MS",
+    "BadAnnouncementError",
     "BadControlError",
+    "BadPositionError",
     "ControlEntry",
     "Frame",
     "TransferIO",
@@ -62,6 +65,8 @@ logger = logging.getLogger(__name__)
 FAILED_TTL = 60
 #: Meta-hash field holding the announcement.
 _ANNOUNCE = b"announce"
+#: Meta-hash field holding the announcement's MAC (from a sender with a key).
+_ANNOUNCE_MAC = b"announce_mac"
 #: Control entries read per call; acks are small.
 _CONTROL_COUNT = 1000
 #: Redis's answer when an explicit id is not above the stream's last one.
@@ -105,11 +110,17 @@ class TransferIO(TransferReading):
 
     # -- sender side -------------------------------------------------------------------
 
-    def create(self, announce: Announce) -> None:
-        """Store the announcement in the meta hash (used to resume either side)."""
+    def create(self, announce: Announce, mac: bytes | None = None) -> None:
+        """Store the announcement, and its MAC if signed, in the meta hash.
+
+        Receivers check it against the inbox's copy; a resumed sender reads it.
+        """
+        mapping: dict[bytes, Any] = {_ANNOUNCE: announce.model_dump_json()}
+        if mac is not None:
+            mapping[_ANNOUNCE_MAC] = mac
         with self.conn.mapped_errors(f"create transfer {self.meta!r}", command="HSET"):
             pipe = self.conn.client.pipeline(transaction=False)
-            pipe.hset(self.meta, _ANNOUNCE, announce.model_dump_json())
+            pipe.hset(self.meta, mapping=mapping)
             pipe.expire(self.meta, self.ttl)
             pipe.execute()
 
@@ -274,10 +285,12 @@ class TransferIO(TransferReading):
         if control.kind == "ack":
             # Before the XADD: once the sender sees the final ack it deletes the keys,
             # and a later HSET would recreate the meta hash.
+            field = _ack_field(control.sender)
             position = f"{control.seq} {control.off}"
             if self.auth is not None:
-                position = self.auth.sign_text(position)
-            commands.append(("HSET", self.meta, _ack_field(control.sender), position))
+                # Bound to the field: a copy under another receiver's name fails.
+                position = self.auth.sign_text(position, field)
+            commands.append(("HSET", self.meta, field, position))
         raw = control.model_dump_json().encode()
         entry: tuple[Any, ...] = ("XADD", self.ack, "*", CONTROL_FIELD, raw)
         if self.auth is not None:
@@ -291,11 +304,29 @@ class TransferIO(TransferReading):
             commands += [("EXPIRE", key, ttl) for key in (self.data, self.ack, self.meta)]
         return commands
 
-    def load(self) -> Announce | None:
-        """The stored announcement, or None when the transfer is gone."""
-        with self.conn.mapped_errors(f"read transfer {self.meta!r}", command="HGET"):
-            raw = self.conn.client.hget(self.meta, _ANNOUNCE)
-        return None if raw is None else decode(Announce, raw, f"announcement of stream {self.sid}")
+    def load(self, key: bytes | None = None) -> Announce | None:
+        """The stored announcement, or None when the transfer is gone.
+
+        Args:
+            key: The cell key of a sender that resumes: the announcement must carry a
+                valid MAC (a cell with a key signs every announcement it sends).
+
+        Raises:
+            MalformedFrameError: If the stored announcement cannot be read.
+            BadAnnouncementError: If ``key`` is given and the MAC is missing or wrong.
+        """
+        what = f"announcement of stream {self.sid}"
+        with self.conn.mapped_errors(f"read transfer {self.meta!r}", command="HMGET"):
+            raw, mac = self.conn.client.hmget(self.meta, [_ANNOUNCE, _ANNOUNCE_MAC])
+        if raw is None:
+            return None
+        announce = decode(Announce, raw, what)
+        if key is not None and not ControlAuth(key, self.sid).verify_announce(bytes(raw), mac):
+            raise BadAnnouncementError(
+                f"The stored {what} is not authenticated with the cell key "
+                f"({'no MAC' if mac is None else 'wrong MAC'}): forged or altered."
+            )
+        return announce
 
     def ended(self) -> str | None:
         """Why the transfer ended (``cancel``, ``error``, ...), or None while it has not.
@@ -307,22 +338,29 @@ class TransferIO(TransferReading):
         return None if raw is None else bytes(raw).decode(errors="replace")
 
     def acked(self, target: str) -> Position:
-        """The position ``target`` last acknowledged (nothing if it never did)."""
+        """The position ``target`` last acknowledged (nothing if it never did).
+
+        Raises:
+            BadPositionError: The transfer is secure and the stored value is not
+                authenticated for ``target`` and this stream (forged, or copied from
+                another receiver or transfer).
+            MalformedFrameError: The stored value is not a position.
+        """
+        field = _ack_field(target)
         with self.conn.mapped_errors(f"read transfer {self.meta!r}", command="HGET"):
-            raw = self.conn.client.hget(self.meta, _ack_field(target))
+            raw = self.conn.client.hget(self.meta, field)
         if raw is None:
             return Position()
         # Anyone can store bytes here: undecodable ones fail the checks below, not decode().
         text = raw.decode(errors="replace") if isinstance(raw, bytes) else raw
         if self.auth is not None:
-            opened = self.auth.open_text(text)
+            opened = self.auth.open_text(text, field)
             if opened is None:
-                logger.warning(
-                    "The position of %r in stream %s is not authentic; starting over.",
-                    target,
-                    self.sid,
+                raise BadPositionError(
+                    f"The acknowledged position of {target!r} in stream {self.sid} is not "
+                    "authenticated for that receiver and stream (forged, or copied from "
+                    "another receiver or transfer)."
                 )
-                return Position()
             text = opened
         try:
             seq, off = text.split()
@@ -331,6 +369,49 @@ class TransferIO(TransferReading):
             raise MalformedFrameError(
                 f"The acknowledged position of {target!r} in stream {self.sid} is malformed."
             ) from exc
+
+    def check_resumable(self, start: Position, why: str = "") -> None:
+        """Check that the chunk after ``start`` is still to be read from Redis.
+
+        A receiver that resumes reads on after ``start``; if that chunk was trimmed
+        (its position is older than Redis's frames) or the stream ended before it, it
+        would wait for ever while both sides post heartbeats.
+
+        Args:
+            start: The position to resume after.
+            why: Said in the message after the position (e.g. why it starts there).
+
+        Raises:
+            SequenceError: Redis holds a later chunk but not the next one, or the
+                stream's last chunk comes before it.
+            MalformedFrameError: The last chunk entry's header cannot be read.
+        """
+        wanted = start.seq + 1
+        with self.conn.mapped_errors(f"check the chunks of {self.data!r}", command="XRANGE"):
+            pipe = self.conn.client.pipeline(transaction=False)
+            pipe.xrange(self.data, entry_id(wanted), "+", count=1)
+            pipe.xrevrange(self.data, count=1)
+            after, last = pipe.execute()
+        where = f"Stream {self.sid} cannot resume at byte {start.off}{why}"
+        if after:
+            found = seq_of(after[0][0])
+            if found > wanted:
+                raise SequenceError(
+                    f"{where}: Redis no longer holds its chunk {wanted} (the first chunk there "
+                    f"is {found}); the position is older than what the sender has trimmed."
+                )
+            return
+        if last:
+            header = decode(
+                ChunkHeader,
+                fields_of(last[0][1]).get(HEADER_FIELD, b""),
+                f"header of the last chunk entry of stream {self.sid}",
+            )
+            if header.last:
+                raise SequenceError(
+                    f"{where}: the stream's last chunk is {header.seq}, so chunk {wanted} "
+                    "never comes."
+                )
 
     def _refresh_command(self) -> tuple[Any, ...]:
         return ("EVAL", _REFRESH, 3, self.data, self.ack, self.meta, self.ttl)

@@ -23,7 +23,7 @@ from framework.cell import (
     StreamError,
     StreamFuture,
 )
-from framework.cell.auth import ControlAuth
+from framework.cell.auth import BadPositionError, ControlAuth
 from framework.cell.frames import (
     ANNOUNCE_FIELD,
     CONTROL_FIELD,
@@ -218,10 +218,12 @@ def test_control_authentication_is_bound_to_the_stream() -> None:
     assert not ControlAuth(KEY, 2).verify(raw.encode(), mac)  # replayed into another stream
     assert not ControlAuth(KEY, 1).verify(raw.replace("9", "8").encode(), mac)
     assert not ControlAuth(KEY, 1).verify(raw.encode(), None)
-    signed = ControlAuth(KEY, 1).sign_text("3 99")
-    assert ControlAuth(KEY, 1).open_text(signed) == "3 99"
-    assert ControlAuth(KEY, 1).open_text(signed.replace("3 99", "4 99")) is None
-    assert ControlAuth(KEY, 1).open_text("3 99 zz") is None
+    signed = ControlAuth(KEY, 1).sign_text("3 99", "ack:b")
+    assert ControlAuth(KEY, 1).open_text(signed, "ack:b") == "3 99"
+    assert ControlAuth(KEY, 1).open_text(signed, "ack:c") is None  # another receiver's field
+    assert ControlAuth(KEY, 2).open_text(signed, "ack:b") is None  # another stream
+    assert ControlAuth(KEY, 1).open_text(signed.replace("3 99", "4 99"), "ack:b") is None
+    assert ControlAuth(KEY, 1).open_text("3 99 zz", "ack:b") is None
 
 
 # -- require_secure -----------------------------------------------------------------------------
@@ -536,7 +538,8 @@ def test_a_stored_position_that_is_not_text_is_refused(conn: RedisConnection, se
     io = TransferIO(conn, 14, 60, auth)
     conn.client.hset(io.meta, "ack:b", b"\xff\xfe 1")
     if secure:
-        assert io.acked("b") == Position()  # not authentic: start over
+        with pytest.raises(BadPositionError, match="position of 'b' in stream 14 is not auth"):
+            io.acked("b")  # the receiver starts over, if Redis still holds chunk 0
     else:
         with pytest.raises(MalformedFrameError, match="position of 'b' in stream 14"):
             io.acked("b")
