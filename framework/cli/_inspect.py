@@ -4,13 +4,21 @@ It walks the keys under the prefix with ``SCAN`` (on every primary of a cluster)
 reads them with read-only commands only (``XINFO``, ``XLEN``, ``XREVRANGE``, ``HGET``,
 ``STRLEN``, ``TTL``, ``PUBSUB``, ``TIME``), so it is safe against production and works
 for an ACL user limited to ``+@read``.
+
+Anyone may write under the prefix: a key of the wrong type (a string where a stream
+belongs), a name that is not a stream id, or contents this build cannot decode make
+that one topic, transfer or cell *unreadable* (listed with the keys and the reason),
+never the whole command fail. Only errors of the connection or the user (unreachable,
+timed out, credentials, a command the ACL denies) end it.
 """
 
 from __future__ import annotations
 
 import json
 from collections import defaultdict
-from typing import Any
+from collections.abc import Callable, Iterable
+from functools import partial
+from typing import Any, TypeVar
 
 import click
 from rich.table import Column, Table
@@ -21,11 +29,51 @@ from framework.cell.transport import TransferIO
 from framework.cli._common import connect, console, require_url, url_option
 from framework.cli._text import shown
 from framework.connection import RedisConnection
+from framework.exceptions import (
+    AuthenticationFailed,
+    BackendTimeout,
+    BackendUnavailable,
+    ClosedError,
+    FrameworkError,
+    PermissionDenied,
+)
 
 __all__ = ["collect", "inspect_command"]
 
 #: Inbox entries read per cell to date transfers (newest first).
 INBOX_WINDOW = 1000
+#: Failures of the connection or of the user's rights, not of one key: they end inspect.
+FATAL = (AuthenticationFailed, BackendTimeout, BackendUnavailable, ClosedError, PermissionDenied)
+
+_T = TypeVar("_T")
+
+
+class _Unreadable:
+    """The things ``inspect`` could not read, each with its keys and why (JSON-ready rows)."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, Any]] = []
+
+    def add(self, kind: str, name: str, keys: Iterable[str], problem: str) -> None:
+        """Record that the ``kind`` named ``name``, held in ``keys``, could not be read."""
+        self.rows.append({"kind": kind, "name": name, "keys": sorted(keys), "problem": problem})
+
+    def read(
+        self, kind: str, name: str, keys: Iterable[str], reader: Callable[[], _T]
+    ) -> _T | None:
+        """``reader()``, or None (recorded) when the data under ``keys`` is not readable.
+
+        Raises:
+            BackendError: For the :data:`FATAL` kinds, which no other key would escape.
+        """
+        try:
+            return reader()
+        except FATAL:
+            raise
+        except (FrameworkError, ValueError, KeyError, TypeError) as exc:
+            # WRONGTYPE, a name no key of this kind can have, undecodable contents.
+            self.add(kind, name, keys, f"{type(exc).__name__}: {exc}")
+            return None
 
 
 def _text(value: Any) -> str:
@@ -36,12 +84,17 @@ def _ms(entry_id: Any) -> int:
     return int(_text(entry_id).split("-")[0])
 
 
-def _classify(conn: RedisConnection) -> dict[str, dict[str, set[str]]]:
+def _classify(conn: RedisConnection, unreadable: _Unreadable) -> dict[str, dict[str, set[str]]]:
     """``{kind: {name: {key, ...}}}`` for every framework key on every primary."""
     found: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
     for node in primaries(conn):
         for raw in scan_keys(conn, f"{conn.keys.prefix}:*", node):
-            key = _text(raw)
+            try:
+                key = _text(raw)
+            except UnicodeDecodeError:  # no key this framework writes: it cannot be named
+                shown_key = bytes(raw).decode(errors="backslashreplace")
+                unreadable.add("key", shown_key, [shown_key], "the key's name is not UTF-8")
+                continue
             parsed = conn.keys.parse(key)
             kind, name = (parsed[0], parsed[1]) if parsed else ("other", key)
             found[kind][name].add(key)
@@ -55,42 +108,63 @@ def _server_ms(conn: RedisConnection) -> int:
     return int(seconds) * 1000 + int(micros) // 1000
 
 
-def _topics(conn: RedisConnection, names: dict[str, set[str]], now: int) -> list[dict[str, Any]]:
+def _topics(
+    conn: RedisConnection, names: dict[str, set[str]], now: int, unreadable: _Unreadable
+) -> list[dict[str, Any]]:
     rows = []
     for topic in sorted(names):
-        key = conn.keys.events(topic)
-        if key not in names[topic]:
-            continue  # only the end marker is left
-        with conn.mapped_errors(f"describe topic stream {key!r}", command="XINFO"):
-            info = conn.client.xinfo_stream(key)
-            groups = conn.client.xinfo_groups(key)
-        last = info.get("last-generated-id") or b"0-0"
-        rows.append(
-            {
-                "topic": topic,
-                "kind": "durable",
-                "entries": int(info["length"]),
-                "groups": len(groups),
-                "pending": sum(int(g["pending"]) for g in groups),
-                "lag": sum(int(g.get("lag") or 0) for g in groups),
-                "ended": conn.keys.events_end(topic) in names[topic],
-                "age_s": max(0, now - _ms(last)) / 1000 if _ms(last) else None,
-            }
+        row = unreadable.read(
+            "topic", topic, names[topic], partial(_topic, conn, topic, names, now)
         )
+        if row is not None:
+            rows.append(row)
     return rows
 
 
-def _list_topics(conn: RedisConnection, names: dict[str, set[str]]) -> list[dict[str, Any]]:
-    """List topics: messages waiting, and subscribers holding taken keys."""
+def _topic(
+    conn: RedisConnection, topic: str, names: dict[str, set[str]], now: int
+) -> dict[str, Any] | None:
+    """The row of durable topic ``topic``; None when only its end marker is left."""
+    key = conn.keys.events(topic)
+    if key not in names[topic]:
+        return None
+    with conn.mapped_errors(f"describe topic stream {key!r}", command="XINFO"):
+        info = conn.client.xinfo_stream(key)
+        groups = conn.client.xinfo_groups(key)
+    last = info.get("last-generated-id") or b"0-0"
+    return {
+        "topic": topic,
+        "kind": "durable",
+        "entries": int(info["length"]),
+        "groups": len(groups),
+        "pending": sum(int(g["pending"]) for g in groups),
+        "lag": sum(int(g.get("lag") or 0) for g in groups),
+        "ended": conn.keys.events_end(topic) in names[topic],
+        "age_s": max(0, now - _ms(last)) / 1000 if _ms(last) else None,
+    }
+
+
+def _list_topics(
+    conn: RedisConnection, names: dict[str, set[str]], unreadable: _Unreadable
+) -> list[dict[str, Any]]:
     rows = []
     for topic in sorted(names):
-        key = conn.keys.queue(topic)
-        # Owner ids of taken keys (besides them: the producers hash and alive keys).
-        taken = {k.rsplit(":", 2)[-2] for k in names[topic] if k.startswith(f"{key}:taken:")}
-        with conn.mapped_errors(f"measure list topic {key!r}", command="LLEN"):
-            waiting = int(conn.client.llen(key))
-        rows.append({"topic": topic, "kind": "list", "entries": waiting, "subscribers": len(taken)})
+        row = unreadable.read(
+            "list topic", topic, names[topic], partial(_list_topic, conn, topic, names)
+        )
+        if row is not None:
+            rows.append(row)
     return rows
+
+
+def _list_topic(conn: RedisConnection, topic: str, names: dict[str, set[str]]) -> dict[str, Any]:
+    """A list topic's row: messages waiting, and subscribers holding taken keys."""
+    key = conn.keys.queue(topic)
+    # Owner ids of taken keys (besides them: the producers hash and alive keys).
+    taken = {k.rsplit(":", 2)[-2] for k in names[topic] if k.startswith(f"{key}:taken:")}
+    with conn.mapped_errors(f"measure list topic {key!r}", command="LLEN"):
+        waiting = int(conn.client.llen(key))
+    return {"topic": topic, "kind": "list", "entries": waiting, "subscribers": len(taken)}
 
 
 def _pubsub_topics(conn: RedisConnection) -> list[dict[str, Any]]:
@@ -108,13 +182,14 @@ def _pubsub_topics(conn: RedisConnection) -> list[dict[str, Any]]:
 
 
 def _announced_ms(conn: RedisConnection, cells: dict[str, set[str]]) -> dict[int, int]:
-    """When each transfer still listed in an inbox was announced (server ms)."""
+    """When each transfer still listed in an inbox was announced (server ms).
+
+    An inbox that cannot be read dates nothing; :func:`_cells` reports it.
+    """
     when: dict[int, int] = {}
     for cell in cells:
-        key = conn.keys.inbox(cell)
-        with conn.mapped_errors(f"read inbox {key!r}", command="XREVRANGE"):
-            entries = conn.client.xrevrange(key, count=INBOX_WINDOW)
-        for entry_id, fields in entries:
+        entries = _Unreadable().read("cell", cell, cells[cell], partial(_inbox, conn, cell))
+        for entry_id, fields in entries or []:
             try:
                 sid = int(json.loads(fields[ANNOUNCE_FIELD])["sid"])
             except (KeyError, ValueError, TypeError):
@@ -123,42 +198,75 @@ def _announced_ms(conn: RedisConnection, cells: dict[str, set[str]]) -> dict[int
     return when
 
 
+def _inbox(conn: RedisConnection, cell: str) -> Any:
+    key = conn.keys.inbox(cell)
+    with conn.mapped_errors(f"read inbox {key!r}", command="XREVRANGE"):
+        return conn.client.xrevrange(key, count=INBOX_WINDOW)
+
+
 def _transfers(
-    conn: RedisConnection, found: dict[str, dict[str, set[str]]], now: int
+    conn: RedisConnection,
+    found: dict[str, dict[str, set[str]]],
+    now: int,
+    unreadable: _Unreadable,
 ) -> list[dict[str, Any]]:
     announced = _announced_ms(conn, found.get("cell", {}))
+    xfers = found.get("xfer", {})
     rows = []
-    for sid in sorted(found.get("xfer", {})):
-        io = TransferIO(conn, int(sid), ttl=1.0)  # reads only: the TTL is never applied
-        ann = io.load()
-        if ann is None:
-            continue
-        acked = min((io.acked(t).off for t in ann.targets), default=0)
-        started = announced.get(ann.sid)
-        rows.append(
-            {
-                "stream_id": ann.sid,
-                # Ended transfers (done, cancelled, failed) keep their keys for a while.
-                "state": io.ended() or "running",
-                "sender": ann.origin,
-                "targets": ann.targets,
-                "channel": f"{ann.channel}/{ann.topic}",
-                "size": ann.size,
-                "acknowledged": acked,
-                "progress": acked / ann.size if ann.size else None,
-                "age_s": (now - started) / 1000 if started else None,
-            }
+    for sid in sorted(xfers):
+        row = unreadable.read(
+            "transfer", sid, xfers[sid], partial(_transfer, conn, sid, announced, now)
         )
+        if row is not None:
+            rows.append(row)
     return rows
 
 
-def _cells(conn: RedisConnection, cells: dict[str, set[str]]) -> list[dict[str, Any]]:
+def _transfer(
+    conn: RedisConnection, sid: str, announced: dict[int, int], now: int
+) -> dict[str, Any] | None:
+    """The row of transfer ``sid``; None when its announcement is gone.
+
+    Raises:
+        ValueError: If ``sid`` is not a stream id (a key no transfer wrote).
+    """
+    if not sid.lstrip("-").isdigit():
+        raise ValueError(f"{sid!r} is not a stream id")
+    io = TransferIO(conn, int(sid), ttl=1.0)  # reads only: the TTL is never applied
+    ann = io.load()
+    if ann is None:
+        return None
+    acked = min((io.acked(t).off for t in ann.targets), default=0)
+    started = announced.get(ann.sid)
+    return {
+        "stream_id": ann.sid,
+        # Ended transfers (done, cancelled, failed) keep their keys for a while.
+        "state": io.ended() or "running",
+        "sender": ann.origin,
+        "targets": ann.targets,
+        "channel": f"{ann.channel}/{ann.topic}",
+        "size": ann.size,
+        "acknowledged": acked,
+        "progress": acked / ann.size if ann.size else None,
+        "age_s": (now - started) / 1000 if started else None,
+    }
+
+
+def _cells(
+    conn: RedisConnection, cells: dict[str, set[str]], unreadable: _Unreadable
+) -> list[dict[str, Any]]:
     rows = []
     for cell in sorted(cells):
-        key = conn.keys.inbox(cell)
-        with conn.mapped_errors(f"measure inbox {key!r}", command="XLEN"):
-            rows.append({"cell": cell, "inbox": int(conn.client.xlen(key))})
+        inbox = unreadable.read("cell", cell, cells[cell], partial(_inbox_length, conn, cell))
+        if inbox is not None:
+            rows.append({"cell": cell, "inbox": inbox})
     return rows
+
+
+def _inbox_length(conn: RedisConnection, cell: str) -> int:
+    key = conn.keys.inbox(cell)
+    with conn.mapped_errors(f"measure inbox {key!r}", command="XLEN"):
+        return int(conn.client.xlen(key))
 
 
 def _objects(conn: RedisConnection, objects: dict[str, set[str]]) -> dict[str, int]:
@@ -186,21 +294,28 @@ def _objects(conn: RedisConnection, objects: dict[str, set[str]]) -> dict[str, i
 def collect(conn: RedisConnection) -> dict[str, Any]:
     """Everything ``inspect`` shows, as plain JSON-ready data.
 
+    Data under the prefix that this framework did not write (or cannot decode) does not
+    fail it: the topic, transfer or cell it concerns is listed under ``unreadable``,
+    with its keys and the reason, and everything else is shown.
+
     Raises:
-        BackendError: If Redis fails or denies a read (mapped, naming the key).
+        BackendError: If Redis is unreachable, times out, refuses the credentials or
+            denies a command (mapped, naming the key).
     """
-    found = _classify(conn)
+    unreadable = _Unreadable()
+    found = _classify(conn, unreadable)
     now = _server_ms(conn)
     return {
         "redis": conn.url(),
         "prefix": conn.keys.prefix,
-        "topics": _topics(conn, found.get("events", {}), now)
-        + _list_topics(conn, found.get("queue", {}))
+        "topics": _topics(conn, found.get("events", {}), now, unreadable)
+        + _list_topics(conn, found.get("queue", {}), unreadable)
         + _pubsub_topics(conn),
-        "transfers": _transfers(conn, found, now),
-        "cells": _cells(conn, found.get("cell", {})),
+        "transfers": _transfers(conn, found, now, unreadable),
+        "cells": _cells(conn, found.get("cell", {}), unreadable),
         "stored_objects": _objects(conn, found.get("obj", {})),
         "other_keys": sum(len(keys) for keys in found.get("other", {}).values()),
+        "unreadable": unreadable.rows,
     }
 
 
@@ -263,3 +378,6 @@ def inspect_command(url: str | None, as_json: bool) -> None:
     console.print(_table("Cells", data["cells"], ["cell", "inbox"]))
     objects = data["stored_objects"]
     console.print(_table("Stored objects", [objects], list(objects)))
+    if data["unreadable"]:  # foreign or damaged data under the prefix: named, not fatal
+        title = "Unreadable (not written by this framework, or damaged)"
+        console.print(_table(title, data["unreadable"], ["kind", "name", "keys", "problem"]))

@@ -22,7 +22,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from framework.cell import Stream, StreamFuture
-from framework.cli._transfer import READ_SIZE
+from framework.cli._transfer import READ_SIZE, file_name
 from framework.exceptions import ChecksumError, ClosedError, StreamCancelled, StreamError
 
 __all__ = ["FileEvent", "FileReceiver", "fitted", "numbered", "part_path", "place", "safe_name"]
@@ -33,27 +33,39 @@ MAX_NUMBERED = 9999
 NAME_MAX = 255
 
 
+def _encoded(name: str) -> bytes:
+    """The bytes of ``name`` on disk (a name that is not UTF-8 holds escaped bytes)."""
+    return name.encode("utf-8", "surrogateescape")
+
+
 def fitted(stem: str, tail: str) -> str:
     """``stem + tail``, the stem cut (between characters) so that it fits :data:`NAME_MAX`.
 
     A name the sender's file system took can still be too long once the receiver adds
     to it (``.NAME.ID.part``, ``NAME (1)``): the addition is kept whole.
     """
-    room = NAME_MAX - len(tail.encode())
-    encoded = stem.encode()
+    room = NAME_MAX - len(_encoded(tail))
+    encoded = _encoded(stem)
     if len(encoded) <= room:
         return stem + tail
-    return encoded[: max(room, 1)].decode(errors="ignore") + tail
+    end = max(room, 1)
+    while end > 1 and encoded[end] & 0xC0 == 0x80:  # not inside a UTF-8 character
+        end -= 1
+    return encoded[:end].decode("utf-8", "surrogateescape") + tail
 
 
 def safe_name(name: object) -> str:
-    """The last path component of a received name; refuses names that escape the directory.
+    r"""The last path component of a received name; refuses names that escape the directory.
+
+    Any other name is taken, also one that is not UTF-8 and, where ``\`` is no path
+    separator (POSIX), one holding a backslash.
 
     Raises:
         StreamError: If nothing usable remains.
     """
-    base = PurePosixPath(str(name)).name if isinstance(name, str) else ""
-    if base in ("", ".", "..") or "\x00" in base or "\\" in base:
+    base = PurePosixPath(name).name if isinstance(name, str) else ""
+    separators = {os.sep, os.altsep or os.sep}
+    if base in ("", ".", "..") or "\x00" in base or separators & set(base):
         raise StreamError(f"Refusing to write a file named {name!r}.")
     return base
 
@@ -120,7 +132,7 @@ class FileReceiver:
         name, sid = str(headers.get("name")), future.get_stream_id()
         part: Path | None = None
         try:
-            base = safe_name(headers.get("name"))
+            base = safe_name(file_name(headers))
             part = part_path(self.out_dir, base, sid)
             final, how = self._receive(
                 part, FileEvent("start", base, sid), headers, stream, resume_offset
@@ -131,11 +143,13 @@ class FileReceiver:
             raise
         except BaseException as exc:
             # The stream is over (cancelled, failed, refused): its part can never resume.
-            if part is not None:
-                part.unlink(missing_ok=True)
             kind = "cancelled" if isinstance(exc, StreamCancelled) else "error"
-            self.on_event(FileEvent(kind, name, sid, detail=f"{type(exc).__name__}: {exc}"))
-            self._count(failed=kind == "error")
+            try:
+                detail = f"{type(exc).__name__}: {exc}{_discard(part)}"
+                self.on_event(FileEvent(kind, name, sid, detail=detail))
+            finally:
+                # Counted even if the report failed: `recv --count N` must see the end.
+                self._count(failed=kind == "error")
             raise
         self.on_event(FileEvent("done", name, sid, path=final, detail=how))
         self._count(finished=True)
@@ -172,6 +186,23 @@ class FileReceiver:
         return place(part, self.out_dir, start.name, sha256)
 
 
+def _discard(part: Path | None) -> str:
+    """Remove the partial file of a stream that is over; what was left behind, if anything.
+
+    Never raises: the directory that refused the file (read-only, full, gone) may refuse
+    the removal too, and the file's failure must still be reported and counted.
+    """
+    if part is None:
+        return ""
+    try:
+        part.unlink(missing_ok=True)
+    except OSError as exc:
+        if not os.path.lexists(part):  # EROFS and the like for a part never created
+            return ""
+        return f" (the partial file {str(part)!r} could not be removed: {exc.strerror or exc})"
+    return ""
+
+
 def numbered(name: str, number: int) -> str:
     """``name`` with `` (number)`` before its extensions: ``report (1).tar.gz``; 0 keeps it.
 
@@ -182,7 +213,7 @@ def numbered(name: str, number: int) -> str:
     bare = name.lstrip(".")
     stem, dot, extensions = bare.partition(".")
     tail = f" ({number}){dot}{extensions}"
-    if len(tail.encode()) > NAME_MAX // 2:  # extensions that long: number the whole name
+    if len(_encoded(tail)) > NAME_MAX // 2:  # extensions that long: number the whole name
         return fitted(name, f" ({number})")
     return fitted(f"{name[: len(name) - len(bare)]}{stem}", tail)
 

@@ -27,7 +27,7 @@ from framework.cli._common import (
 )
 from framework.cli._receiving import FileEvent, FileReceiver, part_path
 from framework.cli._text import shown, visible
-from framework.cli._transfer import CHANNEL, TOPIC
+from framework.cli._transfer import CHANNEL, TOPIC, file_name
 from framework.connection import RedisConnection
 from framework.exceptions import StreamError
 
@@ -84,7 +84,7 @@ def _drop_lost_parts(conn: RedisConnection, cell_name: str, out_dir: Path) -> No
         if ann is None or TransferIO(conn, ann.sid, config.ttl).load() is not None:
             continue
         try:
-            part = part_path(out_dir, ann.headers.get("name"), ann.sid)
+            part = part_path(out_dir, file_name(ann.headers), ann.sid)
         except StreamError:
             continue  # a name no part was ever written under
         if part.exists():

@@ -35,7 +35,18 @@ def visible(text: object) -> str:
     value = str(text)
     if value.isprintable():  # the common case, in one C-level pass
         return value
-    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in value)
+    return "".join(char if char.isprintable() else _escaped(char) for char in value)
+
+
+def _escaped(char: str) -> str:
+    r"""``char`` as ``repr()`` writes it; a byte of a file name that is not UTF-8 as ``\xff``.
+
+    Python reads such a byte into a lone surrogate (``os.fsdecode``), which ``repr()``
+    would show as ``\udcff``.
+    """
+    if "\udc80" <= char <= "\udcff":
+        return f"\\x{ord(char) - 0xDC00:02x}"
+    return repr(char)[1:-1]
 
 
 def shown(text: object) -> str:

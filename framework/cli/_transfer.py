@@ -1,9 +1,15 @@
-"""Files over byte streams: the protocol and what ``framework send`` does, without UI.
+r"""Files over byte streams: the protocol and what ``framework send`` does, without UI.
 
 A file travels as one :class:`~framework.cell.StreamCell` stream on channel
 :data:`CHANNEL`, topic :data:`TOPIC`, to one or several cells (the data goes into
 Redis once). Its headers carry the file's name, size and SHA-256. The receiving side
 is :mod:`framework.cli._receiving`.
+
+* **Names.** A POSIX file name is any bytes but ``/`` and NUL, not necessarily UTF-8
+  (``caf\xe9.txt`` from a Latin-1 system); JSON headers hold text only. Such a name
+  travels as the base64 of its bytes in :data:`NAME_BYTES`, beside a readable ``name``
+  (the undecodable bytes replaced by U+FFFD, which a receiver that does not know
+  :data:`NAME_BYTES` uses), and arrives byte for byte (see :func:`file_name`).
 
 * **Resume.** The sender remembers the stream id of every unfinished send in a small
   state file (keyed by Redis location, path, size, modification time and targets); run
@@ -15,6 +21,8 @@ is :mod:`framework.cli._receiving`.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import json
 import os
@@ -29,11 +37,13 @@ from framework.exceptions import StreamError
 
 __all__ = [
     "CHANNEL",
+    "NAME_BYTES",
     "READ_SIZE",
     "TOPIC",
     "FileOffer",
     "RateLimited",
     "SendState",
+    "file_name",
     "start_send",
 ]
 
@@ -41,6 +51,8 @@ __all__ = [
 CHANNEL, TOPIC = "framework.files", "file"
 #: Bytes read per call, from a file or from a stream.
 READ_SIZE = 1 << 20
+#: Header with the base64 of a file name's bytes, for a name that is not UTF-8.
+NAME_BYTES = "name_b64"
 
 
 @dataclass(frozen=True)
@@ -76,8 +88,37 @@ class FileOffer:
         return cls(path, path.name, stat.st_size, hasher.hexdigest(), stat.st_mtime_ns)
 
     def headers(self) -> dict[str, Any]:
-        """The stream headers the receiver reads."""
-        return {"name": self.name, "size": self.size, "sha256": self.sha256}
+        """The stream headers the receiver reads (see :func:`file_name` for the name)."""
+        headers: dict[str, Any] = {"name": self.name, "size": self.size, "sha256": self.sha256}
+        raw = os.fsencode(self.name)  # the bytes on disk (undecodable ones were escaped)
+        try:
+            raw.decode()
+        except UnicodeDecodeError:
+            headers["name"] = raw.decode(errors="replace")
+            headers[NAME_BYTES] = base64.b64encode(raw).decode("ascii")
+        return headers
+
+
+def file_name(headers: dict[str, Any]) -> object:
+    """The name a file was sent under, as the sender's :meth:`FileOffer.headers` gave it.
+
+    A name that is not UTF-8 comes back with its undecodable bytes escaped as
+    :func:`os.fsdecode` does, so that it is written to disk byte for byte.
+
+    Returns:
+        The name, or whatever a foreign sender put in ``name`` (not necessarily a str;
+        the receiver checks it).
+
+    Raises:
+        StreamError: If :data:`NAME_BYTES` is there but not base64.
+    """
+    encoded = headers.get(NAME_BYTES)
+    if encoded is None:
+        return headers.get("name")
+    try:
+        return os.fsdecode(base64.b64decode(str(encoded), validate=True))
+    except (binascii.Error, ValueError) as exc:
+        raise StreamError(f"The file name's bytes ({NAME_BYTES}) are not base64.") from exc
 
 
 class SendState:

@@ -199,3 +199,24 @@ def test_a_file_delivered_before_the_sender_was_killed_is_not_sent_again(
     assert "interrupted" not in third.stdout, third.stdout
     assert finish(receiver.proc) == 0, receiver.output()
     assert receiver.output().count("kept once") == 2, receiver.output()
+
+
+def test_any_posix_file_name_arrives_byte_for_byte(tmp_path: Path, redis_url: str) -> None:
+    """A backslash, and bytes that are not UTF-8, are part of valid POSIX names.
+
+    Before, recv refused ``back\\slash.txt``, and a Latin-1 name aborted the whole send
+    (its headers could not be JSON), the files after it never sent.
+    """
+    src = tmp_path / "src"
+    src.mkdir()
+    names = [b"back\\slash.txt", b"caf\xe9 \xff.txt", b"plain.txt"]
+    files = [_file(src / os.fsdecode(name), 10 + i) for i, name in enumerate(names)]
+    receiver = _recv(tmp_path, redis_url, "site", count=len(files))
+    done = run_cli("send", *map(str, files), "--to", "site", tmp_path=tmp_path, url=redis_url)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Sent caf\\xe9 \\xff.txt (11 bytes" in done.stdout  # each raw byte shown as \xNN
+    assert finish(receiver.proc) == 0, receiver.output()
+    out = tmp_path / "out-site"
+    assert sorted(os.listdir(os.fsencode(out))) == sorted(names)
+    for name, original in zip(names, files, strict=True):
+        assert (out / os.fsdecode(name)).read_bytes() == original.read_bytes()

@@ -7,9 +7,11 @@ import json
 import re
 from pathlib import Path
 
+import pytest
 import redis
 
 from framework.cell import Message, StreamCell
+from framework.cli._inspect import collect
 from framework.connection import RedisConnection
 from framework.pubsub import RedisQueuePublisher, RedisQueueSubscriber, RedisStreamPublisher
 from framework.store import RedisStore
@@ -119,3 +121,66 @@ def test_inspect_covers_every_primary_of_a_cluster(
     assert done.returncode == 0, done.stderr
     objects = json.loads(done.stdout)["stored_objects"]
     assert (objects["objects"], objects["bytes"]) == (30, sum(range(30)))
+
+
+#: Keys under the prefix that the framework never wrote, and why each cannot be read.
+FOREIGN = {
+    "fw:xfer:{notanumber}:meta": "not a stream id",
+    "fw:events:{t1}": "WRONGTYPE",
+    "fw:queue:{q2}": "WRONGTYPE",
+    "fw:cell:{x}:inbox": "WRONGTYPE",
+    "fw:xfer:{1}:meta": "WRONGTYPE",
+}
+
+
+def _foreign(client: redis.Redis) -> None:
+    """:data:`FOREIGN` as strings, a transfer whose announcement is not JSON, a bad key name."""
+    for key in FOREIGN:
+        client.set(key, "x")
+    client.hset("fw:xfer:{2}:meta", "announce", "{not json")
+    client.set(b"fw:obj:{\xff}", b"x")
+
+
+def _check_unreadable(data: dict[str, object]) -> None:
+    rows = data["unreadable"]
+    assert isinstance(rows, list)
+    problems = {key: row["problem"] for row in rows for key in row["keys"]}
+    for key, why in FOREIGN.items():
+        assert why in problems.pop(key), (key, rows)
+    assert "announcement of stream 2" in problems.pop("fw:xfer:{2}:meta")
+    assert "not UTF-8" in problems.pop("fw:obj:{\\xff}")
+    assert not problems, problems
+
+
+@pytest.mark.parametrize("backend", ["fake", "real"])
+def test_inspect_shows_everything_it_can_beside_foreign_keys(
+    request: pytest.FixtureRequest, backend: str
+) -> None:
+    conn: RedisConnection = request.getfixturevalue(f"{backend}_conn")
+    sid = _populate(conn)
+    _foreign(conn.client)
+    data = collect(conn)
+    _check_unreadable(data)
+    assert [t["stream_id"] for t in data["transfers"]] == [sid]
+    assert {(t["topic"], t["kind"]) for t in data["topics"]} >= {
+        ("metrics", "durable"),
+        ("jobs", "list"),
+    }
+    assert {"cell": "absent-site", "inbox": 1} in data["cells"]
+    assert data["stored_objects"]["objects"] == 2
+
+
+def test_inspect_command_names_the_keys_it_could_not_read(
+    tmp_path: Path, real_conn: RedisConnection, redis_url: str, admin: redis.Redis
+) -> None:
+    sid = _populate(real_conn)
+    _foreign(admin)
+    done = run_cli("inspect", "--json", tmp_path=tmp_path, url=redis_url)
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)
+    _check_unreadable(data)
+    assert [t["stream_id"] for t in data["transfers"]] == [sid]
+    tables = run_cli("inspect", tmp_path=tmp_path, url=redis_url)
+    assert tables.returncode == 0, tables.stderr
+    for shown in ("Unreadable", "fw:xfer:{notanumber}:meta", "fw:cell:{x}:inbox", "metrics"):
+        assert shown in tables.stdout, tables.stdout
