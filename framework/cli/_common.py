@@ -26,6 +26,8 @@ from rich.progress import (
     BarColumn,
     DownloadColumn,
     Progress,
+    ProgressColumn,
+    TaskID,
     TextColumn,
     TimeRemainingColumn,
     TransferSpeedColumn,
@@ -287,15 +289,68 @@ class FiniteFloat(click.FloatRange):
 
 #: A command's ``--timeout``: finite, as the URL's timeouts (``inf`` would wait forever).
 TIMEOUT = FiniteFloat(min=0.1, max=MAX_TIMEOUT)
+#: File bars on screen at once (see :meth:`Bars.add_file`).
+SHOWN_BARS = 10
 
 
 class Bars(Progress):
-    """rich's ``Progress`` that prints nothing if it never had a bar.
+    """rich's ``Progress`` that prints nothing if it never had a bar, and shows few at once.
 
     Stopped without a task, ``Progress`` prints its empty display and, on a console
     that is not a terminal, an empty line: stray lines on stdout before an ``Error:``
     line, or in a redirected log.
+
+    rich redraws every visible bar with each new bar and each refresh, so a bar for
+    each of a thousand files made ``send`` and ``recv`` spend minutes of CPU drawing
+    (time grew with the square of the number of files). At most :data:`SHOWN_BARS`
+    file bars are visible: running files first, then the latest finished ones.
     """
+
+    def __init__(self, *columns: str | ProgressColumn, **options: Any) -> None:
+        super().__init__(*columns, **options)
+        self._places = threading.Lock()
+        self._shown = 0  # visible file bars, running or finished
+        self._finished: dict[TaskID, None] = {}  # visible and finished, oldest first
+        self._waiting: dict[TaskID, None] = {}  # running, hidden until a place is free
+
+    def add_file(self, description: str, total: int, completed: int = 0) -> TaskID:
+        """A bar for one file: visible now, or when a running file's bar makes room.
+
+        Args:
+            description: The label (plain text).
+            total: The file's size.
+            completed: Bytes already there (a resumed file).
+        """
+        with self._places:
+            if self._shown >= SHOWN_BARS and self._finished:
+                self._drop(next(iter(self._finished)))
+            visible = self._shown < SHOWN_BARS
+            task = self.add_task(description, total=total, completed=completed, visible=visible)
+            if visible:
+                self._shown += 1
+            else:
+                self._waiting[task] = None
+            return task
+
+    def finish(self, task: TaskID) -> None:
+        """Mark the file of ``task`` finished: its bar stays until a waiting one needs room."""
+        with self._places:
+            if task in self._waiting:  # never shown: nothing to keep
+                del self._waiting[task]
+                self.remove_task(task)
+                return
+            self._finished[task] = None
+            if self._waiting:
+                self._drop(next(iter(self._finished)))
+                shown_next = next(iter(self._waiting))
+                del self._waiting[shown_next]
+                self.update(shown_next, visible=True)
+                self._shown += 1
+
+    def _drop(self, task: TaskID) -> None:
+        del self._finished[task]
+        self.remove_task(task)
+        self._shown -= 1
 
     def stop(self) -> None:
         """Stop the display; without a task it leaves nothing behind."""

@@ -11,13 +11,14 @@ import time
 from pathlib import Path
 
 import click
-from rich.progress import Progress, TaskID
+from rich.progress import TaskID
 
 from framework.cell import CellConfig, StreamCell
 from framework.cell.inbox import Inbox
 from framework.cell.transport import TransferIO
 from framework.cli._common import (
     TIMEOUT,
+    Bars,
     connect,
     console,
     echo_problem,
@@ -40,7 +41,7 @@ class _RecvView:
     Every name and message here comes from a sender: it is printed escaped.
     """
 
-    def __init__(self, bars: Progress) -> None:
+    def __init__(self, bars: Bars) -> None:
         self.bars = bars
         self.tasks: dict[int, TaskID] = {}
         self.last_activity = time.monotonic()
@@ -50,12 +51,14 @@ class _RecvView:
         self.last_activity = time.monotonic()
         with self._lock:
             if event.kind == "start":
-                task = self.bars.add_task(visible(event.name), total=event.total)
-                self.tasks[event.sid] = task
-                self.bars.update(task, completed=event.done)
+                self.tasks[event.sid] = self.bars.add_file(
+                    visible(event.name), event.total, event.done
+                )
             elif event.kind == "progress" and event.sid in self.tasks:
                 self.bars.update(self.tasks[event.sid], completed=event.done)
-            elif event.kind == "done":
+            elif event.sid in self.tasks:  # the file is through (or this receiver stops)
+                self.bars.finish(self.tasks.pop(event.sid))
+            if event.kind == "done":
                 console.print(_arrival(event))
             elif event.kind == "cancelled":
                 console.print(

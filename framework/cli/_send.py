@@ -19,11 +19,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import click
-from rich.progress import Progress, TaskID
+from rich.progress import TaskID
 
 from framework.cell import CellConfig, StreamCell, StreamFuture
 from framework.cli._common import (
     TIMEOUT,
+    Bars,
     cli_settings,
     connect,
     console,
@@ -124,7 +125,7 @@ class _SendJob:
         timeout: float,
         rate: int | None,
         state: SendState,
-        bars: Progress,
+        bars: Bars,
     ) -> None:
         self.url, self.offers, self.targets = url, offers, targets
         self.timeout, self.rate, self.state, self.bars = timeout, rate, state, bars
@@ -176,23 +177,30 @@ class _SendJob:
         future, resumed = start_send(cell, offer, self.targets, self.state, key, self.rate)
         self.keys.append(key)
         label = f"{'resume ' if resumed else ''}{offer.name} -> {', '.join(self.targets)}"
-        task = self.bars.add_task(visible(label), total=offer.size)
+        task = self.bars.add_file(visible(label), offer.size)
         self.sending.append(_Sending(offer, key, future, task))
 
     def _wait(self) -> None:
-        delivered: set[str] = set()
-        while not all(s.future.done() for s in self.sending):
+        running = self.sending
+        while running:
             self._check_cancel()
-            for s in self.sending:
-                self.bars.update(s.task, completed=s.future.get_progress())
-                if s.key not in delivered and s.future.done() and not s.future.exception(0):
-                    # Killed before the others are through, the command run again skips it.
-                    self.state.mark_delivered(s.key, s.future.get_stream_id())
-                    delivered.add(s.key)
-            self.cancel.wait(REFRESH)
-        for s in self.sending:
-            if s.future.exception(timeout=0) is None:
-                self.bars.update(s.task, completed=s.offer.size)
+            still = []
+            for s in running:
+                if s.future.done():
+                    self._finished(s)
+                else:
+                    self.bars.update(s.task, completed=s.future.get_progress())
+                    still.append(s)
+            running = still
+            if running:
+                self.cancel.wait(REFRESH)
+
+    def _finished(self, sending: _Sending) -> None:
+        if sending.future.exception(timeout=0) is None:
+            # Killed before the others are through, the command run again skips it.
+            self.state.mark_delivered(sending.key, sending.future.get_stream_id())
+            self.bars.update(sending.task, completed=sending.offer.size)
+        self.bars.finish(sending.task)
 
     def _check_cancel(self) -> None:
         if self.cancel.is_set():

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import redis
 
+from framework.cli._common import SHOWN_BARS
 from tests.cli.helpers import Running, finish, run_cli, start_cli, wait_for
 
 MiB = 1 << 20
@@ -220,3 +221,21 @@ def test_any_posix_file_name_arrives_byte_for_byte(tmp_path: Path, redis_url: st
     assert sorted(os.listdir(os.fsencode(out))) == sorted(names)
     for name, original in zip(names, files, strict=True):
         assert (out / os.fsdecode(name)).read_bytes() == original.read_bytes()
+
+
+def test_many_files_show_a_bounded_number_of_bars(tmp_path: Path, redis_url: str) -> None:
+    """rich redraws every bar each time: a bar kept per file made time grow quadratically.
+
+    A run that is not on a terminal prints its bars once, at the end: the ones visible.
+    """
+    count = SHOWN_BARS * 3
+    files = [_file(tmp_path / f"f{i:02}.txt", 5) for i in range(count)]
+    receiver = _recv(tmp_path, redis_url, "site", count=count)
+    done = run_cli("send", *map(str, files), "--to", "site", tmp_path=tmp_path, url=redis_url)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert finish(receiver.proc) == 0, receiver.output()
+    for output, line in ((done.stdout, "Sent f"), (receiver.output(), "Received ")):
+        lines = output.splitlines()
+        assert sum(text.startswith(line) for text in lines) == count, output
+        assert 0 < sum("━" in text for text in lines) <= SHOWN_BARS, output
+    assert len(list((tmp_path / "out-site").iterdir())) == count
