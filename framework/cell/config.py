@@ -15,6 +15,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from framework.exceptions import ConfigurationError
 
+#: Seconds a receiving cell's lease outlives its last refresh (see
+#: :mod:`framework.cell.lease`): a killed cell's name is free after this, and a sender
+#: that finds a target's lease missing for this long knows nobody receives under it.
+LEASE_S = 3.0
+
 __all__ = ["CellConfig"]
 
 MiB = 1 << 20

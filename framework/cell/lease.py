@@ -17,6 +17,7 @@ import socket
 import time
 import uuid
 
+from framework.cell.config import LEASE_S
 from framework.connection import RedisConnection
 from framework.exceptions import ConfigurationError
 
@@ -24,8 +25,6 @@ __all__ = ["LEASE_S", "ReceiverLease"]
 
 logger = logging.getLogger(__name__)
 
-#: Seconds a lease outlives its last refresh (a killed cell's name is free after this).
-LEASE_S = 3.0
 #: Seconds between refreshes.
 REFRESH_S = LEASE_S / 3
 

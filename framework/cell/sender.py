@@ -134,7 +134,7 @@ class TxTask(StreamTaskSpec):
         Thread-safe; the sending thread acts on it at its next wait on the receivers.
         """
         with self._give_ups_lock:
-            self._give_ups.setdefault(target, why)
+            self._give_ups.setdefault(target, why.rstrip("."))
 
     def stop(self) -> None:
         """Cancel the transfer unless it already finished (used by ``StreamCell.close``)."""

@@ -20,7 +20,7 @@ from functools import partial
 from typing import Any, NamedTuple, Protocol, TypeAlias
 
 from framework._timeouts import as_seconds
-from framework.cell.lease import LEASE_S
+from framework.cell.config import LEASE_S
 from framework.cell.types import StreamFuture
 from framework.exceptions import (
     BackendError,

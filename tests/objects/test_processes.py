@@ -155,12 +155,13 @@ def test_a_killed_target_fails_its_rounds_within_seconds_not_at_the_timeout(
 ) -> None:
     # A SIGKILLed engine leaves its mailbox for its TTL (600 s), so objects still reach
     # it; only its cell's lease, no longer renewed, says that nobody will answer.
-    queue = SPAWN.Queue()
-    for name in ("site-1", "site-2"):
+    # A queue each: a process killed while it uses a queue may leave it unusable.
+    queues = {name: SPAWN.Queue() for name in ("site-1", "site-2")}
+    for name, queue in queues.items():
         proc = SPAWN.Process(target=child_site, args=(url, name, queue, inline_limit), daemon=True)
         proc.start()
         children.append(proc)
-    assert {expect(queue, "ready")[1] for _ in range(2)} == {"site-1", "site-2"}
+    assert [expect(queue, "ready")[1] for queue in queues.values()] == ["site-1", "site-2"]
     children[1].kill()
     children[1].join(10)
     server = make_engine(remote_conn, "server", config=EngineConfig(inline_limit=inline_limit))
@@ -176,7 +177,7 @@ def test_a_killed_target_fails_its_rounds_within_seconds_not_at_the_timeout(
     assert [r.get_return_code() for r in gone] == ["COMMUNICATION_ERROR"] * 3
     assert "site-2" in gone[0].get_header(ReservedHeaderKey.ERROR)
     assert "lease" in gone[0].get_header(ReservedHeaderKey.ERROR)
-    assert expect(queue, "done")[1:] == ("site-1", "OK", 3)
+    assert expect(queues["site-1"], "done")[1:] == ("site-1", "OK", 3)
 
 
 def test_client_kill_mid_stream_loses_and_duplicates_nothing(
