@@ -11,10 +11,10 @@ resolves with the byte count once every receiver has acknowledged the end (after
 application was done with the data); the keys are then deleted. A receiver that holds the
 others back and has neither consumed nor said it is alive for the idle timeout (killed,
 or never started) is given up on: the others get the whole stream, then the future fails
-naming it. Cancelling posts a
-``cancel`` control at once, from the caller's thread. A dropped connection is retried
-(:func:`~framework.cell.reconnect.with_reconnect`); acks that cannot be genuine (beyond
-what was sent, or a ``done`` before the last chunk) are logged and ignored.
+naming it. Cancelling posts a ``cancel`` control at once, from the caller's thread. A
+dropped connection is retried (:func:`~framework.cell.reconnect.with_reconnect`); acks
+that cannot be genuine (beyond what was sent, or a ``done`` before the last chunk) are
+logged and ignored.
 """
 
 from __future__ import annotations
