@@ -267,6 +267,16 @@ class StreamCell(Sending):
         self._check_open()
         self._dispatcher.register(channel, topic, handler)
 
+    @property
+    def name_taken_by(self) -> str | None:
+        """Who receives under this cell's name since another cell took it, else None.
+
+        A cell out of touch with Redis for longer than its lease (frozen, say) may find
+        its name taken by another cell; it then takes no new transfers until the name
+        is free again (this is ``"host:pid:token"`` of the holder meanwhile).
+        """
+        return self._dispatcher.name_taken_by
+
     # -- lifecycle ---------------------------------------------------------------------
 
     def close(self) -> None:

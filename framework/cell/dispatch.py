@@ -106,6 +106,11 @@ class Dispatcher:
                 )
                 self.thread.start()
 
+    @property
+    def name_taken_by(self) -> str | None:
+        """The holder of this cell's name once another cell took it (see the lease)."""
+        return self._lease.lost_to
+
     def threads(self) -> list[threading.Thread]:
         """Every thread to join on close: the inbox reader and the workers."""
         with self._lock:

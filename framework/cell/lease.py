@@ -126,6 +126,11 @@ class ReceiverLease:
         self._refreshed = time.monotonic()
         return False
 
+    @property
+    def lost_to(self) -> str | None:
+        """Who holds the name since another cell took it (None while this cell holds it)."""
+        return self._lost_to
+
     def release(self) -> None:
         """Give the lease up if this cell still holds it (idempotent)."""
         with self.conn.mapped_errors(f"release lease {self.key!r}", command="EVAL"):

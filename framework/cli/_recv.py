@@ -109,11 +109,17 @@ def _arrival(event: FileEvent) -> str:
 
 
 def _wait_files(
-    receiver: FileReceiver, view: _RecvView, count: int | None, timeout: float | None
+    receiver: FileReceiver,
+    view: _RecvView,
+    count: int | None,
+    timeout: float | None,
+    cell: StreamCell,
 ) -> None:
+    taken_by: str | None = None
     with receiver.changed:
         while count is None or receiver.finished + receiver.failed < count:
             receiver.changed.wait(0.5)
+            taken_by = _say_if_taken(cell, taken_by)
             if timeout is None or time.monotonic() - view.last_activity <= timeout:
                 continue
             if count is None and receiver.finished:  # drained: what came is all there is
@@ -122,6 +128,21 @@ def _wait_files(
             done = receiver.finished + receiver.failed
             of = f" ({done} of {count} files came)" if count is not None else ""
             raise click.ClickException(f"No file arrived or progressed for {timeout:g} s{of}.")
+
+
+def _say_if_taken(cell: StreamCell, before: str | None) -> str | None:
+    """Tell the user once when another receiver took this one's cell name, and when back."""
+    holder = cell.name_taken_by
+    if holder != before:
+        if holder is not None:
+            console.print(
+                f"Warning: another receiver ({shown(holder)}) took the cell name "
+                f"{shown(repr(cell.name))} while this one was out of touch with Redis; "
+                "this one takes no new files until that one stops."
+            )
+        else:
+            console.print(f"This receiver has the cell name {shown(repr(cell.name))} back.")
+    return holder
 
 
 @click.command()
@@ -174,6 +195,6 @@ def recv(
             console.print(
                 f"Receiving as cell {shown(repr(cell_name))} into {shown(out_dir)} (Ctrl-C stops)."
             )
-            _wait_files(receiver, view, count, timeout)
+            _wait_files(receiver, view, count, timeout, cell)
     if receiver.failed:
         raise click.ClickException(f"{receiver.failed} file(s) failed; see above.")

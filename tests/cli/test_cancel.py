@@ -7,6 +7,8 @@ import signal
 from collections.abc import Callable
 from pathlib import Path
 
+import redis
+
 from framework.cell import CellConfig, StreamCell
 from framework.cli._transfer import FileOffer, SendState, start_send
 from framework.connection import RedisConnection
@@ -70,3 +72,24 @@ def test_a_remembered_transfer_that_was_cancelled_is_started_afresh(
         assert not resumed
         assert again.get_stream_id() != cancelled.get_stream_id()
         assert state.load(key) == again.get_stream_id()
+
+
+def test_recv_says_when_another_receiver_took_its_cell_name(
+    tmp_path: Path, redis_url: str, reap: Callable[[Running], Running]
+) -> None:
+    """A recv frozen past its lease finds its name taken by another and takes no new
+    files: the user must hear of it without -v (the files go to the other's directory)."""
+    recv = reap(start_cli(
+        "recv", "--as", "site", "--out", str(tmp_path / "out"),
+        tmp_path=tmp_path, url=redis_url,
+    ))  # fmt: skip
+    wait_for(lambda: "Receiving as cell" in recv.output(), "recv to start")
+    with redis.Redis.from_url(redis_url) as admin:
+        key = "fw:cell:{site}:receiver"
+        admin.set(key, b"other-host:4242:cafe", px=60_000)  # another recv took the name
+        wait_for(lambda: "took the cell name" in recv.output(), "the warning")
+        admin.delete(key)
+        wait_for(lambda: "has the cell name 'site' back" in recv.output(), "the name back")
+    assert finish(recv.proc, signal.SIGINT) == 130
+    assert "other-host:4242:cafe" in recv.output()
+    assert "takes no new files until that one stops" in recv.output()
