@@ -173,7 +173,9 @@ class TxTask(StreamTaskSpec):
             etype = type(exc).__name__ if isinstance(exc, FrameworkError) else "StreamError"
             self._post_quietly(self._control("error", etype=etype, msg=str(exc)), refused=True)
             return
-        self._cleanup(delete=False)
+        # Stopped by a cancel (or a close) that marked the transfer ended itself: an
+        # "error" mark written now would overwrite it.
+        self._cleanup(delete=False, mark=False)
         self.future.set_exception(exc)
 
     def _send(self) -> int:
@@ -461,13 +463,14 @@ class TxTask(StreamTaskSpec):
                 exc_info=True,
             )
 
-    def _cleanup(self, delete: bool) -> None:
+    def _cleanup(self, delete: bool, mark: bool = True) -> None:
         try:
             if delete:
                 self.io.delete()
             else:
                 # The transfer is over for everyone: its frames go now.
-                self.io.expire(min(FAILED_TTL, self.io.ttl), drop_data=True)
+                reason = "error" if mark else None
+                self.io.expire(min(FAILED_TTL, self.io.ttl), reason, drop_data=True)
         except Exception:  # best effort: the keys carry a TTL anyway
             logger.warning(
                 "Could not clean up the keys of stream %s.", self.announce.sid, exc_info=True

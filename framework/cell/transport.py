@@ -223,26 +223,28 @@ class TransferIO(TransferReading):
         with self.conn.mapped_errors(f"delete transfer {self.meta!r}", command="UNLINK"):
             self.conn.client.unlink(self.data, self.ack, self.meta)
 
-    def expire(self, seconds: float, reason: str = "error", drop_data: bool = False) -> None:
+    def expire(self, seconds: float, reason: str | None = "error", drop_data: bool = False) -> None:
         """Mark the transfer ended and shorten the keys' lives (late readers still see why).
 
         Later refreshes, by any party, leave the shorter TTL alone.
 
         Args:
             seconds: The keys' remaining life.
-            reason: The end mark.
+            reason: The end mark; None leaves it to whoever ended the transfer (a
+                ``cancel`` or ``close`` posted meanwhile must not read as an error).
             drop_data: Delete the chunk frames now: nobody can use them any more, and
                 kept for ``seconds`` they could keep a full Redis refusing the next
                 transfer.
         """
         with self.conn.mapped_errors(f"expire transfer {self.meta!r}", command="EXPIRE"):
             pipe = self.conn.client.pipeline(transaction=False)
-            pipe.hset(self.meta, _END, reason)
+            if reason is not None:
+                pipe.hset(self.meta, _END, reason)
             if drop_data:
                 pipe.delete(self.data)  # DEL: a lazily freed stream still counts as used
             self._expire_all(pipe, seconds)
             # The end mark is refused when Redis is out of memory; the EXPIREs still count.
-            raise_first(pipe.execute(raise_on_error=False)[1:])
+            raise_first(pipe.execute(raise_on_error=False)[1 if reason is not None else 0 :])
 
     def _expire_all(self, pipe: Any, seconds: float) -> None:
         for key in (self.data, self.ack, self.meta):
