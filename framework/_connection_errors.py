@@ -25,7 +25,7 @@ from framework.exceptions import (
     PermissionDenied,
 )
 
-__all__ = ["mapped_errors", "raise_mapped"]
+__all__ = ["mapped_errors", "raise_mapped", "redis_said"]
 
 
 @contextmanager
@@ -105,14 +105,22 @@ def raise_mapped(
             "the script's commands in the user's ACL rules.",
             command=command,
         ) from exc
-    said = str(exc).rstrip(".")  # Redis ends some of its messages with a period
-    raise BackendError(f"{head} reported {type(exc).__name__}: {said}.", command=command) from exc
+    raise BackendError(f"{head} reported {redis_said(exc)}.", command=command) from exc
 
 
 # What Redis says when an ACL refuses a command that a script runs (not a NOPERM error).
 _SCRIPT_DENIED = "user executing the script can't run this command"
 # NOPERM texts name the command ("... to run the 'xread' command") but not a key or channel.
 _DENIED_COMMAND = re.compile(r"run the '([^']+)' command")
+
+
+def redis_said(exc: Exception) -> str:
+    """``Type: message`` of an error Redis answered, without its closing period.
+
+    Redis ends some of its messages with a period, and the framework's own messages
+    add one after it.
+    """
+    return f"{type(exc).__name__}: {str(exc).rstrip('.')}"
 
 
 def _denied(text: str, command: str | None) -> str:

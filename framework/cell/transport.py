@@ -20,6 +20,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+from framework._connection_errors import redis_said
 from framework.buffers import byte_view
 from framework.cell._transfer_reading import (
     POLL_MS,
@@ -156,15 +157,20 @@ class TransferIO(TransferReading):
             if not isinstance(reply, Exception):
                 continue
             if _ALREADY_WRITTEN not in str(reply):
+                said = redis_said(reply)
                 raise BackendError(
-                    f"Could not write a chunk to {self.data!r}: {_describe(reply)}.", command="XADD"
+                    f"Could not write a chunk to {self.data!r}: Redis reported {said}.",
+                    command="XADD",
                 )
             refused.append(frame)
         if refused:
             self._check_written(refused)
         for error in replies[len(frames) :]:
             if isinstance(error, Exception):
-                raise BackendError(f"Could not update transfer {self.meta!r}: {_describe(error)}.")
+                said = redis_said(error)
+                raise BackendError(
+                    f"Could not update transfer {self.meta!r}: Redis reported {said}."
+                )
         return self._controls(controls)
 
     def _check_written(self, frames: Sequence[tuple[int, bytes, Any]]) -> None:
@@ -432,12 +438,6 @@ def _same_frame(fields: Any, header: bytes, wire: Any) -> bool:
     stored = fields_of(fields)
     data = stored.get(DATA_FIELD)
     return bool(stored.get(HEADER_FIELD) == header and data is not None and byte_view(wire) == data)
-
-
-def _describe(error: Exception) -> str:
-    """``Type: message``: redis-py drops the error code (``OOM``) from the message."""
-    said = str(error).rstrip(".")  # Redis ends some of its messages with a period
-    return f"Redis reported {type(error).__name__}: {said}"
 
 
 def _ack_field(target: str) -> str:

@@ -182,10 +182,10 @@ def test_client_kill_mid_transfer_delivers_identical_bytes(
         assert bytes(got) == data
 
 
-@pytest.mark.integration
-def test_out_of_memory_reaches_both_sides_with_its_cause(
-    redis_server: EmbeddedRedis, real_conn: RedisConnection, make_cell: CellFactory
-) -> None:
+def _one_chunk_sent(
+    conn: RedisConnection, make_cell: CellFactory
+) -> tuple[threading.Event, Collector, StreamFuture]:
+    """A stream from "a" to "b" whose first chunk is written; the rest waits for the event."""
     release = threading.Event()
 
     def source() -> Iterator[bytes]:
@@ -195,16 +195,22 @@ def test_out_of_memory_reaches_both_sides_with_its_cause(
             yield payload(CHUNK)
 
     got = Collector()
-    make_cell(real_conn, "b").register_stream_cb("ch", "s", got.stream_cb, read_size=CHUNK)
-    future = make_cell(real_conn, "a").send_stream(
-        "ch", "s", "b", Message({}, IterStream(source()))
-    )
+    make_cell(conn, "b").register_stream_cb("ch", "s", got.stream_cb, read_size=CHUNK)
+    future = make_cell(conn, "a").send_stream("ch", "s", "b", Message({}, IterStream(source())))
+    deadline = time.monotonic() + 20
+    while future.get_progress() < CHUNK:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    return release, got, future
+
+
+@pytest.mark.integration
+def test_out_of_memory_reaches_both_sides_with_its_cause(
+    redis_server: EmbeddedRedis, real_conn: RedisConnection, make_cell: CellFactory
+) -> None:
+    release, got, future = _one_chunk_sent(real_conn, make_cell)
     admin = redis.Redis.from_url(redis_server.url)
     try:
-        deadline = time.monotonic() + 20
-        while future.get_progress() < CHUNK:
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
         used = int(admin.info("memory")["used_memory"])
         admin.config_set("maxmemory", used + 100_000)
         admin.config_set("maxmemory-policy", "noeviction")
@@ -235,25 +241,9 @@ def test_a_sender_refused_by_a_full_redis_tells_its_receivers_once_it_can(
     """Redis refuses every write for a second (maxmemory 1): the sender fails at once, and
     its error notice, refused too, was dropped; the receiver then waited out its idle
     timeout (20 s here) and blamed the sender's silence."""
-    release = threading.Event()
-
-    def source() -> Iterator[bytes]:
-        yield payload(CHUNK)
-        release.wait(20)
-        for _ in range(40):
-            yield payload(CHUNK)
-
-    got = Collector()
-    make_cell(real_conn, "b").register_stream_cb("ch", "s", got.stream_cb, read_size=CHUNK)
-    future = make_cell(real_conn, "a").send_stream(
-        "ch", "s", "b", Message({}, IterStream(source()))
-    )
+    release, got, future = _one_chunk_sent(real_conn, make_cell)
     admin = redis.Redis.from_url(redis_server.url)
     try:
-        deadline = time.monotonic() + 20
-        while future.get_progress() < CHUNK:
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
         admin.config_set("maxmemory-policy", "noeviction")
         admin.config_set("maxmemory", 1)
         release.set()

@@ -65,6 +65,15 @@ def _looks_after(monkeypatch: pytest.MonkeyPatch, forged: threading.Event) -> th
     return looked
 
 
+def _send_three(producer: Any, topic: str, collector: Collector | None = None) -> None:
+    """Objects 0, 1 and 2, published at once; and received, given the collector."""
+    for index in range(3):
+        producer.send(topic, payload(index))
+    producer.flush()
+    if collector is not None:
+        collector.wait_count(3)
+
+
 @pytest.mark.parametrize("forgery", ["unsigned", "copied"])
 @pytest.mark.parametrize("kind", KINDS)
 def test_a_forged_end_record_ends_no_consumer(
@@ -90,10 +99,7 @@ def test_a_forged_end_record_ends_no_consumer(
     producer = StreamProducer[bytes](_publisher(conn, kind), producer_id="P", secret=SECRET)
     try:
         collector = Collector(consumer)
-        for index in range(3):
-            producer.send(topic, payload(index))
-        producer.flush()
-        collector.wait_count(3)
+        _send_three(producer, topic, collector)
         state = conn.client.hget(hash_key, "P")
         assert state is not None
         assert state.startswith(b"open:")
@@ -131,10 +137,7 @@ def test_a_producer_with_signed_records_is_found_gone(
     )
     try:
         collector = Collector(consumer)
-        for index in range(3):
-            producer.send(topic, payload(index))
-        producer.flush()
-        collector.wait_count(3)
+        _send_three(producer, topic, collector)
         alive = (conn.keys.events_alive if kind == "group" else conn.keys.queue_alive)(topic, "P")
         assert conn.client.delete(alive) == 1  # as if it expired: P stopped beating
         assert indexes(collector.result()) == list(range(3))  # P counts as ended
@@ -151,9 +154,7 @@ def test_a_forged_end_of_stream_entry_does_not_end_a_group_less_reader(
     """An unsigned end-of-stream message in the topic's stream is refused, not taken as the end."""
     topic = "forged-eos"
     producer = StreamProducer[bytes](RedisStreamPublisher(conn), producer_id="P", secret=SECRET)
-    for index in range(3):
-        producer.send(topic, payload(index))
-    producer.flush()
+    _send_three(producer, topic)
     [(_, fields)] = conn.client.xrevrange(conn.keys.events(topic), count=1)
     last, _ = decode_message(fields[b"m"])  # the producer's run, as its own messages name it
     eos = EventBatch(

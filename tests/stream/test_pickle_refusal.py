@@ -23,7 +23,6 @@ from framework.pubsub import (
     RedisStreamPublisher,
     RedisStreamSubscriber,
 )
-from framework.serialize import dumps
 from framework.store import RedisStore, StoreFactory
 from framework.stream import EventBatch, StreamConsumer, StreamProducer
 from framework.stream.events import (
@@ -32,22 +31,9 @@ from framework.stream.events import (
     decode_message,
     encode_message,
 )
+from tests.stream.exploit import forged_pickle
 
 TOPIC = "t"
-
-
-class _Exploit:
-    """Unpickling this creates the file: the proof that a pickle ran."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def __reduce__(self) -> tuple[Any, tuple[str, str]]:
-        return open, (str(self.path), "w")
-
-
-def _forged(path: Path) -> bytes:
-    return dumps(_Exploit(path)).join()  # an unsigned frame holding a pickle
 
 
 @pytest.mark.integration
@@ -60,7 +46,7 @@ def test_a_forged_message_naming_a_pickling_store_unpickles_nothing(
         config = RedisStore("objs", connection=other).config()
     assert config.options["serializer"] == "auto"
     key = conn.keys.obj("ab" * 16)
-    conn.client.set(key, _forged(marker))
+    conn.client.set(key, forged_pickle(marker))
     batch = EventBatch(
         topic=TOPIC,
         producer="f" * 32,
@@ -82,7 +68,7 @@ def test_a_forged_message_naming_a_pickling_store_unpickles_nothing(
     finally:
         consumer.close(stores=True)  # and the store it rebuilt from the message
     assert not marker.exists()
-    assert conn.client.get(key) == _forged(marker)  # left in the store, to inspect
+    assert conn.client.get(key) == forged_pickle(marker)  # left in the store, to inspect
 
 
 def _read(consumer: StreamConsumer[Any], how: str) -> Any:
@@ -117,7 +103,7 @@ def test_a_pickled_object_is_refused_on_every_read_path(
             for e in decode_message(m)[0].events
             if isinstance(e, NewObjectKeyEvent)
         ]
-        conn.client.set(keys[0], _forged(marker))
+        conn.client.set(keys[0], forged_pickle(marker))
         subscriber: Any = (
             RedisStreamSubscriber(conn, TOPIC, group="g", consumer="c", timeout=5)
             if durable
@@ -130,7 +116,7 @@ def test_a_pickled_object_is_refused_on_every_read_path(
             with pytest.raises(StopIteration):
                 _read(consumer, how)
     assert not marker.exists()
-    assert conn.client.get(keys[0]) == _forged(marker)  # left in the store, to inspect
+    assert conn.client.get(keys[0]) == forged_pickle(marker)  # left in the store, to inspect
     if durable:  # refused for good: acknowledged, as a forged object is
         assert conn.client.xpending(conn.keys.events(TOPIC), "g")["pending"] == 0
 
@@ -142,7 +128,7 @@ def test_a_proxy_that_refuses_pickle_keeps_refusing_when_pickled(
     marker = tmp_path / "pwned"
     with RedisStore("objs", connection=fake_conn, register=True) as store:
         key = store.put({"a": 1})
-        fake_conn.client.set(key, _forged(marker))
+        fake_conn.client.set(key, forged_pickle(marker))
         factory = StoreFactory(key, store.config(), allow_pickle=False)
         copy = pickle.loads(pickle.dumps(factory))
         assert copy.allow_pickle is False

@@ -11,28 +11,14 @@ import pytest
 from framework.connection import RedisConnection
 from framework.exceptions import ConfigurationError, MissingSignatureError, SecurityError
 from framework.pubsub import QueuePublisher, RedisStreamPublisher, RedisStreamSubscriber
-from framework.serialize import dumps
 from framework.store import RedisStore
 from framework.stream import EventBatch, NewObjectKeyEvent, StreamConsumer, StreamProducer
 from framework.stream._reading import warn_pickle_trust
 from framework.stream.events import encode_message
+from tests.stream.exploit import forged_pickle
 
 SECRET = b"s" * 32
 TOPIC = "secure"
-
-
-class _Exploit:
-    """Unpickling this creates the file: the proof that a forged pickle ran."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def __reduce__(self) -> tuple[Any, tuple[str, str]]:
-        return open, (str(self.path), "w")
-
-
-def _forged(path: Path) -> bytes:
-    return dumps(_Exploit(path)).join()  # an unsigned frame holding a pickle
 
 
 def _consumer(conn: RedisConnection) -> StreamConsumer[Any]:
@@ -47,7 +33,7 @@ def test_forged_spilled_object_is_refused(conn: RedisConnection, tmp_path: Path)
         out.flush()
         spilled = [k for k in conn.client.scan_iter("fw:obj:*")]
         assert len(spilled) == 1
-        conn.client.set(spilled[0], _forged(marker))
+        conn.client.set(spilled[0], forged_pickle(marker))
         with _consumer(conn) as consumer, pytest.raises(MissingSignatureError):
             consumer.next_object()
     assert not marker.exists()
@@ -60,7 +46,7 @@ def test_unsigned_topic_store_is_refused(conn: RedisConnection, tmp_path: Path) 
         StreamProducer[Any](RedisStreamPublisher(conn), default_store=store, secret=SECRET)
     # A producer that signs its messages but names an unsigned store (an older build).
     key = conn.keys.obj("forged")
-    conn.client.set(key, _forged(marker))
+    conn.client.set(key, forged_pickle(marker))
     batch = EventBatch(
         topic=TOPIC,
         producer="p",
@@ -80,7 +66,7 @@ def test_forged_event_is_refused(conn: RedisConnection, tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
     forged = EventBatch(topic=TOPIC, producer="p", events=[{"type": "obj", "part": 0}])
     with RedisStreamPublisher(conn) as publisher:
-        publisher.send_message(TOPIC, encode_message(forged, [_forged(marker)]).join())
+        publisher.send_message(TOPIC, encode_message(forged, [forged_pickle(marker)]).join())
     with _consumer(conn) as consumer, pytest.raises(MissingSignatureError):
         consumer.next_object()
     assert not marker.exists()
