@@ -34,7 +34,7 @@ from framework.objects.engine import RedisStreamableEngine as Engine
 from framework.objects.envelope import Envelope
 from tests.cell.helpers import SMALL
 from tests.objects.conftest import EngineFactory
-from tests.objects.helpers import ListProducer, RecordingFactory, shareable
+from tests.objects.helpers import ListProducer, RecordingFactory, shareable, wait_for
 from tests.stream.faults import RedisProcess
 
 #: Bounds every wait of these tests.
@@ -47,13 +47,6 @@ def rcs(round_: dict[str, Shareable]) -> dict[str, str]:
 
 def error_of(reply: Shareable) -> str:
     return str(reply.get_header(ReservedHeaderKey.ERROR))
-
-
-def wait_for(condition: Any, what: str) -> None:
-    deadline = time.monotonic() + PATIENCE
-    while not condition():
-        assert time.monotonic() < deadline, f"gave up waiting for {what}"
-        time.sleep(0.02)
 
 
 def _losing(monkeypatch: pytest.MonkeyPatch, lost: set[int]) -> None:
