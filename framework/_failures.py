@@ -43,6 +43,11 @@ class RepeatedFailure:
         self._reminded = 0.0
         self._lock = threading.Lock()
 
+    @property
+    def failing(self) -> str | None:
+        """The failure that goes on (``"Type: message"``), or None while the loop works."""
+        return self._failing
+
     def failed(self, exc: BaseException) -> None:
         """Log ``exc``: in full when it is new, else as a reminder now and then."""
         text = f"{type(exc).__name__}: {exc}"

@@ -47,3 +47,12 @@ def test_a_redis_error_is_one_line_its_traceback_at_debug(
     )
     assert debug.levelno == logging.DEBUG
     assert debug.exc_info is not None
+
+
+def test_failing_names_the_failure_while_it_lasts() -> None:
+    failures = RepeatedFailure(logging.getLogger("t"), "Reading X")
+    assert failures.failing is None
+    failures.failed(BackendUnavailable("Redis at redis://h:1/0 is unreachable."))
+    assert failures.failing == "BackendUnavailable: Redis at redis://h:1/0 is unreachable."
+    failures.succeeded()
+    assert failures.failing is None

@@ -277,6 +277,16 @@ class StreamCell(Sending):
         """
         return self._dispatcher.name_taken_by
 
+    @property
+    def receiving_fails(self) -> str | None:
+        """Why this cell cannot read its inbox (Redis unreachable, say), else None.
+
+        The cell retries on its own, and transfers announced meanwhile wait in the inbox;
+        this tells a caller that nothing new can arrive until it reads ``None`` again
+        (``"BackendUnavailable: Could not read inbox ..."``).
+        """
+        return self._dispatcher.inbox_failing
+
     # -- lifecycle ---------------------------------------------------------------------
 
     def close(self) -> None:

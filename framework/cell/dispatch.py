@@ -86,6 +86,7 @@ class Dispatcher:
         self._rx: dict[int, RxWorker] = {}
         self._ending: list[threading.Thread] = []  # threads of finished workers, until they end
         self._lock = threading.RLock()
+        self._inbox_failures = RepeatedFailure(logger, f"Reading the inbox of cell {name!r}")
         self.thread: threading.Thread | None = None
 
     def register(self, channel: str, topic: str, handler: Handler) -> None:
@@ -111,6 +112,11 @@ class Dispatcher:
         """The holder of this cell's name once another cell took it (see the lease)."""
         return self._lease.lost_to
 
+    @property
+    def inbox_failing(self) -> str | None:
+        """Why the inbox cannot be read, while that lasts (see :class:`RepeatedFailure`)."""
+        return self._inbox_failures.failing
+
     def threads(self) -> list[threading.Thread]:
         """Every thread to join on close: the inbox reader and the workers."""
         with self._lock:
@@ -129,7 +135,7 @@ class Dispatcher:
     def _read_inbox(self) -> None:
         first = True
         refreshed = 0.0
-        failures = RepeatedFailure(logger, f"Reading the inbox of cell {self.name!r}")
+        failures = self._inbox_failures
         while not self._stopping.is_set():
             try:
                 if not self._lease.refresh():  # another cell receives under this name

@@ -23,6 +23,7 @@ from framework.cli._common import (
     console,
     echo_problem,
     require_url,
+    scrub,
     transfer_bars,
     url_option,
 )
@@ -115,11 +116,11 @@ def _wait_files(
     timeout: float | None,
     cell: StreamCell,
 ) -> None:
-    taken_by: str | None = None
+    health = _CellHealth(cell)
     with receiver.changed:
         while count is None or receiver.finished + receiver.failed < count:
             receiver.changed.wait(0.5)
-            taken_by = _say_if_taken(cell, taken_by)
+            health.tell_changes()
             if timeout is None or time.monotonic() - view.last_activity <= timeout:
                 continue
             if count is None and receiver.finished:  # drained: what came is all there is
@@ -130,19 +131,46 @@ def _wait_files(
             raise click.ClickException(f"No file arrived or progressed for {timeout:g} s{of}.")
 
 
-def _say_if_taken(cell: StreamCell, before: str | None) -> str | None:
-    """Tell the user once when another receiver took this one's cell name, and when back."""
-    holder = cell.name_taken_by
-    if holder != before:
+class _CellHealth:
+    """Tells the user, once each, what keeps the cell from taking files and when it ends.
+
+    Without ``-v`` the cell's warnings are not shown, yet these change what arrives: a
+    recv that cannot read Redis, or whose name another receiver took, takes no files.
+    """
+
+    def __init__(self, cell: StreamCell) -> None:
+        self.cell = cell
+        self._taken_by: str | None = None
+        self._failing: str | None = None
+
+    def tell_changes(self) -> None:
+        """Print a line for each state that began or ended since the last call."""
+        self._tell_taken(self.cell.name_taken_by)
+        self._tell_failing(self.cell.receiving_fails)
+
+    def _tell_taken(self, holder: str | None) -> None:
+        if holder == self._taken_by:
+            return
+        self._taken_by = holder
+        name = shown(repr(self.cell.name))
         if holder is not None:
             console.print(
-                f"Warning: another receiver ({shown(holder)}) took the cell name "
-                f"{shown(repr(cell.name))} while this one was out of touch with Redis; "
+                f"Warning: another receiver ({shown(holder)}) took the cell name {name} "
+                "while this one was out of touch with Redis; "
                 "this one takes no new files until that one stops."
             )
         else:
-            console.print(f"This receiver has the cell name {shown(repr(cell.name))} back.")
-    return holder
+            console.print(f"This receiver has the cell name {name} back.")
+
+    def _tell_failing(self, failing: str | None) -> None:
+        if (failing is None) == (self._failing is None):  # a new wording of the same outage
+            return
+        self._failing = failing
+        if failing is not None:
+            text = shown(scrub(click.get_current_context(silent=True), failing))
+            console.print(f"Warning: cannot read from Redis ({text}); retrying until it answers.")
+        else:
+            console.print("Reading from Redis works again.")
 
 
 @click.command()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import signal
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psutil
@@ -14,7 +14,8 @@ import redis
 
 from framework.embedded import EmbeddedRedis
 from tests.cli.conftest import acl_user
-from tests.cli.helpers import PASSWORD, finish, run_cli, start_cli, wait_for
+from tests.cli.helpers import PASSWORD, Running, finish, run_cli, start_cli, wait_for
+from tests.stream.faults import RedisProcess
 
 UNREACHABLE = f"redis://fw-cli:{PASSWORD}@127.0.0.1:1/0"  # port 1: refused at once
 
@@ -166,3 +167,29 @@ def test_recv_ctrl_c_exits_130(tmp_path: Path, redis_url: str, admin: redis.Redi
     wait_for(lambda: bool(admin.keys("fw:cell:{site}:inbox")), "recv to open its inbox")
     assert finish(run.proc, signal.SIGINT) == 130
     assert "Interrupted" in run.output()
+
+
+def test_recv_says_when_it_cannot_read_redis_and_when_it_can_again(
+    tmp_path: Path, reap: Callable[[Running], Running]
+) -> None:
+    """Without -v, a recv whose Redis went away printed nothing until its timeout."""
+    server = RedisProcess(tmp_path).start()
+    try:
+        recv = reap(start_cli(
+            "recv", "--as", "site", "--out", str(tmp_path / "out"), "--count", "1",
+            "--timeout", "120", tmp_path=tmp_path, url=server.url,
+        ))  # fmt: skip
+        wait_for(lambda: "Receiving as cell" in recv.output(), "recv to start")
+        server.kill()
+        wait_for(lambda: "cannot read from Redis" in recv.output(), "the warning", timeout=30)
+        assert "is unreachable" in recv.output()
+        server.start()
+        wait_for(lambda: "works again" in recv.output(), "the all-clear", timeout=30)
+        payload = tmp_path / "payload.bin"
+        payload.write_bytes(b"x" * 1000)
+        sent = run_cli("send", str(payload), "--to", "site", tmp_path=tmp_path, url=server.url)
+        assert sent.returncode == 0, sent.stdout + sent.stderr
+        assert finish(recv.proc) == 0, recv.output()
+        assert recv.output().count("cannot read from Redis") == 1  # said once per outage
+    finally:
+        server.close()
