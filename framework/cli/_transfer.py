@@ -80,12 +80,13 @@ class FileOffer:
         Raises:
             OSError: If the file cannot be read.
         """
-        hasher = hashlib.sha256()
+        hasher, size = hashlib.sha256(), 0
         with path.open("rb") as file:
             while block := file.read(READ_SIZE):
                 hasher.update(block)
-        stat = path.stat()
-        return cls(path, path.name, stat.st_size, hasher.hexdigest(), stat.st_mtime_ns)
+                size += len(block)
+        # The bytes read, not st_size: files of /proc and /sys have a size of 0.
+        return cls(path, path.name, size, hasher.hexdigest(), path.stat().st_mtime_ns)
 
     def headers(self) -> dict[str, Any]:
         """The stream headers the receiver reads (see :func:`file_name` for the name)."""

@@ -223,6 +223,21 @@ def test_any_posix_file_name_arrives_byte_for_byte(tmp_path: Path, redis_url: st
         assert (out / os.fsdecode(name)).read_bytes() == original.read_bytes()
 
 
+def test_a_file_whose_size_the_system_gives_as_zero_is_reported_by_its_content(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """Files of /proc have a size of 0: send said "Sent version (0 bytes, ...)"."""
+    source = Path("/proc/version")  # its content does not change between reads
+    content = source.read_bytes()
+    assert source.stat().st_size == 0 < len(content)
+    receiver = _recv(tmp_path, redis_url, "site", count=1)
+    done = run_cli("send", str(source), "--to", "site", tmp_path=tmp_path, url=redis_url)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"Sent version ({len(content):,} bytes" in done.stdout
+    assert finish(receiver.proc) == 0, receiver.output()
+    assert (tmp_path / "out-site" / "version").read_bytes() == content
+
+
 def test_many_files_show_a_bounded_number_of_bars(tmp_path: Path, redis_url: str) -> None:
     """rich redraws every bar each time: a bar kept per file made time grow quadratically.
 
