@@ -131,9 +131,17 @@ class Inbox:
         ]
 
     def _parse(self, eid: bytes, fields: Any) -> Announce | None:
-        raw = fields.get(ANNOUNCE_FIELD) if fields else None
-        if raw is None:
+        if not fields:
             return None  # deleted while pending: XREADGROUP 0 returns empty fields
+        raw = fields.get(ANNOUNCE_FIELD)
+        if raw is None:
+            logger.warning(
+                "Dropping entry %r in %s: it holds no announcement (fields %s).",
+                eid,
+                self.key,
+                sorted(fields)[:8],
+            )
+            return None
         where = f"announcement {eid!r} in {self.key!r}"
         try:
             ann = decode(Announce, raw, where)
@@ -142,8 +150,6 @@ class Inbox:
         except BadAnnouncementError as exc:
             logger.warning("Ignoring an announcement: %s", exc)
             return None
-        except FrameworkError:
-            logger.warning(
-                "Dropping unreadable announcement %r in %s.", eid, self.key, exc_info=True
-            )
+        except FrameworkError as exc:  # its message names what is wrong: no traceback
+            logger.warning("Dropping unreadable announcement %r in %s: %s", eid, self.key, exc)
             return None

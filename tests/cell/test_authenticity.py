@@ -109,6 +109,36 @@ def test_an_announcement_copied_into_another_inbox_is_ignored(
     future.cancel()
 
 
+@pytest.mark.parametrize(
+    ("entry", "said"),
+    [
+        ({ANNOUNCE_FIELD: b"not json"}, "is malformed: 1 invalid field(s) (not a JSON object)"),
+        ({ANNOUNCE_FIELD: b'{"v": 1}'}, "Dropping unreadable announcement"),
+        ({b"foo": b"bar"}, "holds no announcement (fields [b'foo'])"),
+    ],
+    ids=["not-json", "missing-fields", "foreign-entry"],
+)
+def test_garbage_in_an_inbox_is_dropped_in_one_log_line(
+    conn: RedisConnection,
+    make_cell: CellFactory,
+    caplog: pytest.LogCaptureFixture,
+    entry: dict[bytes, bytes],
+    said: str,
+) -> None:
+    """Before, a foreign entry went without a word, and an unreadable one with the
+    traceback of the JSON parser (40 lines per entry)."""
+    caplog.set_level(logging.WARNING)
+    got = Collector()
+    make_cell(conn, "b").register_blob_cb("ch", "t", got.blob_cb)
+    conn.client.xadd(conn.keys.inbox("b"), entry)  # type: ignore[arg-type]
+    _wait_for(lambda: _logged(caplog, said))
+    (record,) = [r for r in caplog.records if "announcement" in r.getMessage()]
+    assert record.exc_info is None
+    data = payload(CHUNK + 1)
+    future = make_cell(conn, "a").send_blob("ch", "t", "b", Message({}, data))
+    assert future.result(timeout=20) == len(data)  # the cell reads on
+
+
 def test_an_announcement_that_differs_from_the_stored_one_is_ignored(
     conn: RedisConnection, make_cell: CellFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
