@@ -84,7 +84,9 @@ def trimmed_before_delivery(
     lost_key = conn.keys.events_lost(topic)
     ttl_ms = round(DEFAULT_TTL * 1000)
     try:
-        with conn.mapped_errors(f"check group {group!r} of {key!r} for trimmed entries"):
+        # Both keys named: a WRONGTYPE may come from either.
+        what = f"check group {group!r} of {key!r} for trimmed entries (counted in {lost_key!r})"
+        with conn.mapped_errors(what):
             lost = int(conn.client.eval(_TRIMMED, 2, key, lost_key, group, ttl_ms))
     except BackendError as exc:
         if not isinstance(exc.__cause__, rex.OutOfMemoryError):

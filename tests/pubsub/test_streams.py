@@ -7,7 +7,12 @@ import redis
 
 from framework.buffers import Segments
 from framework.connection import RedisConnection
-from framework.exceptions import ConfigurationError, MessageLossError, ReceiveTimeout
+from framework.exceptions import (
+    BackendError,
+    ConfigurationError,
+    MessageLossError,
+    ReceiveTimeout,
+)
 from framework.pubsub import (
     AckingSubscriber,
     AtomicPublisher,
@@ -256,6 +261,18 @@ def test_entries_trimmed_before_a_group_got_them_are_reported_once(
     assert f"Lost {loss.count} entries of durable topic 't': trimmed before" in str(loss)
     for member in members:
         member.close()
+
+
+def test_a_loss_count_key_of_another_type_is_named_in_the_error(real_conn: RedisConnection) -> None:
+    """WRONGTYPE on the count key was reported as a failure of the topic's stream key."""
+    lost_key = real_conn.keys.events_lost("t")
+    with RedisStreamSubscriber(real_conn, "t", group="g", timeout=0.5) as sub:
+        with RedisStreamPublisher(real_conn) as pub:
+            pub.send_message("t", b"0")
+        real_conn.client.set(lost_key, b"not a hash")
+        with pytest.raises(BackendError, match="WRONGTYPE") as info:
+            _drain(sub)
+    assert repr(lost_key) in str(info.value)
 
 
 @pytest.mark.parametrize("backend", ["real", "cluster"])
