@@ -265,7 +265,7 @@ class BatchBuilder:
         parts: list[Segments] = []
         for index, item in enumerate(items):
             if index in keys:
-                events.append(_key_event(keys[index], item))
+                events.append({**_key_event(keys[index], item), "spilled": True})
             else:
                 events.append({"type": "obj", "metadata": item.metadata, "part": len(parts)})
                 assert item.frame is not None  # encode() sets one of frame and value

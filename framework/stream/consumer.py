@@ -213,6 +213,9 @@ class StreamConsumer(Receiving, Generic[T]):
     def next(self) -> Any:
         """Get the next item: a proxy of a stored object, or an inline object itself.
 
+        An object of a topic without a store is handed over itself, also one too big to
+        ride inline (it went to the spill store and is fetched here).
+
         Raises:
             StopIteration: Once every topic has ended (this does not close the consumer).
             ReceiveTimeout: If nothing arrived within ``timeout``.
@@ -235,6 +238,8 @@ class StreamConsumer(Receiving, Generic[T]):
         with self._handing(entry):
             if isinstance(entry.event, NewObjectEvent):
                 value = resolve_inline(entry, self._allow_pickle)
+            elif entry.event.spilled:  # inline for the producer: the object itself
+                value = self._fetched(entry)
             elif entry.fetched:
                 # Fetched ahead by an earlier next_object() (a batch is read at once, and
                 # with evict taken out of the store): a proxy all the same, resolved.
@@ -287,10 +292,18 @@ class StreamConsumer(Receiving, Generic[T]):
             if isinstance(entry.event, NewObjectEvent):
                 value = resolve_inline(entry, self._allow_pickle)
             else:
-                if not entry.fetched:
-                    self._prefetch(entry)
-                value = entry.result(self._hint_for(entry))
+                value = self._fetched(entry)
         return entry.event.metadata, cast(T, value)
+
+    def _fetched(self, entry: Entry) -> Any:
+        """The stored object of ``entry``, fetched (with its batch's) unless it was already.
+
+        Raises:
+            ObjectNotFoundError: If the object is no longer in its store.
+        """
+        if not entry.fetched:
+            self._prefetch(entry)
+        return entry.result(self._hint_for(entry))
 
     def _hint_for(self, entry: Entry) -> str:
         """What may explain ``entry``'s object missing: its store's reason, then the group's."""

@@ -94,6 +94,9 @@ class NewObjectKeyEvent(KeyEventAPI):
         key: The object's key in the store.
         evict: Delete the object from the store once it is consumed.
         metadata: The producer's metadata for the object (JSON values).
+        spilled: The topic has no store: the object was too big to ride inline and
+            went to the spill store, so consumers hand it over as an inline object
+            (the object itself, not a proxy). Left out of the envelope when False.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -102,6 +105,7 @@ class NewObjectKeyEvent(KeyEventAPI):
     key: str
     evict: bool = True
     metadata: dict[str, Any] = Field(default_factory=dict)
+    spilled: bool = False
 
 
 class EndOfStreamEvent(EndOfStreamAPI):

@@ -62,6 +62,33 @@ def test_inline_objects_over_the_limit_are_spilled(
     assert not list(any_conn.client.scan_iter(match=f"{any_conn.keys.prefix}:obj:*"))
 
 
+@pytest.mark.parametrize("topic_kind", ["pubsub", "durable-group"])
+def test_a_spilled_object_is_handed_over_itself_as_on_a_topic_without_a_store(
+    any_conn: RedisConnection, topic_kind: str
+) -> None:
+    """ProxyStore's next() gives a store-less topic's object itself; a spilled one came
+    as a Proxy (``json.dumps`` and ``type(x) is dict`` failed past 64 KB)."""
+    big = {"data": "x" * 100_000}
+    if topic_kind == "pubsub":
+        sub: Any = RedisSubscriber(any_conn, "t", timeout=5)
+        pub: Any = RedisPublisher(any_conn)
+    else:
+        sub = RedisStreamSubscriber(any_conn, "t", group="g", timeout=5)
+        pub = RedisStreamPublisher(any_conn)
+    with StreamConsumer[Any](sub) as consumer, StreamProducer[Any](pub) as producer:
+        producer.send("t", big, metadata={"i": 0})
+        producer.send("t", big, metadata={"i": 1}, evict=False)
+        producer.send("t", big, metadata={"i": 2})
+        producer.close_topics("t")
+        first = consumer.next()
+        assert type(first) is dict
+        assert first == big
+        assert consumer.next_with_metadata() == ({"i": 1}, big)
+        assert [type(x) for x in consumer] == [dict]
+    keys = list(any_conn.client.scan_iter(match="fw:obj:*"))
+    assert len(keys) == 1  # evicted once handed over, except the evict=False one
+
+
 def test_default_spill_store_is_rebuilt_by_the_consumer(real_conn: RedisConnection) -> None:
     big = np.ones(100_000, dtype=np.uint8)
     consumer = StreamConsumer[Any](RedisSubscriber(real_conn, "t", timeout=5))
