@@ -88,10 +88,14 @@ class PutMethods:
         """
         not_text("put_batch", "objects", objs)
         if isinstance(lifetime, LeaseLifetime):
-            ttl = lifetime.remaining() if ttl is None else min(ttl, lifetime.remaining())
-        ttl = self._checked_put(ttl, readers)
+            left = lifetime.remaining()
+            # An ended lease has 0 s left, which the TTL check would refuse as a bad
+            # argument the caller never gave.
+            if left > 0:
+                ttl = left if ttl is None else min(ttl, left)
         if lifetime is not None and lifetime.done():
             raise RuntimeError(f"Lifetime {lifetime!r} has ended; it takes no more objects.")
+        ttl = self._checked_put(ttl, readers)
         if not objs:
             return []
         encode = serializer or self.serializer

@@ -157,6 +157,11 @@ def test_an_expired_lease_is_done_and_its_objects_are_gone(
         _eventually(lambda: not store.exists(key), "Redis expiring the object")
         with pytest.raises(RuntimeError):
             lifetime.extend(10)
+        # As in ProxyStore; before, the lease's 0 s left was refused as a bad TTL.
+        with pytest.raises(RuntimeError, match="has ended; it takes no more objects"):
+            store.put("more", lifetime=lifetime)
+        with pytest.raises(RuntimeError, match="has ended"):
+            store.proxy("more", lifetime=lifetime)
 
 
 def test_static_lifetime_is_a_singleton_evicting_at_exit(redis_address: tuple[str, int]) -> None:
