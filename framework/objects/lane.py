@@ -32,8 +32,6 @@ __all__ = ["Command", "Lane"]
 
 #: A Redis command and its arguments, e.g. ``("XDEL", key, eid)``.
 Command = tuple[Any, ...]
-#: Sent before a command whose reply is not wanted.
-_SKIP: Command = ("CLIENT", "REPLY", "SKIP")
 #: Connections whose socket a lane reads itself (plain sockets, hiredis-compatible replies).
 _RAW = (ZeroCopyConnection, ZeroCopyUnixDomainSocketConnection)
 #: Bytes read from the socket per ``recv_into`` (redis-py's own read size).
@@ -59,11 +57,12 @@ class Lane:
         self._wire: _Wire | None = None  # raw I/O on the held connection's socket
 
     def round_trip(self, commands: Sequence[Command], quiet: Sequence[Command] = ()) -> list[Any]:
-        """Send ``quiet`` then ``commands`` in one write; read one reply per command.
+        """Send ``quiet`` then ``commands`` in one write; read every reply.
 
-        Redis is told not to answer the ``quiet`` commands (``CLIENT REPLY SKIP`` before
-        each): no reply arrives before the last command's, so a reader blocked in an
-        ``XREAD BLOCK`` is not woken just to read them. Their errors go unreported too.
+        The replies of the ``quiet`` commands are read and dropped, their errors
+        unreported. (``CLIENT REPLY SKIP`` would spare reading them, but where an ACL
+        denies ``CLIENT`` Redis answers the denial *and* the command, and every later
+        reply would be taken for the one before it.)
 
         Returns:
             The raw replies to ``commands``, in order (RESP2 or RESP3 shapes, as the
@@ -82,7 +81,7 @@ class Lane:
             if self._conn.is_cluster:
                 replies = _pipelined(client, quiet, commands)
             else:
-                replies = self._exchange(client, [c for q in quiet for c in (_SKIP, q)], commands)
+                replies = self._exchange(client, quiet, commands)[len(quiet) :]
             for command, reply in zip(commands, replies, strict=True):
                 if isinstance(reply, rex.ResponseError):
                     failed = command
@@ -98,7 +97,11 @@ class Lane:
             return f"post to mailbox {_text(command[1])!r}"
         return self._what
 
-    def _exchange(self, client: Any, sent: list[Command], commands: Sequence[Command]) -> list[Any]:
+    def _exchange(
+        self, client: Any, quiet: Sequence[Command], commands: Sequence[Command]
+    ) -> list[Any]:
+        """Every reply, to ``quiet`` and ``commands``, in order."""
+        everything = [*quiet, *commands]
         if self._held is None:
             pool = client.connection_pool
             self._held = (pool, pool.get_connection())
@@ -106,19 +109,18 @@ class Lane:
         raw = isinstance(connection, _RAW)
         try:
             if not raw:
-                connection.send_packed_command(connection.pack_commands([*sent, *commands]))
-                return [_reply(connection) for _ in commands]
+                connection.send_packed_command(connection.pack_commands(everything))
+                return [_reply(connection) for _ in everything]
             if connection._sock is None:
                 connection.connect()  # after a dropped connection: a fresh one, handshake done
             if self._wire is None or self._wire.sock is not connection._sock:
                 self._wire = _Wire(connection._sock)
-            everything = [*sent, *commands]
             packed = pack_small(connection, everything)
             if packed is None:  # a large value: the zero-copy packer, one gathered write
                 connection.send_packed_command(connection.pack_commands(everything))
             else:
                 send_all(connection._sock, packed)
-            return self._wire.read(len(commands))
+            return self._wire.read(len(everything))
         except BaseException:
             connection.disconnect()  # a reply may be half read: start afresh next time
             self._wire = None
