@@ -128,6 +128,15 @@ class TxTask(StreamTaskSpec):
         self._stop.set()
         self._post_quietly(self._control("cancel", msg="cancelled by the sender"))
 
+    def cancel_note(self) -> str:
+        """Say when every byte was already sent: a receiver may have taken it whole."""
+        if self._final is None:
+            return ""
+        return (
+            " after its last byte was sent: a receiver may have got it whole "
+            "before it heard of the cancel"
+        )
+
     def give_up_on(self, target: str, why: str) -> None:
         """Go on without ``target`` (known gone elsewhere); the future then fails naming it.
 

@@ -150,6 +150,10 @@ class StreamTaskSpec(ABC):
     def cancel(self) -> None:
         """Cancel the task."""
 
+    def cancel_note(self) -> str:
+        """What a cancel at this point may not have stopped (e.g. a delivery), or ``""``."""
+        return ""
+
 
 class StreamFuture:
     """Future of one transfer, fashioned after :class:`concurrent.futures.Future`.
@@ -212,13 +216,14 @@ class StreamFuture:
         Returns:
             True if the transfer was cancelled, False if it had already finished.
         """
-        with self._cond:
-            if self._done:
-                return False
-            self._cancelled = True
+        note = self.task_handle.cancel_note() if self.task_handle is not None else ""
+        cancelled = StreamCancelled(f"Stream {self.stream_id} was cancelled{note}.")
+        # Settled in one step under the lock: a transfer finishing meanwhile makes this
+        # return False, never a future both cancelled and successful.
+        if not self._complete(None, cancelled, cancelling=True):
+            return False
         if self.task_handle is not None:
             self.task_handle.cancel()
-        self.set_exception(StreamCancelled(f"Stream {self.stream_id} was cancelled."))
         return True
 
     def cancelled(self) -> bool:
@@ -289,15 +294,20 @@ class StreamFuture:
             exception = wrapped
         self._complete(None, exception)
 
-    def _complete(self, value: Any, exception: StreamError | None) -> None:
+    def _complete(
+        self, value: Any, exception: StreamError | None, *, cancelling: bool = False
+    ) -> bool:
+        """Settle the future unless it is done; return whether this call settled it."""
         with self._cond:
             if self._done:
-                return
+                return False
             self._result, self._exception, self._done = value, exception, True
+            self._cancelled = cancelling
             callbacks, self._callbacks = self._callbacks, []
             self._cond.notify_all()
         for cb, args, kwargs in callbacks:
             _invoke(cb, args, kwargs)
+        return True
 
     def _wait(self, timeout: float | None) -> None:
         deadline = None if timeout is None else time.monotonic() + timeout

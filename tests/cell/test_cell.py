@@ -485,3 +485,30 @@ def test_closing_a_cell_cancels_its_sends(conn: RedisConnection) -> None:
     with cell:
         pass
     assert isinstance(future.exception(timeout=5), StreamCancelled)
+
+
+def test_cancels_racing_the_end_report_what_happened(
+    real_conn: RedisConnection, make_cell: CellFactory
+) -> None:
+    """Cancels at every point of small transfers: a future is cancelled or succeeded,
+    never both; a cancelled one the receiver got whole says that it may have been."""
+    delivered: set[int] = set()
+    receiver = make_cell(real_conn, "rcv")
+    receiver.register_blob_cb("c", "b", lambda f: delivered.add(f.headers["i"]))
+    sender = make_cell(real_conn, "snd")
+    cancelled: dict[int, str] = {}
+    for i in range(120):
+        future = sender.send_blob("c", "b", "rcv", Message({"i": i}, b"x" * 1000))
+        time.sleep(0.0005 * (i % 10))
+        won = future.cancel()
+        assert future.cancelled() is won
+        error = future.exception(timeout=20)
+        if won:
+            assert isinstance(error, StreamCancelled), error
+            cancelled[i] = str(error)
+        else:
+            assert error is None and future.result(0) == 1000
+    time.sleep(1.0)  # blob callbacks of the last transfers
+    assert cancelled  # the sleeps above let some cancels win
+    for i in delivered & set(cancelled):
+        assert "a receiver may have got it whole" in cancelled[i]

@@ -66,6 +66,42 @@ def test_future_cancel_calls_the_task_handle() -> None:
     assert future.cancel() is False  # already done
 
 
+class _FinishesDuringCancel(StreamTaskSpec):
+    """The transfer finishes while ``cancel()`` runs: in its note, or in the handle's cancel."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+        self.future: StreamFuture | None = None
+
+    def cancel(self) -> None:
+        if self.where == "cancel":
+            self._finish()
+
+    def cancel_note(self) -> str:
+        if self.where == "note":
+            self._finish()
+        return ""
+
+    def _finish(self) -> None:
+        assert self.future is not None
+        self.future.set_result(1000)  # the sender thread, done meanwhile
+
+
+@pytest.mark.parametrize("where", ["note", "cancel"])
+def test_a_cancel_that_races_the_end_is_either_a_cancel_or_a_success(where: str) -> None:
+    """Before, cancel() returned True and cancelled() said so, yet result() gave 1000."""
+    handle = _FinishesDuringCancel(where)
+    future = StreamFuture(1, task_handle=handle)
+    handle.future = future
+    won = future.cancel()
+    assert future.cancelled() is won
+    if won:
+        with pytest.raises(StreamCancelled):
+            future.result(0)
+    else:
+        assert future.result(0) == 1000
+
+
 def test_future_result_waits_for_another_thread_and_progress_is_monotonic() -> None:
     future = StreamFuture(1)
     future.set_size(10)
