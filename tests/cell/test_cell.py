@@ -507,7 +507,8 @@ def test_cancels_racing_the_end_report_what_happened(
             assert isinstance(error, StreamCancelled), error
             cancelled[i] = str(error)
         else:
-            assert error is None and future.result(0) == 1000
+            assert error is None
+            assert future.result(0) == 1000
     time.sleep(1.0)  # blob callbacks of the last transfers
     assert cancelled  # the sleeps above let some cancels win
     for i in delivered & set(cancelled):
