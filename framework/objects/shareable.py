@@ -14,7 +14,11 @@ __all__ = ["ReservedHeaderKey", "ReturnCode", "Shareable", "make_reply"]
 
 
 class ReturnCode:
-    """Return codes carried in a reply's ``__rc__`` header (NVFlare's names and values)."""
+    """Return codes carried in a reply's ``__rc__`` header (NVFlare's names and values).
+
+    The engine itself sets the first group; the others are NVFlare's, for consumers and
+    producers ported from it.
+    """
 
     OK = "OK"
     ERROR = "ERROR"
@@ -27,6 +31,21 @@ class ReturnCode:
     SERVICE_UNAVAILABLE = "SERVICE_UNAVAILABLE"
     EARLY_TERMINATION = "EARLY_TERMINATION"
     EMPTY_RESULT = "EMPTY_RESULT"
+
+    BAD_PEER_CONTEXT = "BAD_PEER_CONTEXT"
+    BAD_TASK_DATA = "BAD_TASK_DATA"
+    EXECUTION_RESULT_ERROR = "EXECUTION_RESULT_ERROR"
+    HANDLER_EXCEPTION = "HANDLER_EXCEPTION"
+    MISSING_PEER_CONTEXT = "MISSING_PEER_CONTEXT"
+    MODEL_UNRECOGNIZED = "MODEL_UNRECOGNIZED"
+    RUN_MISMATCH = "RUN_MISMATCH"
+    SERVER_NOT_READY = "SERVER_NOT_READY"
+    TASK_DATA_FILTER_ERROR = "TASK_DATA_FILTER_ERROR"
+    TASK_RESULT_FILTER_ERROR = "TASK_RESULT_FILTER_ERROR"
+    TASK_UNKNOWN = "TASK_UNKNOWN"
+    TASK_UNSUPPORTED = "TASK_UNSUPPORTED"
+    UNSAFE_JOB = "UNSAFE_JOB"
+    VALIDATE_TYPE_UNKNOWN = "VALIDATE_TYPE_UNKNOWN"
 
 
 class ReservedHeaderKey:
