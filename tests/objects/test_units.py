@@ -59,12 +59,33 @@ def test_stream_context_keys_and_return_codes_are_nvflare_s() -> None:
         "__RC__",
     )
     # Every name of NVFlare 2.9's ReturnCode (ported code that used one failed on 14).
-    nvflare_2_9 = """OK BAD_PEER_CONTEXT BAD_REQUEST_DATA BAD_TASK_DATA COMMUNICATION_ERROR
-        TIMEOUT ERROR EXECUTION_EXCEPTION EXECUTION_RESULT_ERROR HANDLER_EXCEPTION
-        MISSING_PEER_CONTEXT RUN_MISMATCH TASK_ABORTED TASK_DATA_FILTER_ERROR
-        TASK_RESULT_FILTER_ERROR TASK_UNKNOWN TASK_UNSUPPORTED TOPIC_UNKNOWN
-        MODEL_UNRECOGNIZED VALIDATE_TYPE_UNKNOWN EMPTY_RESULT UNSAFE_JOB EARLY_TERMINATION
-        SERVER_NOT_READY SERVICE_UNAVAILABLE""".split()
+    nvflare_2_9 = [
+        "OK",
+        "BAD_PEER_CONTEXT",
+        "BAD_REQUEST_DATA",
+        "BAD_TASK_DATA",
+        "COMMUNICATION_ERROR",
+        "TIMEOUT",
+        "ERROR",
+        "EXECUTION_EXCEPTION",
+        "EXECUTION_RESULT_ERROR",
+        "HANDLER_EXCEPTION",
+        "MISSING_PEER_CONTEXT",
+        "RUN_MISMATCH",
+        "TASK_ABORTED",
+        "TASK_DATA_FILTER_ERROR",
+        "TASK_RESULT_FILTER_ERROR",
+        "TASK_UNKNOWN",
+        "TASK_UNSUPPORTED",
+        "TOPIC_UNKNOWN",
+        "MODEL_UNRECOGNIZED",
+        "VALIDATE_TYPE_UNKNOWN",
+        "EMPTY_RESULT",
+        "UNSAFE_JOB",
+        "EARLY_TERMINATION",
+        "SERVER_NOT_READY",
+        "SERVICE_UNAVAILABLE",
+    ]
     assert len(nvflare_2_9) == 25
     for name in nvflare_2_9:
         assert getattr(ReturnCode, name) == name
