@@ -9,12 +9,12 @@ also from the point where a resumed transfer stops.
 
 from __future__ import annotations
 
+import json
 import secrets
 import threading
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import ValidationError
 from pydantic_core import PydanticSerializationError
 
 from framework.cell.auth import ControlAuth
@@ -122,6 +122,9 @@ class Sending:
     ) -> Announce:
         headers = {**(source.get_headers() or {}), **message.headers}
         try:
+            # The stdlib's rules, strictly: pydantic alone would turn bytes into str, a
+            # set into a list, NaN into null, and receivers would get other values.
+            json.dumps(headers, allow_nan=False)
             ann = Announce(
                 sid=secrets.randbits(62) + 1,
                 origin=self.name,
@@ -134,7 +137,7 @@ class Sending:
                 **fields,
             )
             ann.model_dump_json()  # headers must survive JSON before anything is written
-        except (ValidationError, PydanticSerializationError) as exc:
+        except (ValueError, TypeError, PydanticSerializationError) as exc:  # ValidationError too
             raise StreamError(
                 f"Cannot announce a {fields['mode']} to {targets}: "
                 f"headers must be JSON-serialisable ({exc})."

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import threading
 import time
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -513,3 +514,25 @@ def test_cancels_racing_the_end_report_what_happened(
     assert cancelled  # the sleeps above let some cancels win
     for i in delivered & set(cancelled):
         assert "a receiver may have got it whole" in cancelled[i]
+
+
+@pytest.mark.parametrize(
+    ("value", "said"),
+    [
+        (b"bytes", "bytes is not JSON serializable"),
+        (float("nan"), "Out of range float values are not JSON compliant"),
+        (float("inf"), "Out of range float values are not JSON compliant"),
+        ({1, 2}, "set is not JSON serializable"),
+        (datetime(2020, 1, 1), "datetime is not JSON serializable"),
+    ],
+    ids=["bytes", "nan", "inf", "set", "datetime"],
+)
+def test_headers_that_json_would_change_are_refused_at_the_call(
+    fake_conn: RedisConnection, make_cell: CellFactory, value: Any, said: str
+) -> None:
+    """Before, they arrived changed: b"bytes" as 'bytes', NaN as None, a set as a list."""
+    sender = make_cell(fake_conn, "a")
+    with pytest.raises(StreamError, match="headers must be JSON-serialisable") as info:
+        sender.send_blob("c", "t", "b", Message({"k": value}, b"x"))
+    assert said in str(info.value)
+    assert not fake_conn.client.exists(fake_conn.keys.inbox("b"))  # nothing announced
