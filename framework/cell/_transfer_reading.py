@@ -60,7 +60,15 @@ class Frame:
 
 
 class BadControlError(MalformedFrameError):
-    """A control entry of a secure transfer carries no valid MAC (forged or foreign)."""
+    """A control entry of a secure transfer carries no valid MAC (forged or foreign).
+
+    Attributes:
+        control: What the entry says, unverified (never acted on as genuine).
+    """
+
+    def __init__(self, message: str, control: Control) -> None:
+        super().__init__(message)
+        self.control = control
 
 
 class TransferReading:
@@ -70,6 +78,7 @@ class TransferReading:
     sid: int
     auth: ControlAuth | None
     ignored: str | None
+    unverified: list[Control]
     data: str
     ack: str
     _read_what: str
@@ -159,8 +168,15 @@ class TransferReading:
                 # entry is never acted on, and must not end the transfer either.
                 logger.warning("Ignoring a control entry: %s", exc)
                 self.ignored = str(exc)
+                if isinstance(exc, BadControlError):
+                    self.unverified.append(exc.control)
                 out.append((eid, None))
         return out
+
+    def take_unverified(self) -> list[Control]:
+        """The controls read but not authenticated since the last call (none acted on)."""
+        taken, self.unverified = self.unverified, []
+        return taken
 
     def control(self, eid: bytes, fields: dict[bytes, bytes]) -> Control:
         """Decode and authenticate one control entry.
@@ -179,7 +195,8 @@ class TransferReading:
             claim = f"{control.kind} from {control.role} {control.sender!r}"
             raise BadControlError(
                 f"The {where} ({claim}{': ' + control.msg if control.msg else ''}) "
-                "is not authenticated with the transfer's key."
+                "is not authenticated with the transfer's key.",
+                control,
             )
         return control
 

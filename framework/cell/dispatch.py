@@ -149,6 +149,7 @@ class Dispatcher:
                 entries = self.inbox.pending() if first else self.inbox.receive()
                 first = False
                 failures.succeeded()
+                self._tell_unverified()
                 with self._lock:
                     for eid, ann in entries:
                         self._dispatch(eid, ann)
@@ -305,6 +306,27 @@ class Dispatcher:
             self.name,
         )
         return True
+
+    def _tell_unverified(self) -> None:
+        """Tell the senders of announcements whose MAC failed here, unsigned.
+
+        A sender whose key differs from this cell's would otherwise wait out its idle
+        timeout, then blame this cell for making no progress. The notice cannot be
+        signed with the sender's key; the sender takes it as a refusal only from a
+        target that acknowledged nothing (see ``TxTask``).
+        """
+        for ann in self.inbox.take_unverified():
+            notice = Control(
+                kind="error",
+                role="rx",
+                sender=self.name,
+                etype="StreamError",
+                msg=f"Cell {self.name!r} could not authenticate the announcement with its key",
+            )
+            try:
+                TransferIO(self.conn, ann.sid, self.config.ttl).post_unsigned_notice(notice)
+            except FrameworkError as exc:  # the sender times out instead, as before
+                logger.warning("Could not tell the sender of stream %s: %s", ann.sid, exc)
 
     def _refuse(self, eid: bytes, io: TransferIO, exc: FrameworkError) -> None:
         """Tell the sender why this cell will not receive the transfer, and drop it."""

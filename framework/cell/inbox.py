@@ -78,6 +78,8 @@ class Inbox:
         self._key = key
         self.key = conn.keys.inbox(cell)
         self.ttl = max(1, int(ttl))
+        #: Announcements for this cell whose MAC failed (see :meth:`take_unverified`).
+        self.unverified: list[Announce] = []
 
     def ensure(self) -> None:
         """Create the inbox and its group if missing, and refresh its TTL."""
@@ -145,11 +147,19 @@ class Inbox:
         where = f"announcement {eid!r} in {self.key!r}"
         try:
             ann = decode(Announce, raw, where)
-            check_announcement(ann, bytes(raw), fields.get(MAC_FIELD), self._key, self.cell, where)
-            return ann
-        except BadAnnouncementError as exc:
-            logger.warning("Ignoring an announcement: %s", exc)
-            return None
         except FrameworkError as exc:  # its message names what is wrong: no traceback
             logger.warning("Dropping unreadable announcement %r in %s: %s", eid, self.key, exc)
             return None
+        try:
+            check_announcement(ann, bytes(raw), fields.get(MAC_FIELD), self._key, self.cell, where)
+        except BadAnnouncementError as exc:
+            logger.warning("Ignoring an announcement: %s", exc)
+            if self.cell in ann.targets:  # its MAC failed: the sender may hold another key
+                self.unverified.append(ann)
+            return None
+        return ann
+
+    def take_unverified(self) -> list[Announce]:
+        """Announcements for this cell whose MAC failed, read since the last call."""
+        taken, self.unverified = self.unverified, []
+        return taken

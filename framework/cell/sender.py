@@ -349,6 +349,12 @@ class TxTask(StreamTaskSpec):
         )
 
     def _apply(self, controls: list[ControlEntry]) -> None:
+        self._apply_verified(controls)
+        # After the genuine acks read with them: they show who got somewhere.
+        for unverified in self.io.take_unverified():
+            self._on_unverified_refusal(unverified)
+
+    def _apply_verified(self, controls: list[ControlEntry]) -> None:
         for eid, control in controls:
             self._ack_from = eid.decode()
             if control is None:
@@ -385,6 +391,28 @@ class TxTask(StreamTaskSpec):
                 self._on_beat(control, where)
             else:
                 raise error_from_wire(control.etype or "StreamCancelled", control.msg, where)
+
+    def _on_unverified_refusal(self, control: Control) -> None:
+        """A target that got nowhere refused the transfer without the transfer's key.
+
+        A receiver that does not hold the sender's key cannot sign its refusal (it has
+        another key, or none for a secure transfer): waiting out the idle timeout would
+        only blame it later. The notice is not trusted for anything else, and a forged
+        one costs no more than the forged chunk or deleted key that anyone who can write
+        to Redis can fail a transfer with.
+        """
+        target, window = control.sender, self.window
+        if not (control.role == "rx" and control.kind == "error" and target in window.targets):
+            return
+        if window.done(target) or target in self._gone or window.acked(target) > Position():
+            return  # it authenticated acks before: this notice is not its own
+        why = (
+            f"refused the transfer ({control.etype}: {control.msg.rstrip('.')}) in a notice "
+            "not authenticated with the transfer's key: do both cells hold the same key?"
+        )
+        if len(window.targets) == 1:
+            raise StreamError(f"Stream {self.announce.sid}: receiver {target!r} {why}")
+        self.give_up_on(target, f"it {why}")
 
     def _on_beat(self, control: Control, where: str) -> None:
         """A receiver busy with the data is alive (see ``RxTransfer.beat``); once per number."""

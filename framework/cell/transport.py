@@ -101,6 +101,9 @@ class TransferIO(TransferReading):
         self.auth = auth
         #: The last control entry ignored as unreadable or unauthenticated, described.
         self.ignored: str | None = None
+        #: Controls read but not authenticated, until the owner takes them (see
+        #: :meth:`take_unverified`).
+        self.unverified: list[Control] = []
         keys = conn.keys
         self.data, self.ack, self.meta = (
             keys.xfer_data(str(sid)),
@@ -279,6 +282,23 @@ class TransferIO(TransferReading):
             with self.conn.mapped_errors(f"free {self.data!r}", command="DEL"):
                 self.conn.client.delete(self.data)
             self._post(control, what)
+
+    def post_unsigned_notice(self, control: Control) -> None:
+        """Append ``control`` unsigned, and touch nothing else of the transfer.
+
+        For a notice about an announcement this cell could not authenticate: the
+        transfer may be genuine, so the notice neither marks it ended nor shortens the
+        lives of its keys (its TTL is set only on a stream that has none).
+
+        Raises:
+            BackendError: If Redis fails.
+        """
+        raw = control.model_dump_json().encode()
+        with self.conn.mapped_errors(f"post {control.kind} to {self.ack!r}", command="XADD"):
+            pipe = self.conn.client.pipeline(transaction=False)
+            pipe.xadd(self.ack, {CONTROL_FIELD: raw})
+            pipe.expire(self.ack, self.ttl, nx=True)
+            pipe.execute()
 
     def _post(self, control: Control, what: str) -> None:
         with self.conn.mapped_errors(what, command="XADD"):

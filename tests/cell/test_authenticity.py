@@ -85,8 +85,10 @@ def test_a_rewritten_announcement_never_reaches_a_callback(
     _wait_for(lambda: conn.client.xlen(inbox) == 0)  # dropped, not retried
     assert admin.items == {}
     assert model.items == {}
-    assert not future.done()  # no receiver, so no success either
-    future.cancel()
+    # No success either: the sender hears, unsigned, that its announcement failed there.
+    error = future.exception(timeout=20)
+    assert "'b' refused the transfer" in str(error)
+    assert "could not authenticate the announcement with its key" in str(error)
 
     # Genuine traffic still flows.
     again = sender.send_blob("model", "weights", "b", Message({}, data), secure=True)

@@ -397,16 +397,52 @@ def test_secure_transfer(conn: RedisConnection, make_cell: CellFactory) -> None:
 def test_secure_transfer_to_a_receiver_without_the_key_fails(
     conn: RedisConnection, make_cell: CellFactory
 ) -> None:
-    # The keyless receiver cannot authenticate its refusal, so the sender never acts on
-    # it; it times out, and its error quotes what it ignored.
-    quick = SMALL.model_copy(update={"idle_timeout": 2.0, "heartbeat": 0.5})
+    # The keyless receiver cannot sign its refusal. The sender takes it as a refusal all
+    # the same, from a target that acknowledged nothing: before, it waited out its idle
+    # timeout (60 s) and then blamed the receiver for making no progress.
+    patient = SMALL.model_copy(update={"idle_timeout": 60.0})
     make_cell(conn, "b").register_blob_cb("ch", "t", lambda f: None)
-    sender = make_cell(conn, "a", quick, key=b"k" * 32)
+    sender = make_cell(conn, "a", patient, key=b"k" * 32)
     future = sender.send_blob("ch", "t", "b", Message({}, payload(CHUNK)), secure=True)
     exc = future.exception(timeout=20)
-    assert isinstance(exc, StreamTimeout)
-    assert "not authenticated" in str(exc)
-    assert "needs a shared key" in str(exc)
+    assert isinstance(exc, StreamError)
+    assert "receiver 'b' refused the transfer (EncryptionError: secure=True needs a shared key" in (
+        str(exc)
+    )
+    assert "in a notice not authenticated with the transfer's key" in str(exc)
+
+
+@pytest.mark.parametrize("secure", [True, False])
+def test_a_transfer_to_a_receiver_with_another_key_fails_at_once_saying_so(
+    conn: RedisConnection, make_cell: CellFactory, secure: bool
+) -> None:
+    """Before, the receiver dropped the announcement without a word; the sender waited out
+    its idle timeout, then said that no receiver made progress."""
+    patient = SMALL.model_copy(update={"idle_timeout": 60.0})
+    got = Collector()
+    make_cell(conn, "b", key=b"b" * 32).register_blob_cb("ch", "t", got.blob_cb)
+    sender = make_cell(conn, "a", patient, key=b"a" * 32)
+    future = sender.send_blob("ch", "t", "b", Message({}, payload(CHUNK)), secure=secure)
+    exc = future.exception(timeout=20)
+    assert isinstance(exc, StreamError)
+    assert "Cell 'b' could not authenticate the announcement with its key" in str(exc)
+    assert got.items == {}
+
+
+def test_an_unsigned_refusal_does_not_stop_a_fan_out_to_the_others(
+    conn: RedisConnection, make_cell: CellFactory
+) -> None:
+    patient = SMALL.model_copy(update={"idle_timeout": 60.0})
+    good = Collector()
+    make_cell(conn, "b", key=b"a" * 32).register_blob_cb("ch", "t", good.blob_cb)
+    make_cell(conn, "c", key=b"c" * 32).register_blob_cb("ch", "t", lambda f: None)
+    sender = make_cell(conn, "a", patient, key=b"a" * 32)
+    data = payload(3 * CHUNK)
+    future = sender.send_blob("ch", "t", ["b", "c"], Message({}, data), secure=True)
+    exc = future.exception(timeout=20)
+    assert "reached ['b'] whole, but not ['c']" in str(exc)
+    assert "could not authenticate the announcement" in str(exc)
+    assert bytes(good.wait(future.get_stream_id()).data) == data
 
 
 def test_bad_arguments(conn: RedisConnection, make_cell: CellFactory) -> None:

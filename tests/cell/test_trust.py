@@ -163,6 +163,22 @@ def _forge(conn: RedisConnection, sid: int, control: Control, mac: bytes | None 
     conn.client.xadd(TransferIO(conn, sid, 60).ack, fields)
 
 
+def _reader_paused(
+    sink: bytearray, chunks: int, reading: threading.Event, resume: threading.Event
+) -> Any:
+    """A stream callback that reads ``chunks`` chunks, sets ``reading``, waits for ``resume``."""
+
+    def on_stream(future: StreamFuture, stream: Any, resume_offset: int) -> None:
+        for _ in range(chunks):
+            sink.extend(stream.read(CHUNK))
+        reading.set()
+        assert resume.wait(20)
+        while chunk := stream.read(CHUNK):
+            sink.extend(chunk)
+
+    return on_stream
+
+
 @pytest.mark.parametrize("secure", [True, False], ids=["secure", "plain"])
 def test_a_forged_done_ack_is_ignored_and_the_transfer_completes_intact(
     conn: RedisConnection,
@@ -174,14 +190,7 @@ def test_a_forged_done_ack_is_ignored_and_the_transfer_completes_intact(
     reading = threading.Event()
     forged = threading.Event()
     sink = bytearray()
-
-    def on_stream(future: StreamFuture, stream: Any, resume: int) -> None:
-        sink.extend(stream.read(CHUNK))
-        reading.set()
-        assert forged.wait(20)
-        while chunk := stream.read(CHUNK):
-            sink.extend(chunk)
-
+    on_stream = _reader_paused(sink, 1, reading, forged)
     make_cell(conn, "b", key=KEY).register_stream_cb("ch", "s", on_stream)
     sender = make_cell(conn, "a", key=KEY)
     future = sender.send_stream("ch", "s", "b", Message({}, BytesStream(data)), secure=secure)
@@ -206,6 +215,32 @@ def test_a_forged_done_ack_is_ignored_and_the_transfer_completes_intact(
     strangers = 0 if secure else 4
     _wait_for(lambda: sum("Ignoring" in r.getMessage() for r in caplog.records) >= 1 + strangers)
     assert not future.done()  # the sender did not take the forged ack for success
+    forged.set()
+    assert future.result(timeout=30) == len(data)
+    assert bytes(sink) == data
+
+
+def test_an_unsigned_refusal_in_the_name_of_a_receiver_that_acknowledged_is_ignored(
+    conn: RedisConnection, make_cell: CellFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An unsigned refusal ends a transfer only from a target that acknowledged nothing
+    (a cell without the sender's key); once the target's acks were authenticated, it
+    is a forgery."""
+    data = payload(12 * CHUNK + 3)
+    forged = threading.Event()
+    sink = bytearray()
+    # Past the first fetch (4 chunks): an ack goes out with the next.
+    on_stream = _reader_paused(sink, 5, threading.Event(), forged)
+    make_cell(conn, "b", key=KEY).register_stream_cb("ch", "s", on_stream)
+    sender = make_cell(conn, "a", key=KEY)
+    future = sender.send_stream("ch", "s", "b", Message({}, BytesStream(data)), secure=True)
+    io = TransferIO(conn, future.get_stream_id(), 60)
+    _wait_for(lambda: conn.client.hget(io.meta, "ack:b") is not None)
+    caplog.set_level(logging.WARNING, logger="framework.cell")
+    refusal = Control(kind="error", role="rx", sender="b", etype="StreamError", msg="forged")
+    _forge(conn, io.sid, refusal)
+    _wait_for(lambda: any("(error from rx 'b': forged)" in r.getMessage() for r in caplog.records))
+    assert not future.done()
     forged.set()
     assert future.result(timeout=30) == len(data)
     assert bytes(sink) == data
