@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import socket
+
 from framework.connection import RedisConnection
 from framework.exceptions import ConfigurationError
 from framework.keys import DEFAULT_PREFIX
 from framework.settings import RedisSettings
 
-__all__ = ["public_url", "with_local_credentials"]
+__all__ = ["local_deployment_elsewhere", "public_url", "with_local_credentials"]
 
 _SECRET_FIELDS = ("username", "password", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
 
@@ -33,6 +35,20 @@ def with_local_credentials(settings: RedisSettings) -> RedisSettings:
     return settings.model_copy(update={name: getattr(local, name) for name in _SECRET_FIELDS})
 
 
+def local_deployment_elsewhere(settings: RedisSettings) -> str | None:
+    """Where ``FRAMEWORK_REDIS_URL`` points, if set and not at ``settings``'s deployment."""
+    local = RedisSettings.from_env()
+    if local is None or _same_deployment(local, settings):
+        return None
+    if local.unix_socket_path is not None:
+        return local.unix_socket_path
+    return (
+        ",".join(f"{h}:{p}" for h, p in local.startup_nodes)
+        if local.cluster
+        else (f"{local.host}:{local.port}")
+    )
+
+
 def _same_deployment(a: RedisSettings, b: RedisSettings) -> bool:
     if a.cluster != b.cluster or a.ssl != b.ssl:
         return False
@@ -40,4 +56,20 @@ def _same_deployment(a: RedisSettings, b: RedisSettings) -> bool:
         return a.unix_socket_path == b.unix_socket_path
     if a.cluster:
         return bool(set(a.startup_nodes) & set(b.startup_nodes))
-    return (a.host, a.port) == (b.host, b.port)
+    return a.port == b.port and _same_host(a.host, b.host)
+
+
+def _same_host(a: str, b: str) -> bool:
+    """Whether two host names are one machine: equal, or resolving to a common address.
+
+    ``localhost`` in one process and ``127.0.0.1`` in another name the same server.
+    """
+    return a == b or bool(_addresses(a) & _addresses(b))
+
+
+def _addresses(host: str) -> set[str]:
+    try:
+        found = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+        return {str(info[4][0]) for info in found}
+    except (OSError, UnicodeError):  # unresolvable here: only its spelling can match
+        return set()

@@ -41,7 +41,11 @@ from framework.store._custom import custom_bytes
 from framework.store._options import constructor_options
 from framework.store._redis_keys import RedisKeyMethods, count_keys
 from framework.store._redis_reads import RedisReadMethods
-from framework.store._redis_urls import public_url, with_local_credentials
+from framework.store._redis_urls import (
+    local_deployment_elsewhere,
+    public_url,
+    with_local_credentials,
+)
 from framework.store.base import BaseStore
 from framework.store.config import StoreConfig
 from framework.store.connector import RedisConnector
@@ -148,10 +152,13 @@ class RedisStore(RedisKeyMethods, RedisReadMethods, BaseStore):
         local = with_local_credentials(settings)
         connection = RedisConnection(local)
         if local.password is None:
+            elsewhere = local_deployment_elsewhere(settings)
+            have = f" (it names {elsewhere}, not this one)" if elsewhere is not None else ""
             connection.auth_hint = (
                 f"store {config.name!r} was rebuilt from its config, which never carries "
                 "credentials. Give this process a FRAMEWORK_REDIS_URL naming this deployment "
-                "with them, or register_store() a store built with them under that name."
+                f"with them{have}, or register_store() a store built with them under that "
+                "name."
             )
         try:
             store = cls(config.name, connection=connection, **options)

@@ -244,6 +244,27 @@ def test_rebuilt_store_takes_credentials_from_its_own_environment(
         assert store.connection.settings.db == 1  # the db is the producer's, not ours
 
 
+@pytest.mark.parametrize(
+    ("config_host", "env_host", "expected"),
+    [
+        ("127.0.0.1", "localhost", "pw"),  # one machine, spelled two ways
+        ("localhost", "127.0.0.1", "pw"),
+        ("127.0.0.1", "no-such-host.invalid", None),
+    ],
+)
+def test_a_host_spelled_another_way_is_the_same_deployment(
+    monkeypatch: pytest.MonkeyPatch, config_host: str, env_host: str, expected: str | None
+) -> None:
+    """Before, a producer on ``localhost`` and a consumer whose FRAMEWORK_REDIS_URL said
+    127.0.0.1 failed with AuthenticationFailed, told to set the variable it had set."""
+    monkeypatch.setenv("FRAMEWORK_REDIS_URL", f"redis://:pw@{env_host}:6390/0")
+    url = f"redis://{config_host}:6390/0"
+    config = StoreConfig(kind="redis", name="r", options={"url": url, "prefix": "fw"})
+    with RedisStore.from_config(config) as store:
+        password = store.connection.settings.password
+        assert (password.get_secret_value() if password else None) == expected
+
+
 def test_a_rebuilt_store_without_credentials_says_how_to_give_them(
     redis_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -267,6 +288,13 @@ def test_a_rebuilt_store_without_credentials_says_how_to_give_them(
             assert "FRAMEWORK_REDIS_URL" in message
             assert "register_store()" in message
             assert "pw/of?consumer" not in message
+            # A variable naming another deployment is named in the hint.
+            monkeypatch.setenv("FRAMEWORK_REDIS_URL", "redis://:x@elsewhere.invalid:6390/0")
+            with (
+                RedisStore.from_config(store.config()) as rebuilt,
+                pytest.raises(AuthenticationFailed, match=r"it names elsewhere\.invalid:6390, not"),
+            ):
+                rebuilt.get(key)
             # The first way it names works.
             own = redis_url.replace("redis://", "redis://:pw%2Fof%3Fconsumer@")
             monkeypatch.setenv("FRAMEWORK_REDIS_URL", own)
