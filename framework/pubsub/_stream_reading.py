@@ -80,6 +80,9 @@ class StreamReading:
     _pinned: PinnedConnection
     #: The error of the last read that Redis did not answer within its caller's wait.
     unanswered: BackendTimeout | None = None
+    #: Redis lost the group's stream since this member started (a restart without
+    #: persistence, or expiry), as reported: objects named there may be gone with it.
+    emptied: bool = False
     _server: ServerRun | None
 
     def _ensure_group(self, key: str, start: str) -> bool:
@@ -124,6 +127,7 @@ class StreamReading:
         """
         assert self._server is not None
         self._liveness.restarted()
+        self.emptied = True
         if self._server.current is not None:
             self._server.reported.add(self._server.current)
         for topic in self.topics:
@@ -249,6 +253,8 @@ class StreamReading:
                         possible=True,
                     )
                 )
+        if created:
+            self.emptied = True
         if restart and not created and not covered:
             self._restarted()
         elif created or restart:

@@ -108,7 +108,8 @@ class Taker:
         commands: list[tuple[Any, ...]] = []
         for gen in gens:
             commands += [("LLEN", self.key(gen)), ("LINDEX", self.key(gen), -1)]
-        what = f"pop from topic {self._topic!r} (reading back a pop whose reply was lost)"
+        # Also after a plain outage: a pop that got no reply may or may not have run.
+        what = f"pop from topic {self._topic!r} (checking what an unanswered pop may have taken)"
         with self._conn.mapped_errors(what):
             replies = _run(self._conn.once, commands, reply_within)
         for gen, length, last in zip(gens, replies[::2], replies[1::2], strict=True):

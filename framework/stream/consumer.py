@@ -308,7 +308,14 @@ class StreamConsumer(Receiving, Generic[T]):
     def _hint_for(self, entry: Entry) -> str:
         """What may explain ``entry``'s object missing: its store's reason, then the group's."""
         store_hint = self._store(entry.batch)._missing_hint()
-        return " ".join(hint for hint in (store_hint, self._missing_hint) if hint)
+        emptied = (
+            "Redis lost the topic's stream since this consumer started (restarted without "
+            "persistence, or expired; reported as a possible loss), maybe with the object."
+            if getattr(self.subscriber, "emptied", False)
+            else ""
+        )
+        hints = (store_hint, emptied, self._missing_hint)
+        return " ".join(hint for hint in hints if hint)
 
     def iter_with_metadata(self) -> Generator[tuple[dict[str, Any], Any], None, None]:
         """Yield ``(metadata, item)`` tuples until the stream ends (see :meth:`next`)."""

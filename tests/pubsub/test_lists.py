@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -21,6 +22,7 @@ from framework.pubsub._taker import TAKEN_TTL_S
 from framework.pubsub._taking import TRIM_EVERY, Pop, Taking
 from framework.stream import StreamConsumer, StreamProducer
 from tests.proxies import ReplyDropper
+from tests.stream.faults import RedisProcess
 
 TOPIC = "jobs"
 #: The blocking pops of this subscriber and of ProxyStore's.
@@ -110,6 +112,26 @@ def test_a_poll_whose_reply_is_lost_raises_then_hands_the_message_over(
     assert proxy.dropped == 1
     assert got == [b"first", b"second", None]
     assert _left_behind(direct) == []
+
+
+def test_polls_while_redis_is_down_say_what_they_check(tmp_path: Path) -> None:
+    """The second poll said "reading back a pop whose reply was lost" when Redis had
+    simply been down all along."""
+    server = RedisProcess(tmp_path).start()
+    try:
+        with (
+            RedisConnection.from_url(server.url) as conn,
+            RedisQueueSubscriber(conn, TOPIC, max_outage=0.1) as subscriber,
+        ):
+            server.kill()
+            with pytest.raises(BackendError, match=f"pop from topic '{TOPIC}'"):
+                subscriber.poll_message()
+            with pytest.raises(BackendError) as info:
+                subscriber.poll_message()
+    finally:
+        server.close()
+    assert "checking what an unanswered pop may have taken" in str(info.value)
+    assert "reply was lost" not in str(info.value)
 
 
 def test_closing_puts_a_taken_message_not_handed_over_back_at_the_head(

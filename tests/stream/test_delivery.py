@@ -292,5 +292,13 @@ def test_a_slow_group_member_is_told_another_member_may_have_taken_its_object(
         slow.next_object()
     assert "of topic 't' is not in store" in str(gone.value)
     assert gone.value.topic == "t"
+    assert "Redis lost the topic's stream" not in str(gone.value)
+    # Once the member saw Redis lose the stream (a restart without persistence, which it
+    # reported), that comes first: before, only the other members were suspected.
+    slow.subscriber.emptied = True  # type: ignore[attr-defined]
+    with pytest.raises(ObjectNotFoundError) as gone:
+        slow.next_object()
+    message = str(gone.value)
+    assert message.index("Redis lost the topic's stream") < message.index("another member")
     fast.close()
     slow.close()

@@ -169,6 +169,7 @@ def test_every_group_member_learns_of_the_restart_not_only_the_one_that_recreate
     assert received == [0, 1, 100, 101]
     for member in members:  # each reports the restart once, in its own words
         assert [loss.possible for loss in member.losses] == [True]
+        assert member.consumer.subscriber.emptied  # what a missing object's error cites
         member.consumer.close()
 
 
