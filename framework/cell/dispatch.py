@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 
 from framework._failures import RepeatedFailure
@@ -46,6 +47,10 @@ CALLBACK_GRACE = 2.0
 
 #: The topic (and channel) of a callback that takes what no other callback takes.
 WILDCARD = "*"
+
+#: Streams a cell remembers having received, to ignore a copy announced again (ids are
+#: random 62-bit numbers: a genuine new transfer never repeats one). About 2 MB.
+SETTLED_KEPT = 20_000
 
 #: Builds the cipher and the control authenticator of a transfer from (secure, sid);
 #: raises EncryptionError when the transfer is secure and the cell has no key.
@@ -85,6 +90,8 @@ class Dispatcher:
         self._waiting: dict[int, tuple[bytes, Announce, float]] = {}
         self._rx: dict[int, RxWorker] = {}
         self._ending: list[threading.Thread] = []  # threads of finished workers, until they end
+        #: Streams this cell received to the end (delivered or failed), newest last.
+        self._settled: OrderedDict[int, None] = OrderedDict()
         self._lock = threading.RLock()
         self._inbox_failures = RepeatedFailure(logger, f"Reading the inbox of cell {name!r}")
         self.thread: threading.Thread | None = None
@@ -165,6 +172,18 @@ class Dispatcher:
     def _dispatch(self, eid: bytes, ann: Announce | None) -> None:
         if ann is None or ann.sid in self._rx or ann.sid in self._waiting:
             self.inbox.done(eid)  # unreadable, or a duplicate announcement
+            return
+        if ann.sid in self._settled:
+            # A signed announcement is genuine, not fresh: whoever can write to Redis can
+            # copy one, with the transfer's keys, and add it again once it is done.
+            logger.warning(
+                "Ignoring the announcement of stream %s from %r: cell %r received that "
+                "transfer already (a replay?).",
+                ann.sid,
+                ann.origin,
+                self.name,
+            )
+            self.inbox.done(eid)
             return
         self._waiting[ann.sid] = (eid, ann, time.monotonic())
         if self._handler_for(ann) is None:
@@ -307,6 +326,13 @@ class Dispatcher:
         )
         return True
 
+    def _settle(self, sid: int) -> None:
+        """Remember that stream ``sid`` ended here, so a copy announced again is ignored."""
+        with self._lock:
+            self._settled[sid] = None
+            while len(self._settled) > SETTLED_KEPT:
+                self._settled.popitem(last=False)
+
     def _tell_unverified(self) -> None:
         """Tell the senders of announcements whose MAC failed here, unsigned.
 
@@ -338,6 +364,7 @@ class Dispatcher:
     def _done(self, worker: RxWorker) -> None:
         try:
             if not worker.rx.abandoned:  # else left pending: a cell of this name resumes it
+                self._settle(worker.rx.sid)
                 self.inbox.done(worker.entry_id)
         except Exception:  # runs at the end of a worker thread: log, never raise
             logger.warning(

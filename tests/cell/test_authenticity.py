@@ -311,3 +311,35 @@ def test_resuming_needs_the_next_chunk_in_redis(conn: RedisConnection) -> None:
         io.check_resumable(Position(0, 10))
     with pytest.raises(SequenceError, match="last chunk is 4, so chunk 5 never comes"):
         io.check_resumable(Position(4, 50))
+
+
+def test_a_finished_transfer_announced_again_is_ignored(
+    real_conn: RedisConnection, make_cell: CellFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Someone who can write to Redis copies a signed transfer (its keys and its inbox
+    entry) and writes it again once it is done: the live receiver ran its callback a
+    second time with the old payload."""
+    caplog.set_level(logging.WARNING)
+    client = real_conn.client
+    future = make_cell(real_conn, "a", key=KEY).send_blob(
+        "ch", "t", "b", Message({"round": 1}, b"round 1" * 100), secure=True
+    )
+    sid = future.get_stream_id()
+    _only_entry(real_conn, "b")
+    _wait_for(lambda: client.xlen(TransferIO(real_conn, sid, 60).data) == 1)  # the one chunk
+    copied = {key: client.dump(key) for key in client.keys(f"fw:xfer:{{{sid}}}:*")}
+    inbox = client.xrange(real_conn.keys.inbox("b"))
+    got: list[bytes] = []
+    make_cell(real_conn, "b", key=KEY).register_blob_cb(
+        "ch", "t", lambda f: got.append(bytes(f.result()))
+    )
+    assert future.result(timeout=20) == 700
+    assert got == [b"round 1" * 100]
+    _wait_for(lambda: not client.exists(*copied))  # the sender deleted the transfer
+    for key, value in copied.items():
+        client.restore(key, 0, value)
+    for _, fields in inbox:
+        client.xadd(real_conn.keys.inbox("b"), fields)
+    _wait_for(lambda: _logged(caplog, f"stream {sid} from 'a': cell 'b' received that"))
+    time.sleep(0.5)  # a second delivery would have run its callback by now
+    assert got == [b"round 1" * 100]
