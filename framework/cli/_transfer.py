@@ -12,7 +12,7 @@ is :mod:`framework.cli._receiving`.
   :data:`NAME_BYTES` uses), and arrives byte for byte (see :func:`file_name`).
 
 * **Resume.** The sender remembers the stream id of every unfinished send in a small
-  state file (keyed by Redis location, path, size, modification time and targets); run
+  state file (keyed by Redis location, path, size, modification time, SHA-256 and targets); run
   the same command again and it continues the transfer after the last frame in Redis
   (:meth:`StreamCell.resume_send`). A transfer that was cancelled or failed is never
   resumed: the same command then starts it afresh. A receiver restarted under the same
@@ -137,8 +137,13 @@ class SendState:
         self.directory = directory
 
     def key(self, location: str, offer: FileOffer, targets: Sequence[str]) -> str:
-        """A key naming this send: same Redis, file and targets give the same key."""
-        what = [location, str(offer.path.resolve()), offer.size, offer.mtime_ns, sorted(targets)]
+        """A key naming this send: same Redis, file, content and targets give the same key.
+
+        The content's hash is part of it: a file changed in place with its size and
+        modification time kept (``cp -p``) must not resume the old content's transfer.
+        """
+        where = str(offer.path.resolve())
+        what = [location, where, offer.size, offer.mtime_ns, offer.sha256, sorted(targets)]
         return hashlib.sha256(json.dumps(what).encode()).hexdigest()[:32]
 
     def load(self, key: str) -> int | None:

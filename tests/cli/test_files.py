@@ -110,6 +110,31 @@ def test_sender_killed_mid_file_resumes_when_rerun(tmp_path: Path, redis_url: st
     assert (out / "big.bin").read_bytes() == original.read_bytes()
 
 
+def test_a_file_changed_in_place_after_a_killed_send_is_sent_afresh(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """Changed with its size and modification time kept (``cp -p``, ``rsync -t``), the
+    file was resumed as the old transfer: the receiver got the old content, which
+    matched the old hash, while send printed the new one."""
+    original = _file(tmp_path / "big.bin", 24 * MiB)
+    stat = original.stat()
+    out = tmp_path / "out-site"
+    args = ("send", str(original), "--to", "site", "--limit-rate", "12M")
+    receiver = _recv(tmp_path, redis_url, "site")
+    first = start_cli(*args, tmp_path=tmp_path, url=redis_url)
+    wait_for(lambda: _partial(out) > 9 * MiB, "the receiver to get part of the file")
+    finish(first.proc, signal.SIGKILL)
+    with original.open("r+b") as file:
+        file.write(b"NEW VERSION" * 1000)
+    os.utime(original, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    again = run_cli(*args, tmp_path=tmp_path, url=redis_url)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "resume big.bin" not in again.stdout
+    wait_for(lambda: (out / "big.bin").exists(), "the new version", timeout=90)
+    assert (out / "big.bin").read_bytes() == original.read_bytes()
+    finish(receiver.proc, signal.SIGINT)
+
+
 def test_recv_timeout_after_files_arrived_is_a_success(tmp_path: Path, redis_url: str) -> None:
     """``recv --timeout`` drains what comes; before, it exited 1 saying no file arrived."""
     out = tmp_path / "drained"
