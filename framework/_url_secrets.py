@@ -29,6 +29,8 @@ _CREDENTIALS = re.compile(r"^([^:/]+://[^:@/]*:).*@", re.DOTALL)
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 # What a mistyped scheme leaves in front of the credentials: "redis:/", "redis:", "redis//".
 _SLOPPY_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*(?::/*|/+)")
+#: The schemes of the URLs this package reads.
+_REDIS_SCHEMES = frozenset({"redis", "rediss", "unix", "redis+cluster", "rediss+cluster"})
 # Query options whose value is a secret (``?password=...`` is a common redis-py form).
 _SECRET_OPTION = re.compile(r"([?&](?:password|passwd|pass|pwd|auth|secret|token)=)([^&#]*)", re.I)
 # A quoted piece of an error message (the parser quotes what it refuses).
@@ -111,9 +113,27 @@ def redact_url(url: str) -> str:
         malformed for that (``redis:/:pw@host``) with everything that may be a password
         masked.
     """
+    if "@" in url and not _SCHEME.match(url):
+        # No "://": which part is the user name cannot be told, so all of it goes.
+        scheme = _sloppy_scheme(url)
+        prefix = scheme.group(0) if scheme else ""
+        url = f"{prefix}{MASK}@{url.rsplit('@', 1)[1]}"
     masked = _CREDENTIALS.sub(lambda m: f"{m.group(1)}{MASK}@", url)
     masked = _SECRET_OPTION.sub(lambda m: f"{m.group(1)}{MASK}", masked)
     return masked if _SCHEME.match(url) and "@" in url else mask_passwords(masked, url)
+
+
+def _sloppy_scheme(url: str) -> re.Match[str] | None:
+    """A mistyped scheme of a Redis URL (``redis:/``), never the start of a password.
+
+    Without ``://``, ``pass:`` of ``pass:word@host`` and ``top/`` of ``top/secret@host``
+    look like schemes too: only the schemes this package reads count.
+    """
+    found = _SLOPPY_SCHEME.match(url)
+    if found is None:
+        return None
+    name = found.group(0).rstrip(":/").lower()
+    return found if name in _REDIS_SCHEMES else None
 
 
 def url_error(url: str, reason: object) -> str:
@@ -131,7 +151,7 @@ def url_error(url: str, reason: object) -> str:
     text = str(reason)
     if "@" not in url:
         return mask_passwords(f"Invalid Redis URL {redact_url(url)!r}: {text}", url)
-    scheme = _SCHEME.match(url) or _SLOPPY_SCHEME.match(url)
+    scheme = _SCHEME.match(url) or _sloppy_scheme(url)
     prefix = scheme.group(0) if scheme else ""
     rest = url[len(prefix) :]
 

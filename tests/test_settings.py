@@ -300,6 +300,9 @@ def test_without_a_url_the_hint_names_the_variable_or_a_near_miss() -> None:
         "redis:Zq8-secret@127.0.0.1:6379/0",
         "redis//u:Zq8-secret@h:6379/0",
         "Zq8-secret@h:6379",
+        # Without a scheme, the part before a "/" or ":" of a password was shown as one.
+        "Zq8/secret@h:6379",
+        "Zq8:secret@h:6379",
         "redis://u:Zq8-secret",
         "redis:/u:Zq8%2Dsecret@h/0?socket_timeout=inf",
         # A password holding "@" with the host forgotten: split at the wrong "@".
