@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import socket
+import stat
 import threading
 from collections import Counter
 from dataclasses import dataclass
@@ -242,6 +243,21 @@ def _failure(sending: _Sending, targets: tuple[str, ...], timeout: float) -> str
     return f"{name}: {type(exc).__name__}: {visible(exc)}"
 
 
+def _regular_files(_: click.Context, param: click.Parameter, paths: tuple[Path, ...]) -> Any:
+    """Refuse pipes, devices and sockets: a file is read twice (hashed, then sent).
+
+    A FIFO blocked the command before any transfer, and ``/dev/zero`` was hashed forever.
+    """
+    for path in paths:
+        if not stat.S_ISREG(path.stat().st_mode):
+            raise click.BadParameter(
+                f"{visible(str(path))} is not a regular file (a pipe, device or socket): "
+                "send reads a file twice, to hash it and to send it; save it to a file first.",
+                param=param,
+            )
+    return paths
+
+
 def _once(paths: tuple[Path, ...]) -> list[Path]:
     """``paths`` without repeats of one file (one transfer each: a second would resume it)."""
     seen: dict[str, Path] = {}
@@ -300,6 +316,7 @@ def _report(job: _SendJob) -> None:
     nargs=-1,
     required=True,
     type=click.Path(exists=True, dir_okay=False, readable=True, path_type=Path),
+    callback=_regular_files,
 )
 @click.option(
     "--to",

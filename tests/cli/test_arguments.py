@@ -3,6 +3,7 @@ the option, before anything connects or starts; never an unexpected error later.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -59,3 +60,16 @@ def test_rates_that_parse(value: str, rate: int) -> None:
     from framework.cli._send import ByteRate
 
     assert ByteRate().convert(value, None, None) == rate
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device"])
+def test_send_refuses_what_is_not_a_regular_file(kind: str, tmp_path: Path) -> None:
+    """A FIFO blocked send for good before any transfer; /dev/zero was hashed forever."""
+    if kind == "fifo":
+        path = tmp_path / "pipe"
+        os.mkfifo(path)
+    else:
+        path = Path("/dev/zero")
+    code, output = _invoke("send", str(path), "--to", "b")
+    assert code == 2, output
+    assert f"{path} is not a regular file (a pipe, device or socket)" in output
