@@ -165,6 +165,12 @@ class FileReceiver:
     ) -> tuple[Path, str]:
         size = int(headers.get("size", -1))
         hasher = hashlib.sha256()
+        if offset and not part.exists():
+            raise StreamError(
+                f"Cannot continue {start.name!r} after byte {offset:,}: its partial file "
+                f"{part.name!r} is not in {str(self.out_dir)!r}. Was it received into "
+                "another --out directory? Run recv with that one, or send the file again."
+            )
         with part.open("r+b" if offset else "wb") as file:
             if offset:
                 _rehash(file, hasher, offset, part)

@@ -95,6 +95,28 @@ def test_receiver_killed_mid_file_resumes_to_an_identical_file(
     assert (out / "big.bin").read_bytes() == original.read_bytes()
 
 
+def test_a_receiver_restarted_with_another_out_says_where_the_partial_file_is(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """Before: "FileNotFoundError: [Errno 2] No such file or directory: '.../.big.bin...'"."""
+    original = _file(tmp_path / "big.bin", 24 * MiB)
+    args = ("send", str(original), "--to", "site", "--limit-rate", "10M")
+    send = start_cli(*args, tmp_path=tmp_path, url=redis_url)
+    first = _recv(tmp_path, redis_url, "site")
+    wait_for(lambda: _partial(tmp_path / "out-site") > 9 * MiB, "part of the file")
+    finish(first.proc, signal.SIGKILL)
+    other = tmp_path / "elsewhere"
+    second = start_cli(
+        "recv", "--as", "site", "--out", str(other), "--count", "1", "--timeout", "60",
+        tmp_path=tmp_path, url=redis_url,
+    )  # fmt: skip
+    assert finish(second.proc) == 1, second.output()
+    assert "Cannot continue 'big.bin' after byte" in second.output()
+    assert "Was it received into another --out directory?" in second.output()
+    assert "FileNotFoundError" not in second.output()
+    assert finish(send.proc) == 1  # the sender hears why
+
+
 def test_sender_killed_mid_file_resumes_when_rerun(tmp_path: Path, redis_url: str) -> None:
     original = _file(tmp_path / "big.bin", 24 * MiB)
     out = tmp_path / "out-site"
