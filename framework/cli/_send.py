@@ -305,7 +305,8 @@ def _report(job: _SendJob) -> None:
         for problem in failures:
             echo_problem(f"Failed: {problem}")
         raise click.ClickException(
-            f"{len(failures)} of {len(job.offers)} files were not delivered."
+            # A file may have reached some targets: each line above says which.
+            f"{len(failures)} of {len(job.offers)} files did not reach every target."
         )
 
 

@@ -301,3 +301,17 @@ def test_many_files_show_a_bounded_number_of_bars(tmp_path: Path, redis_url: str
         assert sum(text.startswith(line) for text in lines) == count, output
         assert 0 < sum("━" in text for text in lines) <= SHOWN_BARS, output
     assert len(list((tmp_path / "out-site").iterdir())) == count
+
+
+def test_files_that_reached_some_targets_are_not_called_undelivered(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """Before: "Error: 2 of 2 files were not delivered." while both had reached 'site'."""
+    files = [_file(tmp_path / f"f{i}.bin", 1000 + i) for i in range(2)]
+    receiver = _recv(tmp_path, redis_url, "site", count=2)
+    args = ("send", *map(str, files), "--to", "site", "--to", "ghost", "--timeout", "3")
+    done = run_cli(*args, tmp_path=tmp_path, url=redis_url)
+    assert done.returncode == 1
+    assert "2 of 2 files did not reach every target." in done.stderr
+    assert done.stderr.count("whole, but not ['ghost']") == 2, done.stderr
+    assert finish(receiver.proc) == 0, receiver.output()
