@@ -48,6 +48,10 @@ FATAL = (AuthenticationFailed, BackendTimeout, BackendUnavailable, ClosedError, 
 _T = TypeVar("_T")
 
 
+#: Why a key under the prefix whose name the framework does not write is not shown.
+_FOREIGN = "no key of this framework has this name (another program's, under its prefix?)"
+
+
 class _Unreadable:
     """The things ``inspect`` could not read, each with its keys and why (JSON-ready rows)."""
 
@@ -96,8 +100,11 @@ def _classify(conn: RedisConnection, unreadable: _Unreadable) -> dict[str, dict[
                 unreadable.add("key", shown_key, [shown_key], "the key's name is not UTF-8")
                 continue
             parsed = conn.keys.parse(key)
-            kind, name = (parsed[0], parsed[1]) if parsed else ("other", key)
-            found[kind][name].add(key)
+            if parsed is None:
+                found["other"][key].add(key)
+                unreadable.add("key", key, [key], _FOREIGN)
+            else:
+                found[parsed[0]][parsed[1]].add(key)
     return found
 
 

@@ -130,6 +130,8 @@ FOREIGN = {
     "fw:queue:{q2}": "WRONGTYPE",
     "fw:cell:{x}:inbox": "WRONGTYPE",
     "fw:xfer:{1}:meta": "WRONGTYPE",
+    # A name the framework never writes: before, only counted ("other_keys": 1).
+    "fw:foo": "no key of this framework has this name",
 }
 
 
