@@ -50,6 +50,8 @@ _T = TypeVar("_T")
 
 #: Why a key under the prefix whose name the framework does not write is not shown.
 _FOREIGN = "no key of this framework has this name (another program's, under its prefix?)"
+#: Foreign keys listed one by one; the others are counted.
+FOREIGN_LISTED = 20
 
 
 class _Unreadable:
@@ -100,12 +102,23 @@ def _classify(conn: RedisConnection, unreadable: _Unreadable) -> dict[str, dict[
                 unreadable.add("key", shown_key, [shown_key], "the key's name is not UTF-8")
                 continue
             parsed = conn.keys.parse(key)
-            if parsed is None:
-                found["other"][key].add(key)
-                unreadable.add("key", key, [key], _FOREIGN)
-            else:
-                found[parsed[0]][parsed[1]].add(key)
+            kind, name = (parsed[0], parsed[1]) if parsed else ("other", key)
+            found[kind][name].add(key)
+    _list_foreign(sorted(found.get("other", {})), unreadable)
     return found
+
+
+def _list_foreign(keys: list[str], unreadable: _Unreadable) -> None:
+    """List the first :data:`FOREIGN_LISTED` foreign keys, and how many more there are.
+
+    Keys of a framework prefix nested in this one (``fw:demo:...`` under ``fw``) are
+    foreign here, and may be many.
+    """
+    for key in keys[:FOREIGN_LISTED]:
+        unreadable.add("key", key, [key], _FOREIGN)
+    if len(keys) > FOREIGN_LISTED:
+        more = len(keys) - FOREIGN_LISTED
+        unreadable.add("key", f"{more} more", [], f"{_FOREIGN}; not listed")
 
 
 def _server_ms(conn: RedisConnection) -> int:

@@ -11,7 +11,7 @@ import pytest
 import redis
 
 from framework.cell import Message, StreamCell
-from framework.cli._inspect import collect
+from framework.cli._inspect import FOREIGN_LISTED, collect
 from framework.connection import RedisConnection
 from framework.pubsub import RedisQueuePublisher, RedisQueueSubscriber, RedisStreamPublisher
 from framework.store import RedisStore
@@ -186,3 +186,15 @@ def test_inspect_command_names_the_keys_it_could_not_read(
     assert tables.returncode == 0, tables.stderr
     for shown in ("Unreadable", "fw:xfer:{notanumber}:meta", "fw:cell:{x}:inbox", "metrics"):
         assert shown in tables.stdout, tables.stdout
+
+
+def test_many_foreign_keys_are_listed_up_to_a_bound_then_counted(
+    fake_conn: RedisConnection,
+) -> None:
+    for i in range(FOREIGN_LISTED + 5):
+        fake_conn.client.set(f"fw:demo:{i:02d}", "x")  # a nested prefix's keys, say
+    rows = collect(fake_conn)["unreadable"]
+    assert isinstance(rows, list)
+    assert [row["name"] for row in rows[:2]] == ["fw:demo:00", "fw:demo:01"]
+    assert rows[-1]["name"] == "5 more"
+    assert len(rows) == FOREIGN_LISTED + 1
