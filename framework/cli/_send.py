@@ -240,7 +240,13 @@ def _failure(sending: _Sending, targets: tuple[str, ...], timeout: float) -> str
             f"{name}: no receiver among {visible(', '.join(targets))} made progress within "
             f"{timeout:g} s; is `framework recv --as <cell>` running against this Redis?"
         )
-    return f"{name}: {type(exc).__name__}: {visible(exc)}"
+    hint = ""
+    if "OutOfMemoryError" in str(exc) or "maxmemory" in str(exc):
+        hint = (
+            " Redis is full: raise its maxmemory, or pass --limit-rate so that the file "
+            "goes in no faster than the receivers take it out."
+        )
+    return f"{name}: {type(exc).__name__}: {visible(exc)}{hint}"
 
 
 def _regular_files(_: click.Context, param: click.Parameter, paths: tuple[Path, ...]) -> Any:

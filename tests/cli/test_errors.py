@@ -193,3 +193,22 @@ def test_recv_says_when_it_cannot_read_redis_and_when_it_can_again(
         assert recv.output().count("cannot read from Redis") == 1  # said once per outage
     finally:
         server.close()
+
+
+def test_a_send_that_fills_redis_says_what_to_do(
+    tmp_path: Path, own_redis: EmbeddedRedis, reap: Callable[[Running], Running]
+) -> None:
+    """The out-of-memory error was named, but not the way out (``--limit-rate``)."""
+    with redis.Redis.from_url(own_redis.url) as admin:
+        admin.config_set("maxmemory", 16 * 1024 * 1024)
+        admin.config_set("maxmemory-policy", "noeviction")
+    payload = tmp_path / "big.bin"
+    payload.write_bytes(b"\x00" * (64 << 20))
+    # No receiver: the chunks stay in Redis until it is full.
+    done = run_cli(
+        "send", str(payload), "--to", "site", "--timeout", "30",
+        tmp_path=tmp_path, url=own_redis.url,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "OutOfMemoryError" in done.stderr, done.stderr
+    assert "Redis is full: raise its maxmemory, or pass --limit-rate" in done.stderr
