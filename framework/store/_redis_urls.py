@@ -9,7 +9,7 @@ from framework.exceptions import ConfigurationError
 from framework.keys import DEFAULT_PREFIX
 from framework.settings import RedisSettings
 
-__all__ = ["local_deployment_elsewhere", "public_url", "with_local_credentials"]
+__all__ = ["public_url", "with_local_credentials"]
 
 _SECRET_FIELDS = ("username", "password", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
 
@@ -27,26 +27,29 @@ def public_url(connection: RedisConnection) -> str:
     return settings.model_copy(update={**blank, "prefix": DEFAULT_PREFIX}).url()
 
 
-def with_local_credentials(settings: RedisSettings) -> RedisSettings:
-    """Add credentials from ``FRAMEWORK_REDIS_URL`` when it names the same deployment."""
+def with_local_credentials(settings: RedisSettings) -> tuple[RedisSettings, str | None]:
+    """Add credentials from ``FRAMEWORK_REDIS_URL`` when it names the same deployment.
+
+    Returns:
+        The settings (with the variable's credentials when it names their deployment),
+        and where the variable points when it names another one, else None.
+    """
     local = RedisSettings.from_env()
-    if local is None or not _same_deployment(local, settings):
-        return settings
-    return settings.model_copy(update={name: getattr(local, name) for name in _SECRET_FIELDS})
+    if local is None:
+        return settings, None
+    if not _same_deployment(local, settings):
+        return settings, _where(local)
+    update = {name: getattr(local, name) for name in _SECRET_FIELDS}
+    return settings.model_copy(update=update), None
 
 
-def local_deployment_elsewhere(settings: RedisSettings) -> str | None:
-    """Where ``FRAMEWORK_REDIS_URL`` points, if set and not at ``settings``'s deployment."""
-    local = RedisSettings.from_env()
-    if local is None or _same_deployment(local, settings):
-        return None
-    if local.unix_socket_path is not None:
-        return local.unix_socket_path
-    return (
-        ",".join(f"{h}:{p}" for h, p in local.startup_nodes)
-        if local.cluster
-        else (f"{local.host}:{local.port}")
-    )
+def _where(settings: RedisSettings) -> str:
+    """The deployment ``settings`` name, without credentials."""
+    if settings.unix_socket_path is not None:
+        return settings.unix_socket_path
+    if settings.cluster:
+        return ",".join(f"{host}:{port}" for host, port in settings.startup_nodes)
+    return f"{settings.host}:{settings.port}"
 
 
 def _same_deployment(a: RedisSettings, b: RedisSettings) -> bool:

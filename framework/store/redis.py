@@ -41,11 +41,7 @@ from framework.store._custom import custom_bytes
 from framework.store._options import constructor_options
 from framework.store._redis_keys import RedisKeyMethods, count_keys
 from framework.store._redis_reads import RedisReadMethods
-from framework.store._redis_urls import (
-    local_deployment_elsewhere,
-    public_url,
-    with_local_credentials,
-)
+from framework.store._redis_urls import public_url, with_local_credentials
 from framework.store.base import BaseStore
 from framework.store.config import StoreConfig
 from framework.store.connector import RedisConnector
@@ -149,10 +145,9 @@ class RedisStore(RedisKeyMethods, RedisReadMethods, BaseStore):
             raise ConfigurationError(
                 f"Cannot rebuild Redis store {config.name!r} from its config: {exc}"
             ) from exc
-        local = with_local_credentials(settings)
+        local, elsewhere = with_local_credentials(settings)
         connection = RedisConnection(local)
         if local.password is None:
-            elsewhere = local_deployment_elsewhere(settings)
             have = f" (it names {elsewhere}, not this one)" if elsewhere is not None else ""
             connection.auth_hint = (
                 f"store {config.name!r} was rebuilt from its config, which never carries "

@@ -117,7 +117,14 @@ def test_a_receiver_restarted_with_another_out_says_where_the_partial_file_is(
     assert finish(send.proc) == 1  # the sender hears why
 
 
-def test_sender_killed_mid_file_resumes_when_rerun(tmp_path: Path, redis_url: str) -> None:
+def _send_killed_mid_file(
+    tmp_path: Path, redis_url: str
+) -> tuple[Path, Path, tuple[str, ...], Running]:
+    """A 24 MiB file, a receiver, and a send killed once part of the file arrived.
+
+    Returns:
+        The file, the receiver's directory, the send's arguments and the receiver.
+    """
     original = _file(tmp_path / "big.bin", 24 * MiB)
     out = tmp_path / "out-site"
     args = ("send", str(original), "--to", "site", "--limit-rate", "12M")
@@ -125,6 +132,11 @@ def test_sender_killed_mid_file_resumes_when_rerun(tmp_path: Path, redis_url: st
     first = start_cli(*args, tmp_path=tmp_path, url=redis_url)
     wait_for(lambda: _partial(out) > 9 * MiB, "the receiver to get part of the file")
     finish(first.proc, signal.SIGKILL)
+    return original, out, args, receiver
+
+
+def test_sender_killed_mid_file_resumes_when_rerun(tmp_path: Path, redis_url: str) -> None:
+    original, out, args, receiver = _send_killed_mid_file(tmp_path, redis_url)
     again = run_cli(*args, tmp_path=tmp_path, url=redis_url)
     assert again.returncode == 0, again.stdout + again.stderr
     assert "resume big.bin" in again.stdout
@@ -138,14 +150,8 @@ def test_a_file_changed_in_place_after_a_killed_send_is_sent_afresh(
     """Changed with its size and modification time kept (``cp -p``, ``rsync -t``), the
     file was resumed as the old transfer: the receiver got the old content, which
     matched the old hash, while send printed the new one."""
-    original = _file(tmp_path / "big.bin", 24 * MiB)
+    original, out, args, receiver = _send_killed_mid_file(tmp_path, redis_url)
     stat = original.stat()
-    out = tmp_path / "out-site"
-    args = ("send", str(original), "--to", "site", "--limit-rate", "12M")
-    receiver = _recv(tmp_path, redis_url, "site")
-    first = start_cli(*args, tmp_path=tmp_path, url=redis_url)
-    wait_for(lambda: _partial(out) > 9 * MiB, "the receiver to get part of the file")
-    finish(first.proc, signal.SIGKILL)
     with original.open("r+b") as file:
         file.write(b"NEW VERSION" * 1000)
     os.utime(original, ns=(stat.st_atime_ns, stat.st_mtime_ns))
